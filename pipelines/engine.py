@@ -1,0 +1,152 @@
+"""The engine: turns a request into saved, annotated images, one job at a time per device.
+
+Every tab and the API go through ``Engine.generate`` (or ``stream``, its iterator form for live UIs), so
+seeding, scheduler choice, metadata, outputs and interrupt behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from PIL import Image
+
+from .generate import run_pipeline
+from .outputs import OutputWriter
+from .preview import LatentPreviewer
+from .registry import Registry
+from .request import GenerationRequest
+from .samplers import make_scheduler
+
+# A1111 keeps inpainting results with img2img's.
+_OUTPUT_CATEGORY = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images"}
+
+
+@dataclass
+class Progress:
+    """One finished sampling step of the running job."""
+
+    step: int
+    steps: int
+    batch: int
+    batch_count: int
+    preview: Image.Image | None = None
+
+    @property
+    def fraction(self) -> float:
+        return (self.batch * self.steps + self.step) / (self.steps * self.batch_count)
+
+
+@dataclass
+class GenerationResult:
+    request: GenerationRequest  # with the concrete seed and model that were used
+    images: list[Image.Image] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    paths: list[Path | None] = field(default_factory=list)
+    interrupted: bool = False
+
+
+@dataclass
+class _Job:
+    owner: Any
+    interrupt: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine:
+    def __init__(self, registry: Registry, writer: OutputWriter, preview_every: int = 5):
+        self.registry = registry
+        self.writer = writer
+        self.preview_every = preview_every
+        self._device_lock = threading.Lock()
+        self._job: _Job | None = None
+        self._previewers: dict[int, LatentPreviewer] = {}
+
+    def generate(self, request: GenerationRequest, *, owner: Any = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 cancel: threading.Event | None = None) -> GenerationResult:
+        """Run the whole job; ``cancel`` (set from any thread, even before the job starts) stops it."""
+        info = self.registry.resolve(request.model)
+        request = replace(request.with_seed(), model=info.name)
+        seeds = request.seeds()
+        result = GenerationResult(request=request)
+        with self._device_lock, self.registry.lease(info.name) as model:
+            self._job = job = _Job(owner, cancel or threading.Event())
+            try:
+                pipe = model.pipeline(request.task)
+                for batch in range(request.batch_count):
+                    batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
+                    pipe.scheduler = make_scheduler(request.sampler, request.scheduler,
+                                                    model.pipe.scheduler.config, batch_seeds)
+                    on_step = self._step_reporter(model, request, batch, on_progress)
+                    images = run_pipeline(pipe, request, batch_seeds, on_step=on_step, interrupt=job.interrupt)
+                    for image, seed in zip(images, batch_seeds):
+                        text = request.infotext(seed, model.info.name, model.hash)
+                        image.info["parameters"] = text
+                        result.images.append(image)
+                        result.infotexts.append(text)
+                        result.seeds.append(seed)
+                        result.paths.append(self.writer.save(image, text, seed, _OUTPUT_CATEGORY[request.task]))
+                    if job.interrupt.is_set():
+                        result.interrupted = True
+                        break
+            finally:
+                self._job = None
+        return result
+
+    def _step_reporter(self, model, request: GenerationRequest, batch: int, on_progress):
+        if on_progress is None:
+            return None
+        previewer = self._previewers.setdefault(id(model.pipe.vae), LatentPreviewer(model.pipe.vae))
+
+        def report(step: int, steps: int, latents) -> None:
+            wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < steps
+            preview = previewer(latents, (request.width, request.height)) if wants_preview else None
+            on_progress(Progress(step, steps, batch, request.batch_count, preview))
+
+        return report
+
+    def stream(self, request: GenerationRequest, *, owner: Any = None) -> Iterator[Progress | GenerationResult]:
+        """``generate`` in a worker thread, yielding its progress and then its result.
+
+        If the consumer goes away early (a closed browser tab), the job is interrupted.
+        """
+        events: queue.Queue = queue.Queue()
+        done, cancel = threading.Event(), threading.Event()
+
+        def work() -> None:
+            try:
+                events.put(self.generate(request, owner=owner, on_progress=events.put, cancel=cancel))
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                events.put(exc)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=work, name="easel-generate", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = events.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, GenerationResult):
+                    return
+        finally:
+            if not done.is_set():
+                cancel.set()
+
+    def interrupt(self, owner: Any = None) -> bool:
+        """Stop the running job after its current step; with ``owner``, only if that owner started it."""
+        job = self._job
+        if job is None or (owner is not None and job.owner != owner):
+            return False
+        job.interrupt.set()
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None

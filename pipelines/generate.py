@@ -1,0 +1,50 @@
+"""``run_pipeline``: the one place a diffusers pipeline is called.
+
+Noise comes from CPU generators, one per image seeded with that image's seed, so a seed gives the same
+picture on every device and image i of a batch equals a single run with seed + i. A step callback reports
+progress (with latents for previews) and turns an interrupt request into diffusers' own ``_interrupt``
+flag: the current step finishes, the rest are skipped, and what was reached is decoded and returned.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import torch
+
+from .request import GenerationRequest
+from .text_encoding import clip_skip_embeds, needs_own_encoding
+
+StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, latents)
+
+
+def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *,
+                 on_step: StepCallback | None = None, interrupt: threading.Event | None = None) -> list:
+    def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
+        if on_step is not None:
+            # second-order samplers (Heun, DPM2, DPM++ SDE) run more model steps than requested
+            on_step(step + 1, pipeline.num_timesteps, tensors["latents"])
+        if interrupt is not None and interrupt.is_set():
+            pipeline._interrupt = True
+        return tensors
+
+    clip_skip = request.clip_skip - 1 or None  # A1111 "Clip skip N" is diffusers clip_skip=N-1
+    if needs_own_encoding(pipe, clip_skip):
+        text = clip_skip_embeds(pipe, request.prompt, request.negative_prompt, clip_skip)
+        clip_skip = None
+    else:
+        text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None}
+    result = pipe(
+        **text,
+        num_inference_steps=request.steps,
+        guidance_scale=request.cfg_scale,
+        width=request.width,
+        height=request.height,
+        num_images_per_prompt=len(seeds),
+        generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+        clip_skip=clip_skip,
+        callback_on_step_end=step_end,
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
+    return list(result.images)

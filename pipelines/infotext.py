@@ -1,0 +1,122 @@
+"""A1111's "parameters" infotext: write it, parse it, and carry it in image files.
+
+Civitai, Fooocus, SD.Next and A1111 itself all read this exact text, so the layout, the quoting rule and
+the parser's quirks (the "at least 3 params" test on the last line) follow A1111 to the character.
+This module is generic: callers pass the ordered key/value pairs they want written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+from PIL import ExifTags, Image
+from PIL.PngImagePlugin import PngInfo
+
+PNG_KEY = "parameters"
+NEGATIVE_PREFIX = "Negative prompt:"
+
+# One "Key: value" pair; the value is either a JSON string literal or runs to the next comma.
+_PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+# EXIF UserComment starts with an 8-byte character-code header (EXIF 2.3, section 4.6.5).
+_USER_COMMENT_CODECS = {
+    b"UNICODE\0": "utf-16-be",  # what A1111 writes (via piexif), big-endian unless a BOM says otherwise
+    b"ASCII\0\0\0": "utf-8",  # lenient: some writers put UTF-8 behind the ASCII header
+    b"JIS\0\0\0\0\0": "shift_jis",
+    b"\0" * 8: "utf-8",  # "undefined" code
+}
+
+
+def _format_value(value: object) -> str:
+    """str() like A1111, except integral floats lose their ".0" (A1111 shows "CFG scale: 7" for 7.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _quote(text: str) -> str:
+    """JSON-quote values that would otherwise break the comma/colon-separated params line."""
+    if any(ch in text for ch in ",:\n"):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _unquote(text: str) -> str:
+    """Decode a JSON-quoted value; a malformed one is kept verbatim rather than lost."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
+    """Build the text exactly as A1111's ``create_infotext`` does; params keep their given order."""
+    parts = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        text = _format_value(value)
+        if text == "":
+            continue
+        parts.append(key if key == text else f"{key}: {_quote(text)}")
+    negative = f"\n{NEGATIVE_PREFIX} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{', '.join(parts)}".strip()
+
+
+def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
+    """Split infotext into (prompt, negative prompt, params) with A1111's parser rules.
+
+    The last line is the params line only when it holds at least 3 "Key: value" pairs, so a prompt that
+    merely contains a colon is not mistaken for parameters. Values stay strings, in file order.
+    """
+    *lines, last = text.strip().split("\n")
+    if len(_PARAM_RE.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+
+    lines = [line.strip() for line in lines]
+    neg_at = next((i for i, line in enumerate(lines) if line.startswith(NEGATIVE_PREFIX)), len(lines))
+    prompt = "\n".join(lines[:neg_at]).strip()
+    negative_lines = lines[neg_at:]
+    if negative_lines:
+        negative_lines[0] = negative_lines[0][len(NEGATIVE_PREFIX) :]
+    negative = "\n".join(negative_lines).strip()
+
+    # An empty value is what A1111 drops too (it never writes one).
+    params = {key: _unquote(value) for key, value in _PARAM_RE.findall(last) if value}
+    return prompt, negative, params
+
+
+def _decode_user_comment(raw: bytes | str) -> str:
+    """Decode an EXIF UserComment like piexif's helper, but never fail: unknown headers fall back to UTF-8."""
+    if isinstance(raw, str):
+        return raw.rstrip("\0")
+    header, payload = raw[:8], raw[8:]
+    codec = _USER_COMMENT_CODECS.get(header)
+    if codec is None:
+        codec, payload = "utf-8", raw
+    elif codec == "utf-16-be" and payload[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        codec = "utf-16"  # a BOM names the byte order itself
+    return payload.decode(codec, errors="replace").rstrip("\0")
+
+
+def read_infotext(image: Image.Image) -> str | None:
+    """The infotext an image carries: the PNG ``parameters`` chunk, else the EXIF UserComment (JPEG/WebP)."""
+    text = image.info.get(PNG_KEY)
+    if text:
+        return str(text)
+    raw = image.getexif().get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.UserComment)
+    if not raw:
+        return None
+    return _decode_user_comment(raw) or None
+
+
+def png_metadata(infotext: str) -> PngInfo:
+    """PNG text chunks holding the infotext; Pillow's add_text switches to iTXt when it is not latin-1."""
+    info = PngInfo()
+    info.add_text(PNG_KEY, infotext)
+    return info

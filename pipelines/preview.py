@@ -1,0 +1,39 @@
+"""Cheap live previews: latents -> RGB through a linear map fitted to the model's own VAE.
+
+A1111 ships fixed 4x3 tables per model family; fitting the map once per VAE (encode a few flat colours,
+least squares) gives the same kind of table for any latent space, our own small VAE included.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class LatentPreviewer:
+    def __init__(self, vae):
+        self.vae = vae
+        self._weights: torch.Tensor | None = None
+
+    def _fit(self) -> torch.Tensor:
+        levels = (0.0, 0.5, 1.0)
+        colours = torch.tensor(list(itertools.product(levels, repeat=3))) * 2 - 1  # 27 x 3, in [-1, 1]
+        images = colours[:, :, None, None].expand(-1, -1, 32, 32)
+        config = self.vae.config
+        with torch.no_grad():
+            latents = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.mean.float().cpu()
+        latents = (latents - (getattr(config, "shift_factor", None) or 0.0)) * config.scaling_factor
+        features = torch.cat([latents.mean(dim=(2, 3)), torch.ones(len(colours), 1)], dim=1)
+        return torch.linalg.lstsq(features, colours).solution  # (channels + 1) x 3
+
+    def __call__(self, latents: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+        """An RGB picture of the first latent of a batch, scaled to ``size`` (width, height)."""
+        if self._weights is None:
+            self._weights = self._fit()
+        x = latents[0].detach().float().cpu()
+        rgb = torch.einsum("chw,cd->hwd", x, self._weights[:-1]) + self._weights[-1]
+        pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        return Image.fromarray(np.ascontiguousarray(pixels)).resize(size, Image.BILINEAR)

@@ -1,0 +1,241 @@
+"""The pipeline registry: every model loaded once, task variants sharing its weights, LRU under a budget.
+
+A model name resolves to a source (a diffusers folder under ``models/Stable-diffusion``, a local path,
+or a Hub id). ``lease(name)`` loads it if needed and pins it while a generation uses it; loading a new model
+first evicts the least recently used unpinned ones until the estimate fits the memory budget. Task variants
+(txt2img, img2img, inpaint) come from ``AutoPipelineFor*.from_pipe``, which reuses the same modules and,
+unlike the concrete classes' ``from_pipe``, never casts them to float32 (diffusers issue 12754).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import re
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .errors import ModelError, RequestError
+from .hashing import short_hash, weight_files
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "Stable-diffusion"
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_TASK_PIPELINES = {
+    "txt2img": "AutoPipelineForText2Image",
+    "img2img": "AutoPipelineForImage2Image",
+    "inpaint": "AutoPipelineForInpainting",
+}
+# A1111's defaults; a model folder's easel.json overrides any of them.
+_BASE_DEFAULTS = {"steps": 20, "cfg_scale": 7.0, "sampler": "Euler a", "scheduler": "Automatic"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str
+    local: bool
+    family: str = "sd"  # "sd" or "sdxl" (KOALA is an SDXL pipeline)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def describe_folder(name: str, folder: Path) -> ModelInfo:
+    """Family and per-model defaults of a diffusers folder, read from its configs without loading weights."""
+    index = _read_json(folder / "model_index.json")
+    family = "sdxl" if "XL" in index.get("_class_name", "") else "sd"
+    unet = _read_json(folder / "unet" / "config.json")
+    vae = _read_json(folder / "vae" / "config.json")
+    size = int(unet.get("sample_size", 64)) * 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+    defaults = {**_BASE_DEFAULTS, "width": size, "height": size, **_read_json(folder / "easel.json")}
+    return ModelInfo(name=name, source=str(folder), local=True, family=family, defaults=defaults)
+
+
+class LoadedModel:
+    """A resident pipeline, its task variants, and its bookkeeping."""
+
+    def __init__(self, info: ModelInfo, pipe):
+        self.info = info
+        self.pipe = pipe
+        self.nbytes = sum(
+            t.numel() * t.element_size()
+            for module in pipe.components.values() if hasattr(module, "parameters")
+            for t in (*module.parameters(), *module.buffers())
+        )
+        self.leases = 0
+        self.last_used = time.monotonic()
+        self._variants: dict[str, Any] = {}
+
+    def pipeline(self, task: str = "txt2img"):
+        """The pipeline for ``task``, sharing this model's modules (no second copy, same dtype)."""
+        if task not in _TASK_PIPELINES:
+            raise RequestError(f"Unknown task {task!r}.")
+        if task not in self._variants:
+            import diffusers
+
+            auto = getattr(diffusers, _TASK_PIPELINES[task])
+            try:
+                variant = auto.from_pipe(self.pipe)
+            except ValueError as exc:
+                raise ModelError(f"Model {self.info.name!r} cannot run {task}: {exc}") from exc
+            variant.set_progress_bar_config(disable=True)
+            self._variants[task] = variant
+        return self._variants[task]
+
+    @cached_property
+    def hash(self) -> str | None:
+        return short_hash(self.info.source) if self.info.local else None
+
+
+def _check_tokenizers(pipe, name: str) -> None:
+    """transformers 5 loads an unreachable Hub tokenizer as an empty one; refuse it loudly."""
+    for key, component in pipe.components.items():
+        if key.startswith("tokenizer") and component is not None:
+            if len(component) <= 1000 or component.model_max_length > 1024:
+                raise ModelError(
+                    f"Model {name!r} has a broken {key} (vocabulary {len(component)}, max length "
+                    f"{component.model_max_length}); its tokenizer files are missing or incomplete."
+                )
+
+
+def default_memory_budget(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        _, total = torch.cuda.mem_get_info(torch.device(device))
+        return int(total * 0.9)
+    import os
+
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
+
+
+class Registry:
+    def __init__(self, models_dir: str | Path, device: str = "cpu", dtype=None,
+                 memory_budget: int | None = None, offline: bool = True, default_model: str | None = None):
+        import torch
+
+        self.models_dir = Path(models_dir)
+        self.device = device
+        self.dtype = dtype or torch.float32
+        self.memory_budget = memory_budget if memory_budget is not None else default_memory_budget(device)
+        self.offline = offline
+        self._default_model = default_model
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = threading.RLock()
+
+    # -- catalog -------------------------------------------------------------------------------------------
+    def list_models(self) -> list[ModelInfo]:
+        root = self.models_dir / CHECKPOINT_DIR
+        if not root.is_dir():
+            return []
+        return [describe_folder(p.name, p) for p in sorted(root.iterdir()) if (p / "model_index.json").is_file()]
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.list_models()]
+
+    def default_name(self) -> str:
+        names = self.names()
+        if self._default_model and (self._default_model in names or self._default_model in self._loaded):
+            return self._default_model
+        if not names:
+            raise ModelError(f"No models found in {self.models_dir / CHECKPOINT_DIR}.")
+        return names[0]
+
+    def resolve(self, name: str) -> ModelInfo:
+        name = (name or "").strip()
+        if not name:
+            return self.resolve(self.default_name())
+        folder = self.models_dir / CHECKPOINT_DIR / name
+        if (folder / "model_index.json").is_file():
+            return describe_folder(name, folder)
+        path = Path(name).expanduser()
+        if (path / "model_index.json").is_file():
+            return describe_folder(path.name, path)
+        if _HUB_ID.match(name) and not path.exists():
+            return ModelInfo(name=name, source=name, local=False, defaults=dict(_BASE_DEFAULTS))
+        available = ", ".join(self.names()) or "none"
+        raise RequestError(f"Unknown model {name!r}. Available models: {available}.")
+
+    # -- residency -----------------------------------------------------------------------------------------
+    @contextmanager
+    def lease(self, name: str) -> Iterator[LoadedModel]:
+        """The loaded model, pinned (never evicted) until the block ends."""
+        info = self.resolve(name)
+        with self._lock:
+            entry = self._loaded.get(info.name) or self._load(info)
+            entry.leases += 1
+        try:
+            yield entry
+        finally:
+            with self._lock:
+                entry.leases -= 1
+                entry.last_used = time.monotonic()
+
+    def resident(self) -> list[dict]:
+        with self._lock:
+            return [{"name": n, "bytes": e.nbytes, "leases": e.leases} for n, e in self._loaded.items()]
+
+    def unload(self, name: str) -> bool:
+        with self._lock:
+            entry = self._loaded.get(name)
+            if entry is None or entry.leases:
+                return False
+            del self._loaded[name]
+        self._release_memory()
+        return True
+
+    def _used(self) -> int:
+        return sum(e.nbytes for e in self._loaded.values())
+
+    def _make_room(self, needed: int) -> None:
+        while self._used() + needed > self.memory_budget:
+            idle = [(e.last_used, n) for n, e in self._loaded.items() if not e.leases]
+            if not idle:
+                log.warning("memory budget exceeded: every resident model is in use")
+                return
+            _, victim = min(idle)
+            log.info("evicting %s to stay within the memory budget", victim)
+            del self._loaded[victim]
+            self._release_memory()
+
+    def _release_memory(self) -> None:
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _load(self, info: ModelInfo) -> LoadedModel:
+        from diffusers import DiffusionPipeline
+
+        estimate = sum(f.stat().st_size for f in weight_files(Path(info.source))) if info.local else 0
+        self._make_room(estimate)
+        kwargs: dict[str, Any] = {"dtype": self.dtype, "local_files_only": info.local or self.offline}
+        if "safety_checker" in _read_json(Path(info.source) / "model_index.json"):
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        started = time.perf_counter()
+        try:
+            pipe = DiffusionPipeline.from_pretrained(info.source, **kwargs)
+        except Exception as exc:  # every loader failure becomes one readable message
+            hint = " (offline: only local files can be used)" if not info.local and self.offline else ""
+            raise ModelError(f"Could not load model {info.name!r} from {info.source}{hint}: {exc}") from exc
+        _check_tokenizers(pipe, info.name)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        entry = LoadedModel(info, pipe)
+        log.info("loaded %s in %.1f s (%.1f MB)", info.name, time.perf_counter() - started, entry.nbytes / 2**20)
+        self._loaded[info.name] = entry
+        return entry

@@ -1,0 +1,165 @@
+"""The generation request: one frozen, validated object that every tab, the API and the tests build.
+
+Values arrive from widgets, JSON or infotext as loosely typed things (``7.0`` for 7, ``"20"``); they are
+coerced here once, and anything the engine cannot use raises ``RequestError`` with a sentence a user
+understands. Task-specific parts (init image, mask, ControlNet units, adapters, extension settings) have
+their place here so later features extend this object rather than passing values beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from . import infotext as infotext_format
+from .errors import RequestError
+from .samplers import normalize
+
+TASKS = ("txt2img", "img2img", "inpaint")
+MAX_SEED = 2**32 - 1
+VERSION = "easel-0.1.0"
+
+# (field, label, low, high) for the whole-number fields, checked in this order.
+_INT_RANGES = (
+    ("steps", "Steps", 1, 150),
+    ("width", "Width", 64, 4096),
+    ("height", "Height", 64, 4096),
+    ("batch_size", "Batch size", 1, 8),
+    ("batch_count", "Batch count", 1, 100),
+    ("clip_skip", "Clip skip", 1, 12),
+    ("seed", "Seed", -1, MAX_SEED),
+)
+
+
+def _whole_number(value: Any, label: str) -> int:
+    if isinstance(value, bool):
+        raise RequestError(f"{label} must be a whole number, got {value!r}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{label} must be a whole number, got {value!r}.") from None
+    if not math.isfinite(number) or number != int(number):
+        raise RequestError(f"{label} must be a whole number, got {value!r}.")
+    return int(number)
+
+
+def _finite(value: Any, label: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{label} must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise RequestError(f"{label} must be a finite number, got {value!r}.")
+    return number
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str = ""
+    negative_prompt: str = ""
+    sampler: str = "Euler a"
+    scheduler: str = "Automatic"  # A1111's "Schedule type"
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    seed: int = -1
+    batch_size: int = 1
+    batch_count: int = 1
+    clip_skip: int = 1
+    model: str = ""
+    task: str = "txt2img"
+    # Parts that later tasks fill; txt2img leaves them empty.
+    init_image: Any = None
+    mask: Any = None
+    denoising_strength: float = 0.75
+    controlnets: tuple = ()
+    adapters: tuple = ()
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        for name in ("prompt", "negative_prompt", "model"):
+            value = getattr(self, name)
+            set_(self, name, "" if value is None else str(value))
+        for name, label, low, high in _INT_RANGES:
+            number = _whole_number(getattr(self, name), label)
+            if not low <= number <= high:
+                raise RequestError(f"{label} must be between {low} and {high}, got {number}.")
+            set_(self, name, number)
+        for name, label in (("width", "Width"), ("height", "Height")):
+            if getattr(self, name) % 8:
+                raise RequestError(f"{label} must be a multiple of 8, got {getattr(self, name)}.")
+        set_(self, "cfg_scale", _finite(self.cfg_scale, "CFG scale"))
+        strength = _finite(self.denoising_strength, "Denoising strength")
+        if not 0.0 <= strength <= 1.0:
+            raise RequestError(f"Denoising strength must be between 0 and 1, got {strength}.")
+        set_(self, "denoising_strength", strength)
+        if self.task not in TASKS:
+            raise RequestError(f"Unknown task {self.task!r}. Choose one of: {', '.join(TASKS)}.")
+        sampler, schedule = normalize(self.sampler, self.scheduler)
+        set_(self, "sampler", sampler)
+        set_(self, "scheduler", schedule)
+        set_(self, "controlnets", tuple(self.controlnets))
+        set_(self, "adapters", tuple(self.adapters))
+        set_(self, "extensions", MappingProxyType(dict(self.extensions)))
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "GenerationRequest":
+        """Build from a mapping of field names, ignoring keys that are not fields (UI-only values)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @property
+    def image_count(self) -> int:
+        return self.batch_size * self.batch_count
+
+    def with_seed(self) -> "GenerationRequest":
+        """The same request with -1 replaced by a concrete random seed."""
+        return self if self.seed >= 0 else replace(self, seed=random.randint(0, MAX_SEED))
+
+    def seeds(self) -> list[int]:
+        """A1111's rule: image i of the whole job uses seed + i."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.image_count)]
+
+    def infotext(self, seed: int, model_name: str, model_hash: str | None = None) -> str:
+        """A1111's "parameters" text for the image made with ``seed``."""
+        params = {
+            "Steps": self.steps,
+            "Sampler": self.sampler,
+            "Schedule type": None if self.scheduler == "Automatic" else self.scheduler,
+            "CFG scale": self.cfg_scale,
+            "Seed": seed,
+            "Size": f"{self.width}x{self.height}",
+            "Model hash": model_hash,
+            "Model": model_name,
+            "Denoising strength": self.denoising_strength if self.task != "txt2img" else None,
+            "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
+            "RNG": "CPU",
+            "Version": VERSION,
+        }
+        return infotext_format.format_infotext(self.prompt, self.negative_prompt, params)
+
+    @classmethod
+    def from_infotext(cls, text: str, **overrides: Any) -> "GenerationRequest":
+        """Read A1111 (or our) infotext back into a request; missing keys keep A1111's defaults."""
+        prompt, negative, params = infotext_format.parse_infotext(text)
+        values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+        for key, name in (("Steps", "steps"), ("CFG scale", "cfg_scale"), ("Seed", "seed"),
+                          ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength")):
+            if key in params:
+                values[name] = params[key]
+        if "Sampler" in params:
+            values["sampler"] = params["Sampler"]
+            values["scheduler"] = params.get("Schedule type", "Automatic")
+        if "Size" in params:
+            try:
+                width, height = params["Size"].lower().split("x")
+            except ValueError:
+                raise RequestError(f"Size must look like 512x512, got {params['Size']!r}.") from None
+            values["width"], values["height"] = width, height
+        values.update(overrides)
+        return cls.from_values(values)

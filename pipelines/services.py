@@ -1,0 +1,82 @@
+"""Settings and the long-lived services built from them (registry, output writer, engine).
+
+``app.py`` turns command-line flags into ``Settings``; tests build ``Settings`` directly. On a Hugging Face
+ZeroGPU Space the GPU work must run inside a function decorated with ``spaces.GPU``; elsewhere that
+decorator is absent and the function runs as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .engine import Engine, GenerationResult, Progress
+from .outputs import OutputWriter
+from .registry import Registry
+from .request import GenerationRequest
+
+DEFAULT_MODEL = "easel-shapes"
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_dir: Path = Path("models")
+    outputs_dir: Path = Path("outputs")
+    device: str = "auto"
+    dtype: str = "auto"
+    save_outputs: bool = True
+    memory_budget_gb: float | None = None
+    preview_every: int = 5
+    offline: bool = False
+    default_model: str = DEFAULT_MODEL
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def _gpu_decorator() -> Callable:
+    try:
+        import spaces
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU
+
+
+@dataclass
+class Services:
+    settings: Settings
+    registry: Registry
+    engine: Engine
+    _stream: Callable[..., Iterator[Progress | GenerationResult]] = field(repr=False, default=None)
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Services":
+        device = resolve_device(settings.device)
+        budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
+        registry = Registry(settings.models_dir, device=device, dtype=resolve_dtype(settings.dtype, device),
+                            memory_budget=budget, offline=settings.offline, default_model=settings.default_model)
+        engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs),
+                        preview_every=settings.preview_every)
+        return cls(settings, registry, engine, _gpu_decorator()(engine.stream))
+
+    def stream(self, request: GenerationRequest, owner: Any = None) -> Iterator[Progress | GenerationResult]:
+        """The engine's job stream, run where GPU work is allowed to run."""
+        return self._stream(request, owner=owner)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run the whole test suite: unit, app (gradio_client) and browser (chromium).
+# Extra arguments go to pytest. A run that collects no tests fails.
+set -uo pipefail
+cd "$(dirname "$0")"
+bash scripts/setup.sh --browser || exit 1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+.venv/bin/python -m pytest "$@"
+status=$?
+if [ "$status" = 5 ]; then
+  echo "test.sh: pytest collected no tests; that is a failure" >&2
+  exit 1
+fi
+exit "$status"

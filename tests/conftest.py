@@ -1,0 +1,48 @@
+"""Test-wide setup: offline Hugging Face before any HF import, quiet Gradio, shared tiny fixtures."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    """A models/ folder holding the tiny random SD ("tiny-sd") and SDXL ("tiny-sdxl") pipelines."""
+    from training.tiny_random import save_tiny_models
+
+    root = tmp_path_factory.mktemp("models")
+    save_tiny_models(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def registry(models_dir):
+    from pipelines.registry import Registry
+
+    return Registry(models_dir, device="cpu", default_model="tiny-sd")
+
+
+@pytest.fixture
+def engine(registry, tmp_path):
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+
+    return Engine(registry, OutputWriter(tmp_path / "outputs"), preview_every=2)
+
+
+@pytest.fixture(scope="session")
+def app_url(models_dir, tmp_path_factory):
+    """The real app (flags -> settings -> services -> UI) launched in-process on the tiny models."""
+    import app
+
+    args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
+                           "--default-model", "tiny-sd", "--device", "cpu"])
+    demo = app.build_app(app.settings_from_args(args))
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    yield demo.local_url
+    demo.close()

@@ -1,0 +1,104 @@
+"""The app as a user or script meets it: gradio_client calls on the launched app, and the launch flags."""
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def test_every_public_event_is_named(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/txt2img", "/txt2img_interrupt", "/png_info", "/send_to_txt2img", "/refresh_models",
+            "/model_defaults"} <= set(endpoints)
+    names = [p["parameter_name"] for p in endpoints["/txt2img"]["parameters"]]
+    assert names[:3] == ["prompt", "negative_prompt", "sampler"] and "seed" in names and names[-1] == "model_name"
+
+
+def test_txt2img_returns_images_with_infotext(client):
+    gallery, _, info, *_ = client.predict(prompt="a red circle", negative_prompt="blue", steps=3, width=64, height=64,
+                                          batch_size=2, seed=11, model_name="tiny-sd", api_name="/txt2img")
+    assert [item["caption"] for item in gallery] == ["Seed 11", "Seed 12"]
+    assert info.startswith("a red circle\nNegative prompt: blue\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 11,")
+    with Image.open(gallery[1]["image"]) as image:
+        assert image.size == (64, 64) and "Seed: 12," in image.info["parameters"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"width": 65}, "Width must be a multiple of 8, got 65."),
+    ({"steps": 0}, "Value 0 is less than minimum value 1."),  # the widget bounds answer first
+    ({"seed": 2**32}, "Seed must be between -1 and 4294967295"),
+    ({"sampler": "Nope"}, "Unknown sampler 'Nope'"),
+    ({"model_name": "missing"}, "Unknown model 'missing'"),
+])
+def test_bad_input_returns_the_message(client, values, message):
+    arguments = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "model_name": "tiny-sd", **values}
+    with pytest.raises(AppError, match=message.replace("(", r"\(")):
+        client.predict(**arguments, api_name="/txt2img")
+    assert client.predict(prompt="x", steps=1, width=64, height=64, api_name="/txt2img")[0]  # still serving
+
+
+def test_png_info_reads_parameters_and_sends_them_to_txt2img(client, tmp_path):
+    gallery, *_ = client.predict(prompt="a star", steps=2, width=64, height=64, seed=5, clip_skip=2,
+                                 model_name="tiny-sd", api_name="/txt2img")
+    text = client.predict(handle_file(gallery[0]["image"]), api_name="/png_info")
+    assert text.startswith("a star\nSteps: 2") and "Clip skip: 2" in text
+    sent = client.predict(text, api_name="/send_to_txt2img")
+    assert sent[0] == "a star" and sent[4] == 2 and sent[8] == 5 and sent[9] == 2 and sent[10] == "tiny-sd"
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    assert client.predict(handle_file(str(plain)), api_name="/png_info") == "This image has no generation parameters."
+
+
+def test_model_defaults_follow_the_model(client):
+    assert client.predict("tiny-sdxl", api_name="/model_defaults")[:3] == (64, 64, 20)
+    assert client.predict("tiny-sd", api_name="/refresh_models")["value"] == "tiny-sd"
+
+
+@pytest.mark.parametrize("argv, refused", [
+    ([], False),
+    (["--host", "localhost"], False),
+    (["--host", "0.0.0.0"], True),
+    (["--share"], True),
+    (["--host", "0.0.0.0", "--auth", "u:p"], False),
+    (["--share", "--insecure"], False),
+])
+def test_exposure_without_auth_is_refused(argv, refused):
+    problem = app.exposure_problem(app.parse_args(argv), on_space=False)
+    assert bool(problem) == refused
+    if refused:
+        assert "--auth" in problem
+
+
+def test_a_space_controls_its_own_access():
+    assert app.exposure_problem(app.parse_args(["--host", "0.0.0.0"]), on_space=True) is None
+
+
+def test_main_refuses_to_start_and_says_why(capsys):
+    with pytest.raises(SystemExit) as stop:
+        app.main(["--share"])
+    assert stop.value.code == 2 and "Refusing to start: --share" in capsys.readouterr().err
+
+
+def test_auth_from_a_value_or_a_file(tmp_path):
+    assert app.parse_auth("alice:secret") == [("alice", "secret")]
+    users = tmp_path / "users.txt"
+    users.write_text("alice:one\n\nbob:two:with-colon\n")
+    assert app.parse_auth(str(users)) == [("alice", "one"), ("bob", "two:with-colon")]
+    with pytest.raises(SystemExit, match="expected user:password"):
+        app.parse_auth("nopassword")
+
+
+def test_importing_app_starts_nothing():
+    import subprocess
+    import sys
+
+    code = "import sys, app; print('gradio' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -1,0 +1,167 @@
+"""End-to-end browser tests: drive the real app (tiny random models) in headless Chromium with Playwright.
+
+Screenshots land in tests/artifacts/ (git-ignored) so a person can check what each test saw.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Playwright cannot download one offline)",
+                allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+PROMPT = "a red circle on a white background"
+TIMEOUT_MS = 60_000  # the CPU is slow and shared
+GENERATION_TIMEOUT_MS = 240_000  # first generation also loads the model
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+# What one test hands to a later one (test 1's PNG for the PNG Info round trip).
+_shared: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=TIMEOUT_MS)
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    expect(page.locator("#txt2img_generate")).to_be_visible()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def png_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("browser_png")
+
+
+def _txt2img_tab(page):
+    tab = page.get_by_role("tab", name="txt2img", exact=True)
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true")
+
+
+def _set_prompt(page, prompt: str) -> None:
+    page.locator("#txt2img_prompt textarea").fill(prompt)
+
+
+def _set_seed(page, seed: int | str) -> None:
+    box = page.locator("#txt2img_seed input[type=number]")
+    box.fill(str(seed))
+    box.blur()
+    expect(box).to_have_value(str(seed))
+
+
+def _gallery_image(page):
+    return page.locator("#txt2img_gallery img").first
+
+
+def _generate(page):
+    """Click Generate and wait until the infotext box shows a new result; returns the infotext."""
+    info = page.locator("#txt2img_info textarea")
+    before = info.input_value()
+    page.locator("#txt2img_generate").click()
+    expect(info).not_to_have_value(before or "", timeout=GENERATION_TIMEOUT_MS)
+    expect(_gallery_image(page)).to_be_visible()
+    return info.input_value()
+
+
+def _download_gallery_png(page, dest: Path) -> Path:
+    src = _gallery_image(page).get_attribute("src")
+    assert src, "the gallery image has no src"
+    response = page.request.get(src)
+    assert response.ok, f"GET {src} -> {response.status}"
+    body = response.body()
+    assert body[:8] == b"\x89PNG\r\n\x1a\n", f"the gallery image at {src} is not a PNG"
+    dest.write_bytes(body)
+    return dest
+
+
+def test_txt2img_generates_an_image(page, png_dir):
+    _txt2img_tab(page)
+    _set_prompt(page, PROMPT)
+    _set_seed(page, 42)
+
+    infotext = _generate(page)
+
+    assert PROMPT in infotext
+    assert "Seed: 42" in infotext
+    assert "Model: tiny-sd" in infotext
+    _shared["png"] = _download_gallery_png(page, png_dir / "txt2img.png")
+    page.screenshot(path=str(ARTIFACTS / "txt2img.png"), full_page=True, animations="disabled")
+
+
+def test_bad_input_shows_a_message(page):
+    _txt2img_tab(page)
+    _set_prompt(page, PROMPT)
+    _set_seed(page, 99999999999)  # above 2**32 - 1
+    info_before = page.locator("#txt2img_info textarea").input_value()
+
+    page.locator("#txt2img_generate").click()
+
+    # gr.Error shows up as a toast (role "status"); find it by its text.
+    toast = page.get_by_role("status").filter(has_text="Seed must be between")
+    expect(toast).to_be_visible()
+    expect(toast).to_contain_text("99999999999")
+    # The toast fades in through the Web Animations API: let its own fade finish (not its 10 s countdown bar's)
+    # so the screenshot shows it plainly.
+    toast.evaluate("e => Promise.all(e.getAnimations().map(a => a.finished))")
+    page.screenshot(path=str(ARTIFACTS / "error.png"), full_page=True, animations="disabled")
+    assert page.locator("#txt2img_info textarea").input_value() == info_before  # nothing was generated
+    toast.get_by_role("button", name="Close", exact=True).click()
+    expect(toast).to_have_count(0)
+
+    # The page still works: a random seed generates a fresh image.
+    _set_seed(page, -1)
+    infotext = _generate(page)
+    assert PROMPT in infotext
+    seed = re.search(r"Seed: (\d+)", infotext)
+    assert seed and 0 <= int(seed.group(1)) <= 2**32 - 1, infotext
+
+
+def test_png_info_round_trip(page, png_dir):
+    png = _shared.get("png")
+    if png is None:  # run on its own: make the image first
+        _txt2img_tab(page)
+        _set_prompt(page, PROMPT)
+        _set_seed(page, 42)
+        _generate(page)
+        png = _download_gallery_png(page, png_dir / "txt2img.png")
+
+    # Clear txt2img so the round trip has to restore the values.
+    _txt2img_tab(page)
+    _set_prompt(page, "")
+    _set_seed(page, -1)
+
+    page.get_by_role("tab", name="PNG Info", exact=True).click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
+    parameters = page.locator("#pnginfo_text textarea")
+    expect(parameters).to_have_value(re.compile(r"Seed: 42\b"))
+    assert PROMPT in parameters.input_value()
+    page.screenshot(path=str(ARTIFACTS / "png_info.png"), full_page=True, animations="disabled")
+
+    page.locator("#pnginfo_send_to_txt2img").click()
+
+    expect(page.get_by_role("tab", name="txt2img", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value(PROMPT)
+    expect(page.locator("#txt2img_seed input[type=number]")).to_have_value("42")
+    page.screenshot(path=str(ARTIFACTS / "png_info_sent.png"), full_page=True, animations="disabled")

@@ -1,0 +1,126 @@
+"""The engine on the tiny models: seeds and determinism, batches, previews, interrupt, metadata, outputs."""
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.infotext import read_infotext
+from pipelines.request import GenerationRequest
+
+
+def make(**values):
+    return GenerationRequest(**{"prompt": "a red circle", "model": "tiny-sd", "width": 64, "height": 64, "steps": 4,
+                                "seed": 7, **values})
+
+
+def pixels(image):
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_same_request_twice_gives_identical_pixels(engine):
+    first, second = engine.generate(make()), engine.generate(make())
+    assert np.array_equal(pixels(first.images[0]), pixels(second.images[0]))
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ SDE", "DPM++ 2M SDE"])
+def test_stochastic_samplers_are_deterministic_too(engine, sampler):
+    a, b = engine.generate(make(sampler=sampler)), engine.generate(make(sampler=sampler))
+    assert np.array_equal(pixels(a.images[0]), pixels(b.images[0]))
+
+
+def test_different_seeds_give_different_pictures(engine):
+    a, b = engine.generate(make(seed=1)), engine.generate(make(seed=2))
+    assert np.abs(pixels(a.images[0]) - pixels(b.images[0])).mean() > 1
+
+
+def test_batch_image_i_equals_a_single_run_with_seed_plus_i(engine):
+    batch = engine.generate(make(seed=20, batch_size=2, batch_count=2))
+    assert batch.seeds == [20, 21, 22, 23]
+    for i, seed in enumerate(batch.seeds):
+        single = engine.generate(make(seed=seed))
+        assert np.abs(pixels(batch.images[i]) - pixels(single.images[0])).max() <= 2
+        assert f"Seed: {seed}," in batch.infotexts[i]
+
+
+def test_random_seed_is_drawn_and_recorded(engine):
+    result = engine.generate(make(seed=-1))
+    assert 0 <= result.request.seed < 2**32
+    assert f"Seed: {result.request.seed}," in result.infotexts[0]
+
+
+def test_prompt_negative_prompt_and_clip_skip_change_the_picture(engine):
+    base = pixels(engine.generate(make()).images[0])
+    for change in ({"prompt": "a blue square"}, {"negative_prompt": "red"}, {"clip_skip": 2}):
+        assert not np.array_equal(base, pixels(engine.generate(make(**change)).images[0])), change
+
+
+def test_infotext_is_embedded_and_outputs_are_saved(engine):
+    result = engine.generate(make(batch_size=2, negative_prompt="blurry"))
+    assert len(set(result.paths)) == 2
+    for path, text in zip(result.paths, result.infotexts):
+        assert path.parent.parent.name == "txt2img-images" and path.name.endswith(f"-{path.stem.split('-')[1]}.png")
+        with Image.open(path) as saved:
+            assert read_infotext(saved) == text
+    assert result.infotexts[0] == (
+        "a red circle\nNegative prompt: blurry\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 7, Size: 64x64, "
+        f"Model hash: {result.infotexts[0].split('Model hash: ')[1][:10]}, Model: tiny-sd, RNG: CPU, "
+        "Version: easel-0.1.0"
+    )
+
+
+def test_progress_reports_every_step_with_previews(engine):
+    events = []
+    engine.generate(make(steps=4, width=64, height=96), on_progress=events.append)
+    assert [e.step for e in events] == [1, 2, 3, 4]
+    assert events[-1].fraction == 1.0
+    previews = [e.preview for e in events if e.preview is not None]
+    assert len(previews) == 1 and previews[0].size == (64, 96)  # every 2 steps, none for the final step
+
+
+def test_interrupt_stops_after_the_current_step_and_returns_what_is_done(engine):
+    steps = []
+
+    def on_progress(event):
+        steps.append(event.step)
+        if event.step == 2:
+            assert engine.interrupt(owner="alice")
+
+    result = engine.generate(make(steps=8, batch_count=3), owner="alice", on_progress=on_progress)
+    assert result.interrupted and steps == [1, 2]
+    assert len(result.images) == 1 and result.images[0].size == (64, 64)
+    assert not engine.busy
+
+
+def test_interrupt_from_another_owner_is_ignored(engine):
+    stopped = []
+    result = engine.generate(make(steps=3), owner="alice",
+                             on_progress=lambda e: stopped.append(engine.interrupt(owner="mallory")))
+    assert not result.interrupted and stopped == [False] * 3
+
+
+def test_stream_yields_progress_then_result_and_cancels_when_abandoned(engine):
+    events = list(engine.stream(make(steps=3)))
+    assert [type(e).__name__ for e in events] == ["Progress"] * 3 + ["GenerationResult"]
+
+    finished = threading.Event()
+    stream = engine.stream(make(steps=50, batch_count=5))
+    next(stream)
+    stream.close()  # the browser went away
+    with engine._device_lock:  # waits for the job to wind down
+        finished.set()
+    assert finished.is_set() and not engine.busy
+
+
+def test_sdxl_architecture_runs(engine):
+    result = engine.generate(make(model="tiny-sdxl", sampler="DPM++ 2M", scheduler="Karras", batch_size=2))
+    assert len(result.images) == 2 and "Model: tiny-sdxl" in result.infotexts[0]
+    assert "Schedule type: Karras" in result.infotexts[0]
+
+
+def test_unknown_model_is_a_request_error(engine):
+    from pipelines.errors import RequestError
+
+    with pytest.raises(RequestError, match="Unknown model 'nope'. Available models: tiny-sd, tiny-sdxl"):
+        engine.generate(make(model="nope"))

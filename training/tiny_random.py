@@ -1,0 +1,88 @@
+"""Tiny random-weight Stable Diffusion and SDXL pipelines, built in code for tests and benchmarks.
+
+They have the real components (CLIP tokenizer with the full BPE vocabulary, CLIPTextModel, UNet with
+cross-attention, AutoencoderKL) at toy widths, so every SD / SDXL code path runs in well under a second.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pipelines.clip_tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, VOCAB_SIZE, load_tokenizer
+
+_TOKENIZER_CACHE = Path(tempfile.gettempdir()) / "easel-clip-tokenizer"
+
+
+def _text_encoder(hidden: int, projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, bos_token_id=BOS_TOKEN_ID, eos_token_id=EOS_TOKEN_ID, pad_token_id=EOS_TOKEN_ID,
+        hidden_size=hidden, intermediate_size=2 * hidden, num_attention_heads=2, num_hidden_layers=2,
+        max_position_embeddings=77, projection_dim=hidden,
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[8, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+    )
+
+
+def _scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  steps_offset=1, timestep_spacing="leading")
+
+
+def build_tiny_sd(seed: int = 0):
+    """A StableDiffusionPipeline with ~0.5 M parameters; native size 64x64."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, norm_num_groups=2, attention_head_dim=2,
+    )
+    return StableDiffusionPipeline(
+        vae=_vae(), text_encoder=_text_encoder(8), tokenizer=load_tokenizer(_TOKENIZER_CACHE), unet=unet,
+        scheduler=_scheduler(), safety_checker=None, feature_extractor=None, image_encoder=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_tiny_sdxl(seed: int = 0):
+    """A StableDiffusionXLPipeline (two text encoders, pooled + time ids) at toy size; native 64x64."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, norm_num_groups=2, attention_head_dim=2, transformer_layers_per_block=1,
+        addition_embed_type="text_time", addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 6 * 4,
+        use_linear_projection=True,
+    )
+    tokenizer = load_tokenizer(_TOKENIZER_CACHE)
+    return StableDiffusionXLPipeline(
+        vae=_vae(), text_encoder=_text_encoder(8), text_encoder_2=_text_encoder(8, projection=True),
+        tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=_scheduler(),
+    )
+
+
+def save_tiny_models(models_dir: str | Path) -> dict[str, Path]:
+    """Write both tiny pipelines as diffusers folders under ``models_dir/Stable-diffusion``."""
+    root = Path(models_dir) / "Stable-diffusion"
+    paths = {"tiny-sd": root / "tiny-sd", "tiny-sdxl": root / "tiny-sdxl"}
+    build_tiny_sd().save_pretrained(paths["tiny-sd"])
+    build_tiny_sdxl().save_pretrained(paths["tiny-sdxl"])
+    return paths

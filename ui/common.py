@@ -1,0 +1,171 @@
+"""Widgets shared by the generation tabs, and the mapping from widget values to a request.
+
+A ``FieldSet`` names each widget after the request field it fills; handlers receive a dict keyed by those
+names rather than a long positional list, while the API keeps a stable parameter order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gradio as gr
+
+from pipelines.samplers import sampler_names, schedule_type_names
+
+DICE, RECYCLE, SWAP, REFRESH = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504"
+GPU_QUEUE = "gpu"  # the concurrency id every GPU event shares: one job at a time, across tabs
+
+
+class FieldSet:
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.components: dict[str, gr.components.Component] = {}
+
+    def add(self, name: str, component):
+        self.components[name] = component
+        return component
+
+    @property
+    def inputs(self) -> list:
+        return list(self.components.values())
+
+    def named(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap ``fn(values: dict, **kw)`` as a positional Gradio handler over ``self.inputs``."""
+        names = list(self.components)
+        extra = list(inspect.signature(fn).parameters.values())[1:]
+
+        def call(args, kwargs):
+            return fn(dict(zip(names, args[: len(names)])), *args[len(names):], **kwargs)
+
+        if inspect.isgeneratorfunction(fn):  # Gradio streams only from generator functions
+            def handler(*args, **kwargs):
+                yield from call(args, kwargs)
+        else:
+            def handler(*args, **kwargs):
+                return call(args, kwargs)
+
+        # Gradio reads parameter names (the API's keywords) and special arguments (gr.Request, gr.Progress)
+        # from the signature and annotations, so the wrapper presents the fields as named parameters.
+        plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        handler.__signature__ = inspect.Signature([inspect.Parameter(n, plain) for n in names] + extra)
+        handler.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k in {p.name for p in extra}}
+        handler.__name__ = fn.__name__
+        return handler
+
+
+def prompt_boxes(fields: FieldSet) -> None:
+    p = fields.prefix
+    fields.add("prompt", gr.Textbox("", label="Prompt", lines=3, placeholder="Prompt", elem_id=f"{p}_prompt"))
+    fields.add("negative_prompt", gr.Textbox("", label="Negative prompt", lines=2, placeholder="Negative prompt",
+                                             elem_id=f"{p}_neg_prompt"))
+
+
+def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
+    """Sampler, steps, size, batch, CFG, seed and clip skip; returns the helper buttons."""
+    p = fields.prefix
+    with gr.Row():
+        fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
+                                          label="Sampling method", elem_id=f"{p}_sampler"))
+        fields.add("scheduler", gr.Dropdown(schedule_type_names(), value=defaults.get("scheduler", "Automatic"),
+                                            label="Schedule type", elem_id=f"{p}_scheduler"))
+        fields.add("steps", gr.Slider(1, 150, value=defaults.get("steps", 20), step=1, label="Sampling steps",
+                                      elem_id=f"{p}_steps"))
+    with gr.Row():
+        with gr.Column(scale=4):
+            fields.add("width", gr.Slider(64, 2048, value=defaults.get("width", 512), step=8, label="Width",
+                                          elem_id=f"{p}_width"))
+            fields.add("height", gr.Slider(64, 2048, value=defaults.get("height", 512), step=8, label="Height",
+                                           elem_id=f"{p}_height"))
+        swap = gr.Button(SWAP, elem_id=f"{p}_swap_size", scale=0, min_width=48)
+        with gr.Column(scale=2):
+            fields.add("batch_count", gr.Slider(1, 100, value=1, step=1, label="Batch count",
+                                                elem_id=f"{p}_batch_count"))
+            fields.add("batch_size", gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{p}_batch_size"))
+    fields.add("cfg_scale", gr.Slider(0.0, 30.0, value=defaults.get("cfg_scale", 7.0), step=0.5, label="CFG Scale",
+                                      elem_id=f"{p}_cfg_scale"))
+    with gr.Row():
+        fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
+        dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)
+        reuse = gr.Button(RECYCLE, elem_id=f"{p}_reuse_seed", scale=0, min_width=48)
+        fields.add("clip_skip", gr.Slider(1, 12, value=1, step=1, label="Clip skip", elem_id=f"{p}_clip_skip",
+                                          scale=2))
+    return {"swap": swap, "dice": dice, "reuse": reuse}
+
+
+@dataclass
+class OutputPanel:
+    gallery: gr.Gallery
+    preview: gr.Image
+    infotext: gr.Textbox
+    infotexts: gr.State
+    last_seed: gr.State
+
+
+def output_panel(prefix: str) -> OutputPanel:
+    preview = gr.Image(label="Live preview", visible=False, interactive=False, elem_id=f"{prefix}_preview",
+                       height=256)
+    gallery = gr.Gallery(label="Output", columns=2, object_fit="contain", height=512, elem_id=f"{prefix}_gallery",
+                         format="png")
+    infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{prefix}_info")
+    return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1))
+
+
+def wire_seed_buttons(buttons: dict[str, gr.Button], fields: FieldSet, panel: OutputPanel) -> None:
+    width, height, seed = (fields.components[k] for k in ("width", "height", "seed"))
+    buttons["swap"].click(lambda w, h: (h, w), [width, height], [width, height], api_visibility="private")
+    buttons["dice"].click(lambda: -1, None, seed, api_visibility="private")
+    buttons["reuse"].click(lambda last: last, panel.last_seed, seed, api_visibility="private")
+
+
+def generation_handler(services, fields: FieldSet, panel: OutputPanel, model: gr.Dropdown, task: str):
+    """The streaming Gradio handler shared by every generation tab.
+
+    It builds the request, streams the engine's progress (bar and live preview) and finishes with the gallery,
+    the selected image's infotext, every image's infotext and the seed used. Bad input becomes a
+    ``gr.Error`` with the engine's message, never a traceback.
+    """
+    from pipelines.engine import GenerationResult
+    from pipelines.errors import EaselError
+    from pipelines.request import GenerationRequest
+
+    def generate(values: dict, model_name: str, request: gr.Request, progress=gr.Progress()):
+        try:
+            job = GenerationRequest.from_values({**values, "model": model_name, "task": task})
+            for event in services.stream(job, owner=request.session_hash if request else None):
+                if isinstance(event, GenerationResult):
+                    captions = [f"Seed {seed}" for seed in event.seeds]
+                    yield {
+                        panel.gallery: list(zip(event.images, captions)),
+                        panel.preview: gr.update(visible=False, value=None),
+                        panel.infotext: event.infotexts[0] if event.infotexts else "",
+                        panel.infotexts: event.infotexts,
+                        panel.last_seed: event.seeds[0] if event.seeds else -1,
+                    }
+                    return
+                label = f"Batch {event.batch + 1}/{event.batch_count}, step {event.step}/{event.steps}"
+                progress(event.fraction, desc=label)
+                if event.preview is not None:
+                    yield {panel.preview: gr.update(visible=True, value=event.preview)}
+        except EaselError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    return fields.named(generate)
+
+
+def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dropdown, task: str,
+                    generate_button: gr.Button, interrupt_button: gr.Button) -> None:
+    outputs = [panel.gallery, panel.preview, panel.infotext, panel.infotexts, panel.last_seed]
+    handler = generation_handler(services, fields, panel, model, task)
+    generate_button.click(handler, [*fields.inputs, model], outputs, api_name=task,
+                          concurrency_id=GPU_QUEUE, concurrency_limit=1)
+
+    def interrupt(request: gr.Request):
+        services.engine.interrupt(owner=request.session_hash if request else None)
+
+    interrupt_button.click(interrupt, None, None, api_name=f"{task}_interrupt", queue=False)
+    def show_selected(texts: list[str], evt: gr.SelectData) -> str:
+        return texts[evt.index] if 0 <= evt.index < len(texts) else ""
+
+    panel.gallery.select(show_selected, panel.infotexts, panel.infotext, api_visibility="private")
