@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -51,9 +52,16 @@ class GenerationResult:
 
 
 @dataclass
-class _Job:
+class Job:
+    """The running job as others may see it: whose it is, how far it got, and its stop switches."""
+
     owner: Any
+    request: GenerationRequest
     interrupt: threading.Event = field(default_factory=threading.Event)
+    skip: threading.Event = field(default_factory=threading.Event)  # end this batch, go on with the next
+    started: float = field(default_factory=time.monotonic)
+    progress: Progress | None = None
+    preview: Image.Image | None = None  # the latest live preview
 
 
 class Engine:
@@ -62,7 +70,7 @@ class Engine:
         self.writer = writer
         self.preview_every = preview_every
         self._device_lock = threading.Lock()
-        self._job: _Job | None = None
+        self._job: Job | None = None
         self._previewers: dict[int, LatentPreviewer] = {}
 
     def generate(self, request: GenerationRequest, *, owner: Any = None,
@@ -74,15 +82,17 @@ class Engine:
         seeds = request.seeds()
         result = GenerationResult(request=request)
         with self._device_lock, self.registry.lease(info.name) as model:
-            self._job = job = _Job(owner, cancel or threading.Event())
+            self._job = job = Job(owner, request, cancel or threading.Event())
             try:
                 pipe = model.pipeline(request.task)
                 for batch in range(request.batch_count):
                     batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
                     pipe.scheduler = make_scheduler(request.sampler, request.scheduler,
                                                     model.pipe.scheduler.config, batch_seeds)
-                    on_step = self._step_reporter(model, request, batch, on_progress)
-                    images = run_pipeline(pipe, request, batch_seeds, on_step=on_step, interrupt=job.interrupt)
+                    on_step = self._step_reporter(model, job, batch, on_progress)
+                    images = run_pipeline(pipe, request, batch_seeds, on_step=on_step,
+                                          should_stop=lambda: job.interrupt.is_set() or job.skip.is_set())
+                    job.skip.clear()
                     for image, seed in zip(images, batch_seeds):
                         text = request.infotext(seed, model.info.name, model.hash)
                         image.info["parameters"] = text
@@ -97,15 +107,18 @@ class Engine:
                 self._job = None
         return result
 
-    def _step_reporter(self, model, request: GenerationRequest, batch: int, on_progress):
-        if on_progress is None:
-            return None
+    def _step_reporter(self, model, job: Job, batch: int, on_progress):
+        """Record each step on the job (for status polling) and pass it to ``on_progress``."""
         previewer = self._previewers.setdefault(id(model.pipe.vae), LatentPreviewer(model.pipe.vae))
+        request = job.request
 
         def report(step: int, steps: int, latents) -> None:
             wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < steps
             preview = previewer(latents, (request.width, request.height)) if wants_preview else None
-            on_progress(Progress(step, steps, batch, request.batch_count, preview))
+            job.progress = Progress(step, steps, batch, request.batch_count, preview)
+            job.preview = preview or job.preview
+            if on_progress is not None:
+                on_progress(job.progress)
 
         return report
 
@@ -139,13 +152,24 @@ class Engine:
             if not done.is_set():
                 cancel.set()
 
-    def interrupt(self, owner: Any = None) -> bool:
-        """Stop the running job after its current step; with ``owner``, only if that owner started it."""
+    def current_job(self, owner: Any = None) -> Job | None:
+        """The running job; with ``owner``, only if that owner started it."""
         job = self._job
-        if job is None or (owner is not None and job.owner != owner):
-            return False
-        job.interrupt.set()
-        return True
+        return job if job is not None and (owner is None or job.owner == owner) else None
+
+    def interrupt(self, owner: Any = None) -> bool:
+        """Stop the running job after its current step; with ``owner``, only that owner's job."""
+        job = self.current_job(owner)
+        if job is not None:
+            job.interrupt.set()
+        return job is not None
+
+    def skip(self, owner: Any = None) -> bool:
+        """End the current batch of the running job after its current step and go on with the next."""
+        job = self.current_job(owner)
+        if job is not None:
+            job.skip.set()
+        return job is not None
 
     @property
     def busy(self) -> bool:

@@ -8,7 +8,6 @@ flag: the current step finishes, the rest are skipped, and what was reached is d
 
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
 import torch
@@ -20,12 +19,12 @@ StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, l
 
 
 def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *,
-                 on_step: StepCallback | None = None, interrupt: threading.Event | None = None) -> list:
+                 on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> list:
     def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
         if on_step is not None:
             # second-order samplers (Heun, DPM2, DPM++ SDE) run more model steps than requested
             on_step(step + 1, pipeline.num_timesteps, tensors["latents"])
-        if interrupt is not None and interrupt.is_set():
+        if should_stop is not None and should_stop():
             pipeline._interrupt = True
         return tensors
 

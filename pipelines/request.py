@@ -31,7 +31,13 @@ _INT_RANGES = (
     ("batch_count", "Batch count", 1, 100),
     ("clip_skip", "Clip skip", 1, 12),
     ("seed", "Seed", -1, MAX_SEED),
+    ("resize_mode", "Resize mode", 0, 2),
+    ("mask_blur", "Mask blur", 0, 64),
+    ("inpainting_fill", "Masked content", 0, 3),
+    ("inpaint_full_res_padding", "Only masked padding", 0, 256),
 )
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 
 
 def _whole_number(value: Any, label: str) -> int:
@@ -72,10 +78,17 @@ class GenerationRequest:
     clip_skip: int = 1
     model: str = ""
     task: str = "txt2img"
-    # Parts that later tasks fill; txt2img leaves them empty.
-    init_image: Any = None
-    mask: Any = None
+    # img2img and inpaint (A1111's field names and codes); txt2img leaves them alone.
+    init_image: Any = None  # PIL image
+    mask: Any = None  # PIL image; white repaints
     denoising_strength: float = 0.75
+    resize_mode: int = 0  # index into RESIZE_MODES
+    mask_blur: int = 4
+    inpainting_fill: int = 1  # index into MASKED_CONTENT
+    inpaint_full_res: bool = False  # "Only masked": work on the masked region at full resolution
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: bool = False
+    # Parts that later features fill.
     controlnets: tuple = ()
     adapters: tuple = ()
     extensions: Mapping[str, Any] = field(default_factory=dict)
@@ -100,6 +113,15 @@ class GenerationRequest:
         set_(self, "denoising_strength", strength)
         if self.task not in TASKS:
             raise RequestError(f"Unknown task {self.task!r}. Choose one of: {', '.join(TASKS)}.")
+        for name, label, needed in (("init_image", "an init image", self.task != "txt2img"),
+                                    ("mask", "a mask", self.task == "inpaint")):
+            value = getattr(self, name)
+            if needed and value is None:
+                raise RequestError(f"{self.task} needs {label}.")
+            if value is not None and not (hasattr(value, "size") and hasattr(value, "convert")):
+                raise RequestError(f"The {name.replace('_', ' ')} must be an image.")
+        set_(self, "inpaint_full_res", bool(self.inpaint_full_res))
+        set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
         sampler, schedule = normalize(self.sampler, self.scheduler)
         set_(self, "sampler", sampler)
         set_(self, "scheduler", schedule)
@@ -139,9 +161,19 @@ class GenerationRequest:
             "Denoising strength": self.denoising_strength if self.task != "txt2img" else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
+            **(self._inpaint_params() if self.task == "inpaint" else {}),
             "Version": VERSION,
         }
         return infotext_format.format_infotext(self.prompt, self.negative_prompt, params)
+
+    def _inpaint_params(self) -> dict:
+        return {
+            "Mask blur": self.mask_blur,
+            "Inpaint area": "Only masked" if self.inpaint_full_res else None,
+            "Masked area padding": self.inpaint_full_res_padding if self.inpaint_full_res else None,
+            "Mask mode": "Inpaint not masked" if self.inpainting_mask_invert else None,
+            "Masked content": MASKED_CONTENT[self.inpainting_fill],
+        }
 
     @classmethod
     def from_infotext(cls, text: str, **overrides: Any) -> "GenerationRequest":

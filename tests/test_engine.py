@@ -124,3 +124,28 @@ def test_unknown_model_is_a_request_error(engine):
 
     with pytest.raises(RequestError, match="Unknown model 'nope'. Available models: tiny-sd, tiny-sdxl"):
         engine.generate(make(model="nope"))
+
+
+def test_skip_ends_the_current_batch_and_goes_on_with_the_next(engine):
+    seen = []
+
+    def on_progress(event):
+        seen.append((event.batch, event.step))
+        if (event.batch, event.step) == (0, 2):
+            assert engine.skip(owner="alice")
+
+    result = engine.generate(make(steps=5, batch_count=2), owner="alice", on_progress=on_progress)
+    assert not result.interrupted and len(result.images) == 2
+    assert seen == [(0, 1), (0, 2)] + [(1, step) for step in range(1, 6)]
+
+
+def test_the_running_job_is_visible_to_its_owner_only(engine):
+    checks = []
+
+    def on_progress(event):
+        mine = engine.current_job(owner="alice")
+        checks.append((mine.progress is event, mine.request.prompt, engine.current_job(owner="bob")))
+
+    engine.generate(make(steps=2), owner="alice", on_progress=on_progress)
+    assert checks == [(True, "a red circle", None)] * 2
+    assert engine.current_job() is None
