@@ -1,7 +1,7 @@
 """The pipeline registry: every model loaded once, task variants sharing its weights, LRU under a budget.
 
-A model name resolves to a source (a diffusers folder under ``models/Stable-diffusion``, a local path,
-or a Hub id). ``lease(name)`` loads it if needed and pins it while a generation uses it; loading a new model
+A model name resolves to a source (a diffusers folder under ``models/Stable-diffusion`` or a Hub id;
+never a path). ``lease(name)`` loads it if needed and pins it while a generation uses it; loading a new model
 first evicts the least recently used unpinned ones until the estimate fits the memory budget. Task variants
 (txt2img, img2img, inpaint) come from ``AutoPipelineFor*.from_pipe``, which reuses the same modules and,
 unlike the concrete classes' ``from_pipe``, never casts them to float32 (diffusers issue 12754).
@@ -27,7 +27,9 @@ from .hashing import short_hash, weight_files
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "Stable-diffusion"
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# A Hub id is owner/name; neither part may be "." or ".." or start with a dot.
+_HUB_ID = re.compile(r"^[\w-][\w.-]*/[\w-][\w.-]*$")
+_FOLDER_NAME = re.compile(r"^[\w-][\w .+-]*$")
 _TASK_PIPELINES = {
     "txt2img": "AutoPipelineForText2Image",
     "img2img": "AutoPipelineForImage2Image",
@@ -155,16 +157,15 @@ class Registry:
         return names[0]
 
     def resolve(self, name: str) -> ModelInfo:
+        """A model by name: a folder in the models directory or a Hub id. Paths are never accepted,
+        so no request can make the server read outside its models folder."""
         name = (name or "").strip()
         if not name:
             return self.resolve(self.default_name())
         folder = self.models_dir / CHECKPOINT_DIR / name
-        if (folder / "model_index.json").is_file():
+        if _FOLDER_NAME.match(name) and (folder / "model_index.json").is_file():
             return describe_folder(name, folder)
-        path = Path(name).expanduser()
-        if (path / "model_index.json").is_file():
-            return describe_folder(path.name, path)
-        if _HUB_ID.match(name) and not path.exists():
+        if _HUB_ID.match(name) and ".." not in name:
             return ModelInfo(name=name, source=name, local=False, defaults=dict(_BASE_DEFAULTS))
         available = ", ".join(self.names()) or "none"
         raise RequestError(f"Unknown model {name!r}. Available models: {available}.")

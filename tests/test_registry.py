@@ -101,3 +101,10 @@ def test_model_hash_is_a1111_short_sha256(models_dir):
     registry = Registry(models_dir)
     with registry.lease("tiny-sd") as model:
         assert len(model.hash) == 10 and int(model.hash, 16) >= 0
+
+
+@pytest.mark.parametrize("name", ["../Stable-diffusion/tiny-sd", "/etc", "..", "./tiny-sd", "tiny-sd/../tiny-sd",
+                                  "a/../../b", "~/models"])
+def test_model_names_are_names_never_paths(models_dir, name):
+    with pytest.raises(RequestError, match="Unknown model"):
+        Registry(models_dir).resolve(name)
