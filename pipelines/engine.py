@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 from PIL import Image
 
 from .generate import run_pipeline
+from .images import TaskImages
 from .outputs import OutputWriter
 from .preview import LatentPreviewer
 from .registry import Registry
@@ -85,12 +86,13 @@ class Engine:
             self._job = job = Job(owner, request, cancel or threading.Event())
             try:
                 pipe = model.pipeline(request.task)
+                task_images = TaskImages.prepare(request)
                 for batch in range(request.batch_count):
                     batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
                     pipe.scheduler = make_scheduler(request.sampler, request.scheduler,
                                                     model.pipe.scheduler.config, batch_seeds)
                     on_step = self._step_reporter(model, job, batch, on_progress)
-                    images = run_pipeline(pipe, request, batch_seeds, on_step=on_step,
+                    images = run_pipeline(pipe, request, batch_seeds, images=task_images, on_step=on_step,
                                           should_stop=lambda: job.interrupt.is_set() or job.skip.is_set())
                     job.skip.clear()
                     for image, seed in zip(images, batch_seeds):

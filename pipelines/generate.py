@@ -4,6 +4,8 @@ Noise comes from CPU generators, one per image seeded with that image's seed, so
 picture on every device and image i of a batch equals a single run with seed + i. A step callback reports
 progress (with latents for previews) and turns an interrupt request into diffusers' own ``_interrupt``
 flag: the current step finishes, the rest are skipped, and what was reached is decoded and returned.
+img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A1111, they run
+``steps x denoising strength`` steps.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from typing import Callable
 
 import torch
 
+from .images import TaskImages
 from .request import GenerationRequest
 from .text_encoding import clip_skip_embeds, needs_own_encoding
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, latents)
 
 
-def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *,
+def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: TaskImages | None = None,
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> list:
     def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
         if on_step is not None:
@@ -34,16 +37,18 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *,
         clip_skip = None
     else:
         text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None}
+    task = images.pipeline_arguments(request) if images else {"width": request.width, "height": request.height}
     result = pipe(
         **text,
+        **task,
         num_inference_steps=request.steps,
         guidance_scale=request.cfg_scale,
-        width=request.width,
-        height=request.height,
         num_images_per_prompt=len(seeds),
         generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
         clip_skip=clip_skip,
         callback_on_step_end=step_end,
         callback_on_step_end_tensor_inputs=["latents"],
     )
-    return list(result.images)
+    if images is None:
+        return list(result.images)
+    return [images.finish(image, request) for image in result.images]

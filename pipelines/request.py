@@ -120,6 +120,9 @@ class GenerationRequest:
                 raise RequestError(f"{self.task} needs {label}.")
             if value is not None and not (hasattr(value, "size") and hasattr(value, "convert")):
                 raise RequestError(f"The {name.replace('_', ' ')} must be an image.")
+        if self.task != "txt2img" and int(self.steps * strength) < 1:
+            raise RequestError(f"Denoising strength {strength} of {self.steps} steps runs no step at all; "
+                               "raise the strength or the steps.")
         set_(self, "inpaint_full_res", bool(self.inpaint_full_res))
         set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
         sampler, schedule = normalize(self.sampler, self.scheduler)

@@ -1,0 +1,105 @@
+"""img2img and inpainting: A1111's resize modes, mask preparation, masked content, and the engine paths."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.errors import RequestError
+from pipelines.images import TaskImages, fill_masked, prepare_mask, resize_image
+from pipelines.request import GenerationRequest
+
+
+def gradient(width=80, height=40):
+    x = np.linspace(0, 255, width, dtype=np.uint8)
+    return Image.fromarray(np.stack([np.tile(x, (height, 1))] * 3, axis=-1))
+
+
+def square_mask(size=64, box=(16, 16, 48, 48)):
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, box)
+    return mask
+
+
+def test_resize_modes():
+    image = gradient(80, 40)  # 2:1 into a square
+    stretched, cropped, filled = (resize_image(image, 64, 64, mode) for mode in (0, 1, 2))
+    assert stretched.size == cropped.size == filled.size == (64, 64)
+    left = lambda im: np.asarray(im)[32, 0, 0]  # noqa: E731
+    assert left(stretched) < 10 and left(cropped) > 30  # cropping drops the dark left edge
+    rows = np.asarray(filled)[:, 32, 0]
+    assert np.ptp(rows[:16]) <= 2 and np.ptp(rows[-16:]) <= 2  # margins are stretched edge rows
+
+
+def test_mask_is_inverted_blurred_and_taken_from_alpha():
+    request = GenerationRequest(width=64, height=64, mask_blur=0, inpainting_mask_invert=True)
+    mask = np.asarray(prepare_mask(square_mask(), request))
+    assert mask[32, 32] == 0 and mask[0, 0] == 255
+    blurred = np.asarray(prepare_mask(square_mask(), GenerationRequest(width=64, height=64, mask_blur=4)))
+    assert 0 < blurred[32, 15] < 255
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 255), (0, 0, 10, 10))
+    painted = np.asarray(prepare_mask(layer, GenerationRequest(width=64, height=64, mask_blur=0)))
+    assert painted[5, 5] == 255 and painted[30, 30] == 0
+
+
+@pytest.mark.parametrize("mode, check", [
+    (0, lambda inside, outside: inside.min() > 200),  # the white surroundings flow in
+    (1, lambda inside, outside: inside.mean() < 1),  # original (black) kept
+    (2, lambda inside, outside: inside.std() > 50),  # noise
+    (3, lambda inside, outside: np.all(inside == 128)),  # mid grey
+])
+def test_masked_content_modes(mode, check):
+    image = Image.new("RGB", (64, 64), (255, 255, 255))
+    image.paste((0, 0, 0), (16, 16, 48, 48))
+    filled = np.asarray(fill_masked(image, square_mask(), mode, seed=1)).astype(float)
+    assert check(filled[20:44, 20:44], filled[:8, :8])
+    assert np.all(filled[:8, :8] == 255)
+
+
+def test_tasks_need_their_images():
+    with pytest.raises(RequestError, match="img2img needs an init image"):
+        GenerationRequest(task="img2img")
+    with pytest.raises(RequestError, match="inpaint needs a mask"):
+        GenerationRequest(task="inpaint", init_image=gradient())
+    with pytest.raises(RequestError, match="init image must be an image"):
+        GenerationRequest(task="img2img", init_image="not an image")
+    with pytest.raises(RequestError, match="Denoising strength"):
+        GenerationRequest(task="img2img", init_image=gradient(), steps=4, denoising_strength=0.1)
+
+
+def request_for(task, **values):
+    base = {"prompt": "a red circle", "model": "tiny-sd", "width": 64, "height": 64, "steps": 6, "seed": 3,
+            "task": task, "init_image": gradient(64, 64), "denoising_strength": 0.5}
+    if task == "inpaint":
+        base["mask"] = square_mask()
+    return GenerationRequest(**{**base, **values})
+
+
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-sdxl"])
+def test_img2img_runs_strength_steps_and_is_deterministic(engine, model):
+    steps = []
+    first = engine.generate(request_for("img2img", model=model), on_progress=lambda e: steps.append(e.step))
+    second = engine.generate(request_for("img2img", model=model))
+    assert steps == [1, 2, 3]  # 6 steps x strength 0.5
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
+    assert "Denoising strength: 0.5" in first.infotexts[0] and first.paths[0].parent.parent.name == "img2img-images"
+
+
+def test_inpaint_keeps_unmasked_pixels_exactly(engine):
+    request = request_for("inpaint", mask_blur=0, denoising_strength=1.0, batch_size=2)
+    result = engine.generate(request)
+    original = np.asarray(gradient(64, 64))
+    for image in result.images:
+        out = np.asarray(image)
+        assert np.array_equal(out[:16], original[:16]) and np.array_equal(out[:, 50:], original[:, 50:])
+        assert not np.array_equal(out[20:44, 20:44], original[20:44, 20:44])
+    assert "Mask blur: 0, Masked content: original" in result.infotexts[0]
+
+
+def test_inpaint_only_masked_works_on_the_region(engine):
+    result = engine.generate(request_for("inpaint", inpaint_full_res=True, inpaint_full_res_padding=4,
+                                         model="tiny-sdxl"))
+    out, original = np.asarray(result.images[0]), np.asarray(gradient(64, 64))
+    assert result.images[0].size == (64, 64)
+    assert np.abs(out[:8].astype(int) - original[:8]).max() <= 2
+    assert "Inpaint area: Only masked, Masked area padding: 4" in result.infotexts[0]
