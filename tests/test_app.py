@@ -102,3 +102,42 @@ def test_importing_app_starts_nothing():
     code = "import sys, app; print('gradio' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def _gradient_png(tmp_path, size=(96, 64)):
+    import numpy as np
+
+    x = np.linspace(0, 255, size[0], dtype=np.uint8)
+    path = tmp_path / "init.png"
+    Image.fromarray(np.stack([np.tile(x, (size[1], 1))] * 3, axis=-1)).save(path)
+    return path
+
+
+def test_img2img_through_the_gradio_api(client, tmp_path):
+    gallery, _, info, *_ = client.predict(prompt="a red circle", init_image=handle_file(str(_gradient_png(tmp_path))),
+                                          resize_mode="Crop and resize", denoising_strength=0.5, steps=4, width=64,
+                                          height=64, seed=2, model_name="tiny-sd", api_name="/img2img")
+    assert "Denoising strength: 0.5" in info and "Seed: 2," in info
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (64, 64)
+
+
+def test_inpaint_through_the_gradio_api(client, tmp_path):
+    import numpy as np
+
+    init = _gradient_png(tmp_path, (64, 64))
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (16, 16, 48, 48))
+    layer.save(tmp_path / "layer.png")
+    editor = {"background": handle_file(str(init)), "layers": [handle_file(str(tmp_path / "layer.png"))],
+              "composite": handle_file(str(init))}
+    gallery, _, info, *_ = client.predict(prompt="a blue square", editor=editor, mask_upload=None, mask_blur=0,
+                                          denoising_strength=1.0,
+                                          steps=3, width=64, height=64, seed=4, model_name="tiny-sd",
+                                          api_name="/inpaint")
+    assert "Mask blur: 0, Masked content: original" in info
+    out, original = np.asarray(Image.open(gallery[0]["image"]).convert("RGB")), np.asarray(Image.open(init))
+    assert np.array_equal(out[:16], original[:16]) and not np.array_equal(out[20:44, 20:44], original[20:44, 20:44])
+    empty = {"background": handle_file(str(init)), "layers": [], "composite": handle_file(str(init))}
+    with pytest.raises(AppError, match="The mask is empty"):
+        client.predict(prompt="x", editor=empty, mask_upload=None, steps=2, width=64, height=64, api_name="/inpaint")

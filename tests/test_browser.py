@@ -165,3 +165,61 @@ def test_png_info_round_trip(page, png_dir):
     expect(page.locator("#txt2img_prompt textarea")).to_have_value(PROMPT)
     expect(page.locator("#txt2img_seed input[type=number]")).to_have_value("42")
     page.screenshot(path=str(ARTIFACTS / "png_info_sent.png"), full_page=True, animations="disabled")
+
+
+def _generate_in(page, tab: str) -> str:
+    """Click a tab's Generate and wait for its infotext to change; returns the infotext."""
+    info = page.locator(f"#{tab}_info textarea")
+    before = info.input_value()
+    page.locator(f"#{tab}_generate").click()
+    expect(info).not_to_have_value(before or "", timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator(f"#{tab}_gallery img").first).to_be_visible()
+    return info.input_value()
+
+
+def _png(png_dir) -> Path:
+    return _shared.get("png") or _make_gradient(png_dir / "gradient.png")
+
+
+def _make_gradient(path: Path) -> Path:
+    from PIL import Image
+
+    Image.linear_gradient("L").resize((64, 64)).convert("RGB").save(path)
+    return path
+
+
+def test_img2img_upload_and_send_to(page, png_dir):
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    page.locator("#img2img_image input[type=file]").set_input_files(str(_png(png_dir)))
+    expect(page.locator("#img2img_image img").first).to_be_visible()
+    page.locator("#img2img_prompt textarea").fill("a blue square")
+    infotext = _generate_in(page, "img2img")
+    assert infotext.startswith("a blue square") and "Denoising strength: 0.75" in infotext
+    page.screenshot(path=str(ARTIFACTS / "img2img.png"), full_page=True, animations="disabled")
+
+    # From txt2img's gallery to img2img with one click.
+    _txt2img_tab(page)
+    if not page.locator("#txt2img_gallery img").count():
+        _generate(page)
+    page.locator("#txt2img_send_to_img2img").click()
+    expect(page.get_by_role("tab", name="img2img", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#img2img_image img").first).to_be_visible()
+
+
+def test_inpaint_with_a_mask_drawn_by_mouse(page, png_dir):
+    page.get_by_role("tab", name="Inpaint", exact=True).click()
+    page.locator("#inpaint_editor input[type=file]").first.set_input_files(str(_png(png_dir)))
+    canvas = page.locator("#inpaint_editor canvas").first
+    expect(canvas).to_be_visible()
+    page.wait_for_timeout(1000)  # the editor sizes its canvas to the image
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 40, cy)
+    page.mouse.down()
+    for step in range(9):
+        page.mouse.move(cx - 40 + step * 10, cy + (step % 2) * 8, steps=3)
+    page.mouse.up()
+    page.locator("#inpaint_prompt textarea").fill("a blue square")
+    infotext = _generate_in(page, "inpaint")
+    assert infotext.startswith("a blue square") and "Mask blur: 4" in infotext and "Masked content: original" in infotext
+    page.screenshot(path=str(ARTIFACTS / "inpaint.png"), full_page=True, animations="disabled")

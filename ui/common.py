@@ -94,6 +94,9 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
     return {"swap": swap, "dice": dice, "reuse": reuse}
 
 
+SEND_TARGETS = ("img2img", "inpaint")
+
+
 @dataclass
 class OutputPanel:
     gallery: gr.Gallery
@@ -101,6 +104,8 @@ class OutputPanel:
     infotext: gr.Textbox
     infotexts: gr.State
     last_seed: gr.State
+    selected: gr.State  # index of the gallery image the user picked
+    send: dict[str, gr.Button]  # target tab id -> its "Send to" button
 
 
 def output_panel(prefix: str) -> OutputPanel:
@@ -108,8 +113,11 @@ def output_panel(prefix: str) -> OutputPanel:
                        height=256)
     gallery = gr.Gallery(label="Output", columns=2, object_fit="contain", height=512, elem_id=f"{prefix}_gallery",
                          format="png")
+    with gr.Row():
+        send = {target: gr.Button(f"Send to {target}", size="sm", elem_id=f"{prefix}_send_to_{target}")
+                for target in SEND_TARGETS}
     infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{prefix}_info")
-    return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1))
+    return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1), gr.State(0), send)
 
 
 def wire_seed_buttons(buttons: dict[str, gr.Button], fields: FieldSet, panel: OutputPanel) -> None:
@@ -119,9 +127,11 @@ def wire_seed_buttons(buttons: dict[str, gr.Button], fields: FieldSet, panel: Ou
     buttons["reuse"].click(lambda last: last, panel.last_seed, seed, api_visibility="private")
 
 
-def generation_handler(services, fields: FieldSet, panel: OutputPanel, model: gr.Dropdown, task: str):
+def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str,
+                       prepare: Callable[[dict], dict] | None = None):
     """The streaming Gradio handler shared by every generation tab.
 
+    ``prepare`` turns the tab's widget values into request values (an image editor's layers into a mask, say).
     It builds the request, streams the engine's progress (bar and live preview) and finishes with the gallery,
     the selected image's infotext, every image's infotext and the seed used. Bad input becomes a
     ``gr.Error`` with the engine's message, never a traceback.
@@ -132,6 +142,7 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, model: gr
 
     def generate(values: dict, model_name: str, request: gr.Request, progress=gr.Progress()):
         try:
+            values = prepare(values) if prepare else values
             job = GenerationRequest.from_values({**values, "model": model_name, "task": task})
             for event in services.stream(job, owner=request.session_hash if request else None):
                 if isinstance(event, GenerationResult):
@@ -142,6 +153,7 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, model: gr
                         panel.infotext: event.infotexts[0] if event.infotexts else "",
                         panel.infotexts: event.infotexts,
                         panel.last_seed: event.seeds[0] if event.seeds else -1,
+                        panel.selected: 0,
                     }
                     return
                 label = f"Batch {event.batch + 1}/{event.batch_count}, step {event.step}/{event.steps}"
@@ -155,9 +167,10 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, model: gr
 
 
 def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dropdown, task: str,
-                    generate_button: gr.Button, interrupt_button: gr.Button) -> None:
-    outputs = [panel.gallery, panel.preview, panel.infotext, panel.infotexts, panel.last_seed]
-    handler = generation_handler(services, fields, panel, model, task)
+                    generate_button: gr.Button, interrupt_button: gr.Button,
+                    prepare: Callable[[dict], dict] | None = None) -> None:
+    outputs = [panel.gallery, panel.preview, panel.infotext, panel.infotexts, panel.last_seed, panel.selected]
+    handler = generation_handler(services, fields, panel, task, prepare)
     generate_button.click(handler, [*fields.inputs, model], outputs, api_name=task,
                           concurrency_id=GPU_QUEUE, concurrency_limit=1)
 
@@ -165,7 +178,38 @@ def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dr
         services.engine.interrupt(owner=request.session_hash if request else None)
 
     interrupt_button.click(interrupt, None, None, api_name=f"{task}_interrupt", queue=False)
-    def show_selected(texts: list[str], evt: gr.SelectData) -> str:
-        return texts[evt.index] if 0 <= evt.index < len(texts) else ""
 
-    panel.gallery.select(show_selected, panel.infotexts, panel.infotext, api_visibility="private")
+    def show_selected(texts: list[str], evt: gr.SelectData):
+        return (texts[evt.index] if 0 <= evt.index < len(texts) else ""), evt.index
+
+    panel.gallery.select(show_selected, panel.infotexts, [panel.infotext, panel.selected], api_visibility="private")
+
+
+@dataclass
+class GenerationTab:
+    fields: FieldSet
+    panel: OutputPanel
+    inputs: dict  # the task's own input widgets by name (init image, editor...)
+
+
+def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
+                   task_inputs: Callable[[FieldSet], dict] | None = None,
+                   prepare: Callable[[dict], dict] | None = None) -> GenerationTab:
+    """The body every generation tab shares: prompts and buttons, the task's own inputs above the sampling
+    controls, and the output panel; wired to the engine."""
+    fields = FieldSet(task)
+    with gr.Row():
+        with gr.Column(scale=5):
+            prompt_boxes(fields)
+        with gr.Column(scale=1, min_width=160):
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{task}_generate")
+            interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{task}_interrupt")
+    with gr.Row():
+        with gr.Column():
+            inputs = task_inputs(fields) if task_inputs else {}
+            buttons = sampling_controls(fields, defaults)
+        with gr.Column():
+            panel = output_panel(task)
+    wire_seed_buttons(buttons, fields, panel)
+    wire_generation(services, fields, panel, model, task, generate, interrupt, prepare)
+    return GenerationTab(fields, panel, inputs)

@@ -9,7 +9,7 @@ from pipelines.errors import EaselError
 from pipelines.infotext import read_infotext
 from pipelines.request import GenerationRequest
 
-from .txt2img import Txt2ImgTab
+from .common import GenerationTab
 
 # Request fields that "Send to txt2img" fills, in the order of the handler's outputs.
 _SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg_scale", "width", "height", "seed",
@@ -23,7 +23,7 @@ def png_info(path: str | None) -> str:
         return read_infotext(image) or "This image has no generation parameters."
 
 
-def build(services, txt2img: Txt2ImgTab, model: gr.Dropdown, tabs: gr.Tabs, txt2img_tab_id: str) -> None:
+def build(services, txt2img: GenerationTab, model: gr.Dropdown, tabs: gr.Tabs, txt2img_tab_id: str) -> None:
     with gr.Row():
         image = gr.Image(label="Source", type="filepath", sources=["upload", "clipboard"], elem_id="pnginfo_image")
         with gr.Column():

@@ -1,0 +1,70 @@
+"""The inpaint tab: paint a mask over an image (or upload one) and repaint only that part.
+
+The editor's painted layer becomes the mask here; everything else about masks (size, blur, inversion,
+masked content, only-masked cropping, composing the original back) happens in the engine.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+from pipelines.errors import RequestError
+from pipelines.request import MASKED_CONTENT
+
+from .common import FieldSet, GenerationTab, generation_tab
+from .img2img import resize_and_strength
+
+INPAINT_AREAS = ("Whole picture", "Only masked")
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+
+
+def _inputs(fields: FieldSet) -> dict:
+    editor = fields.add("editor", gr.ImageEditor(
+        label="Image and mask (paint over what to repaint)", type="pil", sources=["upload", "clipboard"],
+        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24), eraser=gr.Eraser(default_size=24),
+        layers=False, transforms=(), elem_id="inpaint_editor", height=420))
+    with gr.Accordion("Upload a mask instead", open=False):
+        fields.add("mask_upload", gr.Image(label="Mask (white repaints)", type="pil", sources=["upload"],
+                                           elem_id="inpaint_mask_upload", height=200))
+    fields.add("mask_blur", gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="inpaint_mask_blur"))
+    with gr.Row():
+        fields.add("inpainting_mask_invert", gr.Radio(list(MASK_MODES), value=MASK_MODES[0], type="index",
+                                                      label="Mask mode", elem_id="inpaint_mask_mode"))
+        fields.add("inpainting_fill", gr.Radio(list(MASKED_CONTENT), value=MASKED_CONTENT[1], type="index",
+                                               label="Masked content", elem_id="inpaint_masked_content"))
+    with gr.Row():
+        fields.add("inpaint_full_res", gr.Radio(list(INPAINT_AREAS), value=INPAINT_AREAS[0], type="index",
+                                                label="Inpaint area", elem_id="inpaint_area"))
+        fields.add("inpaint_full_res_padding", gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
+                                                         elem_id="inpaint_padding"))
+    resize_and_strength(fields)
+    return {"editor": editor}
+
+
+def editor_mask(editor: dict | None) -> Image.Image | None:
+    """The painted strokes of the editor's layers as one L mask (white = painted), or None if nothing is painted."""
+    layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
+    if not layers:
+        return None
+    mask = Image.new("L", layers[0].size, 0)
+    for layer in layers:
+        mask.paste(255, (0, 0), layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a > 0 else 0))
+    return mask if mask.getbbox() else None
+
+
+def prepare(values: dict) -> dict:
+    """Editor + optional uploaded mask -> the request's init image and mask."""
+    editor = values.pop("editor", None) or {}
+    uploaded = values.pop("mask_upload", None)
+    image = editor.get("background")
+    if image is None:
+        raise RequestError("Upload an image to inpaint.")
+    mask = uploaded if uploaded is not None else editor_mask(editor)
+    if mask is None:
+        raise RequestError("The mask is empty: paint over the part to repaint, or upload a mask.")
+    return {**values, "init_image": image.convert("RGB"), "mask": mask}
+
+
+def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
+    return generation_tab(services, model, defaults, "inpaint", _inputs, prepare)
