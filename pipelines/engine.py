@@ -116,7 +116,7 @@ class Engine:
 
         def report(step: int, steps: int, latents) -> None:
             wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < steps
-            preview = previewer(latents, (request.width, request.height)) if wants_preview else None
+            preview = previewer(latents, request.output_size) if wants_preview else None
             job.progress = Progress(step, steps, batch, request.batch_count, preview)
             job.preview = preview or job.preview
             if on_progress is not None:

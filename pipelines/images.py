@@ -6,6 +6,8 @@
 - Masked content: "original" keeps the pixels; "fill" replaces them with colours from their surroundings;
   "latent noise" and "latent nothing" (which A1111 applies to latents) are done here in pixel space, as seeded
   noise and as mid grey (what a zero latent decodes to), which start the sampler from the same kind of place.
+- Outpainting extends the canvas by the request's margins, fills them by repeating the edge pixels, and masks
+  them plus a thin band of the original so the seam is repainted too; masked content then applies as usual.
 - After sampling, the result is laid over the original through the blurred mask, so unmasked pixels are exactly
   the original's (the VAE round trip would otherwise shift them).
 """
@@ -15,45 +17,50 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from .request import GenerationRequest
 
 
+def place_with_edges(inner: Image.Image, size: tuple[int, int], offset: tuple[int, int]) -> Image.Image:
+    """``inner`` at ``offset`` on a canvas of ``size`` whose margins repeat the nearest edge row or column."""
+    rows = np.clip(np.arange(size[1]) - offset[1], 0, inner.height - 1)
+    cols = np.clip(np.arange(size[0]) - offset[0], 0, inner.width - 1)
+    return Image.fromarray(np.asarray(inner)[rows][:, cols])
+
+
 def resize_image(image: Image.Image, width: int, height: int, mode: int) -> Image.Image:
-    image = image.convert("RGB")
+    image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
     if mode == 0:
         return image.resize((width, height), Image.LANCZOS)
     if mode == 1:
         return ImageOps.fit(image, (width, height), Image.LANCZOS)
     scale = min(width / image.width, height / image.height)
     inner = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
-    canvas = inner.resize((width, height), Image.LANCZOS)  # stretched edges under the margins...
-    left, top = (width - inner.width) // 2, (height - inner.height) // 2
-    if inner.width < width:  # ...made from the outermost columns
-        canvas.paste(inner.crop((0, 0, 1, inner.height)).resize((left, height)) if left else inner, (0, 0))
-        right = width - left - inner.width
-        if right:
-            canvas.paste(inner.crop((inner.width - 1, 0, inner.width, inner.height)).resize((right, height)),
-                         (left + inner.width, 0))
-    if inner.height < height:  # or rows
-        if top:
-            canvas.paste(inner.crop((0, 0, inner.width, 1)).resize((width, top)), (0, 0))
-        bottom = height - top - inner.height
-        if bottom:
-            canvas.paste(inner.crop((0, inner.height - 1, inner.width, inner.height)).resize((width, bottom)),
-                         (0, top + inner.height))
-    canvas.paste(inner, (left, top))
-    return canvas
+    return place_with_edges(inner, (width, height), ((width - inner.width) // 2, (height - inner.height) // 2))
 
 
-def prepare_mask(mask: Image.Image, request: GenerationRequest) -> Image.Image:
-    """The mask at the request's size, as A1111 prepares it: L mode, inverted if asked, blurred."""
-    if mask.mode in ("RGBA", "LA") and mask.getextrema()[-1][0] < 255:
-        mask = mask.getchannel("A")  # a painted layer: its alpha is the mask
-    mask = resize_image(mask.convert("L"), request.width, request.height, request.resize_mode).convert("L")
-    if request.inpainting_mask_invert:
-        mask = ImageOps.invert(mask)
+SEAM = 8  # outpainting repaints this many pixels of the original along each new edge, to hide the seam
+
+
+def prepare_mask(request: GenerationRequest) -> Image.Image:
+    """The mask at the output size, as A1111 prepares it: L mode, inverted if asked, outpainted margins added,
+    blurred."""
+    left, right, up, down = request.outpaint
+    size = request.output_size
+    mask = Image.new("L", size, 0)
+    if request.mask is not None:
+        painted = request.mask
+        if painted.mode in ("RGBA", "LA") and painted.getextrema()[-1][0] < 255:
+            painted = painted.getchannel("A")  # a painted layer: its alpha is the mask
+        painted = resize_image(painted.convert("L"), request.width, request.height, request.resize_mode)
+        mask.paste(ImageOps.invert(painted) if request.inpainting_mask_invert else painted, (left, up))
+    if any(request.outpaint):
+        margins = Image.new("L", size, 255)
+        keep = (left + SEAM * bool(left), up + SEAM * bool(up),
+                size[0] - right - SEAM * bool(right), size[1] - down - SEAM * bool(down))
+        margins.paste(0, keep)
+        mask = ImageChops.lighter(mask, margins)
     return mask.filter(ImageFilter.GaussianBlur(request.mask_blur)) if request.mask_blur else mask
 
 
@@ -98,13 +105,15 @@ class TaskImages:
         original = resize_image(request.init_image, request.width, request.height, request.resize_mode)
         if request.task == "img2img":
             return cls(original, original)
-        mask = prepare_mask(request.mask, request)
+        left, _, up, _ = request.outpaint
+        original = place_with_edges(original, request.output_size, (left, up))  # edge-extended when outpainting
+        mask = prepare_mask(request)
         return cls(fill_masked(original, mask, request.inpainting_fill, request.seed), original, mask)
 
     def pipeline_arguments(self, request: GenerationRequest) -> dict:
         arguments = {"image": self.image, "strength": request.denoising_strength}
         if self.mask is not None:
-            arguments.update(mask_image=self.mask, width=request.width, height=request.height)
+            arguments.update(mask_image=self.mask, width=self.image.width, height=self.image.height)
             if request.inpaint_full_res:
                 arguments["padding_mask_crop"] = request.inpaint_full_res_padding
         return arguments

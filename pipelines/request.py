@@ -88,6 +88,7 @@ class GenerationRequest:
     inpaint_full_res: bool = False  # "Only masked": work on the masked region at full resolution
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)  # pixels added left, right, up, down (inpaint task)
     # Parts that later features fill.
     controlnets: tuple = ()
     adapters: tuple = ()
@@ -113,8 +114,9 @@ class GenerationRequest:
         set_(self, "denoising_strength", strength)
         if self.task not in TASKS:
             raise RequestError(f"Unknown task {self.task!r}. Choose one of: {', '.join(TASKS)}.")
+        self._check_outpaint()
         for name, label, needed in (("init_image", "an init image", self.task != "txt2img"),
-                                    ("mask", "a mask", self.task == "inpaint")):
+                                    ("mask", "a mask", self.task == "inpaint" and not any(self.outpaint))):
             value = getattr(self, name)
             if needed and value is None:
                 raise RequestError(f"{self.task} needs {label}.")
@@ -131,6 +133,25 @@ class GenerationRequest:
         set_(self, "controlnets", tuple(self.controlnets))
         set_(self, "adapters", tuple(self.adapters))
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
+
+    def _check_outpaint(self) -> None:
+        try:
+            margins = tuple(_whole_number(v, "Outpaint margin") for v in self.outpaint)
+        except TypeError:
+            raise RequestError("Outpaint takes four margins: left, right, up, down.") from None
+        if len(margins) != 4 or any(m < 0 or m % 8 for m in margins):
+            raise RequestError(f"Outpaint margins must be four multiples of 8 (left, right, up, down), got {margins}.")
+        if any(margins) and self.task != "inpaint":
+            raise RequestError("Outpainting is an inpaint task.")
+        object.__setattr__(self, "outpaint", margins)
+        if max(self.output_size) > 4096:
+            raise RequestError(f"The outpainted size {self.output_size[0]}x{self.output_size[1]} is over 4096.")
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """Width and height of the images this request makes (larger than width x height when outpainting)."""
+        left, right, up, down = self.outpaint
+        return self.width + left + right, self.height + up + down
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "GenerationRequest":
@@ -158,7 +179,7 @@ class GenerationRequest:
             "Schedule type": None if self.scheduler == "Automatic" else self.scheduler,
             "CFG scale": self.cfg_scale,
             "Seed": seed,
-            "Size": f"{self.width}x{self.height}",
+            "Size": "{}x{}".format(*self.output_size),
             "Model hash": model_hash,
             "Model": model_name,
             "Denoising strength": self.denoising_strength if self.task != "txt2img" else None,
@@ -176,7 +197,15 @@ class GenerationRequest:
             "Masked area padding": self.inpaint_full_res_padding if self.inpaint_full_res else None,
             "Mask mode": "Inpaint not masked" if self.inpainting_mask_invert else None,
             "Masked content": MASKED_CONTENT[self.inpainting_fill],
+            "Outpaint": self._outpaint_history() if any(self.outpaint) else None,
         }
+
+    def _outpaint_history(self) -> str:
+        """This extension after those recorded in the init image's own infotext, so a chain stays readable."""
+        step = "L{} R{} U{} D{}".format(*self.outpaint)
+        earlier = getattr(self.init_image, "info", {}).get("parameters")
+        previous = infotext_format.parse_infotext(earlier)[2].get("Outpaint") if earlier else None
+        return f"{previous}; {step}" if previous else step
 
     @classmethod
     def from_infotext(cls, text: str, **overrides: Any) -> "GenerationRequest":

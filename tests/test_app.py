@@ -141,3 +141,14 @@ def test_inpaint_through_the_gradio_api(client, tmp_path):
     empty = {"background": handle_file(str(init)), "layers": [], "composite": handle_file(str(init))}
     with pytest.raises(AppError, match="The mask is empty"):
         client.predict(prompt="x", editor=empty, mask_upload=None, steps=2, width=64, height=64, api_name="/inpaint")
+
+
+def test_outpaint_through_the_gradio_api(client, tmp_path):
+    init = _gradient_png(tmp_path, (64, 64))
+    editor = {"background": handle_file(str(init)), "layers": [], "composite": handle_file(str(init))}
+    gallery, _, info, *_ = client.predict(prompt="more", editor=editor, mask_upload=None, outpaint_right=32,
+                                          outpaint_down=8, steps=3, width=64, height=64, denoising_strength=1.0,
+                                          model_name="tiny-sd", api_name="/inpaint")
+    assert "Size: 96x72" in info and "Outpaint: L0 R32 U0 D8" in info
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (96, 72)

@@ -31,14 +31,15 @@ def test_resize_modes():
 
 
 def test_mask_is_inverted_blurred_and_taken_from_alpha():
-    request = GenerationRequest(width=64, height=64, mask_blur=0, inpainting_mask_invert=True)
-    mask = np.asarray(prepare_mask(square_mask(), request))
+    def mask_for(mask, **values):
+        return np.asarray(prepare_mask(GenerationRequest(width=64, height=64, mask=mask, **values)))
+
+    mask = mask_for(square_mask(), mask_blur=0, inpainting_mask_invert=True)
     assert mask[32, 32] == 0 and mask[0, 0] == 255
-    blurred = np.asarray(prepare_mask(square_mask(), GenerationRequest(width=64, height=64, mask_blur=4)))
-    assert 0 < blurred[32, 15] < 255
+    assert 0 < mask_for(square_mask(), mask_blur=4)[32, 15] < 255
     layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     layer.paste((255, 0, 0, 255), (0, 0, 10, 10))
-    painted = np.asarray(prepare_mask(layer, GenerationRequest(width=64, height=64, mask_blur=0)))
+    painted = mask_for(layer, mask_blur=0)
     assert painted[5, 5] == 255 and painted[30, 30] == 0
 
 
@@ -103,3 +104,32 @@ def test_inpaint_only_masked_works_on_the_region(engine):
     assert result.images[0].size == (64, 64)
     assert np.abs(out[:8].astype(int) - original[:8]).max() <= 2
     assert "Inpaint area: Only masked, Masked area padding: 4" in result.infotexts[0]
+
+
+def test_outpaint_margins_are_validated():
+    with pytest.raises(RequestError, match="multiples of 8"):
+        request_for("inpaint", outpaint=(4, 0, 0, 0))
+    with pytest.raises(RequestError, match="four margins"):
+        request_for("inpaint", outpaint=5)
+    with pytest.raises(RequestError, match="Outpainting is an inpaint task"):
+        request_for("img2img", outpaint=(8, 0, 0, 0))
+    with pytest.raises(RequestError, match="over 4096"):
+        request_for("inpaint", width=4096, outpaint=(8, 0, 0, 0))
+
+
+def test_outpaint_grows_the_canvas_keeping_the_original(engine):
+    request = request_for("inpaint", mask=None, outpaint=(0, 32, 16, 0), mask_blur=2, denoising_strength=1.0)
+    result = engine.generate(request)
+    image = result.images[0]
+    assert image.size == (96, 80) and request.output_size == (96, 80)
+    original = np.asarray(gradient(64, 64))
+    out = np.asarray(image)
+    # away from the seam bands (8 px) and their blur, the original is untouched
+    band = 8 + 6
+    assert np.array_equal(out[16 + band:, :64 - band], original[band:, :64 - band])
+    assert "Size: 96x80" in result.infotexts[0] and "Outpaint: L0 R32 U16 D0" in result.infotexts[0]
+
+    again = engine.generate(request_for("inpaint", mask=None, init_image=image, width=96, height=80,
+                                        outpaint=(8, 0, 0, 0)))
+    assert again.images[0].size == (104, 80)
+    assert "Outpaint: L0 R32 U16 D0; L8 R0 U0 D0" in again.infotexts[0]  # the history carries on

@@ -1,4 +1,4 @@
-"""The inpaint tab: paint a mask over an image (or upload one) and repaint only that part.
+"""The inpaint tab: paint a mask over an image (or upload one) and repaint only that part, or outpaint.
 
 The editor's painted layer becomes the mask here; everything else about masks (size, blur, inversion,
 masked content, only-masked cropping, composing the original back) happens in the engine.
@@ -17,6 +17,7 @@ from .img2img import resize_and_strength
 
 INPAINT_AREAS = ("Whole picture", "Only masked")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+OUTPAINT_SIDES = ("left", "right", "up", "down")  # the order of the request's outpaint margins
 
 
 def _inputs(fields: FieldSet) -> dict:
@@ -38,6 +39,11 @@ def _inputs(fields: FieldSet) -> dict:
                                                 label="Inpaint area", elem_id="inpaint_area"))
         fields.add("inpaint_full_res_padding", gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
                                                          elem_id="inpaint_padding"))
+    with gr.Accordion("Outpaint: extend the canvas", open=False):
+        with gr.Row():
+            for side in OUTPAINT_SIDES:
+                fields.add(f"outpaint_{side}", gr.Slider(0, 512, value=0, step=8, label=f"Pixels {side}",
+                                                         elem_id=f"inpaint_outpaint_{side}"))
     resize_and_strength(fields)
     return {"editor": editor}
 
@@ -54,16 +60,17 @@ def editor_mask(editor: dict | None) -> Image.Image | None:
 
 
 def prepare(values: dict) -> dict:
-    """Editor + optional uploaded mask -> the request's init image and mask."""
+    """Editor, optional uploaded mask and outpaint margins -> the request's init image, mask and outpaint."""
     editor = values.pop("editor", None) or {}
     uploaded = values.pop("mask_upload", None)
+    outpaint = tuple(values.pop(f"outpaint_{side}", 0) for side in OUTPAINT_SIDES)
     image = editor.get("background")
     if image is None:
         raise RequestError("Upload an image to inpaint.")
     mask = uploaded if uploaded is not None else editor_mask(editor)
-    if mask is None:
-        raise RequestError("The mask is empty: paint over the part to repaint, or upload a mask.")
-    return {**values, "init_image": image.convert("RGB"), "mask": mask}
+    if mask is None and not any(outpaint):
+        raise RequestError("The mask is empty: paint over the part to repaint, upload a mask, or outpaint.")
+    return {**values, "init_image": image, "mask": mask, "outpaint": outpaint}
 
 
 def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
