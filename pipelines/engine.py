@@ -15,13 +15,14 @@ from typing import Any, Callable, Iterator
 
 from PIL import Image
 
-from .generate import run_pipeline
+from .generate import decode_latents, run_pipeline
 from .images import TaskImages
 from .outputs import OutputWriter
 from .preview import LatentPreviewer
 from .registry import Registry
 from .request import GenerationRequest
 from .samplers import make_scheduler
+from .upscalers import is_latent, upscale_images, upscale_latents
 
 # A1111 keeps inpainting results with img2img's.
 _OUTPUT_CATEGORY = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images"}
@@ -89,11 +90,11 @@ class Engine:
                 task_images = TaskImages.prepare(request)
                 for batch in range(request.batch_count):
                     batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
-                    pipe.scheduler = make_scheduler(request.sampler, request.scheduler,
-                                                    model.pipe.scheduler.config, batch_seeds)
                     on_step = self._step_reporter(model, job, batch, on_progress)
-                    images = run_pipeline(pipe, request, batch_seeds, images=task_images, on_step=on_step,
-                                          should_stop=lambda: job.interrupt.is_set() or job.skip.is_set())
+                    if request.enable_hr:
+                        images = self._hires(model, pipe, job, batch_seeds, on_step)
+                    else:
+                        images = self._pass(model, pipe, request, job, batch_seeds, on_step, images=task_images)
                     job.skip.clear()
                     for image, seed in zip(images, batch_seeds):
                         text = request.infotext(seed, model.info.name, model.hash)
@@ -109,6 +110,28 @@ class Engine:
                 self._job = None
         return result
 
+    def _pass(self, model, pipe, request: GenerationRequest, job: Job, seeds: list[int], on_step, **options):
+        """One sampling pass over a batch, with a fresh scheduler for it."""
+        pipe.scheduler = make_scheduler(request.sampler, request.scheduler, model.pipe.scheduler.config, seeds)
+        return run_pipeline(pipe, request, seeds, on_step=on_step,
+                            should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(), **options)
+
+    def _hires(self, model, pipe, job: Job, seeds: list[int], on_step) -> list[Image.Image]:
+        """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it."""
+        request = job.request
+        latent = is_latent(request.hr_upscaler)
+        first = self._pass(model, pipe, request, job, seeds, on_step, latent_output=latent)
+        if job.interrupt.is_set() or job.skip.is_set():
+            return decode_latents(pipe, first) if latent else first
+        second = request.hires_pass()
+        size = second.output_size
+        if latent:
+            upscaled = upscale_latents(first, size, model.pipe.vae_scale_factor, request.hr_upscaler)
+        else:
+            upscaled = upscale_images(first, size, request.hr_upscaler)
+        images = TaskImages(upscaled, upscaled)
+        return self._pass(model, model.pipeline("img2img"), second, job, seeds, on_step, images=images)
+
     def _step_reporter(self, model, job: Job, batch: int, on_progress):
         """Record each step on the job (for status polling) and pass it to ``on_progress``."""
         previewer = self._previewers.setdefault(id(model.pipe.vae), LatentPreviewer(model.pipe.vae))
@@ -116,7 +139,9 @@ class Engine:
 
         def report(step: int, steps: int, latents) -> None:
             wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < steps
-            preview = previewer(latents, request.output_size) if wants_preview else None
+            # latents' own size: the hires pass is larger than the request's first pass
+            size = (latents.shape[-1] * model.pipe.vae_scale_factor, latents.shape[-2] * model.pipe.vae_scale_factor)
+            preview = previewer(latents, size) if wants_preview else None
             job.progress = Progress(step, steps, batch, request.batch_count, preview)
             job.preview = preview or job.preview
             if on_progress is not None:

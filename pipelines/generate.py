@@ -22,7 +22,9 @@ StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, l
 
 
 def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: TaskImages | None = None,
-                 on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> list:
+                 on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None,
+                 latent_output: bool = False):
+    """Pictures for ``seeds`` (a list of PIL images), or with ``latent_output`` the final latents (a tensor)."""
     def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
         if on_step is not None:
             # second-order samplers (Heun, DPM2, DPM++ SDE) run more model steps than requested
@@ -48,7 +50,23 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         clip_skip=clip_skip,
         callback_on_step_end=step_end,
         callback_on_step_end_tensor_inputs=["latents"],
+        output_type="latent" if latent_output else "pil",
     )
+    if latent_output:
+        return result.images
     if images is None:
         return list(result.images)
     return [images.finish(image, request) for image in result.images]
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: torch.Tensor) -> list:
+    """Pictures from a pipeline's (scaled) latents, as its own decode step makes them; fp16 VAEs that need it
+    (SDXL's) decode in float32."""
+    vae = pipe.vae
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    dtype = torch.float32 if upcast else vae.dtype
+    decoded = vae.to(dtype).decode(latents.to(dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    if upcast:
+        vae.to(torch.float16)
+    return pipe.image_processor.postprocess(decoded, output_type="pil")

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from . import infotext as infotext_format
 from .errors import RequestError
 from .samplers import normalize
+from .upscalers import check_name as check_upscaler
 
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
@@ -35,6 +36,9 @@ _INT_RANGES = (
     ("mask_blur", "Mask blur", 0, 64),
     ("inpainting_fill", "Masked content", 0, 3),
     ("inpaint_full_res_padding", "Only masked padding", 0, 256),
+    ("hr_resize_x", "Hires resize width", 0, 4096),
+    ("hr_resize_y", "Hires resize height", 0, 4096),
+    ("hr_second_pass_steps", "Hires steps", 0, 150),
 )
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
@@ -60,6 +64,14 @@ def _finite(value: Any, label: str) -> float:
     if not math.isfinite(number):
         raise RequestError(f"{label} must be a finite number, got {value!r}.")
     return number
+
+
+def _size(text: str) -> tuple[str, str]:
+    try:
+        width, height = text.lower().split("x")
+    except ValueError:
+        raise RequestError(f"A size must look like 512x512, got {text!r}.") from None
+    return width, height
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,17 @@ class GenerationRequest:
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
     outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)  # pixels added left, right, up, down (inpaint task)
+    # Hires fix (txt2img), A1111's names: a second img2img pass over the upscaled first pass.
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_resize_x: int = 0  # a target size instead of the scale; 0 = from the scale (one side alone keeps aspect)
+    hr_resize_y: int = 0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0 = as many as the first pass
+    hr_sampler_name: str = ""  # "" = the first pass's sampler and schedule type
+    hr_scheduler: str = ""
+    hr_prompt: str = ""  # "" = the first pass's prompt
+    hr_negative_prompt: str = ""
     # Parts that later features fill.
     controlnets: tuple = ()
     adapters: tuple = ()
@@ -96,7 +119,8 @@ class GenerationRequest:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        for name in ("prompt", "negative_prompt", "model"):
+        for name in ("prompt", "negative_prompt", "model", "hr_sampler_name", "hr_scheduler", "hr_prompt",
+                     "hr_negative_prompt"):
             value = getattr(self, name)
             set_(self, name, "" if value is None else str(value))
         for name, label, low, high in _INT_RANGES:
@@ -115,6 +139,7 @@ class GenerationRequest:
         if self.task not in TASKS:
             raise RequestError(f"Unknown task {self.task!r}. Choose one of: {', '.join(TASKS)}.")
         self._check_outpaint()
+        self._check_hires()
         for name, label, needed in (("init_image", "an init image", self.task != "txt2img"),
                                     ("mask", "a mask", self.task == "inpaint" and not any(self.outpaint))):
             value = getattr(self, name)
@@ -146,6 +171,54 @@ class GenerationRequest:
         object.__setattr__(self, "outpaint", margins)
         if max(self.output_size) > 4096:
             raise RequestError(f"The outpainted size {self.output_size[0]}x{self.output_size[1]} is over 4096.")
+
+    def _check_hires(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "enable_hr", bool(self.enable_hr))
+        scale = _finite(self.hr_scale, "Hires upscale")
+        if not 1.0 <= scale <= 4.0:
+            raise RequestError(f"Hires upscale must be between 1 and 4, got {scale}.")
+        set_(self, "hr_scale", scale)
+        check_upscaler(self.hr_upscaler)
+        if self.hr_sampler_name:
+            sampler, schedule = normalize(self.hr_sampler_name, self.hr_scheduler or "Automatic")
+            set_(self, "hr_sampler_name", sampler)
+            set_(self, "hr_scheduler", schedule)
+        if self.enable_hr:
+            if self.task != "txt2img":
+                raise RequestError("Hires fix is a txt2img feature.")
+            if max(self.hires_size) > 4096:
+                raise RequestError("The hires size {}x{} is over 4096.".format(*self.hires_size))
+            self.hires_pass()  # validates the second pass as a request of its own
+
+    @property
+    def hires_size(self) -> tuple[int, int]:
+        def multiple_of_8(value: float) -> int:
+            return max(64, int(round(value / 8)) * 8)
+
+        x, y = self.hr_resize_x, self.hr_resize_y
+        if x and y:
+            return multiple_of_8(x), multiple_of_8(y)
+        if x or y:
+            ratio = x / self.width if x else y / self.height
+        else:
+            ratio = self.hr_scale
+        return multiple_of_8(self.width * ratio), multiple_of_8(self.height * ratio)
+
+    def hires_pass(self) -> "GenerationRequest":
+        """The second pass of hires fix as a request of its own (the engine feeds it the upscaled first pass).
+
+        As in A1111, explicit hires steps are the steps actually run, so the img2img pass is asked for
+        steps / strength; otherwise it runs steps x strength like any img2img."""
+        width, height = self.hires_size
+        steps = self.steps
+        if self.hr_second_pass_steps:
+            steps = min(150, math.ceil(self.hr_second_pass_steps / max(self.denoising_strength, 1e-6)))
+        if int(steps * self.denoising_strength) < 1:
+            raise RequestError(f"Denoising strength {self.denoising_strength} runs no hires step at all; raise it.")
+        return replace(self, enable_hr=False, width=width, height=height, steps=steps,
+                       sampler=self.hr_sampler_name or self.sampler, scheduler=self.hr_scheduler or self.scheduler,
+                       prompt=self.hr_prompt or self.prompt, negative_prompt=self.hr_negative_prompt or self.negative_prompt)
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -182,10 +255,11 @@ class GenerationRequest:
             "Size": "{}x{}".format(*self.output_size),
             "Model hash": model_hash,
             "Model": model_name,
-            "Denoising strength": self.denoising_strength if self.task != "txt2img" else None,
+            "Denoising strength": self.denoising_strength if self.task != "txt2img" or self.enable_hr else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
             **(self._inpaint_params() if self.task == "inpaint" else {}),
+            **(self._hires_params() if self.enable_hr else {}),
             "Version": VERSION,
         }
         return infotext_format.format_infotext(self.prompt, self.negative_prompt, params)
@@ -198,6 +272,19 @@ class GenerationRequest:
             "Mask mode": "Inpaint not masked" if self.inpainting_mask_invert else None,
             "Masked content": MASKED_CONTENT[self.inpainting_fill],
             "Outpaint": self._outpaint_history() if any(self.outpaint) else None,
+        }
+
+    def _hires_params(self) -> dict:
+        resized = bool(self.hr_resize_x or self.hr_resize_y)
+        return {
+            "Hires upscale": None if resized else self.hr_scale,
+            "Hires resize": "{}x{}".format(*self.hires_size) if resized else None,
+            "Hires steps": self.hr_second_pass_steps or None,
+            "Hires upscaler": self.hr_upscaler,
+            "Hires sampler": self.hr_sampler_name or None,
+            "Hires schedule type": self.hr_scheduler if self.hr_sampler_name else None,
+            "Hires prompt": self.hr_prompt or None,
+            "Hires negative prompt": self.hr_negative_prompt or None,
         }
 
     def _outpaint_history(self) -> str:
@@ -219,11 +306,17 @@ class GenerationRequest:
         if "Sampler" in params:
             values["sampler"] = params["Sampler"]
             values["scheduler"] = params.get("Schedule type", "Automatic")
+        for key, name in (("Hires upscale", "hr_scale"), ("Hires steps", "hr_second_pass_steps"),
+                          ("Hires upscaler", "hr_upscaler"), ("Hires sampler", "hr_sampler_name"),
+                          ("Hires schedule type", "hr_scheduler"), ("Hires prompt", "hr_prompt"),
+                          ("Hires negative prompt", "hr_negative_prompt")):
+            if key in params:
+                values[name] = params[key]
+                values["enable_hr"] = True
+        if "Hires resize" in params:
+            values["hr_resize_x"], values["hr_resize_y"] = _size(params["Hires resize"])
+            values["enable_hr"] = True
         if "Size" in params:
-            try:
-                width, height = params["Size"].lower().split("x")
-            except ValueError:
-                raise RequestError(f"Size must look like 512x512, got {params['Size']!r}.") from None
-            values["width"], values["height"] = width, height
+            values["width"], values["height"] = _size(params["Size"])
         values.update(overrides)
         return cls.from_values(values)

@@ -18,7 +18,8 @@ def test_every_public_event_is_named(client):
     assert {"/txt2img", "/txt2img_interrupt", "/png_info", "/send_to_txt2img", "/refresh_models",
             "/model_defaults"} <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/txt2img"]["parameters"]]
-    assert names[:3] == ["prompt", "negative_prompt", "sampler"] and "seed" in names and names[-1] == "model_name"
+    assert names[:2] == ["prompt", "negative_prompt"] and names[-1] == "model_name"
+    assert {"sampler", "seed", "enable_hr", "hr_upscaler"} <= set(names)
 
 
 def test_txt2img_returns_images_with_infotext(client):
@@ -152,3 +153,12 @@ def test_outpaint_through_the_gradio_api(client, tmp_path):
     assert "Size: 96x72" in info and "Outpaint: L0 R32 U0 D8" in info
     with Image.open(gallery[0]["image"]) as image:
         assert image.size == (96, 72)
+
+
+def test_hires_fix_through_the_gradio_api(client):
+    gallery, _, info, *_ = client.predict(prompt="a circle", enable_hr=True, hr_scale=1.5, hr_upscaler="Lanczos",
+                                          hr_sampler_name="Use same", steps=2, width=64, height=64,
+                                          denoising_strength=0.5, model_name="tiny-sd", api_name="/txt2img")
+    assert "Hires upscale: 1.5, Hires upscaler: Lanczos" in info and "Hires sampler" not in info
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (96, 96)

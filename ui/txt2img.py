@@ -1,11 +1,48 @@
-"""The txt2img tab: the shared generation body with no task inputs of its own."""
+"""The txt2img tab: the shared generation body plus A1111's Hires. fix panel."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from .common import GenerationTab, generation_tab
+from pipelines.samplers import sampler_names, schedule_type_names
+from pipelines.upscalers import upscaler_names
+
+from .common import FieldSet, GenerationTab, generation_tab
+
+SAME = "Use same"  # "" in the request: the first pass's sampler or schedule type
+
+
+def _hires_fix(fields: FieldSet) -> dict:
+    with gr.Accordion("Hires. fix", open=False):
+        fields.add("enable_hr", gr.Checkbox(False, label="Enable hires. fix", elem_id="txt2img_enable_hr"))
+        with gr.Row():
+            fields.add("hr_upscaler", gr.Dropdown(upscaler_names(), value="Latent", label="Upscaler",
+                                                  elem_id="txt2img_hr_upscaler"))
+            fields.add("hr_second_pass_steps", gr.Slider(0, 150, value=0, step=1, label="Hires steps (0: same)",
+                                                         elem_id="txt2img_hires_steps"))
+            fields.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Denoising strength",
+                                                       elem_id="txt2img_denoising_strength"))
+        with gr.Row():
+            fields.add("hr_scale", gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by",
+                                             elem_id="txt2img_hr_scale"))
+            fields.add("hr_resize_x", gr.Slider(0, 2048, value=0, step=8, label="Resize width to (0: by scale)",
+                                                elem_id="txt2img_hr_resize_x"))
+            fields.add("hr_resize_y", gr.Slider(0, 2048, value=0, step=8, label="Resize height to (0: by scale)",
+                                                elem_id="txt2img_hr_resize_y"))
+        with gr.Row():
+            fields.add("hr_sampler_name", gr.Dropdown([SAME, *sampler_names()], value=SAME, label="Hires sampler",
+                                                      elem_id="txt2img_hr_sampler"))
+            fields.add("hr_scheduler", gr.Dropdown([SAME, *schedule_type_names()], value=SAME,
+                                                   label="Hires schedule type", elem_id="txt2img_hr_scheduler"))
+        fields.add("hr_prompt", gr.Textbox("", label="Hires prompt (empty: same)", lines=2, elem_id="txt2img_hr_prompt"))
+        fields.add("hr_negative_prompt", gr.Textbox("", label="Hires negative prompt (empty: same)", lines=2,
+                                                    elem_id="txt2img_hr_neg_prompt"))
+    return {}
+
+
+def prepare(values: dict) -> dict:
+    return {**values, **{key: "" for key in ("hr_sampler_name", "hr_scheduler") if values.get(key) == SAME}}
 
 
 def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
-    return generation_tab(services, model, defaults, "txt2img")
+    return generation_tab(services, model, defaults, "txt2img", _hires_fix, prepare)

@@ -1,0 +1,58 @@
+"""Hires fix: first pass, latent or pixel upscale, img2img second pass; sizes, steps and A1111's infotext keys."""
+
+import pytest
+
+from pipelines.errors import RequestError
+from pipelines.request import GenerationRequest
+
+
+def hires(**values):
+    return GenerationRequest(**{"prompt": "a red circle", "model": "tiny-sd", "width": 64, "height": 64, "steps": 4,
+                                "seed": 9, "enable_hr": True, "denoising_strength": 0.5, **values})
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Latent (nearest)", "Lanczos", "Nearest"])
+def test_hires_doubles_the_size_with_every_upscaler(engine, upscaler):
+    steps = []
+    result = engine.generate(hires(hr_upscaler=upscaler), on_progress=lambda e: steps.append(e.steps))
+    assert result.images[0].size == (128, 128)
+    assert set(steps) == {4, 2}  # first pass, then 4 x strength 0.5
+    assert result.infotexts[0].endswith(
+        f"Size: 64x64, Model hash: {result.infotexts[0].split('Model hash: ')[1][:10]}, Model: tiny-sd, "
+        f"Denoising strength: 0.5, RNG: CPU, Hires upscale: 2, Hires upscaler: {upscaler}, Version: easel-0.1.0")
+
+
+def test_hires_resize_steps_sampler_and_prompt(engine):
+    steps = []
+    request = hires(hr_resize_x=96, hr_second_pass_steps=3, hr_sampler_name="DPM++ 2M Karras", hr_prompt="a circle",
+                    model="tiny-sdxl", batch_size=2)
+    result = engine.generate(request, on_progress=lambda e: steps.append(e.steps))
+    assert [image.size for image in result.images] == [(96, 96)] * 2
+    assert steps[-1] == 3  # explicit hires steps are the steps run
+    text = result.infotexts[0]
+    assert "Hires resize: 96x96, Hires steps: 3, Hires upscaler: Latent, Hires sampler: DPM++ 2M, " \
+           "Hires schedule type: Karras, Hires prompt: a circle" in text
+    back = GenerationRequest.from_infotext(text)
+    assert (back.enable_hr, back.hires_size, back.hr_second_pass_steps, back.hr_sampler_name) == \
+        (True, (96, 96), 3, "DPM++ 2M")
+
+
+def test_interrupt_in_the_first_pass_returns_the_first_pass(engine):
+    def on_progress(event):
+        if event.step == 2:
+            engine.interrupt()
+
+    result = engine.generate(hires(steps=6), on_progress=on_progress)
+    assert result.interrupted and result.images[0].size == (64, 64)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"hr_scale": 5}, "Hires upscale must be between 1 and 4"),
+    ({"hr_upscaler": "ESRGAN"}, "Unknown upscaler 'ESRGAN'"),
+    ({"hr_sampler_name": "nope"}, "Unknown sampler 'nope'"),
+    ({"hr_scale": 4, "width": 2048}, "The hires size 8192x256 is over 4096"),
+    ({"denoising_strength": 0.1}, "runs no hires step"),
+])
+def test_bad_hires_values(values, message):
+    with pytest.raises(RequestError, match=message):
+        hires(**{"height": 64, **values})
