@@ -50,8 +50,11 @@ def test_png_info_reads_parameters_and_sends_them_to_txt2img(client, tmp_path):
                                  model_name="tiny-sd", api_name="/txt2img")
     text = client.predict(handle_file(gallery[0]["image"]), api_name="/png_info")
     assert text.startswith("a star\nSteps: 2") and "Clip skip: 2" in text
-    sent = client.predict(text, api_name="/send_to_txt2img")
-    assert sent[0] == "a star" and sent[4] == 2 and sent[8] == 5 and sent[9] == 2 and sent[10] == "tiny-sd"
+    from ui.transfer import SENT_FIELDS
+
+    sent = dict(zip([*SENT_FIELDS, "model"], client.predict(text, api_name="/send_to_txt2img")))
+    assert (sent["prompt"], sent["steps"], sent["seed"], sent["clip_skip"]) == ("a star", 2, 5, 2)
+    assert sent["model"] == "tiny-sd" and sent["enable_hr"] is False and sent["hr_sampler_name"] == "Use same"
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)
     assert client.predict(handle_file(str(plain)), api_name="/png_info") == "This image has no generation parameters."

@@ -197,6 +197,11 @@ def test_img2img_upload_and_send_to(page, png_dir):
     assert infotext.startswith("a blue square") and "Denoising strength: 0.75" in infotext
     page.screenshot(path=str(ARTIFACTS / "img2img.png"), full_page=True, animations="disabled")
 
+    # Its parameters back to txt2img.
+    page.locator("#img2img_send_to_txt2img").click()
+    expect(page.get_by_role("tab", name="txt2img", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a blue square")
+
     # From txt2img's gallery to img2img with one click.
     _txt2img_tab(page)
     if not page.locator("#txt2img_gallery img").count():

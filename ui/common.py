@@ -94,7 +94,7 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
     return {"swap": swap, "dice": dice, "reuse": reuse}
 
 
-SEND_TARGETS = ("img2img", "inpaint")
+SEND_TARGETS = ("txt2img", "img2img", "inpaint")  # txt2img receives parameters, the others a picture
 
 
 @dataclass
@@ -115,7 +115,7 @@ def output_panel(prefix: str) -> OutputPanel:
                          format="png")
     with gr.Row():
         send = {target: gr.Button(f"Send to {target}", size="sm", elem_id=f"{prefix}_send_to_{target}")
-                for target in SEND_TARGETS}
+                for target in SEND_TARGETS if (prefix, target) != ("txt2img", "txt2img")}
     infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{prefix}_info")
     return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1), gr.State(0), send)
 

@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 import gradio as gr
-from PIL import Image
-
 from pipelines.errors import EaselError
 
 from . import img2img, inpaint, png_info, txt2img
-from .common import REFRESH, GenerationTab
+from .common import REFRESH
+from .transfer import wire_send_images, wire_send_parameters
 
 # Per-model defaults applied to every generation tab's widgets when the model changes, in this order.
 _DEFAULT_FIELDS = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler")
-
-
-def _size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
-    return tuple(min(2048, max(64, round(side / 8) * 8)) for side in image.size)
-
-
-def _wire_send_to(tabs: gr.Tabs, sources: list[GenerationTab], targets: dict[str, tuple]) -> None:
-    """"Send to img2img / inpaint" under every gallery: the picked image becomes the target's input and the
-    target's size follows it."""
-    for source in sources:
-        for target_id, button in source.panel.send.items():
-            image_widget, width, height, as_value = targets[target_id]
-
-            def send(gallery, index, as_value=as_value, target_id=target_id):
-                if not gallery:
-                    raise gr.Error("Generate an image first.", print_exception=False)
-                item = gallery[min(max(index, 0), len(gallery) - 1)]
-                path = item[0] if isinstance(item, (list, tuple)) else item
-                image = Image.open(path if isinstance(path, str) else path["path"]).convert("RGB")
-                return as_value(image), *_size_multiple_of_8(image), gr.Tabs(selected=target_id)
-
-            button.click(send, [source.panel.gallery, source.panel.selected], [image_widget, width, height, tabs],
-                         api_visibility="private")
 
 
 def build_ui(services) -> gr.Blocks:
@@ -56,17 +32,14 @@ def build_ui(services) -> gr.Blocks:
             with gr.Tab("Inpaint", id="inpaint"):
                 inp = inpaint.build(services, model, defaults)
             with gr.Tab("PNG Info", id="png_info"):
-                png_info.build(services, t2i, model, tabs, "txt2img")
+                png_info.build(services, t2i, model, tabs)
         generation_tabs = [t2i, i2i, inp]
-
-        def size_of(tab: GenerationTab):
-            return tab.fields.components["width"], tab.fields.components["height"]
-
-        _wire_send_to(tabs, generation_tabs, {
-            "img2img": (i2i.inputs["image"], *size_of(i2i), lambda image: image),
-            "inpaint": (inp.inputs["editor"], *size_of(inp),
-                        lambda image: {"background": image, "layers": [], "composite": image}),
+        wire_send_images(tabs, generation_tabs, {
+            "img2img": (i2i.inputs["image"], i2i, lambda image: image),
+            "inpaint": (inp.inputs["editor"], inp, lambda image: {"background": image, "layers": [], "composite": image}),
         })
+        for tab in (i2i, inp):
+            wire_send_parameters(services, tab.panel.send["txt2img"], tab.panel.infotext, t2i, model, tabs)
 
         def refresh_models(current: str | None):
             choices = registry.names()

@@ -1,0 +1,67 @@
+"""Links between tabs: pictures sent to img2img or inpaint, generation parameters sent back to txt2img."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gradio as gr
+from PIL import Image
+
+from pipelines.errors import EaselError
+from pipelines.request import GenerationRequest
+
+from .common import GenerationTab
+from .txt2img import SAME
+
+# Request fields that "Send to txt2img" fills, in the order of the handler's outputs (then model, then tab).
+SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg_scale", "width", "height", "seed",
+               "clip_skip", "enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y", "hr_upscaler",
+               "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
+               "denoising_strength")
+
+
+def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Component, txt2img: GenerationTab,
+                         model: gr.Dropdown, tabs: gr.Tabs, api_name: str | None = None) -> None:
+    """``button`` reads the infotext in ``infotext`` into txt2img's widgets and opens that tab."""
+
+    def send(text: str):
+        try:
+            request = GenerationRequest.from_infotext(text or "")
+        except EaselError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        values = [getattr(request, name) for name in SENT_FIELDS]
+        values = [SAME if name in ("hr_sampler_name", "hr_scheduler") and not value else value
+                  for name, value in zip(SENT_FIELDS, values)]
+        known_model = request.model if request.model in services.registry.names() else gr.update()
+        return [*values, known_model, gr.Tabs(selected="txt2img")]
+
+    targets = [txt2img.fields.components[name] for name in SENT_FIELDS]
+    button.click(send, infotext, [*targets, model, tabs], api_name=api_name or False,
+                 api_visibility="public" if api_name else "private")
+
+
+def _size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
+    return tuple(min(2048, max(64, round(side / 8) * 8)) for side in image.size)
+
+
+def wire_send_images(tabs: gr.Tabs, sources: list[GenerationTab],
+                     targets: dict[str, tuple[gr.components.Component, GenerationTab, Callable]]) -> None:
+    """"Send to img2img / inpaint" under every gallery: the picked picture becomes the target tab's input
+    (through ``as_value``) and the target's size follows it."""
+    for source in sources:
+        for target_id, button in source.panel.send.items():
+            if target_id not in targets:
+                continue
+            widget, target, as_value = targets[target_id]
+
+            def send(gallery, index, as_value=as_value, target_id=target_id):
+                if not gallery:
+                    raise gr.Error("Generate an image first.", print_exception=False)
+                item = gallery[min(max(index, 0), len(gallery) - 1)]
+                path = item[0] if isinstance(item, (list, tuple)) else item
+                image = Image.open(path if isinstance(path, str) else path["path"]).convert("RGB")
+                return as_value(image), *_size_multiple_of_8(image), gr.Tabs(selected=target_id)
+
+            size = [target.fields.components["width"], target.fields.components["height"]]
+            button.click(send, [source.panel.gallery, source.panel.selected], [widget, *size, tabs],
+                         api_visibility="private")
