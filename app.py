@@ -1,8 +1,11 @@
 """Easel: a browser UI for text-to-image diffusion models (``python app.py --help``).
 
-Importing this module starts nothing; ``main()`` parses flags into settings, builds the services and the UI,
-and launches. Serving beyond this machine (``--share`` or a non-loopback ``--host``) requires ``--auth``
-unless ``--insecure`` is given; a Hugging Face Space is the exception, since the Space controls access.
+Importing this module starts nothing; ``main()`` parses flags into settings, builds the services, the UI and
+the A1111-compatible REST API (``api/``), and launches them on one server. Serving beyond this machine
+(``--share`` or a non-loopback ``--host``) requires ``--auth`` for the UI and, when the API is on there
+(``--api``), ``--api-auth`` for it, unless ``--insecure`` is given; a Hugging Face Space is the exception,
+since the Space controls access. The API is on by default only while the server is reachable from this
+machine alone.
 """
 
 from __future__ import annotations
@@ -24,9 +27,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="also serve through a Gradio share link")
-    parser.add_argument("--auth", help="user:password, or a file with one user:password per line")
+    parser.add_argument("--auth", help="UI login: user:password[,user2:password2], or a file with one per line")
+    parser.add_argument("--auth-file", help="UI login: a file with one user:password per line")
+    parser.add_argument("--api", action=argparse.BooleanOptionalAction, default=None,
+                        help="serve the A1111-compatible REST API at /sdapi/v1 (default: on when listening on "
+                             "this machine only, off with --share or a network --host)")
+    parser.add_argument("--api-auth", help="HTTP Basic for the API: user:password[,user2:password2]")
     parser.add_argument("--insecure", action="store_true",
-                        help="allow --share or a network --host without --auth (anyone who finds it can use it)")
+                        help="allow --share or a network --host without --auth / --api-auth "
+                             "(anyone who finds it can use it)")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--outputs-dir", type=Path, default=ROOT / "outputs")
     parser.add_argument("--no-save", action="store_true", help="do not write generated images to --outputs-dir")
@@ -39,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
-    """``user:pass`` or a file of such lines (comma-separated also works) -> Gradio's credential list."""
+def parse_auth(value: str | None, flag: str = "--auth") -> list[tuple[str, str]] | None:
+    """``user:pass`` or a file of such lines (comma-separated also works) -> a credential list."""
     if not value:
         return None
     path = Path(value)
@@ -52,7 +61,7 @@ def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
             continue
         user, sep, password = item.partition(":")
         if not sep or not user or not password:
-            raise SystemExit(f"--auth: expected user:password, got {item!r}")
+            raise SystemExit(f"{flag}: expected user:password, got {item!r}")
         pairs.append((user, password))
     return pairs or None
 
@@ -66,15 +75,33 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def ui_credentials(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    """The UI's logins from ``--auth`` and ``--auth-file`` together."""
+    if args.auth_file and not Path(args.auth_file).is_file():
+        raise SystemExit(f"--auth-file: no such file: {args.auth_file}")
+    pairs = (parse_auth(args.auth) or []) + (parse_auth(args.auth_file, "--auth-file") or [])
+    return pairs or None
+
+
+def is_public(args: argparse.Namespace) -> bool:
+    return args.share or not is_loopback(args.host)
+
+
+def api_enabled(args: argparse.Namespace) -> bool:
+    """``--api``/``--no-api`` when given; otherwise on only while nobody else can reach the server."""
+    return args.api if args.api is not None else not is_public(args)
+
+
 def exposure_problem(args: argparse.Namespace, on_space: bool) -> str | None:
-    """Why this launch would expose an unauthenticated UI, or None when it is safe."""
-    if on_space or args.auth or args.insecure:
+    """Why this launch would expose an unauthenticated UI or API, or None when it is safe."""
+    if on_space or args.insecure or not is_public(args):
         return None
-    if args.share:
-        return "--share publishes this UI on a public link; add --auth user:password (or --insecure to accept the risk)."
-    if not is_loopback(args.host):
-        return (f"--host {args.host} serves this UI to the network; add --auth user:password "
-                "(or --insecure to accept the risk).")
+    where = ("--share publishes this UI on a public link" if args.share
+             else f"--host {args.host} serves this UI to the network")
+    if not (args.auth or args.auth_file):
+        return f"{where}; add --auth user:password (or --insecure to accept the risk)."
+    if api_enabled(args) and not args.api_auth:
+        return f"{where} with its REST API (--api); add --api-auth user:password (or --insecure to accept the risk)."
     return None
 
 
@@ -86,31 +113,51 @@ def settings_from_args(args: argparse.Namespace):
                     default_model=args.default_model or DEFAULT_MODEL)
 
 
-def build_app(settings):
-    """The queued Gradio app for ``settings`` (not launched)."""
+def build_app(settings, services=None):
+    """The queued Gradio app for ``settings`` (not launched); ``services`` when the API shares them."""
     from pipelines.services import Services
     from ui.layout import build_ui
 
-    demo = build_ui(Services.build(settings))
+    demo = build_ui(services or Services.build(settings))
     demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo
+
+
+def launch(args: argparse.Namespace, *, block: bool = True):
+    """Build the services, the UI and (when enabled) the API for ``args`` and serve them on one server.
+
+    Returns the launched Blocks; with ``block=False`` (tests) it returns as soon as the server is up.
+    """
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
+    from pipelines.services import Services
+
+    settings = settings_from_args(args)
+    services = Services.build(settings)
+    demo = build_app(settings, services)
+    app_kwargs = {}
+    if api_enabled(args):
+        import api
+
+        app_kwargs = api.app_kwargs(services, parse_auth(args.api_auth, "--api-auth"))
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=ui_credentials(args),
+                footer_links=["api", "gradio", "settings"], app_kwargs=app_kwargs, prevent_thread_lock=True,
+                quiet=not block)
+    if args.share and not getattr(demo, "share_url", None):
+        print("No share link could be made (offline, or the share service is unreachable); "
+              f"serving locally at {demo.local_url}", file=sys.stderr)
+    if block:
+        demo.block_thread()
     return demo
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    on_space = bool(os.environ.get("SPACE_ID"))
-    problem = exposure_problem(args, on_space)
+    problem = exposure_problem(args, on_space=bool(os.environ.get("SPACE_ID")))
     if problem:
         print(f"Refusing to start: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    if args.offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
-    demo = build_app(settings_from_args(args))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=parse_auth(args.auth),
-                footer_links=["api", "gradio", "settings"])
-    if args.share and not getattr(demo, "share_url", None):
-        print("No share link could be made (offline, or the share service is unreachable); "
-              f"serving locally at {demo.local_url}", file=sys.stderr)
+    launch(args)
 
 
 if __name__ == "__main__":

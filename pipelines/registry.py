@@ -156,6 +156,12 @@ class Registry:
             raise ModelError(f"No models found in {self.models_dir / CHECKPOINT_DIR}.")
         return names[0]
 
+    def set_default(self, name: str) -> ModelInfo:
+        """Make ``name`` the model a request without one runs on (A1111's current checkpoint)."""
+        info = self.resolve(name)
+        self._default_model = info.name
+        return info
+
     def resolve(self, name: str) -> ModelInfo:
         """A model by name: a folder in the models directory or a Hub id. Paths are never accepted,
         so no request can make the server read outside its models folder."""

@@ -46,3 +46,28 @@ def app_url(models_dir, tmp_path_factory):
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     yield demo.local_url
     demo.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def api_server(models_dir, tmp_path_factory):
+    """The real app launched from its flags with the REST API, two API users and a separate UI login.
+
+    Yields (base URL, outputs folder). API users: alice:wonderland and bob:builder; UI login: ui:secret.
+    """
+    import app
+
+    outputs = tmp_path_factory.mktemp("api-out")
+    args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(outputs), "--default-model",
+                           "tiny-sd", "--device", "cpu", "--port", str(_free_port()), "--auth", "ui:secret",
+                           "--api-auth", "alice:wonderland,bob:builder"])
+    demo = app.launch(args, block=False)
+    yield demo.local_url.rstrip("/"), outputs
+    demo.close()

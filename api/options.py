@@ -1,0 +1,108 @@
+"""A1111's settings as API clients see them (``/sdapi/v1/options``, ``/sd-models``).
+
+The current checkpoint (A1111's ``sd_model_checkpoint``) is the registry's default model, kept in that one
+place: it is what a request that names no model runs on. Checkpoints are named the A1111 way, by title
+(``name [hash]``), name or short hash; whatever else arrives goes to the registry, which refuses paths.
+Options that command-line flags decide (where outputs go, whether they are saved) are shown read-only.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from pipelines.errors import RequestError
+from pipelines.hashing import short_hash
+from pipelines.request import GenerationRequest
+
+from .encoding import PayloadError
+
+_TITLE = re.compile(r"^(?P<name>.+?) \[(?P<hash>[0-9a-f]{8,10})\]$")
+
+
+class Options:
+    def __init__(self, services):
+        self.services = services
+        self.registry = services.registry
+        self.clip_skip = 1
+        self._lock = threading.Lock()
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def _hash(self, name: str) -> str | None:
+        info = self.registry.resolve(name)
+        return short_hash(info.source) if info.local else None
+
+    def title(self, name: str) -> str:
+        model_hash = self._hash(name)
+        return f"{name} [{model_hash}]" if model_hash else name
+
+    def sd_models(self) -> list[dict[str, Any]]:
+        models = []
+        for info in self.registry.list_models():
+            model_hash = short_hash(info.source)  # cached by size and mtime: hashed once per file
+            models.append({"title": f"{info.name} [{model_hash}]", "model_name": info.name, "hash": model_hash,
+                           "sha256": None, "filename": info.source, "config": None})
+        return models
+
+    def checkpoint_name(self, value: Any) -> str:
+        """A model name for an A1111 checkpoint reference (title, name or short hash); empty: the current one."""
+        if value is None or not str(value).strip():
+            return self.registry.default_name()
+        text = str(value).strip()
+        names = self.registry.names()
+        if text in names:
+            return text
+        match = _TITLE.match(text)
+        if match and match["name"] in names:
+            return match["name"]
+        if re.fullmatch(r"[0-9a-f]{8,10}", text):
+            for name in names:
+                if (self._hash(name) or "").startswith(text):
+                    return name
+        return text  # not ours: the registry decides (a Hub id, or "Unknown model")
+
+    def switch_model(self, value: Any) -> str:
+        """Load the model and make it the current one (A1111 loads it at once, so the first job is not slow)."""
+        name = self.registry.resolve(self.checkpoint_name(value)).name
+        with self.registry.lease(name):
+            pass
+        self.registry.set_default(name)
+        return name
+
+    # -- /options ------------------------------------------------------------------------------------------
+    def _read_only(self) -> dict[str, Any]:
+        settings = self.services.settings
+        return {
+            "samples_save": settings.save_outputs,
+            "samples_format": "png",
+            "outdir_samples": "",
+            "enable_pnginfo": True,
+            "live_previews_enable": settings.preview_every > 0,
+            "show_progress_every_n_steps": settings.preview_every,
+        }
+
+    def current(self) -> dict[str, Any]:
+        return {"sd_model_checkpoint": self.title(self.registry.default_name()),
+                "CLIP_stop_at_last_layers": self.clip_skip, **self._read_only()}
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Apply A1111 options; unknown keys are ignored (as A1111 does), read-only ones may only keep their value."""
+        read_only = self._read_only()
+        for key, value in values.items():
+            if key in read_only and value != read_only[key]:
+                raise PayloadError(key, f"{key} is set by a command-line flag and cannot be changed here.")
+        clip_skip = None
+        if "CLIP_stop_at_last_layers" in values:
+            try:  # the request's own check and message
+                clip_skip = GenerationRequest(clip_skip=values["CLIP_stop_at_last_layers"]).clip_skip
+            except RequestError as exc:
+                raise PayloadError("CLIP_stop_at_last_layers", str(exc)) from None
+        with self._lock:
+            if values.get("sd_model_checkpoint") is not None:
+                try:
+                    self.switch_model(values["sd_model_checkpoint"])
+                except RequestError as exc:
+                    raise PayloadError("sd_model_checkpoint", str(exc)) from None
+            if clip_skip is not None:
+                self.clip_skip = clip_skip

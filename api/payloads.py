@@ -1,0 +1,334 @@
+"""A1111's ``/sdapi/v1`` payloads and responses, and their mapping onto ``GenerationRequest``.
+
+Field names, types and defaults are A1111's (``modules/api/models.py``), so the OpenAPI schema and existing
+clients agree with sd-webui; unknown fields are ignored, as A1111 does. Pydantic only checks types here: value
+checks (ranges, multiples of 8, sampler names, model names) are ``GenerationRequest``'s, shared with the UI,
+and ``field_of`` names the A1111 field a ``RequestError`` is about. Fields of features this server does not
+have yet (ControlNet units, scripts, variation seeds, a hires checkpoint, ...) are refused with a clear
+message when they ask for something, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines.errors import RequestError
+from pipelines.infotext import parse_infotext
+from pipelines.request import VERSION, GenerationRequest
+from pipelines.samplers import normalize
+
+from .encoding import PayloadError, decode_image
+
+
+class Txt2ImgPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = None
+    sampler_index: str = "Euler"
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = 0.75
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    firstpass_image: str | None = None
+    comments: dict[str, Any] | None = None
+    enable_hr: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    force_task_id: str | None = None
+    script_name: str | None = None
+    script_args: list = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    infotext: str | None = None
+
+
+class Img2ImgPayload(Txt2ImgPayload):
+    init_images: list[str] | None = None
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+
+
+class ImageResponse(BaseModel):
+    images: list[str] | None = Field(None, description="base64 PNGs, each with its infotext")
+    parameters: dict[str, Any]
+    info: str = Field(description="JSON: infotexts, all_seeds, seed, sd_model_name, ...")
+
+
+class ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: dict[str, Any]
+    current_image: str | None = None
+    textinfo: str | None = None
+
+
+class PNGInfoPayload(BaseModel):
+    image: str = ""
+
+
+class PNGInfoResponse(BaseModel):
+    info: str
+    items: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+# The A1111 field a RequestError is about, by the label that starts its message (labels from request.py and
+# samplers.py; tests cover the common ones, so a renamed label shows up there).
+_FIELD_BY_LABEL = (
+    ("Steps", "steps"), ("Width", "width"), ("Height", "height"), ("Batch size", "batch_size"),
+    ("Batch count", "n_iter"), ("Clip skip", "override_settings.CLIP_stop_at_last_layers"), ("Seed", "seed"),
+    ("Resize mode", "resize_mode"), ("Mask blur", "mask_blur"), ("Masked content", "inpainting_fill"),
+    ("Only masked padding", "inpaint_full_res_padding"), ("CFG scale", "cfg_scale"),
+    ("Denoising strength", "denoising_strength"), ("Unknown sampler", "sampler_name"),
+    ("Unknown schedule type", "scheduler"), ("Sampler ", "scheduler"),
+    ("Unknown model", "override_settings.sd_model_checkpoint"), ("img2img needs", "init_images"),
+    ("inpaint needs", "mask"), ("The init image", "init_images"), ("The mask", "mask"),
+    ("Hires upscale", "hr_scale"), ("Hires resize width", "hr_resize_x"), ("Hires resize height", "hr_resize_y"),
+    ("Hires steps", "hr_second_pass_steps"), ("Unknown upscaler", "hr_upscaler"), ("Hires fix", "enable_hr"),
+    ("The hires size", "hr_scale"),
+)
+
+
+def field_of(error: RequestError) -> str | None:
+    if isinstance(error, PayloadError):
+        return error.field
+    message = str(error)
+    return next((field for label, field in _FIELD_BY_LABEL if message.startswith(label)), None)
+
+
+def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
+    def refuse(field: str, message: str):
+        raise PayloadError(field, message)
+
+    if payload.enable_hr and payload.hr_checkpoint_name not in (None, "", "Use same checkpoint"):
+        refuse("hr_checkpoint_name", "A separate hires checkpoint is not implemented yet.")
+    if payload.firstpass_image:
+        refuse("firstpass_image", "Starting hires fix from a given first-pass image is not implemented yet.")
+    for name, script in payload.alwayson_scripts.items():
+        if name.lower() != "controlnet":
+            refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
+        units = script.get("args", []) if isinstance(script, dict) else script
+        if not isinstance(units, list):
+            refuse("alwayson_scripts.controlnet", "Expected {\"args\": [units...]}.")
+        if any(not (isinstance(unit, dict) and unit.get("enabled") is False) for unit in units):
+            refuse("alwayson_scripts.controlnet", "ControlNet units are not implemented yet.")
+    if payload.script_name:
+        refuse("script_name", f"Script {payload.script_name!r} not found; this server has no scripts.")
+    if payload.styles:
+        refuse("styles", f"Unknown styles {payload.styles!r}; this server has no saved styles.")
+    if payload.restore_faces:
+        refuse("restore_faces", "Face restoration is not available on this server.")
+    if payload.tiling:
+        refuse("tiling", "Tiling is not implemented yet.")
+    if payload.subseed_strength:
+        refuse("subseed_strength", "Variation seeds are not implemented yet; send subseed_strength: 0.")
+    if payload.seed_resize_from_w > 0 or payload.seed_resize_from_h > 0:
+        refuse("seed_resize_from_w", "Seed resize is not implemented yet.")
+    if payload.refiner_checkpoint not in (None, "", "None"):
+        refuse("refiner_checkpoint", "A refiner is not implemented yet.")
+    if isinstance(payload, Img2ImgPayload):
+        if payload.latent_mask:
+            refuse("latent_mask", "A separate latent mask is not implemented.")
+        if payload.initial_noise_multiplier not in (None, 1.0):
+            refuse("initial_noise_multiplier", "A noise multiplier other than 1 is not implemented.")
+        if payload.mask_blur is None and payload.mask_blur_x != payload.mask_blur_y:
+            refuse("mask_blur_x", "Different horizontal and vertical mask blur is not supported; set mask_blur.")
+
+
+# Infotext keys -> payload fields, for A1111's ``infotext`` field (it fills what the payload leaves unset).
+_INFOTEXT_FIELDS = (("Steps", "steps"), ("Sampler", "sampler_name"), ("Schedule type", "scheduler"),
+                    ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Denoising strength", "denoising_strength"))
+
+
+def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
+    """The payload with the fields it did not set taken from its ``infotext``, as A1111 1.9+ does."""
+    if not payload.infotext:
+        return payload
+    prompt, negative, params = parse_infotext(payload.infotext)
+    values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+    values.update({field: params[key] for key, field in _INFOTEXT_FIELDS if key in params})
+    if "Size" in params:
+        width, _, height = params["Size"].lower().partition("x")
+        values.update(width=width, height=height)
+    given = payload.model_fields_set
+    update = {key: value for key, value in values.items() if key not in given}
+    override = dict(payload.override_settings or {})
+    for key, option in (("Model", "sd_model_checkpoint"), ("Clip skip", "CLIP_stop_at_last_layers")):
+        if key in params:
+            override.setdefault(option, params[key])
+    if override:
+        update["override_settings"] = override
+    try:
+        return type(payload).model_validate({**payload.model_dump(), **update})
+    except ValidationError as exc:
+        raise PayloadError("infotext", f"The infotext holds an unusable value: {exc.errors()[0]['msg']}.") from None
+
+
+def _scheduler_name(value: str | None) -> str:
+    """A1111 accepts a schedule type's label ("SGM Uniform") or its name ("sgm_uniform")."""
+    return (value or "Automatic").replace("_", " ")
+
+
+def _hires_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """Hires fix fields; A1111's "Use same ..." choices are the request's empty values."""
+    sampler = "" if payload.hr_sampler_name in (None, "", "Use same sampler") else payload.hr_sampler_name
+    scheduler = "" if payload.hr_scheduler in (None, "", "Use same scheduler") else payload.hr_scheduler
+    if scheduler and not sampler:  # a hires schedule type alone: with the first pass's sampler
+        sampler = payload.sampler_name or payload.sampler_index
+    if sampler:  # checked here, so that its error names the hires field rather than sampler_name
+        try:
+            sampler, scheduler = normalize(sampler, _scheduler_name(scheduler))
+        except RequestError as exc:
+            field = "hr_scheduler" if str(exc).startswith(("Unknown schedule", "Sampler ")) else "hr_sampler_name"
+            raise PayloadError(field, str(exc)) from None
+    return {"enable_hr": payload.enable_hr, "hr_scale": payload.hr_scale,
+            "hr_upscaler": payload.hr_upscaler or "Latent", "hr_second_pass_steps": payload.hr_second_pass_steps,
+            "hr_resize_x": payload.hr_resize_x, "hr_resize_y": payload.hr_resize_y, "hr_sampler_name": sampler,
+            "hr_scheduler": scheduler if sampler else "", "hr_prompt": payload.hr_prompt,
+            "hr_negative_prompt": payload.hr_negative_prompt}
+
+
+def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
+    """The validated request for ``payload``; raises RequestError (PayloadError naming the field)."""
+    payload = apply_infotext(payload)
+    _refuse_unimplemented(payload)
+    override = payload.override_settings or {}
+    values: dict[str, Any] = {
+        "prompt": payload.prompt,
+        "negative_prompt": payload.negative_prompt,
+        "sampler": payload.sampler_name or payload.sampler_index,
+        "scheduler": _scheduler_name(payload.scheduler),
+        "steps": payload.steps,
+        "cfg_scale": payload.cfg_scale,
+        "width": payload.width,
+        "height": payload.height,
+        "seed": payload.seed,
+        "batch_size": payload.batch_size,
+        "batch_count": payload.n_iter,
+        "clip_skip": override.get("CLIP_stop_at_last_layers", options.clip_skip),
+        "model": options.checkpoint_name(override.get("sd_model_checkpoint")),
+        "task": "txt2img",
+        "denoising_strength": 0.75 if payload.denoising_strength is None else payload.denoising_strength,
+    }
+    if payload.enable_hr:
+        values.update(_hires_values(payload))
+    if isinstance(payload, Img2ImgPayload):
+        images = payload.init_images or []
+        if not images:
+            raise PayloadError("init_images", "img2img needs an init image (init_images: [base64 image]).")
+        if len(images) > 1:
+            raise PayloadError("init_images", "Only one init image per request is supported.")
+        values.update(
+            task="inpaint" if payload.mask else "img2img",
+            init_image=decode_image(images[0], "init_images"),
+            mask=decode_image(payload.mask, "mask") if payload.mask else None,
+            resize_mode=payload.resize_mode,
+            mask_blur=payload.mask_blur_x if payload.mask_blur is None else payload.mask_blur,
+            inpainting_fill=payload.inpainting_fill,
+            inpaint_full_res=payload.inpaint_full_res,
+            inpaint_full_res_padding=payload.inpaint_full_res_padding,
+            inpainting_mask_invert=payload.inpainting_mask_invert,
+        )
+    return GenerationRequest.from_values(values)
+
+
+def echo(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """The request as A1111 echoes it in ``parameters``: every field, init images only when asked for."""
+    values = payload.model_dump()
+    if isinstance(payload, Img2ImgPayload) and not payload.include_init_images:
+        values.update(init_images=None, mask=None)
+    return values
+
+
+def processed_info(result, model_hash: str | None) -> str:
+    """A1111's ``Processed.js()``: the JSON string in a generation response's ``info``."""
+    request = result.request
+    count = len(result.seeds)
+    return json.dumps({
+        "prompt": request.prompt,
+        "all_prompts": [request.prompt] * count,
+        "negative_prompt": request.negative_prompt,
+        "all_negative_prompts": [request.negative_prompt] * count,
+        "seed": request.seed,
+        "all_seeds": result.seeds,
+        "subseed": -1,
+        "all_subseeds": [-1] * count,
+        "subseed_strength": 0,
+        "width": request.width,
+        "height": request.height,
+        "sampler_name": request.sampler,
+        "cfg_scale": request.cfg_scale,
+        "steps": request.steps,
+        "batch_size": request.batch_size,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": request.model,
+        "sd_model_hash": model_hash,
+        "sd_vae_name": None,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": request.denoising_strength if request.task != "txt2img" or request.enable_hr else None,
+        "extra_generation_params": {"Schedule type": request.scheduler} if request.scheduler != "Automatic" else {},
+        "index_of_first_image": 0,
+        "infotexts": result.infotexts,
+        "styles": [],
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
+        "clip_skip": request.clip_skip,
+        "is_using_inpainting_conditioning": False,
+        "version": VERSION,
+    })

@@ -1,0 +1,292 @@
+"""The ``/sdapi/v1`` routes: A1111's endpoints on Easel's engine.
+
+Generations go through ``Services.stream``, the same path as the UI's, so they wait for the same device lock
+(never two jobs on one device) and save images and infotexts the same way. Progress, interrupt and skip see
+only the caller's own job. Every error is JSON: 422 naming the field for bad values (the UI's own checks and
+messages), 401 for wrong credentials, 413 for a body over ``MAX_BODY_BYTES`` (refused from its
+Content-Length before it is read, or cut off once a streamed body passes the limit).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Any, Callable
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines.engine import GenerationResult
+from pipelines.errors import EaselError, ModelError, RequestError
+from pipelines.infotext import parse_infotext, read_infotext
+from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
+from pipelines.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
+
+from . import PREFIX
+from .auth import ApiAuth
+from .encoding import decode_image, encode_png
+from .options import Options
+from .payloads import (Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse, ProgressResponse,
+                       Txt2ImgPayload, echo, field_of, processed_info, to_request)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 2**20
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self):
+        super().__init__(413, f"The request body is larger than {MAX_BODY_BYTES // 2**20} MiB.")
+
+
+def error_response(status: int, error: str, detail: str, field: str | None = None, **extra) -> JSONResponse:
+    """A1111-style error JSON; ``detail`` starts with the field it is about, which ``field`` also names."""
+    body = {"error": error, "detail": f"{field}: {detail}" if field else detail, "field": field, **extra}
+    return JSONResponse(body, status_code=status)
+
+
+def _capped(receive: Callable) -> Callable:
+    """``receive`` that stops a body (e.g. chunked, without Content-Length) once it passes the limit."""
+    seen = 0
+
+    async def receive_capped():
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > MAX_BODY_BYTES:
+            raise BodyTooLarge()
+        return message
+
+    return receive_capped
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    first = errors[0] if errors else {"loc": [], "msg": "Invalid request.", "type": ""}
+    if first["type"] == "json_invalid":
+        return error_response(422, "RequestValidationError", "The body is not valid JSON.", errors=errors)
+    field = ".".join(str(part) for part in first["loc"] if part != "body") or None
+    return error_response(422, "RequestValidationError", first["msg"], field, errors=errors)
+
+
+class ApiRoute(APIRoute):
+    """Caps request bodies and turns every failure into a JSON answer (the server keeps serving)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                declared = int(request.headers.get("content-length") or 0)
+            except ValueError:
+                declared = 0
+            try:
+                if declared > MAX_BODY_BYTES:
+                    raise BodyTooLarge()
+                return await handler(Request(request.scope, _capped(request.receive)))
+            except RequestValidationError as exc:
+                return _validation_response(exc)
+            except StarletteHTTPException as exc:  # FastAPI's HTTPException is a subclass
+                error = "PayloadTooLarge" if exc.status_code == 413 else type(exc).__name__
+                if exc.status_code == 401:
+                    error = "Unauthorized"
+                return JSONResponse({"error": error, "detail": exc.detail, "field": None},
+                                    status_code=exc.status_code, headers=exc.headers)
+            except RequestError as exc:
+                return error_response(422, "RequestError", str(exc), field_of(exc))
+            except EaselError as exc:
+                return error_response(500, type(exc).__name__, str(exc))
+            except Exception as exc:  # a bug: logged with its traceback, answered as JSON
+                log.exception("API request %s failed", request.url.path)
+                return error_response(500, type(exc).__name__, str(exc) or "Internal server error")
+
+        return guarded
+
+
+def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRouter:
+    auth = ApiAuth(users)
+    options = Options(services)
+    engine = services.engine
+    router = APIRouter(prefix=PREFIX, route_class=ApiRoute, dependencies=[Depends(auth)], tags=["sdapi"])
+
+    def run(payload: Txt2ImgPayload, owner: str) -> dict[str, Any]:
+        request = to_request(payload, options)
+        result = None
+        for event in services.stream(request, owner=owner):
+            if isinstance(event, GenerationResult):
+                result = event
+        if result is None:  # the stream always ends with its result; this guards a broken engine
+            raise ModelError("The generation ended without a result.")
+        if not payload.override_settings_restore_afterwards and (payload.override_settings or {}).get(
+                "sd_model_checkpoint"):
+            services.registry.set_default(result.request.model)
+        model_hash = parse_infotext(result.infotexts[0])[2].get("Model hash") if result.infotexts else None
+        return {
+            "images": [encode_png(image) for image in result.images] if payload.send_images else [],
+            "parameters": echo(payload),
+            "info": processed_info(result, model_hash),
+        }
+
+    @router.post("/txt2img", response_model=ImageResponse)
+    def txt2img(payload: Txt2ImgPayload, owner: str = Depends(auth)):
+        """Text to image, with A1111's payload; ``info`` is a JSON string holding the infotexts and seeds."""
+        return run(payload, owner)
+
+    @router.post("/img2img", response_model=ImageResponse)
+    def img2img(payload: Img2ImgPayload, owner: str = Depends(auth)):
+        """Image to image; with a ``mask`` (white repaints) it inpaints."""
+        return run(payload, owner)
+
+    @router.get("/progress", response_model=ProgressResponse)
+    async def progress(skip_current_image: bool = False, owner: str = Depends(auth)):
+        """Progress of the caller's own running job (nothing of other users' jobs)."""
+        job = engine.current_job(owner)
+        if job is None or job.progress is None:
+            return {"progress": 0.0, "eta_relative": 0.0, "state": _state(job), "current_image": None,
+                    "textinfo": None if job is None else "Waiting..."}
+        fraction = job.progress.fraction
+        elapsed = time.monotonic() - job.started
+        image = job.preview if not skip_current_image else None
+        return {"progress": fraction, "eta_relative": elapsed / fraction - elapsed if fraction > 0 else 0.0,
+                "state": _state(job), "current_image": encode_png(image) if image is not None else None,
+                "textinfo": None}
+
+    @router.post("/interrupt")
+    async def interrupt(owner: str = Depends(auth)):
+        """Stop the caller's running job after its current step; its images so far are returned."""
+        engine.interrupt(owner)
+        return {}
+
+    @router.post("/skip")
+    async def skip(owner: str = Depends(auth)):
+        """End the current batch of the caller's job and go on with the next one."""
+        engine.skip(owner)
+        return {}
+
+    @router.get("/options")
+    def get_options():
+        return options.current()
+
+    @router.post("/options")
+    def set_options(values: dict[str, Any] = Body(...)):
+        """Change options; ``sd_model_checkpoint`` (title, name or hash) loads that model and makes it current."""
+        options.update(values)
+        return None
+
+    @router.get("/sd-models")
+    def sd_models():
+        return options.sd_models()
+
+    @router.post("/refresh-checkpoints")
+    def refresh_checkpoints():
+        """The model list is read from the models folder on every call, so there is nothing to rescan."""
+        return None
+
+    @router.get("/samplers")
+    def samplers():
+        return [{"name": s.name, "aliases": list(s.aliases), "options": {k: str(v) for k, v in s.options.items()}}
+                for s in SAMPLERS.values()]
+
+    @router.get("/schedulers")
+    def schedulers():
+        return [{"name": label.lower().replace(" ", "_"), "label": label, "aliases": None, "default_rho": -1,
+                 "need_inner_model": False} for label in SCHEDULE_TYPES]
+
+    @router.get("/loras")
+    def loras():
+        return []
+
+    @router.post("/refresh-loras")
+    def refresh_loras():
+        return None
+
+    @router.get("/embeddings")
+    def embeddings():
+        return {"loaded": {}, "skipped": {}}
+
+    @router.get("/upscalers")
+    def upscalers():
+        """Pixel upscalers for hires fix (``hr_upscaler``); the latent ones are in ``latent-upscale-modes``."""
+        return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+                for name in PIXEL_UPSCALERS]
+
+    @router.get("/latent-upscale-modes")
+    def latent_upscale_modes():
+        return [{"name": name} for name in LATENT_UPSCALERS]
+
+    @router.get("/hypernetworks")
+    def hypernetworks():
+        return []
+
+    @router.get("/sd-vae")
+    def sd_vae():
+        return []
+
+    @router.get("/prompt-styles")
+    def prompt_styles():
+        return []
+
+    @router.post("/png-info", response_model=PNGInfoResponse)
+    def png_info(payload: PNGInfoPayload):
+        """The infotext an image carries, its other text chunks, and the infotext parsed as A1111 does."""
+        if not payload.image.strip():
+            return {"info": ""}
+        image = decode_image(payload.image, "image")
+        text = read_infotext(image) or ""
+        return {"info": text, "items": _other_items(image), "parameters": _parameters(text) if text else {}}
+
+    return router
+
+
+def _state(job) -> dict[str, Any]:
+    """A1111's ``shared.state.dict()`` for the caller's job (an idle one when there is none)."""
+    if job is None:
+        return {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "", "job_count": 0,
+                "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
+    progress = job.progress
+    started = datetime.datetime.now() - datetime.timedelta(seconds=time.monotonic() - job.started)
+    return {
+        "skipped": job.skip.is_set(),
+        "interrupted": job.interrupt.is_set(),
+        "stopping_generation": False,
+        "job": f"Batch {progress.batch + 1} out of {progress.batch_count}" if progress else "",
+        "job_count": job.request.batch_count,
+        "job_timestamp": started.strftime("%Y%m%d%H%M%S"),
+        "job_no": progress.batch if progress else 0,
+        "sampling_step": progress.step if progress else 0,
+        "sampling_steps": progress.steps if progress else job.request.steps,
+    }
+
+
+_IGNORED_ITEMS = {"parameters", "exif", "icc_profile", "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi",
+                  "loop", "background", "timestamp", "duration", "progressive", "progression", "chromaticity",
+                  "photoshop"}
+
+
+def _other_items(image: Image.Image) -> dict[str, str]:
+    return {key: value for key, value in image.info.items()
+            if isinstance(key, str) and isinstance(value, str) and key not in _IGNORED_ITEMS}
+
+
+# Filled in when an infotext lacks them, as A1111's parse_generation_parameters does.
+_PARAMETER_DEFAULTS = {"Clip skip": "1", "Schedule type": "Automatic", "RNG": "GPU"}
+
+
+def _parameters(text: str) -> dict[str, Any]:
+    """A1111's parsed form: Prompt, Negative prompt, each key, ``Size`` split into ``Size-1``/``Size-2``."""
+    prompt, negative, params = parse_infotext(text)
+    result: dict[str, Any] = {"Prompt": prompt, "Negative prompt": negative}
+    for key, value in params.items():
+        width, sep, height = value.partition("x")
+        if sep and width.isdigit() and height.isdigit():
+            result[f"{key}-1"], result[f"{key}-2"] = width, height
+        else:
+            result[key] = value
+    for key, value in _PARAMETER_DEFAULTS.items():
+        result.setdefault(key, value)
+    return result

@@ -1,0 +1,400 @@
+"""The A1111-compatible REST API driven with plain HTTP, the way A1111 clients and scripts do.
+
+The server is the real app launched from its flags (``api_server`` in conftest): API users alice and bob
+(HTTP Basic), and a separate UI login, on the tiny random models at 64x64.
+"""
+
+import base64
+import io
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from PIL import Image
+
+import app
+from pipelines.infotext import parse_infotext
+from pipelines.request import GenerationRequest
+
+ALICE, BOB = ("alice", "wonderland"), ("bob", "builder")
+SMALL = {"steps": 3, "width": 64, "height": 64}
+
+
+@pytest.fixture(scope="module")
+def url(api_server):
+    return api_server[0]
+
+
+@pytest.fixture(scope="module")
+def alice(url):
+    with httpx.Client(base_url=url, auth=ALICE, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def bob(url):
+    with httpx.Client(base_url=url, auth=BOB, timeout=120) as client:
+        yield client
+
+
+def b64_png(image: Image.Image, data_url: bool = False) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    text = base64.b64encode(buffer.getvalue()).decode()
+    return f"data:image/png;base64,{text}" if data_url else text
+
+
+def decode(text: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(text)))
+
+
+def ok(response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for(fetch, condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fetch()
+        if condition(value):
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout} s; last value {value!r}")
+
+
+# -- generation -----------------------------------------------------------------------------------------------
+def test_txt2img_returns_pngs_whose_infotext_matches_the_request(alice):
+    payload = {"prompt": "a red circle", "negative_prompt": "blue", "sampler_name": "DPM++ 2M",
+               "scheduler": "karras", "cfg_scale": 5.5, "seed": 11, "batch_size": 2, **SMALL}
+    body = ok(alice.post("/sdapi/v1/txt2img", json=payload))
+    info = json.loads(body["info"])
+    assert info["all_seeds"] == [11, 12] and info["seed"] == 11 and info["sd_model_name"] == "tiny-sd"
+    assert len(body["images"]) == len(info["infotexts"]) == 2
+    assert body["parameters"]["prompt"] == "a red circle" and body["parameters"]["n_iter"] == 1  # the echo
+    for encoded, infotext, seed in zip(body["images"], info["infotexts"], (11, 12)):
+        image = decode(encoded)
+        assert image.format == "PNG" and image.size == (64, 64)
+        assert image.info["parameters"] == infotext
+        sent = GenerationRequest.from_infotext(infotext)
+        assert (sent.prompt, sent.negative_prompt, sent.sampler, sent.scheduler, sent.steps, sent.cfg_scale,
+                sent.width, sent.height, sent.seed, sent.model) == (
+            "a red circle", "blue", "DPM++ 2M", "Karras", 3, 5.5, 64, 64, seed, "tiny-sd")
+        assert parse_infotext(infotext)[2]["Model hash"] == info["sd_model_hash"]
+
+
+def test_a1111_defaults_and_the_same_seed_gives_identical_images(alice):
+    first = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a star", "seed": 7, **SMALL}))
+    second = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a star", "seed": 7, **SMALL}))
+    assert decode(first["images"][0]).tobytes() == decode(second["images"][0]).tobytes()
+    info = json.loads(first["info"])
+    assert info["sampler_name"] == "Euler" and info["cfg_scale"] == 7.0  # A1111's API defaults
+    random_seed = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a star", **SMALL}))["info"])
+    assert random_seed["seed"] >= 0 and random_seed["all_seeds"] == [random_seed["seed"]]
+
+
+def test_n_iter_and_send_images(alice):
+    unused_controlnet = {"controlnet": {"args": [{"enabled": False, "module": "canny"}]}}  # accepted: it is off
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 3, "n_iter": 2, "batch_size": 1,
+                                                      "send_images": False, "alwayson_scripts": unused_controlnet,
+                                                      **SMALL}))
+    info = json.loads(body["info"])
+    assert body["images"] == [] and info["all_seeds"] == [3, 4] and len(info["infotexts"]) == 2
+
+
+def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
+    source = Image.new("RGB", (96, 80), (200, 40, 40))
+    body = ok(alice.post("/sdapi/v1/img2img", json={
+        "prompt": "a red square", "init_images": [b64_png(source, data_url=True)], "denoising_strength": 0.5,
+        "resize_mode": 1, "seed": 5, **SMALL}))
+    info = json.loads(body["info"])
+    assert body["parameters"]["init_images"] is None  # A1111 echoes them only with include_init_images
+    image = decode(body["images"][0])
+    assert image.size == (64, 64) and image.info["parameters"] == info["infotexts"][0]
+    assert "Denoising strength: 0.5" in info["infotexts"][0] and info["denoising_strength"] == 0.5
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    body = ok(alice.post("/sdapi/v1/img2img", json={
+        "prompt": "a blue square", "init_images": [b64_png(source.resize((64, 64)))], "mask": b64_png(mask),
+        "mask_blur": 2, "inpainting_fill": 1, "inpaint_full_res": False, "seed": 5, **SMALL}))
+    params = parse_infotext(json.loads(body["info"])["infotexts"][0])[2]
+    assert params["Mask blur"] == "2" and params["Masked content"] == "original"
+    assert decode(body["images"][0]).size == (64, 64)
+
+
+def test_the_infotext_field_fills_what_the_payload_leaves_unset(alice):
+    text = ("a tree\nNegative prompt: fog\n"
+            "Steps: 2, Sampler: Euler a, CFG scale: 4, Seed: 33, Size: 64x64, Model: tiny-sd")
+    info = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={"infotext": text, "seed": 34}))["info"])
+    assert (info["prompt"], info["negative_prompt"], info["steps"], info["sampler_name"], info["cfg_scale"],
+            info["width"], info["seed"]) == ("a tree", "fog", 2, "Euler a", 4.0, 64, 34)
+
+
+def test_hires_fix(alice):
+    body = ok(alice.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "seed": 9, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Lanczos",
+        "denoising_strength": 0.5, "hr_sampler_name": "Use same sampler", "hr_second_pass_steps": 2,
+        "firstphase_width": 0, **SMALL}))
+    info = json.loads(body["info"])
+    assert decode(body["images"][0]).size == (128, 128) and info["denoising_strength"] == 0.5
+    params = parse_infotext(info["infotexts"][0])[2]
+    assert (params["Size"], params["Hires upscale"], params["Hires upscaler"], params["Hires steps"]) == (
+        "64x64", "2", "Lanczos", "2")
+    assert {"name": "Lanczos", "model_name": None, "model_path": None, "model_url": None, "scale": 4} in ok(
+        alice.get("/sdapi/v1/upscalers"))
+    assert {"name": "Latent"} in ok(alice.get("/sdapi/v1/latent-upscale-modes"))
+
+
+def test_save_images_writes_the_same_file_the_ui_writes(alice, api_server):
+    outputs = api_server[1]
+    before = set(outputs.rglob("*.png"))
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "saved", "seed": 21, "save_images": True, **SMALL}))
+    new = sorted(set(outputs.rglob("*.png")) - before)
+    assert len(new) == 1 and new[0].parent.parent.name == "txt2img-images" and new[0].name.endswith("-21.png")
+    with Image.open(new[0]) as image:
+        assert image.info["parameters"] == json.loads(body["info"])["infotexts"][0]
+
+
+# -- options and models ---------------------------------------------------------------------------------------
+def test_lists_in_a1111_shapes(alice):
+    models = ok(alice.get("/sdapi/v1/sd-models"))
+    by_name = {m["model_name"]: m for m in models}
+    assert {"tiny-sd", "tiny-sdxl"} <= set(by_name)
+    entry = by_name["tiny-sd"]
+    assert entry["title"] == f"tiny-sd [{entry['hash']}]" and len(entry["hash"]) == 10
+    assert set(entry) == {"title", "model_name", "hash", "sha256", "filename", "config"}
+    samplers = ok(alice.get("/sdapi/v1/samplers"))
+    assert {"name": "Euler a", "aliases": ["k_euler_a", "euler_ancestral"], "options": {}} in samplers
+    assert {"karras", "automatic"} <= {s["name"] for s in ok(alice.get("/sdapi/v1/schedulers"))}
+    assert ok(alice.get("/sdapi/v1/loras")) == []
+    assert ok(alice.get("/sdapi/v1/embeddings")) == {"loaded": {}, "skipped": {}}
+    assert alice.post("/sdapi/v1/refresh-checkpoints").status_code == 200
+
+
+def test_options_switch_the_model(alice):
+    models = {m["model_name"]: m["title"] for m in ok(alice.get("/sdapi/v1/sd-models"))}
+    assert ok(alice.get("/sdapi/v1/options"))["sd_model_checkpoint"] == models["tiny-sd"]
+    try:
+        ok(alice.post("/sdapi/v1/options", json={"sd_model_checkpoint": models["tiny-sdxl"]}))
+        assert ok(alice.get("/sdapi/v1/options"))["sd_model_checkpoint"] == models["tiny-sdxl"]
+        info = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL}))["info"])
+        assert info["sd_model_name"] == "tiny-sdxl"
+        override = {"override_settings": {"sd_model_checkpoint": "tiny-sd", "CLIP_stop_at_last_layers": 2}}
+        info = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "x", **override, **SMALL}))["info"])
+        assert info["sd_model_name"] == "tiny-sd" and info["clip_skip"] == 2 and "Clip skip: 2" in info["infotexts"][0]
+        assert ok(alice.get("/sdapi/v1/options"))["sd_model_checkpoint"] == models["tiny-sdxl"]  # restored
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd"}))
+
+
+@pytest.mark.parametrize("name", ["../tiny-sd", "../../etc/passwd", "/etc/passwd", "Stable-diffusion/../tiny-sd",
+                                  "C:\\models\\x.safetensors"])
+def test_model_names_are_names_not_paths(alice, name):
+    response = alice.post("/sdapi/v1/options", json={"sd_model_checkpoint": name})
+    assert response.status_code == 422 and response.json()["field"] == "sd_model_checkpoint"
+    response = alice.post("/sdapi/v1/txt2img", json={"prompt": "x", "override_settings": {"sd_model_checkpoint": name},
+                                                     **SMALL})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "override_settings.sd_model_checkpoint"
+    assert "Unknown model" in response.json()["detail"]
+
+
+def test_png_info(alice):
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a moon", "seed": 9, **SMALL}))
+    info = ok(alice.post("/sdapi/v1/png-info", json={"image": "data:image/png;base64," + body["images"][0]}))
+    assert info["info"] == json.loads(body["info"])["infotexts"][0]
+    assert info["parameters"]["Prompt"] == "a moon" and info["parameters"]["Seed"] == "9"
+    assert info["parameters"]["Size-1"] == "64" and info["parameters"]["Size-2"] == "64"
+    plain = ok(alice.post("/sdapi/v1/png-info", json={"image": b64_png(Image.new("RGB", (8, 8)))}))
+    assert plain["info"] == ""
+
+
+# -- progress, interrupt, and the shared queue ----------------------------------------------------------------
+def test_progress_moves_and_only_the_owner_can_interrupt(alice, bob):
+    progress = lambda client: ok(client.get("/sdapi/v1/progress"))  # noqa: E731
+    result = {}
+    job = threading.Thread(target=lambda: result.setdefault("response", alice.post(
+        "/sdapi/v1/txt2img", json={"prompt": "slow", "steps": 150, "n_iter": 3, "width": 64, "height": 64})))
+    job.start()
+    try:
+        first = wait_for(lambda: progress(alice), lambda p: p["progress"] > 0)
+        assert first["state"]["job_count"] == 3 and first["state"]["sampling_steps"] == 150
+        assert first["eta_relative"] > 0
+        seen_by_bob = progress(bob)
+        assert seen_by_bob["progress"] == 0 and seen_by_bob["state"]["job"] == ""  # not bob's job
+        assert ok(bob.post("/sdapi/v1/interrupt")) == {}
+        preview = wait_for(lambda: progress(alice), lambda p: p["current_image"] and p["progress"] > first["progress"])
+        assert not preview["state"]["interrupted"]  # bob's interrupt did not touch alice's job
+        assert decode(preview["current_image"]).size == (64, 64)
+        assert progress(alice)["current_image"] and not ok(
+            alice.get("/sdapi/v1/progress", params={"skip_current_image": True}))["current_image"]
+        ok(alice.post("/sdapi/v1/interrupt"))
+    finally:
+        job.join(120)
+    body = ok(result["response"])
+    assert len(body["images"]) == 1  # stopped in the first of three batches, what it reached is returned
+    assert progress(alice)["progress"] == 0
+
+
+def test_api_and_ui_jobs_share_one_queue(url, alice):
+    from gradio_client import Client
+
+    ui = Client(url, auth=("ui", "secret"), verbose=False)
+    done = {}
+
+    def api_job():
+        ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "slow", "steps": 60, "width": 64, "height": 64}))
+        done["api"] = time.monotonic()
+
+    job = threading.Thread(target=api_job)
+    job.start()
+    wait_for(lambda: ok(alice.get("/sdapi/v1/progress")), lambda p: p["progress"] > 0)
+    ui.predict(prompt="quick", steps=1, width=64, height=64, api_name="/txt2img")
+    done["ui"] = time.monotonic()
+    job.join(120)
+    assert done["ui"] > done["api"]  # the UI job waited for the device
+
+
+# -- bad input, size limits and authentication ----------------------------------------------------------------
+PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
+
+
+@pytest.mark.parametrize("route, payload, field", [
+    ("txt2img", {"prompt": 123}, "prompt"),
+    ("txt2img", {"prompt": ["a", "b"]}, "prompt"),
+    ("txt2img", {"prompt": "x", "steps": -1}, "steps"),
+    ("txt2img", {"prompt": "x", "steps": "many"}, "steps"),
+    ("txt2img", {"prompt": "x", "sampler_name": "Nope"}, "sampler_name"),
+    ("txt2img", {"prompt": "x", "sampler_index": "Nope"}, "sampler_name"),
+    ("txt2img", {"prompt": "x", "scheduler": "wobbly"}, "scheduler"),
+    ("txt2img", {"prompt": "x", "width": 65}, "width"),
+    ("txt2img", {"prompt": "x", "n_iter": 0}, "n_iter"),
+    ("txt2img", {"prompt": "x", "cfg_scale": "lots"}, "cfg_scale"),
+    ("txt2img", {"prompt": "x", "override_settings": {"CLIP_stop_at_last_layers": 20}},
+     "override_settings.CLIP_stop_at_last_layers"),
+    ("txt2img", {"prompt": "x", "enable_hr": True, "hr_scale": 9}, "hr_scale"),
+    ("txt2img", {"prompt": "x", "enable_hr": True, "hr_upscaler": "ESRGAN_4x"}, "hr_upscaler"),
+    ("txt2img", {"prompt": "x", "enable_hr": True, "hr_sampler_name": "Nope"}, "hr_sampler_name"),
+    ("txt2img", {"prompt": "x", "enable_hr": True, "hr_scheduler": "wobbly"}, "hr_scheduler"),
+    ("txt2img", {"prompt": "x", "enable_hr": True, "hr_checkpoint_name": "tiny-sdxl"}, "hr_checkpoint_name"),
+    ("txt2img", {"prompt": "x", "enable_hr": True, "denoising_strength": 0.1}, "denoising_strength"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "enable_hr": True}, "enable_hr"),
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [{"module": "canny"}]}}},
+     "alwayson_scripts.controlnet"),
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts.ADetailer"),
+    ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_name"),
+    ("img2img", {"prompt": "x"}, "init_images"),
+    ("img2img", {"prompt": "x", "init_images": [base64.b64encode(b"hello, not an image").decode()]}, "init_images"),
+    ("img2img", {"prompt": "x", "init_images": ["data:image/png;base64,%%%"]}, "init_images"),
+    ("img2img", {"prompt": "x", "init_images": ["https://example.com/cat.png"]}, "init_images"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "mask": "bm90IGFuIGltYWdl"}, "mask"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "denoising_strength": 2}, "denoising_strength"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "resize_mode": 3}, "resize_mode"),
+    ("png-info", {"image": "aGVsbG8="}, "image"),
+])
+def test_bad_payloads_answer_422_naming_the_field(alice, route, payload, field):
+    response = alice.post(f"/sdapi/v1/{route}", json={**SMALL, **payload} if route != "png-info" else payload)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["field"] == field and body["detail"].startswith(f"{field}: ")
+    assert alice.get("/sdapi/v1/options").status_code == 200  # still serving
+
+
+def test_a_body_that_is_not_json_answers_422(alice):
+    response = alice.post("/sdapi/v1/txt2img", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"] == "RequestValidationError"
+
+
+def test_a_100_mb_body_is_refused_before_it_is_read(url, alice):
+    import socket
+    from urllib.parse import urlparse
+
+    # Declared size: refused from the headers alone, though only a few bytes of the body were ever sent.
+    parts = urlparse(url)
+    credentials = base64.b64encode(b"alice:wonderland").decode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(f"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Basic {credentials}"
+                     f"\r\nContent-Type: application/json\r\nContent-Length: {100 * 2**20}\r\n\r\n{{\"pro".encode())
+        answer = b""
+        while b"PayloadTooLarge" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413") and b"PayloadTooLarge" in answer
+
+    # Streamed without a declared size: cut off once past the limit.
+    def chunks():
+        for _ in range(100):
+            yield b" " * 2**20
+
+    response = alice.post("/sdapi/v1/txt2img", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"] == "PayloadTooLarge"
+    response = alice.post("/sdapi/v1/txt2img", content=b" " * (100 * 2**20),
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert alice.get("/sdapi/v1/options").status_code == 200
+
+
+def test_api_auth_is_enforced_and_independent_of_the_ui_login(url):
+    for auth in (None, ("alice", "wrong"), ("nobody", "wonderland"), ("ui", "secret")):
+        response = httpx.get(f"{url}/sdapi/v1/sd-models", auth=auth)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Basic"
+        assert response.json()["error"] == "Unauthorized"
+        assert httpx.post(f"{url}/sdapi/v1/txt2img", json={"prompt": "x"}, auth=auth).status_code == 401
+    assert httpx.get(f"{url}/sdapi/v1/sd-models", auth=BOB).status_code == 200
+    assert httpx.get(f"{url}/config").status_code == 401  # the UI keeps its own login
+
+
+def test_openapi_schema_and_docs(url):
+    schema = httpx.get(f"{url}/openapi.json").json()
+    for path in ("txt2img", "img2img", "progress", "interrupt", "skip", "options", "sd-models", "samplers",
+                 "schedulers", "loras", "embeddings", "upscalers", "latent-upscale-modes", "png-info",
+                 "refresh-checkpoints"):
+        assert f"/sdapi/v1/{path}" in schema["paths"]
+    assert "steps" in schema["components"]["schemas"]["Txt2ImgPayload"]["properties"]
+    assert "init_images" in schema["components"]["schemas"]["Img2ImgPayload"]["properties"]
+    assert httpx.get(f"{url}/docs").status_code == 200
+
+
+def test_the_api_is_off_unless_enabled(app_url):
+    assert httpx.get(f"{app_url.rstrip('/')}/sdapi/v1/sd-models").status_code == 404
+
+
+# -- flags ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, api_on, missing", [
+    ([], True, None),
+    (["--no-api"], False, None),
+    (["--host", "0.0.0.0", "--auth", "u:p"], False, None),
+    (["--host", "0.0.0.0", "--auth", "u:p", "--api"], True, "--api-auth"),
+    (["--host", "0.0.0.0", "--auth", "u:p", "--api", "--api-auth", "a:b"], True, None),
+    (["--share", "--auth", "u:p", "--api"], True, "--api-auth"),
+    (["--share", "--api", "--api-auth", "a:b"], True, "--auth"),
+    (["--host", "0.0.0.0", "--api"], True, "--auth"),
+    (["--host", "0.0.0.0", "--api", "--insecure"], True, None),
+    (["--share", "--auth", "u:p", "--api", "--insecure"], True, None),
+])
+def test_exposure_needs_auth_for_the_ui_and_the_api(argv, api_on, missing):
+    args = app.parse_args(argv)
+    assert app.api_enabled(args) == api_on
+    problem = app.exposure_problem(args, on_space=False)
+    assert (problem is None) == (missing is None)
+    if missing:
+        assert f"add {missing} " in problem
+
+
+def test_main_refuses_an_exposed_api_without_api_auth(capsys):
+    with pytest.raises(SystemExit) as stop:
+        app.main(["--host", "0.0.0.0", "--auth", "u:p", "--api"])
+    assert stop.value.code == 2 and "--api-auth" in capsys.readouterr().err
+
+
+def test_ui_logins_from_auth_and_auth_file(tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("bob:two\n")
+    args = app.parse_args(["--auth", "alice:one", "--auth-file", str(users)])
+    assert app.ui_credentials(args) == [("alice", "one"), ("bob", "two")]
+    with pytest.raises(SystemExit, match="--auth-file"):
+        app.ui_credentials(app.parse_args(["--auth-file", str(tmp_path / "missing.txt")]))
+    with pytest.raises(SystemExit, match="--api-auth: expected user:password"):
+        app.parse_auth("nopassword", "--api-auth")
