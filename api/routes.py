@@ -117,7 +117,7 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     def run(payload: Txt2ImgPayload, owner: str) -> dict[str, Any]:
         request = to_request(payload, options)
         result = None
-        for event in services.stream(request, owner=owner):
+        for event in services.stream(request, owner=owner, save=payload.save_images):
             if isinstance(event, GenerationResult):
                 result = event
         if result is None:  # the stream always ends with its result; this guards a broken engine

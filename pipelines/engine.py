@@ -77,8 +77,9 @@ class Engine:
 
     def generate(self, request: GenerationRequest, *, owner: Any = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 cancel: threading.Event | None = None) -> GenerationResult:
-        """Run the whole job; ``cancel`` (set from any thread, even before the job starts) stops it."""
+                 cancel: threading.Event | None = None, save: bool = True) -> GenerationResult:
+        """Run the whole job; ``cancel`` (set from any thread, even before the job starts) stops it.
+        ``save=False`` keeps this job's images out of the outputs folder (A1111's API ``save_images``)."""
         info = self.registry.resolve(request.model)
         request = replace(request.with_seed(), model=info.name)
         seeds = request.seeds()
@@ -102,7 +103,8 @@ class Engine:
                         result.images.append(image)
                         result.infotexts.append(text)
                         result.seeds.append(seed)
-                        result.paths.append(self.writer.save(image, text, seed, _OUTPUT_CATEGORY[request.task]))
+                        category = _OUTPUT_CATEGORY[request.task]
+                        result.paths.append(self.writer.save(image, text, seed, category) if save else None)
                     if job.interrupt.is_set():
                         result.interrupted = True
                         break
@@ -149,7 +151,8 @@ class Engine:
 
         return report
 
-    def stream(self, request: GenerationRequest, *, owner: Any = None) -> Iterator[Progress | GenerationResult]:
+    def stream(self, request: GenerationRequest, *, owner: Any = None,
+               save: bool = True) -> Iterator[Progress | GenerationResult]:
         """``generate`` in a worker thread, yielding its progress and then its result.
 
         If the consumer goes away early (a closed browser tab), the job is interrupted.
@@ -159,7 +162,7 @@ class Engine:
 
         def work() -> None:
             try:
-                events.put(self.generate(request, owner=owner, on_progress=events.put, cancel=cancel))
+                events.put(self.generate(request, owner=owner, on_progress=events.put, cancel=cancel, save=save))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 events.put(exc)
             finally:

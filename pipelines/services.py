@@ -77,6 +77,7 @@ class Services:
                         preview_every=settings.preview_every)
         return cls(settings, registry, engine, _gpu_decorator()(engine.stream))
 
-    def stream(self, request: GenerationRequest, owner: Any = None) -> Iterator[Progress | GenerationResult]:
+    def stream(self, request: GenerationRequest, owner: Any = None,
+               save: bool = True) -> Iterator[Progress | GenerationResult]:
         """The engine's job stream, run where GPU work is allowed to run."""
-        return self._stream(request, owner=owner)
+        return self._stream(request, owner=owner, save=save)

@@ -158,6 +158,15 @@ def test_save_images_writes_the_same_file_the_ui_writes(alice, api_server):
         assert image.info["parameters"] == json.loads(body["info"])["infotexts"][0]
 
 
+def test_save_images_false_writes_nothing(alice, api_server):
+    outputs = api_server[1]
+    before = set(outputs.rglob("*.png"))
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "not saved", "save_images": False, **SMALL}))
+    assert len(body["images"]) == 1 and set(outputs.rglob("*.png")) == before
+    ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "default", **SMALL}))  # A1111's API default: not saved
+    assert set(outputs.rglob("*.png")) == before
+
+
 # -- options and models ---------------------------------------------------------------------------------------
 def test_lists_in_a1111_shapes(alice):
     models = ok(alice.get("/sdapi/v1/sd-models"))
