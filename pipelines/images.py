@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
-from .request import GenerationRequest
+from .errors import RequestError
+from .request import EMPTY_MASK, GenerationRequest
 
 
 def place_with_edges(inner: Image.Image, size: tuple[int, int], offset: tuple[int, int]) -> Image.Image:
@@ -108,6 +109,8 @@ class TaskImages:
         left, _, up, _ = request.outpaint
         original = place_with_edges(original, request.output_size, (left, up))  # edge-extended when outpainting
         mask = prepare_mask(request)
+        if mask.getbbox() is None:
+            raise RequestError(EMPTY_MASK)
         return cls(fill_masked(original, mask, request.inpainting_fill, request.seed), original, mask)
 
     def pipeline_arguments(self, request: GenerationRequest) -> dict:

@@ -40,6 +40,7 @@ _INT_RANGES = (
     ("hr_resize_y", "Hires resize height", 0, 4096),
     ("hr_second_pass_steps", "Hires steps", 0, 150),
 )
+EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 
@@ -144,7 +145,7 @@ class GenerationRequest:
                                     ("mask", "a mask", self.task == "inpaint" and not any(self.outpaint))):
             value = getattr(self, name)
             if needed and value is None:
-                raise RequestError(f"{self.task} needs {label}.")
+                raise RequestError(f"{self.task} needs {label}." if name == "init_image" else EMPTY_MASK)
             if value is not None and not (hasattr(value, "size") and hasattr(value, "convert")):
                 raise RequestError(f"The {name.replace('_', ' ')} must be an image.")
         if self.task != "txt2img" and int(self.steps * strength) < 1:

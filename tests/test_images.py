@@ -60,7 +60,7 @@ def test_masked_content_modes(mode, check):
 def test_tasks_need_their_images():
     with pytest.raises(RequestError, match="img2img needs an init image"):
         GenerationRequest(task="img2img")
-    with pytest.raises(RequestError, match="inpaint needs a mask"):
+    with pytest.raises(RequestError, match="The mask is empty"):
         GenerationRequest(task="inpaint", init_image=gradient())
     with pytest.raises(RequestError, match="init image must be an image"):
         GenerationRequest(task="img2img", init_image="not an image")
@@ -133,3 +133,13 @@ def test_outpaint_grows_the_canvas_keeping_the_original(engine):
                                         outpaint=(8, 0, 0, 0)))
     assert again.images[0].size == (104, 80)
     assert "Outpaint: L0 R32 U16 D0; L8 R0 U0 D0" in again.infotexts[0]  # the history carries on
+
+
+def test_an_all_black_mask_is_refused_with_the_same_message(engine):
+    with pytest.raises(RequestError, match="The mask is empty"):
+        engine.generate(request_for("inpaint", mask=Image.new("L", (64, 64), 0)))
+
+
+def test_a_mask_of_another_size_is_resized(engine):
+    result = engine.generate(request_for("inpaint", mask=square_mask(32, (8, 8, 24, 24)), mask_blur=0))
+    assert result.images[0].size == (64, 64)

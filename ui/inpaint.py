@@ -68,8 +68,6 @@ def prepare(values: dict) -> dict:
     if image is None:
         raise RequestError("Upload an image to inpaint.")
     mask = uploaded if uploaded is not None else editor_mask(editor)
-    if mask is None and not any(outpaint):
-        raise RequestError("The mask is empty: paint over the part to repaint, upload a mask, or outpaint.")
     return {**values, "init_image": image, "mask": mask, "outpaint": outpaint}
 
 
