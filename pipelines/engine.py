@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 from PIL import Image
 
+from .errors import RequestError
 from .generate import decode_latents, run_pipeline
 from .images import TaskImages
 from .outputs import OutputWriter
@@ -81,6 +82,9 @@ class Engine:
         """Run the whole job; ``cancel`` (set from any thread, even before the job starts) stops it.
         ``save=False`` keeps this job's images out of the outputs folder (A1111's API ``save_images``)."""
         info = self.registry.resolve(request.model)
+        if info.inpainting and request.task != "inpaint":
+            raise RequestError(f"{info.name} is an inpainting model: use it for inpainting, or pick another model "
+                               f"for {request.task}.")
         request = replace(request.with_seed(), model=info.name)
         seeds = request.seeds()
         result = GenerationResult(request=request)

@@ -46,6 +46,7 @@ class ModelInfo:
     local: bool
     family: str = "sd"  # "sd" or "sdxl" (KOALA is an SDXL pipeline)
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    inpainting: bool = False  # a dedicated inpainting checkpoint (9-channel UNet)
 
 
 def _read_json(path: Path) -> dict:
@@ -63,7 +64,8 @@ def describe_folder(name: str, folder: Path) -> ModelInfo:
     vae = _read_json(folder / "vae" / "config.json")
     size = int(unet.get("sample_size", 64)) * 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
     defaults = {**_BASE_DEFAULTS, "width": size, "height": size, **_read_json(folder / "easel.json")}
-    return ModelInfo(name=name, source=str(folder), local=True, family=family, defaults=defaults)
+    return ModelInfo(name=name, source=str(folder), local=True, family=family, defaults=defaults,
+                     inpainting=unet.get("in_channels") == 9)
 
 
 class LoadedModel:

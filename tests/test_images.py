@@ -143,3 +143,20 @@ def test_an_all_black_mask_is_refused_with_the_same_message(engine):
 def test_a_mask_of_another_size_is_resized(engine):
     result = engine.generate(request_for("inpaint", mask=square_mask(32, (8, 8, 24, 24)), mask_blur=0))
     assert result.images[0].size == (64, 64)
+
+
+def test_a_dedicated_inpainting_checkpoint_inpaints_and_says_what_it_is_for(tmp_path):
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+    from pipelines.registry import Registry
+    from training.tiny_random import build_tiny_sd
+
+    build_tiny_sd(inpainting=True).save_pretrained(tmp_path / "Stable-diffusion" / "tiny-inpaint")
+    engine = Engine(Registry(tmp_path), OutputWriter(tmp_path / "out"))
+    assert engine.registry.resolve("tiny-inpaint").inpainting
+    result = engine.generate(request_for("inpaint", model="tiny-inpaint", mask_blur=0, denoising_strength=1.0))
+    out, original = np.asarray(result.images[0]), np.asarray(gradient(64, 64))
+    assert np.array_equal(out[:16], original[:16]) and not np.array_equal(out[20:44, 20:44], original[20:44, 20:44])
+    for task in ("txt2img", "img2img"):
+        with pytest.raises(RequestError, match="tiny-inpaint is an inpainting model"):
+            engine.generate(request_for(task, model="tiny-inpaint"))

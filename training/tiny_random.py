@@ -43,17 +43,20 @@ def _scheduler():
                                   steps_offset=1, timestep_spacing="leading")
 
 
-def build_tiny_sd(seed: int = 0):
-    """A StableDiffusionPipeline with ~0.5 M parameters; native size 64x64."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+def build_tiny_sd(seed: int = 0, inpainting: bool = False):
+    """A StableDiffusionPipeline with ~0.5 M parameters; native size 64x64. ``inpainting`` makes it a dedicated
+    inpainting checkpoint (a 9-channel UNet: latents, mask, masked-image latents)."""
+    import diffusers
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8, norm_num_groups=2, attention_head_dim=2,
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=9 if inpainting else 4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8, norm_num_groups=2,
+        attention_head_dim=2,
     )
-    return StableDiffusionPipeline(
+    cls = diffusers.StableDiffusionInpaintPipeline if inpainting else diffusers.StableDiffusionPipeline
+    return cls(
         vae=_vae(), text_encoder=_text_encoder(8), tokenizer=load_tokenizer(_TOKENIZER_CACHE), unet=unet,
         scheduler=_scheduler(), safety_checker=None, feature_extractor=None, image_encoder=None,
         requires_safety_checker=False,
