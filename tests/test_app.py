@@ -119,7 +119,7 @@ def _gradient_png(tmp_path, size=(96, 64)):
 
 def test_img2img_through_the_gradio_api(client, tmp_path):
     gallery, _, info, *_ = client.predict(prompt="a red circle", init_image=handle_file(str(_gradient_png(tmp_path))),
-                                          resize_mode="Crop and resize", denoising_strength=0.5, steps=4, width=64,
+                                          batch_files=None, resize_mode="Crop and resize", denoising_strength=0.5, steps=4, width=64,
                                           height=64, seed=2, model_name="tiny-sd", api_name="/img2img")
     assert "Denoising strength: 0.5" in info and "Seed: 2," in info
     with Image.open(gallery[0]["image"]) as image:
@@ -165,3 +165,20 @@ def test_hires_fix_through_the_gradio_api(client):
     assert "Hires upscale: 1.5, Hires upscaler: Lanczos" in info and "Hires sampler" not in info
     with Image.open(gallery[0]["image"]) as image:
         assert image.size == (96, 96)
+
+
+def test_img2img_batch_over_a_folder(client, tmp_path):
+    first = _gradient_png(tmp_path, (64, 64))
+    second = tmp_path / "flat.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(second)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    files = [handle_file(str(p)) for p in (first, second, tmp_path / "notes.txt")]
+    gallery, _, info, *_ = client.predict(prompt="x", init_image=None, batch_files=files, denoising_strength=0.5,
+                                          steps=2, width=64, height=64, seed=8, model_name="tiny-sd",
+                                          api_name="/img2img")
+    assert [item["caption"] for item in gallery] == ["Seed 8", "Seed 8"]  # one picture per init image
+    with Image.open(gallery[0]["image"]) as a, Image.open(gallery[1]["image"]) as b:
+        assert a.tobytes() != b.tobytes()
+    with pytest.raises(AppError, match="The folder holds no images"):
+        client.predict(prompt="x", init_image=None, batch_files=[files[2]], steps=2, width=64, height=64,
+                       api_name="/img2img")

@@ -128,10 +128,11 @@ def wire_seed_buttons(buttons: dict[str, gr.Button], fields: FieldSet, panel: Ou
 
 
 def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str,
-                       prepare: Callable[[dict], dict] | None = None):
+                       prepare: Callable[[dict], dict | list[dict]] | None = None):
     """The streaming Gradio handler shared by every generation tab.
 
-    ``prepare`` turns the tab's widget values into request values (an image editor's layers into a mask, say).
+    ``prepare`` turns the tab's widget values into request values (an image editor's layers into a mask, say),
+    or into a list of them (a batch of init images), which run one after another in the same queue slot.
     It builds the request, streams the engine's progress (bar and live preview) and finishes with the gallery,
     the selected image's infotext, every image's infotext and the seed used. Bad input becomes a
     ``gr.Error`` with the engine's message, never a traceback.
@@ -142,26 +143,34 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
 
     def generate(values: dict, model_name: str, request: gr.Request, progress=gr.Progress()):
         try:
-            values = prepare(values) if prepare else values
-            job = GenerationRequest.from_values({**values, "model": model_name, "task": task})
-            for event in services.stream(job, owner=request.session_hash if request else None):
-                if isinstance(event, GenerationResult):
-                    captions = [f"Seed {seed}" for seed in event.seeds]
-                    yield {
-                        panel.gallery: list(zip(event.images, captions)),
-                        panel.preview: gr.update(visible=False, value=None),
-                        panel.infotext: event.infotexts[0] if event.infotexts else "",
-                        panel.infotexts: event.infotexts,
-                        panel.last_seed: event.seeds[0] if event.seeds else -1,
-                        panel.selected: 0,
-                    }
-                    return
-                label = f"Batch {event.batch + 1}/{event.batch_count}, step {event.step}/{event.steps}"
-                progress(event.fraction, desc=label)
-                if event.preview is not None:
-                    yield {panel.preview: gr.update(visible=True, value=event.preview)}
+            prepared = prepare(values) if prepare else values
+            jobs = [GenerationRequest.from_values({**v, "model": model_name, "task": task})
+                    for v in (prepared if isinstance(prepared, list) else [prepared])]
+            done: list[GenerationResult] = []
+            for number, job in enumerate(jobs, 1):
+                for event in services.stream(job, owner=request.session_hash if request else None):
+                    if isinstance(event, GenerationResult):
+                        done.append(event)
+                        continue
+                    label = f"Batch {event.batch + 1}/{event.batch_count}, step {event.step}/{event.steps}"
+                    progress(event.fraction, desc=f"Image {number}/{len(jobs)}: {label}" if len(jobs) > 1 else label)
+                    if event.preview is not None:
+                        yield {panel.preview: gr.update(visible=True, value=event.preview)}
+                if done[-1].interrupted:
+                    break
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        images = [image for result in done for image in result.images]
+        infotexts = [text for result in done for text in result.infotexts]
+        seeds = [seed for result in done for seed in result.seeds]
+        yield {
+            panel.gallery: list(zip(images, (f"Seed {seed}" for seed in seeds))),
+            panel.preview: gr.update(visible=False, value=None),
+            panel.infotext: infotexts[0] if infotexts else "",
+            panel.infotexts: infotexts,
+            panel.last_seed: seeds[0] if seeds else -1,
+            panel.selected: 0,
+        }
 
     return fields.named(generate)
 

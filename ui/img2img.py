@@ -1,9 +1,11 @@
-"""The img2img tab: an init image, how to fit it to the size, and how far to move away from it."""
+"""The img2img tab: an init image (or a folder of them), how to fit it to the size, and how far to move from it."""
 
 from __future__ import annotations
 
 import gradio as gr
+from PIL import Image, UnidentifiedImageError
 
+from pipelines.errors import RequestError
 from pipelines.request import RESIZE_MODES
 
 from .common import FieldSet, GenerationTab, generation_tab
@@ -20,9 +22,31 @@ def resize_and_strength(fields: FieldSet) -> None:
 def _inputs(fields: FieldSet) -> dict:
     image = fields.add("init_image", gr.Image(label="Image for img2img", type="pil", sources=["upload", "clipboard"],
                                               elem_id="img2img_image", height=360))
+    with gr.Accordion("Batch: every image of a folder", open=False):
+        fields.add("batch_files", gr.File(label="Folder of images (replaces the image above)", file_count="directory",
+                                          elem_id="img2img_batch"))
     resize_and_strength(fields)
     return {"image": image}
 
 
+def _open_image(path: str) -> Image.Image | None:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError):
+        return None  # not a picture: a batch folder may hold other files
+
+
+def prepare(values: dict) -> dict | list[dict]:
+    """One request, or one per picture of the uploaded folder (other files are skipped)."""
+    files = values.pop("batch_files", None)
+    if not files:
+        return values
+    images = [image for image in map(_open_image, sorted(files)) if image is not None]
+    if not images:
+        raise RequestError("The folder holds no images.")
+    return [{**values, "init_image": image} for image in images]
+
+
 def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
-    return generation_tab(services, model, defaults, "img2img", _inputs)
+    return generation_tab(services, model, defaults, "img2img", _inputs, prepare)
