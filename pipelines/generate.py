@@ -17,6 +17,7 @@ import torch
 from .images import TaskImages
 from .request import GenerationRequest
 from .text_encoding import clip_skip_embeds, needs_own_encoding
+from .upscalers import upscale_latents
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, latents)
 
@@ -40,6 +41,8 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     else:
         text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None}
     task = images.pipeline_arguments(request) if images else {"width": request.width, "height": request.height}
+    if images is not None and images.resize_latents:
+        task["image"] = encode_resized(pipe, images.image, request.output_size)
     result = pipe(
         **text,
         **task,
@@ -70,3 +73,13 @@ def decode_latents(pipe, latents: torch.Tensor) -> list:
     if upcast:
         vae.to(torch.float16)
     return pipe.image_processor.postprocess(decoded, output_type="pil")
+
+
+@torch.no_grad()
+def encode_resized(pipe, image, size: tuple[int, int]) -> torch.Tensor:
+    """A picture's (scaled) latents at its own size, stretched to ``size``: A1111's latent-upscale resize mode.
+    The distribution's mean keeps it deterministic."""
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
+    latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+    return upscale_latents(latents, size, pipe.vae_scale_factor, "Latent")

@@ -1,7 +1,8 @@
 """Preparing img2img and inpainting inputs the way A1111 does, and putting results back.
 
 - Resize modes: "Just resize" stretches, "Crop and resize" covers then crops the centre, "Resize and fill"
-  fits inside and fills the margins by stretching the image's edge rows and columns.
+  fits inside and fills the margins by stretching the image's edge rows and columns, and (img2img only) "Just
+  resize (latent upscale)" encodes the picture at its own size and stretches its latents.
 - The mask is greyscale (white repaints), optionally inverted, blurred by ``mask_blur`` pixels.
 - Masked content: "original" keeps the pixels; "fill" replaces them with colours from their surroundings;
   "latent noise" and "latent nothing" (which A1111 applies to latents) are done here in pixel space, as seeded
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from .errors import RequestError
-from .request import EMPTY_MASK, GenerationRequest
+from .request import EMPTY_MASK, LATENT_RESIZE, GenerationRequest
 
 
 def place_with_edges(inner: Image.Image, size: tuple[int, int], offset: tuple[int, int]) -> Image.Image:
@@ -31,8 +32,10 @@ def place_with_edges(inner: Image.Image, size: tuple[int, int], offset: tuple[in
 
 
 def resize_image(image: Image.Image, width: int, height: int, mode: int) -> Image.Image:
+    """A picture at the request's size by resize mode; the latent mode stretches here (masks, overlays) and its
+    init image is resized as latents by the pipeline step instead."""
     image = image.convert("RGB") if image.mode not in ("RGB", "L") else image
-    if mode == 0:
+    if mode in (0, LATENT_RESIZE):
         return image.resize((width, height), Image.LANCZOS)
     if mode == 1:
         return ImageOps.fit(image, (width, height), Image.LANCZOS)
@@ -98,6 +101,7 @@ class TaskImages:
     image: Image.Image  # what the sampler starts from
     original: Image.Image  # resized, unfilled: what the result is laid over
     mask: Image.Image | None = None
+    resize_latents: bool = False  # ``image`` is at its own size; encode it, then resize its latents
 
     @classmethod
     def prepare(cls, request: GenerationRequest) -> "TaskImages | None":
@@ -105,6 +109,8 @@ class TaskImages:
             return None
         original = resize_image(request.init_image, request.width, request.height, request.resize_mode)
         if request.task == "img2img":
+            if request.resize_mode == LATENT_RESIZE:
+                return cls(request.init_image.convert("RGB"), original, resize_latents=True)
             return cls(original, original)
         left, _, up, _ = request.outpaint
         original = place_with_edges(original, request.output_size, (left, up))  # edge-extended when outpainting

@@ -32,7 +32,7 @@ _INT_RANGES = (
     ("batch_count", "Batch count", 1, 100),
     ("clip_skip", "Clip skip", 1, 12),
     ("seed", "Seed", -1, MAX_SEED),
-    ("resize_mode", "Resize mode", 0, 2),
+    ("resize_mode", "Resize mode", 0, 3),
     ("mask_blur", "Mask blur", 0, 64),
     ("inpainting_fill", "Masked content", 0, 3),
     ("inpaint_full_res_padding", "Only masked padding", 0, 256),
@@ -41,7 +41,8 @@ _INT_RANGES = (
     ("hr_second_pass_steps", "Hires steps", 0, 150),
 )
 EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
-RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill")
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+LATENT_RESIZE = 3
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 
 

@@ -301,7 +301,7 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("img2img", {"prompt": "x", "init_images": ["https://example.com/cat.png"]}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "mask": "bm90IGFuIGltYWdl"}, "mask"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "denoising_strength": 2}, "denoising_strength"),
-    ("img2img", {"prompt": "x", "init_images": [PNG], "resize_mode": 3}, "resize_mode"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "resize_mode": 4}, "resize_mode"),
     ("png-info", {"image": "aGVsbG8="}, "image"),
 ])
 def test_bad_payloads_answer_422_naming_the_field(alice, route, payload, field):

@@ -160,3 +160,14 @@ def test_a_dedicated_inpainting_checkpoint_inpaints_and_says_what_it_is_for(tmp_
     for task in ("txt2img", "img2img"):
         with pytest.raises(RequestError, match="tiny-inpaint is an inpainting model"):
             engine.generate(request_for(task, model="tiny-inpaint"))
+
+
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-sdxl"])
+def test_latent_upscale_resize_mode(engine, model):
+    request = request_for("img2img", model=model, init_image=gradient(32, 32), resize_mode=3, width=64, height=96)
+    first, second = engine.generate(request), engine.generate(request)
+    assert first.images[0].size == (64, 96)
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
+    assert not np.array_equal(np.asarray(first.images[0]),
+                              np.asarray(engine.generate(request_for("img2img", model=model, init_image=gradient(32, 32),
+                                                                     width=64, height=96)).images[0]))
