@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -74,7 +75,7 @@ class Engine:
         self.preview_every = preview_every
         self._device_lock = threading.Lock()
         self._job: Job | None = None
-        self._previewers: dict[int, LatentPreviewer] = {}
+        self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
 
     def generate(self, request: GenerationRequest, *, owner: Any = None,
                  on_progress: Callable[[Progress], None] | None = None,
@@ -140,7 +141,8 @@ class Engine:
 
     def _step_reporter(self, model, job: Job, batch: int, on_progress):
         """Record each step on the job (for status polling) and pass it to ``on_progress``."""
-        previewer = self._previewers.setdefault(id(model.pipe.vae), LatentPreviewer(model.pipe.vae))
+        vae = model.pipe.vae
+        previewer = self._previewers.get(vae) or self._previewers.setdefault(vae, LatentPreviewer(vae))
         request = job.request
 
         def report(step: int, steps: int, latents) -> None:

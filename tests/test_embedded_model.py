@@ -1,0 +1,119 @@
+"""Meaning, not only shapes: the embedded model (easel-shapes) through the app's own engine.
+
+Each picture is read by the project's deterministic pixel classifier (training/classify.py, itself tested
+on ground-truth pictures), so these tests check colour, shape, place and background as a person would.
+They run only where the model folder exists (a checkout always has it).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.engine import Engine
+from pipelines.outputs import OutputWriter
+from pipelines.registry import Registry
+from pipelines.request import GenerationRequest
+from training.classify import classify, nearest_labels
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "easel-shapes"
+pytestmark = pytest.mark.skipif(not (ROOT / "models" / "Stable-diffusion" / MODEL / "model_index.json").is_file(),
+                                reason="the embedded model is not in models/")
+SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return Engine(Registry(ROOT / "models"), OutputWriter(tmp_path_factory.mktemp("out"), enabled=False))
+
+
+def paint(engine, prompt: str, seed: int = 0, **values) -> Image.Image:
+    request = GenerationRequest(prompt=prompt, model=MODEL, width=64, height=64, steps=20, sampler="Euler a",
+                                cfg_scale=7, seed=seed, **values)
+    return engine.generate(request).images[0]
+
+
+def colour_share(image: Image.Image, colour: str) -> float:
+    """The share of pixels whose nearest named colour is ``colour``."""
+    from training.shapes import COLOURS
+
+    labels = nearest_labels(np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3))
+    return float(np.mean(labels == list(COLOURS).index(colour)))
+
+
+CASES = [
+    ("a red circle on a white background", "red", "circle", "white"),
+    ("a blue square on a yellow background", "blue", "square", "yellow"),
+    ("a green triangle on a black background", "green", "triangle", "black"),
+    ("a yellow star on a blue background", "yellow", "star", "blue"),
+    ("a purple circle on a green background", "purple", "circle", "green"),
+    ("an orange square on a white background", "orange", "square", "white"),
+]
+
+
+def test_colour_and_background_follow_the_prompt(engine):
+    for prompt, colour, _, background in CASES:
+        for seed in SEEDS:
+            seen = classify(paint(engine, prompt, seed))
+            assert (seen.colour, seen.background) == (colour, background), (prompt, seed, seen)
+
+
+def test_shape_follows_the_prompt(engine):
+    results = [(prompt, seed, classify(paint(engine, prompt, seed)).shape == shape)
+               for prompt, _, shape, _ in CASES for seed in SEEDS]
+    assert sum(ok for *_, ok in results) >= len(results) - 2, results  # the model's target is 75 %
+
+
+def test_position_follows_the_prompt(engine):
+    for prompt, place in (("a large red circle in the top left corner", "top left"),
+                          ("a large blue square in the bottom right corner", "bottom right"),
+                          ("a large green circle on the left", "left")):
+        assert classify(paint(engine, prompt, 0)).position == place, prompt
+
+
+def test_different_seeds_give_different_pictures(engine):
+    a, b = (np.asarray(paint(engine, "a red circle on a white background", seed), dtype=int) for seed in (3, 4))
+    assert np.abs(a - b).mean() > 1
+
+
+def test_negative_prompt_red_moves_the_colour_away_from_red(engine):
+    prompt = "a circle on a white background"
+    plain = sum(colour_share(paint(engine, prompt, seed), "red") for seed in range(4))
+    negative = sum(colour_share(paint(engine, prompt, seed, negative_prompt="red"), "red") for seed in range(4))
+    assert negative < plain * 0.5 or (plain == 0 and negative == 0), (plain, negative)
+
+
+# -- issue 5's meaning checks: img2img, inpainting, outpainting on the same model ------------------------------
+def test_img2img_low_strength_keeps_the_picture_high_strength_follows_the_new_prompt(engine):
+    source = paint(engine, "a large red circle on a white background", 0)
+    kept = classify(paint(engine, "a large blue square on a yellow background", 1, task="img2img",
+                          init_image=source, denoising_strength=0.3))
+    changed = classify(paint(engine, "a large blue square on a yellow background", 1, task="img2img",
+                             init_image=source, denoising_strength=0.9))
+    assert (kept.colour, kept.shape, kept.background) == ("red", "circle", "white")
+    assert (changed.colour, changed.background) == ("blue", "yellow")
+
+
+def test_inpainting_a_blue_square_changes_only_the_masked_region(engine):
+    source = paint(engine, "a white background", 0)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    result = paint(engine, "a large blue square on a white background", 2, task="inpaint", init_image=source,
+                   mask=mask, denoising_strength=1.0, mask_blur=2, inpainting_fill=0)
+    inside = np.asarray(result)[22:42, 22:42]
+    assert colour_share(Image.fromarray(inside), "blue") > 0.5
+    outside = np.ones((64, 64), bool)
+    outside[12:52, 12:52] = False  # the mask plus its blur
+    difference = np.abs(np.asarray(result, dtype=int) - np.asarray(source, dtype=int))[outside].mean()
+    assert difference == 0.0  # composed back exactly
+
+
+def test_outpainting_keeps_the_original_and_grows_the_canvas(engine):
+    source = paint(engine, "a red circle on a white background", 0)
+    result = paint(engine, "a red circle on a white background", 0, task="inpaint", init_image=source,
+                   outpaint=(0, 32, 0, 0), mask_blur=2, denoising_strength=1.0)
+    assert result.size == (96, 64)
+    assert np.array_equal(np.asarray(result)[:, :64 - 8 - 6], np.asarray(source)[:, :64 - 8 - 6])
+    assert classify(result.crop((48, 0, 96, 64)).resize((64, 64))).background == "white"
