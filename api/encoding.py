@@ -22,8 +22,7 @@ class PayloadError(RequestError):
     """A payload value the API cannot use, with the A1111 field it came from (answered as 422)."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field)
 
 
 def decode_image(data: object, field: str) -> Image.Image:

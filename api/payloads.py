@@ -126,28 +126,16 @@ class PNGInfoResponse(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-# The A1111 field a RequestError is about, by the label that starts its message (labels from request.py and
-# samplers.py; tests cover the common ones, so a renamed label shows up there).
-_FIELD_BY_LABEL = (
-    ("Steps", "steps"), ("Width", "width"), ("Height", "height"), ("Batch size", "batch_size"),
-    ("Batch count", "n_iter"), ("Clip skip", "override_settings.CLIP_stop_at_last_layers"), ("Seed", "seed"),
-    ("Resize mode", "resize_mode"), ("Mask blur", "mask_blur"), ("Masked content", "inpainting_fill"),
-    ("Only masked padding", "inpaint_full_res_padding"), ("CFG scale", "cfg_scale"),
-    ("Denoising strength", "denoising_strength"), ("Unknown sampler", "sampler_name"),
-    ("Unknown schedule type", "scheduler"), ("Sampler ", "scheduler"),
-    ("Unknown model", "override_settings.sd_model_checkpoint"), ("img2img needs", "init_images"),
-    ("inpaint needs", "mask"), ("The init image", "init_images"), ("The mask", "mask"),
-    ("Hires upscale", "hr_scale"), ("Hires resize width", "hr_resize_x"), ("Hires resize height", "hr_resize_y"),
-    ("Hires steps", "hr_second_pass_steps"), ("Unknown upscaler", "hr_upscaler"), ("Hires fix", "enable_hr"),
-    ("The hires size", "hr_scale"),
-)
+# Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
+_A1111_FIELDS = {
+    "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
+    "clip_skip": "override_settings.CLIP_stop_at_last_layers", "model": "override_settings.sd_model_checkpoint",
+}
 
 
 def field_of(error: RequestError) -> str | None:
-    if isinstance(error, PayloadError):
-        return error.field
-    message = str(error)
-    return next((field for label, field in _FIELD_BY_LABEL if message.startswith(label)), None)
+    """The A1111 field a ``RequestError`` is about."""
+    return _A1111_FIELDS.get(error.field, error.field)
 
 
 def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
@@ -229,12 +217,8 @@ def _hires_values(payload: Txt2ImgPayload) -> dict[str, Any]:
     scheduler = "" if payload.hr_scheduler in (None, "", "Use same scheduler") else payload.hr_scheduler
     if scheduler and not sampler:  # a hires schedule type alone: with the first pass's sampler
         sampler = payload.sampler_name or payload.sampler_index
-    if sampler:  # checked here, so that its error names the hires field rather than sampler_name
-        try:
-            sampler, scheduler = normalize(sampler, _scheduler_name(scheduler))
-        except RequestError as exc:
-            field = "hr_scheduler" if str(exc).startswith(("Unknown schedule", "Sampler ")) else "hr_sampler_name"
-            raise PayloadError(field, str(exc)) from None
+    if sampler:
+        sampler, scheduler = normalize(sampler, _scheduler_name(scheduler), ("hr_sampler_name", "hr_scheduler"))
     return {"enable_hr": payload.enable_hr, "hr_scale": payload.hr_scale,
             "hr_upscaler": payload.hr_upscaler or "Latent", "hr_second_pass_steps": payload.hr_second_pass_steps,
             "hr_resize_x": payload.hr_resize_x, "hr_resize_y": payload.hr_resize_y, "hr_sampler_name": sampler,

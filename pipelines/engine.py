@@ -85,7 +85,7 @@ class Engine:
         info = self.registry.resolve(request.model)
         if info.inpainting and request.task != "inpaint":
             raise RequestError(f"{info.name} is an inpainting model: use it for inpainting, or pick another model "
-                               f"for {request.task}.")
+                               f"for {request.task}.", "model")
         request = replace(request.with_seed(), model=info.name)
         seeds = request.seeds()
         result = GenerationResult(request=request)

@@ -6,7 +6,12 @@ class EaselError(Exception):
 
 
 class RequestError(EaselError, ValueError):
-    """A generation request with a value the engine cannot use."""
+    """A generation request with a value the engine cannot use; ``field`` names the request field it is about,
+    so an API can point at the value to change."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ModelError(EaselError):

@@ -116,7 +116,7 @@ class TaskImages:
         original = place_with_edges(original, request.output_size, (left, up))  # edge-extended when outpainting
         mask = prepare_mask(request)
         if mask.getbbox() is None:
-            raise RequestError(EMPTY_MASK)
+            raise RequestError(EMPTY_MASK, "mask")
         return cls(fill_masked(original, mask, request.inpainting_fill, request.seed), original, mask)
 
     def pipeline_arguments(self, request: GenerationRequest) -> dict:

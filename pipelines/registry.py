@@ -86,7 +86,7 @@ class LoadedModel:
     def pipeline(self, task: str = "txt2img"):
         """The pipeline for ``task``, sharing this model's modules (no second copy, same dtype)."""
         if task not in _TASK_PIPELINES:
-            raise RequestError(f"Unknown task {task!r}.")
+            raise RequestError(f"Unknown task {task!r}.", "task")
         if task not in self._variants:
             import diffusers
 
@@ -176,7 +176,7 @@ class Registry:
         if _HUB_ID.match(name) and ".." not in name:
             return ModelInfo(name=name, source=name, local=False, defaults=dict(_BASE_DEFAULTS))
         available = ", ".join(self.names()) or "none"
-        raise RequestError(f"Unknown model {name!r}. Available models: {available}.")
+        raise RequestError(f"Unknown model {name!r}. Available models: {available}.", "model")
 
     # -- residency -----------------------------------------------------------------------------------------
     @contextmanager

@@ -46,33 +46,34 @@ LATENT_RESIZE = 3
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 
 
-def _whole_number(value: Any, label: str) -> int:
+def _whole_number(value: Any, label: str, field: str) -> int:
+    problem = RequestError(f"{label} must be a whole number, got {value!r}.", field)
     if isinstance(value, bool):
-        raise RequestError(f"{label} must be a whole number, got {value!r}.")
+        raise problem
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise RequestError(f"{label} must be a whole number, got {value!r}.") from None
+        raise problem from None
     if not math.isfinite(number) or number != int(number):
-        raise RequestError(f"{label} must be a whole number, got {value!r}.")
+        raise problem
     return int(number)
 
 
-def _finite(value: Any, label: str) -> float:
+def _finite(value: Any, label: str, field: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise RequestError(f"{label} must be a number, got {value!r}.") from None
+        raise RequestError(f"{label} must be a number, got {value!r}.", field) from None
     if not math.isfinite(number):
-        raise RequestError(f"{label} must be a finite number, got {value!r}.")
+        raise RequestError(f"{label} must be a finite number, got {value!r}.", field)
     return number
 
 
-def _size(text: str) -> tuple[str, str]:
+def _size(text: str, field: str) -> tuple[str, str]:
     try:
         width, height = text.lower().split("x")
     except ValueError:
-        raise RequestError(f"A size must look like 512x512, got {text!r}.") from None
+        raise RequestError(f"A size must look like 512x512, got {text!r}.", field) from None
     return width, height
 
 
@@ -126,35 +127,35 @@ class GenerationRequest:
             value = getattr(self, name)
             set_(self, name, "" if value is None else str(value))
         for name, label, low, high in _INT_RANGES:
-            number = _whole_number(getattr(self, name), label)
+            number = _whole_number(getattr(self, name), label, name)
             if not low <= number <= high:
-                raise RequestError(f"{label} must be between {low} and {high}, got {number}.")
+                raise RequestError(f"{label} must be between {low} and {high}, got {number}.", name)
             set_(self, name, number)
         for name, label in (("width", "Width"), ("height", "Height")):
             if getattr(self, name) % 8:
-                raise RequestError(f"{label} must be a multiple of 8, got {getattr(self, name)}.")
-        set_(self, "cfg_scale", _finite(self.cfg_scale, "CFG scale"))
-        strength = _finite(self.denoising_strength, "Denoising strength")
+                raise RequestError(f"{label} must be a multiple of 8, got {getattr(self, name)}.", name)
+        set_(self, "cfg_scale", _finite(self.cfg_scale, "CFG scale", "cfg_scale"))
+        strength = _finite(self.denoising_strength, "Denoising strength", "denoising_strength")
         if not 0.0 <= strength <= 1.0:
-            raise RequestError(f"Denoising strength must be between 0 and 1, got {strength}.")
+            raise RequestError(f"Denoising strength must be between 0 and 1, got {strength}.", "denoising_strength")
         set_(self, "denoising_strength", strength)
         if self.task not in TASKS:
-            raise RequestError(f"Unknown task {self.task!r}. Choose one of: {', '.join(TASKS)}.")
+            raise RequestError(f"Unknown task {self.task!r}. Choose one of: {', '.join(TASKS)}.", "task")
         self._check_outpaint()
         self._check_hires()
         for name, label, needed in (("init_image", "an init image", self.task != "txt2img"),
                                     ("mask", "a mask", self.task == "inpaint" and not any(self.outpaint))):
             value = getattr(self, name)
             if needed and value is None:
-                raise RequestError(f"{self.task} needs {label}." if name == "init_image" else EMPTY_MASK)
+                raise RequestError(f"{self.task} needs {label}." if name == "init_image" else EMPTY_MASK, name)
             if value is not None and not (hasattr(value, "size") and hasattr(value, "convert")):
-                raise RequestError(f"The {name.replace('_', ' ')} must be an image.")
+                raise RequestError(f"The {name.replace('_', ' ')} must be an image.", name)
         if self.task != "txt2img" and int(self.steps * strength) < 1:
             raise RequestError(f"Denoising strength {strength} of {self.steps} steps runs no step at all; "
-                               "raise the strength or the steps.")
+                               "raise the strength or the steps.", "denoising_strength")
         set_(self, "inpaint_full_res", bool(self.inpaint_full_res))
         set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
-        sampler, schedule = normalize(self.sampler, self.scheduler)
+        sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
         set_(self, "scheduler", schedule)
         set_(self, "controlnets", tuple(self.controlnets))
@@ -163,34 +164,37 @@ class GenerationRequest:
 
     def _check_outpaint(self) -> None:
         try:
-            margins = tuple(_whole_number(v, "Outpaint margin") for v in self.outpaint)
+            margins = tuple(_whole_number(v, "Outpaint margin", "outpaint") for v in self.outpaint)
         except TypeError:
-            raise RequestError("Outpaint takes four margins: left, right, up, down.") from None
+            raise RequestError("Outpaint takes four margins: left, right, up, down.", "outpaint") from None
         if len(margins) != 4 or any(m < 0 or m % 8 for m in margins):
-            raise RequestError(f"Outpaint margins must be four multiples of 8 (left, right, up, down), got {margins}.")
+            raise RequestError(f"Outpaint margins must be four multiples of 8 (left, right, up, down), got {margins}.",
+                               "outpaint")
         if any(margins) and self.task != "inpaint":
-            raise RequestError("Outpainting is an inpaint task.")
+            raise RequestError("Outpainting is an inpaint task.", "outpaint")
         object.__setattr__(self, "outpaint", margins)
         if max(self.output_size) > 4096:
-            raise RequestError(f"The outpainted size {self.output_size[0]}x{self.output_size[1]} is over 4096.")
+            raise RequestError(f"The outpainted size {self.output_size[0]}x{self.output_size[1]} is over 4096.",
+                               "outpaint")
 
     def _check_hires(self) -> None:
         set_ = object.__setattr__
         set_(self, "enable_hr", bool(self.enable_hr))
-        scale = _finite(self.hr_scale, "Hires upscale")
+        scale = _finite(self.hr_scale, "Hires upscale", "hr_scale")
         if not 1.0 <= scale <= 4.0:
-            raise RequestError(f"Hires upscale must be between 1 and 4, got {scale}.")
+            raise RequestError(f"Hires upscale must be between 1 and 4, got {scale}.", "hr_scale")
         set_(self, "hr_scale", scale)
         check_upscaler(self.hr_upscaler)
         if self.hr_sampler_name:
-            sampler, schedule = normalize(self.hr_sampler_name, self.hr_scheduler or "Automatic")
+            sampler, schedule = normalize(self.hr_sampler_name, self.hr_scheduler or "Automatic",
+                                          ("hr_sampler_name", "hr_scheduler"))
             set_(self, "hr_sampler_name", sampler)
             set_(self, "hr_scheduler", schedule)
         if self.enable_hr:
             if self.task != "txt2img":
-                raise RequestError("Hires fix is a txt2img feature.")
+                raise RequestError("Hires fix is a txt2img feature.", "enable_hr")
             if max(self.hires_size) > 4096:
-                raise RequestError("The hires size {}x{} is over 4096.".format(*self.hires_size))
+                raise RequestError("The hires size {}x{} is over 4096.".format(*self.hires_size), "hr_scale")
             self.hires_pass()  # validates the second pass as a request of its own
 
     @property
@@ -217,7 +221,8 @@ class GenerationRequest:
         if self.hr_second_pass_steps:
             steps = min(150, math.ceil(self.hr_second_pass_steps / max(self.denoising_strength, 1e-6)))
         if int(steps * self.denoising_strength) < 1:
-            raise RequestError(f"Denoising strength {self.denoising_strength} runs no hires step at all; raise it.")
+            raise RequestError(f"Denoising strength {self.denoising_strength} runs no hires step at all; raise it.",
+                               "denoising_strength")
         return replace(self, enable_hr=False, width=width, height=height, steps=steps,
                        sampler=self.hr_sampler_name or self.sampler, scheduler=self.hr_scheduler or self.scheduler,
                        prompt=self.hr_prompt or self.prompt, negative_prompt=self.hr_negative_prompt or self.negative_prompt)
@@ -316,9 +321,9 @@ class GenerationRequest:
                 values[name] = params[key]
                 values["enable_hr"] = True
         if "Hires resize" in params:
-            values["hr_resize_x"], values["hr_resize_y"] = _size(params["Hires resize"])
+            values["hr_resize_x"], values["hr_resize_y"] = _size(params["Hires resize"], "hr_resize_x")
             values["enable_hr"] = True
         if "Size" in params:
-            values["width"], values["height"] = _size(params["Size"])
+            values["width"], values["height"] = _size(params["Size"], "width")
         values.update(overrides)
         return cls.from_values(values)

@@ -54,12 +54,15 @@ _CANONICAL = {alias.lower(): s.name for s in SAMPLERS.values() for alias in (s.n
 _SCHEDULES_BY_LOWER = {name.lower(): name for name in SCHEDULE_TYPES}
 
 
-def normalize(sampler: str, schedule_type: str = "Automatic") -> tuple[str, str]:
-    """Canonical (sampler, schedule type); old names like "DPM++ 2M Karras" split into both parts."""
+def normalize(sampler: str, schedule_type: str = "Automatic",
+              fields: tuple[str, str] = ("sampler", "scheduler")) -> tuple[str, str]:
+    """Canonical (sampler, schedule type); old names like "DPM++ 2M Karras" split into both parts.
+    ``fields`` names the two request fields an error is about."""
     sampler_text = str(sampler).strip()
     schedule = _SCHEDULES_BY_LOWER.get(str(schedule_type or "Automatic").strip().lower())
     if schedule is None:
-        raise RequestError(f"Unknown schedule type {schedule_type!r}. Choose one of: {', '.join(SCHEDULE_TYPES)}.")
+        raise RequestError(f"Unknown schedule type {schedule_type!r}. Choose one of: {', '.join(SCHEDULE_TYPES)}.",
+                           fields[1])
     name = _CANONICAL.get(sampler_text.lower())
     if name is None:
         for suffix in ("Karras", "Exponential"):
@@ -69,9 +72,9 @@ def normalize(sampler: str, schedule_type: str = "Automatic") -> tuple[str, str]
                 schedule = suffix if schedule == "Automatic" else schedule
                 break
     if name is None:
-        raise RequestError(f"Unknown sampler {sampler!r}. Choose one of: {', '.join(SAMPLERS)}.")
+        raise RequestError(f"Unknown sampler {sampler!r}. Choose one of: {', '.join(SAMPLERS)}.", fields[0])
     if SCHEDULE_TYPES[schedule] and not _accepts(SAMPLERS[name].scheduler_class, SCHEDULE_TYPES[schedule]):
-        raise RequestError(f"Sampler {name!r} does not support the {schedule} schedule type.")
+        raise RequestError(f"Sampler {name!r} does not support the {schedule} schedule type.", fields[1])
     return name, schedule
 
 

@@ -22,7 +22,7 @@ def upscaler_names() -> list[str]:
 
 def check_name(name: str) -> str:
     if name not in upscaler_names():
-        raise RequestError(f"Unknown upscaler {name!r}. Choose one of: {', '.join(upscaler_names())}.")
+        raise RequestError(f"Unknown upscaler {name!r}. Choose one of: {', '.join(upscaler_names())}.", "hr_upscaler")
     return name
 
 

@@ -36,8 +36,9 @@ from pipelines.request import GenerationRequest
     ],
 )
 def test_bad_values_raise_request_error(field, value, message):
-    with pytest.raises(RequestError, match=message.replace("(", r"\(")):
+    with pytest.raises(RequestError, match=message.replace("(", r"\(")) as error:
         GenerationRequest(**{field: value})
+    assert error.value.field == field  # an API can point at the value to change
 
 
 def test_values_are_coerced_from_widget_and_json_types():
