@@ -25,7 +25,7 @@ from pipelines.engine import GenerationResult
 from pipelines.errors import EaselError, ModelError, RequestError
 from pipelines.infotext import parse_infotext, read_infotext
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
-from pipelines.upscalers import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS, upscaler_names
 
 from . import PREFIX
 from .auth import ApiAuth
@@ -211,9 +211,12 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     @router.get("/upscalers")
     def upscalers():
-        """Pixel upscalers for hires fix (``hr_upscaler``); the latent ones are in ``latent-upscale-modes``."""
-        return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
-                for name in PIXEL_UPSCALERS]
+        """Pixel and model upscalers for hires fix (``hr_upscaler``); the latent ones are in
+        ``latent-upscale-modes``."""
+        names = [name for name in upscaler_names(services.registry.models_dir) if name not in LATENT_UPSCALERS]
+        return [{"name": name, "model_name": MODEL_UPSCALERS[name].hub_id if name in MODEL_UPSCALERS else None,
+                 "model_path": None, "model_url": None,
+                 "scale": MODEL_UPSCALERS[name].factor if name in MODEL_UPSCALERS else 4} for name in names]
 
     @router.get("/latent-upscale-modes")
     def latent_upscale_modes():

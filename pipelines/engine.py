@@ -17,14 +17,14 @@ from typing import Any, Callable, Iterator
 from PIL import Image
 
 from .errors import RequestError
-from .generate import decode_latents, run_pipeline
+from .generate import decode_latents, run_pipeline, run_upscaler
 from .images import TaskImages
 from .outputs import OutputWriter
 from .preview import LatentPreviewer
 from .registry import Registry
 from .request import GenerationRequest
 from .samplers import make_scheduler
-from .upscalers import is_latent, upscale_images, upscale_latents
+from .upscalers import MODEL_UPSCALERS, is_latent, upscale_images, upscale_latents
 
 # A1111 keeps inpainting results with img2img's.
 _OUTPUT_CATEGORY = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images"}
@@ -134,6 +134,9 @@ class Engine:
         size = second.output_size
         if latent:
             upscaled = upscale_latents(first, size, model.pipe.vae_scale_factor, request.hr_upscaler)
+        elif request.hr_upscaler in MODEL_UPSCALERS:
+            with self.registry.lease(self.registry.resolve_upscaler(request.hr_upscaler)) as upscaler:
+                upscaled = upscale_images(run_upscaler(upscaler.pipe, first, request, seeds), size, "Lanczos")
         else:
             upscaled = upscale_images(first, size, request.hr_upscaler)
         images = TaskImages(upscaled, upscaled)

@@ -10,6 +10,7 @@ img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A111
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -60,6 +61,18 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     if images is None:
         return list(result.images)
     return [images.finish(image, request) for image in result.images]
+
+
+def run_upscaler(pipe, images: list, request: GenerationRequest, seeds: list[int]) -> list:
+    """A model upscaler's pictures, one call per picture (each with its own seed), guided by the prompt.
+    The latent x2 upscaler is run unguided, as its authors advise."""
+    guided = "noise_level" in inspect.signature(pipe.__call__).parameters  # the SD x4 upscaler
+    return [
+        pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None, image=image,
+             num_inference_steps=request.steps, guidance_scale=request.cfg_scale if guided else 0.0,
+             generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+        for image, seed in zip(images, seeds)
+    ]
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping
 
 from .errors import ModelError, RequestError
 from .hashing import short_hash, weight_files
+from .upscalers import UPSCALER_DIR, require_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +180,15 @@ class Registry:
         raise RequestError(f"Unknown model {name!r}. Available models: {available}.", "model")
 
     # -- residency -----------------------------------------------------------------------------------------
+    def resolve_upscaler(self, name: str) -> ModelInfo:
+        """A model upscaler's pipeline folder (under ``models/upscalers``), to lease like a checkpoint."""
+        folder = require_model_folder(self.models_dir, name)
+        return ModelInfo(name=f"{UPSCALER_DIR}/{folder.name}", source=str(folder), local=True)
+
     @contextmanager
-    def lease(self, name: str) -> Iterator[LoadedModel]:
+    def lease(self, model: str | ModelInfo) -> Iterator[LoadedModel]:
         """The loaded model, pinned (never evicted) until the block ends."""
-        info = self.resolve(name)
+        info = model if isinstance(model, ModelInfo) else self.resolve(model)
         with self._lock:
             entry = self._loaded.get(info.name) or self._load(info)
             entry.leases += 1

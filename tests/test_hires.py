@@ -56,3 +56,44 @@ def test_interrupt_in_the_first_pass_returns_the_first_pass(engine):
 def test_bad_hires_values(values, message):
     with pytest.raises(RequestError, match=message):
         hires(**{"height": 64, **values})
+
+
+@pytest.fixture(scope="module")
+def upscaler_engine(models_dir, tmp_path_factory):
+    """tiny-sd plus both model upscalers in the A1111 folder layout (models/upscalers/...)."""
+    import shutil
+
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+    from pipelines.registry import Registry
+    from pipelines.upscalers import MODEL_UPSCALERS, UPSCALER_DIR
+    from training.tiny_random import build_tiny_upscaler
+
+    root = tmp_path_factory.mktemp("upscaler-models")
+    shutil.copytree(models_dir / "Stable-diffusion" / "tiny-sd", root / "Stable-diffusion" / "tiny-sd")
+    for name, kind in (("SD x4", "x4"), ("SD latent x2", "latent x2")):
+        build_tiny_upscaler(kind).save_pretrained(root / UPSCALER_DIR / MODEL_UPSCALERS[name].folder)
+    return Engine(Registry(root), OutputWriter(root / "out", enabled=False))
+
+
+@pytest.mark.parametrize("upscaler", ["SD x4", "SD latent x2"])
+def test_model_upscalers_run_when_their_weights_are_on_disk(upscaler_engine, upscaler):
+    from pipelines.upscalers import upscaler_names
+
+    assert upscaler in upscaler_names(upscaler_engine.registry.models_dir)
+    first = upscaler_engine.generate(hires(hr_upscaler=upscaler, hr_scale=1.5, batch_size=2))
+    second = upscaler_engine.generate(hires(hr_upscaler=upscaler, hr_scale=1.5, batch_size=2))
+    assert [image.size for image in first.images] == [(96, 96)] * 2
+    assert first.images[0].tobytes() == second.images[0].tobytes()  # seeded
+    assert f"Hires upscaler: {upscaler}" in first.infotexts[0]
+    loaded = {r["name"] for r in upscaler_engine.registry.resident()}
+    assert "tiny-sd" in loaded and any(name.startswith("upscalers/") for name in loaded)  # one registry, one budget
+
+
+def test_a_model_upscaler_without_weights_says_where_they_go(engine):
+    from pipelines.errors import ModelError
+    from pipelines.upscalers import upscaler_names
+
+    assert "SD x4" not in upscaler_names(engine.registry.models_dir)
+    with pytest.raises(ModelError, match="put the diffusers folder of stabilityai/stable-diffusion-x4-upscaler at"):
+        engine.generate(hires(hr_upscaler="SD x4"))

@@ -27,12 +27,13 @@ def _text_encoder(hidden: int, projection: bool = False):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
-def _vae():
+def _vae(levels: int = 2):
+    """A tiny AutoencoderKL; each level past the first halves the latent size."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        block_out_channels=[8, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        block_out_channels=[8] * levels, in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
+        down_block_types=["DownEncoderBlock2D"] * levels, up_block_types=["UpDecoderBlock2D"] * levels,
     )
 
 
@@ -80,6 +81,26 @@ def build_tiny_sdxl(seed: int = 0):
         vae=_vae(), text_encoder=_text_encoder(8), text_encoder_2=_text_encoder(8, projection=True),
         tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=_scheduler(),
     )
+
+
+def build_tiny_upscaler(kind: str, seed: int = 0):
+    """diffusers' SD x4 upscaler ("x4": 7-channel UNet, noise-level class embedding, VAE /4) or latent x2
+    upscaler ("latent x2": 8 channels in, 5 out, a timestep condition of 128 + pooled text), at toy size."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    shape = dict(block_out_channels=(8, 16), layers_per_block=1, sample_size=32, norm_num_groups=2,
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), attention_head_dim=2,
+                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8)
+    text = {"text_encoder": _text_encoder(8), "tokenizer": load_tokenizer(_TOKENIZER_CACHE)}
+    if kind == "x4":
+        unet = diffusers.UNet2DConditionModel(in_channels=7, out_channels=4, num_class_embeds=351, **shape)
+        return diffusers.StableDiffusionUpscalePipeline(
+            vae=_vae(levels=3), unet=unet, low_res_scheduler=diffusers.DDPMScheduler(),
+            scheduler=diffusers.DDIMScheduler(prediction_type="v_prediction"), max_noise_level=350, **text)
+    unet = diffusers.UNet2DConditionModel(in_channels=8, out_channels=5, time_cond_proj_dim=128 + 8, **shape)
+    return diffusers.StableDiffusionLatentUpscalePipeline(
+        vae=_vae(), unet=unet, scheduler=diffusers.EulerDiscreteScheduler(prediction_type="sample"), **text)
 
 
 def save_tiny_models(models_dir: str | Path) -> dict[str, Path]:

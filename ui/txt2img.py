@@ -12,11 +12,11 @@ from .common import FieldSet, GenerationTab, generation_tab
 SAME = "Use same"  # "" in the request: the first pass's sampler or schedule type
 
 
-def _hires_fix(fields: FieldSet) -> dict:
+def _hires_fix(fields: FieldSet, models_dir) -> dict:
     with gr.Accordion("Hires. fix", open=False):
         fields.add("enable_hr", gr.Checkbox(False, label="Enable hires. fix", elem_id="txt2img_enable_hr"))
         with gr.Row():
-            fields.add("hr_upscaler", gr.Dropdown(upscaler_names(), value="Latent", label="Upscaler",
+            fields.add("hr_upscaler", gr.Dropdown(upscaler_names(models_dir), value="Latent", label="Upscaler",
                                                   elem_id="txt2img_hr_upscaler"))
             fields.add("hr_second_pass_steps", gr.Slider(0, 150, value=0, step=1, label="Hires steps (0: same)",
                                                          elem_id="txt2img_hires_steps"))
@@ -45,4 +45,5 @@ def prepare(values: dict) -> dict:
 
 
 def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
-    return generation_tab(services, model, defaults, "txt2img", _hires_fix, prepare)
+    return generation_tab(services, model, defaults, "txt2img",
+                          lambda fields: _hires_fix(fields, services.registry.models_dir), prepare)
