@@ -32,19 +32,12 @@ class FieldSet:
         return list(self.components.values())
 
     def named(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap ``fn(values: dict, **kw)`` as a positional Gradio handler over ``self.inputs``."""
+        """Wrap the generator ``fn(values: dict, ...)`` as a streaming Gradio handler over ``self.inputs``."""
         names = list(self.components)
         extra = list(inspect.signature(fn).parameters.values())[1:]
 
-        def call(args, kwargs):
-            return fn(dict(zip(names, args[: len(names)])), *args[len(names):], **kwargs)
-
-        if inspect.isgeneratorfunction(fn):  # Gradio streams only from generator functions
-            def handler(*args, **kwargs):
-                yield from call(args, kwargs)
-        else:
-            def handler(*args, **kwargs):
-                return call(args, kwargs)
+        def handler(*args, **kwargs):  # a generator function itself: Gradio streams only from those
+            yield from fn(dict(zip(names, args[: len(names)])), *args[len(names):], **kwargs)
 
         # Gradio reads parameter names (the API's keywords) and special arguments (gr.Request, gr.Progress)
         # from the signature and annotations, so the wrapper presents the fields as named parameters.
@@ -177,7 +170,7 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
 
 def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dropdown, task: str,
                     generate_button: gr.Button, interrupt_button: gr.Button,
-                    prepare: Callable[[dict], dict] | None = None) -> None:
+                    prepare: Callable[[dict], dict | list[dict]] | None = None) -> None:
     outputs = [panel.gallery, panel.preview, panel.infotext, panel.infotexts, panel.last_seed, panel.selected]
     handler = generation_handler(services, fields, panel, task, prepare)
     generate_button.click(handler, [*fields.inputs, model], outputs, api_name=task,
@@ -203,7 +196,7 @@ class GenerationTab:
 
 def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
                    task_inputs: Callable[[FieldSet], dict] | None = None,
-                   prepare: Callable[[dict], dict] | None = None) -> GenerationTab:
+                   prepare: Callable[[dict], dict | list[dict]] | None = None) -> GenerationTab:
     """The body every generation tab shares: prompts and buttons, the task's own inputs above the sampling
     controls, and the output panel; wired to the engine."""
     fields = FieldSet(task)
