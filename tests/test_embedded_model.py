@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.engine import Engine
-from pipelines.outputs import OutputWriter
-from pipelines.registry import Registry
-from pipelines.request import GenerationRequest
-from training.classify import classify, nearest_labels
-
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "easel-shapes"
-pytestmark = pytest.mark.skipif(not (ROOT / "models" / "Stable-diffusion" / MODEL / "model_index.json").is_file(),
-                                reason="the embedded model is not in models/")
+if not (ROOT / "models" / "Stable-diffusion" / MODEL / "model_index.json").is_file():
+    pytest.skip("the embedded model is not in models/", allow_module_level=True)
+
+from pipelines.engine import Engine  # noqa: E402
+from pipelines.outputs import OutputWriter  # noqa: E402
+from pipelines.registry import Registry  # noqa: E402
+from pipelines.request import GenerationRequest  # noqa: E402
+from training.classify import classify, nearest_labels  # noqa: E402
+
 SEEDS = (0, 1)
 
 
