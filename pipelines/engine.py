@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
 from PIL import Image
 
-from .errors import RequestError
+from .errors import ModelError, RequestError
 from .generate import decode_latents, run_pipeline, run_upscaler
 from .images import TaskImages
 from .outputs import OutputWriter
@@ -113,6 +114,11 @@ class Engine:
                     if job.interrupt.is_set():
                         result.interrupted = True
                         break
+            except torch.OutOfMemoryError:
+                self.registry.release_memory()
+                raise ModelError(
+                    f"Out of memory generating {request.image_count} image(s) of {request.width}x{request.height} "
+                    f"with {info.name}. Memory was freed: try a smaller size or batch size.") from None
             finally:
                 self._job = None
         return result

@@ -209,7 +209,7 @@ class Registry:
             if entry is None or entry.leases:
                 return False
             del self._loaded[name]
-        self._release_memory()
+        self.release_memory()
         return True
 
     def _used(self) -> int:
@@ -224,9 +224,10 @@ class Registry:
             _, victim = min(idle)
             log.info("evicting %s to stay within the memory budget", victim)
             del self._loaded[victim]
-            self._release_memory()
+            self.release_memory()
 
-    def _release_memory(self) -> None:
+    def release_memory(self) -> None:
+        """Hand freed tensors back (the CUDA cache too), after an eviction or an out-of-memory error."""
         import torch
 
         gc.collect()

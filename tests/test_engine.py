@@ -149,3 +149,22 @@ def test_the_running_job_is_visible_to_its_owner_only(engine):
     engine.generate(make(steps=2), owner="alice", on_progress=on_progress)
     assert checks == [(True, "a red circle", None)] * 2
     assert engine.current_job() is None
+
+
+def test_out_of_memory_gives_a_message_and_the_next_job_works(engine, monkeypatch):
+    import torch
+
+    import pipelines.engine
+    from pipelines.errors import ModelError
+
+    real = pipelines.engine.run_pipeline
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(pipelines.engine, "run_pipeline", exhausted)
+    with pytest.raises(ModelError, match="Out of memory generating 2 image.s. of 64x64 with tiny-sd. Memory was freed"):
+        engine.generate(make(batch_size=2))
+    assert not engine.busy
+    monkeypatch.setattr(pipelines.engine, "run_pipeline", real)
+    assert len(engine.generate(make()).images) == 1
