@@ -110,7 +110,7 @@ def settings_from_args(args: argparse.Namespace):
 
     return Settings(models_dir=args.models_dir, outputs_dir=args.outputs_dir, device=args.device, dtype=args.dtype,
                     save_outputs=not args.no_save, memory_budget_gb=args.memory_budget, offline=args.offline,
-                    default_model=args.default_model or DEFAULT_MODEL)
+                    default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json")
 
 
 def build_app(settings, services=None):

@@ -57,6 +57,30 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+def read_catalog(path: str | Path | None) -> dict[str, ModelInfo]:
+    """Known Hub models with their presets, by name (``models/catalog.json``)."""
+    entries = _read_json(Path(path)).get("models", []) if path else []
+    preset_keys = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler")
+    return {
+        e["name"]: ModelInfo(name=e["name"], source=e["hub_id"], local=False, family=e.get("family", "sd"),
+                             defaults={**_BASE_DEFAULTS, **{k: e[k] for k in preset_keys if k in e}})
+        for e in entries
+    }
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE set in the environment (as tests and air-gapped installs do)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _is_cached(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(hub_id, "model_index.json"), str)
+
+
 def describe_folder(name: str, folder: Path) -> ModelInfo:
     """Family and per-model defaults of a diffusers folder, read from its configs without loading weights."""
     index = _read_json(folder / "model_index.json")
@@ -129,7 +153,8 @@ def default_memory_budget(device: str) -> int:
 
 class Registry:
     def __init__(self, models_dir: str | Path, device: str = "cpu", dtype=None,
-                 memory_budget: int | None = None, offline: bool = True, default_model: str | None = None):
+                 memory_budget: int | None = None, offline: bool = True, default_model: str | None = None,
+                 catalog: str | Path | None = None):
         import torch
 
         self.models_dir = Path(models_dir)
@@ -138,6 +163,7 @@ class Registry:
         self.memory_budget = memory_budget if memory_budget is not None else default_memory_budget(device)
         self.offline = offline
         self._default_model = default_model
+        self.catalog = read_catalog(catalog)
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.RLock()
 
@@ -149,7 +175,9 @@ class Registry:
         return [describe_folder(p.name, p) for p in sorted(root.iterdir()) if (p / "model_index.json").is_file()]
 
     def names(self) -> list[str]:
-        return [m.name for m in self.list_models()]
+        """Models on disk, then catalog models not on disk under the same name."""
+        on_disk = [m.name for m in self.list_models()]
+        return on_disk + [name for name in self.catalog if name not in on_disk]
 
     def default_name(self) -> str:
         names = self.names()
@@ -174,6 +202,8 @@ class Registry:
         folder = self.models_dir / CHECKPOINT_DIR / name
         if _FOLDER_NAME.match(name) and (folder / "model_index.json").is_file():
             return describe_folder(name, folder)
+        if name in self.catalog:
+            return self.catalog[name]
         if _HUB_ID.match(name) and ".." not in name:
             return ModelInfo(name=name, source=name, local=False, defaults=dict(_BASE_DEFAULTS))
         available = ", ".join(self.names()) or "none"
@@ -237,16 +267,21 @@ class Registry:
     def _load(self, info: ModelInfo) -> LoadedModel:
         from diffusers import DiffusionPipeline
 
+        offline = self.offline or _hub_offline()
+        if not info.local and offline and not _is_cached(info.source):
+            raise ModelError(f"{info.name} is not downloaded and Easel is offline: put its diffusers folder (from "
+                             f"{info.source}) at {self.models_dir / CHECKPOINT_DIR / info.name.split('/')[-1]}, "
+                             "or start once without --offline to download it.")
         estimate = sum(f.stat().st_size for f in weight_files(Path(info.source))) if info.local else 0
         self._make_room(estimate)
-        kwargs: dict[str, Any] = {"dtype": self.dtype, "local_files_only": info.local or self.offline}
+        kwargs: dict[str, Any] = {"dtype": self.dtype, "local_files_only": info.local or offline}
         if "safety_checker" in _read_json(Path(info.source) / "model_index.json"):
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         started = time.perf_counter()
         try:
             pipe = DiffusionPipeline.from_pretrained(info.source, **kwargs)
         except Exception as exc:  # every loader failure becomes one readable message
-            hint = " (offline: only local files can be used)" if not info.local and self.offline else ""
+            hint = " (offline: only local files can be used)" if not info.local and offline else ""
             raise ModelError(f"Could not load model {info.name!r} from {info.source}{hint}: {exc}") from exc
         _check_tokenizers(pipe, info.name)
         pipe.to(self.device)

@@ -30,6 +30,7 @@ class Settings:
     preview_every: int = 5
     offline: bool = False
     default_model: str = DEFAULT_MODEL
+    catalog: Path | None = None  # known Hub models and their presets (models/catalog.json)
 
 
 def resolve_device(name: str) -> str:
@@ -72,7 +73,8 @@ class Services:
         device = resolve_device(settings.device)
         budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
         registry = Registry(settings.models_dir, device=device, dtype=resolve_dtype(settings.dtype, device),
-                            memory_budget=budget, offline=settings.offline, default_model=settings.default_model)
+                            memory_budget=budget, offline=settings.offline, default_model=settings.default_model,
+                            catalog=settings.catalog)
         engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs),
                         preview_every=settings.preview_every)
         return cls(settings, registry, engine, _gpu_decorator()(engine.stream))

@@ -3,6 +3,7 @@
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,7 +82,7 @@ def test_unknown_models_and_unreachable_hub_ids_give_readable_errors(models_dir)
     registry = Registry(models_dir, offline=True)
     with pytest.raises(RequestError, match="Unknown model 'nothing here'"):
         registry.resolve("nothing here")
-    with pytest.raises(ModelError, match="offline: only local files can be used"):
+    with pytest.raises(ModelError, match="someone/not-cached is not downloaded and Easel is offline"):
         with registry.lease("someone/not-cached"):
             pass
 
@@ -108,3 +109,34 @@ def test_model_hash_is_a1111_short_sha256(models_dir):
 def test_model_names_are_names_never_paths(models_dir, name):
     with pytest.raises(RequestError, match="Unknown model"):
         Registry(models_dir).resolve(name)
+
+
+CATALOG = Path(__file__).resolve().parent.parent / "models" / "catalog.json"
+
+
+def test_the_catalog_offers_known_models_with_their_presets(models_dir):
+    registry = Registry(models_dir, catalog=CATALOG)
+    names = registry.names()
+    assert names[:2] == ["tiny-sd", "tiny-sdxl"]  # what is on disk first
+    assert {"sd-1.5", "sd-2.1", "sdxl-base-1.0", "sdxl-turbo", "koala-700m", "koala-1b", "koala-700m-llava-cap",
+            "koala-1b-llava-cap", "koala-lightning-700m", "koala-lightning-1b"} <= set(names)
+    lightning = registry.resolve("koala-lightning-1b")
+    assert (lightning.source, lightning.family, lightning.local) == ("etri-vilab/koala-lightning-1b", "sdxl", False)
+    assert {k: lightning.defaults[k] for k in ("steps", "cfg_scale", "sampler", "scheduler", "width")} == \
+        {"steps": 10, "cfg_scale": 3.5, "sampler": "Euler", "scheduler": "SGM Uniform", "width": 1024}
+    for info in registry.catalog.values():  # every preset is a valid request
+        from pipelines.request import GenerationRequest
+
+        GenerationRequest.from_values(dict(info.defaults))
+
+
+def test_an_uncached_catalog_model_offline_answers_at_once(models_dir):
+    import time
+
+    registry = Registry(models_dir, catalog=CATALOG, offline=True)
+    started = time.perf_counter()
+    with pytest.raises(ModelError, match=r"koala-700m is not downloaded and Easel is offline: put its diffusers "
+                                         r"folder \(from etri-vilab/koala-700m\) at .*Stable-diffusion/koala-700m"):
+        with registry.lease("koala-700m"):
+            pass
+    assert time.perf_counter() - started < 2.0
