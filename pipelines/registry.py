@@ -230,8 +230,10 @@ class Registry:
                 entry.last_used = time.monotonic()
 
     def resident(self) -> list[dict]:
+        """What is loaded, where, how large, and whether a job holds it now."""
         with self._lock:
-            return [{"name": n, "bytes": e.nbytes, "leases": e.leases} for n, e in self._loaded.items()]
+            return [{"name": n, "device": self.device, "bytes": e.nbytes, "leases": e.leases}
+                    for n, e in self._loaded.items()]
 
     def unload(self, name: str) -> bool:
         with self._lock:

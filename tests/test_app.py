@@ -182,3 +182,14 @@ def test_img2img_batch_over_a_folder(client, tmp_path):
     with pytest.raises(AppError, match="The folder holds no images"):
         client.predict(prompt="x", init_image=None, batch_files=[files[2]], steps=2, width=64, height=64,
                        api_name="/img2img")
+
+
+def test_models_tab_loads_lists_and_unloads(client):
+    rows, budget = client.predict("tiny-sdxl", api_name="/models_load")
+    resident = {row[0]: row for row in rows["data"]}
+    assert resident["tiny-sdxl"][1] == "cpu" and resident["tiny-sdxl"][2] > 0 and resident["tiny-sdxl"][3] == "no"
+    assert budget.startswith("Memory budget:")
+    rows, _ = client.predict("tiny-sdxl", api_name="/models_unload")
+    assert "tiny-sdxl" not in {row[0] for row in rows["data"]}
+    with pytest.raises(AppError, match="Unknown model 'nope'"):
+        client.predict("nope", api_name="/models_load")

@@ -228,3 +228,15 @@ def test_inpaint_with_a_mask_drawn_by_mouse(page, png_dir):
     infotext = _generate_in(page, "inpaint")
     assert infotext.startswith("a blue square") and "Mask blur: 4" in infotext and "Masked content: original" in infotext
     page.screenshot(path=str(ARTIFACTS / "inpaint.png"), full_page=True, animations="disabled")
+
+
+def test_models_tab(page):
+    page.get_by_role("tab", name="Models", exact=True).click()
+    choice = page.locator("#models_choice input")
+    choice.fill("tiny-sdxl")
+    choice.press("Enter")
+    page.locator("#models_load").click()
+    expect(page.locator("#models_table")).to_contain_text("tiny-sdxl", timeout=GENERATION_TIMEOUT_MS)
+    page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True, animations="disabled")
+    page.locator("#models_unload").click()
+    expect(page.locator("#models_table")).not_to_contain_text("tiny-sdxl")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 from pipelines.errors import EaselError
 
-from . import img2img, inpaint, png_info, txt2img
+from . import img2img, inpaint, models, png_info, txt2img
 from .common import REFRESH
 from .transfer import wire_send_images, wire_send_parameters
 
@@ -33,6 +33,8 @@ def build_ui(services) -> gr.Blocks:
                 inp = inpaint.build(services, model, defaults)
             with gr.Tab("PNG Info", id="png_info"):
                 png_info.build(services, t2i, model, tabs)
+            with gr.Tab("Models", id="models"):
+                models.build(services)
         generation_tabs = [t2i, i2i, inp]
         wire_send_images(tabs, generation_tabs, {
             "img2img": (i2i.inputs["image"], i2i, lambda image: image),
