@@ -1,0 +1,85 @@
+"""The easel-shapes training loop, on a tiny copy of the architecture: it runs, it writes a folder
+that StableDiffusionPipeline loads on its own, and a run stopped by its time budget resumes into
+exactly the run that was not stopped."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.architecture import Config
+from training.evaluate import evaluate
+from training.train import train
+
+TINY = Config(
+    norm_groups=4,
+    vae_channels=(8, 16),
+    vae_steps=2,
+    vae_batch=2,
+    text_hidden=8,
+    text_layers=1,
+    text_heads=2,
+    unet_channels=(8, 16),
+    unet_heads=2,
+    unet_steps=2,
+    unet_batch=2,
+    warmup_steps=1,
+    pool_size=4,
+    checkpoint_every=1,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    assert train(TINY, root / "out", root / "work", minutes=10)
+    return root
+
+
+def test_training_writes_a_loadable_stable_diffusion_folder(trained):
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+
+    out = trained / "out"
+    pipe = StableDiffusionPipeline.from_pretrained(out)
+    assert pipe.safety_checker is None and pipe.feature_extractor is None
+    assert isinstance(pipe.scheduler, EulerAncestralDiscreteScheduler)
+    assert pipe.scheduler.config.beta_schedule == "scaled_linear"
+    assert pipe.tokenizer.model_max_length == 77
+    assert pipe.tokenizer("a red circle").input_ids[0] == 49406
+    assert pipe.text_encoder.config.vocab_size == 49408
+    assert pipe.vae.config.latent_channels == 4
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    # Stored in fp16 for size, loaded as fp32 for the CPU.
+    assert all(t.dtype == torch.float16 for t in load_file(out / "unet" / "diffusion_pytorch_model.safetensors").values())
+    assert pipe.text_encoder.dtype == pipe.unet.dtype == pipe.vae.dtype == torch.float32
+    assert json.loads((out / "model_index.json").read_text())["requires_safety_checker"] is False
+    image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (64, 64)
+
+
+def test_stopped_run_resumes_into_the_uninterrupted_one(trained, tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert not train(TINY, out, work, minutes=0)  # out of time right after the first step
+    saved = torch.load(work / "checkpoint.pt", weights_only=False)
+    assert (saved["phase"], saved["step"]) == ("vae", 1)
+    assert not (out / "model_index.json").exists()
+
+    assert train(TINY, out, work, minutes=10, resume=True)
+    assert torch.load(work / "checkpoint.pt", weights_only=False)["phase"] == "done"
+    for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+        resumed, straight = load_file(out / part), load_file(trained / "out" / part)
+        assert resumed.keys() == straight.keys()
+        assert all(torch.allclose(resumed[k].float(), straight[k].float(), atol=1e-3) for k in resumed), part
+
+
+def test_evaluation_runs_on_a_trained_folder(trained, tmp_path):
+    import shutil
+
+    folder = tmp_path / "Stable-diffusion" / "tiny-shapes"  # evaluation goes through the app's model registry
+    shutil.copytree(trained / "out", folder)
+    result = evaluate(folder, n_prompts=2, seeds=(0,))
+    assert result["pictures"] == 2
+    assert set(result["accuracy"]) == {"colour", "shape", "position", "background", "size"}
+    assert all(0.0 <= v <= 1.0 for v in result["accuracy"].values())
+    assert result["seconds_per_picture"] > 0
