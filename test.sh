@@ -5,6 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh --browser || exit 1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+# One torch thread: as fast for these small models, and immune to the ~100x OpenMP slowdown when another
+# process shares the two cores; the expected pictures were verified this way.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 .venv/bin/python -m pytest "$@"
 status=$?
 if [ "$status" = 5 ]; then
