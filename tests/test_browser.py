@@ -214,7 +214,7 @@ def test_img2img_upload_and_send_to(page, png_dir):
 
 def test_inpaint_with_a_mask_drawn_by_mouse(page, png_dir):
     page.get_by_role("tab", name="Inpaint", exact=True).click()
-    page.locator("#inpaint_prompt textarea").fill("a blue square")
+    prompt = page.locator("#inpaint_prompt textarea")
     info = page.locator("#inpaint_info textarea")
     error = page.get_by_role("status").filter(has_text="Error")
     for _ in range(3):  # on a loaded machine the editor may not have taken the image or sized its canvas yet
@@ -229,6 +229,8 @@ def test_inpaint_with_a_mask_drawn_by_mouse(page, png_dir):
         for step in range(9):
             page.mouse.move(cx - 40 + step * 10, cy + (step % 2) * 8, steps=3)
         page.mouse.up()
+        prompt.fill("a blue square")
+        expect(prompt).to_have_value("a blue square")
         page.locator("#inpaint_generate").click()
         deadline = time.monotonic() + GENERATION_TIMEOUT_MS / 1000
         while time.monotonic() < deadline and not info.input_value() and not error.count():
