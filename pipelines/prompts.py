@@ -1,0 +1,109 @@
+"""A1111's prompt syntax, parsed by our own code (compel reads a different grammar).
+
+``extract_networks`` takes the extra-network tags out of a prompt: ``<lora:name:w>``,
+``<lora:name:te_w:unet_w>`` (or named ``te=``/``unet=``) and ``<hypernet:name:w>``, weight 1 when left out, as
+A1111's ``extra_networks.parse_prompt`` does. Other ``<...>`` text stays in the prompt.
+
+``parse_prompt_attention`` follows A1111's ``prompt_parser.parse_prompt_attention``: ``(x)`` multiplies the
+weight by 1.1, ``[x]`` divides it by 1.1, ``(x:1.5)`` multiplies it by 1.5; brackets nest and multiply;
+``\\(`` ``\\)`` ``\\[`` ``\\]`` ``\\\\`` are literal characters; brackets left open are closed at the end;
+neighbouring pieces of equal weight are merged; ``BREAK`` (a whole word, in capitals) starts a new chunk. One
+deliberate difference: a ``BREAK`` inside brackets stays a break (A1111 multiplies its marker's weight and
+then reads the word ``BREAK`` as text).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+BREAK = "BREAK"  # a parsed piece ``(BREAK, BREAK_WEIGHT)`` marks a forced chunk boundary
+BREAK_WEIGHT = -1.0
+
+_NETWORK_TAG = re.compile(r"<(lora|hypernet):([^>]+)>")
+_ATTENTION = re.compile(r"""
+\\\(|\\\)|\\\[|\\]|\\\\|\\|   # escapes (a lone backslash vanishes, as in A1111)
+\(|\[|
+:\s*([+-]?[.\d]+)\s*\)|       # the end of (text:weight)
+\)|]|
+[^\\()\[\]:]+|
+:
+""", re.X)
+_BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*", re.S)
+ROUND, SQUARE = 1.1, 1 / 1.1
+
+
+@dataclass(frozen=True)
+class NetworkUse:
+    """One extra-network tag of a prompt. A hypernetwork's strength is in both weights."""
+    kind: Literal["lora", "hypernet"]
+    name: str
+    te_weight: float = 1.0
+    unet_weight: float = 1.0
+
+
+def extract_networks(prompt: str) -> tuple[str, list[NetworkUse]]:
+    """The prompt without its ``<lora:...>``/``<hypernet:...>`` tags, and the tags in order of appearance.
+    A weight that is not a number raises ``ValueError`` naming the tag."""
+    uses: list[NetworkUse] = []
+
+    def take(match: re.Match) -> str:
+        kind, args = match.group(1), match.group(2).split(":")
+        positional = [a for a in args if "=" not in a]
+        named = dict(a.split("=", 1) for a in args if "=" in a)
+        try:
+            te = float(named.get("te", positional[1] if len(positional) > 1 else 1.0))
+            unet = float(named.get("unet", positional[2] if len(positional) > 2 else te))
+        except ValueError:
+            raise ValueError(f"{match.group(0)}: the weight is not a number") from None
+        if kind == "hypernet":
+            unet = te
+        uses.append(NetworkUse(kind, positional[0].strip() if positional else "", te, unet))
+        return ""
+
+    return _NETWORK_TAG.sub(take, prompt), uses
+
+
+def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
+    """``text`` as ``(piece, weight)`` pairs; ``(BREAK, BREAK_WEIGHT)`` marks a ``BREAK``."""
+    pieces: list[list] = []
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def multiply(start: int, factor: float) -> None:
+        for piece in pieces[start:]:
+            if piece[1] != BREAK_WEIGHT:
+                piece[1] *= factor
+
+    for match in _ATTENTION.finditer(text):
+        token, weight = match.group(0), match.group(1)
+        if token.startswith("\\"):
+            pieces.append([token[1:], 1.0])
+        elif token == "(":
+            round_open.append(len(pieces))
+        elif token == "[":
+            square_open.append(len(pieces))
+        elif weight is not None and round_open:
+            multiply(round_open.pop(), float(weight))
+        elif token == ")" and round_open:
+            multiply(round_open.pop(), ROUND)
+        elif token == "]" and square_open:
+            multiply(square_open.pop(), SQUARE)
+        else:
+            for i, part in enumerate(_BREAK_WORD.split(token)):
+                if i:
+                    pieces.append([BREAK, BREAK_WEIGHT])
+                pieces.append([part, 1.0])
+    for start in round_open:
+        multiply(start, ROUND)
+    for start in square_open:
+        multiply(start, SQUARE)
+
+    merged: list[list] = []
+    for piece in pieces or [["", 1.0]]:
+        if merged and merged[-1][1] == piece[1] != BREAK_WEIGHT:
+            merged[-1][0] += piece[0]
+        else:
+            merged.append(piece)
+    return [(piece, weight) for piece, weight in merged]
