@@ -20,6 +20,7 @@ from PIL import Image
 from .errors import ModelError, RequestError
 from .generate import decode_latents, run_pipeline, run_upscaler
 from .images import TaskImages
+from .networks import Networks
 from .outputs import OutputWriter
 from .preview import LatentPreviewer
 from .registry import Registry
@@ -54,6 +55,7 @@ class GenerationResult:
     seeds: list[int] = field(default_factory=list)
     paths: list[Path | None] = field(default_factory=list)
     interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)  # what was skipped or only partly applied (a bad LoRA file)
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     progress: Progress | None = None
     preview: Image.Image | None = None  # the latest live preview
+    extra_params: dict = field(default_factory=dict)  # A1111's extra_generation_params (infotext), e.g. Lora hashes
+    warnings: list[str] = field(default_factory=list)
 
 
 class Engine:
@@ -77,6 +81,7 @@ class Engine:
         self._device_lock = threading.Lock()
         self._job: Job | None = None
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
+        self.networks = Networks(registry.models_dir)
 
     def generate(self, request: GenerationRequest, *, owner: Any = None,
                  on_progress: Callable[[Progress], None] | None = None,
@@ -91,7 +96,7 @@ class Engine:
         seeds = request.seeds()
         result = GenerationResult(request=request)
         with self._device_lock, self.registry.lease(info.name) as model:
-            self._job = job = Job(owner, request, cancel or threading.Event())
+            self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings)
             try:
                 pipe = model.pipeline(request.task)
                 task_images = TaskImages.prepare(request)
@@ -104,7 +109,7 @@ class Engine:
                         images = self._pass(model, pipe, request, job, batch_seeds, on_step, images=task_images)
                     job.skip.clear()
                     for image, seed in zip(images, batch_seeds):
-                        text = request.infotext(seed, model.info.name, model.hash)
+                        text = request.infotext(seed, model.info.name, model.hash, job.extra_params)
                         image.info["parameters"] = text
                         result.images.append(image)
                         result.infotexts.append(text)
@@ -126,8 +131,9 @@ class Engine:
     def _pass(self, model, pipe, request: GenerationRequest, job: Job, seeds: list[int], on_step, **options):
         """One sampling pass over a batch, with a fresh scheduler for it."""
         pipe.scheduler = make_scheduler(request.sampler, request.scheduler, model.pipe.scheduler.config, seeds)
-        return run_pipeline(pipe, request, seeds, on_step=on_step,
-                            should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(), **options)
+        with self.networks.applied(model, request, job) as request:  # LoRA, hypernetworks; tags out of the prompt
+            return run_pipeline(pipe, request, seeds, on_step=on_step,
+                                should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(), **options)
 
     def _hires(self, model, pipe, job: Job, seeds: list[int], on_step) -> list[Image.Image]:
         """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it."""

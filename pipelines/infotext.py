@@ -53,6 +53,13 @@ def _unquote(text: str) -> str:
     return text
 
 
+class NameHashes(dict):
+    """A1111's ``name: hash, name: hash`` value (``Lora hashes``, ``TI hashes``), filled as files get used."""
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name}: {digest}" for name, digest in self.items())
+
+
 def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
     """Build the text exactly as A1111's ``create_infotext`` does; params keep their given order."""
     parts = []

@@ -251,8 +251,10 @@ class GenerationRequest:
         """A1111's rule: image i of the whole job uses seed + i."""
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.image_count)]
 
-    def infotext(self, seed: int, model_name: str, model_hash: str | None = None) -> str:
-        """A1111's "parameters" text for the image made with ``seed``."""
+    def infotext(self, seed: int, model_name: str, model_hash: str | None = None,
+                 extra: Mapping[str, Any] | None = None) -> str:
+        """A1111's "parameters" text for the image made with ``seed``; ``extra`` holds keys the engine adds
+        (A1111's extra_generation_params: ``Lora hashes``, ...), written before ``Version``."""
         params = {
             "Steps": self.steps,
             "Sampler": self.sampler,
@@ -267,6 +269,7 @@ class GenerationRequest:
             "RNG": "CPU",
             **(self._inpaint_params() if self.task == "inpaint" else {}),
             **(self._hires_params() if self.enable_hr else {}),
+            **(extra or {}),
             "Version": VERSION,
         }
         return infotext_format.format_infotext(self.prompt, self.negative_prompt, params)

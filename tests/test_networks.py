@@ -1,0 +1,211 @@
+"""LoRA through the engine on the tiny models: files built here in kohya's and diffusers' formats; weight 0 is
+no LoRA, weight 1 changes the picture, switching leaves no residue, bad files are refused by name, and the share
+of an SDXL LoRA that applies to a KOALA-like UNet (no mid block) is reported."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipelines.engine import Engine
+from pipelines.hashing import network_hash
+from pipelines.outputs import OutputWriter
+from pipelines.registry import Registry
+from pipelines.request import GenerationRequest
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def lora_layers(pipe, seed: int, rank: int = 2, scale: float = 0.5):
+    """(component, module name, down, up) for every attention projection of the UNet and text encoders."""
+    g = torch.Generator().manual_seed(seed)
+    for component in ("unet", "text_encoder", "text_encoder_2"):
+        model = getattr(pipe, component, None)
+        for name, module in (model.named_modules() if model is not None else ()):
+            if name.endswith(LORA_TARGETS) and isinstance(module, torch.nn.Linear):
+                yield (component, name, torch.randn(rank, module.in_features, generator=g) * scale,
+                       torch.randn(module.out_features, rank, generator=g) * scale)
+
+
+def kohya_lora(pipe, seed: int) -> dict:
+    """kohya/A1111 key names (``lora_unet_…``, ``lora_te_…``/``lora_te1_``/``lora_te2_``) with alpha = rank."""
+    te_prefix = {"text_encoder": "lora_te1_" if hasattr(pipe, "text_encoder_2") else "lora_te_",
+                 "text_encoder_2": "lora_te2_", "unet": "lora_unet_"}
+    weights = {}
+    for component, name, down, up in lora_layers(pipe, seed):
+        # kohya names CLIP layers by their transformers-4 path (text_model.encoder...), which transformers 5's
+        # CLIPTextModel no longer has
+        path = name if component == "unet" or name.startswith("text_model.") else f"text_model.{name}"
+        key = te_prefix[component] + path.replace(".", "_")
+        weights.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up,
+                        f"{key}.alpha": torch.tensor(float(down.shape[0]))})
+    return weights
+
+
+def diffusers_lora(pipe, seed: int) -> dict:
+    """diffusers/PEFT key names (``unet.….lora_A.weight``); no alpha, so the scale is 1 as with kohya's alpha = rank."""
+    weights = {}
+    for component, name, down, up in lora_layers(pipe, seed):
+        weights.update({f"{component}.{name}.lora_A.weight": down, f"{component}.{name}.lora_B.weight": up})
+    return weights
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A models folder with tiny-sd, tiny-sdxl and a KOALA-like tiny-koala (tiny-sdxl without its mid block),
+    and LoRA files for them."""
+    from diffusers import UNet2DConditionModel
+
+    from training.tiny_random import build_tiny_sd, build_tiny_sdxl, save_tiny_models
+
+    root = tmp_path_factory.mktemp("net-models")
+    save_tiny_models(root)
+    koala = build_tiny_sdxl()
+    koala.unet = UNet2DConditionModel.from_config(koala.unet.config, mid_block_type=None)
+    koala.save_pretrained(root / "Stable-diffusion" / "tiny-koala")
+    loras = root / "Lora"
+    (loras / "styles").mkdir(parents=True)
+    sd, sdxl = build_tiny_sd(), build_tiny_sdxl()
+    save_file(kohya_lora(sd, 1), loras / "kohya.safetensors", metadata={"ss_output_name": "kohya"})
+    save_file(diffusers_lora(sd, 1), loras / "styles" / "peft-same.safetensors")  # the same weights, other names
+    save_file(kohya_lora(sd, 2), loras / "other.safetensors")
+    torch.save(kohya_lora(sd, 3), loras / "pickled.pt")
+    save_file(kohya_lora(sdxl, 4), loras / "xl.safetensors")
+    (loras / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    save_file({"some.weight": torch.zeros(2, 2)}, loras / "unknown.safetensors")
+    with open(loras / "evil.pt", "wb") as fh:
+        pickle.dump(_Evil(), fh)
+    return root
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo pwned",)
+
+
+def engine_for(root, tmp_path) -> Engine:
+    """A new registry each time: its models have never seen a LoRA."""
+    return Engine(Registry(root, device="cpu", default_model="tiny-sd"), OutputWriter(tmp_path / "out", enabled=False))
+
+
+@pytest.fixture(scope="module")
+def engine(folders, tmp_path_factory):
+    return engine_for(folders, tmp_path_factory.mktemp("out"))
+
+
+def run(engine, prompt: str, **values):
+    request = GenerationRequest(**{"prompt": prompt, "model": "tiny-sd", "width": 64, "height": 64, "steps": 3,
+                                   "seed": 11, "sampler": "Euler", **values})
+    result = engine.generate(request, save=False)
+    return np.asarray(result.images[0], dtype=np.int16), result
+
+
+@pytest.fixture(scope="module")
+def plain(folders, tmp_path_factory):
+    """The picture of a model that never had a LoRA."""
+    return run(engine_for(folders, tmp_path_factory.mktemp("fresh")), "a red circle")[0]
+
+
+def test_weight_zero_is_no_lora_and_weight_one_changes_the_picture(engine, plain):
+    zero, result = run(engine, "a red circle <lora:kohya:0>")
+    assert np.array_equal(zero, plain) and result.warnings == []
+    one, _ = run(engine, "a red circle <lora:kohya:1>")
+    assert np.abs(one - plain).mean() > 1
+
+
+def test_kohya_and_diffusers_formats_of_the_same_weights_give_the_same_picture(engine, plain):
+    kohya, _ = run(engine, "a red circle <lora:kohya:0.8>")
+    peft, result = run(engine, "a red circle <lora:peft-same:0.8>")  # found in a subfolder, by name
+    assert result.warnings == []
+    assert np.abs(kohya - peft).max() <= 1 and not np.array_equal(kohya, plain)
+
+
+def test_pickled_pt_lora_loads_through_safe_loading(engine, plain):
+    picture, result = run(engine, "a red circle <lora:pickled:1>")
+    assert result.warnings == [] and not np.array_equal(picture, plain)
+
+
+def test_text_encoder_and_unet_weights_act_separately(engine, plain):
+    both, _ = run(engine, "a red circle <lora:kohya:1>")
+    text_only, _ = run(engine, "a red circle <lora:kohya:1:0>")
+    unet_only, _ = run(engine, "a red circle <lora:kohya:0:1>")
+    assert len({plain.tobytes(), both.tobytes(), text_only.tobytes(), unet_only.tobytes()}) == 4
+
+
+def test_two_loras_at_once(engine):
+    one, _ = run(engine, "a red circle <lora:kohya:1>")
+    two, _ = run(engine, "a red circle <lora:kohya:1> <lora:other:1>")
+    assert np.abs(two - one).mean() > 1
+
+
+def test_switching_loras_leaves_no_residue(engine, plain):
+    run(engine, "a red circle <lora:kohya:1>")
+    run(engine, "a red circle <lora:other:0.5:1.5>")
+    after, result = run(engine, "a red circle")
+    assert np.array_equal(after, plain) and result.warnings == []
+
+
+def test_lora_hashes_are_in_the_infotext_and_the_tags_stay_in_the_prompt(engine, folders):
+    _, result = run(engine, "a red circle <lora:kohya:0.7> <lora:other:1>")
+    text = result.infotexts[0]
+    assert text.startswith("a red circle <lora:kohya:0.7> <lora:other:1>\n")
+    hashes = f'kohya: {network_hash(folders / "Lora" / "kohya.safetensors")}, ' \
+             f'other: {network_hash(folders / "Lora" / "other.safetensors")}'
+    assert f'Lora hashes: "{hashes}", Version: ' in text
+    assert len(hashes.split(", ")[0].split(": ")[1]) == 12
+
+
+def test_safetensors_hash_skips_the_header(tmp_path):
+    """A1111's LoRA hash (civitai's AutoV3) covers the tensors only: new metadata keeps it."""
+    tensors = {"a.lora_down.weight": torch.ones(2, 2)}
+    save_file(tensors, tmp_path / "a.safetensors", metadata={"v": "1"})
+    save_file(tensors, tmp_path / "b.safetensors", metadata={"v": "a longer note"})
+    assert network_hash(tmp_path / "a.safetensors") == network_hash(tmp_path / "b.safetensors")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("evil", "pickle that would run code"),
+    ("corrupt", "not a readable safetensors file|cannot be read"),
+    ("unknown", "holds no LoRA layers"),
+    ("xl", "is a context 16 LoRA; this model is context 8"),
+    ("missing", "not found in"),
+])
+def test_bad_files_are_refused_by_name_and_the_generation_goes_on(engine, plain, name, message, capfd):
+    picture, result = run(engine, f"a red circle <lora:{name}:1>")
+    assert np.array_equal(picture, plain)
+    assert len(result.warnings) == 1 and f"'{name}'" in result.warnings[0]
+    assert any(part in result.warnings[0] for part in message.split("|")), result.warnings
+    assert "pwned" not in capfd.readouterr().out
+    assert "Lora hashes" not in result.infotexts[0]
+
+
+def test_sdxl_lora_on_a_koala_unet_reports_the_share_that_applied(engine):
+    full, _ = run(engine, "a red circle", model="tiny-koala")
+    partial, result = run(engine, "a red circle <lora:xl:1>", model="tiny-koala")
+    assert not np.array_equal(full, partial)
+    (warning,) = result.warnings
+    # 48 layers: 8 in each of tiny-sdxl's 4 transformer blocks, 8 in each text encoder; the mid block's 8 are gone
+    assert "LoRA 'xl'" in warning and "applied to 83% of its layers" in warning, warning
+    run(engine, "a red circle <lora:xl:1>", model="tiny-sdxl")
+    assert run(engine, "a red circle <lora:xl:1>", model="tiny-sdxl")[1].warnings == []
+
+
+def test_a_bad_weight_is_a_request_error(engine):
+    from pipelines.errors import RequestError
+
+    with pytest.raises(RequestError, match="weight is not a number"):
+        run(engine, "a red circle <lora:kohya:lots>")
+
+
+def test_networks_are_listed_with_family_and_metadata(engine):
+    from pipelines.networks import describe, metadata
+
+    loras = {item.name: item for item in engine.networks.files("lora")}
+    assert {"kohya", "peft-same", "other", "pickled", "xl", "corrupt", "unknown", "evil"} <= set(loras)
+    assert describe(loras["kohya"]) == "context 8" and describe(loras["xl"]) == "context 16"
+    assert describe(loras["corrupt"]) == "unreadable" and describe(loras["evil"]) == "unreadable"
+    assert metadata(loras["kohya"]) == {"ss_output_name": "kohya"}
