@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
@@ -21,6 +22,7 @@ from fastapi.routing import APIRoute
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelines.embeddings import expected_shape
 from pipelines.engine import GenerationResult
 from pipelines.errors import EaselError, ModelError, RequestError
 from pipelines.infotext import parse_infotext, read_infotext
@@ -207,7 +209,9 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     @router.get("/embeddings")
     def embeddings():
-        return {"loaded": {}, "skipped": {}}
+        """Textual-inversion files by name: ``loaded`` fit the current model's text encoders, ``skipped`` do not."""
+        info = services.registry.resolve("")
+        return engine.embeddings.listing(expected_shape(Path(info.source)) if info.local else None)
 
     @router.get("/upscalers")
     def upscalers():

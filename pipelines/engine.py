@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 from PIL import Image
 
+from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .generate import decode_latents, run_pipeline, run_upscaler
 from .images import TaskImages
@@ -82,6 +83,7 @@ class Engine:
         self._job: Job | None = None
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
         self.networks = Networks(registry.models_dir)
+        self.embeddings = EmbeddingLibrary(registry.models_dir)  # textual inversion, words in prompts
 
     def generate(self, request: GenerationRequest, *, owner: Any = None,
                  on_progress: Callable[[Progress], None] | None = None,
@@ -133,7 +135,9 @@ class Engine:
         pipe.scheduler = make_scheduler(request.sampler, request.scheduler, model.pipe.scheduler.config, seeds)
         with self.networks.applied(model, request, job) as request:  # LoRA, hypernetworks; tags out of the prompt
             return run_pipeline(pipe, request, seeds, on_step=on_step,
-                                should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(), **options)
+                                should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(),
+                                embeddings=self.embeddings, extra_params=job.extra_params, warnings=job.warnings,
+                                **options)
 
     def _hires(self, model, pipe, job: Job, seeds: list[int], on_step) -> list[Image.Image]:
         """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it."""

@@ -15,9 +15,10 @@ from typing import Callable
 
 import torch
 
+from .embeddings import EmbeddingLibrary
 from .images import TaskImages
 from .request import GenerationRequest
-from .text_encoding import clip_skip_embeds, needs_own_encoding
+from .text_encoding import encode_prompts
 from .upscalers import upscale_latents
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, latents)
@@ -25,8 +26,11 @@ StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, l
 
 def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: TaskImages | None = None,
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None,
-                 latent_output: bool = False):
-    """Pictures for ``seeds`` (a list of PIL images), or with ``latent_output`` the final latents (a tensor)."""
+                 latent_output: bool = False, embeddings: EmbeddingLibrary | None = None,
+                 extra_params: dict | None = None, warnings: list[str] | None = None):
+    """Pictures for ``seeds`` (a list of PIL images), or with ``latent_output`` the final latents (a tensor).
+    The prompts are encoded here (A1111 weights, long prompts, clip skip, ``embeddings``); the textual inversions
+    used go into ``extra_params`` (``TI hashes``) and refused embedding files into ``warnings``."""
     def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
         if on_step is not None:
             # second-order samplers (Heun, DPM2, DPM++ SDE) run more model steps than requested
@@ -35,23 +39,18 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
             pipeline._interrupt = True
         return tensors
 
-    clip_skip = request.clip_skip - 1 or None  # A1111 "Clip skip N" is diffusers clip_skip=N-1
-    if needs_own_encoding(pipe, clip_skip):
-        text = clip_skip_embeds(pipe, request.prompt, request.negative_prompt, clip_skip)
-        clip_skip = None
-    else:
-        text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt or None}
+    text = encode_prompts(pipe, request.prompt, request.negative_prompt, request.clip_skip, embeddings)
+    text.record(extra_params, warnings)
     task = images.pipeline_arguments(request) if images else {"width": request.width, "height": request.height}
     if images is not None and images.resize_latents:
         task["image"] = encode_resized(pipe, images.image, request.output_size)
     result = pipe(
-        **text,
+        **text.kwargs,
         **task,
         num_inference_steps=request.steps,
         guidance_scale=request.cfg_scale,
         num_images_per_prompt=len(seeds),
         generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-        clip_skip=clip_skip,
         callback_on_step_end=step_end,
         callback_on_step_end_tensor_inputs=["latents"],
         output_type="latent" if latent_output else "pil",

@@ -156,6 +156,8 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
         images = [image for result in done for image in result.images]
         infotexts = [text for result in done for text in result.infotexts]
         seeds = [seed for result in done for seed in result.seeds]
+        for warning in dict.fromkeys(w for result in done for w in result.warnings):  # files left out, once each
+            gr.Warning(warning)
         yield {
             panel.gallery: list(zip(images, (f"Seed {seed}" for seed in seeds))),
             panel.preview: gr.update(visible=False, value=None),
