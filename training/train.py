@@ -4,7 +4,7 @@
 
 Three phases, each resumable from ``--work``: (1) the autoencoder on freshly drawn pictures,
 (2) encoding a fixed pool of captioned pictures to latents once, (3) the UNet and text encoder
-jointly on those latents (v-prediction, SD's noise schedule, caption dropout for CFG).
+jointly on those latents (SD's noise schedule, min-SNR weighting, caption dropout for CFG).
 All randomness is drawn per step from the seed and the step number, so a resumed run is the run
 that was interrupted. The result is saved as a diffusers StableDiffusionPipeline folder (fp16).
 """
@@ -30,7 +30,7 @@ from pipelines.clip_tokenizer import MODEL_MAX_LENGTH, load_tokenizer
 from training import architecture as arch
 from training.shapes import caption, example, sample_scene
 
-_NUMERIC = {"int": int, "float": float}  # Config fields that get a command-line flag
+_FLAGS = {"int": int, "float": float, "str": str}  # Config fields that get a command-line flag
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Trainer:
         self.text = arch.build_text_encoder(cfg)
         self.unet = arch.build_unet(cfg)
         self.tokenizer = load_tokenizer(work / "tokenizer")
-        self.noise = arch.training_scheduler()
+        self.noise = arch.training_scheduler(cfg)
         self.state = State()
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -218,10 +218,8 @@ class Trainer:
                 captions, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True, return_tensors="pt"
             ).input_ids
             pred = self.unet(self.noise.add_noise(latents, noise, t), t, self.text(ids)[0]).sample
-            # v-prediction: at high noise the target is the clean latent itself, so what the prompt
-            # decides there (where the shape goes, which shape) gets a full-strength gradient,
-            # where epsilon-prediction would scale it by the tiny signal-to-noise ratio.
-            target = self.noise.get_velocity(latents, noise, t)
+            v_prediction = cfg.prediction_type == "v_prediction"
+            target = self.noise.get_velocity(latents, noise, t) if v_prediction else noise
             weight = (cfg.snr_gamma * (1 - alphas[t]) / alphas[t]).clamp(max=1.0)
             loss = (weight * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
             opt.zero_grad(set_to_none=True)
@@ -258,7 +256,7 @@ class Trainer:
             text_encoder=text,
             tokenizer=self.tokenizer,
             unet=unet,
-            scheduler=arch.sampling_scheduler(),
+            scheduler=arch.sampling_scheduler(self.cfg),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -313,8 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest when others share the CPU")
     for f in fields(arch.Config):
-        if f.type in _NUMERIC:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=_NUMERIC[f.type], default=f.default)
+        if f.type in _FLAGS:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=_FLAGS[f.type], default=f.default)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = arch.Config(**{f.name: getattr(args, f.name) for f in fields(arch.Config) if hasattr(args, f.name)})
