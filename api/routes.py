@@ -26,6 +26,7 @@ from pipelines.embeddings import expected_shape
 from pipelines.engine import GenerationResult
 from pipelines.errors import EaselError, ModelError, RequestError
 from pipelines.infotext import parse_infotext, read_infotext
+from pipelines.networks import metadata
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
 from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS, upscaler_names
 
@@ -201,10 +202,13 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     @router.get("/loras")
     def loras():
-        return []
+        """``models/Lora`` files as A1111 lists them; ``name`` is what ``<lora:name:weight>`` takes."""
+        return [{"name": item.name, "alias": item.name, "path": str(item.path), "metadata": metadata(item)}
+                for item in engine.networks.files("lora")]
 
     @router.post("/refresh-loras")
     def refresh_loras():
+        """The LoRA list is read from its folder on every call, so there is nothing to rescan."""
         return None
 
     @router.get("/embeddings")
@@ -228,7 +232,8 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     @router.get("/hypernetworks")
     def hypernetworks():
-        return []
+        """``models/hypernetworks`` files; ``name`` is what ``<hypernet:name:strength>`` takes."""
+        return [{"name": item.name, "path": str(item.path)} for item in engine.networks.files("hypernet")]
 
     @router.get("/sd-vae")
     def sd_vae():

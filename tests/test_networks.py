@@ -209,3 +209,32 @@ def test_networks_are_listed_with_family_and_metadata(engine):
     assert describe(loras["kohya"]) == "context 8" and describe(loras["xl"]) == "context 16"
     assert describe(loras["corrupt"]) == "unreadable" and describe(loras["evil"]) == "unreadable"
     assert metadata(loras["kohya"]) == {"ss_output_name": "kohya"}
+
+
+def test_rest_lists_loras_and_hypernetworks_and_ui_cards_insert_tags(folders):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from api.routes import create_router
+    from pipelines.services import Services, Settings
+    from ui.networks import cards, insert
+
+    (folders / "hypernetworks").mkdir(exist_ok=True)
+    torch.save({8: ({}, {})}, folders / "hypernetworks" / "grain.pt")
+    services = Services.build(Settings(models_dir=folders, device="cpu", save_outputs=False, default_model="tiny-sd"))
+    app = FastAPI()
+    app.include_router(create_router(services))
+    client = TestClient(app)
+    loras = {entry["name"]: entry for entry in client.get("/sdapi/v1/loras").json()}
+    assert loras["kohya"] == {"name": "kohya", "alias": "kohya", "path": str(folders / "Lora" / "kohya.safetensors"),
+                              "metadata": {"ss_output_name": "kohya"}}
+    assert loras["peft-same"]["path"].endswith("styles/peft-same.safetensors")
+    assert client.post("/sdapi/v1/refresh-loras").status_code == 200
+    assert client.get("/sdapi/v1/hypernetworks").json() == [
+        {"name": "grain", "path": str(folders / "hypernetworks" / "grain.pt")}]
+
+    found = {item.name: caption for item, caption in cards(services, "context 8")}
+    assert found["kohya"] == "kohya · LoRA · context 8" and "xl" not in found
+    assert insert("a cat", "<lora:kohya:1>") == "a cat <lora:kohya:1>"
+    assert insert("a cat <lora:kohya:1>", "<lora:kohya:1>") == "a cat <lora:kohya:1>"
+    assert insert("", "shiny") == "shiny"

@@ -199,12 +199,15 @@ class GenerationTab:
 def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
                    task_inputs: Callable[[FieldSet], dict] | None = None,
                    prepare: Callable[[dict], dict | list[dict]] | None = None) -> GenerationTab:
-    """The body every generation tab shares: prompts and buttons, the task's own inputs above the sampling
-    controls, and the output panel; wired to the engine."""
+    """The body every generation tab shares: prompts (with the Networks cards under them) and buttons, the task's
+    own inputs above the sampling controls, and the output panel; wired to the engine."""
+    from . import networks  # it uses this module's icons
+
     fields = FieldSet(task)
     with gr.Row():
         with gr.Column(scale=5):
             prompt_boxes(fields)
+            networks.build(services, fields.components["prompt"], task)
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{task}_generate")
             interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{task}_interrupt")

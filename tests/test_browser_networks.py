@@ -1,0 +1,94 @@
+"""Browser test of the Networks panel: in headless Chromium, search for a LoRA card, click it, see its tag land in
+the prompt, generate, and find the LoRA's hash in the infotext. The app runs on its own models folder (tiny-sd
+and a LoRA with a preview picture, plus an embedding and a hypernetwork file for their cards)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Playwright cannot download one offline)",
+                allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+TIMEOUT_MS = 60_000
+GENERATION_TIMEOUT_MS = 240_000
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    import app
+    from training.tiny_random import build_tiny_sd, save_tiny_models
+
+    root = tmp_path_factory.mktemp("browser-net-models")
+    save_tiny_models(root)
+    (root / "Lora").mkdir()
+    (root / "hypernetworks").mkdir()
+    (root / "embeddings").mkdir()
+    g = torch.Generator().manual_seed(0)
+    weights = {}
+    for name, module in build_tiny_sd().unet.named_modules():
+        if name.endswith(("to_k", "to_v")):
+            weights[f"unet.{name}.lora_A.weight"] = torch.randn(2, module.in_features, generator=g)
+            weights[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, 2, generator=g)
+    save_file(weights, root / "Lora" / "stripes.safetensors")
+    Image.new("RGB", (64, 64), (200, 40, 160)).save(root / "Lora" / "stripes.preview.png")
+    save_file({"emb_params": torch.zeros(1, 8)}, root / "embeddings" / "shiny.safetensors")
+    torch.save({8: ({}, {})}, root / "hypernetworks" / "grain.pt")
+    args = app.parse_args(["--models-dir", str(root), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
+                           "--default-model", "tiny-sd", "--device", "cpu"])
+    demo = app.build_app(app.settings_from_args(args))
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app_url)
+        expect(page.locator("#txt2img_generate")).to_be_visible()
+        yield page
+        browser.close()
+
+
+def test_click_a_lora_card_then_generate(page):
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("a red circle")
+    page.locator("#txt2img_networks").get_by_text("Networks").first.click()
+    cards = page.locator("#txt2img_networks_cards")
+    for caption in ("stripes · LoRA · context 8", "shiny · Embedding · context 8", "grain · Hypernetwork"):
+        expect(cards).to_contain_text(caption)
+    page.locator("#txt2img_networks_search input, #txt2img_networks_search textarea").first.fill("lora")
+    expect(cards).not_to_contain_text("shiny")
+    expect(cards.locator("img")).to_have_count(1)
+    cards.locator("img").first.evaluate("e => e.complete || new Promise(done => e.addEventListener('load', done))")
+    page.screenshot(path=str(ARTIFACTS / "networks-cards.png"), full_page=True, animations="disabled")
+
+    cards.locator("img").first.click()
+    expect(prompt).to_have_value("a red circle <lora:stripes:1>")
+
+    info = page.locator("#txt2img_info textarea")
+    page.locator("#txt2img_generate").click()
+    expect(info).to_have_value(re.compile("Lora hashes"), timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible()
+    text = info.input_value()
+    assert text.startswith("a red circle <lora:stripes:1>\n") and 'Lora hashes: "stripes: ' in text, text
+    page.screenshot(path=str(ARTIFACTS / "networks-generated.png"), full_page=True, animations="disabled")
