@@ -5,7 +5,8 @@ adapter_name=...)``, which converts kohya key names), and stays resident with th
 adapters it names on with its text-encoder and UNet weights and every other one off. The switch is made on each
 PEFT layer directly (its active adapters and their scales): diffusers' ``set_adapters`` cannot switch all
 adapters off, and ``disable_lora`` is all or nothing. A PEFT layer with no active adapter computes exactly its
-base layer, so a request without LoRA gives the pixels of a model that never had one.
+base layer, so a request without LoRA gives the pixels of a model that never had one. A change of the text
+encoders' active LoRAs drops their cached prompt encodings (``text_encoding.text_encoders_changed``).
 
 Before loading, a LoRA's cross-attention width (the input of its ``to_k`` projections) is compared with the
 model's: an SDXL LoRA is refused on an SD 1.x model with a sentence rather than a shape error. After loading,
@@ -20,10 +21,12 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Mapping
+from weakref import WeakKeyDictionary
 
 from .files import NetworkError, NetworkFile, family_name, read_weights
 
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_text_state: WeakKeyDictionary = WeakKeyDictionary()  # first text encoder -> its active (adapter, weight) pairs
 # The down (A) matrix of one LoRA layer, in kohya (lora_down), PEFT (lora_A) and older diffusers formats.
 _DOWN = re.compile(r"^(.*?)\.(?:lora_down|lora_A|lora\.down|down)\.weight$")
 
@@ -128,13 +131,21 @@ def load(pipe, item: NetworkFile) -> LoadedLora:
 
 
 def activate(pipe, weights: Mapping[str, tuple[float, float]]) -> None:
-    """Make exactly these adapters active, each with its (text encoder, UNet) weight; ``{}`` switches all off."""
+    """Make exactly these adapters active, each with its (text encoder, UNet) weight; ``{}`` switches all off.
+    When that changes what the text encoders compute, their cached prompt encodings are dropped."""
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+
+    from ..text_encoding import text_encoders_changed
 
     for key in COMPONENTS:
         module = getattr(pipe, key, None)
         if module is not None and getattr(module, "peft_config", None):
             set_weights_and_activate_adapters(module, list(weights), [w[key == "unet"] for w in weights.values()])
+    on_text = set().union(*(getattr(getattr(pipe, key, None), "peft_config", None) or {} for key in COMPONENTS[1:]))
+    state = tuple((name, w[0]) for name, w in weights.items() if name in on_text)
+    if _text_state.get(pipe.text_encoder, ()) != state:
+        _text_state[pipe.text_encoder] = state
+        text_encoders_changed(pipe)
 
 
 def has_adapters(pipe) -> bool:
