@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from pipelines.memory import MODES as MEMORY_MODES
+
 ROOT = Path(__file__).resolve().parent
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
 VALID_DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -43,6 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=VALID_DTYPES, default="auto")
     parser.add_argument("--memory-budget", type=float, metavar="GB",
                         help="memory for resident models before the least recently used is evicted")
+    parser.add_argument("--memory-mode", choices=MEMORY_MODES, default="auto",
+                        help="normal: models whole on the device; medvram/lowvram: offload to CPU RAM (as A1111's "
+                             "flags); auto: normal unless a model does not fit the memory budget")
+    parser.add_argument("--medvram", dest="memory_mode", action="store_const", const="medvram",
+                        help="same as --memory-mode medvram")
+    parser.add_argument("--lowvram", dest="memory_mode", action="store_const", const="lowvram",
+                        help="same as --memory-mode lowvram")
+    parser.add_argument("--vae", help="a VAE in models/VAE for every model whose easel.json names none")
     parser.add_argument("--default-model", default=None, help="model selected at start")
     parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     return parser.parse_args(argv)
@@ -110,7 +120,8 @@ def settings_from_args(args: argparse.Namespace):
 
     return Settings(models_dir=args.models_dir, outputs_dir=args.outputs_dir, device=args.device, dtype=args.dtype,
                     save_outputs=not args.no_save, memory_budget_gb=args.memory_budget, offline=args.offline,
-                    default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json")
+                    default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json",
+                    memory_mode=args.memory_mode, vae=args.vae)
 
 
 def build_app(settings, services=None):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,7 @@ MODEL_MAX_LENGTH = 77
 VOCAB_SIZE = 49408
 BOS_TOKEN_ID = 49406
 EOS_TOKEN_ID = 49407
+TOKENIZER_CACHE = Path(tempfile.gettempdir()) / "easel-clip-tokenizer"  # written once, shared by processes
 
 
 def _bpe_file() -> Path:
@@ -75,11 +77,12 @@ def write_tokenizer(out_dir: str | Path) -> Path:
     return out
 
 
-def load_tokenizer(cache_dir: str | Path):
-    """A CLIPTokenizer from ``cache_dir``, written there first if missing."""
+def load_tokenizer(cache_dir: str | Path = TOKENIZER_CACHE, **options):
+    """A CLIPTokenizer from ``cache_dir``, written there first if missing; ``options`` override its config
+    (SD2's and SDXL's second tokenizer pad with ``pad_token="!"``)."""
     from transformers import CLIPTokenizer
 
     cache = Path(cache_dir)
     if not (cache / "merges.txt").exists():
         write_tokenizer(cache)
-    return CLIPTokenizer.from_pretrained(str(cache), local_files_only=True)
+    return CLIPTokenizer.from_pretrained(str(cache), local_files_only=True, **options)

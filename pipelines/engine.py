@@ -111,7 +111,7 @@ class Engine:
                         images = self._pass(model, pipe, request, job, batch_seeds, on_step, images=task_images)
                     job.skip.clear()
                     for image, seed in zip(images, batch_seeds):
-                        text = request.infotext(seed, model.info.name, model.hash, job.extra_params)
+                        text = request.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
                         image.info["parameters"] = text
                         result.images.append(image)
                         result.infotexts.append(text)
@@ -125,7 +125,8 @@ class Engine:
                 self.registry.release_memory()
                 raise ModelError(
                     f"Out of memory generating {request.image_count} image(s) of {request.width}x{request.height} "
-                    f"with {info.name}. Memory was freed: try a smaller size or batch size.") from None
+                    f"with {info.name}. Memory was freed: try a smaller size or batch size, or start Easel with "
+                    "--memory-mode medvram (or lowvram).") from None
             finally:
                 self._job = None
         return result

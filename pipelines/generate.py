@@ -14,6 +14,7 @@ import inspect
 from typing import Callable
 
 import torch
+from diffusers.utils.torch_utils import get_module_execution_device
 
 from .embeddings import EmbeddingLibrary
 from .images import TaskImages
@@ -92,6 +93,6 @@ def encode_resized(pipe, image, size: tuple[int, int]) -> torch.Tensor:
     """A picture's (scaled) latents at its own size, stretched to ``size``: A1111's latent-upscale resize mode.
     The distribution's mean keeps it deterministic."""
     vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
+    pixels = pipe.image_processor.preprocess(image).to(get_module_execution_device(vae), vae.dtype)
     latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
     return upscale_latents(latents, size, pipe.vae_scale_factor, "Latent")

@@ -10,6 +10,7 @@ import itertools
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
 
@@ -24,7 +25,8 @@ class LatentPreviewer:
         images = colours[:, :, None, None].expand(-1, -1, 32, 32)
         config = self.vae.config
         with torch.no_grad():
-            latents = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.mean.float().cpu()
+            pixels = images.to(get_module_execution_device(self.vae), self.vae.dtype)
+            latents = self.vae.encode(pixels).latent_dist.mean.float().cpu()
         latents = (latents - (getattr(config, "shift_factor", None) or 0.0)) * config.scaling_factor
         features = torch.cat([latents.mean(dim=(2, 3)), torch.ones(len(colours), 1)], dim=1)
         return torch.linalg.lstsq(features, colours).solution  # (channels + 1) x 3

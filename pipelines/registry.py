@@ -1,10 +1,12 @@
 """The pipeline registry: every model loaded once, task variants sharing its weights, LRU under a budget.
 
-A model name resolves to a source (a diffusers folder under ``models/Stable-diffusion`` or a Hub id;
-never a path). ``lease(name)`` loads it if needed and pins it while a generation uses it; loading a new model
-first evicts the least recently used unpinned ones until the estimate fits the memory budget. Task variants
-(txt2img, img2img, inpaint) come from ``AutoPipelineFor*.from_pipe``, which reuses the same modules and,
-unlike the concrete classes' ``from_pipe``, never casts them to float32 (diffusers issue 12754).
+A model name resolves to a source (a diffusers folder or a single-file checkpoint under
+``models/Stable-diffusion``, or a Hub id; never a path). ``lease(name)`` loads it if needed and pins it while a
+generation uses it; loading a new model first evicts the least recently used unpinned ones until the estimate
+fits the memory budget, then places it in a memory mode (``memory.py``: whole on the device, or offloaded when
+it does not fit). Task variants (txt2img, img2img, inpaint) come from ``AutoPipelineFor*.from_pipe``, which
+reuses the same modules and, unlike the concrete classes' ``from_pipe``, never casts them to float32 (diffusers
+issue 12754).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .checkpoints import checkpoint_files, detect, load_checkpoint, override_vae
 from .errors import ModelError, RequestError
 from .hashing import short_hash, weight_files
+from .memory import default_budget, place
 from .upscalers import UPSCALER_DIR, require_model_folder
 
 log = logging.getLogger(__name__)
@@ -93,12 +97,21 @@ def describe_folder(name: str, folder: Path) -> ModelInfo:
                      inpainting=unet.get("in_channels") == 9)
 
 
+def describe_file(name: str, path: Path, config: Path) -> ModelInfo:
+    """A single-file checkpoint: family and native size from the config folder of its kind, defaults also from
+    its sidecar ``<name>.easel.json``."""
+    info = describe_folder(name, config)
+    return replace(info, source=str(path), defaults={**info.defaults, **detect(path).options})
+
+
 class LoadedModel:
     """A resident pipeline, its task variants, and its bookkeeping."""
 
-    def __init__(self, info: ModelInfo, pipe):
+    def __init__(self, info: ModelInfo, pipe, mode: str = "normal", vae: tuple = (None, None)):
         self.info = info
         self.pipe = pipe
+        self.mode = mode  # the memory mode it was placed in
+        self.vae = vae  # (name, short hash) of an override from models/VAE, for the infotext
         self.nbytes = sum(
             t.numel() * t.element_size()
             for module in pipe.components.values() if hasattr(module, "parameters")
@@ -140,27 +153,20 @@ def _check_tokenizers(pipe, name: str) -> None:
                 )
 
 
-def default_memory_budget(device: str) -> int:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        _, total = torch.cuda.mem_get_info(torch.device(device))
-        return int(total * 0.9)
-    import os
-
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
-
-
 class Registry:
     def __init__(self, models_dir: str | Path, device: str = "cpu", dtype=None,
                  memory_budget: int | None = None, offline: bool = True, default_model: str | None = None,
-                 catalog: str | Path | None = None):
+                 catalog: str | Path | None = None, memory_mode: str = "auto", vae: str | None = None):
+        """``memory_mode``: auto, normal, medvram or lowvram (``memory.py``); ``vae``: a name in ``models/VAE``
+        for every model whose ``easel.json`` names none."""
         import torch
 
         self.models_dir = Path(models_dir)
         self.device = device
         self.dtype = dtype or torch.float32
-        self.memory_budget = memory_budget if memory_budget is not None else default_memory_budget(device)
+        self.memory_budget = memory_budget if memory_budget is not None else default_budget(device)
+        self.memory_mode = memory_mode
+        self.vae = vae
         self.offline = offline
         self._default_model = default_model
         self.catalog = read_catalog(catalog)
@@ -172,7 +178,9 @@ class Registry:
         root = self.models_dir / CHECKPOINT_DIR
         if not root.is_dir():
             return []
-        return [describe_folder(p.name, p) for p in sorted(root.iterdir()) if (p / "model_index.json").is_file()]
+        folders = [describe_folder(p.name, p) for p in sorted(root.iterdir()) if (p / "model_index.json").is_file()]
+        files = [describe_file(name, *found) for name, found in checkpoint_files(root).items()]
+        return sorted(folders + files, key=lambda m: m.name)
 
     def names(self) -> list[str]:
         """Models on disk, then catalog models not on disk under the same name."""
@@ -202,6 +210,8 @@ class Registry:
         folder = self.models_dir / CHECKPOINT_DIR / name
         if _FOLDER_NAME.match(name) and (folder / "model_index.json").is_file():
             return describe_folder(name, folder)
+        if found := checkpoint_files(self.models_dir / CHECKPOINT_DIR).get(name):
+            return describe_file(name, *found)
         if name in self.catalog:
             return self.catalog[name]
         if _HUB_ID.match(name) and ".." not in name:
@@ -232,7 +242,7 @@ class Registry:
     def resident(self) -> list[dict]:
         """What is loaded, where, how large, and whether a job holds it now."""
         with self._lock:
-            return [{"name": n, "device": self.device, "bytes": e.nbytes, "leases": e.leases}
+            return [{"name": n, "device": self.device, "mode": e.mode, "bytes": e.nbytes, "leases": e.leases}
                     for n, e in self._loaded.items()]
 
     def unload(self, name: str) -> bool:
@@ -281,14 +291,18 @@ class Registry:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         started = time.perf_counter()
         try:
-            pipe = DiffusionPipeline.from_pretrained(info.source, **kwargs)
+            if info.local and Path(info.source).is_file():
+                pipe = load_checkpoint(Path(info.source), self.models_dir, self.dtype)
+            else:
+                pipe = DiffusionPipeline.from_pretrained(info.source, **kwargs)
+            vae = override_vae(pipe, self.models_dir, info.defaults.get("vae", self.vae))
         except Exception as exc:  # every loader failure becomes one readable message
             hint = " (offline: only local files can be used)" if not info.local and offline else ""
             raise ModelError(f"Could not load model {info.name!r} from {info.source}{hint}: {exc}") from exc
         _check_tokenizers(pipe, info.name)
-        pipe.to(self.device)
+        mode = place(pipe, self.memory_mode, self.device, self.memory_budget - self._used())
         pipe.set_progress_bar_config(disable=True)
-        entry = LoadedModel(info, pipe)
+        entry = LoadedModel(info, pipe, mode, vae)
         log.info("loaded %s in %.1f s (%.1f MB)", info.name, time.perf_counter() - started, entry.nbytes / 2**20)
         self._loaded[info.name] = entry
         return entry

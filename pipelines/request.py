@@ -252,9 +252,10 @@ class GenerationRequest:
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.image_count)]
 
     def infotext(self, seed: int, model_name: str, model_hash: str | None = None,
-                 extra: Mapping[str, Any] | None = None) -> str:
+                 extra: Mapping[str, Any] | None = None, vae: tuple = (None, None)) -> str:
         """A1111's "parameters" text for the image made with ``seed``; ``extra`` holds keys the engine adds
-        (A1111's extra_generation_params: ``Lora hashes``, ...), written before ``Version``."""
+        (A1111's extra_generation_params: ``Lora hashes``, ...), written before ``Version``; ``vae`` is the
+        (name, short hash) of a VAE that replaced the model's own."""
         params = {
             "Steps": self.steps,
             "Sampler": self.sampler,
@@ -264,6 +265,8 @@ class GenerationRequest:
             "Size": "{}x{}".format(*self.output_size),
             "Model hash": model_hash,
             "Model": model_name,
+            "VAE hash": vae[1],
+            "VAE": vae[0],
             "Denoising strength": self.denoising_strength if self.task != "txt2img" or self.enable_hr else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",

@@ -31,6 +31,8 @@ class Settings:
     offline: bool = False
     default_model: str = DEFAULT_MODEL
     catalog: Path | None = None  # known Hub models and their presets (models/catalog.json)
+    memory_mode: str = "auto"  # auto, normal, medvram, lowvram (pipelines/memory.py)
+    vae: str | None = None  # a name in models/VAE used by every model whose easel.json names none
 
 
 def resolve_device(name: str) -> str:
@@ -74,7 +76,7 @@ class Services:
         budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
         registry = Registry(settings.models_dir, device=device, dtype=resolve_dtype(settings.dtype, device),
                             memory_budget=budget, offline=settings.offline, default_model=settings.default_model,
-                            catalog=settings.catalog)
+                            catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae)
         engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs),
                         preview_every=settings.preview_every)
         return cls(settings, registry, engine, _gpu_decorator()(engine.stream))

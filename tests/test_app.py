@@ -187,7 +187,8 @@ def test_img2img_batch_over_a_folder(client, tmp_path):
 def test_models_tab_loads_lists_and_unloads(client):
     rows, budget = client.predict("tiny-sdxl", api_name="/models_load")
     resident = {row[0]: row for row in rows["data"]}
-    assert resident["tiny-sdxl"][1] == "cpu" and resident["tiny-sdxl"][2] > 0 and resident["tiny-sdxl"][3] == "no"
+    assert resident["tiny-sdxl"][1:3] == ["cpu", "normal"] and resident["tiny-sdxl"][3] > 0
+    assert resident["tiny-sdxl"][4] == "no"
     assert budget.startswith("Memory budget:")
     rows, _ = client.predict("tiny-sdxl", api_name="/models_unload")
     assert "tiny-sdxl" not in {row[0] for row in rows["data"]}

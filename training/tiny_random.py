@@ -6,14 +6,11 @@ cross-attention, AutoencoderKL) at toy widths, so every SD / SDXL code path runs
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import torch
 
 from pipelines.clip_tokenizer import BOS_TOKEN_ID, EOS_TOKEN_ID, VOCAB_SIZE, load_tokenizer
-
-_TOKENIZER_CACHE = Path(tempfile.gettempdir()) / "easel-clip-tokenizer"
 
 
 def _text_encoder(hidden: int, projection: bool = False):
@@ -58,7 +55,7 @@ def build_tiny_sd(seed: int = 0, inpainting: bool = False):
     )
     cls = diffusers.StableDiffusionInpaintPipeline if inpainting else diffusers.StableDiffusionPipeline
     return cls(
-        vae=_vae(), text_encoder=_text_encoder(8), tokenizer=load_tokenizer(_TOKENIZER_CACHE), unet=unet,
+        vae=_vae(), text_encoder=_text_encoder(8), tokenizer=load_tokenizer(), unet=unet,
         scheduler=_scheduler(), safety_checker=None, feature_extractor=None, image_encoder=None,
         requires_safety_checker=False,
     )
@@ -76,7 +73,7 @@ def build_tiny_sdxl(seed: int = 0):
         addition_embed_type="text_time", addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 6 * 4,
         use_linear_projection=True,
     )
-    tokenizer = load_tokenizer(_TOKENIZER_CACHE)
+    tokenizer = load_tokenizer()
     return StableDiffusionXLPipeline(
         vae=_vae(), text_encoder=_text_encoder(8), text_encoder_2=_text_encoder(8, projection=True),
         tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=_scheduler(),
@@ -92,7 +89,7 @@ def build_tiny_upscaler(kind: str, seed: int = 0):
     shape = dict(block_out_channels=(8, 16), layers_per_block=1, sample_size=32, norm_num_groups=2,
                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), attention_head_dim=2,
                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8)
-    text = {"text_encoder": _text_encoder(8), "tokenizer": load_tokenizer(_TOKENIZER_CACHE)}
+    text = {"text_encoder": _text_encoder(8), "tokenizer": load_tokenizer()}
     if kind == "x4":
         unet = diffusers.UNet2DConditionModel(in_channels=7, out_channels=4, num_class_embeds=351, **shape)
         return diffusers.StableDiffusionUpscalePipeline(

@@ -1,4 +1,5 @@
-"""The Models tab: which models are resident, where and how large, with buttons to load and unload them."""
+"""The Models tab: which models are resident, where, in which memory mode and how large, with buttons to load
+and unload them."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ from pipelines.errors import EaselError
 
 from .common import GPU_QUEUE
 
-COLUMNS = ["Model", "Device", "Memory (MiB)", "In use"]
+COLUMNS = ["Model", "Device", "Memory mode", "Memory (MiB)", "In use"]
 
 
 def build(services) -> None:
     registry = services.registry
 
     def table():
-        rows = [[r["name"], r["device"], round(r["bytes"] / 2**20, 1), "yes" if r["leases"] else "no"]
+        rows = [[r["name"], r["device"], r["mode"], round(r["bytes"] / 2**20, 1), "yes" if r["leases"] else "no"]
                 for r in registry.resident()]
-        budget = f"Memory budget: {registry.memory_budget / 2**30:.1f} GiB on {registry.device}."
+        budget = (f"Memory budget: {registry.memory_budget / 2**30:.1f} GiB on {registry.device}; memory mode: "
+                  f"{registry.memory_mode}.")
         return rows, budget
 
     with gr.Row():
