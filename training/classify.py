@@ -121,8 +121,8 @@ def position_of(mask: np.ndarray) -> str:
     return _CELL[(row, col)]
 
 
-def classify(image: Image.Image | np.ndarray) -> Prediction:
-    """Read background, colour, shape, size and position off a single-shape picture."""
+def _segment(image: Image.Image | np.ndarray) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+    """(background name, the shape's colour, the shape's mask), the last two None when no shape is found."""
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float64)
     labels = nearest_labels(rgb)
     majority = int(np.bincount(labels.ravel(), minlength=len(_NAMES)).argmax())
@@ -130,14 +130,31 @@ def classify(image: Image.Image | np.ndarray) -> Prediction:
     bg = np.median(rgb[labels == majority], axis=0)
     rough = _largest_component(np.linalg.norm(rgb - bg, axis=2) > _ROUGH_DISTANCE)
     if rough.sum() < _MIN_AREA:
-        return Prediction(background)
+        return background, None, None
     fg = np.median(rgb[rough], axis=0)
     # A pixel belongs to the shape when it is nearer the shape's colour than the background's,
     # measured along the line between them: anti-aliased edges split at half coverage.
     direction = fg - bg
     coverage = ((rgb - bg) @ direction) / max(float(direction @ direction), 1e-6)
     mask = _largest_component(coverage > 0.5)
-    if mask.sum() < _MIN_AREA:
+    return (background, fg, mask) if mask.sum() >= _MIN_AREA else (background, None, None)
+
+
+def hollowness(image: Image.Image | np.ndarray) -> float:
+    """The style metric of the outline LoRA: the share of a shape's outer area that is background enclosed by
+    it. About 0 for filled shapes; 0.2-0.6 for the outline style (``shapes.render(style="outline")``)."""
+    _, _, mask = _segment(image)
+    if mask is None:
+        return 0.0
+    framed = np.pad(~mask, 1, constant_values=True)  # a frame joins all background that reaches the border
+    enclosed = ~mask & ~_largest_component(framed)[1:-1, 1:-1]
+    return float(enclosed.sum() / (enclosed.sum() + mask.sum()))
+
+
+def classify(image: Image.Image | np.ndarray) -> Prediction:
+    """Read background, colour, shape, size and position off a single-shape picture."""
+    background, fg, mask = _segment(image)
+    if mask is None:
         return Prediction(background)
     shape = shape_of(mask)
     scale = np.sqrt(mask.sum() / _AREA_PER_SCALE2[shape])

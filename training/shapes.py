@@ -46,6 +46,8 @@ _SCALE = {"small": 8.0, "large": 12.0}
 _GRID_OFFSET = 18.0  # pixels from the picture centre to a side cell's centre
 _JITTER = 2.0
 _STAR_INNER = 0.5  # inner/outer radius: a fat star survives 64 px and a 4x latent
+STYLES = ("plain", "outline")
+_OUTLINE = 0.35  # line width of the outline style, in units of a shape's scale (3-4 px)
 # (left/right, up, down) extents of each shape in units of its scale, for keeping shapes inside.
 _EXTENTS = {
     "circle": (1.0, 1.0, 1.0),
@@ -126,21 +128,25 @@ def _polygon(item: Item) -> list[tuple[float, float]]:
     return points
 
 
-def render(scene: Scene) -> Image.Image:
-    """Draw the scene as a 64x64 RGB picture."""
+def render(scene: Scene, style: str = "plain") -> Image.Image:
+    """Draw the scene as a 64x64 RGB picture: shapes filled ("plain") or drawn as a thick line in their colour
+    with the background inside ("outline", the style the easel-outline LoRA teaches)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; one of {STYLES}")
     k = _SUPERSAMPLE
     img = Image.new("RGB", (SIZE * k, SIZE * k), COLOURS[scene.background])
     draw = ImageDraw.Draw(img)
     for item in (scene.item, scene.second):
         if item is None:
             continue
-        fill = COLOURS[item.colour]
+        colour = COLOURS[item.colour]
+        paint = {"fill": colour} if style == "plain" else {"outline": colour, "width": round(_OUTLINE * item.scale * k)}
         if item.shape in ("circle", "square"):
             half = item.scale * (1.0 if item.shape == "circle" else 0.9)
             box = [(item.cx - half) * k, (item.cy - half) * k, (item.cx + half) * k - 1, (item.cy + half) * k - 1]
-            (draw.ellipse if item.shape == "circle" else draw.rectangle)(box, fill=fill)
+            (draw.ellipse if item.shape == "circle" else draw.rectangle)(box, **paint)
         else:
-            draw.polygon([(x * k, y * k) for x, y in _polygon(item)], fill=fill)
+            draw.polygon([(x * k, y * k) for x, y in _polygon(item)], **paint)
     return img.resize((SIZE, SIZE), Image.Resampling.BOX)
 
 
@@ -184,8 +190,8 @@ def full_caption(scene: Scene, phrasing: int = 0) -> str:
     return _single_captions(scene.item, scene.background)[phrasing]
 
 
-def example(seed: int, two_shape_prob: float = 0.15) -> tuple[Scene, str, Image.Image]:
-    """The training example for ``seed``: scene, caption and picture."""
+def example(seed: int, two_shape_prob: float = 0.15, style: str = "plain") -> tuple[Scene, str, Image.Image]:
+    """The training example for ``seed``: scene, caption and picture (the style changes only the drawing)."""
     rng = random.Random(seed)
     scene = sample_scene(rng, two_shape_prob)
-    return scene, caption(scene, rng), render(scene)
+    return scene, caption(scene, rng), render(scene, style)
