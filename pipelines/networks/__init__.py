@@ -24,6 +24,7 @@ from weakref import WeakKeyDictionary
 from ..errors import RequestError
 from ..hashing import network_hash
 from ..infotext import NameHashes
+from ..prompts import extract_networks
 from . import hypernetwork, lora
 from .files import KINDS, LABELS, NetworkError, NetworkFile, describe, family_name, find, list_files, metadata
 
@@ -46,8 +47,6 @@ class Networks:
     @contextmanager
     def applied(self, model, request, job) -> Iterator:
         """The request's networks on ``model`` for one pass; yields the request without the tags."""
-        from ..prompts import extract_networks
-
         try:
             prompt, uses = extract_networks(request.prompt)
         except ValueError as exc:
