@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lowvram", dest="memory_mode", action="store_const", const="lowvram",
                         help="same as --memory-mode lowvram")
     parser.add_argument("--vae", help="a VAE in models/VAE for every model whose easel.json names none")
+    parser.add_argument("--controlnet-units", type=int, choices=range(1, 11), default=3, metavar="1-10",
+                        help="ControlNet units in each generation tab")
     parser.add_argument("--default-model", default=None, help="model selected at start")
     parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     return parser.parse_args(argv)
@@ -121,7 +123,7 @@ def settings_from_args(args: argparse.Namespace):
     return Settings(models_dir=args.models_dir, outputs_dir=args.outputs_dir, device=args.device, dtype=args.dtype,
                     save_outputs=not args.no_save, memory_budget_gb=args.memory_budget, offline=args.offline,
                     default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json",
-                    memory_mode=args.memory_mode, vae=args.vae)
+                    memory_mode=args.memory_mode, vae=args.vae, controlnet_units=args.controlnet_units)
 
 
 def build_app(settings, services=None):

@@ -130,6 +130,7 @@ class PNGInfoResponse(BaseModel):
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers", "model": "override_settings.sd_model_checkpoint",
+    "controlnets": "alwayson_scripts.controlnet.args",
 }
 
 
@@ -146,14 +147,9 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
         refuse("hr_checkpoint_name", "A separate hires checkpoint is not implemented yet.")
     if payload.firstpass_image:
         refuse("firstpass_image", "Starting hires fix from a given first-pass image is not implemented yet.")
-    for name, script in payload.alwayson_scripts.items():
+    for name in payload.alwayson_scripts:
         if name.lower() != "controlnet":
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
-        units = script.get("args", []) if isinstance(script, dict) else script
-        if not isinstance(units, list):
-            refuse("alwayson_scripts.controlnet", "Expected {\"args\": [units...]}.")
-        if any(not (isinstance(unit, dict) and unit.get("enabled") is False) for unit in units):
-            refuse("alwayson_scripts.controlnet", "ControlNet units are not implemented yet.")
     if payload.script_name:
         refuse("script_name", f"Script {payload.script_name!r} not found; this server has no scripts.")
     if payload.styles:
@@ -175,6 +171,27 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
             refuse("initial_noise_multiplier", "A noise multiplier other than 1 is not implemented.")
         if payload.mask_blur is None and payload.mask_blur_x != payload.mask_blur_y:
             refuse("mask_blur_x", "Different horizontal and vertical mask blur is not supported; set mask_blur.")
+
+
+def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
+    """The ControlNet extension's ``alwayson_scripts.controlnet.args`` as unit dicts with decoded pictures
+    (``image`` may be base64 or ``{"image": base64, "mask": ...}``; ``input_image`` is its older name)."""
+    field = "alwayson_scripts.controlnet.args"
+    script = next((v for k, v in payload.alwayson_scripts.items() if k.lower() == "controlnet"), None)
+    units = script.get("args", []) if isinstance(script, dict) else script or []
+    if not isinstance(units, list) or not all(isinstance(unit, dict) for unit in units):
+        raise PayloadError(field, 'Expected {"args": [unit, ...]} with each unit a JSON object.')
+    decoded = []
+    for index, unit in enumerate(units):
+        if unit.get("enabled", True) is False:
+            continue  # clients send every unit of their UI; the disabled ones are not looked at
+        unit = dict(unit)
+        picture = unit.pop("image", None) or unit.pop("input_image", None)
+        if isinstance(picture, dict):
+            picture = picture.get("image")
+        unit["image"] = decode_image(picture, f"{field}[{index}].image") if picture else None
+        decoded.append(unit)
+    return decoded
 
 
 # Infotext keys -> payload fields, for A1111's ``infotext`` field (it fills what the payload leaves unset).
@@ -247,6 +264,7 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
         "model": options.checkpoint_name(override.get("sd_model_checkpoint")),
         "task": "txt2img",
         "denoising_strength": 0.75 if payload.denoising_strength is None else payload.denoising_strength,
+        "controlnets": control_units(payload),
     }
     if payload.enable_hr:
         values.update(_hires_values(payload))

@@ -52,9 +52,14 @@ def _number(value: Any, label: str, where: str, low: float, high: float) -> floa
     return number
 
 
+NO_MODEL = "None"  # the extension's name for "no model picked"
+
+
 def model_name(text: str) -> str:
-    """"control_x [abcd1234]" (the extension's model list) -> "control_x"."""
+    """"control_x [abcd1234]" (the extension's model list) -> "control_x"; "None" -> ""."""
     text = (text or "").strip()
+    if text.lower() == NO_MODEL.lower():
+        return ""
     return text.rsplit(" [", 1)[0] if text.endswith("]") else text
 
 

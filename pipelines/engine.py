@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 import weakref
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,12 +18,14 @@ from typing import Any, Callable, Iterator
 import torch
 from PIL import Image
 
+from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .generate import decode_latents, run_pipeline, run_upscaler
 from .images import TaskImages
 from .networks import Networks
 from .outputs import OutputWriter
+from .preprocessors import Preprocessors
 from .preview import LatentPreviewer
 from .registry import Registry
 from .request import GenerationRequest
@@ -84,6 +87,7 @@ class Engine:
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
         self.networks = Networks(registry.models_dir)
         self.embeddings = EmbeddingLibrary(registry.models_dir)  # textual inversion, words in prompts
+        self.preprocessors = Preprocessors(registry.models_dir)  # ControlNet modules, results cached
 
     def generate(self, request: GenerationRequest, *, owner: Any = None,
                  on_progress: Callable[[Progress], None] | None = None,
@@ -97,18 +101,20 @@ class Engine:
         request = replace(request.with_seed(), model=info.name)
         seeds = request.seeds()
         result = GenerationResult(request=request)
-        with self._device_lock, self.registry.lease(info.name) as model:
+        with self._device_lock, self.registry.lease(info.name) as model, ExitStack() as held:
             self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings)
             try:
-                pipe = model.pipeline(request.task)
+                controls = self._controls(held, model, request, job)
+                pipe = model.pipeline(request.task, controls and list(controls.models))
                 task_images = TaskImages.prepare(request)
                 for batch in range(request.batch_count):
                     batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
                     on_step = self._step_reporter(model, job, batch, on_progress)
                     if request.enable_hr:
-                        images = self._hires(model, pipe, job, batch_seeds, on_step)
+                        images = self._hires(model, pipe, job, batch_seeds, on_step, controls)
                     else:
-                        images = self._pass(model, pipe, request, job, batch_seeds, on_step, images=task_images)
+                        images = self._pass(model, pipe, request, job, batch_seeds, on_step, images=task_images,
+                                            controls=controls)
                     job.skip.clear()
                     for image, seed in zip(images, batch_seeds):
                         text = request.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
@@ -140,11 +146,27 @@ class Engine:
                                 embeddings=self.embeddings, extra_params=job.extra_params, warnings=job.warnings,
                                 **options)
 
-    def _hires(self, model, pipe, job: Job, seeds: list[int], on_step) -> list[Image.Image]:
-        """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it."""
+    def _controls(self, held: ExitStack, model, request: GenerationRequest, job: Job) -> Controls | None:
+        """The job's enabled ControlNet units with their models (leased until the job ends) and maps; each
+        unit's infotext entry goes on the job."""
+        units = request.active_controls
+        if not units:
+            return None
+        nets = []
+        for unit in units:
+            net = held.enter_context(self.registry.lease(self.registry.resolve_controlnet(unit.model)))
+            check_family(net.pipe, model.pipe.unet, unit.model, model.info.name)
+            nets.append(net.pipe)
+            job.extra_params[f"ControlNet {unit.index}"] = unit.infotext_value(net.hash)
+        maps = [control_map(unit, request.init_image, request.output_size, self.preprocessors) for unit in units]
+        return Controls(tuple(units), tuple(nets), tuple(maps))
+
+    def _hires(self, model, pipe, job: Job, seeds: list[int], on_step, controls: Controls | None) -> list[Image.Image]:
+        """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it
+        (with the same ControlNets, their maps stretched to the new size)."""
         request = job.request
         latent = is_latent(request.hr_upscaler)
-        first = self._pass(model, pipe, request, job, seeds, on_step, latent_output=latent)
+        first = self._pass(model, pipe, request, job, seeds, on_step, latent_output=latent, controls=controls)
         if job.interrupt.is_set() or job.skip.is_set():
             return decode_latents(pipe, first) if latent else first
         second = request.hires_pass()
@@ -157,7 +179,9 @@ class Engine:
         else:
             upscaled = upscale_images(first, size, request.hr_upscaler)
         images = TaskImages(upscaled, upscaled)
-        return self._pass(model, model.pipeline("img2img"), second, job, seeds, on_step, images=images)
+        controls = controls and controls.at_size(size)
+        return self._pass(model, model.pipeline("img2img", controls and list(controls.models)), second, job, seeds,
+                          on_step, images=images, controls=controls)
 
     def _step_reporter(self, model, job: Job, batch: int, on_progress):
         """Record each step on the job (for status polling) and pass it to ``on_progress``."""

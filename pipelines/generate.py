@@ -11,11 +11,13 @@ img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A111
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 
+from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
 from .images import TaskImages
 from .request import GenerationRequest
@@ -28,7 +30,8 @@ StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, l
 def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: TaskImages | None = None,
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None,
                  latent_output: bool = False, embeddings: EmbeddingLibrary | None = None,
-                 extra_params: dict | None = None, warnings: list[str] | None = None):
+                 extra_params: dict | None = None, warnings: list[str] | None = None,
+                 controls: Controls | None = None):
     """Pictures for ``seeds`` (a list of PIL images), or with ``latent_output`` the final latents (a tensor).
     The prompts are encoded here (A1111 weights, long prompts, clip skip, ``embeddings``); the textual inversions
     used go into ``extra_params`` (``TI hashes``) and refused embedding files into ``warnings``."""
@@ -45,17 +48,20 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     task = images.pipeline_arguments(request) if images else {"width": request.width, "height": request.height}
     if images is not None and images.resize_latents:
         task["image"] = encode_resized(pipe, images.image, request.output_size)
-    result = pipe(
-        **text.kwargs,
-        **task,
-        num_inference_steps=request.steps,
-        guidance_scale=request.cfg_scale,
-        num_images_per_prompt=len(seeds),
-        generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-        callback_on_step_end=step_end,
-        callback_on_step_end_tensor_inputs=["latents"],
-        output_type="latent" if latent_output else "pil",
-    )
+    if controls is not None:
+        task.update(controls.pipeline_arguments(init_image=images is not None))
+    with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext():
+        result = pipe(
+            **text.kwargs,
+            **task,
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg_scale,
+            num_images_per_prompt=len(seeds),
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+            callback_on_step_end=step_end,
+            callback_on_step_end_tensor_inputs=["latents"],
+            output_type="latent" if latent_output else "pil",
+        )
     if latent_output:
         return result.images
     if images is None:

@@ -32,6 +32,7 @@ from .upscalers import UPSCALER_DIR, require_model_folder
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "Stable-diffusion"
+CONTROLNET_DIR = "ControlNet"
 # A Hub id is owner/name; neither part may be "." or ".." or start with a dot.
 _HUB_ID = re.compile(r"^[\w-][\w.-]*/[\w-][\w.-]*$")
 _FOLDER_NAME = re.compile(r"^[\w-][\w .+-]*$")
@@ -52,6 +53,7 @@ class ModelInfo:
     family: str = "sd"  # "sd" or "sdxl" (KOALA is an SDXL pipeline)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     inpainting: bool = False  # a dedicated inpainting checkpoint (9-channel UNet)
+    kind: str = "pipeline"  # or "controlnet": a ControlNetModel that attaches to a pipeline
 
 
 def _read_json(path: Path) -> dict:
@@ -112,30 +114,42 @@ class LoadedModel:
         self.pipe = pipe
         self.mode = mode  # the memory mode it was placed in
         self.vae = vae  # (name, short hash) of an override from models/VAE, for the infotext
+        modules = pipe.components.values() if hasattr(pipe, "components") else [pipe]
         self.nbytes = sum(
             t.numel() * t.element_size()
-            for module in pipe.components.values() if hasattr(module, "parameters")
+            for module in modules if hasattr(module, "parameters")
             for t in (*module.parameters(), *module.buffers())
         )
         self.leases = 0
         self.last_used = time.monotonic()
         self._variants: dict[str, Any] = {}
 
-    def pipeline(self, task: str = "txt2img"):
-        """The pipeline for ``task``, sharing this model's modules (no second copy, same dtype)."""
+    def pipeline(self, task: str = "txt2img", controlnets: list | None = None):
+        """The pipeline for ``task``, sharing this model's modules (no second copy, same dtype).
+
+        With ``controlnets`` (ControlNetModels, several as a MultiControlNetModel) it is a ControlNet pipeline
+        made for this call only: the base pipeline and its cached variants never hold a ControlNet."""
         if task not in _TASK_PIPELINES:
             raise RequestError(f"Unknown task {task!r}.", "task")
-        if task not in self._variants:
-            import diffusers
+        if task in self._variants and not controlnets:
+            return self._variants[task]
+        import diffusers
 
-            auto = getattr(diffusers, _TASK_PIPELINES[task])
-            try:
-                variant = auto.from_pipe(self.pipe)
-            except ValueError as exc:
-                raise ModelError(f"Model {self.info.name!r} cannot run {task}: {exc}") from exc
-            variant.set_progress_bar_config(disable=True)
+        auto = getattr(diffusers, _TASK_PIPELINES[task])
+        extra = {}
+        if controlnets:
+            from diffusers.models.controlnets import MultiControlNetModel
+
+            extra["controlnet"] = controlnets[0] if len(controlnets) == 1 else MultiControlNetModel(controlnets)
+        try:
+            variant = auto.from_pipe(self.pipe, **extra)
+        except ValueError as exc:
+            raise ModelError(f"Model {self.info.name!r} cannot run {task}{' with ControlNet' if extra else ''}: "
+                             f"{exc}") from exc
+        variant.set_progress_bar_config(disable=True)
+        if not controlnets:
             self._variants[task] = variant
-        return self._variants[task]
+        return variant
 
     @cached_property
     def hash(self) -> str | None:
@@ -219,6 +233,25 @@ class Registry:
         available = ", ".join(self.names()) or "none"
         raise RequestError(f"Unknown model {name!r}. Available models: {available}.", "model")
 
+    def controlnet_names(self) -> list[str]:
+        """ControlNet models on disk: diffusers folders (a ``config.json`` beside the weights)."""
+        root = self.models_dir / CONTROLNET_DIR
+        if not root.is_dir():
+            return []
+        return [p.name for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
+
+    def resolve_controlnet(self, name: str) -> ModelInfo:
+        """A ControlNet model by name (the extension's "name [hash]" form too); never a path."""
+        from .controlnet import model_name
+
+        name = model_name(name)
+        folder = self.models_dir / CONTROLNET_DIR / name
+        if not (_FOLDER_NAME.match(name) and (folder / "config.json").is_file()):
+            available = ", ".join(self.controlnet_names()) or "none"
+            raise RequestError(f"Unknown ControlNet model {name!r}. Available in {self.models_dir / CONTROLNET_DIR}: "
+                               f"{available}.", "controlnets")
+        return ModelInfo(name=f"{CONTROLNET_DIR}/{name}", source=str(folder), local=True, kind="controlnet")
+
     # -- residency -----------------------------------------------------------------------------------------
     def resolve_upscaler(self, name: str) -> ModelInfo:
         """A model upscaler's pipeline folder (under ``models/upscalers``), to lease like a checkpoint."""
@@ -277,7 +310,7 @@ class Registry:
             torch.cuda.empty_cache()
 
     def _load(self, info: ModelInfo) -> LoadedModel:
-        from diffusers import DiffusionPipeline
+        from diffusers import ControlNetModel, DiffusionPipeline
 
         offline = self.offline or _hub_offline()
         if not info.local and offline and not _is_cached(info.source):
@@ -290,18 +323,22 @@ class Registry:
         if "safety_checker" in _read_json(Path(info.source) / "model_index.json"):
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         started = time.perf_counter()
+        vae = (None, None)
         try:
             if info.local and Path(info.source).is_file():
                 pipe = load_checkpoint(Path(info.source), self.models_dir, self.dtype)
             else:
-                pipe = DiffusionPipeline.from_pretrained(info.source, **kwargs)
-            vae = override_vae(pipe, self.models_dir, info.defaults.get("vae", self.vae))
+                loader = ControlNetModel if info.kind == "controlnet" else DiffusionPipeline
+                pipe = loader.from_pretrained(info.source, **kwargs)
+            if info.kind == "pipeline":
+                vae = override_vae(pipe, self.models_dir, info.defaults.get("vae", self.vae))
         except Exception as exc:  # every loader failure becomes one readable message
             hint = " (offline: only local files can be used)" if not info.local and offline else ""
             raise ModelError(f"Could not load model {info.name!r} from {info.source}{hint}: {exc}") from exc
-        _check_tokenizers(pipe, info.name)
         mode = place(pipe, self.memory_mode, self.device, self.memory_budget - self._used())
-        pipe.set_progress_bar_config(disable=True)
+        if info.kind == "pipeline":
+            _check_tokenizers(pipe, info.name)
+            pipe.set_progress_bar_config(disable=True)
         entry = LoadedModel(info, pipe, mode, vae)
         log.info("loaded %s in %.1f s (%.1f MB)", info.name, time.perf_counter() - started, entry.nbytes / 2**20)
         self._loaded[info.name] = entry

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from . import infotext as infotext_format
+from .controlnet import ControlUnit
 from .errors import RequestError
 from .samplers import normalize
 from .upscalers import check_name as check_upscaler
@@ -115,8 +116,8 @@ class GenerationRequest:
     hr_scheduler: str = ""
     hr_prompt: str = ""  # "" = the first pass's prompt
     hr_negative_prompt: str = ""
+    controlnets: tuple = ()  # ControlUnit (or the extension's API dicts, made into units here)
     # Parts that later features fill.
-    controlnets: tuple = ()
     adapters: tuple = ()
     extensions: Mapping[str, Any] = field(default_factory=dict)
 
@@ -158,7 +159,7 @@ class GenerationRequest:
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
         set_(self, "scheduler", schedule)
-        set_(self, "controlnets", tuple(self.controlnets))
+        set_(self, "controlnets", tuple(ControlUnit.from_values(u, i) for i, u in enumerate(self.controlnets or ())))
         set_(self, "adapters", tuple(self.adapters))
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
 
@@ -238,6 +239,10 @@ class GenerationRequest:
         """Build from a mapping of field names, ignoring keys that are not fields (UI-only values)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+    @property
+    def active_controls(self) -> list[ControlUnit]:
+        return [unit for unit in self.controlnets if unit.enabled]
 
     @property
     def image_count(self) -> int:

@@ -33,6 +33,7 @@ class Settings:
     catalog: Path | None = None  # known Hub models and their presets (models/catalog.json)
     memory_mode: str = "auto"  # auto, normal, medvram, lowvram (pipelines/memory.py)
     vae: str | None = None  # a name in models/VAE used by every model whose easel.json names none
+    controlnet_units: int = 3  # ControlNet units per generation tab (1 to 10)
 
 
 def resolve_device(name: str) -> str:

@@ -261,7 +261,8 @@ def test_api_and_ui_jobs_share_one_queue(url, alice):
     job = threading.Thread(target=api_job)
     job.start()
     wait_for(lambda: ok(alice.get("/sdapi/v1/progress")), lambda p: p["progress"] > 0)
-    ui.predict(prompt="quick", steps=1, width=64, height=64, api_name="/txt2img")
+    no_control = {f"cn{i}_image": None for i in range(3)}  # the Gradio client needs every image input named
+    ui.predict(**no_control, prompt="quick", steps=1, width=64, height=64, api_name="/txt2img")
     done["ui"] = time.monotonic()
     job.join(120)
     assert done["ui"] > done["api"]  # the UI job waited for the device
@@ -292,7 +293,7 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "enable_hr": True, "denoising_strength": 0.1}, "denoising_strength"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "enable_hr": True}, "enable_hr"),
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [{"module": "canny"}]}}},
-     "alwayson_scripts.controlnet"),
+     "alwayson_scripts.controlnet.args"),  # no model
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts.ADetailer"),
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_name"),
     ("img2img", {"prompt": "x"}, "init_images"),

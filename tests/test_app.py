@@ -7,6 +7,9 @@ from PIL import Image
 
 import app
 
+# The Gradio client needs every image input named, the ControlNet units' pictures too.
+NO_CONTROL = {f"cn{i}_image": None for i in range(3)}
+
 
 @pytest.fixture(scope="module")
 def client(app_url):
@@ -23,8 +26,9 @@ def test_every_public_event_is_named(client):
 
 
 def test_txt2img_returns_images_with_infotext(client):
-    gallery, _, info, *_ = client.predict(prompt="a red circle", negative_prompt="blue", steps=3, width=64, height=64,
-                                          batch_size=2, seed=11, model_name="tiny-sd", api_name="/txt2img")
+    gallery, _, info, *_ = client.predict(**NO_CONTROL, prompt="a red circle", negative_prompt="blue", steps=3,
+                                          width=64, height=64, batch_size=2, seed=11, model_name="tiny-sd",
+                                          api_name="/txt2img")
     assert [item["caption"] for item in gallery] == ["Seed 11", "Seed 12"]
     assert info.startswith("a red circle\nNegative prompt: blue\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 11,")
     with Image.open(gallery[1]["image"]) as image:
@@ -41,12 +45,12 @@ def test_txt2img_returns_images_with_infotext(client):
 def test_bad_input_returns_the_message(client, values, message):
     arguments = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "model_name": "tiny-sd", **values}
     with pytest.raises(AppError, match=message.replace("(", r"\(")):
-        client.predict(**arguments, api_name="/txt2img")
-    assert client.predict(prompt="x", steps=1, width=64, height=64, api_name="/txt2img")[0]  # still serving
+        client.predict(**NO_CONTROL, **arguments, api_name="/txt2img")
+    assert client.predict(**NO_CONTROL, prompt="x", steps=1, width=64, height=64, api_name="/txt2img")[0]  # still serving
 
 
 def test_png_info_reads_parameters_and_sends_them_to_txt2img(client, tmp_path):
-    gallery, *_ = client.predict(prompt="a star", steps=2, width=64, height=64, seed=5, clip_skip=2,
+    gallery, *_ = client.predict(**NO_CONTROL, prompt="a star", steps=2, width=64, height=64, seed=5, clip_skip=2,
                                  model_name="tiny-sd", api_name="/txt2img")
     text = client.predict(handle_file(gallery[0]["image"]), api_name="/png_info")
     assert text.startswith("a star\nSteps: 2") and "Clip skip: 2" in text
@@ -118,7 +122,7 @@ def _gradient_png(tmp_path, size=(96, 64)):
 
 
 def test_img2img_through_the_gradio_api(client, tmp_path):
-    gallery, _, info, *_ = client.predict(prompt="a red circle", init_image=handle_file(str(_gradient_png(tmp_path))),
+    gallery, _, info, *_ = client.predict(**NO_CONTROL, prompt="a red circle", init_image=handle_file(str(_gradient_png(tmp_path))),
                                           batch_files=None, resize_mode="Crop and resize", denoising_strength=0.5, steps=4, width=64,
                                           height=64, seed=2, model_name="tiny-sd", api_name="/img2img")
     assert "Denoising strength: 0.5" in info and "Seed: 2," in info
@@ -135,7 +139,7 @@ def test_inpaint_through_the_gradio_api(client, tmp_path):
     layer.save(tmp_path / "layer.png")
     editor = {"background": handle_file(str(init)), "layers": [handle_file(str(tmp_path / "layer.png"))],
               "composite": handle_file(str(init))}
-    gallery, _, info, *_ = client.predict(prompt="a blue square", editor=editor, mask_upload=None, mask_blur=0,
+    gallery, _, info, *_ = client.predict(**NO_CONTROL, prompt="a blue square", editor=editor, mask_upload=None, mask_blur=0,
                                           denoising_strength=1.0,
                                           steps=3, width=64, height=64, seed=4, model_name="tiny-sd",
                                           api_name="/inpaint")
@@ -144,13 +148,13 @@ def test_inpaint_through_the_gradio_api(client, tmp_path):
     assert np.array_equal(out[:16], original[:16]) and not np.array_equal(out[20:44, 20:44], original[20:44, 20:44])
     empty = {"background": handle_file(str(init)), "layers": [], "composite": handle_file(str(init))}
     with pytest.raises(AppError, match="The mask is empty"):
-        client.predict(prompt="x", editor=empty, mask_upload=None, steps=2, width=64, height=64, api_name="/inpaint")
+        client.predict(**NO_CONTROL, prompt="x", editor=empty, mask_upload=None, steps=2, width=64, height=64, api_name="/inpaint")
 
 
 def test_outpaint_through_the_gradio_api(client, tmp_path):
     init = _gradient_png(tmp_path, (64, 64))
     editor = {"background": handle_file(str(init)), "layers": [], "composite": handle_file(str(init))}
-    gallery, _, info, *_ = client.predict(prompt="more", editor=editor, mask_upload=None, outpaint_right=32,
+    gallery, _, info, *_ = client.predict(**NO_CONTROL, prompt="more", editor=editor, mask_upload=None, outpaint_right=32,
                                           outpaint_down=8, steps=3, width=64, height=64, denoising_strength=1.0,
                                           model_name="tiny-sd", api_name="/inpaint")
     assert "Size: 96x72" in info and "Outpaint: L0 R32 U0 D8" in info
@@ -159,7 +163,7 @@ def test_outpaint_through_the_gradio_api(client, tmp_path):
 
 
 def test_hires_fix_through_the_gradio_api(client):
-    gallery, _, info, *_ = client.predict(prompt="a circle", enable_hr=True, hr_scale=1.5, hr_upscaler="Lanczos",
+    gallery, _, info, *_ = client.predict(**NO_CONTROL, prompt="a circle", enable_hr=True, hr_scale=1.5, hr_upscaler="Lanczos",
                                           hr_sampler_name="Use same", steps=2, width=64, height=64,
                                           denoising_strength=0.5, model_name="tiny-sd", api_name="/txt2img")
     assert "Hires upscale: 1.5, Hires upscaler: Lanczos" in info and "Hires sampler" not in info
@@ -173,14 +177,14 @@ def test_img2img_batch_over_a_folder(client, tmp_path):
     Image.new("RGB", (64, 64), (200, 30, 30)).save(second)
     (tmp_path / "notes.txt").write_text("not a picture")
     files = [handle_file(str(p)) for p in (first, second, tmp_path / "notes.txt")]
-    gallery, _, info, *_ = client.predict(prompt="x", init_image=None, batch_files=files, denoising_strength=0.5,
+    gallery, _, info, *_ = client.predict(**NO_CONTROL, prompt="x", init_image=None, batch_files=files, denoising_strength=0.5,
                                           steps=2, width=64, height=64, seed=8, model_name="tiny-sd",
                                           api_name="/img2img")
     assert [item["caption"] for item in gallery] == ["Seed 8", "Seed 8"]  # one picture per init image
     with Image.open(gallery[0]["image"]) as a, Image.open(gallery[1]["image"]) as b:
         assert a.tobytes() != b.tobytes()
     with pytest.raises(AppError, match="The folder holds no images"):
-        client.predict(prompt="x", init_image=None, batch_files=[files[2]], steps=2, width=64, height=64,
+        client.predict(**NO_CONTROL, prompt="x", init_image=None, batch_files=[files[2]], steps=2, width=64, height=64,
                        api_name="/img2img")
 
 
@@ -194,3 +198,17 @@ def test_models_tab_loads_lists_and_unloads(client):
     assert "tiny-sdxl" not in {row[0] for row in rows["data"]}
     with pytest.raises(AppError, match="Unknown model 'nope'"):
         client.predict("nope", api_name="/models_load")
+
+
+def test_a_controlnet_unit_through_the_gradio_api(client, tmp_path):
+    picture = tmp_path / "circle.png"
+    Image.new("RGB", (64, 64), "white").save(picture)
+    _, _, info, *_ = client.predict(**{**NO_CONTROL, "cn0_image": handle_file(str(picture))}, cn0_enabled=True,
+                                    cn0_model="tiny-sd-control", cn0_module="invert (from white bg & black line)",
+                                    cn0_weight=0.5, prompt="x", steps=2, width=64, height=64, seed=1,
+                                    model_name="tiny-sd", api_name="/txt2img")
+    assert 'ControlNet 0: "Module: invert (from white bg & black line), Model: tiny-sd-control [' in info
+    assert "Weight: 0.5" in info
+    edges = client.predict(handle_file(str(picture)), "canny", 64, 100, 200, False, "Crop and Resize", 64, 64,
+                           api_name="/txt2img_controlnet0_preview")
+    assert Image.open(edges).size == (64, 64)

@@ -255,3 +255,40 @@ def test_models_tab(page):
     page.screenshot(path=str(ARTIFACTS / "models.png"), full_page=True, animations="disabled")
     page.locator("#models_unload").click()
     expect(page.locator("#models_table")).not_to_contain_text("tiny-sdxl")
+
+
+def test_controlnet_unit_preview_and_generate(page, png_dir):
+    _txt2img_tab(page)
+    page.locator("#txt2img_controlnet").get_by_text("ControlNet", exact=True).first.click()
+    unit = "#txt2img_cn0"
+    page.locator(f"{unit}_image input[type=file]").set_input_files(str(_make_circle(png_dir / "circle.png")))
+    expect(page.locator(f"{unit}_image img").first).to_be_visible()
+    expect(page.locator(f"{unit}_enabled input")).to_be_checked()  # a picture enables its unit
+    model = page.locator(f"{unit}_model input")
+    model.fill("tiny-sd-control")
+    model.press("Enter")
+    expect(page.locator(f"{unit}_module input")).to_have_value("canny")
+    page.locator(f"{unit}_run_preview").click()
+    expect(page.locator(f"{unit}_preview img").first).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    _set_prompt(page, PROMPT)
+    _set_seed(page, 7)
+    infotext = _generate(page)
+    assert 'ControlNet 0: "Module: canny, Model: tiny-sd-control [' in infotext
+    page.locator("#txt2img_controlnet").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "controlnet.png"), full_page=True, animations="disabled")
+
+    # A gallery picture sent to ControlNet lands in the first unit.
+    picture = page.locator(f"{unit}_image img").first
+    uploaded = picture.get_attribute("src")
+    page.locator("#txt2img_send_to_controlnet").click()
+    expect(picture).not_to_have_attribute("src", uploaded)
+    page.locator(f"{unit}_enabled input").uncheck()  # leave the page as the other tests expect it
+
+
+def _make_circle(path: Path) -> Path:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill="red")
+    image.save(path)
+    return path

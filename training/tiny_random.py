@@ -100,10 +100,28 @@ def build_tiny_upscaler(kind: str, seed: int = 0):
         vae=_vae(), unet=unet, scheduler=diffusers.EulerDiscreteScheduler(prediction_type="sample"), **text)
 
 
+def build_tiny_controlnet(pipe, seed: int = 0):
+    """A ControlNet for ``pipe``'s UNet (``from_unet``, as real ControlNets start), with its zero convolutions
+    made random so that, untrained, it still visibly steers the picture."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    levels = len(pipe.vae.config.block_out_channels)  # its hint encoder must shrink pictures as the VAE does
+    net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(4,) + (8,) * (levels - 1))
+    with torch.no_grad():
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            conv.weight.normal_(0, 0.5)
+    return net
+
+
 def save_tiny_models(models_dir: str | Path) -> dict[str, Path]:
-    """Write both tiny pipelines as diffusers folders under ``models_dir/Stable-diffusion``."""
-    root = Path(models_dir) / "Stable-diffusion"
-    paths = {"tiny-sd": root / "tiny-sd", "tiny-sdxl": root / "tiny-sdxl"}
-    build_tiny_sd().save_pretrained(paths["tiny-sd"])
-    build_tiny_sdxl().save_pretrained(paths["tiny-sdxl"])
+    """Write both tiny pipelines as diffusers folders under ``models_dir/Stable-diffusion``, and a ControlNet
+    for each under ``models_dir/ControlNet``."""
+    root, control = Path(models_dir) / "Stable-diffusion", Path(models_dir) / "ControlNet"
+    paths = {"tiny-sd": root / "tiny-sd", "tiny-sdxl": root / "tiny-sdxl",
+             "tiny-sd-control": control / "tiny-sd-control", "tiny-sdxl-control": control / "tiny-sdxl-control"}
+    for name, build in (("tiny-sd", build_tiny_sd), ("tiny-sdxl", build_tiny_sdxl)):
+        pipe = build()
+        pipe.save_pretrained(paths[name])
+        build_tiny_controlnet(pipe).save_pretrained(paths[f"{name}-control"])
     return paths

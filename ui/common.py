@@ -87,7 +87,8 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
     return {"swap": swap, "dice": dice, "reuse": reuse}
 
 
-SEND_TARGETS = ("txt2img", "img2img", "inpaint")  # txt2img receives parameters, the others a picture
+# txt2img receives parameters, the others a picture ("controlnet": txt2img's first ControlNet unit)
+SEND_TARGETS = ("txt2img", "img2img", "inpaint", "controlnet")
 
 
 @dataclass
@@ -107,7 +108,8 @@ def output_panel(prefix: str) -> OutputPanel:
     gallery = gr.Gallery(label="Output", columns=2, object_fit="contain", height=512, elem_id=f"{prefix}_gallery",
                          format="png")
     with gr.Row():
-        send = {target: gr.Button(f"Send to {target}", size="sm", elem_id=f"{prefix}_send_to_{target}")
+        send = {target: gr.Button(f"Send to {'ControlNet' if target == 'controlnet' else target}", size="sm",
+                                  elem_id=f"{prefix}_send_to_{target}")
                 for target in SEND_TARGETS if (prefix, target) != ("txt2img", "txt2img")}
     infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{prefix}_info")
     return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1), gr.State(0), send)
@@ -201,7 +203,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
                    prepare: Callable[[dict], dict | list[dict]] | None = None) -> GenerationTab:
     """The body every generation tab shares: prompts (with the Networks cards under them) and buttons, the task's
     own inputs above the sampling controls, and the output panel; wired to the engine."""
-    from . import networks  # it uses this module's icons
+    from . import controlnet, networks  # they use this module's icons and fields
 
     fields = FieldSet(task)
     with gr.Row():
@@ -215,8 +217,10 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
             buttons = sampling_controls(fields, defaults)
+            inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)
         with gr.Column():
             panel = output_panel(task)
     wire_seed_buttons(buttons, fields, panel)
-    wire_generation(services, fields, panel, model, task, generate, interrupt, prepare)
+    wire_generation(services, fields, panel, model, task, generate, interrupt,
+                    lambda values: (prepare or dict)(controlnet.collect_units(values)))
     return GenerationTab(fields, panel, inputs)

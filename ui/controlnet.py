@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipelines.controlnet import CONTROL_MODES, RESIZE_MODES, ControlUnit
+from pipelines.controlnet import CONTROL_MODES, NO_MODEL, RESIZE_MODES, ControlUnit
 from pipelines.errors import EaselError
 from pipelines.preprocessors import PREPROCESSORS, pixel_perfect_resolution, unavailable_reason
 
@@ -43,7 +43,7 @@ def _unit(services, fields: FieldSet, index: int) -> dict:
     with gr.Row():
         module = add("module", gr.Dropdown(list(PREPROCESSORS), value="canny" if index == 0 else _DEFAULT.module,
                                            label="Preprocessor", elem_id=f"{p}_module"))
-        model = add("model", gr.Dropdown(registry.controlnet_names(), value=None, label="Model",
+        model = add("model", gr.Dropdown([NO_MODEL, *registry.controlnet_names()], value=NO_MODEL, label="Model",
                                          allow_custom_value=True, elem_id=f"{p}_model"))
         refresh = gr.Button(REFRESH, scale=0, min_width=48, elem_id=f"{p}_refresh")
         run_preview = gr.Button("Preview", scale=0, min_width=90, elem_id=f"{p}_run_preview")
@@ -78,8 +78,8 @@ def _unit(services, fields: FieldSet, index: int) -> dict:
                             widgets["enabled"], api_visibility="private")
     module.change(module_changed, module, [widgets["threshold_a"], widgets["threshold_b"], note],
                   api_visibility="private")
-    refresh.click(lambda current: gr.Dropdown(choices=registry.controlnet_names(), value=current), model, model,
-                  api_visibility="private")
+    refresh.click(lambda current: gr.Dropdown(choices=[NO_MODEL, *registry.controlnet_names()], value=current),
+                  model, model, api_visibility="private")
 
     def detect(image, name, resolution, a, b, pixel_perfect, resize_mode, width, height):
         if image is None:

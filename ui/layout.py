@@ -39,6 +39,7 @@ def build_ui(services) -> gr.Blocks:
         wire_send_images(tabs, generation_tabs, {
             "img2img": (i2i.inputs["image"], i2i, lambda image: image),
             "inpaint": (inp.inputs["editor"], inp, lambda image: {"background": image, "layers": [], "composite": image}),
+            "controlnet": (t2i.inputs["controlnet"][0]["image"], t2i, lambda image: image),
         })
         for tab in (i2i, inp):
             wire_send_parameters(services, tab.panel.send["txt2img"], tab.panel.infotext, t2i, model, tabs)

@@ -46,21 +46,21 @@ def _size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
 
 def wire_send_images(tabs: gr.Tabs, sources: list[GenerationTab],
                      targets: dict[str, tuple[gr.components.Component, GenerationTab, Callable]]) -> None:
-    """"Send to img2img / inpaint" under every gallery: the picked picture becomes the target tab's input
-    (through ``as_value``) and the target's size follows it."""
+    """"Send to img2img / inpaint / controlnet" under every gallery: the picked picture becomes the target tab's
+    input (through ``as_value``), the target's size follows it, and the target's tab opens."""
     for source in sources:
         for target_id, button in source.panel.send.items():
             if target_id not in targets:
                 continue
             widget, target, as_value = targets[target_id]
 
-            def send(gallery, index, as_value=as_value, target_id=target_id):
+            def send(gallery, index, as_value=as_value, tab=target.fields.prefix):
                 if not gallery:
                     raise gr.Error("Generate an image first.", print_exception=False)
                 item = gallery[min(max(index, 0), len(gallery) - 1)]
                 path = item[0] if isinstance(item, (list, tuple)) else item
                 image = Image.open(path if isinstance(path, str) else path["path"]).convert("RGB")
-                return as_value(image), *_size_multiple_of_8(image), gr.Tabs(selected=target_id)
+                return as_value(image), *_size_multiple_of_8(image), gr.Tabs(selected=tab)
 
             size = [target.fields.components["width"], target.fields.components["height"]]
             button.click(send, [source.panel.gallery, source.panel.selected], [widget, *size, tabs],
