@@ -124,3 +124,13 @@ def test_outpainting_keeps_the_original_and_grows_the_canvas(engine):
     assert result.size == (96, 64)
     assert np.array_equal(np.asarray(result)[:, :64 - 8 - 6], np.asarray(source)[:, :64 - 8 - 6])
     assert classify(result.crop((48, 0, 96, 64)).resize((64, 64))).background == "white"
+
+
+def test_the_embedded_controlnet_puts_the_shape_where_its_edges_are():
+    """The shipped Canny ControlNet: edges of a shape drawn at one place, a prompt naming another; the output's
+    edges follow the control (the measure of ``python -m training.controlnet``, on four cases)."""
+    from training.controlnet import evaluate
+
+    controlnet = ROOT / "models" / "ControlNet" / "easel-shapes-canny"
+    scores = evaluate(ROOT / "models" / "Stable-diffusion" / MODEL, controlnet, n=4, seeds=(0,))
+    assert scores["f1_with"] >= 0.5 and scores["f1_without"] <= 0.2, scores

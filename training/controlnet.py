@@ -129,8 +129,9 @@ def evaluation_cases(n: int = 32) -> list[tuple[str, Image.Image]]:
     return cases
 
 
-def evaluate(model: Path, controlnet: Path, n: int = 32, seeds=(0, 1)) -> dict:
-    """Mean edge F1 with and without the ControlNet, through the app's engine."""
+def evaluate(model: Path, controlnet: Path, n: int = 32, seeds=(0, 1), grid: Path | None = None) -> dict:
+    """Mean edge F1 with and without the ControlNet, through the app's engine; ``grid`` saves the first eight
+    cases (control map, with, without; seed 0) as one picture."""
     from pipelines.engine import Engine
     from pipelines.outputs import OutputWriter
     from pipelines.registry import Registry
@@ -141,16 +142,27 @@ def evaluate(model: Path, controlnet: Path, n: int = 32, seeds=(0, 1)) -> dict:
         raise SystemExit(f"{controlnet} must be in {root / 'ControlNet'}")
     engine = Engine(Registry(root), OutputWriter(root, enabled=False))
     scores: dict[str, list[float]] = {"with": [], "without": []}
+    rows: list[list[Image.Image]] = []
     started = time.perf_counter()
     for prompt, control in evaluation_cases(n):
         for seed in seeds:
             base = dict(prompt=prompt, model=model.name, width=SIZE, height=SIZE, steps=STEPS, cfg_scale=GUIDANCE,
                         seed=seed)
             unit = {"model": controlnet.name, "module": "none", "image": control, "processor_res": SIZE}
+            row = [control]
             for key, units in (("with", [unit]), ("without", [])):
                 picture = engine.generate(GenerationRequest(**base, controlnets=units), save=False).images[0]
                 scores[key].append(_f1(np.asarray(control.convert("L")) > 127,
                                        np.asarray(edge_map(picture).convert("L")) > 127))
+                row.append(picture)
+            if seed == seeds[0] and len(rows) < 8:
+                rows.append(row)
+    if grid is not None:
+        sheet = Image.new("RGB", (SIZE * 3, SIZE * len(rows)))
+        for r, row in enumerate(rows):
+            for c, picture in enumerate(row):
+                sheet.paste(picture.convert("RGB"), (SIZE * c, SIZE * r))
+        sheet.save(grid)
     return {"f1_with": statistics.mean(scores["with"]), "f1_without": statistics.mean(scores["without"]),
             "pictures": len(scores["with"]), "minutes": (time.perf_counter() - started) / 60}
 
@@ -159,16 +171,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("models/Stable-diffusion/easel-shapes"))
     parser.add_argument("--out", type=Path, default=Path("models/ControlNet/easel-shapes-canny"))
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--grid", type=Path, help="save eight cases (control, with, without) as one picture")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.evaluate_only:
         train(args.model, args.out, args.steps, args.batch, args.lr)
-    result = evaluate(args.model, args.out)
+    result = evaluate(args.model, args.out, grid=args.grid)
     print(f"| ControlNet | edge F1 |\n|---|---|\n| with | {result['f1_with']:.2f} |\n"
           f"| without | {result['f1_without']:.2f} |\n\n{result['pictures']} pictures each, prompts naming another "
           f"position ({result['minutes']:.1f} min)")
