@@ -30,6 +30,7 @@ from .preview import LatentPreviewer
 from .registry import Registry
 from .request import GenerationRequest
 from .samplers import make_scheduler
+from .stats import RunStats, clock, process_rss_peak
 from .upscalers import MODEL_UPSCALERS, is_latent, upscale_images, upscale_latents
 
 # A1111 keeps inpainting results with img2img's.
@@ -60,6 +61,7 @@ class GenerationResult:
     paths: list[Path | None] = field(default_factory=list)
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)  # what was skipped or only partly applied (a bad LoRA file)
+    stats: RunStats = field(default_factory=RunStats)  # times, memory and size (the Compare tab's columns)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Job:
     preview: Image.Image | None = None  # the latest live preview
     extra_params: dict = field(default_factory=dict)  # A1111's extra_generation_params (infotext), e.g. Lora hashes
     warnings: list[str] = field(default_factory=list)
+    stats: RunStats = field(default_factory=RunStats)
 
 
 class Engine:
@@ -102,7 +105,9 @@ class Engine:
         seeds = request.seeds()
         result = GenerationResult(request=request)
         with self._device_lock, self.registry.lease(info.name) as model, ExitStack() as held:
-            self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings)
+            started = self._start_stats(model, request, result.stats)
+            self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings,
+                                  stats=result.stats)
             try:
                 controls = self._controls(held, model, request, job)
                 pipe = model.pipeline(request.task, controls and list(controls.models))
@@ -135,7 +140,25 @@ class Engine:
                     "--memory-mode medvram (or lowvram).") from None
             finally:
                 self._job = None
+                self._finish_stats(result.stats, started)
         return result
+
+    def _start_stats(self, model, request: GenerationRequest, stats: RunStats) -> float:
+        """What is known before the job runs; the start of its clock (CUDA's peak counter starts here too)."""
+        stats.load_s, stats.parameters = model.load_seconds, model.parameters
+        scale = model.pipe.vae_scale_factor
+        stats.latent_shape = (model.pipe.vae.config.latent_channels, request.height // scale, request.width // scale)
+        if self.registry.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.registry.device)
+        return clock()
+
+    def _finish_stats(self, stats: RunStats, started: float) -> None:
+        stats.total_s = stats.load_s + clock() - started
+        if self.registry.device.startswith("cuda"):
+            stats.peak_memory = torch.cuda.max_memory_allocated(self.registry.device)
+            stats.memory_kind = "CUDA peak allocated"
+        else:
+            stats.peak_memory, stats.memory_kind = process_rss_peak(), "process RSS peak"
 
     def _pass(self, model, pipe, request: GenerationRequest, job: Job, seeds: list[int], on_step, **options):
         """One sampling pass over a batch, with a fresh scheduler for it."""
@@ -144,7 +167,7 @@ class Engine:
             return run_pipeline(pipe, request, seeds, on_step=on_step,
                                 should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(),
                                 embeddings=self.embeddings, extra_params=job.extra_params, warnings=job.warnings,
-                                **options)
+                                stats=job.stats, **options)
 
     def _controls(self, held: ExitStack, model, request: GenerationRequest, job: Job) -> Controls | None:
         """The job's enabled ControlNet units with their models (leased until the job ends) and maps; each

@@ -21,6 +21,7 @@ from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
 from .images import TaskImages
 from .request import GenerationRequest
+from .stats import RunStats, clock
 from .text_encoding import encode_prompts
 from .upscalers import upscale_latents
 
@@ -31,16 +32,23 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None,
                  latent_output: bool = False, embeddings: EmbeddingLibrary | None = None,
                  extra_params: dict | None = None, warnings: list[str] | None = None,
-                 controls: Controls | None = None):
+                 controls: Controls | None = None, stats: RunStats | None = None):
     """Pictures for ``seeds`` (a list of PIL images), or with ``latent_output`` the final latents (a tensor).
     The prompts are encoded here (A1111 weights, long prompts, clip skip, ``embeddings``); the textual inversions
-    used go into ``extra_params`` (``TI hashes``) and refused embedding files into ``warnings``."""
+    used go into ``extra_params`` (``TI hashes``) and refused embedding files into ``warnings``. ``stats`` gets
+    this call's denoising and decoding times."""
+    steps_run, denoised = 0, None
+
     def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
+        nonlocal steps_run, denoised
+        steps_run += 1
         if on_step is not None:
             # second-order samplers (Heun, DPM2, DPM++ SDE) run more model steps than requested
             on_step(step + 1, pipeline.num_timesteps, tensors["latents"])
         if should_stop is not None and should_stop():
             pipeline._interrupt = True
+        if stats is not None and (pipeline._interrupt or step + 1 >= pipeline.num_timesteps):
+            denoised = clock()  # the last step: what follows is decoding
         return tensors
 
     text = encode_prompts(pipe, request.prompt, request.negative_prompt, request.clip_skip, embeddings)
@@ -50,6 +58,7 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         task["image"] = encode_resized(pipe, images.image, request.output_size)
     if controls is not None:
         task.update(controls.pipeline_arguments(init_image=images is not None))
+    started = clock() if stats is not None else 0.0
     with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext():
         result = pipe(
             **text.kwargs,
@@ -62,6 +71,8 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
             callback_on_step_end_tensor_inputs=["latents"],
             output_type="latent" if latent_output else "pil",
         )
+    if stats is not None:
+        stats.add_pass(started, denoised, steps_run, clock())
     if latent_output:
         return result.images
     if images is None:

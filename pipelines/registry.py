@@ -123,6 +123,7 @@ class LoadedModel:
         self.leases = 0
         self.last_used = time.monotonic()
         self._variants: dict[str, Any] = {}
+        self.load_seconds = 0.0  # what the latest lease paid to load it: 0 when it was already resident
 
     def pipeline(self, task: str = "txt2img", controlnets: list | None = None):
         """The pipeline for ``task``, sharing this model's modules (no second copy, same dtype).
@@ -150,6 +151,11 @@ class LoadedModel:
         if not controlnets:
             self._variants[task] = variant
         return variant
+
+    @cached_property
+    def parameters(self) -> int:
+        modules = self.pipe.components.values() if hasattr(self.pipe, "components") else [self.pipe]
+        return sum(p.numel() for module in modules if hasattr(module, "parameters") for p in module.parameters())
 
     @cached_property
     def hash(self) -> str | None:
@@ -263,7 +269,11 @@ class Registry:
         """The loaded model, pinned (never evicted) until the block ends."""
         info = model if isinstance(model, ModelInfo) else self.resolve(model)
         with self._lock:
-            entry = self._loaded.get(info.name) or self._load(info)
+            entry = self._loaded.get(info.name)
+            if entry is not None:
+                entry.load_seconds = 0.0
+            else:
+                entry = self._load(info)
             entry.leases += 1
         try:
             yield entry
@@ -340,6 +350,7 @@ class Registry:
             _check_tokenizers(pipe, info.name)
             pipe.set_progress_bar_config(disable=True)
         entry = LoadedModel(info, pipe, mode, vae)
-        log.info("loaded %s in %.1f s (%.1f MB)", info.name, time.perf_counter() - started, entry.nbytes / 2**20)
+        entry.load_seconds = time.perf_counter() - started
+        log.info("loaded %s in %.1f s (%.1f MB)", info.name, entry.load_seconds, entry.nbytes / 2**20)
         self._loaded[info.name] = entry
         return entry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 from pipelines.errors import EaselError
 
-from . import img2img, inpaint, models, png_info, txt2img
+from . import compare, img2img, inpaint, models, png_info, txt2img
 from .common import REFRESH
 from .transfer import wire_send_images, wire_send_parameters
 
@@ -31,6 +31,8 @@ def build_ui(services) -> gr.Blocks:
                 i2i = img2img.build(services, model, defaults)
             with gr.Tab("Inpaint", id="inpaint"):
                 inp = inpaint.build(services, model, defaults)
+            with gr.Tab("Compare", id="compare"):
+                compare.build(services, model, defaults)
             with gr.Tab("PNG Info", id="png_info"):
                 png_info.build(services, t2i, model, tabs)
             with gr.Tab("Models", id="models"):

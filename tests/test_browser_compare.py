@@ -1,0 +1,83 @@
+"""Browser test of the Compare tab: in headless Chromium, pick two tiny models, compare them, and see their
+pictures, the results table and the three exports; then run an X/Y/Z plot and see its grid."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Playwright cannot download one offline)",
+                allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+TIMEOUT_MS = 60_000
+GENERATION_TIMEOUT_MS = 240_000
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app_url)
+        tab = page.get_by_role("tab", name="Compare", exact=True)
+        tab.click()
+        expect(tab).to_have_attribute("aria-selected", "true")
+        yield page
+        browser.close()
+
+
+def _set_number(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.blur()
+    expect(box).to_have_value(str(value))
+
+
+def test_compare_two_models(page):
+    models = page.locator("#compare_models input")
+    for name in ("tiny-sd", "tiny-sdxl"):
+        models.click()
+        page.get_by_role("option", name=name, exact=True).click()
+    page.locator("#compare_prompt textarea").fill("a red circle")
+    _set_number(page, "compare_steps", 3)
+    _set_number(page, "compare_seed", 42)
+    page.locator("#compare_run").click()
+
+    table = page.locator("#compare_table")
+    expect(table).to_contain_text("tiny-sdxl", timeout=GENERATION_TIMEOUT_MS)
+    expect(table).to_contain_text("cold")
+    expect(page.locator("#compare_gallery img")).to_have_count(2)
+    expect(page.locator("#compare_note")).to_contain_text("Seed 42. Shared starting noise by latent shape: "
+                                                          "4x32x32: tiny-sd, tiny-sdxl")
+    links = page.locator("#compare_files a")
+    expect(links).to_have_count(3)
+    hrefs = [links.nth(i).get_attribute("href") for i in range(3)]
+    csv_href = next(h for h in hrefs if h.endswith(".csv"))
+    rows = list(csv.DictReader(io.StringIO(page.request.get(csv_href).text())))
+    assert [r["model"] for r in rows] == ["tiny-sd", "tiny-sdxl"] and all(float(r["total_s"]) > 0 for r in rows)
+    assert any(h.endswith("comparison-grid.png") for h in hrefs)
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True, animations="disabled")
+
+
+def test_xyz_plot(page):
+    page.locator("#xyz_plot").get_by_text("X/Y/Z plot").first.click()
+    page.locator("#xyz_x_values textarea, #xyz_x_values input").first.fill("1-3")
+    page.locator("#xyz_run").click()
+    grid = page.locator("#xyz_gallery img")
+    expect(grid).to_have_count(1, timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#xyz_files a")).to_have_count(1)
+    grid.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "compare_xyz.png"), full_page=True, animations="disabled")
