@@ -42,8 +42,8 @@ def create_controlnet_router(services, auth, route_class) -> APIRouter:
     @router.get("/model_list")
     def model_list():
         """Models in ``models/ControlNet`` as "name [hash]", the form the extension lists and accepts."""
-        root = registry.models_dir / "ControlNet"
-        return {"model_list": [f"{name} [{short_hash(str(root / name))}]" for name in registry.controlnet_names()]}
+        return {"model_list": [f"{name} [{short_hash(registry.resolve_controlnet(name).source)}]"
+                               for name in registry.controlnet_names()]}
 
     @router.get("/module_list")
     def module_list(alias_names: bool = False):

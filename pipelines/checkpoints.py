@@ -217,3 +217,49 @@ def override_vae(pipe, models_dir: Path, name: str | None) -> tuple[str | None, 
         vae.load_state_dict(state)
     pipe.vae = vae.to(pipe.vae.dtype)
     return name, short_hash(path)
+
+
+# ControlNet single files (lllyasviel's original layout, or a diffusers state dict in one file) carry no config:
+# the family comes from the cross-attention width, and the ControlNet's config from that family's UNet config.
+_CONTROLNET_FAMILIES = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
+
+
+def controlnet_family(path: Path) -> str:
+    """The config folder whose UNet a single-file ControlNet copies: from a sidecar ``<name>.easel.json``
+    (``"family"``) or the width of its cross-attention keys."""
+    family = _read_json(path.with_suffix(".easel.json")).get("family")
+    if family:
+        return family
+    widths = {shape[1] for key, shape in read_shapes(path).items() if key.endswith("attn2.to_k.weight")}
+    found = {_CONTROLNET_FAMILIES.get(width) for width in widths}
+    if len(found) != 1 or None in found:
+        raise ModelError(f"{path.name} is not a ControlNet of a known family (cross-attention widths {sorted(widths)}"
+                         f"); add {path.with_suffix('.easel.json').name} with {{\"family\": \"sd15\"}} (a folder in "
+                         f"models/configs).")
+    return found.pop()
+
+
+def load_controlnet_file(path: Path, models_dir: Path, dtype):
+    """A single-file ControlNet, built from its family's UNet config (as ``ControlNetModel.from_unet`` builds one)
+    and filled with the file's weights, converted from the original layout when needed."""
+    import inspect
+
+    from diffusers import ControlNetModel
+    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint, load_single_file_checkpoint
+
+    unet = _read_json(config_folder(models_dir, controlnet_family(path)) / "unet" / "config.json")
+    accepted = inspect.signature(ControlNetModel.__init__).parameters
+    config = {k: v for k, v in unet.items() if k in accepted and k != "in_channels"}
+    state = load_single_file_checkpoint(str(path), local_files_only=True)  # torch.load(weights_only=True)
+    hint = [state[k].shape[0] for k in sorted((k for k in state if k.startswith("controlnet_cond_embedding.blocks.")
+                                               and k.endswith(".weight")), key=lambda k: int(k.split(".")[2]))]
+    if "controlnet_cond_embedding.conv_in.weight" in state:  # diffusers layout: its hint encoder's own widths
+        config["conditioning_embedding_out_channels"] = [state["controlnet_cond_embedding.conv_in.weight"].shape[0],
+                                                         *hint[1::2]]
+    net = ControlNetModel.from_config(config)
+    try:
+        net.load_state_dict(convert_controlnet_checkpoint(state, net.config))
+    except RuntimeError as exc:
+        raise ModelError(f"{path.name} does not fit a {controlnet_family(path)} ControlNet: "
+                         f"{str(exc).splitlines()[0]}") from exc
+    return net.to(dtype)

@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .checkpoints import checkpoint_files, detect, load_checkpoint, override_vae
+from .checkpoints import checkpoint_files, detect, load_checkpoint, load_controlnet_file, override_vae
 from .errors import ModelError, RequestError
 from .hashing import short_hash, weight_files
 from .memory import default_budget, place
@@ -239,24 +239,34 @@ class Registry:
         available = ", ".join(self.names()) or "none"
         raise RequestError(f"Unknown model {name!r}. Available models: {available}.", "model")
 
-    def controlnet_names(self) -> list[str]:
-        """ControlNet models on disk: diffusers folders (a ``config.json`` beside the weights)."""
+    def _controlnet_sources(self) -> dict[str, Path]:
+        """ControlNet models on disk by name: diffusers folders (a ``config.json`` beside the weights) and single
+        files (``.safetensors``; ``.pth``/``.ckpt``/``.pt`` read safely), named by their stem."""
         root = self.models_dir / CONTROLNET_DIR
         if not root.is_dir():
-            return []
-        return [p.name for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
+            return {}
+        found = {}
+        for p in sorted(root.iterdir()):
+            if (p / "config.json").is_file():
+                found[p.name] = p
+            elif p.is_file() and p.suffix.lower() in (".safetensors", ".pth", ".ckpt", ".pt"):
+                found.setdefault(p.stem, p)
+        return found
+
+    def controlnet_names(self) -> list[str]:
+        return list(self._controlnet_sources())
 
     def resolve_controlnet(self, name: str) -> ModelInfo:
         """A ControlNet model by name (the extension's "name [hash]" form too); never a path."""
         from .controlnet import model_name
 
         name = model_name(name)
-        folder = self.models_dir / CONTROLNET_DIR / name
-        if not (_FOLDER_NAME.match(name) and (folder / "config.json").is_file()):
-            available = ", ".join(self.controlnet_names()) or "none"
+        sources = self._controlnet_sources()
+        if name not in sources:
+            available = ", ".join(sources) or "none"
             raise RequestError(f"Unknown ControlNet model {name!r}. Available in {self.models_dir / CONTROLNET_DIR}: "
                                f"{available}.", "controlnets")
-        return ModelInfo(name=f"{CONTROLNET_DIR}/{name}", source=str(folder), local=True, kind="controlnet")
+        return ModelInfo(name=f"{CONTROLNET_DIR}/{name}", source=str(sources[name]), local=True, kind="controlnet")
 
     # -- residency -----------------------------------------------------------------------------------------
     def resolve_upscaler(self, name: str) -> ModelInfo:
@@ -336,7 +346,8 @@ class Registry:
         vae = (None, None)
         try:
             if info.local and Path(info.source).is_file():
-                pipe = load_checkpoint(Path(info.source), self.models_dir, self.dtype)
+                single_file = load_controlnet_file if info.kind == "controlnet" else load_checkpoint
+                pipe = single_file(Path(info.source), self.models_dir, self.dtype)
             else:
                 loader = ControlNetModel if info.kind == "controlnet" else DiffusionPipeline
                 pipe = loader.from_pretrained(info.source, **kwargs)

@@ -172,3 +172,62 @@ def test_api_units_and_the_extension_routes(client):
     bad = client.post("/sdapi/v1/txt2img", json={**payload, "alwayson_scripts": {"controlnet": {"args": [
         {**unit, "guidance_start": 0.9, "guidance_end": 0.1}]}}})
     assert bad.status_code == 422 and bad.json()["field"] == "alwayson_scripts.controlnet.args"
+
+
+# -- single-file ControlNets -----------------------------------------------------------------------------------
+
+def test_a_single_file_controlnet_loads_and_equals_its_folder(models_dir, tmp_path):
+    """A diffusers state dict in one .safetensors file, its family named by a sidecar (the tiny model is no real
+    family), gives exactly the pictures of the same ControlNet as a folder."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+    from pipelines.registry import Registry
+
+    root = tmp_path / "models"
+    shutil.copytree(models_dir / "Stable-diffusion" / "tiny-sd", root / "Stable-diffusion" / "tiny-sd")
+    shutil.copytree(models_dir / "ControlNet" / "tiny-sd-control", root / "ControlNet" / "tiny-sd-control")
+    (root / "configs" / "tiny" / "unet").mkdir(parents=True)
+    (root / "configs" / "tiny" / "model_index.json").write_text("{}")
+    shutil.copy(models_dir / "Stable-diffusion" / "tiny-sd" / "unet" / "config.json", root / "configs" / "tiny" / "unet")
+    weights = load_file(models_dir / "ControlNet" / "tiny-sd-control" / "diffusion_pytorch_model.safetensors")
+    save_file(weights, root / "ControlNet" / "tiny-file.safetensors")
+    (root / "ControlNet" / "tiny-file.easel.json").write_text(json.dumps({"family": "tiny"}))
+
+    engine = Engine(Registry(root, default_model="tiny-sd"), OutputWriter(tmp_path / "out", enabled=False))
+    assert engine.registry.controlnet_names() == ["tiny-file", "tiny-sd-control"]
+    folder, single = (engine.generate(GenerationRequest(**SMALL, controlnets=[_unit(model=name)]), save=False)
+                      for name in ("tiny-sd-control", "tiny-file"))
+    assert np.array_equal(_pixels(folder.images[0]), _pixels(single.images[0]))
+    assert "Model: tiny-file [" in single.infotexts[0]
+
+
+@pytest.mark.parametrize("width, family", [(768, "sd15"), (1024, "sd2"), (2048, "sdxl")])
+def test_single_file_controlnet_families_from_cross_attention_width(tmp_path, width, family):
+    import torch
+    from safetensors.torch import save_file
+
+    from pipelines.checkpoints import controlnet_family
+
+    path = tmp_path / "control.safetensors"
+    save_file({"control_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(8, width,
+                                                                                                      dtype=torch.int8)},
+              path)
+    assert controlnet_family(path) == family
+
+
+def test_a_single_file_of_no_known_family_says_how_to_name_it(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from pipelines.checkpoints import controlnet_family
+    from pipelines.errors import ModelError
+
+    path = tmp_path / "odd.safetensors"
+    save_file({"down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": torch.zeros(8, 8)}, path)
+    with pytest.raises(ModelError, match='odd.easel.json with {"family": "sd15"}'):
+        controlnet_family(path)
