@@ -3,10 +3,11 @@ it writes a diffusers-format LoRA that the engine applies, and the style evaluat
 
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.torch import load_file
 
 from training.classify import classify, hollowness
-from training.lora import OUTLINED, LoraConfig, evaluate_style, train_lora
+from training.lora import OUTLINED, LoraConfig, evaluate_style, style_sheet, train_lora
 from training.shapes import example, render
 
 
@@ -53,3 +54,6 @@ def test_training_a_few_steps_gives_a_lora_the_engine_applies(tmp_path):
     report = evaluate_style(model, "outline-test", n_prompts=2, seeds=(0,))
     assert set(report) == {0.0, 0.5, 1.0}
     assert all(0.0 <= row[key] <= 1.0 for row in report.values() for key in ("hollowness", "outlined", "colour"))
+    style_sheet(model, "outline-test", tmp_path / "sheet.png", n_prompts=2)
+    with Image.open(tmp_path / "sheet.png") as sheet:
+        assert sheet.size == (128, 192)

@@ -1,7 +1,7 @@
 """Train easel-outline: a LoRA for the embedded model that draws its shapes as outlines.
 
     python -m training.lora [--model models/Stable-diffusion/easel-shapes] [--out models/Lora/easel-outline.safetensors]
-                            [--steps 1500] [--minutes 15] [--evaluate]
+                            [--steps 2000] [--minutes 14] [--evaluate]
 
 The base model stays frozen. Rank-8 LoRA layers on the UNet's attention, feed-forward and ResNet convolutions
 (the convolutions matter: easel-shapes has attention only at 4x4, too coarse to hollow a shape out) learn from
@@ -45,9 +45,9 @@ STYLE = "outline"
 class LoraConfig:
     seed: int = 0
     rank: int = 8
-    steps: int = 1500
-    batch: int = 32
-    lr: float = 1e-3
+    steps: int = 2000
+    batch: int = 16
+    lr: float = 2e-3
     warmup_steps: int = 50
     pool_size: int = 4000  # outline pictures encoded once to latents
 
@@ -153,6 +153,19 @@ def evaluate_style(model_dir: str | Path, lora: str, weights=(0.0, 0.5, 1.0), n_
     return result
 
 
+def style_sheet(model_dir: str | Path, lora: str, path: str | Path, weights=(0.0, 0.5, 1.0), n_prompts: int = 8) -> None:
+    """A contact sheet for the card: one row per LoRA weight, the same prompts and seed 0 across."""
+    from PIL import Image
+
+    prompts = [full_caption(scene) for scene in eval_scenes(n_prompts)]
+    sheet = Image.new("RGB", (64 * n_prompts, 64 * len(weights)))
+    for row, weight in enumerate(weights):
+        tagged = [f"{p} <lora:{lora}:{weight:g}>" for p in prompts]
+        for col, picture in enumerate(generate_images(tagged, [0] * n_prompts, model_dir)):
+            sheet.paste(picture, (64 * col, 64 * row))
+    sheet.save(path)
+
+
 def format_style_report(result: dict[float, dict]) -> str:
     lines = ["| LoRA weight | hollowness (mean) | outlined (> 0.1) | colour accuracy |", "|---|---|---|---|"]
     for weight, row in result.items():
@@ -165,16 +178,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=Path("models/Stable-diffusion/easel-shapes"))
     parser.add_argument("--out", type=Path, default=Path("models/Lora/easel-outline.safetensors"))
     parser.add_argument("--steps", type=int, default=LoraConfig.steps)
-    parser.add_argument("--minutes", type=float, default=15.0, help="stop (and save) after this long")
+    parser.add_argument("--minutes", type=float, default=14.0, help="stop (and save) after this long")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--evaluate", action="store_true", help="then measure the style at weights 0, 0.5, 1")
     parser.add_argument("--evaluate-only", action="store_true", help="measure an existing --out, train nothing")
+    parser.add_argument("--sheet", type=Path, help="also save pictures at weights 0, 0.5, 1 (rows) to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.evaluate_only:
         print(train_lora(args.model, args.out, LoraConfig(steps=args.steps), args.minutes))
     if args.evaluate or args.evaluate_only:
         print(format_style_report(evaluate_style(args.model, args.out.stem)))
+    if args.sheet:
+        style_sheet(args.model, args.out.stem, args.sheet)
 
 
 if __name__ == "__main__":

@@ -83,19 +83,22 @@ def forget(pipe, adapter: str) -> None:
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """transformers 5 logs a "LOAD REPORT" listing every base weight as missing when an adapter goes into a text
-    encoder, and PEFT warns that a second adapter is a second adapter; neither is a problem here."""
+    encoder, diffusers that a UNet-only LoRA has no text-encoder part, and PEFT that a second adapter is a second
+    adapter; none of it is a problem here."""
     import logging
     import warnings
 
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("transformers", "diffusers.loaders.lora_base")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Already found a `peft_config`")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @dataclass(frozen=True)
