@@ -113,11 +113,17 @@ def test_two_units_and_control_modes(engine):
     assert all(np.abs(_pixels(m) - _pixels(one)).mean() > 0.5 for m in modes)
 
 
-def test_img2img_uses_the_init_picture_and_hires_keeps_the_control(engine):
+def test_img2img_inpaint_and_hires_with_a_control(engine):
     init = _circle()
     result = engine.generate(GenerationRequest(**SMALL, task="img2img", init_image=init,
                                                controlnets=[_unit(image=None)]), save=False)
     assert result.images[0].size == (64, 64)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    inpainted = engine.generate(GenerationRequest(**SMALL, task="inpaint", init_image=init, mask=mask,
+                                                  controlnets=[_unit()]), save=False)
+    assert "ControlNet 0" in inpainted.infotexts[0]
+    assert np.array_equal(_pixels(inpainted.images[0])[:, 48:], _pixels(init)[:, 48:])  # outside mask and blur: kept
     hires = engine.generate(GenerationRequest(**SMALL, enable_hr=True, hr_scale=1.5, controlnets=[_unit()]),
                             save=False)
     assert hires.images[0].size == (96, 96)
