@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="ControlNet units in each generation tab")
     parser.add_argument("--default-model", default=None, help="model selected at start")
     parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
+    parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA: bf16 (with --dtype auto), channels-last, fused QKV projections "
+                             "(default on; no effect on the CPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="on CUDA: torch.compile the UNet's and VAE decoder's repeated blocks (slow first image)")
     return parser.parse_args(argv)
 
 
@@ -123,7 +128,8 @@ def settings_from_args(args: argparse.Namespace):
     return Settings(models_dir=args.models_dir, outputs_dir=args.outputs_dir, device=args.device, dtype=args.dtype,
                     save_outputs=not args.no_save, memory_budget_gb=args.memory_budget, offline=args.offline,
                     default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json",
-                    memory_mode=args.memory_mode, vae=args.vae, controlnet_units=args.controlnet_units)
+                    memory_mode=args.memory_mode, vae=args.vae, controlnet_units=args.controlnet_units,
+                    fast=args.fast, compile=args.compile)
 
 
 def build_app(settings, services=None):

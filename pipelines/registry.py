@@ -27,6 +27,7 @@ from .checkpoints import checkpoint_files, detect, load_checkpoint, load_control
 from .errors import ModelError, RequestError
 from .hashing import short_hash, weight_files
 from .memory import default_budget, place
+from .speed import SpeedOptions, apply as apply_speed
 from .upscalers import UPSCALER_DIR, require_model_folder
 
 log = logging.getLogger(__name__)
@@ -176,9 +177,10 @@ def _check_tokenizers(pipe, name: str) -> None:
 class Registry:
     def __init__(self, models_dir: str | Path, device: str = "cpu", dtype=None,
                  memory_budget: int | None = None, offline: bool = True, default_model: str | None = None,
-                 catalog: str | Path | None = None, memory_mode: str = "auto", vae: str | None = None):
+                 catalog: str | Path | None = None, memory_mode: str = "auto", vae: str | None = None,
+                 speed: SpeedOptions | None = None):
         """``memory_mode``: auto, normal, medvram or lowvram (``memory.py``); ``vae``: a name in ``models/VAE``
-        for every model whose ``easel.json`` names none."""
+        for every model whose ``easel.json`` names none; ``speed``: the CUDA fast path (``speed.py``)."""
         import torch
 
         self.models_dir = Path(models_dir)
@@ -187,6 +189,7 @@ class Registry:
         self.memory_budget = memory_budget if memory_budget is not None else default_budget(device)
         self.memory_mode = memory_mode
         self.vae = vae
+        self.speed = speed or SpeedOptions()
         self.offline = offline
         self._default_model = default_model
         self.catalog = read_catalog(catalog)
@@ -359,6 +362,7 @@ class Registry:
         mode = place(pipe, self.memory_mode, self.device, self.memory_budget - self._used())
         if info.kind == "pipeline":
             _check_tokenizers(pipe, info.name)
+            apply_speed(pipe, self.speed, self.device, mode)
             pipe.set_progress_bar_config(disable=True)
         entry = LoadedModel(info, pipe, mode, vae)
         entry.load_seconds = time.perf_counter() - started

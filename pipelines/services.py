@@ -15,6 +15,7 @@ from .engine import Engine, GenerationResult, Progress
 from .outputs import OutputWriter
 from .registry import Registry
 from .request import GenerationRequest
+from .speed import SpeedOptions, preferred_dtype
 
 DEFAULT_MODEL = "easel-shapes"
 
@@ -34,6 +35,8 @@ class Settings:
     memory_mode: str = "auto"  # auto, normal, medvram, lowvram (pipelines/memory.py)
     vae: str | None = None  # a name in models/VAE used by every model whose easel.json names none
     controlnet_units: int = 3  # ControlNet units per generation tab (1 to 10)
+    fast: bool = True  # the CUDA fast path (pipelines/speed.py): bf16, channels-last, fused QKV; nothing on CPU
+    compile: bool = False  # regional torch.compile on CUDA (pipelines/speed.py)
 
 
 def resolve_device(name: str) -> str:
@@ -48,11 +51,11 @@ def resolve_device(name: str) -> str:
     return "cpu"
 
 
-def resolve_dtype(name: str, device: str):
+def resolve_dtype(name: str, device: str, fast: bool = False):
     import torch
 
     if name == "auto":
-        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
+        return preferred_dtype(device, fast) or (torch.float16 if device.startswith(("cuda", "mps")) else torch.float32)
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
@@ -75,9 +78,11 @@ class Services:
     def build(cls, settings: Settings) -> "Services":
         device = resolve_device(settings.device)
         budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
-        registry = Registry(settings.models_dir, device=device, dtype=resolve_dtype(settings.dtype, device),
+        registry = Registry(settings.models_dir, device=device,
+                            dtype=resolve_dtype(settings.dtype, device, settings.fast),
                             memory_budget=budget, offline=settings.offline, default_model=settings.default_model,
-                            catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae)
+                            catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae,
+                            speed=SpeedOptions.from_flags(settings.fast, settings.compile))
         engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs),
                         preview_every=settings.preview_every)
         return cls(settings, registry, engine, _gpu_decorator()(engine.stream))

@@ -1,0 +1,290 @@
+"""GPU speed: plain diffusers vs Easel's path, optimisation by optimisation, on random-weight models of real size.
+
+    .venv/bin/python -m benchmarks.gpu_speed [--models sd15 sdxl koala_1b koala_700m] [--repeats 5] [--no-compile]
+    .venv/bin/python -m benchmarks.gpu_speed --tiny        # tiny configs on the CPU: checks the harness, not speed
+
+Each model (``random_pipelines``: SD 1.5 at 512², SDXL, KOALA-1B and KOALA-700M at 1024²; Kandinsky 2.2 is not in
+the app yet) is built on the device and saved once to ``--cache-dir``, so every load reads files. Then, in one
+process with one seed and prompt, each configuration of the ladder loads it and generates:
+
+- ``diffusers fp16``: what a model card shows (``from_pretrained(dtype=fp16).to("cuda")``, the pipeline's own
+  scheduler, default attention, a CPU generator so the noise matches Easel's);
+- ``easel fp16``: the same through Easel's Registry and Engine (prompt cache, live previews every 5 steps);
+- ``+ bf16``, ``+ channels-last``, ``+ fused QKV`` (the app's ``--fast``), ``+ compile`` (``--compile``),
+  each adding one optimisation, so each one's gain and error show separately; on CUDA also ``--fast, medvram``.
+
+Per row: median seconds per image over ``--repeats`` after warm-up (full path, decoded picture), it/s and seconds
+of denoising (prompt to latents) and of VAE decoding, peak CUDA memory, load time, the first call (cold compile
+for ``+ compile``), the ratio to the FLOP floor (UNet FLOPs per forward from architectures.json x steps x 2 for
+CFG, over the dense bf16 matmul rate measured here), and the relative error of the final latents against the
+baseline's (a non-finite value fails the run). On the CPU the app applies none of this; the harness applies the
+optimisations itself there so their correctness is still checked. The table is printed last and written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from benchmarks.random_pipelines import SPECS, TINY_SIZE, Spec, architectures, saved  # noqa: E402
+from pipelines.speed import SpeedOptions, optimise  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed"
+SEED = 1234
+CFG = 7.0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    easel: bool
+    dtype: str
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
+    memory_mode: str = "normal"
+
+
+def ladder(cuda: bool, compile: bool, backend: str) -> list[Config]:
+    """The baseline, then Easel with one more optimisation per row (fp32 instead of fp16 on the CPU)."""
+    half = "float16" if cuda else "float32"
+    short = {"float16": "fp16", "float32": "fp32"}[half]
+    fast = SpeedOptions(channels_last=True, fuse_qkv=True)
+    rows = [Config(f"diffusers {short}", False, half), Config(f"easel {short}", True, half),
+            Config("+ bf16", True, "bfloat16"),
+            Config("+ channels-last", True, "bfloat16", SpeedOptions(channels_last=True)),
+            Config("+ fused QKV (--fast)", True, "bfloat16", fast)]
+    if compile:
+        rows.append(Config("+ compile (--compile)", True, "bfloat16",
+                           SpeedOptions(channels_last=True, fuse_qkv=True, compile=True, compile_backend=backend)))
+    if cuda:
+        rows.append(Config("--fast, medvram", True, "bfloat16", fast, "medvram"))
+    return rows
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str):
+    sync(device)
+    started = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - started, out
+
+
+def median(fn, repeats: int, device: str) -> float:
+    return statistics.median(timed(fn, device)[0] for _ in range(repeats))
+
+
+def matmul_tflops(device: str) -> float:
+    """Dense matmul rate measured here: bf16 8192² on CUDA, fp32 512² on the CPU (what the tiny run uses)."""
+    cuda = device.startswith("cuda")
+    n, dtype, calls = (8192, torch.bfloat16, 20) if cuda else (512, torch.float32, 10)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    seconds = median(lambda: [a @ b for _ in range(calls)], 3, device)
+    return 2 * n**3 * calls / seconds / 1e12
+
+
+def unet_tflop(pipe, spec: Spec, size: int) -> float:
+    """FLOPs of one batch-1 UNet forward, counted (for tiny models, which architectures.json does not list)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = pipe.unet
+    latent = size // pipe.vae_scale_factor
+    kwargs = {}
+    if spec.family == "sdxl":
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        kwargs["added_cond_kwargs"] = {"text_embeds": torch.zeros(1, pooled), "time_ids": torch.zeros(1, 6)}
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(torch.zeros(1, 4, latent, latent), 10, torch.zeros(1, 77, unet.config.cross_attention_dim), **kwargs)
+    return counter.get_total_flops() / 1e12
+
+
+def free(device: str) -> None:
+    """Drop the last configuration's model, its compiled code (the next compile is cold) and the peak."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_dir: Path) -> tuple[dict, torch.Tensor]:
+    """Load, warm up and time one configuration; its row and its final latents."""
+    from diffusers import DiffusionPipeline
+
+    from pipelines.engine import Engine
+    from pipelines.generate import decode_latents, run_pipeline
+    from pipelines.outputs import OutputWriter
+    from pipelines.registry import Registry
+    from pipelines.request import GenerationRequest
+    from pipelines.samplers import make_scheduler
+
+    free(device)
+    dtype = getattr(torch, config.dtype)
+    if config.easel:
+        registry = Registry(folder.parent.parent, device=device, dtype=dtype, memory_mode=config.memory_mode,
+                            speed=config.speed, offline=True)
+        engine = Engine(registry, OutputWriter(out_dir, enabled=False))
+        request = GenerationRequest(prompt=PROMPT, sampler="Euler", steps=args.steps, cfg_scale=CFG, width=args.size,
+                                    height=args.size, seed=SEED, model=folder.name)
+
+        def load():
+            with registry.lease(folder.name) as model:
+                if not device.startswith("cuda"):
+                    optimise(model.pipe, config.speed)  # the app does this on CUDA only; checked here anyway
+                return model.pipeline("txt2img")
+
+        load_s, pipe = timed(load, device)
+
+        def full():
+            return engine.generate(request, save=False).images
+
+        def denoise():
+            pipe.scheduler = make_scheduler("Euler", "Automatic", pipe.scheduler.config, [SEED])  # as the engine
+            return run_pipeline(pipe, request, [SEED], latent_output=True)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = False  # as a fresh process has it
+
+        def load():
+            loaded = DiffusionPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True).to(device)
+            loaded.set_progress_bar_config(disable=True)
+            return loaded
+
+        load_s, pipe = timed(load, device)
+
+        def call(output_type):
+            return pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=CFG, width=args.size,
+                        height=args.size, generator=torch.Generator("cpu").manual_seed(SEED),
+                        output_type=output_type).images
+
+        def full():
+            return call("pil")
+
+        def denoise():
+            return call("latent")
+
+    first_s, _ = timed(full, device)
+    for _ in range(args.warmup - 1):
+        full()
+    latency = median(full, args.repeats, device)
+    latents = denoise()
+    denoise_s = median(denoise, args.repeats, device)
+    decode_s = median(lambda: decode_latents(pipe, latents), args.repeats, device)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    row = {"model": spec.name, "config": config.name, "dtype": config.dtype, "memory_mode": config.memory_mode,
+           "speed": asdict(config.speed), "latency_s": latency, "denoise_s": denoise_s, "decode_s": decode_s,
+           "it_per_s": args.steps / denoise_s, "peak_gib": peak, "load_s": load_s, "first_call_s": first_s,
+           "compile_s": first_s - latency if config.speed.compile else None}
+    del pipe
+    return row, latents.detach().float().cpu()
+
+
+def relative_error(latents: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((latents - reference).norm() / reference.norm())
+
+
+def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: Path) -> list[dict]:
+    folder = saved(spec, args.tiny, device, args.cache_dir, arch)
+    rows, reference = [], None
+    for config in ladder(device.startswith("cuda"), args.compile, args.compile_backend):
+        row, latents = run_config(config, spec, folder, args, device, out_dir)
+        reference = latents if reference is None else reference
+        row["rel_err"] = relative_error(latents, reference)
+        row["ok"] = bool(torch.isfinite(latents).all() and torch.isfinite(reference).all())
+        rows.append(row)
+        free(device)
+    if args.tiny:
+        from diffusers import DiffusionPipeline
+
+        tflop = unet_tflop(DiffusionPipeline.from_pretrained(folder, local_files_only=True), spec, args.size)
+    else:
+        tflop = arch["flops_per_unet_forward_batch1_tflop"][spec.flops_key]
+    floor = tflop * args.steps * (2 if CFG > 1 else 1) / rate
+    for row in rows:
+        row.update(unet_tflop_per_forward=tflop, floor_s=floor, x_floor=row["latency_s"] / floor,
+                   speedup=rows[0]["latency_s"] / row["latency_s"])
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    def seconds(value):
+        return f"{value:.3f}" if value is not None else "-"
+
+    lines = ["| model | config | s/image | it/s | denoise s | decode s | peak GiB | load s | first call s | "
+             "x floor | speed-up | rel. err | ok |", "|" + "---|" * 13]
+    for r in rows:
+        peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
+        lines.append(f"| {r['model']} | {r['config']} | {seconds(r['latency_s'])} | {r['it_per_s']:.1f} | "
+                     f"{seconds(r['denoise_s'])} | {seconds(r['decode_s'])} | {peak} | {seconds(r['load_s'])} | "
+                     f"{seconds(r['first_call_s'])} | {r['x_floor']:.1f} | {r['speedup']:.2f}x | "
+                     f"{r['rel_err']:.2e} | {'yes' if r['ok'] else 'FAIL'} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny configs at 64² on the CPU (a harness check)")
+    parser.add_argument("--models", nargs="+", choices=list(SPECS), default=list(SPECS))
+    parser.add_argument("--steps", type=int, help="sampling steps (default: 25, SDXL 30; tiny: 2)")
+    parser.add_argument("--repeats", type=int, help="timed runs per measure (default 5; tiny 1)")
+    parser.add_argument("--warmup", type=int, help="untimed full runs first, the first one reported (default 2; "
+                        "tiny 1)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="add the + compile row (default: on CUDA only)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: a quick check)")
+    parser.add_argument("--cache-dir", type=Path, help="where the random models are saved (default "
+                        "~/.cache/easel/gpu-benchmark; tiny: a temporary folder)")
+    parser.add_argument("--json", type=Path, help="results file (default outputs/benchmarks/gpu_speed[-tiny].json)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    args.compile = device == "cuda" if args.compile is None else args.compile
+    args.repeats = args.repeats or (1 if args.tiny else 5)
+    args.warmup = args.warmup or (1 if args.tiny else 2)
+    args.json = args.json or ROOT / "outputs" / "benchmarks" / f"gpu_speed{'-tiny' if args.tiny else ''}.json"
+    arch = architectures()
+    rate = matmul_tflops(device)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        args.cache_dir = args.cache_dir or (Path(tmp) / "models" if args.tiny
+                                            else Path.home() / ".cache" / "easel" / "gpu-benchmark")
+        for name in args.models:
+            spec = SPECS[name]
+            args.size = TINY_SIZE if args.tiny else spec.size
+            steps = args.steps
+            args.steps = steps or (2 if args.tiny else spec.steps)
+            rows += run_model(spec, args, device, arch, rate, Path(tmp) / "out")
+            args.steps = steps
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
+    result = {"device": where, "torch": torch.__version__, "matmul_tflops": rate, "tiny": args.tiny,
+              "repeats": args.repeats, "rows": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(f"\nGPU speed on {where}: batch 1, CFG {CFG}, Euler, median of {args.repeats}; dense matmul "
+          f"{rate:.2f} TFLOP/s; {'tiny models at 64², ' if args.tiny else ''}JSON in {args.json}\n")
+    print(table(rows))
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The fast path: what the registry does to a pipeline it places on a CUDA device (``--fast``, on by default).
+
+- **bf16** (``preferred_dtype``) where the card has it: as fast as fp16 with fp32's range, so SDXL's VAE decodes
+  without NaNs and needs no fp32 upcast (diffusers and ``generate.decode_latents`` upcast only fp16 VAEs).
+  Cards without bf16 keep fp16 and diffusers' upcast of that VAE.
+- **SDPA** attention: torch 2's default in diffusers; nothing to switch.
+- **channels-last** UNet and VAE: the memory layout cuDNN's fastest convolutions want.
+- **fused QKV**: one matmul for the query, key and value projections (key and value in cross-attention). The old
+  projections become views of the fused weight (no second copy), so PEFT can still wrap them: while a LoRA is
+  active on them the processor runs the unfused path through them, and the fused one otherwise.
+- **TF32** matmuls for whatever still runs in float32.
+- ``--compile`` (off by default): regional ``torch.compile`` of the UNet's transformer blocks
+  (``compile_repeated_blocks``) and the UNet's and VAE decoder's resnets, compiling each distinct block shape
+  once (seconds, not minutes). ``dynamic=False`` makes one static graph per block shape and picture size; the
+  recompile limit is raised so the common sizes each compile once instead of falling back to eager. For many
+  different sizes, mark the latents' height and width dynamic instead (``torch._dynamo.mark_dynamic(latents,
+  2)`` and ``3``, or ``dynamic=None``): one graph for all sizes, a little slower per step. A change of active
+  LoRA recompiles (PEFT's layers change the graph).
+
+Offloaded models (``medvram``, ``lowvram``) get channels-last only: offloading moves weights module by module,
+which would copy the fused weights' views and move weights under compiled blocks.
+
+On the CPU (and MPS) nothing is changed, so CPU pictures stay exactly as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+
+log = logging.getLogger(__name__)
+
+RECOMPILE_LIMIT = 64  # graphs per compiled block: its shapes times the picture sizes in use
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    channels_last: bool = False
+    fuse_qkv: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"
+
+    @classmethod
+    def from_flags(cls, fast: bool, compile: bool = False) -> "SpeedOptions":
+        return cls(channels_last=fast, fuse_qkv=fast, compile=compile)
+
+
+def preferred_dtype(device: str, fast: bool) -> torch.dtype | None:
+    """bf16 on a CUDA card that has it when ``fast``; None leaves the usual choice (fp16 on GPUs)."""
+    if fast and torch.device(device).type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def apply(pipe, options: SpeedOptions, device: str, mode: str = "normal") -> list[str]:
+    """The fast path for a freshly placed pipeline on a CUDA device; nothing elsewhere. Returns what was done."""
+    if torch.device(device).type != "cuda" or not hasattr(pipe, "unet") or options == SpeedOptions():
+        return []
+    torch.backends.cuda.matmul.allow_tf32 = True
+    done = optimise(pipe, options if mode == "normal" else SpeedOptions(channels_last=options.channels_last))
+    log.info("fast path: %s", ", ".join(done) or "nothing")
+    return done
+
+
+def optimise(pipe, options: SpeedOptions) -> list[str]:
+    """``options`` on ``pipe`` on any device (the benchmark uses it on the CPU to check its correctness)."""
+    done = []
+    if options.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+        done.append("channels-last")
+    if options.fuse_qkv:
+        fuse_qkv(pipe.unet)
+        done.append("fused QKV")
+    if options.compile:
+        compile_regions(pipe, options.compile_backend)
+        done.append("compile")
+    return done
+
+
+class LoraAwareFusedProcessor(FusedAttnProcessor2_0):
+    """Fused projections unless a LoRA is active on the query, key or value projection (PEFT wraps those,
+    not the fused one); then the plain SDPA processor through them."""
+
+    _plain = AttnProcessor2_0()
+
+    def __call__(self, attn, *args, **kwargs):
+        if any(getattr(layer, "active_adapters", None) and not layer.disable_adapters
+               for layer in (attn.to_q, attn.to_k, attn.to_v)):
+            return self._plain(attn, *args, **kwargs)
+        return super().__call__(attn, *args, **kwargs)
+
+
+@torch.no_grad()
+def fuse_qkv(model) -> None:
+    """Fuse every attention layer's projections; the separate weights become views of the fused ones."""
+    for module in model.modules():
+        if not isinstance(module, Attention) or getattr(module, "fused_projections", False):
+            continue
+        module.fuse_projections()
+        fused = module.to_kv if module.is_cross_attention else module.to_qkv
+        parts = (module.to_k, module.to_v) if module.is_cross_attention else (module.to_q, module.to_k, module.to_v)
+        start = 0
+        for layer in parts:  # plain tensors, not parameters: counted, moved and saved once, as to_qkv
+            rows = layer.weight.shape[0]
+            for name in ("weight", "bias"):
+                if getattr(layer, name) is not None:
+                    delattr(layer, name)
+                    setattr(layer, name, getattr(fused, name).detach()[start:start + rows])
+            start += rows
+    model.set_attn_processor(LoraAwareFusedProcessor())
+
+
+def compile_regions(pipe, backend: str = "inductor") -> None:
+    """Regional compilation: the UNet's transformer blocks and the UNet's and VAE decoder's resnets."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    pipe.unet.compile_repeated_blocks(fullgraph=True, dynamic=False, backend=backend)
+    for module in (*pipe.unet.modules(), *pipe.vae.decoder.modules()):
+        if isinstance(module, ResnetBlock2D):
+            module.compile(fullgraph=True, dynamic=False, backend=backend)
