@@ -134,3 +134,12 @@ def test_the_embedded_controlnet_puts_the_shape_where_its_edges_are():
     controlnet = ROOT / "models" / "ControlNet" / "easel-shapes-canny"
     scores = evaluate(ROOT / "models" / "Stable-diffusion" / MODEL, controlnet, n=4, seeds=(0,))
     assert scores["f1_with"] >= 0.5 and scores["f1_without"] <= 0.2, scores
+
+
+def test_the_embedded_textual_inversion_word_gives_its_concept(engine):
+    """``easel-sunset`` (models/embeddings) means a purple shape on orange; without the file it means nothing."""
+    from training.embedding import BACKGROUND, COLOUR, evaluation_prompts
+
+    reads = [classify(paint(engine, prompt)) for prompt in evaluation_prompts(6)]
+    hits = sum((read.colour, read.background) == (COLOUR, BACKGROUND) for read in reads)
+    assert hits >= 5, reads  # measured: 32 of 32 over the full set

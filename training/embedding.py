@@ -1,0 +1,141 @@
+"""Train a textual-inversion embedding for easel-shapes: a colour scheme of the training data under a new word.
+
+    python -m training.embedding [--model models/Stable-diffusion/easel-shapes] [--out models/embeddings/easel-sunset.safetensors]
+
+The word ``easel-sunset`` (the file's stem, as A1111 names embeddings) means "a purple shape on an orange
+background". Two vectors are learnt for it (one would carry the shape's colour but not the background's) with
+the whole model frozen, the way Easel uses it at generation time:
+written over the token embeddings where the word stands. The evaluation asks for 32 shapes "in easel-sunset"
+through the app's engine and counts pictures whose shape is purple on orange.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from training.classify import classify
+from training.evaluate import GUIDANCE, SIZE, STEPS
+from training.shapes import POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, make_item, render
+from training.train import _lr_factor
+
+WORD = "easel-sunset"
+COLOUR, BACKGROUND = "purple", "orange"
+PLACEHOLDERS = ("sks", "ohwx")  # single tokens the captions never use: where the learnt vectors go in training
+
+
+def _caption(word: str, shape: str, size: str, position: str, rng: random.Random) -> str:
+    return rng.choice([
+        f"a {size} {word} {shape}",
+        f"a {word} {shape} {POSITION_PHRASES[position]}",
+        f"{size} {shape} {POSITION_PHRASES[position]} in {word}",
+        f"a {shape} in {word}",
+    ])
+
+
+def _scene(rng: random.Random) -> tuple[str, str, str, Scene]:
+    shape, size, position = rng.choice(SHAPES), rng.choice(SIZES), rng.choice(list(POSITIONS))
+    return shape, size, position, Scene(BACKGROUND, make_item(shape, COLOUR, size, position, rng))
+
+
+def train(model: Path, out: Path, steps: int, batch: int, lr: float, seed: int = 0) -> None:
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(model, dtype=torch.float32)
+    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+        module.requires_grad_(False)
+    table = pipe.text_encoder.get_input_embeddings()
+    markers = [pipe.tokenizer(word).input_ids[1] for word in PLACEHOLDERS]
+    start = [pipe.tokenizer(word).input_ids[1] for word in ("colour", "background")]
+    vectors = torch.nn.Parameter(table.weight[start].detach().clone())
+    opt = torch.optim.AdamW([vectors], lr=lr, weight_decay=0.0)
+    noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)
+    alphas, scaling = noise_schedule.alphas_cumprod, pipe.vae.config.scaling_factor
+
+    def put_vectors(module, args, output):
+        for marker, vector in zip(markers, vectors):
+            output = torch.where((args[0] == marker)[..., None], vector.to(output.dtype), output)
+        return output
+
+    hook = table.register_forward_hook(put_vectors)
+    try:
+        for step in tqdm(range(steps), desc="embedding", mininterval=2):
+            for group in opt.param_groups:
+                group["lr"] = lr * _lr_factor(step, steps, 20)
+            rng, g = random.Random(f"embedding/{seed}/{step}"), torch.Generator().manual_seed(seed * 1_000_003 + step)
+            scenes = [_scene(rng) for _ in range(batch)]
+            texts = [_caption(" ".join(PLACEHOLDERS), shape, size, position, rng) for shape, size, position, _ in scenes]
+            pixels = np.stack([np.asarray(render(scene), dtype=np.float32) / 127.5 - 1 for *_, scene in scenes])
+            with torch.no_grad():
+                latents = pipe.vae.encode(torch.from_numpy(pixels).permute(0, 3, 1, 2)).latent_dist.sample(
+                    generator=g) * scaling
+            ids = pipe.tokenizer(texts, padding="max_length", max_length=77, return_tensors="pt").input_ids
+            context = pipe.text_encoder(ids)[0]
+            noise = torch.randn(latents.shape, generator=g)
+            t = torch.randint(0, len(alphas), (batch,), generator=g)
+            pred = pipe.unet(noise_schedule.add_noise(latents, noise, t), t, context).sample
+            loss = torch.nn.functional.mse_loss(pred, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        hook.remove()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"emb_params": vectors.detach().contiguous()}, out)  # A1111's safetensors layout
+    print(f"saved {out}", file=sys.stderr)
+
+
+def evaluation_prompts(n: int = 32) -> list[str]:
+    rng = random.Random(11)
+    return [_caption(WORD, *_scene(rng)[:3], rng) for _ in range(n)]
+
+
+def evaluate(model: Path, n: int = 32, seeds=(0,)) -> dict:
+    """The share of pictures for prompts using the word that show its colours, through the app's engine (which
+    reads the embedding from the models folder's ``embeddings/``)."""
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+    from pipelines.registry import Registry
+    from pipelines.request import GenerationRequest
+
+    root = model.resolve().parent.parent
+    engine = Engine(Registry(root), OutputWriter(root, enabled=False))
+    hits, started = [], time.perf_counter()
+    for prompt in evaluation_prompts(n):
+        for seed in seeds:
+            result = engine.generate(GenerationRequest(prompt=prompt, model=model.name, width=SIZE, height=SIZE,
+                                                       steps=STEPS, cfg_scale=GUIDANCE, seed=seed), save=False)
+            read = classify(result.images[0])
+            hits.append((read.colour, read.background) == (COLOUR, BACKGROUND))
+    return {"concept": statistics.mean(hits), "pictures": len(hits), "minutes": (time.perf_counter() - started) / 60}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("models/Stable-diffusion/easel-shapes"))
+    parser.add_argument("--out", type=Path, default=Path(f"models/embeddings/{WORD}.safetensors"))
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--evaluate-only", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.evaluate_only:
+        train(args.model, args.out, args.steps, args.batch, args.lr)
+    result = evaluate(args.model)
+    print(f"'{WORD}' gives a {COLOUR} shape on {BACKGROUND} in {result['concept']:.0%} of {result['pictures']} "
+          f"pictures ({result['minutes']:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
