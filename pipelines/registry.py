@@ -3,7 +3,8 @@
 A model name resolves to a source (a diffusers folder or a single-file checkpoint under
 ``models/Stable-diffusion``, or a Hub id; never a path). ``lease(name)`` loads it if needed and pins it while a
 generation uses it; loading a new model first evicts the least recently used unpinned ones until the estimate
-fits the memory budget, then places it in a memory mode (``memory.py``: whole on the device, or offloaded when
+fits the memory budget (on a GPU they wait in CPU RAM, under a RAM budget, before being dropped), then places it
+in a memory mode (``memory.py``: whole on the device, or offloaded when
 it does not fit). Task variants (txt2img, img2img, inpaint) come from ``AutoPipelineFor*.from_pipe``, which
 reuses the same modules and, unlike the concrete classes' ``from_pipe``, never casts them to float32 (diffusers
 issue 12754).
@@ -125,6 +126,7 @@ class LoadedModel:
         self.last_used = time.monotonic()
         self._variants: dict[str, Any] = {}
         self.load_seconds = 0.0  # what the latest lease paid to load it: 0 when it was already resident
+        self.parked = False  # evicted from the device to CPU RAM, ready to move back
 
     def pipeline(self, task: str = "txt2img", controlnets: list | None = None):
         """The pipeline for ``task``, sharing this model's modules (no second copy, same dtype).
@@ -188,6 +190,9 @@ class Registry:
         self.dtype = dtype or torch.float32
         self.memory_budget = memory_budget if memory_budget is not None else default_budget(device)
         self.memory_mode = memory_mode
+        # Evicted models wait in CPU RAM (up to this many bytes) when the device is not the CPU itself.
+        self.park = torch.device(device).type != "cpu"
+        self.ram_budget = default_budget("cpu")
         self.vae = vae
         self.speed = speed or SpeedOptions()
         self.offline = offline
@@ -283,10 +288,12 @@ class Registry:
         info = model if isinstance(model, ModelInfo) else self.resolve(model)
         with self._lock:
             entry = self._loaded.get(info.name)
-            if entry is not None:
-                entry.load_seconds = 0.0
-            else:
+            if entry is None:
                 entry = self._load(info)
+            elif entry.parked:
+                self._unpark(entry)
+            else:
+                entry.load_seconds = 0.0
             entry.leases += 1
         try:
             yield entry
@@ -298,8 +305,8 @@ class Registry:
     def resident(self) -> list[dict]:
         """What is loaded, where, how large, and whether a job holds it now."""
         with self._lock:
-            return [{"name": n, "device": self.device, "mode": e.mode, "bytes": e.nbytes, "leases": e.leases}
-                    for n, e in self._loaded.items()]
+            return [{"name": n, "device": "cpu (parked)" if e.parked else self.device, "mode": e.mode,
+                     "bytes": e.nbytes, "leases": e.leases} for n, e in self._loaded.items()]
 
     def unload(self, name: str) -> bool:
         with self._lock:
@@ -310,19 +317,48 @@ class Registry:
         self.release_memory()
         return True
 
-    def _used(self) -> int:
-        return sum(e.nbytes for e in self._loaded.values())
+    def _used(self, parked: bool = False) -> int:
+        """Bytes of the models on the device (or, with ``parked``, of those waiting in CPU RAM)."""
+        return sum(e.nbytes for e in self._loaded.values() if e.parked == parked)
 
     def _make_room(self, needed: int) -> None:
         while self._used() + needed > self.memory_budget:
-            idle = [(e.last_used, n) for n, e in self._loaded.items() if not e.leases]
+            idle = [(e.last_used, n) for n, e in self._loaded.items() if not e.leases and not e.parked]
             if not idle:
                 log.warning("memory budget exceeded: every resident model is in use")
                 return
             _, victim = min(idle)
-            log.info("evicting %s to stay within the memory budget", victim)
-            del self._loaded[victim]
+            self._evict(self._loaded[victim])
             self.release_memory()
+
+    def _evict(self, entry: LoadedModel) -> None:
+        """Move ``entry`` to CPU RAM (dropping the longest-parked models if RAM runs short), or drop it when the
+        device is the CPU, it is offloaded already, or it cannot fit in RAM at all."""
+        if self.park and entry.mode == "normal":
+            parked = sorted((e.last_used, n) for n, e in self._loaded.items() if e.parked and not e.leases)
+            while parked and self._used(parked=True) + entry.nbytes > self.ram_budget:
+                name = parked.pop(0)[1]
+                log.info("dropping %s from CPU RAM", name)
+                del self._loaded[name]
+            if self._used(parked=True) + entry.nbytes <= self.ram_budget:
+                log.info("moving %s to CPU RAM to stay within the memory budget", entry.info.name)
+                entry.pipe.to("cpu")
+                entry.parked = True
+                return
+        log.info("evicting %s to stay within the memory budget", entry.info.name)
+        del self._loaded[entry.info.name]
+
+    def _unpark(self, entry: LoadedModel) -> None:
+        """Bring a parked model back to the device (its load time is this move)."""
+        started = time.perf_counter()
+        entry.parked = False  # counted on the device from here, and pinned while room is made for it
+        entry.leases += 1
+        try:
+            self._make_room(0)
+        finally:
+            entry.leases -= 1
+        entry.pipe.to(self.device)
+        entry.load_seconds = time.perf_counter() - started
 
     def release_memory(self) -> None:
         """Hand freed tensors back (the CUDA cache too), after an eviction or an out-of-memory error."""

@@ -57,6 +57,26 @@ def test_least_recently_used_model_is_evicted_under_a_small_budget(models_dir):
     assert [r["name"] for r in registry.resident()] == ["tiny-sd"]
 
 
+def test_evicted_models_wait_in_cpu_ram_then_are_dropped_when_it_runs_short(models_dir):
+    """On a GPU an evicted model moves to CPU RAM first (forced here, where the device is the CPU itself)."""
+    with Registry(models_dir).lease("tiny-sdxl") as sized:
+        one = sized.nbytes  # the larger of the two tiny models
+    registry = Registry(models_dir, memory_budget=one)  # one model on the device at a time
+    registry.park, registry.ram_budget = True, one  # and one waiting in RAM
+    with registry.lease("tiny-sdxl") as large:
+        pass
+    with registry.lease("tiny-sd") as small:
+        pass
+    assert {r["name"]: r["device"] for r in registry.resident()} == {"tiny-sdxl": "cpu (parked)", "tiny-sd": "cpu"}
+    with registry.lease("tiny-sdxl") as back:  # moved back, not loaded again
+        assert back is large and not back.parked
+    assert {r["name"]: r["device"] for r in registry.resident()} == {"tiny-sdxl": "cpu", "tiny-sd": "cpu (parked)"}
+    registry.ram_budget = 0  # no room left in RAM: the next eviction drops
+    with registry.lease("tiny-sd") as again:
+        assert again is small
+    assert [r["name"] for r in registry.resident()] == ["tiny-sd"]
+
+
 def test_a_leased_model_is_never_evicted(models_dir):
     registry = Registry(models_dir, memory_budget=1)
     with registry.lease("tiny-sd") as first:
