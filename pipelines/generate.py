@@ -5,7 +5,8 @@ picture on every device and image i of a batch equals a single run with seed + i
 progress (with latents for previews) and turns an interrupt request into diffusers' own ``_interrupt``
 flag: the current step finishes, the rest are skipped, and what was reached is decoded and returned.
 img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A1111, they run
-``steps x denoising strength`` steps.
+``steps x denoising strength`` steps. ControlNet units (``Controls``) add their maps, weights and step ranges to
+the call, and their control-mode hooks around it.
 """
 
 from __future__ import annotations

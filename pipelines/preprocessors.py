@@ -108,9 +108,6 @@ class Preprocessors:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def names(self) -> list[str]:
-        return list(PREPROCESSORS)
-
     def run(self, name: str, image: Image.Image, resolution: int = 512,
             threshold_a: float | None = None, threshold_b: float | None = None) -> Image.Image:
         """The control map of ``image`` (RGB, at the detector's resolution; the caller resizes it)."""

@@ -20,6 +20,22 @@ def models_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def sd():
+    """A tiny random StableDiffusionPipeline in memory, fresh per test module."""
+    from training.tiny_random import build_tiny_sd
+
+    return build_tiny_sd()
+
+
+@pytest.fixture(scope="module")
+def sdxl():
+    """A tiny random StableDiffusionXLPipeline in memory, fresh per test module."""
+    from training.tiny_random import build_tiny_sdxl
+
+    return build_tiny_sdxl()
+
+
 @pytest.fixture(scope="session")
 def registry(models_dir):
     from pipelines.registry import Registry

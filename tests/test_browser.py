@@ -11,43 +11,20 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Playwright cannot download one offline)",
-                allow_module_level=True)
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page
+from playwright.sync_api import expect
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
 PROMPT = "a red circle on a white background"
-TIMEOUT_MS = 60_000  # the CPU is slow and shared
-GENERATION_TIMEOUT_MS = 240_000  # first generation also loads the model
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 # What one test hands to a later one (test 1's PNG for the PNG Info round trip).
 _shared: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def page(browser, app_url):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    expect.set_options(timeout=TIMEOUT_MS)
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(app_url)
-    expect(page.locator("#txt2img_generate")).to_be_visible()
-    yield page
-    context.close()
+def page(app_url):
+    with open_page(app_url) as page:
+        expect(page.locator("#txt2img_generate")).to_be_visible()
+        yield page
 
 
 @pytest.fixture(scope="module")

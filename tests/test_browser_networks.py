@@ -9,18 +9,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Playwright cannot download one offline)",
-                allow_module_level=True)
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-ARTIFACTS = Path(__file__).parent / "artifacts"
-TIMEOUT_MS = 60_000
-GENERATION_TIMEOUT_MS = 240_000
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page
+from playwright.sync_api import expect
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +47,9 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(app_url):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(app_url)
+    with open_page(app_url) as page:
         expect(page.locator("#txt2img_generate")).to_be_visible()
         yield page
-        browser.close()
 
 
 def test_click_a_lora_card_then_generate(page):

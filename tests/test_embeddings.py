@@ -15,7 +15,6 @@ from pipelines.infotext import parse_infotext
 from pipelines.outputs import OutputWriter
 from pipelines.request import GenerationRequest
 from pipelines.text_encoding import encode_prompts
-from training.tiny_random import build_tiny_sd, build_tiny_sdxl
 
 
 class RunsCode:
@@ -26,16 +25,6 @@ class RunsCode:
 def token_vectors(encoder, tokenizer, text):
     ids = tokenizer(text, add_special_tokens=False).input_ids
     return encoder.get_input_embeddings().weight[ids].detach().clone()
-
-
-@pytest.fixture(scope="module")
-def sd():
-    return build_tiny_sd()
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return build_tiny_sdxl()
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,7 @@ from pipelines.errors import RequestError
 from pipelines.generate import run_pipeline
 from pipelines.request import GenerationRequest
 from pipelines.text_encoding import _Matcher, encode_prompts, text_encoders_changed, tokenize
-from training.tiny_random import build_tiny_sd, build_tiny_sdxl
-
-
-@pytest.fixture(scope="module")
-def sd():
-    return build_tiny_sd()
-
-
-@pytest.fixture(scope="module")
-def sdxl():
-    return build_tiny_sdxl()
+from training.tiny_random import build_tiny_sd
 
 
 def chunks_of(pipe, prompt):

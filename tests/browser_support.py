@@ -1,0 +1,39 @@
+"""What every browser test module shares: Debian's chromium (the module is skipped without it), timeouts, the
+screenshot folder, and a page opened on an app."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Playwright cannot download one offline)",
+                allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+ARTIFACTS = Path(__file__).parent / "artifacts"  # screenshots (git-ignored), for a person to look at
+TIMEOUT_MS = 60_000  # the CPU is slow and shared
+GENERATION_TIMEOUT_MS = 240_000  # a first generation also loads the model
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@contextmanager
+def open_page(url: str, height: int = 1100) -> Iterator:
+    """A page of a fresh headless chromium on ``url``, with the tests' timeouts."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        try:
+            yield page
+        finally:
+            browser.close()
