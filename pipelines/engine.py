@@ -6,6 +6,7 @@ seeding, scheduler choice, metadata, outputs and interrupt behave the same every
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -241,7 +242,10 @@ class Engine:
             finally:
                 done.set()
 
-        worker = threading.Thread(target=work, name="easel-generate", daemon=True)
+        # The job runs in a copy of the caller's context, so what tracks progress there (Gradio's tqdm tracking of
+        # a model download, say) sees the job's progress bars too.
+        context = contextvars.copy_context()
+        worker = threading.Thread(target=context.run, args=(work,), name="easel-generate", daemon=True)
         worker.start()
         try:
             while True:

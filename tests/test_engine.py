@@ -168,3 +168,20 @@ def test_out_of_memory_gives_a_message_and_the_next_job_works(engine, monkeypatc
     assert not engine.busy
     monkeypatch.setattr(pipelines.engine, "run_pipeline", real)
     assert len(engine.generate(make()).images) == 1
+
+
+def test_a_streamed_job_runs_in_the_callers_context(engine, monkeypatch):
+    """What tracks progress in the caller (Gradio's tqdm tracking of a Hub download) sees inside the job."""
+    import contextvars
+
+    marker = contextvars.ContextVar("marker", default="not seen")
+    marker.set("the caller's")
+    seen, lease = [], engine.registry.lease
+
+    def spying_lease(*args, **kwargs):
+        seen.append(marker.get())
+        return lease(*args, **kwargs)
+
+    monkeypatch.setattr(engine.registry, "lease", spying_lease)
+    list(engine.stream(GenerationRequest(prompt="x", steps=1, width=64, height=64)))
+    assert seen and set(seen) == {"the caller's"}

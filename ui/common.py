@@ -136,7 +136,8 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
     from pipelines.errors import EaselError
     from pipelines.request import GenerationRequest
 
-    def generate(values: dict, model_name: str, request: gr.Request, progress=gr.Progress()):
+    # track_tqdm: a model downloading from the Hub on first use shows its download bars in the tab's progress
+    def generate(values: dict, model_name: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         try:
             prepared = prepare(values) if prepare else values
             jobs = [GenerationRequest.from_values({**v, "model": model_name, "task": task})

@@ -31,7 +31,7 @@ def build(services) -> None:
     resident = gr.Dataframe(headers=COLUMNS, value=table()[0], interactive=False, elem_id="models_table")
     budget = gr.Markdown(table()[1], elem_id="models_budget")
 
-    def load_model(name: str | None):
+    def load_model(name: str | None, progress=gr.Progress(track_tqdm=True)):  # a download shows its bars
         try:
             with registry.lease(name or ""):
                 pass
