@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from pipelines.preprocessors import Preprocessors
 from training.evaluate import GUIDANCE, SIZE, STEPS, eval_scenes
+from training.frozen import FrozenPipeline, pixels, step_random
 from training.shapes import POSITION_PHRASES, POSITIONS, Scene, example, full_caption, make_item, render
 from training.train import _lr_factor
 
@@ -53,46 +54,30 @@ def _training_example(seed: str, rng: random.Random) -> tuple[str, Image.Image, 
     return text, picture, edge_map(picture)
 
 
-def _tensor(images: list[Image.Image], low: float) -> torch.Tensor:
-    """Pictures as a batch in [low, 1] (ControlNet conditions take [0, 1]; the VAE [-1, 1])."""
-    array = np.stack([np.asarray(i.convert("RGB"), dtype=np.float32) / 255 for i in images])
-    return torch.from_numpy(array).permute(0, 3, 1, 2) * (1 - low) + low
-
-
 def train(model: Path, out: Path, steps: int, batch: int, lr: float, seed: int = 0) -> None:
-    from diffusers import ControlNetModel, DDPMScheduler, StableDiffusionPipeline
+    from diffusers import ControlNetModel
 
-    pipe = StableDiffusionPipeline.from_pretrained(model, dtype=torch.float32)
-    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
-        module.requires_grad_(False)
+    frozen = FrozenPipeline(model)
+    pipe = frozen.pipe
     torch.manual_seed(seed)
     levels = len(pipe.vae.config.block_out_channels)  # the hint encoder must shrink pictures as the VAE does
     net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32, 64, 128)[:levels])
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     ema = copy.deepcopy(net).requires_grad_(False)
-    noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)  # the training-time view of its schedule
-    alphas = noise_schedule.alphas_cumprod
-    v_prediction = pipe.scheduler.config.prediction_type == "v_prediction"
-    scaling = pipe.vae.config.scaling_factor
     for step in tqdm(range(steps), desc="controlnet", mininterval=2):
         for group in opt.param_groups:
             group["lr"] = lr * _lr_factor(step, steps, 50)
-        g, rng = torch.Generator().manual_seed(seed * 1_000_003 + step), random.Random(f"controlnet/{seed}/{step}")
+        rng, g = step_random("controlnet", seed, step)
         texts, pictures, maps = zip(*(_training_example(f"cn/{seed}/{step}/{j}", rng) for j in range(batch)))
+        latents = frozen.latents(list(pictures), g)
         with torch.no_grad():
-            latents = pipe.vae.encode(_tensor(list(pictures), -1)).latent_dist.sample(generator=g) * scaling
-            ids = pipe.tokenizer(list(texts), padding="max_length", max_length=77, truncation=True,
-                                 return_tensors="pt").input_ids
-            context = pipe.text_encoder(ids)[0]
-        noise = torch.randn(latents.shape, generator=g)
-        t = torch.randint(0, len(alphas), (batch,), generator=g)
-        noisy = noise_schedule.add_noise(latents, noise, t)
-        down, mid = net(noisy, t, context, controlnet_cond=_tensor(list(maps), 0), return_dict=False)
+            context = frozen.text(list(texts))
+        noisy, noise, t = frozen.noised(latents, g)
+        down, mid = net(noisy, t, context, controlnet_cond=pixels(list(maps), low=0.0), return_dict=False)
         pred = pipe.unet(noisy, t, context, down_block_additional_residuals=down,
                          mid_block_additional_residual=mid).sample
-        target = noise_schedule.get_velocity(latents, noise, t) if v_prediction else noise
-        loss = torch.nn.functional.mse_loss(pred, target)
+        loss = torch.nn.functional.mse_loss(pred, frozen.target(latents, noise, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -18,13 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
 from training.classify import classify
 from training.evaluate import GUIDANCE, SIZE, STEPS
+from training.frozen import FrozenPipeline, step_random
 from training.shapes import POSITION_PHRASES, POSITIONS, SHAPES, SIZES, Scene, make_item, render
 from training.train import _lr_factor
 
@@ -48,18 +48,13 @@ def _scene(rng: random.Random) -> tuple[str, str, str, Scene]:
 
 
 def train(model: Path, out: Path, steps: int, batch: int, lr: float, seed: int = 0) -> None:
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(model, dtype=torch.float32)
-    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
-        module.requires_grad_(False)
+    frozen = FrozenPipeline(model)
+    pipe = frozen.pipe
     table = pipe.text_encoder.get_input_embeddings()
     markers = [pipe.tokenizer(word).input_ids[1] for word in PLACEHOLDERS]
     start = [pipe.tokenizer(word).input_ids[1] for word in ("colour", "background")]
     vectors = torch.nn.Parameter(table.weight[start].detach().clone())
     opt = torch.optim.AdamW([vectors], lr=lr, weight_decay=0.0)
-    noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)
-    alphas, scaling = noise_schedule.alphas_cumprod, pipe.vae.config.scaling_factor
 
     def put_vectors(module, args, output):
         for marker, vector in zip(markers, vectors):
@@ -71,19 +66,13 @@ def train(model: Path, out: Path, steps: int, batch: int, lr: float, seed: int =
         for step in tqdm(range(steps), desc="embedding", mininterval=2):
             for group in opt.param_groups:
                 group["lr"] = lr * _lr_factor(step, steps, 20)
-            rng, g = random.Random(f"embedding/{seed}/{step}"), torch.Generator().manual_seed(seed * 1_000_003 + step)
+            rng, g = step_random("embedding", seed, step)
             scenes = [_scene(rng) for _ in range(batch)]
             texts = [_caption(" ".join(PLACEHOLDERS), shape, size, position, rng) for shape, size, position, _ in scenes]
-            pixels = np.stack([np.asarray(render(scene), dtype=np.float32) / 127.5 - 1 for *_, scene in scenes])
-            with torch.no_grad():
-                latents = pipe.vae.encode(torch.from_numpy(pixels).permute(0, 3, 1, 2)).latent_dist.sample(
-                    generator=g) * scaling
-            ids = pipe.tokenizer(texts, padding="max_length", max_length=77, return_tensors="pt").input_ids
-            context = pipe.text_encoder(ids)[0]
-            noise = torch.randn(latents.shape, generator=g)
-            t = torch.randint(0, len(alphas), (batch,), generator=g)
-            pred = pipe.unet(noise_schedule.add_noise(latents, noise, t), t, context).sample
-            loss = torch.nn.functional.mse_loss(pred, noise)
+            latents = frozen.latents([render(scene) for *_, scene in scenes], g)
+            context = frozen.text(texts)  # with gradients: the learnt vectors are in it
+            noisy, noise, t = frozen.noised(latents, g)
+            loss = torch.nn.functional.mse_loss(pipe.unet(noisy, t, context).sample, frozen.target(latents, noise, t))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
