@@ -57,11 +57,17 @@ def _capture(model, names: tuple[str, ...]) -> tuple[dict, list]:
 
 
 def train(teacher_dir: Path, out: Path, steps: int, batch: int, lr: float, feature_weight: float,
-          seed: int = 0) -> None:
+          seed: int = 0, start: Path | None = None) -> None:
+    """``start``: a student folder to go on training (a later stage of the same run uses another ``seed``)."""
     frozen = FrozenPipeline(teacher_dir)
     pipe = frozen.pipe
     torch.manual_seed(seed)
-    student = build_student(pipe.unet).train()
+    if start is not None:
+        from diffusers import UNet2DConditionModel
+
+        student = UNet2DConditionModel.from_pretrained(start / "unet", dtype=torch.float32).train()
+    else:
+        student = build_student(pipe.unet).train()
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.01)
     ema = [p.detach().clone() for p in student.parameters()]
     teacher_features, teacher_hooks = _capture(pipe.unet, FEATURES)
@@ -119,9 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--feature-weight", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=Path, help="a student folder to go on training")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train(args.teacher, args.out, args.steps, args.batch, args.lr, args.feature_weight)
+    train(args.teacher, args.out, args.steps, args.batch, args.lr, args.feature_weight, args.seed, args.start)
 
 
 if __name__ == "__main__":
