@@ -52,16 +52,32 @@ def engine(registry, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def app_url(models_dir, tmp_path_factory):
-    """The real app (flags -> settings -> services -> UI) launched in-process on the tiny models."""
+def serve_app(tmp_path_factory):
+    """``with serve_app(models_dir) as url``: the real app (flags -> settings -> services -> UI) launched
+    in-process on a models folder, with tiny-sd as the default model."""
+    from contextlib import contextmanager
+
     import app
 
-    args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
-                           "--default-model", "tiny-sd", "--device", "cpu"])
-    demo = app.build_app(app.settings_from_args(args))
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    yield demo.local_url
-    demo.close()
+    @contextmanager
+    def serve(models_dir):
+        args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
+                               "--default-model", "tiny-sd", "--device", "cpu"])
+        demo = app.build_app(app.settings_from_args(args))
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+        try:
+            yield demo.local_url
+        finally:
+            demo.close()
+
+    return serve
+
+
+@pytest.fixture(scope="session")
+def app_url(models_dir, serve_app):
+    """The real app on the tiny models."""
+    with serve_app(models_dir) as url:
+        yield url
 
 
 def _free_port() -> int:

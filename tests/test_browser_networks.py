@@ -14,12 +14,11 @@ from playwright.sync_api import expect
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def app_url(tmp_path_factory, serve_app):
     import torch
     from PIL import Image
     from safetensors.torch import save_file
 
-    import app
     from training.tiny_random import build_tiny_sd, save_tiny_models
 
     root = tmp_path_factory.mktemp("browser-net-models")
@@ -37,12 +36,8 @@ def app_url(tmp_path_factory):
     Image.new("RGB", (64, 64), (200, 40, 160)).save(root / "Lora" / "stripes.preview.png")
     save_file({"emb_params": torch.zeros(1, 8)}, root / "embeddings" / "shiny.safetensors")
     torch.save({8: ({}, {})}, root / "hypernetworks" / "grain.pt")
-    args = app.parse_args(["--models-dir", str(root), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
-                           "--default-model", "tiny-sd", "--device", "cpu"])
-    demo = app.build_app(app.settings_from_args(args))
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    yield demo.local_url
-    demo.close()
+    with serve_app(root) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
