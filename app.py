@@ -24,6 +24,8 @@ VALID_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from pipelines.speed import COMPILE_MODES, WEIGHTS  # torch: here, not at import
+
     parser = argparse.ArgumentParser(prog="app.py", description="Easel: text-to-image in the browser.")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (default 127.0.0.1: this machine only)")
@@ -62,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default on; no effect on the CPU)")
     parser.add_argument("--compile", action="store_true",
                         help="on CUDA: torch.compile the UNet's and VAE decoder's repeated blocks (slow first image)")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                        help="reduce-overhead: --compile with CUDA graphs (static sizes; no effect on the CPU)")
+    parser.add_argument("--weights", choices=WEIGHTS, default="full",
+                        help="store the UNet's weights in int8 or fp8 (less memory, not exact; any device)")
     return parser.parse_args(argv)
 
 
@@ -129,7 +135,7 @@ def settings_from_args(args: argparse.Namespace):
                     save_outputs=not args.no_save, memory_budget_gb=args.memory_budget, offline=args.offline,
                     default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json",
                     memory_mode=args.memory_mode, vae=args.vae, controlnet_units=args.controlnet_units,
-                    fast=args.fast, compile=args.compile)
+                    fast=args.fast, compile=args.compile, compile_mode=args.compile_mode, weights=args.weights)
 
 
 def build_app(settings, services=None):

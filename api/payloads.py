@@ -82,6 +82,9 @@ class Txt2ImgPayload(BaseModel):
     save_images: bool = False
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     infotext: str | None = None
+    mix: list[dict[str, Any]] | None = Field(None, description=(
+        "Easel: Kandinsky 2.2 image mixing, a list of {\"prompt\": text} or {\"image\": base64} items, each with "
+        "a \"weight\"; the prior blends their image embeddings and the decoder paints the blend"))
 
 
 class Img2ImgPayload(Txt2ImgPayload):
@@ -130,7 +133,7 @@ class PNGInfoResponse(BaseModel):
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers", "model": "override_settings.sd_model_checkpoint",
-    "controlnets": "alwayson_scripts.controlnet.args",
+    "controlnets": "alwayson_scripts.controlnet.args", "step_cache": "override_settings.step_cache",
 }
 
 
@@ -173,6 +176,13 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
             refuse("mask_blur_x", "Different horizontal and vertical mask blur is not supported; set mask_blur.")
 
 
+def mix_items(payload: Txt2ImgPayload) -> list:
+    """Easel's ``mix`` with its pictures decoded; the request checks the rest."""
+    return [{**item, "image": decode_image(item["image"], f"mix[{index}].image")}
+            if isinstance(item, dict) and isinstance(item.get("image"), str) else item
+            for index, item in enumerate(payload.mix or [])]
+
+
 def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
     """The ControlNet extension's ``alwayson_scripts.controlnet.args`` as unit dicts with decoded pictures
     (``image`` may be base64 or ``{"image": base64, "mask": ...}``; ``input_image`` is its older name)."""
@@ -212,7 +222,8 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     given = payload.model_fields_set
     update = {key: value for key, value in values.items() if key not in given}
     override = dict(payload.override_settings or {})
-    for key, option in (("Model", "sd_model_checkpoint"), ("Clip skip", "CLIP_stop_at_last_layers")):
+    for key, option in (("Model", "sd_model_checkpoint"), ("Clip skip", "CLIP_stop_at_last_layers"),
+                        ("Step cache", "step_cache")):
         if key in params:
             override.setdefault(option, params[key])
     if override:
@@ -265,6 +276,8 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
         "task": "txt2img",
         "denoising_strength": 0.75 if payload.denoising_strength is None else payload.denoising_strength,
         "controlnets": control_units(payload),
+        "mix": mix_items(payload),
+        "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
     }
     if payload.enable_hr:
         values.update(_hires_values(payload))

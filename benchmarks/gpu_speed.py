@@ -11,7 +11,10 @@ process with one seed and prompt, each configuration of the ladder loads it and 
   scheduler, default attention, a CPU generator so the noise matches Easel's);
 - ``easel fp16``: the same through Easel's Registry and Engine (prompt cache, live previews every 5 steps);
 - ``+ bf16``, ``+ channels-last``, ``+ fused QKV`` (the app's ``--fast``), ``+ compile`` (``--compile``),
-  each adding one optimisation, so each one's gain and error show separately; on CUDA also ``--fast, medvram``.
+  each adding one optimisation, so each one's gain and error show separately; on CUDA also ``--fast, medvram``;
+- the fast modes, each on top of ``--fast`` and not exact: ``step cache 3`` (DeepCache-style, ``step_cache.py``),
+  ``--weights int8`` and ``--weights fp8`` (weight-only storage, ``quantize.py``; the UNet MiB column shows the
+  memory they save).
 
 Per row: median seconds per image over ``--repeats`` after warm-up (full path, decoded picture), it/s and seconds
 of denoising (prompt to latents) and of VAE decoding, peak CUDA memory, load time, the first call (cold compile
@@ -31,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from benchmarks.random_pipelines import SPECS, TINY_SIZE, Spec, architectures, saved  # noqa: E402
+from pipelines.quantize import tensor_bytes  # noqa: E402
 from pipelines.speed import SpeedOptions, optimise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,10 +58,12 @@ class Config:
     dtype: str
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     memory_mode: str = "normal"
+    step_cache: int = 0
 
 
 def ladder(cuda: bool, compile: bool, backend: str) -> list[Config]:
-    """The baseline, then Easel with one more optimisation per row (fp32 instead of fp16 on the CPU)."""
+    """The baseline, then Easel with one more optimisation per row (fp32 instead of fp16 on the CPU), then the
+    fast modes that are not exact, each on top of ``--fast``."""
     half = "float16" if cuda else "float32"
     short = {"float16": "fp16", "float32": "fp32"}[half]
     fast = SpeedOptions(channels_last=True, fuse_qkv=True)
@@ -70,6 +76,9 @@ def ladder(cuda: bool, compile: bool, backend: str) -> list[Config]:
                            SpeedOptions(channels_last=True, fuse_qkv=True, compile=True, compile_backend=backend)))
     if cuda:
         rows.append(Config("--fast, medvram", True, "bfloat16", fast, "medvram"))
+    rows += [Config("fast mode: step cache 3", True, "bfloat16", fast, step_cache=3),
+             Config("fast mode: --weights int8", True, "bfloat16", replace(fast, weights="int8")),
+             Config("fast mode: --weights fp8", True, "bfloat16", replace(fast, weights="fp8"))]
     return rows
 
 
@@ -143,7 +152,7 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_
                             speed=config.speed, offline=True)
         engine = Engine(registry, OutputWriter(out_dir, enabled=False))
         request = GenerationRequest(prompt=PROMPT, sampler="Euler", steps=args.steps, cfg_scale=CFG, width=args.size,
-                                    height=args.size, seed=SEED, model=folder.name)
+                                    height=args.size, seed=SEED, model=folder.name, step_cache=config.step_cache)
 
         def load():
             with registry.lease(folder.name) as model:
@@ -152,6 +161,7 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_
                 return model.pipeline("txt2img")
 
         load_s, pipe = timed(load, device)
+        unet_bytes = tensor_bytes(pipe.unet)
 
         def full():
             return engine.generate(request, save=False).images
@@ -168,6 +178,7 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_
             return loaded
 
         load_s, pipe = timed(load, device)
+        unet_bytes = tensor_bytes(pipe.unet)
 
         def call(output_type):
             return pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=CFG, width=args.size,
@@ -190,7 +201,8 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
     row = {"model": spec.name, "config": config.name, "dtype": config.dtype, "memory_mode": config.memory_mode,
            "speed": asdict(config.speed), "latency_s": latency, "denoise_s": denoise_s, "decode_s": decode_s,
-           "it_per_s": args.steps / denoise_s, "peak_gib": peak, "load_s": load_s, "first_call_s": first_s,
+           "it_per_s": args.steps / denoise_s, "peak_gib": peak, "unet_mib": unet_bytes / 2**20, "load_s": load_s,
+           "first_call_s": first_s,
            "compile_s": first_s - latency if config.speed.compile else None}
     del pipe
     return row, latents.detach().float().cpu()
@@ -227,12 +239,13 @@ def table(rows: list[dict]) -> str:
     def seconds(value):
         return f"{value:.3f}" if value is not None else "-"
 
-    lines = ["| model | config | s/image | it/s | denoise s | decode s | peak GiB | load s | first call s | "
-             "x floor | speed-up | rel. err | ok |", "|" + "---|" * 13]
+    lines = ["| model | config | s/image | it/s | denoise s | decode s | peak GiB | UNet MiB | load s | first call s | "
+             "x floor | speed-up | rel. err | ok |", "|" + "---|" * 14]
     for r in rows:
         peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
         lines.append(f"| {r['model']} | {r['config']} | {seconds(r['latency_s'])} | {r['it_per_s']:.1f} | "
-                     f"{seconds(r['denoise_s'])} | {seconds(r['decode_s'])} | {peak} | {seconds(r['load_s'])} | "
+                     f"{seconds(r['denoise_s'])} | {seconds(r['decode_s'])} | {peak} | {r['unet_mib']:.1f} | "
+                     f"{seconds(r['load_s'])} | "
                      f"{seconds(r['first_call_s'])} | {r['x_floor']:.1f} | {r['speedup']:.2f}x | "
                      f"{r['rel_err']:.2e} | {'yes' if r['ok'] else 'FAIL'} |")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ ARCHITECTURES = Path(__file__).resolve().parent / "architectures.json"
 class Spec:
     name: str
     unet: str  # key in architectures.json's "unet"
-    family: str  # "sd" or "sdxl"
+    family: str  # "sd", "sdxl" or "kandinsky22"
     size: int  # native picture size
     steps: int
     flops_key: str  # key in "flops_per_unet_forward_batch1_tflop"
@@ -37,6 +37,10 @@ SPECS = {
     "koala_1b": Spec("koala_1b", "koala_1b", "sdxl", 1024, 25, "koala_1b_1024"),
     "koala_700m": Spec("koala_700m", "koala_700m", "sdxl", 1024, 25, "koala_700m_1024"),
 }
+# Kandinsky 2.2: the decoder (UNet and MoVQ) at 768², 50 steps. architectures.json has no prior, so its prior is a
+# small stand-in of the right widths (the decoder is what costs). Not in SPECS: gpu_speed's ladder drives SD/SDXL
+# pipelines (Euler, prompt embeddings, a VAE).
+KANDINSKY22 = Spec("kandinsky22", "kandinsky22_decoder", "kandinsky22", 768, 50, "kandinsky22_decoder_768")
 TINY_SIZE = 64
 
 
@@ -71,8 +75,55 @@ def _text_encoder(config: dict, projection: bool):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(text)
 
 
+def _kandinsky_configs(spec: Spec, tiny: bool, arch: dict) -> dict:
+    """The decoder UNet (shrunk like the others when tiny), the MoVQ described in architectures.json (its spatial
+    norms need 32-channel groups, so the tiny one stays 32 wide) and the prior's stand-in parts."""
+    unet = arch["unet"][spec.unet]["config"]
+    levels = len(unet["block_out_channels"])
+    movq = {"block_out_channels": [128, 256, 256, 512], "layers_per_block": 2, "num_vq_embeddings": 16384,
+            "down_block_types": ["DownEncoderBlock2D"] * (levels - 1) + ["AttnDownEncoderBlock2D"],
+            "up_block_types": ["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * (levels - 1), "in_channels": 3,
+            "out_channels": 3, "latent_channels": 4, "vq_embed_dim": 4, "norm_type": "spatial", "norm_num_groups": 32}
+    if tiny:
+        unet = {**_shrink_unet(unet, spec.family), "encoder_hid_dim": 16, "layers_per_block": 1}
+        movq.update(block_out_channels=[32] * levels, layers_per_block=1, num_vq_embeddings=16)
+    width = unet["encoder_hid_dim"]  # the CLIP image embedding the prior makes and the decoder reads
+    text = {"hidden_size": width, "projection_dim": width, "intermediate_size": 2 * width, "num_attention_heads": 2,
+            "num_hidden_layers": 2 if tiny else 1}
+    vision = {**text, "image_size": 32, "patch_size": 8}
+    prior = {"num_attention_heads": 2, "attention_head_dim": 8, "embedding_dim": width, "num_layers": 1}
+    return {"unet": unet, "movq": movq, "text_encoder": text, "image_encoder": vision, "prior": prior}
+
+
+def _build_kandinsky(parts: dict):
+    """A KandinskyV22CombinedPipeline from ``_kandinsky_configs``' parts (made on the current device and dtype)."""
+    from diffusers import (DDPMScheduler, KandinskyV22CombinedPipeline, PriorTransformer, UnCLIPScheduler,
+                           UNet2DConditionModel, VQModel)
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from pipelines.clip_tokenizer import load_tokenizer
+
+    prior = PriorTransformer(**parts["prior"])
+    prior.clip_std.data.fill_(1.0)  # random statistics would scale the embedding by noise
+    clip = {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+    size = parts["image_encoder"]["image_size"]
+    return KandinskyV22CombinedPipeline(
+        unet=UNet2DConditionModel(**parts["unet"]), movq=VQModel(**parts["movq"]),
+        scheduler=DDPMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                                steps_offset=1, timestep_spacing="leading"),
+        prior_prior=prior, prior_text_encoder=_text_encoder(parts["text_encoder"], projection=True),
+        prior_image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**parts["image_encoder"])),
+        prior_tokenizer=load_tokenizer(),
+        prior_scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
+                                        clip_sample=True, clip_sample_range=10.0),
+        prior_image_processor=CLIPImageProcessor(size=size, crop_size=size, resample=3, **clip),
+    )
+
+
 def configs(spec: Spec, tiny: bool, arch: dict) -> dict:
     """Constructor arguments of each component."""
+    if spec.family == "kandinsky22":
+        return _kandinsky_configs(spec, tiny, arch)
     unet = arch["unet"][spec.unet]["config"]
     autoencoder = arch["vae"]["sd_sdxl_autoencoderkl"]
     vae = {**autoencoder["config"], "scaling_factor": autoencoder["scaling_factor"]["sdxl" if spec.family == "sdxl"
@@ -102,6 +153,8 @@ def build(spec: Spec, tiny: bool, device: str, arch: dict, seed: int = 0):
     torch.set_default_dtype(torch.float32 if tiny else torch.float16)  # made in fp16: half the memory, no cast
     try:
         with torch.device(device):
+            if spec.family == "kandinsky22":
+                return _build_kandinsky(parts)
             made = {"unet": UNet2DConditionModel(**parts["unet"]), "vae": AutoencoderKL(**parts["vae"]),
                     "text_encoder": _text_encoder(parts["text_encoder"], projection=False)}
             if "text_encoder_2" in parts:

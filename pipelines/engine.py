@@ -24,6 +24,7 @@ from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .generate import decode_latents, run_pipeline, run_upscaler
 from .images import TaskImages
+from .kandinsky import check_request as check_model_family
 from .networks import Networks
 from .outputs import OutputWriter
 from .preprocessors import Preprocessors
@@ -102,6 +103,7 @@ class Engine:
         if info.inpainting and request.task != "inpaint":
             raise RequestError(f"{info.name} is an inpainting model: use it for inpainting, or pick another model "
                                f"for {request.task}.", "model")
+        check_model_family(request, info)  # what this model's family cannot do (Kandinsky 2.2), said up front
         request = replace(request.with_seed(), model=info.name)
         seeds = request.seeds()
         result = GenerationResult(request=request)
@@ -147,8 +149,8 @@ class Engine:
     def _start_stats(self, model, request: GenerationRequest, stats: RunStats) -> float:
         """What is known before the job runs; the start of its clock (CUDA's peak counter starts here too)."""
         stats.load_s, stats.parameters = model.load_seconds, model.parameters
-        scale = model.pipe.vae_scale_factor
-        stats.latent_shape = (model.pipe.vae.config.latent_channels, request.height // scale, request.width // scale)
+        scale = model.latent_scale
+        stats.latent_shape = (model.autoencoder.config.latent_channels, request.height // scale, request.width // scale)
         if self.registry.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(self.registry.device)
         return clock()
@@ -209,14 +211,14 @@ class Engine:
 
     def _step_reporter(self, model, job: Job, batch: int, on_progress):
         """Record each step on the job (for status polling) and pass it to ``on_progress``."""
-        vae = model.pipe.vae
+        vae = model.autoencoder
         previewer = self._previewers.get(vae) or self._previewers.setdefault(vae, LatentPreviewer(vae))
         request = job.request
 
         def report(step: int, steps: int, latents) -> None:
             wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < steps
             # latents' own size: the hires pass is larger than the request's first pass
-            size = (latents.shape[-1] * model.pipe.vae_scale_factor, latents.shape[-2] * model.pipe.vae_scale_factor)
+            size = (latents.shape[-1] * model.latent_scale, latents.shape[-2] * model.latent_scale)
             preview = previewer(latents, size) if wants_preview else None
             job.progress = Progress(step, steps, batch, request.batch_count, preview)
             job.preview = preview or job.preview

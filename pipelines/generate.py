@@ -1,4 +1,4 @@
-"""``run_pipeline``: the one place a diffusers pipeline is called.
+"""``run_pipeline``: the one place a diffusers pipeline is called (Kandinsky 2.2's prior and decoder included).
 
 Noise comes from CPU generators, one per image seeded with that image's seed, so a seed gives the same
 picture on every device and image i of a batch equals a single run with seed + i. A step callback reports
@@ -6,7 +6,8 @@ progress (with latents for previews) and turns an interrupt request into diffuse
 flag: the current step finishes, the rest are skipped, and what was reached is decoded and returned.
 img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A1111, they run
 ``steps x denoising strength`` steps. ControlNet units (``Controls``) add their maps, weights and step ranges to
-the call, and their control-mode hooks around it.
+the call, and their control-mode hooks around it. The request's step cache (``step_cache``) wraps the call too, and
+the fast modes in use (step cache, quantised weights) are labelled in the infotext.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Callable
 import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 
+from . import kandinsky, speed, step_cache
 from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
 from .images import TaskImages
@@ -38,20 +40,10 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     The prompts are encoded here (A1111 weights, long prompts, clip skip, ``embeddings``); the textual inversions
     used go into ``extra_params`` (``TI hashes``) and refused embedding files into ``warnings``. ``stats`` gets
     this call's denoising and decoding times."""
-    steps_run, denoised = 0, None
-
-    def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
-        nonlocal steps_run, denoised
-        steps_run += 1
-        if on_step is not None:
-            # second-order samplers (Heun, DPM2, DPM++ SDE) run more model steps than requested
-            on_step(step + 1, pipeline.num_timesteps, tensors["latents"])
-        if should_stop is not None and should_stop():
-            pipeline._interrupt = True
-        if stats is not None and (pipeline._interrupt or step + 1 >= pipeline.num_timesteps):
-            denoised = clock()  # the last step: what follows is decoding
-        return tensors
-
+    if hasattr(pipe, "prior_pipe"):  # Kandinsky 2.2: a prior, then a decoder
+        return _run_kandinsky(pipe, request, seeds, images=images, on_step=on_step, should_stop=should_stop,
+                              latent_output=latent_output, extra_params=extra_params, warnings=warnings, stats=stats)
+    steps = _Steps(on_step, should_stop, timed=stats is not None)
     text = encode_prompts(pipe, request.prompt, request.negative_prompt, request.clip_skip, embeddings)
     text.record(extra_params, warnings)
     task = images.pipeline_arguments(request) if images else {"width": request.width, "height": request.height}
@@ -59,26 +51,133 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         task["image"] = encode_resized(pipe, images.image, request.output_size)
     if controls is not None:
         task.update(controls.pipeline_arguments(init_image=images is not None))
+    if extra_params is not None:
+        extra_params.update(speed.infotext_params(pipe))
     started = clock() if stats is not None else 0.0
-    with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext():
+    with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext(), \
+            step_cache.cached(pipe, request.step_cache):
         result = pipe(
             **text.kwargs,
             **task,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             num_images_per_prompt=len(seeds),
-            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-            callback_on_step_end=step_end,
+            generator=_generators(seeds),
+            callback_on_step_end=steps,
             callback_on_step_end_tensor_inputs=["latents"],
             output_type="latent" if latent_output else "pil",
         )
-    if stats is not None:
-        stats.add_pass(started, denoised, steps_run, clock())
+    steps.record(stats, started)
     if latent_output:
         return result.images
     if images is None:
         return list(result.images)
     return [images.finish(image, request) for image in result.images]
+
+
+class _Stopped(Exception):
+    """Raised from a Kandinsky decoder's step callback: its loops have no interrupt flag to set."""
+
+    def __init__(self, latents: torch.Tensor):
+        super().__init__("interrupted")
+        self.latents = latents
+
+
+class _Steps:
+    """The step callback of every pipeline call: progress (with latents, for previews), the moment denoising ended
+    (what follows is decoding) and stopping on request, through diffusers' ``_interrupt`` flag where the pipeline
+    has one (the current step finishes, the rest are skipped) and otherwise (Kandinsky's decoders) by raising
+    ``_Stopped`` with the latents reached. ``blend`` (Kandinsky inpainting) first puts the unmasked latents back."""
+
+    def __init__(self, on_step: StepCallback | None, should_stop: Callable[[], bool] | None, timed: bool,
+                 blend: Callable | None = None):
+        self.on_step, self.should_stop, self.timed, self.blend = on_step, should_stop, timed, blend
+        self.run, self.denoised = 0, None
+
+    def __call__(self, pipeline, step: int, timestep, tensors: dict) -> dict:
+        self.run += 1
+        if self.blend is not None:
+            tensors["latents"] = self.blend(pipeline.scheduler, timestep, tensors["latents"])
+        if self.on_step is not None:
+            # second-order samplers (Heun, DPM2, DPM++ SDE) run more model steps than requested
+            self.on_step(step + 1, pipeline.num_timesteps, tensors["latents"])
+        stop = self.should_stop is not None and self.should_stop()
+        if self.timed and (stop or step + 1 >= pipeline.num_timesteps):
+            self.denoised = clock()  # the last step: what follows is decoding
+        if stop:
+            if not hasattr(pipeline, "_interrupt"):
+                raise _Stopped(tensors["latents"])
+            pipeline._interrupt = True
+        return tensors
+
+    def record(self, stats: RunStats | None, started: float) -> None:
+        if stats is not None:
+            stats.add_pass(started, self.denoised, self.run, clock())
+
+
+def _generators(seeds: list[int]) -> list[torch.Generator]:
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+@torch.no_grad()
+def _image_embeds(pipe, request: GenerationRequest, seeds: list[int], warnings: list[str] | None):
+    """Kandinsky's prior: (image embeddings, negative image embeddings) for the prompt, or for the request's
+    image mix through the prior's ``interpolate``. Its noise comes from its own generators, one per image."""
+    from diffusers import UnCLIPScheduler
+    from diffusers.utils.torch_utils import get_module_execution_device
+
+    prior = pipe.prior_pipe
+    prior.scheduler = UnCLIPScheduler.from_config(prior.scheduler.config)  # schedulers keep per-run state
+    prompt, dropped = kandinsky.plain_prompt(request.prompt)
+    negative, dropped_negative = kandinsky.plain_prompt(request.negative_prompt)
+    if (dropped or dropped_negative) and warnings is not None and kandinsky.PLAIN_TEXT not in warnings:
+        warnings.append(kandinsky.PLAIN_TEXT)
+    options = {"num_images_per_prompt": len(seeds), "num_inference_steps": kandinsky.PRIOR_STEPS,
+               "guidance_scale": kandinsky.PRIOR_GUIDANCE}
+    if request.mix:
+        conditions = [item.image if item.image is not None else kandinsky.plain_prompt(item.prompt)[0]
+                      for item in request.mix]
+        out = prior.interpolate(conditions, [item.weight for item in request.mix], generator=_generators(seeds),
+                                negative_prompt=negative, device=get_module_execution_device(prior.image_encoder),
+                                **options)
+    else:
+        # With a negative prompt the prior runs prompt and negative prompt as one batch: one generator per row.
+        out = prior(prompt, negative_prompt=negative or None, generator=_generators(seeds * (2 if negative else 1)),
+                    **options)
+    return out.image_embeds, out.negative_image_embeds
+
+
+def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images: TaskImages | None, on_step,
+                   should_stop, latent_output: bool, extra_params: dict | None, warnings: list[str] | None,
+                   stats: RunStats | None):
+    """``run_pipeline`` for a combined Kandinsky 2.2 pipeline: the prior (or an image mix), then its decoder with
+    the engine's fresh scheduler, the same seeds, progress, interrupt and (inpainting) masked latent blending."""
+    decoder = pipe.decoder_pipe
+    decoder.scheduler = pipe.scheduler  # the engine's fresh scheduler was set on the combined pipeline
+    size = images.image.size if images else (request.width, request.height)
+    kandinsky.check_size(size, 2 ** (len(decoder.movq.config.block_out_channels) - 1))
+    blend = kandinsky.LatentBlend(decoder, images, seeds) if images and images.mask is not None else None
+    steps = _Steps(on_step, should_stop, timed=stats is not None, blend=blend)
+    if request.mix and extra_params is not None:
+        extra_params["Image mix"] = kandinsky.mix_infotext(request.mix)
+    image_embeds, negative_image_embeds = _image_embeds(pipe, request, seeds, warnings)
+    # The init image is at its size already. Its size is not passed: diffusers 0.42.1's Kandinsky img2img hands
+    # (width, height) to ``preprocess(image, height, width)``, which would transpose a non-square picture.
+    task = ({"image": [images.image] * len(seeds), "strength": request.denoising_strength, "width": None,
+             "height": None} if images else {"width": size[0], "height": size[1]})
+    started = clock() if stats is not None else 0.0
+    try:
+        made = decoder(image_embeds=image_embeds, negative_image_embeds=negative_image_embeds, **task,
+                       num_inference_steps=request.steps,
+                       guidance_scale=request.cfg_scale, generator=_generators(seeds), callback_on_step_end=steps,
+                       callback_on_step_end_tensor_inputs=["latents"],
+                       output_type="latent" if latent_output else "pil").images
+    except _Stopped as stopped:
+        made = stopped.latents if latent_output else decode_latents(pipe, stopped.latents)
+    steps.record(stats, started)
+    if latent_output:
+        return made
+    return [images.finish(image, request) for image in made] if images else list(made)
 
 
 def run_upscaler(pipe, images: list, request: GenerationRequest, seeds: list[int]) -> list:
@@ -96,7 +195,12 @@ def run_upscaler(pipe, images: list, request: GenerationRequest, seeds: list[int
 @torch.no_grad()
 def decode_latents(pipe, latents: torch.Tensor) -> list:
     """Pictures from a pipeline's (scaled) latents, as its own decode step makes them; fp16 VAEs that need it
-    (SDXL's) decode in float32."""
+    (SDXL's) decode in float32. Kandinsky's latents are unscaled and its MoVQ decodes them unquantized."""
+    if hasattr(pipe, "movq"):
+        from diffusers.image_processor import VaeImageProcessor
+
+        decoded = pipe.movq.decode(latents.to(pipe.movq.dtype), force_not_quantize=True)["sample"]
+        return VaeImageProcessor().postprocess(decoded.float(), output_type="pil")
     vae = pipe.vae
     upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
     dtype = torch.float32 if upcast else vae.dtype

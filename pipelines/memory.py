@@ -80,8 +80,9 @@ def place(pipe, setting: str, device: str, available: int) -> str:
             pipe.enable_model_cpu_offload(device=device)
         else:
             pipe.enable_sequential_cpu_offload(device=device)
-    pipe.vae.enable_slicing()
-    pipe.vae.enable_tiling()
+    if hasattr(pipe, "vae"):  # Kandinsky's MoVQ has neither
+        pipe.vae.enable_slicing()
+        pipe.vae.enable_tiling()
     if mode == "lowvram":
         pipe.enable_attention_slicing()
     return mode

@@ -26,8 +26,12 @@ class LatentPreviewer:
         config = self.vae.config
         with torch.no_grad():
             pixels = images.to(get_module_execution_device(self.vae), self.vae.dtype)
-            latents = self.vae.encode(pixels).latent_dist.mean.float().cpu()
-        latents = (latents - (getattr(config, "shift_factor", None) or 0.0)) * config.scaling_factor
+            encoded = self.vae.encode(pixels)
+        if hasattr(encoded, "latent_dist"):
+            latents = encoded.latent_dist.mean.float().cpu()
+            latents = (latents - (getattr(config, "shift_factor", None) or 0.0)) * config.scaling_factor
+        else:  # Kandinsky's MoVQ: its decoders use the encoder's latents unscaled
+            latents = encoded.latents.float().cpu()
         features = torch.cat([latents.mean(dim=(2, 3)), torch.ones(len(colours), 1)], dim=1)
         return torch.linalg.lstsq(features, colours).solution  # (channels + 1) x 3
 

@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from . import kandinsky
 from .checkpoints import checkpoint_files, detect, load_checkpoint, load_controlnet_file, override_vae
 from .errors import ModelError, RequestError
 from .hashing import short_hash, weight_files
@@ -52,10 +53,11 @@ class ModelInfo:
     name: str
     source: str
     local: bool
-    family: str = "sd"  # "sd" or "sdxl" (KOALA is an SDXL pipeline)
+    family: str = "sd"  # "sd", "sdxl" (KOALA is an SDXL pipeline) or "kandinsky22"
     defaults: Mapping[str, Any] = field(default_factory=dict)
     inpainting: bool = False  # a dedicated inpainting checkpoint (9-channel UNet)
     kind: str = "pipeline"  # or "controlnet": a ControlNetModel that attaches to a pipeline
+    prior: str | None = None  # the Hub id of a separate prior (Kandinsky 2.2), which must be cached too
 
 
 def _read_json(path: Path) -> dict:
@@ -71,7 +73,8 @@ def read_catalog(path: str | Path | None) -> dict[str, ModelInfo]:
     preset_keys = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler")
     return {
         e["name"]: ModelInfo(name=e["name"], source=e["hub_id"], local=False, family=e.get("family", "sd"),
-                             defaults={**_BASE_DEFAULTS, **{k: e[k] for k in preset_keys if k in e}})
+                             defaults={**_BASE_DEFAULTS, **{k: e[k] for k in preset_keys if k in e}},
+                             prior=e.get("prior"))
         for e in entries
     }
 
@@ -92,11 +95,13 @@ def _is_cached(hub_id: str) -> bool:
 def describe_folder(name: str, folder: Path) -> ModelInfo:
     """Family and per-model defaults of a diffusers folder, read from its configs without loading weights."""
     index = _read_json(folder / "model_index.json")
-    family = "sdxl" if "XL" in index.get("_class_name", "") else "sd"
+    family = kandinsky.family_of(index.get("_class_name", "")) or ("sdxl" if "XL" in index.get("_class_name", "")
+                                                                  else "sd")
     unet = _read_json(folder / "unet" / "config.json")
     vae = _read_json(folder / "vae" / "config.json")
     size = int(unet.get("sample_size", 64)) * 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
-    defaults = {**_BASE_DEFAULTS, "width": size, "height": size, **_read_json(folder / "easel.json")}
+    native = kandinsky.DEFAULTS if family == kandinsky.FAMILY else {"width": size, "height": size}
+    defaults = {**_BASE_DEFAULTS, **native, **_read_json(folder / "easel.json")}
     return ModelInfo(name=name, source=str(folder), local=True, family=family, defaults=defaults,
                      inpainting=unet.get("in_channels") == 9)
 
@@ -139,7 +144,9 @@ class LoadedModel:
             return self._variants[task]
         import diffusers
 
-        auto = getattr(diffusers, _TASK_PIPELINES[task])
+        # Kandinsky's ordinary decoder inpaints as img2img with masked latent blending (kandinsky.LatentBlend).
+        blended = task == "inpaint" and self.info.family == kandinsky.FAMILY
+        auto = getattr(diffusers, _TASK_PIPELINES["img2img" if blended else task])
         extra = {}
         if controlnets:
             from diffusers.models.controlnets import MultiControlNetModel
@@ -164,11 +171,21 @@ class LoadedModel:
     def hash(self) -> str | None:
         return short_hash(self.info.source) if self.info.local else None
 
+    @property
+    def autoencoder(self):
+        """What turns latents into pictures: the VAE, or Kandinsky's MoVQ."""
+        return getattr(self.pipe, "vae", None) or self.pipe.movq
+
+    @property
+    def latent_scale(self) -> int:
+        """Pixels per latent along each side."""
+        return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
+
 
 def _check_tokenizers(pipe, name: str) -> None:
     """transformers 5 loads an unreachable Hub tokenizer as an empty one; refuse it loudly."""
     for key, component in pipe.components.items():
-        if key.startswith("tokenizer") and component is not None:
+        if "tokenizer" in key and component is not None:  # Kandinsky's is prior_tokenizer
             if len(component) <= 1000 or component.model_max_length > 1024:
                 raise ModelError(
                     f"Model {name!r} has a broken {key} (vocabulary {len(component)}, max length "
@@ -369,12 +386,14 @@ class Registry:
             torch.cuda.empty_cache()
 
     def _load(self, info: ModelInfo) -> LoadedModel:
-        from diffusers import ControlNetModel, DiffusionPipeline
+        from diffusers import AutoPipelineForText2Image, ControlNetModel, DiffusionPipeline
 
         offline = self.offline or _hub_offline()
-        if not info.local and offline and not _is_cached(info.source):
-            raise ModelError(f"{info.name} is not downloaded and Easel is offline: put its diffusers folder (from "
-                             f"{info.source}) at {self.models_dir / CHECKPOINT_DIR / info.name.split('/')[-1]}, "
+        if not info.local and offline and not all(_is_cached(hub_id) for hub_id in (info.source, info.prior) if hub_id):
+            folder = self.models_dir / CHECKPOINT_DIR / info.name.split("/")[-1]
+            where = (kandinsky.layout_hint(str(folder)) if info.family == kandinsky.FAMILY
+                     else f"put its diffusers folder (from {info.source}) at {folder}")
+            raise ModelError(f"{info.name} is not downloaded and Easel is offline: {where}, "
                              "or start once without --offline to download it.")
         estimate = sum(f.stat().st_size for f in weight_files(Path(info.source))) if info.local else 0
         self._make_room(estimate)
@@ -388,17 +407,22 @@ class Registry:
                 single_file = load_controlnet_file if info.kind == "controlnet" else load_checkpoint
                 pipe = single_file(Path(info.source), self.models_dir, self.dtype)
             else:
-                loader = ControlNetModel if info.kind == "controlnet" else DiffusionPipeline
+                # Kandinsky's Hub decoder brings its prior along only through the auto pipeline (connected pipes)
+                loader = (ControlNetModel if info.kind == "controlnet" else AutoPipelineForText2Image
+                          if info.family == kandinsky.FAMILY and not info.local else DiffusionPipeline)
                 pipe = loader.from_pretrained(info.source, **kwargs)
-            if info.kind == "pipeline":
+            if info.kind == "pipeline" and hasattr(pipe, "vae"):
                 vae = override_vae(pipe, self.models_dir, info.defaults.get("vae", self.vae))
         except Exception as exc:  # every loader failure becomes one readable message
             hint = " (offline: only local files can be used)" if not info.local and offline else ""
             raise ModelError(f"Could not load model {info.name!r} from {info.source}{hint}: {exc}") from exc
+        if info.kind == "pipeline":
+            kandinsky.check_loaded(info, pipe, str(self.models_dir / CHECKPOINT_DIR / info.name.split("/")[-1]))
         mode = place(pipe, self.memory_mode, self.device, self.memory_budget - self._used())
         if info.kind == "pipeline":
             _check_tokenizers(pipe, info.name)
-            apply_speed(pipe, self.speed, self.device, mode)
+            if hasattr(pipe, "vae"):  # the fast path knows SD/SDXL layouts; Kandinsky's MoVQ decoder runs as loaded
+                apply_speed(pipe, self.speed, self.device, mode)
             pipe.set_progress_bar_config(disable=True)
         entry = LoadedModel(info, pipe, mode, vae)
         entry.load_seconds = time.perf_counter() - started

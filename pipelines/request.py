@@ -17,7 +17,9 @@ from typing import Any, Mapping
 from . import infotext as infotext_format
 from .controlnet import ControlUnit
 from .errors import RequestError
+from .kandinsky import mix_items
 from .samplers import normalize
+from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 from .upscalers import check_name as check_upscaler
 
 TASKS = ("txt2img", "img2img", "inpaint")
@@ -40,6 +42,7 @@ _INT_RANGES = (
     ("hr_resize_x", "Hires resize width", 0, 4096),
     ("hr_resize_y", "Hires resize height", 0, 4096),
     ("hr_second_pass_steps", "Hires steps", 0, 150),
+    ("step_cache", "Step cache", 0, MAX_STEP_CACHE),
 )
 EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
@@ -117,6 +120,8 @@ class GenerationRequest:
     hr_prompt: str = ""  # "" = the first pass's prompt
     hr_negative_prompt: str = ""
     controlnets: tuple = ()  # ControlUnit (or the extension's API dicts, made into units here)
+    mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
+    step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
     # Parts that later features fill.
     adapters: tuple = ()
     extensions: Mapping[str, Any] = field(default_factory=dict)
@@ -160,6 +165,7 @@ class GenerationRequest:
         set_(self, "sampler", sampler)
         set_(self, "scheduler", schedule)
         set_(self, "controlnets", tuple(ControlUnit.from_values(u, i) for i, u in enumerate(self.controlnets or ())))
+        set_(self, "mix", mix_items(self.mix))
         set_(self, "adapters", tuple(self.adapters))
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
 
@@ -275,6 +281,7 @@ class GenerationRequest:
             "Denoising strength": self.denoising_strength if self.task != "txt2img" or self.enable_hr else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
+            "Step cache": self.step_cache if self.step_cache > 1 else None,
             **(self._inpaint_params() if self.task == "inpaint" else {}),
             **(self._hires_params() if self.enable_hr else {}),
             **(extra or {}),
@@ -318,7 +325,8 @@ class GenerationRequest:
         prompt, negative, params = infotext_format.parse_infotext(text)
         values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
         for key, name in (("Steps", "steps"), ("CFG scale", "cfg_scale"), ("Seed", "seed"),
-                          ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength")):
+                          ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength"),
+                          ("Step cache", "step_cache")):
             if key in params:
                 values[name] = params[key]
         if "Sampler" in params:

@@ -33,6 +33,7 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("DPM++ SDE", "DPMSolverSDEScheduler", aliases=("k_dpmpp_sde",)),
         Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, ("k_dpmpp_2m_sde",)),
         Sampler("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, ("ddim",)),
+        Sampler("DDPM", "DDPMScheduler", aliases=("ddpm",)),  # Forge's name; Kandinsky 2.2's own scheduler
         Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, ("plms",)),
         Sampler("UniPC", "UniPCMultistepScheduler", aliases=("unipc",)),
         Sampler("DEIS", "DEISMultistepScheduler", aliases=("deis",)),

@@ -37,6 +37,8 @@ class Settings:
     controlnet_units: int = 3  # ControlNet units per generation tab (1 to 10)
     fast: bool = True  # the CUDA fast path (pipelines/speed.py): bf16, channels-last, fused QKV; nothing on CPU
     compile: bool = False  # regional torch.compile on CUDA (pipelines/speed.py)
+    compile_mode: str = "default"  # "reduce-overhead": compile with CUDA graphs
+    weights: str = "full"  # "int8", "fp8": the UNet's weights stored quantised (pipelines/quantize.py)
 
 
 def resolve_device(name: str) -> str:
@@ -82,7 +84,8 @@ class Services:
                             dtype=resolve_dtype(settings.dtype, device, settings.fast),
                             memory_budget=budget, offline=settings.offline, default_model=settings.default_model,
                             catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae,
-                            speed=SpeedOptions.from_flags(settings.fast, settings.compile))
+                            speed=SpeedOptions.from_flags(settings.fast, settings.compile, settings.compile_mode,
+                                                          settings.weights))
         engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs),
                         preview_every=settings.preview_every)
         return cls(settings, registry, engine, _gpu_decorator()(engine.stream))

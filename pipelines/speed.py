@@ -14,26 +14,49 @@
   once (seconds, not minutes). ``dynamic=False`` makes one static graph per block shape and picture size; the
   recompile limit is raised so the common sizes each compile once instead of falling back to eager. For many
   different sizes, mark the latents' height and width dynamic instead (``torch._dynamo.mark_dynamic(latents,
-  2)`` and ``3``, or ``dynamic=None``): one graph for all sizes, a little slower per step. A change of active
-  LoRA recompiles (PEFT's layers change the graph).
+  2)`` and ``3``, or ``dynamic=None``): one graph for all sizes, a little slower per step. Prompt and seed are
+  tensors, so they never recompile. Nor does a change of LoRA: PEFT's layers guard on their active adapters and
+  their scales (Python floats), so switching them the usual way recompiles every new combination (and past the
+  recompile limit falls back to eager). On a compiled UNet ``networks.lora`` instead keeps every loaded adapter
+  active, the unused ones at weight 0, with 0-d tensor scales changed in place: the graph never changes, and a
+  LoRA file compiles its layers once, when first loaded. diffusers' ``enable_lora_hotswap``/``hotswap=True`` was
+  not taken: it swaps one file's weights into one adapter slot (a file read and copied per switch, one LoRA at a
+  time, the first file fixing the layers later ones may touch), where Easel keeps several LoRAs resident and
+  mixes them per request. The cost: each loaded LoRA's small matmuls run on every step, used or not, and fused
+  QKV's processor takes the unfused path once a LoRA is loaded.
+- ``--compile-mode reduce-overhead``: the same regions compiled with CUDA graphs (static shapes: one graph per
+  picture size); on the CPU it changes nothing (the app compiles only on CUDA, and ``optimise`` asks for CUDA
+  graphs only for a UNet on CUDA).
+- ``--weights int8|fp8`` (``quantize.py``), a fast mode that is not exact: the UNet's weights stored in 8 bits,
+  dequantised as used; applied on any device, as it is asked for explicitly, and labelled in the infotext
+  (``infotext_params``). It replaces fused QKV, whose views would keep the full-precision weights alive.
 
 Offloaded models (``medvram``, ``lowvram``) get channels-last only: offloading moves weights module by module,
-which would copy the fused weights' views and move weights under compiled blocks.
+which would copy the fused weights' views and move weights under compiled blocks (and quantised ones).
 
-On the CPU (and MPS) nothing is changed, so CPU pictures stay exactly as they were.
+On the CPU (and MPS) nothing else is changed, so CPU pictures stay exactly as they were. Step caching, the other
+fast mode, is per request (``step_cache.py``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from weakref import WeakSet
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
 
+from .quantize import FORMATS, LABELS, mode_of, quantize
+
 log = logging.getLogger(__name__)
 
 RECOMPILE_LIMIT = 64  # graphs per compiled block: its shapes times the picture sizes in use
+_compiled: WeakSet = WeakSet()  # UNets compiled by compile_regions
+
+
+COMPILE_MODES = ("default", "reduce-overhead")  # reduce-overhead: CUDA graphs
+WEIGHTS = ("full", *FORMATS)  # "int8", "fp8": pipelines/quantize.py
 
 
 @dataclass(frozen=True)
@@ -42,10 +65,14 @@ class SpeedOptions:
     fuse_qkv: bool = False
     compile: bool = False
     compile_backend: str = "inductor"
+    compile_mode: str = "default"
+    weights: str = "full"
 
     @classmethod
-    def from_flags(cls, fast: bool, compile: bool = False) -> "SpeedOptions":
-        return cls(channels_last=fast, fuse_qkv=fast, compile=compile)
+    def from_flags(cls, fast: bool, compile: bool = False, compile_mode: str = "default",
+                   weights: str = "full") -> "SpeedOptions":
+        return cls(channels_last=fast, fuse_qkv=fast, compile=compile or compile_mode != "default",
+                   compile_mode=compile_mode, weights=weights)
 
 
 def preferred_dtype(device: str, fast: bool) -> torch.dtype | None:
@@ -56,11 +83,19 @@ def preferred_dtype(device: str, fast: bool) -> torch.dtype | None:
 
 
 def apply(pipe, options: SpeedOptions, device: str, mode: str = "normal") -> list[str]:
-    """The fast path for a freshly placed pipeline on a CUDA device; nothing elsewhere. Returns what was done."""
-    if torch.device(device).type != "cuda" or not hasattr(pipe, "unet") or options == SpeedOptions():
+    """The fast path for a freshly placed pipeline on a CUDA device, and the weights mode, an explicit choice, on
+    any device; nothing else off CUDA. Returns what was done."""
+    if not hasattr(pipe, "unet"):
         return []
-    torch.backends.cuda.matmul.allow_tf32 = True
-    done = optimise(pipe, options if mode == "normal" else SpeedOptions(channels_last=options.channels_last))
+    if mode != "normal":
+        options = SpeedOptions(channels_last=options.channels_last)
+    if torch.device(device).type != "cuda":
+        options = SpeedOptions(weights=options.weights)
+    if options == SpeedOptions():
+        return []
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    done = optimise(pipe, options)
     log.info("fast path: %s", ", ".join(done) or "nothing")
     return done
 
@@ -72,13 +107,23 @@ def optimise(pipe, options: SpeedOptions) -> list[str]:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         done.append("channels-last")
-    if options.fuse_qkv:
+    if options.weights != "full":
+        quantize(pipe.unet, options.weights)
+        done.append(f"{options.weights} weights")
+    elif options.fuse_qkv:  # the fused weights' views would keep the unquantised storage alive
         fuse_qkv(pipe.unet)
         done.append("fused QKV")
     if options.compile:
-        compile_regions(pipe, options.compile_backend)
-        done.append("compile")
+        cuda_graphs = options.compile_mode == "reduce-overhead" and pipe.unet.device.type == "cuda"
+        compile_regions(pipe, options.compile_backend, "reduce-overhead" if cuda_graphs else None)
+        done.append("compile with CUDA graphs" if cuda_graphs else "compile")
     return done
+
+
+def infotext_params(pipe) -> dict[str, str]:
+    """The infotext's label for a fast mode applied at load time (quantised weights)."""
+    mode = mode_of(pipe.unet) if hasattr(pipe, "unet") else None
+    return {"Weights": LABELS[mode]} if mode else {}
 
 
 class LoraAwareFusedProcessor(FusedAttnProcessor2_0):
@@ -114,12 +159,20 @@ def fuse_qkv(model) -> None:
     model.set_attn_processor(LoraAwareFusedProcessor())
 
 
-def compile_regions(pipe, backend: str = "inductor") -> None:
-    """Regional compilation: the UNet's transformer blocks and the UNet's and VAE decoder's resnets."""
+def is_compiled(unet) -> bool:
+    """Whether ``compile_regions`` compiled this UNet (its LoRAs are then switched without recompiling)."""
+    return unet in _compiled
+
+
+def compile_regions(pipe, backend: str = "inductor", mode: str | None = None) -> None:
+    """Regional compilation: the UNet's transformer blocks and the UNet's and VAE decoder's resnets; ``mode``
+    "reduce-overhead" records each region's kernels as a CUDA graph (static shapes only)."""
     from diffusers.models.resnet import ResnetBlock2D
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    pipe.unet.compile_repeated_blocks(fullgraph=True, dynamic=False, backend=backend)
+    _compiled.add(pipe.unet)
+    settings = {"fullgraph": True, "dynamic": False, "backend": backend, **({"mode": mode} if mode else {})}
+    pipe.unet.compile_repeated_blocks(**settings)
     for module in (*pipe.unet.modules(), *pipe.vae.decoder.modules()):
         if isinstance(module, ResnetBlock2D):
-            module.compile(fullgraph=True, dynamic=False, backend=backend)
+            module.compile(**settings)

@@ -37,3 +37,11 @@ def open_page(url: str, height: int = 1100) -> Iterator:
             yield page
         finally:
             browser.close()
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    """Type a value into a Gradio number or slider box and leave it, so the app receives it."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.blur()
+    expect(box).to_have_value(str(value))

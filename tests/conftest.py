@@ -20,6 +20,23 @@ def models_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def kandinsky_dir(tmp_path_factory):
+    """A models/ folder holding a tiny random Kandinsky 2.2 ("tiny-kandinsky": prior and decoder in one combined
+    folder, the layout Easel reads, with 64x64 and 4 steps in its easel.json) and tiny-sd beside it."""
+    import json
+
+    from benchmarks.random_pipelines import KANDINSKY22, architectures, build
+    from training.tiny_random import build_tiny_sd
+
+    root = tmp_path_factory.mktemp("kandinsky-models")
+    folder = root / "Stable-diffusion" / "tiny-kandinsky"
+    build(KANDINSKY22, tiny=True, device="cpu", arch=architectures()).save_pretrained(folder)
+    (folder / "easel.json").write_text(json.dumps({"width": 64, "height": 64, "steps": 4}))
+    build_tiny_sd().save_pretrained(root / "Stable-diffusion" / "tiny-sd")
+    return root
+
+
 @pytest.fixture(scope="module")
 def sd():
     """A tiny random StableDiffusionPipeline in memory, fresh per test module."""

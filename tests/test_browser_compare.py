@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, set_number
 from playwright.sync_api import expect
 
 
@@ -22,21 +22,14 @@ def page(app_url):
         yield page
 
 
-def _set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.blur()
-    expect(box).to_have_value(str(value))
-
-
 def test_compare_two_models(page):
     models = page.locator("#compare_models input")
     for name in ("tiny-sd", "tiny-sdxl"):
         models.click()
         page.get_by_role("option", name=name, exact=True).click()
     page.locator("#compare_prompt textarea").fill("a red circle")
-    _set_number(page, "compare_steps", 3)
-    _set_number(page, "compare_seed", 42)
+    set_number(page, "compare_steps", 3)
+    set_number(page, "compare_seed", 42)
     page.locator("#compare_run").click()
 
     table = page.locator("#compare_table")

@@ -1,10 +1,11 @@
 """The CUDA fast path (pipelines/speed.py) on the CPU: the app leaves CPU models untouched; applied by hand, fused
-QKV gives the same latents without a second copy of the weights, and a LoRA still applies through it."""
+QKV gives the same latents without a second copy of the weights, and a LoRA still applies through it. The weights
+modes (int8, fp8) save memory, stay close and take LoRAs; a compiled UNet switches LoRAs without recompiling."""
 
 import torch
 
 import app
-from pipelines import speed
+from pipelines import quantize, speed
 from pipelines.networks import lora
 from pipelines.registry import Registry
 from pipelines.services import resolve_dtype
@@ -73,3 +74,83 @@ def test_lora_applies_through_fused_projections():
     torch.testing.assert_close(results["fused"], results["plain"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(results["fused off"], results["plain off"], rtol=1e-4, atol=1e-5)
     assert (results["fused"] - results["fused off"]).abs().max() > 1e-2  # the LoRA did something
+
+
+def test_flags_for_cuda_graphs_and_weights_leave_the_cpu_path_as_it_was():
+    settings = app.settings_from_args(app.parse_args(["--compile-mode", "reduce-overhead", "--weights", "int8"]))
+    assert (settings.compile_mode, settings.weights) == ("reduce-overhead", "int8")
+    options = speed.SpeedOptions.from_flags(True, compile_mode="reduce-overhead")
+    assert options.compile and options.compile_mode == "reduce-overhead"
+    pipe = build_tiny_sd()
+    assert speed.apply(pipe, options, "cpu") == []  # compile, CUDA graphs: CUDA only
+    assert speed.apply(pipe, speed.SpeedOptions.from_flags(True, weights="int8"), "cpu") == ["int8 weights"]
+    assert speed.infotext_params(pipe) == {"Weights": "int8 weight-only"}
+    assert pipe.unet.conv_in.weight.is_contiguous() and not hasattr(pipe.unet.down_blocks[1].attentions[0]
+                                                                    .transformer_blocks[0].attn1, "to_qkv")
+
+
+def test_quantised_weights_save_memory_stay_close_and_take_a_lora():
+    reference = build_tiny_sd()
+    reference.set_progress_bar_config(disable=True)
+    expected, full_bytes = latents(reference), quantize.tensor_bytes(reference.unet)
+    weights = lora_weights(reference)
+    for mode, tolerance in (("int8", 0.02), ("fp8", 0.1)):
+        pipe = build_tiny_sd()
+        pipe.set_progress_bar_config(disable=True)
+        assert speed.optimise(pipe, speed.SpeedOptions(fuse_qkv=True, weights=mode)) == [f"{mode} weights"]
+        assert quantize.tensor_bytes(pipe.unet) < 0.35 * full_bytes  # fp32 -> 8 bits, plus scales
+        assert pipe.unet.dtype == torch.float32  # computes as before
+        out = latents(pipe)
+        error = float((out - expected).norm() / expected.norm())
+        assert torch.isfinite(out).all() and 0 < error < tolerance, (mode, error)
+        pipe.load_lora_weights(dict(weights), adapter_name="style")
+        with lora.active(pipe, {"style": (1.0, 1.0)}):
+            assert (latents(pipe) - out).abs().max() > 1e-2
+        torch.testing.assert_close(latents(pipe), out, rtol=0, atol=0)
+
+
+def test_engine_labels_quantised_weights(models_dir, tmp_path):
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+    from pipelines.request import GenerationRequest
+
+    registry = Registry(models_dir, device="cpu", speed=speed.SpeedOptions(weights="fp8"))
+    engine = Engine(registry, OutputWriter(tmp_path, enabled=False))
+    result = engine.generate(GenerationRequest(prompt="x", steps=1, width=64, height=64, seed=1, model="tiny-sd"))
+    assert "Weights: fp8 e4m3 weight-only" in result.infotexts[0]
+
+
+def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling():
+    """With --compile, a LoRA file compiles once when first loaded; switching LoRAs, weights, prompt or seed
+    afterwards compiles nothing, and no LoRA still gives the base model's latents exactly."""
+    compiles = []
+
+    def counting(graph, inputs):
+        compiles.append(graph)
+        return graph.forward
+
+    base = build_tiny_sd()
+    base.set_progress_bar_config(disable=True)
+    expected = latents(base)
+    pipe = build_tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    speed.optimise(pipe, speed.SpeedOptions(compile=True, compile_backend=counting))
+    torch._dynamo.reset()
+    try:
+        torch.testing.assert_close(latents(pipe), expected, rtol=0, atol=0)
+        for name, seed in (("a", 3), ("b", 4)):  # loading a file: its layers' graphs compile once
+            pipe.load_lora_weights(lora_weights(pipe, seed), adapter_name=name)
+            with lora.active(pipe, {name: (1.0, 1.0)}):
+                latents(pipe)
+        compiled = len(compiles)
+        results = {}
+        for label, weights, seed in (("a", {"a": (1.0, 1.0)}, 1), ("b", {"b": (1.0, 1.0)}, 1),
+                                     ("a half", {"a": (0.5, 0.5)}, 1), ("a+b", {"a": (1.0, 1.0), "b": (0.7, 0.7)}, 1),
+                                     ("none", {}, 1), ("none, seed 2", {}, 2)):
+            with lora.active(pipe, weights):
+                results[label] = latents(pipe, seed)
+        assert len(compiles) == compiled
+        torch.testing.assert_close(results["none"], expected, rtol=0, atol=0)
+        assert len({round(float(r.abs().sum()), 4) for r in results.values()}) == len(results)  # all differ
+    finally:
+        torch._dynamo.reset()

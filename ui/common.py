@@ -13,6 +13,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from pipelines.samplers import sampler_names, schedule_type_names
+from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 
 DICE, RECYCLE, SWAP, REFRESH = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504"
 GPU_QUEUE = "gpu"  # the concurrency id every GPU event shares: one job at a time, across tabs
@@ -40,9 +41,11 @@ class FieldSet:
             yield from fn(dict(zip(names, args[: len(names)])), *args[len(names):], **kwargs)
 
         # Gradio reads parameter names (the API's keywords) and special arguments (gr.Request, gr.Progress)
-        # from the signature and annotations, so the wrapper presents the fields as named parameters.
+        # from the signature and annotations, so the wrapper presents the fields as named parameters. A default of
+        # None makes a widget without a value (an empty picture slot) optional for API clients too.
         plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        handler.__signature__ = inspect.Signature([inspect.Parameter(n, plain) for n in names] + extra)
+        extra = [p if p.default is not p.empty else p.replace(default=None) for p in extra]
+        handler.__signature__ = inspect.Signature([inspect.Parameter(n, plain, default=None) for n in names] + extra)
         handler.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k in {p.name for p in extra}}
         handler.__name__ = fn.__name__
         return handler
@@ -56,7 +59,7 @@ def prompt_boxes(fields: FieldSet) -> None:
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG, seed and clip skip; returns the helper buttons."""
+    """Sampler, steps, size, batch, CFG, seed, clip skip and step cache; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -84,6 +87,9 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
         reuse = gr.Button(RECYCLE, elem_id=f"{p}_reuse_seed", scale=0, min_width=48)
         fields.add("clip_skip", gr.Slider(1, 12, value=1, step=1, label="Clip skip", elem_id=f"{p}_clip_skip",
                                           scale=2))
+        fields.add("step_cache", gr.Slider(0, MAX_STEP_CACHE, value=0, step=1, label="Step cache",
+                                           info="full UNet every N steps: faster, not exact; 0 = off",
+                                           elem_id=f"{p}_step_cache", scale=2))
     return {"swap": swap, "dice": dice, "reuse": reuse}
 
 

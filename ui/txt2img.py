@@ -1,4 +1,4 @@
-"""The txt2img tab: the shared generation body plus A1111's Hires. fix panel."""
+"""The txt2img tab: the shared generation body plus A1111's Hires. fix panel and (Kandinsky 2.2) image mixing."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import gradio as gr
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.upscalers import upscaler_names
 
+from . import mixing
 from .common import FieldSet, GenerationTab, generation_tab
 
 SAME = "Use same"  # "" in the request: the first pass's sampler or schedule type
 
 
-def _hires_fix(fields: FieldSet, models_dir) -> dict:
+def _hires_fix(fields: FieldSet, models_dir) -> None:
     with gr.Accordion("Hires. fix", open=False):
         fields.add("enable_hr", gr.Checkbox(False, label="Enable hires. fix", elem_id="txt2img_enable_hr"))
         with gr.Row():
@@ -37,13 +38,20 @@ def _hires_fix(fields: FieldSet, models_dir) -> dict:
         fields.add("hr_prompt", gr.Textbox("", label="Hires prompt (empty: same)", lines=2, elem_id="txt2img_hr_prompt"))
         fields.add("hr_negative_prompt", gr.Textbox("", label="Hires negative prompt (empty: same)", lines=2,
                                                     elem_id="txt2img_hr_neg_prompt"))
-    return {}
 
 
 def prepare(values: dict) -> dict:
+    values = mixing.collect(values)
     return {**values, **{key: "" for key in ("hr_sampler_name", "hr_scheduler") if values.get(key) == SAME}}
 
 
 def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
-    return generation_tab(services, model, defaults, "txt2img",
-                          lambda fields: _hires_fix(fields, services.registry.models_dir), prepare)
+    registry = services.registry
+
+    def task_inputs(fields: FieldSet) -> dict:
+        _hires_fix(fields, registry.models_dir)
+        return {"mixing": mixing.build(fields, visible=mixing.is_mixing_model(registry, model.value))}
+
+    tab = generation_tab(services, model, defaults, "txt2img", task_inputs, prepare)
+    mixing.wire_visibility(registry, model, tab.inputs["mixing"])
+    return tab

@@ -6,7 +6,8 @@ adapters it names on with its text-encoder and UNet weights and every other one 
 PEFT layer directly (its active adapters and their scales): diffusers' ``set_adapters`` cannot switch all
 adapters off, and ``disable_lora`` is all or nothing. A PEFT layer with no active adapter computes exactly its
 base layer, so a request without LoRA gives the pixels of a model that never had one. A change of the text
-encoders' active LoRAs drops their cached prompt encodings (``text_encoding.text_encoders_changed``).
+encoders' active LoRAs drops their cached prompt encodings (``text_encoding.text_encoders_changed``). A compiled
+UNet (``--compile``) is switched differently, so that it does not recompile: see ``_activate_all``.
 
 Before loading, a LoRA's cross-attention width (the input of its ``to_k`` projections) is compared with the
 model's: an SDXL LoRA is refused on an SD 1.x model with a sentence rather than a shape error. After loading,
@@ -27,6 +28,7 @@ from .files import NetworkError, NetworkFile, family_name, read_weights
 
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 _text_state: WeakKeyDictionary = WeakKeyDictionary()  # first text encoder -> its active (adapter, weight) pairs
+_scales: WeakKeyDictionary = WeakKeyDictionary()  # LoRA layer of a compiled UNet -> {adapter: its scale tensor}
 # The down (A) matrix of one LoRA layer, in kohya (lora_down), PEFT (lora_A) and older diffusers formats.
 _DOWN = re.compile(r"^(.*?)\.(?:lora_down|lora_A|lora\.down|down)\.weight$")
 
@@ -140,15 +142,42 @@ def activate(pipe, weights: Mapping[str, tuple[float, float]]) -> None:
 
     from ..text_encoding import text_encoders_changed
 
+    from ..speed import is_compiled
+
     for key in COMPONENTS:
         module = getattr(pipe, key, None)
-        if module is not None and getattr(module, "peft_config", None):
+        if module is None or not getattr(module, "peft_config", None):
+            continue
+        if key == "unet" and is_compiled(module):
+            _activate_all(module, {name: w[1] for name, w in weights.items()})
+        else:
             set_weights_and_activate_adapters(module, list(weights), [w[key == "unet"] for w in weights.values()])
     on_text = set().union(*(getattr(getattr(pipe, key, None), "peft_config", None) or {} for key in COMPONENTS[1:]))
     state = tuple((name, w[0]) for name, w in weights.items() if name in on_text)
     if _text_state.get(pipe.text_encoder, ()) != state:
         _text_state[pipe.text_encoder] = state
         text_encoders_changed(pipe)
+
+
+def _activate_all(unet, weights: Mapping[str, float]) -> None:
+    """The switch on a compiled UNet (``speed.compile_regions``): every loaded adapter stays active, those not
+    asked for at weight 0, and each layer's scales are 0-d tensors changed in place. The compiled blocks then see
+    the same structure on every request, so changing LoRAs or their weights recompiles nothing (a file loaded
+    for the first time compiles once). ``x @ A @ B * 0`` adds exact zeros: no LoRA still gives the base picture."""
+    import torch
+    from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+    from peft.tuners.lora import LoraLayer
+
+    names = list(unet.peft_config)
+    set_weights_and_activate_adapters(unet, names, [weights.get(name, 0.0) for name in names])
+    for module in unet.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        tensors = _scales.setdefault(module, {})
+        for name, value in module.scaling.items():
+            if name not in tensors:
+                tensors[name] = torch.zeros((), device=module.lora_A[name].weight.device)
+            module.scaling[name] = tensors[name].fill_(float(value))
 
 
 def has_adapters(pipe) -> bool:
