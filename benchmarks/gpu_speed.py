@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.gpu_speed [--models sd15 sdxl koala_1b koala_700m] [--repeats 5] [--no-compile]
     .venv/bin/python -m benchmarks.gpu_speed --tiny        # tiny configs on the CPU: checks the harness, not speed
 
-Each model (``random_pipelines``: SD 1.5 at 512², SDXL, KOALA-1B and KOALA-700M at 1024²; Kandinsky 2.2 is not in
-the app yet) is built on the device and saved once to ``--cache-dir``, so every load reads files. Then, in one
+Each model (``random_pipelines``: SD 1.5 at 512², SDXL, KOALA-1B and KOALA-700M at 1024²; Kandinsky 2.2 can be
+built there but is not in this ladder yet, which drives SD-style pipelines with Euler) is built on the device and saved once to ``--cache-dir``, so every load reads files. Then, in one
 process with one seed and prompt, each configuration of the ladder loads it and generates:
 
 - ``diffusers fp16``: what a model card shows (``from_pretrained(dtype=fp16).to("cuda")``, the pipeline's own

@@ -29,8 +29,7 @@ class Spec:
     flops_key: str  # key in "flops_per_unet_forward_batch1_tflop"
 
 
-# The targets: SD 1.5 at 512², 25 steps; SDXL 30 steps, KOALA 25 steps at 1024². Kandinsky 2.2 is not in
-# the app yet.
+# The targets: SD 1.5 at 512², 25 steps; SDXL 30 steps, KOALA 25 steps at 1024².
 SPECS = {
     "sd15": Spec("sd15", "sd15", "sd", 512, 25, "sd15_512"),
     "sdxl": Spec("sdxl", "sdxl", "sdxl", 1024, 30, "sdxl_1024"),
