@@ -167,11 +167,12 @@ def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images
              "height": None} if images else {"width": size[0], "height": size[1]})
     started = clock() if stats is not None else 0.0
     try:
-        made = decoder(image_embeds=image_embeds, negative_image_embeds=negative_image_embeds, **task,
-                       num_inference_steps=request.steps,
-                       guidance_scale=request.cfg_scale, generator=_generators(seeds), callback_on_step_end=steps,
-                       callback_on_step_end_tensor_inputs=["latents"],
-                       output_type="latent" if latent_output else "pil").images
+        with step_cache.cached(decoder, request.step_cache):
+            made = decoder(image_embeds=image_embeds, negative_image_embeds=negative_image_embeds, **task,
+                           num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+                           generator=_generators(seeds), callback_on_step_end=steps,
+                           callback_on_step_end_tensor_inputs=["latents"],
+                           output_type="latent" if latent_output else "pil").images
     except _Stopped as stopped:
         made = stopped.latents if latent_output else decode_latents(pipe, stopped.latents)
     steps.record(stats, started)

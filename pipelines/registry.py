@@ -421,8 +421,7 @@ class Registry:
         mode = place(pipe, self.memory_mode, self.device, self.memory_budget - self._used())
         if info.kind == "pipeline":
             _check_tokenizers(pipe, info.name)
-            if hasattr(pipe, "vae"):  # the fast path knows SD/SDXL layouts; Kandinsky's MoVQ decoder runs as loaded
-                apply_speed(pipe, self.speed, self.device, mode)
+            apply_speed(pipe, self.speed, self.device, mode)
             pipe.set_progress_bar_config(disable=True)
         entry = LoadedModel(info, pipe, mode, vae)
         entry.load_seconds = time.perf_counter() - started

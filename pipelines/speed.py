@@ -85,7 +85,7 @@ def preferred_dtype(device: str, fast: bool) -> torch.dtype | None:
 def apply(pipe, options: SpeedOptions, device: str, mode: str = "normal") -> list[str]:
     """The fast path for a freshly placed pipeline on a CUDA device, and the weights mode, an explicit choice, on
     any device; nothing else off CUDA. Returns what was done."""
-    if not hasattr(pipe, "unet"):
+    if not (hasattr(pipe, "unet") and hasattr(pipe, "vae")):  # SD/SDXL layouts; Kandinsky 2.2 runs as loaded
         return []
     if mode != "normal":
         options = SpeedOptions(channels_last=options.channels_last)

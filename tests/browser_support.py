@@ -25,7 +25,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @contextmanager
 def open_page(url: str, height: int = 1100) -> Iterator:
-    """A page of a fresh headless chromium on ``url``, with the tests' timeouts."""
+    """A page of a fresh headless chromium on ``url``, with the tests' timeouts, once the app has rendered."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as pw:
@@ -34,6 +34,7 @@ def open_page(url: str, height: int = 1100) -> Iterator:
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)
         try:
+            expect(page.locator("#txt2img_generate")).to_be_visible()
             yield page
         finally:
             browser.close()

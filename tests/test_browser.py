@@ -23,7 +23,6 @@ _shared: dict[str, Path] = {}
 @pytest.fixture(scope="module")
 def page(app_url):
     with open_page(app_url) as page:
-        expect(page.locator("#txt2img_generate")).to_be_visible()
         yield page
 
 

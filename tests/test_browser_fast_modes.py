@@ -13,7 +13,6 @@ from playwright.sync_api import expect
 @pytest.fixture(scope="module")
 def page(app_url):
     with open_page(app_url) as page:
-        expect(page.locator("#txt2img_generate")).to_be_visible()
         yield page
 
 

@@ -15,7 +15,6 @@ from playwright.sync_api import expect
 @pytest.fixture(scope="module")
 def page(kandinsky_dir, serve_app):
     with serve_app(kandinsky_dir) as url, open_page(url) as page:
-        expect(page.locator("#txt2img_generate")).to_be_visible()
         yield page
 
 

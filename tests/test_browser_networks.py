@@ -43,7 +43,6 @@ def app_url(tmp_path_factory, serve_app):
 @pytest.fixture(scope="module")
 def page(app_url):
     with open_page(app_url) as page:
-        expect(page.locator("#txt2img_generate")).to_be_visible()
         yield page
 
 

@@ -110,6 +110,15 @@ def test_txt2img_same_seed_same_picture_other_seed_another(engine):
     assert np.abs(pixels(first.images[0]) - pixels(other.images[0])).mean() > 1
 
 
+def test_the_step_cache_applies_to_the_decoder_and_leaves_no_residue(engine):
+    before = engine.generate(make(steps=6))
+    cached = engine.generate(make(steps=6, step_cache=2))
+    after = engine.generate(make(steps=6))
+    assert "Step cache: 2" in cached.infotexts[0]
+    assert not np.array_equal(pixels(cached.images[0]), pixels(before.images[0]))
+    assert np.array_equal(pixels(after.images[0]), pixels(before.images[0]))
+
+
 def test_batch_image_i_equals_a_single_run_with_seed_plus_i(engine):
     batch = engine.generate(make(seed=20, batch_size=2, negative_prompt="blurry"))
     assert batch.seeds == [20, 21] and [i.size for i in batch.images] == [(64, 64)] * 2
