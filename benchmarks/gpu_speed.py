@@ -1,27 +1,38 @@
 """GPU speed: plain diffusers vs Easel's path, optimisation by optimisation, on random-weight models of real size.
 
-    .venv/bin/python -m benchmarks.gpu_speed [--models sd15 sdxl koala_1b koala_700m] [--repeats 5] [--no-compile]
+    .venv/bin/python -m benchmarks.gpu_speed [--models sd15 sdxl koala_1b koala_700m kandinsky22] [--repeats 5]
+                                             [--no-compile] [--quick | --only PREFIX ...]
     .venv/bin/python -m benchmarks.gpu_speed --tiny        # tiny configs on the CPU: checks the harness, not speed
 
-Each model (``random_pipelines``: SD 1.5 at 512², SDXL, KOALA-1B and KOALA-700M at 1024²; Kandinsky 2.2 can be
-built there but is not in this ladder yet, which drives SD-style pipelines with Euler) is built on the device and saved once to ``--cache-dir``, so every load reads files. Then, in one
-process with one seed and prompt, each configuration of the ladder loads it and generates:
+Each model (``random_pipelines``: SD 1.5 at 512², SDXL, KOALA-1B and KOALA-700M at 1024² with Euler and CFG 7;
+Kandinsky 2.2's decoder at 768² with DDPM and CFG 4) is built on the device and saved once to ``--cache-dir``, so
+every load reads files. Then, in one process with one seed and prompt, each configuration of the ladder loads it
+and generates:
 
 - ``diffusers fp16``: what a model card shows (``from_pretrained(dtype=fp16).to("cuda")``, the pipeline's own
-  scheduler, default attention, a CPU generator so the noise matches Easel's);
+  scheduler, default attention, a CPU generator so the noise matches Easel's; for Kandinsky its prior, then its
+  decoder, each with its own generator);
 - ``easel fp16``: the same through Easel's Registry and Engine (prompt cache, live previews every 5 steps);
-- ``+ bf16``, ``+ channels-last``, ``+ fused QKV`` (the app's ``--fast``), ``+ compile`` (``--compile``),
-  each adding one optimisation, so each one's gain and error show separately; on CUDA also ``--fast, medvram``;
+- ``+ bf16``, ``+ channels-last``, ``+ fused QKV`` (the app's ``--fast``), ``+ compile`` (``--compile``), on CUDA
+  ``+ CUDA graphs`` (``--compile-mode reduce-overhead``), each adding one optimisation, so each one's gain and
+  error show separately; on CUDA also ``--fast, medvram``;
 - the fast modes, each on top of ``--fast`` and not exact: ``step cache 3`` (DeepCache-style, ``step_cache.py``),
   ``--weights int8`` and ``--weights fp8`` (weight-only storage, ``quantize.py``; the UNet MiB column shows the
   memory they save).
 
+Kandinsky 2.2 gets the rows that apply to it: the app's fast path is for SD-layout pipelines, so it has the
+dtype rows, medvram and the step cache.
+
 Per row: median seconds per image over ``--repeats`` after warm-up (full path, decoded picture), it/s and seconds
 of denoising (prompt to latents) and of VAE decoding, peak CUDA memory, load time, the first call (cold compile
-for ``+ compile``), the ratio to the FLOP floor (UNet FLOPs per forward from architectures.json x steps x 2 for
-CFG, over the dense bf16 matmul rate measured here), and the relative error of the final latents against the
-baseline's (a non-finite value fails the run). On the CPU the app applies none of this; the harness applies the
-optimisations itself there so their correctness is still checked. The table is printed last and written as JSON.
+for the compiled rows), the ratio to the FLOP floor (UNet FLOPs per forward from architectures.json x steps x 2 for
+CFG, over the dense bf16 matmul rate measured here), and two relative errors against the baseline: ``step err``,
+of one UNet call on the same seeded inputs (each optimisation's own error), and ``latents err``, of the final
+latents. With random weights a whole trajectory is chaotic, so any rounding change (fp16 to bf16) ends in unrelated
+latents (about 1.4, unrelated noise) on the GPU; trained models' trajectory errors are in ``fast_modes.py``. A
+non-finite value fails the run; so does a row that raises (its error is printed and the ladder goes on). On the
+CPU the app applies none of this; the harness applies the optimisations itself there so their correctness is still
+checked. Each row is printed when done; the table is printed last and written as JSON after each model.
 """
 
 from __future__ import annotations
@@ -48,7 +59,6 @@ from pipelines.speed import SpeedOptions, optimise  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed"
 SEED = 1234
-CFG = 7.0
 
 
 @dataclass(frozen=True)
@@ -61,9 +71,14 @@ class Config:
     step_cache: int = 0
 
 
-def ladder(cuda: bool, compile: bool, backend: str) -> list[Config]:
+# --quick keeps these rows: the baseline, the app's default path, compiled (regions, CUDA graphs), low memory.
+QUICK = ("diffusers", "+ fused QKV", "+ compile", "+ CUDA graphs", "--fast, medvram")
+
+
+def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (), fast_path: bool = True) -> list[Config]:
     """The baseline, then Easel with one more optimisation per row (fp32 instead of fp16 on the CPU), then the
-    fast modes that are not exact, each on top of ``--fast``."""
+    fast modes that are not exact, each on top of ``--fast``. Without ``fast_path`` (Kandinsky 2.2, which the app
+    runs as loaded) only the rows that need none of it: dtype, medvram and the step cache."""
     half = "float16" if cuda else "float32"
     short = {"float16": "fp16", "float32": "fp32"}[half]
     fast = SpeedOptions(channels_last=True, fuse_qkv=True)
@@ -72,13 +87,21 @@ def ladder(cuda: bool, compile: bool, backend: str) -> list[Config]:
             Config("+ channels-last", True, "bfloat16", SpeedOptions(channels_last=True)),
             Config("+ fused QKV (--fast)", True, "bfloat16", fast)]
     if compile:
-        rows.append(Config("+ compile (--compile)", True, "bfloat16",
-                           SpeedOptions(channels_last=True, fuse_qkv=True, compile=True, compile_backend=backend)))
+        compiled = SpeedOptions(channels_last=True, fuse_qkv=True, compile=True, compile_backend=backend)
+        rows.append(Config("+ compile (--compile)", True, "bfloat16", compiled))
+        if cuda:
+            rows.append(Config("+ CUDA graphs (--compile-mode reduce-overhead)", True, "bfloat16",
+                               replace(compiled, compile_mode="reduce-overhead")))
     if cuda:
         rows.append(Config("--fast, medvram", True, "bfloat16", fast, "medvram"))
     rows += [Config("fast mode: step cache 3", True, "bfloat16", fast, step_cache=3),
              Config("fast mode: --weights int8", True, "bfloat16", replace(fast, weights="int8")),
              Config("fast mode: --weights fp8", True, "bfloat16", replace(fast, weights="fp8"))]
+    if not fast_path:
+        rows = [replace(row, speed=SpeedOptions()) for row in rows
+                if row.speed == SpeedOptions() or row.memory_mode != "normal" or row.step_cache]
+    if only:
+        rows = [row for row in rows if row.name.startswith(only)]
     return rows
 
 
@@ -110,18 +133,48 @@ def matmul_tflops(device: str) -> float:
     return 2 * n**3 * calls / seconds / 1e12
 
 
+def unet_inputs(pipe, spec: Spec, size: int, batch: int) -> dict:
+    """Seeded random inputs of one UNet call at ``size`` (on the CPU, in float32): the same for every row."""
+    unet, g = pipe.unet, torch.Generator().manual_seed(SEED)
+    latent = size // latent_scale(pipe)
+    inputs = {"sample": torch.randn(batch, unet.config.in_channels, latent, latent, generator=g),
+              "timestep": torch.tensor(500.0),
+              "encoder_hidden_states": torch.randn(batch, 77, unet.config.cross_attention_dim, generator=g)}
+    if spec.family == "kandinsky22":  # conditioned on the prior's image embedding alone
+        inputs.update(encoder_hidden_states=None,
+                      added_cond_kwargs={"image_embeds": torch.randn(batch, unet.config.encoder_hid_dim, generator=g)})
+    if spec.family == "sdxl":
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        inputs["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, pooled, generator=g),
+                                       "time_ids": torch.tensor([[size, size, 0, 0, size, size]] * batch).float()}
+    return inputs
+
+
+def latent_scale(pipe) -> int:
+    """Pixels per latent: the VAE's, or Kandinsky's MoVQ's."""
+    return getattr(pipe, "vae_scale_factor", None) or 2 ** (len(pipe.movq.config.block_out_channels) - 1)
+
+
+def to(value, device: str, dtype: torch.dtype):
+    if isinstance(value, dict):
+        return {key: to(item, device, dtype) for key, item in value.items()}
+    return value if value is None else value.to(device, dtype)
+
+
+@torch.no_grad()
+def unet_step(pipe, spec: Spec, size: int, device: str) -> torch.Tensor:
+    """One CFG-batch UNet call on ``unet_inputs``, in float32 on the CPU: random weights make whole trajectories
+    chaotic (any rounding difference ends in unrelated latents), so each optimisation's error is read here."""
+    inputs = unet_inputs(pipe, spec, size, batch=2)
+    return pipe.unet(**to(inputs, device, pipe.unet.dtype)).sample.float().cpu()
+
+
 def unet_tflop(pipe, spec: Spec, size: int) -> float:
     """FLOPs of one batch-1 UNet forward, counted (for tiny models, which architectures.json does not list)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    unet = pipe.unet
-    latent = size // pipe.vae_scale_factor
-    kwargs = {}
-    if spec.family == "sdxl":
-        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
-        kwargs["added_cond_kwargs"] = {"text_embeds": torch.zeros(1, pooled), "time_ids": torch.zeros(1, 6)}
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        unet(torch.zeros(1, 4, latent, latent), 10, torch.zeros(1, 77, unet.config.cross_attention_dim), **kwargs)
+        pipe.unet(**unet_inputs(pipe, spec, size, batch=1))
     return counter.get_total_flops() / 1e12
 
 
@@ -134,10 +187,12 @@ def free(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_dir: Path) -> tuple[dict, torch.Tensor]:
-    """Load, warm up and time one configuration; its row and its final latents."""
+def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
+               out_dir: Path) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Load, warm up and time one configuration; its row, its final latents and its ``unet_step``."""
     from diffusers import DiffusionPipeline
 
+    from pipelines import kandinsky
     from pipelines.engine import Engine
     from pipelines.generate import decode_latents, run_pipeline
     from pipelines.outputs import OutputWriter
@@ -151,8 +206,9 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_
         registry = Registry(folder.parent.parent, device=device, dtype=dtype, memory_mode=config.memory_mode,
                             speed=config.speed, offline=True)
         engine = Engine(registry, OutputWriter(out_dir, enabled=False))
-        request = GenerationRequest(prompt=PROMPT, sampler="Euler", steps=args.steps, cfg_scale=CFG, width=args.size,
-                                    height=args.size, seed=SEED, model=folder.name, step_cache=config.step_cache)
+        request = GenerationRequest(prompt=PROMPT, sampler=spec.sampler, steps=args.steps, cfg_scale=spec.cfg,
+                                    width=args.size, height=args.size, seed=SEED, model=folder.name,
+                                    step_cache=config.step_cache)
 
         def load():
             with registry.lease(folder.name) as model:
@@ -167,7 +223,7 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_
             return engine.generate(request, save=False).images
 
         def denoise():
-            pipe.scheduler = make_scheduler("Euler", "Automatic", pipe.scheduler.config, [SEED])  # as the engine
+            pipe.scheduler = make_scheduler(spec.sampler, "Automatic", pipe.scheduler.config, [SEED])  # as the engine
             return run_pipeline(pipe, request, [SEED], latent_output=True)
     else:
         torch.backends.cuda.matmul.allow_tf32 = False  # as a fresh process has it
@@ -181,9 +237,16 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_
         unet_bytes = tensor_bytes(pipe.unet)
 
         def call(output_type):
-            return pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=CFG, width=args.size,
-                        height=args.size, generator=torch.Generator("cpu").manual_seed(SEED),
-                        output_type=output_type).images
+            size = {"width": args.size, "height": args.size, "num_inference_steps": args.steps,
+                    "guidance_scale": spec.cfg, "output_type": output_type}
+            if spec.family != "kandinsky22":
+                return pipe(PROMPT, generator=torch.Generator("cpu").manual_seed(SEED), **size).images
+            # The model card's two stages, each with its own generator, as Easel seeds them.
+            prior = pipe.prior_pipe(PROMPT, num_inference_steps=kandinsky.PRIOR_STEPS,
+                                    guidance_scale=kandinsky.PRIOR_GUIDANCE,
+                                    generator=torch.Generator("cpu").manual_seed(SEED))
+            return pipe.decoder_pipe(image_embeds=prior.image_embeds, negative_image_embeds=prior.negative_image_embeds,
+                                     generator=torch.Generator("cpu").manual_seed(SEED), **size).images
 
         def full():
             return call("pil")
@@ -204,8 +267,9 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str, out_
            "it_per_s": args.steps / denoise_s, "peak_gib": peak, "unet_mib": unet_bytes / 2**20, "load_s": load_s,
            "first_call_s": first_s,
            "compile_s": first_s - latency if config.speed.compile else None}
+    step = unet_step(pipe, spec, args.size, device)
     del pipe
-    return row, latents.detach().float().cpu()
+    return row, latents.detach().float().cpu(), step
 
 
 def relative_error(latents: torch.Tensor, reference: torch.Tensor) -> float:
@@ -214,13 +278,24 @@ def relative_error(latents: torch.Tensor, reference: torch.Tensor) -> float:
 
 def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: Path) -> list[dict]:
     folder = saved(spec, args.tiny, device, args.cache_dir, arch)
-    rows, reference = [], None
-    for config in ladder(device.startswith("cuda"), args.compile, args.compile_backend):
-        row, latents = run_config(config, spec, folder, args, device, out_dir)
+    rows, reference, reference_step = [], None, None
+    for config in ladder(device.startswith("cuda"), args.compile, args.compile_backend,
+                          QUICK if args.quick else tuple(args.only or ()), spec.family != "kandinsky22"):
+        try:
+            row, latents, step = run_config(config, spec, folder, args, device, out_dir)
+        except Exception as error:  # one broken optimisation must not cost the rest of a GPU lease
+            rows.append({"model": spec.name, "config": config.name, "error": f"{type(error).__name__}: {error}",
+                         "ok": False})
+            print(f"{spec.name} / {config.name} failed: {rows[-1]['error']}", file=sys.stderr, flush=True)
+            free(device)
+            continue
         reference = latents if reference is None else reference
+        reference_step = step if reference_step is None else reference_step
         row["rel_err"] = relative_error(latents, reference)
-        row["ok"] = bool(torch.isfinite(latents).all() and torch.isfinite(reference).all())
+        row["step_err"] = relative_error(step, reference_step)
+        row["ok"] = all(bool(torch.isfinite(x).all()) for x in (latents, reference, step))
         rows.append(row)
+        print(table([row], header=not rows[:-1]), flush=True)
         free(device)
     if args.tiny:
         from diffusers import DiffusionPipeline
@@ -228,26 +303,29 @@ def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: P
         tflop = unet_tflop(DiffusionPipeline.from_pretrained(folder, local_files_only=True), spec, args.size)
     else:
         tflop = arch["flops_per_unet_forward_batch1_tflop"][spec.flops_key]
-    floor = tflop * args.steps * (2 if CFG > 1 else 1) / rate
+    floor = tflop * args.steps * (2 if spec.cfg > 1 else 1) / rate
+    baseline = rows[0].get("latency_s") if rows else None
     for row in rows:
-        row.update(unet_tflop_per_forward=tflop, floor_s=floor, x_floor=row["latency_s"] / floor,
-                   speedup=rows[0]["latency_s"] / row["latency_s"])
+        if "latency_s" in row:
+            row.update(unet_tflop_per_forward=tflop, floor_s=floor, x_floor=row["latency_s"] / floor,
+                       speedup=baseline / row["latency_s"] if baseline else None)
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    def seconds(value):
-        return f"{value:.3f}" if value is not None else "-"
+COLUMNS = (("s/image", "latency_s", "{:.3f}"), ("it/s", "it_per_s", "{:.1f}"), ("denoise s", "denoise_s", "{:.3f}"),
+           ("decode s", "decode_s", "{:.3f}"), ("peak GiB", "peak_gib", "{:.2f}"), ("UNet MiB", "unet_mib", "{:.1f}"),
+           ("load s", "load_s", "{:.3f}"), ("first call s", "first_call_s", "{:.3f}"), ("x floor", "x_floor", "{:.1f}"),
+           ("speed-up", "speedup", "{:.2f}x"), ("step err", "step_err", "{:.2e}"), ("latents err", "rel_err", "{:.2e}"))
 
-    lines = ["| model | config | s/image | it/s | denoise s | decode s | peak GiB | UNet MiB | load s | first call s | "
-             "x floor | speed-up | rel. err | ok |", "|" + "---|" * 14]
+
+def table(rows: list[dict], header: bool = True) -> str:
+    """Markdown rows; "-" for what a row lacks (the floor before the model's last row, a failed row's numbers)."""
+    lines = ["| model | config | " + " | ".join(title for title, _, _ in COLUMNS) + " | ok |",
+             "|" + "---|" * (len(COLUMNS) + 3)] if header else []
     for r in rows:
-        peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
-        lines.append(f"| {r['model']} | {r['config']} | {seconds(r['latency_s'])} | {r['it_per_s']:.1f} | "
-                     f"{seconds(r['denoise_s'])} | {seconds(r['decode_s'])} | {peak} | {r['unet_mib']:.1f} | "
-                     f"{seconds(r['load_s'])} | "
-                     f"{seconds(r['first_call_s'])} | {r['x_floor']:.1f} | {r['speedup']:.2f}x | "
-                     f"{r['rel_err']:.2e} | {'yes' if r['ok'] else 'FAIL'} |")
+        cells = [form.format(r[key]) if r.get(key) is not None else "-" for _, key, form in COLUMNS]
+        ok = "yes" if r["ok"] else f"FAIL {r.get('error', '(not finite)')}"
+        lines.append(f"| {r['model']} | {r['config']} | " + " | ".join(cells) + f" | {ok} |")
     return "\n".join(lines)
 
 
@@ -261,6 +339,9 @@ def parse_args(argv=None):
                         "tiny 1)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="add the + compile row (default: on CUDA only)")
+    parser.add_argument("--quick", action="store_true", help="only the baseline, --fast, compiled and medvram rows")
+    parser.add_argument("--only", nargs="+", metavar="PREFIX", help="only the rows whose names start so "
+                        "(the first one is the error reference)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: a quick check)")
     parser.add_argument("--cache-dir", type=Path, help="where the random models are saved (default "
                         "~/.cache/easel/gpu-benchmark; tiny: a temporary folder)")
@@ -277,6 +358,7 @@ def main(argv=None) -> int:
     args.json = args.json or ROOT / "outputs" / "benchmarks" / f"gpu_speed{'-tiny' if args.tiny else ''}.json"
     arch = architectures()
     rate = matmul_tflops(device)
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         args.cache_dir = args.cache_dir or (Path(tmp) / "models" if args.tiny
@@ -288,12 +370,11 @@ def main(argv=None) -> int:
             args.steps = steps or (2 if args.tiny else spec.steps)
             rows += run_model(spec, args, device, arch, rate, Path(tmp) / "out")
             args.steps = steps
-    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
-    result = {"device": where, "torch": torch.__version__, "matmul_tflops": rate, "tiny": args.tiny,
-              "repeats": args.repeats, "rows": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
-    print(f"\nGPU speed on {where}: batch 1, CFG {CFG}, Euler, median of {args.repeats}; dense matmul "
+            result = {"device": where, "torch": torch.__version__, "matmul_tflops": rate, "tiny": args.tiny,
+                      "repeats": args.repeats, "rows": rows}
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1))  # after each model: a cut-off run keeps the rest
+    print(f"\nGPU speed on {where}: batch 1, Euler and CFG 7 (Kandinsky: DDPM, CFG 4), median of {args.repeats}; dense matmul "
           f"{rate:.2f} TFLOP/s; {'tiny models at 64², ' if args.tiny else ''}JSON in {args.json}\n")
     print(table(rows))
     return 0 if all(r["ok"] for r in rows) else 1

@@ -27,19 +27,22 @@ class Spec:
     size: int  # native picture size
     steps: int
     flops_key: str  # key in "flops_per_unet_forward_batch1_tflop"
+    sampler: str = "Euler"
+    cfg: float = 7.0
 
 
+# Kandinsky 2.2: the decoder (UNet and MoVQ) at 768², 50 steps, its model card's DDPM and CFG 4. architectures.json
+# has no prior, so its prior is a small stand-in of the right widths (the decoder is what costs).
+KANDINSKY22 = Spec("kandinsky22", "kandinsky22_decoder", "kandinsky22", 768, 50, "kandinsky22_decoder_768", "DDPM",
+                   4.0)
 # The targets: SD 1.5 at 512², 25 steps; SDXL 30 steps, KOALA 25 steps at 1024².
 SPECS = {
     "sd15": Spec("sd15", "sd15", "sd", 512, 25, "sd15_512"),
     "sdxl": Spec("sdxl", "sdxl", "sdxl", 1024, 30, "sdxl_1024"),
     "koala_1b": Spec("koala_1b", "koala_1b", "sdxl", 1024, 25, "koala_1b_1024"),
     "koala_700m": Spec("koala_700m", "koala_700m", "sdxl", 1024, 25, "koala_700m_1024"),
+    "kandinsky22": KANDINSKY22,
 }
-# Kandinsky 2.2: the decoder (UNet and MoVQ) at 768², 50 steps. architectures.json has no prior, so its prior is a
-# small stand-in of the right widths (the decoder is what costs). Not in SPECS: gpu_speed's ladder drives SD/SDXL
-# pipelines (Euler, prompt embeddings, a VAE).
-KANDINSKY22 = Spec("kandinsky22", "kandinsky22_decoder", "kandinsky22", 768, 50, "kandinsky22_decoder_768")
 TINY_SIZE = 64
 
 

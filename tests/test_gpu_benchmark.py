@@ -1,6 +1,7 @@
 """benchmarks/gpu_speed.py keeps working: its tiny CPU run (a KOALA-700M-shaped model, every row of the ladder,
 compile with the quick eager backend, the fast modes) prints the table, writes the JSON and finds the Easel path
-equal to diffusers; the fast modes differ a little and quantised weights take about half the UNet's bf16 bytes."""
+equal to diffusers and each optimisation's one-step error at bf16's level; the fast modes differ a little and
+quantised weights take about half the UNet's bf16 bytes. A row that raises is reported and the ladder goes on."""
 
 import json
 
@@ -17,10 +18,40 @@ def test_tiny_run(tmp_path, capsys):
                                            "+ fused QKV (--fast)", "+ compile (--compile)",
                                            "fast mode: step cache 3", "fast mode: --weights int8",
                                            "fast mode: --weights fp8"]
-    assert rows[1]["rel_err"] < 1e-5  # Easel's path computes exactly what plain diffusers does
+    assert rows[1]["rel_err"] < 1e-5 and rows[1]["step_err"] == 0  # Easel's path computes what diffusers does
     exact, fast_modes = rows[:6], rows[6:]
     assert all(r["ok"] and r["rel_err"] < 0.1 and r["latency_s"] > 0 and r["floor_s"] > 0 for r in exact)
+    assert all(0 < r["step_err"] < 0.05 for r in exact[2:])  # bf16's error in one UNet call
     assert all(r["ok"] and 0 < r["rel_err"] < 1 for r in fast_modes)  # measured, not exact
     assert rows[5]["compile_s"] is not None
     assert all(r["unet_mib"] < 0.6 * rows[4]["unet_mib"] for r in fast_modes[1:])  # bf16 -> 8 bits (+ scales)
     assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| koala_700m | fast mode: --weights fp8")
+
+
+def test_a_row_that_raises_is_reported_and_fails_the_run(tmp_path, monkeypatch, capsys):
+    real = gpu_speed.run_config
+
+    def run_config(config, *args):
+        if config.name == "+ bf16":
+            raise RuntimeError("no such kernel")
+        return real(config, *args)
+
+    monkeypatch.setattr(gpu_speed, "run_config", run_config)
+    out = tmp_path / "speed.json"
+    code = gpu_speed.main(["--tiny", "--models", "sd15", "--only", "diffusers", "+ bf16", "+ channels-last",
+                           "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert code == 1
+    assert [(r["config"], r["ok"]) for r in rows] == [("diffusers fp32", True), ("+ bf16", False),
+                                                      ("+ channels-last", True)]
+    assert rows[1]["error"] == "RuntimeError: no such kernel"
+    assert "| sd15 | + bf16 | - |" in capsys.readouterr().out
+
+
+def test_kandinsky_decoder_gets_the_rows_that_apply_and_easel_equals_its_model_card(tmp_path):
+    out = tmp_path / "speed.json"
+    assert gpu_speed.main(["--tiny", "--models", "kandinsky22", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["config"] for r in rows] == ["diffusers fp32", "easel fp32", "+ bf16", "fast mode: step cache 3"]
+    assert rows[1]["rel_err"] == 0 and rows[1]["step_err"] == 0  # prior, then decoder, seeded as Easel seeds them
+    assert 0 < rows[2]["step_err"] < 0.05
