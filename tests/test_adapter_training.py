@@ -42,7 +42,7 @@ def test_a_few_embedding_steps_write_an_a1111_embedding(tmp_path):
 
     out = tmp_path / "embeddings" / "word.safetensors"
     train(TEACHER, out, steps=2, batch=2, lr=1e-2)
-    assert load_file(out)["emb_params"].shape == (2, 64)
+    assert load_file(out)["emb_params"].shape == (4, 64)
 
 
 def test_a_few_distillation_steps_make_a_loadable_student(tmp_path):
@@ -57,8 +57,12 @@ def test_a_few_distillation_steps_make_a_loadable_student(tmp_path):
     assert torch.equal(kept, teacher.down_blocks[2].attentions[0].proj_in.weight)
 
     out = tmp_path / "Stable-diffusion" / "student"
-    train(TEACHER, out, steps=2, batch=2, lr=1e-3, feature_weight=1.0)
+    out.mkdir(parents=True)
+    (out / "README.md").write_text("the card")
+    for _ in range(2):  # training again replaces the UNet and the links, and keeps the card
+        train(TEACHER, out, steps=2, batch=2, lr=1e-3, feature_weight=1.0)
     assert (out / "text_encoder").is_symlink() and (out / "vae").resolve() == (TEACHER / "vae").resolve()
+    assert (out / "README.md").read_text() == "the card"
     pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None)
     assert pipe.unet.mid_block is None
     assert sum(p.numel() for p in pipe.unet.parameters()) < 0.7 * sum(p.numel() for p in teacher.parameters())

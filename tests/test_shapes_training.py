@@ -33,7 +33,7 @@ TINY = Config(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
-    assert train(TINY, root / "out", root / "work", minutes=10)
+    assert train(TINY, root / "out", root / "work", minutes=10, device="cpu")
     return root
 
 
@@ -65,7 +65,7 @@ def test_stopped_run_resumes_into_the_uninterrupted_one(trained, tmp_path):
     assert (saved["phase"], saved["step"]) == ("vae", 1)
     assert not (out / "model_index.json").exists()
 
-    assert train(TINY, out, work, minutes=10, resume=True)
+    assert train(TINY, out, work, minutes=10, resume=True, device=torch.device("cpu"))  # a str or a torch.device
     assert torch.load(work / "checkpoint.pt", weights_only=False)["phase"] == "done"
     for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
         resumed, straight = load_file(out / part), load_file(trained / "out" / part)

@@ -106,13 +106,18 @@ def train(teacher_dir: Path, out: Path, steps: int, batch: int, lr: float, featu
 
 
 def save(student, teacher_dir: Path, out: Path) -> None:
-    """The student UNet (fp16) in a pipeline folder whose other components link to the teacher's."""
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    """The student UNet (fp16) in a pipeline folder whose other components link to the teacher's; the rest of
+    the folder (its card and pictures) stays."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "unet", ignore_errors=True)
     student.to(torch.float16).save_pretrained(out / "unet")
     for name in SHARED:
-        (out / name).symlink_to(os.path.relpath(teacher_dir / name, out))
+        link = out / name
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        elif link.exists():
+            shutil.rmtree(link)
+        link.symlink_to(os.path.relpath(teacher_dir / name, out))
     print(f"saved the student to {out}", file=sys.stderr)
 
 

@@ -3,9 +3,9 @@
     python -m training.embedding [--model models/Stable-diffusion/easel-shapes] [--out models/embeddings/easel-sunset.safetensors]
 
 The word ``easel-sunset`` (the file's stem, as A1111 names embeddings) means "a purple shape on an orange
-background". Two vectors are learnt for it (one would carry the shape's colour but not the background's) with
-the whole model frozen, the way Easel uses it at generation time:
-written over the token embeddings where the word stands. The evaluation asks for 32 shapes "in easel-sunset"
+background". Four vectors are learnt for it, started from the words "purple on orange background" (fewer, or
+neutral starting words, left easel-shapes v2 drawing yellow backgrounds), with the whole model frozen, the way
+Easel uses it at generation time: written over the token embeddings where the word stands. The evaluation asks for 32 shapes "in easel-sunset"
 through the app's engine and counts pictures whose shape is purple on orange.
 """
 
@@ -30,7 +30,9 @@ from training.train import _lr_factor
 
 WORD = "easel-sunset"
 COLOUR, BACKGROUND = "purple", "orange"
-PLACEHOLDERS = ("sks", "ohwx")  # single tokens the captions never use: where the learnt vectors go in training
+# A1111's "initialization text": one learnt vector per word, each starting from that word's token vector.
+INIT = ("purple", "on", "orange", "background")
+PLACEHOLDERS = ("sks", "ohwx", "zzz", "kk")  # single tokens the captions never use: where the vectors go in training
 
 
 def _caption(word: str, shape: str, size: str, position: str, rng: random.Random) -> str:
@@ -47,12 +49,14 @@ def _scene(rng: random.Random) -> tuple[str, str, str, Scene]:
     return shape, size, position, Scene(BACKGROUND, make_item(shape, COLOUR, size, position, rng))
 
 
-def train(model: Path, out: Path, steps: int, batch: int, lr: float, seed: int = 0) -> None:
+def train(model: Path, out: Path, steps: int, batch: int, lr: float, seed: int = 0,
+          init: tuple[str, ...] = INIT) -> None:
     frozen = FrozenPipeline(model)
     pipe = frozen.pipe
     table = pipe.text_encoder.get_input_embeddings()
-    markers = [pipe.tokenizer(word).input_ids[1] for word in PLACEHOLDERS]
-    start = [pipe.tokenizer(word).input_ids[1] for word in ("colour", "background")]
+    placeholders = PLACEHOLDERS[:len(init)]
+    markers = [pipe.tokenizer(word).input_ids[1] for word in placeholders]
+    start = [pipe.tokenizer(word).input_ids[1] for word in init]
     vectors = torch.nn.Parameter(table.weight[start].detach().clone())
     opt = torch.optim.AdamW([vectors], lr=lr, weight_decay=0.0)
 
@@ -68,7 +72,7 @@ def train(model: Path, out: Path, steps: int, batch: int, lr: float, seed: int =
                 group["lr"] = lr * _lr_factor(step, steps, 20)
             rng, g = step_random("embedding", seed, step)
             scenes = [_scene(rng) for _ in range(batch)]
-            texts = [_caption(" ".join(PLACEHOLDERS), shape, size, position, rng) for shape, size, position, _ in scenes]
+            texts = [_caption(" ".join(placeholders), shape, size, position, rng) for shape, size, position, _ in scenes]
             latents = frozen.latents([render(scene) for *_, scene in scenes], g)
             context = frozen.text(texts)  # with gradients: the learnt vectors are in it
             noisy, noise, t = frozen.noised(latents, g)
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("models/Stable-diffusion/easel-shapes"))
     parser.add_argument("--out", type=Path, default=Path(f"models/embeddings/{WORD}.safetensors"))
+    parser.add_argument("--init", nargs="+", default=list(INIT), metavar="WORD",
+                        help=f"one vector per word (at most {len(PLACEHOLDERS)}), started from its token vector")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-2)
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.evaluate_only:
-        train(args.model, args.out, args.steps, args.batch, args.lr)
+        train(args.model, args.out, args.steps, args.batch, args.lr, init=tuple(args.init))
     result = evaluate(args.model)
     print(f"'{WORD}' gives a {COLOUR} shape on {BACKGROUND} in {result['concept']:.0%} of {result['pictures']} "
           f"pictures ({result['minutes']:.1f} min)")

@@ -1,12 +1,14 @@
 """Train easel-shapes from scratch on the synthetic shapes world, on a CPU, in well under an hour.
 
-    python -m training.train --out models/Stable-diffusion/easel-shapes [--minutes 40] [--resume]
+    python -m training.train --out models/Stable-diffusion/easel-shapes [--minutes 40] [--resume] [--device cuda]
 
 Three phases, each resumable from ``--work``: (1) the autoencoder on freshly drawn pictures,
 (2) encoding a fixed pool of captioned pictures to latents once, (3) the UNet and text encoder
 jointly on those latents (SD's noise schedule, min-SNR weighting, caption dropout for CFG).
 All randomness is drawn per step from the seed and the step number, so a resumed run is the run
-that was interrupted. The result is saved as a diffusers StableDiffusionPipeline folder (fp16).
+that was interrupted. ``--device cuda`` trains on a GPU (TF32 matmuls, fp32 weights) with the
+randomness still drawn on the CPU, so it is the CPU run up to float arithmetic; ``training/gpu_train.sh``
+is the longer GPU recipe. The result is saved as a diffusers StableDiffusionPipeline folder (fp16).
 """
 
 from __future__ import annotations
@@ -92,13 +94,18 @@ def _pool_seeds(cfg: arch.Config) -> list[str]:
 
 
 class Trainer:
-    def __init__(self, cfg: arch.Config, work: Path, deadline: float):
+    def __init__(self, cfg: arch.Config, work: Path, deadline: float, device: str | torch.device = "cpu"):
         self.cfg, self.work, self.deadline = cfg, work, deadline
-        torch.manual_seed(cfg.seed)
-        self.vae = arch.build_vae(cfg)
-        self.text = arch.build_text_encoder(cfg)
-        self.unet = arch.build_unet(cfg)
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(cfg.seed)  # weights are initialised on the CPU, then moved
+        self.vae = arch.build_vae(cfg).to(self.device)
+        self.text = arch.build_text_encoder(cfg).to(self.device)
+        self.unet = arch.build_unet(cfg).to(self.device)
         self.tokenizer = load_tokenizer(work / "tokenizer")
+        self._token_ids: dict[str, torch.Tensor] = {}
         self.noise = arch.training_scheduler(cfg)
         self.state = State()
 
@@ -116,7 +123,7 @@ class Trainer:
     def load(self) -> bool:
         if not self._checkpoint.exists():
             return False
-        saved = torch.load(self._checkpoint, weights_only=False)
+        saved = torch.load(self._checkpoint, map_location=self.device, weights_only=False)
         saved.pop("config")
         self.state = State(**saved)
         if self.state.vae is not None:
@@ -142,7 +149,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = cfg.vae_lr * _lr_factor(step, cfg.vae_steps, cfg.warmup_steps)
             g = _generator(cfg, "vae", step)
-            x = _pictures([f"vae/{cfg.seed}/{step}/{j}" for j in range(cfg.vae_batch)], cfg)
+            x = _pictures([f"vae/{cfg.seed}/{step}/{j}" for j in range(cfg.vae_batch)], cfg).to(self.device)
             x, weight = _crops(x, _shape_weight(x, cfg.vae_shape_weight), cfg.vae_crop, g)
             posterior = self.vae.encode(x).latent_dist
             recon = self.vae.decode(posterior.sample(generator=g)).sample
@@ -175,9 +182,9 @@ class Trainer:
         seeds = _pool_seeds(cfg)
         means, stds = [], []
         for start in tqdm(range(0, len(seeds), 256), desc="encoding pool", mininterval=2):
-            dist = self.vae.encode(_pictures(seeds[start : start + 256], cfg)).latent_dist
-            means.append(dist.mean.half())
-            stds.append(dist.std.half())
+            dist = self.vae.encode(_pictures(seeds[start : start + 256], cfg).to(self.device)).latent_dist
+            means.append(dist.mean.half().cpu())
+            stds.append(dist.std.half().cpu())
         mean, std = torch.cat(means), torch.cat(stds)
         scaling = 1.0 / float(mean.float().std())
         self.vae.register_to_config(scaling_factor=scaling)
@@ -188,8 +195,19 @@ class Trainer:
 
     # --- phase 3: UNet + text encoder ----------------------------------------------------------
 
+    def _ids(self, captions: list[str]) -> torch.Tensor:
+        """Token ids of the captions, each distinct caption tokenised once: a run draws far more
+        captions than the pool has phrasings of, and tokenising 256 costs more than a GPU step."""
+        new = [c for c in dict.fromkeys(captions) if c not in self._token_ids]
+        if new:
+            ids = self.tokenizer(
+                new, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True, return_tensors="pt"
+            ).input_ids
+            self._token_ids.update(zip(new, ids))
+        return torch.stack([self._token_ids[c] for c in captions])
+
     def train_unet(self) -> bool:
-        cfg, st = self.cfg, self.state
+        cfg, st, device = self.cfg, self.state, self.device
         pool = torch.load(self._latents)
         mean, std, scaling = pool["mean"].float(), pool["std"].float(), pool["scaling_factor"]
         self.vae.register_to_config(scaling_factor=scaling)
@@ -199,7 +217,7 @@ class Trainer:
         if st.opt is not None:
             opt.load_state_dict(st.opt)
         ema = st.ema if st.ema is not None else [p.detach().clone() for p in params]
-        alphas = self.noise.alphas_cumprod
+        alphas = self.noise.alphas_cumprod.to(device)
         self.unet.train()
         self.text.train()
         bar = tqdm(range(st.step, cfg.unet_steps), initial=st.step, total=cfg.unet_steps, desc="unet+text", mininterval=2)
@@ -212,11 +230,10 @@ class Trainer:
             noise = torch.randn(latents.shape, generator=g)
             noise += cfg.noise_offset * torch.randn(latents.shape[:2] + (1, 1), generator=g)
             t = torch.randint(0, self.noise.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
+            latents, noise, t = latents.to(device), noise.to(device), t.to(device)
             rng = random.Random(f"captions/{cfg.seed}/{step}")
             captions = ["" if rng.random() < cfg.caption_dropout else caption(scenes[i], rng) for i in idx.tolist()]
-            ids = self.tokenizer(
-                captions, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True, return_tensors="pt"
-            ).input_ids
+            ids = self._ids(captions).to(device)
             pred = self.unet(self.noise.add_noise(latents, noise, t), t, self.text(ids)[0]).sample
             v_prediction = cfg.prediction_type == "v_prediction"
             target = self.noise.get_velocity(latents, noise, t) if v_prediction else noise
@@ -246,13 +263,13 @@ class Trainer:
         """Save the EMA weights as a StableDiffusionPipeline folder, weights in fp16."""
         from diffusers import StableDiffusionPipeline
 
-        text, unet = copy.deepcopy(self.text), copy.deepcopy(self.unet)
+        text, unet = copy.deepcopy(self.text).cpu(), copy.deepcopy(self.unet).cpu()
         ema_params = list(unet.parameters()) + list(text.parameters())
         with torch.no_grad():
             for p, e in zip(ema_params, self.state.ema):
-                p.copy_(e)
+                p.copy_(e)  # from the training device
         pipe = StableDiffusionPipeline(
-            vae=copy.deepcopy(self.vae),
+            vae=copy.deepcopy(self.vae).cpu(),
             text_encoder=text,
             tokenizer=self.tokenizer,
             unet=unet,
@@ -275,14 +292,21 @@ def _mark_float32(out: Path) -> None:
     config.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def train(cfg: arch.Config, out: Path, work: Path, minutes: float = 40.0, resume: bool = False) -> bool:
-    """Run (or resume) training; export the pipeline when done or out of time in the UNet phase.
+def train(
+    cfg: arch.Config,
+    out: Path,
+    work: Path,
+    minutes: float = 40.0,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+) -> bool:
+    """Run (or resume) training on ``device``; export the pipeline when done or out of time in the UNet phase.
 
     Returns True when all phases finished.
     """
     start = time.time()
     work.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, work, deadline=start + minutes * 60)
+    trainer = Trainer(cfg, work, deadline=start + minutes * 60, device=device)
     if resume and trainer.load():
         print(f"resuming: phase {trainer.state.phase}, step {trainer.state.step}", file=sys.stderr)
     finished = True
@@ -310,13 +334,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=40.0, help="stop (resumably) after this long")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest when others share the CPU")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
     for f in fields(arch.Config):
         if f.type in _FLAGS:
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=_FLAGS[f.type], default=f.default)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = arch.Config(**{f.name: getattr(args, f.name) for f in fields(arch.Config) if hasattr(args, f.name)})
-    train(cfg, args.out, args.work, args.minutes, args.resume)
+    train(cfg, args.out, args.work, args.minutes, args.resume, args.device)
 
 
 if __name__ == "__main__":
