@@ -374,8 +374,8 @@ def main(argv=None) -> int:
                       "repeats": args.repeats, "rows": rows}
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=1))  # after each model: a cut-off run keeps the rest
-    print(f"\nGPU speed on {where}: batch 1, Euler and CFG 7 (Kandinsky: DDPM, CFG 4), median of {args.repeats}; dense matmul "
-          f"{rate:.2f} TFLOP/s; {'tiny models at 64², ' if args.tiny else ''}JSON in {args.json}\n")
+    print(f"\nGPU speed on {where}: batch 1, Euler and CFG 7 (Kandinsky: DDPM, CFG 4), median of {args.repeats}; "
+          f"dense matmul {rate:.2f} TFLOP/s; {'tiny models at 64², ' if args.tiny else ''}JSON in {args.json}\n")
     print(table(rows))
     return 0 if all(r["ok"] for r in rows) else 1
 

@@ -5,8 +5,8 @@
 The word ``easel-sunset`` (the file's stem, as A1111 names embeddings) means "a purple shape on an orange
 background". Four vectors are learnt for it, started from the words "purple on orange background" (fewer, or
 neutral starting words, left easel-shapes v2 drawing yellow backgrounds), with the whole model frozen, the way
-Easel uses it at generation time: written over the token embeddings where the word stands. The evaluation asks for 32 shapes "in easel-sunset"
-through the app's engine and counts pictures whose shape is purple on orange.
+Easel uses it at generation time: written over the token embeddings where the word stands. The evaluation asks
+for 32 shapes "in easel-sunset" through the app's engine and counts pictures whose shape is purple on orange.
 """
 
 from __future__ import annotations
