@@ -3,7 +3,7 @@ everything the classifier checks."""
 
 from collections import Counter
 
-from training.evaluate import eval_scenes, format_report
+from training.evaluate import contradicting, eval_scenes, format_img2img_report, format_report
 from training.shapes import COLOURS, POSITIONS, POSITION_PHRASES, SHAPES, full_caption
 
 
@@ -35,3 +35,16 @@ def test_report_flags_missed_targets():
     )
     assert "| shape | 50.0% | >= 75% MISSED |" in report and "| colour | 95.0% | >= 90% met |" in report
     assert "128 pictures" in report
+
+
+def test_the_img2img_prompt_contradicts_shape_colour_and_background_but_not_size_or_place():
+    for scene in eval_scenes(64):
+        new = contradicting(scene)
+        assert new.item.shape != scene.item.shape and new.background != scene.background
+        assert new.item.colour not in (scene.item.colour, scene.background, new.background)
+        assert (new.item.size, new.item.position) == (scene.item.size, scene.item.position)
+
+
+def test_img2img_report_has_a_row_per_strength():
+    report = format_img2img_report({0.3: {"kept": {"colour": 1.0, "shape": 0.5, "background": 0.75}, "followed": 0.0}})
+    assert "| 0.3 | 100.0% | 50.0% | 75.0% | 0.0% |" in report

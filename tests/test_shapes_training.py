@@ -1,16 +1,19 @@
 """The easel-shapes training loop, on a tiny copy of the architecture: it runs, it writes a folder
-that StableDiffusionPipeline loads on its own, and a run stopped by its time budget resumes into
-exactly the run that was not stopped."""
+that StableDiffusionPipeline loads on its own, a run stopped by its time budget resumes into
+exactly the run that was not stopped, and a fine-tune starts from a saved model."""
 
 import json
+import random
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from training.architecture import Config
-from training.evaluate import evaluate
-from training.train import train
+from training.evaluate import IMG2IMG_STRENGTHS, evaluate, evaluate_img2img
+from training.shapes import caption, sample_scene
+from training.train import _captions, train
 
 TINY = Config(
     norm_groups=4,
@@ -83,3 +86,35 @@ def test_evaluation_runs_on_a_trained_folder(trained, tmp_path):
     assert set(result["accuracy"]) == {"colour", "shape", "position", "background", "size"}
     assert all(0.0 <= v <= 1.0 for v in result["accuracy"].values())
     assert result["seconds_per_picture"] > 0
+    img2img = evaluate_img2img(folder, n_prompts=2)
+    assert set(img2img) == set(IMG2IMG_STRENGTHS)
+    assert all(set(r["kept"]) == {"colour", "shape", "background"} and 0 <= r["followed"] <= 1
+               for r in img2img.values())
+
+
+def test_a_fine_tune_starts_from_the_saved_model_and_keeps_its_autoencoder(trained, tmp_path):
+    source = trained / "out"
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert train(replace(TINY, caption_swap=1.0), out, work, minutes=10, init_from=source)
+    assert torch.load(work / "checkpoint.pt", weights_only=False)["fine_tune_of"] == str(source)
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert all(torch.equal(a, b) for a, b in zip(load_file(out / vae).values(), load_file(source / vae).values()))
+    assert json.loads((out / "vae/config.json").read_text())["scaling_factor"] == \
+        json.loads((source / "vae/config.json").read_text())["scaling_factor"]
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    tuned, before = load_file(out / unet), load_file(source / unet)
+    moved = max((tuned[k].float() - before[k].float()).abs().max().item() for k in tuned)
+    assert 0 < moved < 0.02, moved  # two small steps from the saved weights, not a fresh start
+
+
+def test_caption_swap_gives_low_noise_steps_other_captions_and_leaves_the_rest_as_before():
+    scenes = [sample_scene(random.Random(i), 0.0) for i in range(64)]
+    idx = list(range(64))
+    old = random.Random(0)  # the captions of runs before the swap existed
+    before = ["" if old.random() < TINY.caption_dropout else caption(scenes[i], old) for i in idx]
+    assert _captions(TINY, scenes, idx, [0] * 64, random.Random(0)) == before  # no swap by default
+    swapping = replace(TINY, caption_swap=1.0, caption_dropout=0.0, caption_swap_below=400)
+    own = _captions(replace(swapping, caption_swap=0.0), scenes, idx, [0] * 64, random.Random(1))
+    assert _captions(swapping, scenes, idx, [400] * 64, random.Random(1)) == own  # noisier steps: their own
+    swapped = _captions(swapping, scenes, idx, [399] * 64, random.Random(1))
+    assert sum(a != b for a, b in zip(swapped, own)) > 48, swapped

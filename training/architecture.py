@@ -56,6 +56,11 @@ class Config:
     pool_size: int = 12000  # training pictures encoded once to latents for the UNet phase
     two_shape_prob: float = 0.1
     caption_dropout: float = 0.1  # empty prompts, so classifier-free guidance has an unconditional model
+    # Another picture's caption on this share of the steps whose noise is below ``caption_swap_below``: where the
+    # picture still shows its colours and shapes, it (not the prompt) must say what is there, or img2img at low
+    # strength repaints the picture to a contradicting prompt (CFG multiplies the prompt's pull).
+    caption_swap: float = 0.0
+    caption_swap_below: int = 400
     noise_offset: float = 0.1  # lets flat backgrounds of any brightness follow the prompt, not the noise
     snr_gamma: float = 5.0  # low-noise steps weigh at most gamma/SNR (min-SNR): they teach little
     ema_decay: float = 0.995

@@ -1,6 +1,7 @@
 """Train easel-shapes from scratch on the synthetic shapes world, on a CPU, in well under an hour.
 
     python -m training.train --out models/Stable-diffusion/easel-shapes [--minutes 40] [--resume] [--device cuda]
+                             [--init-from MODEL_DIR]
 
 Three phases, each resumable from ``--work``: (1) the autoencoder on freshly drawn pictures,
 (2) encoding a fixed pool of captioned pictures to latents once, (3) the UNet and text encoder
@@ -8,7 +9,9 @@ jointly on those latents (SD's noise schedule, min-SNR weighting, caption dropou
 All randomness is drawn per step from the seed and the step number, so a resumed run is the run
 that was interrupted. ``--device cuda`` trains on a GPU (TF32 matmuls, fp32 weights) with the
 randomness still drawn on the CPU, so it is the CPU run up to float arithmetic; ``training/gpu_train.sh``
-is the longer GPU recipe. The result is saved as a diffusers StableDiffusionPipeline folder (fp16).
+is the longer GPU recipe. ``--init-from`` fine-tunes a saved model instead: its autoencoder and latent
+scale stay, the pool is encoded with them and phase 3 starts from its text encoder and UNet.
+The result is saved as a diffusers StableDiffusionPipeline folder (fp16).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from tqdm import tqdm
 
 from pipelines.clip_tokenizer import MODEL_MAX_LENGTH, load_tokenizer
 from training import architecture as arch
-from training.shapes import caption, example, sample_scene
+from training.shapes import Scene, caption, example, sample_scene
 
 _FLAGS = {"int": int, "float": float, "str": str}  # Config fields that get a command-line flag
 
@@ -47,6 +50,7 @@ class State:
     unet: dict | None = None
     opt: dict | None = None
     ema: list | None = None
+    fine_tune_of: str | None = None  # the model folder a fine-tune started from
 
 
 def _generator(cfg: arch.Config, stream: str, step: int) -> torch.Generator:
@@ -87,6 +91,19 @@ def _crops(x: torch.Tensor, weight: torch.Tensor, size: int, g: torch.Generator)
     xs = torch.stack([x[i, :, r : r + size, c : c + size] for i, (r, c) in enumerate(offsets)])
     ws = torch.stack([weight[i, :, r : r + size, c : c + size] for i, (r, c) in enumerate(offsets)])
     return xs, ws
+
+
+def _captions(cfg: arch.Config, scenes: list[Scene], idx: list[int], t: list[int], rng: random.Random) -> list[str]:
+    """Each latent's caption: empty (caption dropout), another scene's (caption swap, low noise only) or its own."""
+    out = []
+    for i, timestep in zip(idx, t):
+        if rng.random() < cfg.caption_dropout:
+            out.append("")
+            continue
+        if cfg.caption_swap and timestep < cfg.caption_swap_below and rng.random() < cfg.caption_swap:
+            i = rng.randrange(len(scenes))
+        out.append(caption(scenes[i], rng))
+    return out
 
 
 def _pool_seeds(cfg: arch.Config) -> list[str]:
@@ -132,6 +149,18 @@ class Trainer:
             self.text.load_state_dict(self.state.text)
             self.unet.load_state_dict(self.state.unet)
         return True
+
+    def start_from(self, model: Path) -> None:
+        """Begin a fine-tune of a saved pipeline folder: its weights, then the pool (phase 2) and phase 3."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        for module, cls, folder in ((self.vae, AutoencoderKL, "vae"), (self.text, CLIPTextModel, "text_encoder"),
+                                    (self.unet, UNet2DConditionModel, "unet")):
+            module.load_state_dict(cls.from_pretrained(model / folder).state_dict())
+        self.vae.register_to_config(scaling_factor=AutoencoderKL.load_config(model / "vae")["scaling_factor"])
+        self.state = State(phase="encode", vae=self.vae.state_dict(), text=self.text.state_dict(),
+                           unet=self.unet.state_dict(), fine_tune_of=str(model))
 
     def _out_of_time(self) -> bool:
         return time.time() > self.deadline
@@ -186,7 +215,7 @@ class Trainer:
             means.append(dist.mean.half().cpu())
             stds.append(dist.std.half().cpu())
         mean, std = torch.cat(means), torch.cat(stds)
-        scaling = 1.0 / float(mean.float().std())
+        scaling = self.vae.config.scaling_factor if self.state.fine_tune_of else 1.0 / float(mean.float().std())
         self.vae.register_to_config(scaling_factor=scaling)
         torch.save({"mean": mean, "std": std, "scaling_factor": scaling}, self._latents)
         self.state.phase, self.state.step = "unet", 0
@@ -231,8 +260,7 @@ class Trainer:
             noise += cfg.noise_offset * torch.randn(latents.shape[:2] + (1, 1), generator=g)
             t = torch.randint(0, self.noise.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
             latents, noise, t = latents.to(device), noise.to(device), t.to(device)
-            rng = random.Random(f"captions/{cfg.seed}/{step}")
-            captions = ["" if rng.random() < cfg.caption_dropout else caption(scenes[i], rng) for i in idx.tolist()]
+            captions = _captions(cfg, scenes, idx.tolist(), t.tolist(), random.Random(f"captions/{cfg.seed}/{step}"))
             ids = self._ids(captions).to(device)
             pred = self.unet(self.noise.add_noise(latents, noise, t), t, self.text(ids)[0]).sample
             v_prediction = cfg.prediction_type == "v_prediction"
@@ -299,8 +327,10 @@ def train(
     minutes: float = 40.0,
     resume: bool = False,
     device: str | torch.device = "cpu",
+    init_from: Path | None = None,
 ) -> bool:
-    """Run (or resume) training on ``device``; export the pipeline when done or out of time in the UNet phase.
+    """Run (or resume) training on ``device``, from scratch or (``init_from``) as a fine-tune of a saved model;
+    export the pipeline when done or out of time in the UNet phase.
 
     Returns True when all phases finished.
     """
@@ -309,6 +339,8 @@ def train(
     trainer = Trainer(cfg, work, deadline=start + minutes * 60, device=device)
     if resume and trainer.load():
         print(f"resuming: phase {trainer.state.phase}, step {trainer.state.step}", file=sys.stderr)
+    elif init_from is not None:
+        trainer.start_from(init_from)
     finished = True
     if trainer.state.phase == "vae":
         finished = trainer.train_vae()
@@ -335,13 +367,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --work")
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest when others share the CPU")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
+    parser.add_argument("--init-from", type=Path, help="fine-tune this saved model instead of training from scratch")
     for f in fields(arch.Config):
         if f.type in _FLAGS:
             parser.add_argument(f"--{f.name.replace('_', '-')}", type=_FLAGS[f.type], default=f.default)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = arch.Config(**{f.name: getattr(args, f.name) for f in fields(arch.Config) if hasattr(args, f.name)})
-    train(cfg, args.out, args.work, args.minutes, args.resume, args.device)
+    train(cfg, args.out, args.work, args.minutes, args.resume, args.device, args.init_from)
 
 
 if __name__ == "__main__":
