@@ -66,9 +66,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="on CUDA: torch.compile the UNet's and VAE decoder's repeated blocks (slow first image)")
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                         help="reduce-overhead: --compile with CUDA graphs (static sizes; no effect on the CPU)")
+    parser.add_argument("--compile-sizes", type=_sizes, default=(), metavar="WxH[,WxH...]",
+                        help="--compile, and compile these sizes when a model loads (batch 1, CFG on), so that "
+                             "pictures of these sizes never wait for a compile (CUDA only)")
     parser.add_argument("--weights", choices=WEIGHTS, default="full",
-                        help="store the UNet's weights in int8 or fp8 (less memory, not exact; any device)")
+                        help="store the UNet's weights in int8 or fp8 (less memory, not exact; any device); "
+                             "-fast: also multiply in 8 bits (int8: CUDA 8.0+, fp8: 8.9+, or the CPU)")
     return parser.parse_args(argv)
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    from pipelines.errors import RequestError
+    from pipelines.request import parse_sizes
+
+    try:
+        return parse_sizes(text)
+    except RequestError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_auth(value: str | None, flag: str = "--auth") -> list[tuple[str, str]] | None:
@@ -135,7 +149,8 @@ def settings_from_args(args: argparse.Namespace):
                     save_outputs=not args.no_save, memory_budget_gb=args.memory_budget, offline=args.offline,
                     default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json",
                     memory_mode=args.memory_mode, vae=args.vae, controlnet_units=args.controlnet_units,
-                    fast=args.fast, compile=args.compile, compile_mode=args.compile_mode, weights=args.weights)
+                    fast=args.fast, compile=args.compile, compile_mode=args.compile_mode, weights=args.weights,
+                    compile_sizes=args.compile_sizes)
 
 
 def build_app(settings, services=None):
@@ -156,6 +171,7 @@ def launch(args: argparse.Namespace, *, block: bool = True):
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
     from pipelines.services import Services
+    from ui.layout import CSS
 
     settings = settings_from_args(args)
     services = Services.build(settings)
@@ -165,7 +181,7 @@ def launch(args: argparse.Namespace, *, block: bool = True):
         import api
 
         app_kwargs = api.app_kwargs(services, parse_auth(args.api_auth, "--api-auth"))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=ui_credentials(args),
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=ui_credentials(args), css=CSS,
                 footer_links=["api", "gradio", "settings"], app_kwargs=app_kwargs, prevent_thread_lock=True,
                 quiet=not block)
     if args.share and not getattr(demo, "share_url", None):

@@ -2,11 +2,11 @@
 
     .venv/bin/python -m benchmarks.fast_modes [--model easel-shapes] [--steps 20] [--repeats 3]
 
-Rows: the exact path, step cache 2 to 5 (``step_cache.py``), ``--weights int8`` and ``--weights fp8``
-(``quantize.py``), each through Easel's Registry and ``run_pipeline`` (64x64, Euler a, CFG 7, one seed). Per row:
-median seconds per picture, speed-up, the final latents' relative error against the exact path's, the mean
-absolute pixel difference (0-255) of the decoded pictures, and the UNet's stored bytes. ``benchmarks/gpu_speed.py``
-has the same modes as rows for the GPU.
+Rows: the exact path, step cache 2 to 5 (``step_cache.py``), ``--weights int8``, ``fp8``, ``int8-fast`` and
+``fp8-fast`` (``quantize.py``), each through Easel's Registry and ``run_pipeline`` (64x64, Euler a, CFG 7, one
+seed). Per row: median seconds per picture, speed-up, the final latents' relative error against the exact path's,
+the mean absolute pixel difference (0-255) of the decoded pictures, and the UNet's stored bytes.
+``benchmarks/gpu_speed.py`` has the same modes as rows for the GPU.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from benchmarks.gpu_speed import median, relative_error  # noqa: E402
 from pipelines.generate import decode_latents, run_pipeline  # noqa: E402
-from pipelines.quantize import tensor_bytes  # noqa: E402
+from pipelines.quantize import MODES as WEIGHT_MODES, tensor_bytes  # noqa: E402
 from pipelines.registry import Registry  # noqa: E402
 from pipelines.request import GenerationRequest  # noqa: E402
 from pipelines.samplers import make_scheduler  # noqa: E402
@@ -31,7 +31,7 @@ from pipelines.speed import SpeedOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = [("exact", 0, "full"), *((f"step cache {n}", n, "full") for n in (2, 3, 4, 5)),
-         ("--weights int8", 0, "int8"), ("--weights fp8", 0, "fp8")]
+         *((f"--weights {mode}", 0, mode) for mode in WEIGHT_MODES)]
 
 
 def measure(args) -> list[dict]:

@@ -1,7 +1,7 @@
 """GPU speed: plain diffusers vs Easel's path, optimisation by optimisation, on random-weight models of real size.
 
     .venv/bin/python -m benchmarks.gpu_speed [--models sd15 sdxl koala_1b koala_700m kandinsky22] [--repeats 5]
-                                             [--no-compile] [--quick | --only PREFIX ...]
+                                             [--no-compile] [--warm-up] [--quick | --only PREFIX ...]
     .venv/bin/python -m benchmarks.gpu_speed --tiny        # tiny configs on the CPU: checks the harness, not speed
 
 Each model (``random_pipelines``: SD 1.5 at 512², SDXL, KOALA-1B and KOALA-700M at 1024² with Euler and CFG 7;
@@ -18,14 +18,15 @@ and generates:
   error show separately; on CUDA also ``--fast, medvram``;
 - the fast modes, each on top of ``--fast`` and not exact: ``step cache 3`` (DeepCache-style, ``step_cache.py``),
   ``--weights int8`` and ``--weights fp8`` (weight-only storage, ``quantize.py``; the UNet MiB column shows the
-  memory they save).
+  memory they save), ``--weights int8-fast`` and ``--weights fp8-fast`` (the Linear layers also multiply in 8 bits).
 
 Kandinsky 2.2 gets the rows that apply to it: the app's fast path is for SD-layout pipelines, so it has the
 dtype rows, medvram and the step cache.
 
 Per row: median seconds per image over ``--repeats`` after warm-up (full path, decoded picture), it/s and seconds
 of denoising (prompt to latents) and of VAE decoding, peak CUDA memory, load time, the first call (cold compile
-for the compiled rows), the ratio to the FLOP floor (UNet FLOPs per forward from architectures.json x steps x 2 for
+for the compiled rows), one live preview's cost as a share of one step's time (Easel's rows; the app previews
+every 5th step), the ratio to the FLOP floor (UNet FLOPs per forward from architectures.json x steps x 2 for
 CFG, over the dense bf16 matmul rate measured here), and two relative errors against the baseline: ``step err``,
 of one UNet call on the same seeded inputs (each optimisation's own error), and ``latents err``, of the final
 latents. With random weights a whole trajectory is chaotic, so any rounding change (fp16 to bf16) ends in unrelated
@@ -53,7 +54,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from benchmarks.random_pipelines import SPECS, TINY_SIZE, Spec, architectures, saved  # noqa: E402
-from pipelines.quantize import tensor_bytes  # noqa: E402
+from pipelines.preview import LatentPreviewer  # noqa: E402
+from pipelines.quantize import MODES, tensor_bytes  # noqa: E402
 from pipelines.speed import SpeedOptions, optimise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,10 +77,12 @@ class Config:
 QUICK = ("diffusers", "+ fused QKV", "+ compile", "+ CUDA graphs", "--fast, medvram")
 
 
-def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (), fast_path: bool = True) -> list[Config]:
+def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (), fast_path: bool = True,
+           warm: tuple[tuple[int, int], ...] = ()) -> list[Config]:
     """The baseline, then Easel with one more optimisation per row (fp32 instead of fp16 on the CPU), then the
     fast modes that are not exact, each on top of ``--fast``. Without ``fast_path`` (Kandinsky 2.2, which the app
-    runs as loaded) only the rows that need none of it: dtype, medvram and the step cache."""
+    runs as loaded) only the rows that need none of it: dtype, medvram and the step cache. ``warm``: the sizes
+    the compiled rows compile while loading (``--compile-sizes``)."""
     half = "float16" if cuda else "float32"
     short = {"float16": "fp16", "float32": "fp32"}[half]
     fast = SpeedOptions(channels_last=True, fuse_qkv=True)
@@ -87,7 +91,8 @@ def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (), 
             Config("+ channels-last", True, "bfloat16", SpeedOptions(channels_last=True)),
             Config("+ fused QKV (--fast)", True, "bfloat16", fast)]
     if compile:
-        compiled = SpeedOptions(channels_last=True, fuse_qkv=True, compile=True, compile_backend=backend)
+        compiled = SpeedOptions(channels_last=True, fuse_qkv=True, compile=True, compile_backend=backend,
+                                compile_sizes=warm)
         rows.append(Config("+ compile (--compile)", True, "bfloat16", compiled))
         if cuda:
             rows.append(Config("+ CUDA graphs (--compile-mode reduce-overhead)", True, "bfloat16",
@@ -95,8 +100,7 @@ def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (), 
     if cuda:
         rows.append(Config("--fast, medvram", True, "bfloat16", fast, "medvram"))
     rows += [Config("fast mode: step cache 3", True, "bfloat16", fast, step_cache=3),
-             Config("fast mode: --weights int8", True, "bfloat16", replace(fast, weights="int8")),
-             Config("fast mode: --weights fp8", True, "bfloat16", replace(fast, weights="fp8"))]
+             *(Config(f"fast mode: --weights {mode}", True, "bfloat16", replace(fast, weights=mode)) for mode in MODES)]
     if not fast_path:
         rows = [replace(row, speed=SpeedOptions()) for row in rows
                 if row.speed == SpeedOptions() or row.memory_mode != "normal" or row.step_cache]
@@ -194,7 +198,7 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
 
     from pipelines import kandinsky
     from pipelines.engine import Engine
-    from pipelines.generate import decode_latents, run_pipeline
+    from pipelines.generate import decode_latents, run_pipeline, warm_up
     from pipelines.outputs import OutputWriter
     from pipelines.registry import Registry
     from pipelines.request import GenerationRequest
@@ -212,11 +216,12 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
 
         def load():
             with registry.lease(folder.name) as model:
-                if not device.startswith("cuda"):
-                    optimise(model.pipe, config.speed)  # the app does this on CUDA only; checked here anyway
-                return model.pipeline("txt2img")
+                if not device.startswith("cuda"):  # the app does these on CUDA only; checked here anyway
+                    optimise(model.pipe, config.speed)
+                    warm_up(model.pipe, config.speed.compile_sizes)
+                return model.pipeline("txt2img"), LatentPreviewer(model.autoencoder)
 
-        load_s, pipe = timed(load, device)
+        load_s, (pipe, previewer) = timed(load, device)
         unet_bytes = tensor_bytes(pipe.unet)
 
         def full():
@@ -234,7 +239,7 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
             return loaded
 
         load_s, pipe = timed(load, device)
-        unet_bytes = tensor_bytes(pipe.unet)
+        unet_bytes, previewer = tensor_bytes(pipe.unet), None
 
         def call(output_type):
             size = {"width": args.size, "height": args.size, "num_inference_steps": args.steps,
@@ -261,11 +266,14 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
     latents = denoise()
     denoise_s = median(denoise, args.repeats, device)
     decode_s = median(lambda: decode_latents(pipe, latents), args.repeats, device)
+    if previewer is not None:
+        previewer(latents)  # fits its map once, as the engine's first preview does
+        preview_share = median(lambda: previewer(latents), args.repeats, device) / (denoise_s / args.steps)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
     row = {"model": spec.name, "config": config.name, "dtype": config.dtype, "memory_mode": config.memory_mode,
            "speed": asdict(config.speed), "latency_s": latency, "denoise_s": denoise_s, "decode_s": decode_s,
            "it_per_s": args.steps / denoise_s, "peak_gib": peak, "unet_mib": unet_bytes / 2**20, "load_s": load_s,
-           "first_call_s": first_s,
+           "first_call_s": first_s, "preview_pct": 100 * preview_share if previewer is not None else None,
            "compile_s": first_s - latency if config.speed.compile else None}
     step = unet_step(pipe, spec, args.size, device)
     del pipe
@@ -280,7 +288,8 @@ def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: P
     folder = saved(spec, args.tiny, device, args.cache_dir, arch)
     rows, reference, reference_step = [], None, None
     for config in ladder(device.startswith("cuda"), args.compile, args.compile_backend,
-                          QUICK if args.quick else tuple(args.only or ()), spec.family != "kandinsky22"):
+                          QUICK if args.quick else tuple(args.only or ()), spec.family != "kandinsky22",
+                          ((args.size, args.size),) if args.warm_up else ()):
         try:
             row, latents, step = run_config(config, spec, folder, args, device, out_dir)
         except Exception as error:  # one broken optimisation must not cost the rest of a GPU lease
@@ -314,8 +323,9 @@ def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: P
 
 COLUMNS = (("s/image", "latency_s", "{:.3f}"), ("it/s", "it_per_s", "{:.1f}"), ("denoise s", "denoise_s", "{:.3f}"),
            ("decode s", "decode_s", "{:.3f}"), ("peak GiB", "peak_gib", "{:.2f}"), ("UNet MiB", "unet_mib", "{:.1f}"),
-           ("load s", "load_s", "{:.3f}"), ("first call s", "first_call_s", "{:.3f}"), ("x floor", "x_floor", "{:.1f}"),
-           ("speed-up", "speedup", "{:.2f}x"), ("step err", "step_err", "{:.2e}"), ("latents err", "rel_err", "{:.2e}"))
+           ("load s", "load_s", "{:.3f}"), ("first call s", "first_call_s", "{:.3f}"),
+           ("preview %", "preview_pct", "{:.2f}"), ("x floor", "x_floor", "{:.1f}"), ("speed-up", "speedup", "{:.2f}x"),
+           ("step err", "step_err", "{:.2e}"), ("latents err", "rel_err", "{:.2e}"))
 
 
 def table(rows: list[dict], header: bool = True) -> str:
@@ -342,6 +352,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="only the baseline, --fast, compiled and medvram rows")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="only the rows whose names start so "
                         "(the first one is the error reference)")
+    parser.add_argument("--warm-up", action="store_true", help="compiled rows compile the picture size while "
+                        "loading (the app's --compile-sizes): load s then includes the compile, the first call is warm")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: a quick check)")
     parser.add_argument("--cache-dir", type=Path, help="where the random models are saved (default "
                         "~/.cache/easel/gpu-benchmark; tiny: a temporary folder)")

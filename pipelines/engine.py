@@ -217,9 +217,7 @@ class Engine:
 
         def report(step: int, steps: int, latents) -> None:
             wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < steps
-            # latents' own size: the hires pass is larger than the request's first pass
-            size = (latents.shape[-1] * model.latent_scale, latents.shape[-2] * model.latent_scale)
-            preview = previewer(latents, size) if wants_preview else None
+            preview = previewer(latents) if wants_preview else None
             job.progress = Progress(step, steps, batch, request.batch_count, preview)
             job.preview = preview or job.preview
             if on_progress is not None:

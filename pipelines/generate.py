@@ -181,6 +181,15 @@ def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images
     return [images.finish(image, request) for image in made] if images else list(made)
 
 
+def warm_up(pipe, sizes: tuple[tuple[int, int], ...]) -> None:
+    """Make a compiled pipeline compile its graphs for ``sizes`` (width, height) now, while its model loads, so that
+    pictures of those sizes never wait for a compile: a 2-step picture each, batch 1 with CFG, the shapes of a
+    usual request. Another batch size, a hires pass's second size or a prompt past 75 tokens still compiles once,
+    on first use."""
+    for width, height in sizes:
+        run_pipeline(pipe, GenerationRequest(prompt="", width=width, height=height, steps=2), [0])
+
+
 def run_upscaler(pipe, images: list, request: GenerationRequest, seeds: list[int]) -> list:
     """A model upscaler's pictures, one call per picture (each with its own seed), guided by the prompt.
     The latent x2 upscaler is run unguided, as its authors advise."""

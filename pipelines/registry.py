@@ -29,7 +29,8 @@ from .checkpoints import checkpoint_files, detect, load_checkpoint, load_control
 from .errors import ModelError, RequestError
 from .hashing import short_hash, weight_files
 from .memory import default_budget, place
-from .speed import SpeedOptions, apply as apply_speed
+from .generate import warm_up
+from .speed import SpeedOptions, apply as apply_speed, is_compiled
 from .upscalers import UPSCALER_DIR, require_model_folder
 
 log = logging.getLogger(__name__)
@@ -423,6 +424,8 @@ class Registry:
             _check_tokenizers(pipe, info.name)
             apply_speed(pipe, self.speed, self.device, mode)
             pipe.set_progress_bar_config(disable=True)
+            if hasattr(pipe, "unet") and is_compiled(pipe.unet) and self.speed.compile_sizes:
+                warm_up(pipe, self.speed.compile_sizes)  # counted in the load time, where a user waits for it
         entry = LoadedModel(info, pipe, mode, vae)
         entry.load_seconds = time.perf_counter() - started
         log.info("loaded %s in %.1f s (%.1f MB)", info.name, entry.load_seconds, entry.nbytes / 2**20)

@@ -81,6 +81,16 @@ def _size(text: str, field: str) -> tuple[str, str]:
     return width, height
 
 
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """"1024x1024,832x1216" -> ((1024, 1024), (832, 1216)), each checked as a request's width and height."""
+    sizes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        width, height = _size(item, "size")
+        request = GenerationRequest(width=width, height=height)
+        sizes.append((request.width, request.height))
+    return tuple(sizes)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str = ""

@@ -38,7 +38,8 @@ class Settings:
     fast: bool = True  # the CUDA fast path (pipelines/speed.py): bf16, channels-last, fused QKV; nothing on CPU
     compile: bool = False  # regional torch.compile on CUDA (pipelines/speed.py)
     compile_mode: str = "default"  # "reduce-overhead": compile with CUDA graphs
-    weights: str = "full"  # "int8", "fp8": the UNet's weights stored quantised (pipelines/quantize.py)
+    weights: str = "full"  # "int8", "fp8" (and -fast): the UNet's weights stored quantised (pipelines/quantize.py)
+    compile_sizes: tuple[tuple[int, int], ...] = ()  # (width, height) compiled when a model loads
 
 
 def resolve_device(name: str) -> str:
@@ -85,7 +86,7 @@ class Services:
                             memory_budget=budget, offline=settings.offline, default_model=settings.default_model,
                             catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae,
                             speed=SpeedOptions.from_flags(settings.fast, settings.compile, settings.compile_mode,
-                                                          settings.weights))
+                                                          settings.weights, settings.compile_sizes))
         engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs),
                         preview_every=settings.preview_every)
         return cls(settings, registry, engine, _gpu_decorator()(engine.stream))

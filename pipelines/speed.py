@@ -10,20 +10,22 @@
   active on them the processor runs the unfused path through them, and the fused one otherwise.
 - **TF32** matmuls for whatever still runs in float32.
 - ``--compile`` (off by default): regional ``torch.compile`` of the UNet's transformer blocks
-  (``compile_repeated_blocks``) and the UNet's and VAE decoder's resnets, compiling each distinct block shape
-  once (seconds, not minutes). ``dynamic=False`` makes one static graph per block shape and picture size; the
-  recompile limit is raised so the common sizes each compile once instead of falling back to eager. For many
-  different sizes, mark the latents' height and width dynamic instead (``torch._dynamo.mark_dynamic(latents,
-  2)`` and ``3``, or ``dynamic=None``): one graph for all sizes, a little slower per step. Prompt and seed are
-  tensors, so they never recompile. Nor does a change of LoRA: PEFT's layers guard on their active adapters and
-  their scales (Python floats), so switching them the usual way recompiles every new combination (and past the
-  recompile limit falls back to eager). On a compiled UNet ``networks.lora`` instead keeps every loaded adapter
-  active, the unused ones at weight 0, with 0-d tensor scales changed in place: the graph never changes, and a
-  LoRA file compiles its layers once, when first loaded. diffusers' ``enable_lora_hotswap``/``hotswap=True`` was
-  not taken: it swaps one file's weights into one adapter slot (a file read and copied per switch, one LoRA at a
-  time, the first file fixing the layers later ones may touch), where Easel keeps several LoRAs resident and
-  mixes them per request. The cost: each loaded LoRA's small matmuls run on every step, used or not, and fused
-  QKV's processor takes the unfused path once a LoRA is loaded.
+  (``compile_repeated_blocks``) and the UNet's and VAE decoder's resnets, compiling each distinct block shape once
+  (seconds, not minutes). ``dynamic=False`` makes one static graph per block shape and picture size; the recompile
+  limit is raised so the common sizes each compile once instead of falling back to eager. For many different sizes,
+  mark the latents' height and width dynamic instead (``torch._dynamo.mark_dynamic(latents, 2)`` and ``3``, or
+  ``dynamic=None``): one graph for all sizes, a little slower per step. ``compile_sizes`` (``--compile-sizes``) has
+  the registry compile the common sizes while the model loads (``generate.warm_up``), so the first picture of each
+  does not wait. Prompt and seed are tensors, so they never recompile (a prompt past 75 tokens is longer, and
+  compiles once). Nor does a change of LoRA: PEFT's layers guard on their active adapters and their scales (Python
+  floats), so switching them the usual way recompiles every new combination (and past the recompile limit falls back
+  to eager). On a compiled UNet ``networks.lora`` instead keeps every loaded adapter active, the unused ones at
+  weight 0, with 0-d tensor scales changed in place: the graph never changes, and a LoRA file compiles its layers
+  once, when first loaded. diffusers' ``enable_lora_hotswap``/``hotswap=True`` was not taken: it swaps one file's
+  weights into one adapter slot (a file read and copied per switch, one LoRA at a time, the first file fixing the
+  layers later ones may touch), where Easel keeps several LoRAs resident and mixes them per request. The cost: each
+  loaded LoRA's small matmuls run on every step, used or not, and fused QKV's processor takes the unfused path once
+  a LoRA is loaded.
 - ``--compile-mode reduce-overhead``: the whole UNet compiled as one graph and replayed as a CUDA graph (static
   shapes: one graph per picture size), the VAE decoder's resnets as above. Measured on an H100, diffusers' UNets
   at batch 1 are launch-bound (SD 1.5 at 512² ran at 17x its FLOP floor in eager mode), which only a graph of
@@ -31,9 +33,10 @@
   graph, so the next block's replay overwrites the previous block's output while it is still in use. On the CPU
   it changes nothing (the app compiles only on CUDA, and ``optimise`` asks for CUDA graphs only for a UNet on
   CUDA).
-- ``--weights int8|fp8`` (``quantize.py``), a fast mode that is not exact: the UNet's weights stored in 8 bits,
-  dequantised as used; applied on any device, as it is asked for explicitly, and labelled in the infotext
-  (``infotext_params``). It replaces fused QKV, whose views would keep the full-precision weights alive.
+- ``--weights int8|fp8|int8-fast|fp8-fast`` (``quantize.py``), fast modes that are not exact: the UNet's weights
+  stored in 8 bits, dequantised as used (``-fast``: its Linear layers multiply in 8 bits); applied on any device,
+  as they are asked for explicitly, and labelled in the infotext (``infotext_params``). They replace fused QKV,
+  whose views would keep the full-precision weights alive.
 
 Offloaded models (``medvram``, ``lowvram``) get channels-last only: offloading moves weights module by module,
 which would copy the fused weights' views and move weights under compiled blocks (and quantised ones).
@@ -51,7 +54,7 @@ from weakref import WeakSet
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
 
-from .quantize import FORMATS, LABELS, mode_of, quantize
+from .quantize import LABELS, MODES, mode_of, quantize
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ _compiled: WeakSet = WeakSet()  # UNets compiled by compile_regions
 
 
 COMPILE_MODES = ("default", "reduce-overhead")  # reduce-overhead: CUDA graphs
-WEIGHTS = ("full", *FORMATS)  # "int8", "fp8": pipelines/quantize.py
+WEIGHTS = ("full", *MODES)  # "int8", "fp8", "int8-fast", "fp8-fast": pipelines/quantize.py
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,14 @@ class SpeedOptions:
     compile_backend: str = "inductor"
     compile_mode: str = "default"
     weights: str = "full"
+    compile_sizes: tuple[tuple[int, int], ...] = ()  # (width, height): compiled when a model loads (warm_up)
 
     @classmethod
     def from_flags(cls, fast: bool, compile: bool = False, compile_mode: str = "default",
-                   weights: str = "full") -> "SpeedOptions":
-        return cls(channels_last=fast, fuse_qkv=fast, compile=compile or compile_mode != "default",
-                   compile_mode=compile_mode, weights=weights)
+                   weights: str = "full", compile_sizes: tuple[tuple[int, int], ...] = ()) -> "SpeedOptions":
+        compile = compile or compile_mode != "default" or bool(compile_sizes)  # each of them implies --compile
+        return cls(channels_last=fast, fuse_qkv=fast, compile=compile, compile_mode=compile_mode, weights=weights,
+                   compile_sizes=compile_sizes)
 
 
 def preferred_dtype(device: str, fast: bool) -> torch.dtype | None:

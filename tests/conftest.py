@@ -75,13 +75,14 @@ def serve_app(tmp_path_factory):
     from contextlib import contextmanager
 
     import app
+    from ui.layout import CSS
 
     @contextmanager
     def serve(models_dir):
         args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
                                "--default-model", "tiny-sd", "--device", "cpu"])
         demo = app.build_app(app.settings_from_args(args))
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, css=CSS)
         try:
             yield demo.local_url
         finally:

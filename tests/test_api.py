@@ -237,7 +237,7 @@ def test_progress_moves_and_only_the_owner_can_interrupt(alice, bob):
         assert ok(bob.post("/sdapi/v1/interrupt")) == {}
         preview = wait_for(lambda: progress(alice), lambda p: p["current_image"] and p["progress"] > first["progress"])
         assert not preview["state"]["interrupted"]  # bob's interrupt did not touch alice's job
-        assert decode(preview["current_image"]).size == (64, 64)
+        assert decode(preview["current_image"]).size == (32, 32)  # a pixel per latent, as A1111's Approx cheap
         assert progress(alice)["current_image"] and not ok(
             alice.get("/sdapi/v1/progress", params={"skip_current_image": True}))["current_image"]
         ok(alice.post("/sdapi/v1/interrupt"))

@@ -1,4 +1,5 @@
-"""Browser test of the Step cache setting: set on txt2img, it labels the picture's infotext."""
+"""Browser tests of the speed features: the Step cache setting labels the picture's infotext; the cheap live
+preview (a pixel per latent) shows while a picture is made, scaled up by the browser."""
 
 from __future__ import annotations
 
@@ -26,3 +27,24 @@ def test_step_cache_labels_the_infotext(page):
     expect(page.locator("#txt2img_gallery img").first).to_be_visible()
     page.locator("#txt2img_step_cache").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "step_cache.png"), full_page=True, animations="disabled")
+
+
+def test_live_preview_shows_while_generating(page):
+    set_number(page, "txt2img_step_cache", 0)
+    set_number(page, "txt2img_steps", 150)  # the app previews every 5 steps: time to see several
+    info = page.locator("#txt2img_info textarea")
+    before = info.input_value()
+    page.locator("#txt2img_generate").click()
+    preview = page.locator("#txt2img_preview img").first
+    expect(preview).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    natural = page.wait_for_function("""() => {  // once the picture has loaded (each preview is a new src)
+        const img = document.querySelector("#txt2img_preview img");
+        return img && img.complete && img.naturalWidth > 0 && [img.naturalWidth, img.naturalHeight];
+    }""").json_value()
+    box = preview.bounding_box()
+    page.screenshot(path=str(ARTIFACTS / "live_preview.png"), full_page=True, animations="disabled")
+    assert natural == [32, 32]  # tiny-sd's latents at 64x64: the server sends one pixel per latent
+    assert box and box["height"] >= 4 * natural[1]  # and the browser scales it to the panel
+    expect(info).not_to_have_value(before, timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#txt2img_preview")).to_be_hidden()  # the finished picture replaces it
+    set_number(page, "txt2img_steps", 4)

@@ -76,7 +76,7 @@ def test_progress_reports_every_step_with_previews(engine):
     assert [e.step for e in events] == [1, 2, 3, 4]
     assert events[-1].fraction == 1.0
     previews = [e.preview for e in events if e.preview is not None]
-    assert len(previews) == 1 and previews[0].size == (64, 96)  # every 2 steps, none for the final step
+    assert len(previews) == 1 and previews[0].size == (32, 48)  # every 2 steps, not the last; a pixel per latent
 
 
 def test_interrupt_stops_after_the_current_step_and_returns_what_is_done(engine):

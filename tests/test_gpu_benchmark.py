@@ -1,7 +1,8 @@
 """benchmarks/gpu_speed.py keeps working: its tiny CPU run (a KOALA-700M-shaped model, every row of the ladder,
 compile with the quick eager backend, the fast modes) prints the table, writes the JSON and finds the Easel path
 equal to diffusers and each optimisation's one-step error at bf16's level; the fast modes differ a little and
-quantised weights take about half the UNet's bf16 bytes. A row that raises is reported and the ladder goes on."""
+quantised weights take about half the UNet's bf16 bytes; Easel's rows measure the live preview. A row that raises
+is reported and the ladder goes on."""
 
 import json
 
@@ -17,7 +18,8 @@ def test_tiny_run(tmp_path, capsys):
     assert [r["config"] for r in rows] == ["diffusers fp32", "easel fp32", "+ bf16", "+ channels-last",
                                            "+ fused QKV (--fast)", "+ compile (--compile)",
                                            "fast mode: step cache 3", "fast mode: --weights int8",
-                                           "fast mode: --weights fp8"]
+                                           "fast mode: --weights fp8", "fast mode: --weights int8-fast",
+                                           "fast mode: --weights fp8-fast"]
     assert rows[1]["rel_err"] < 1e-5 and rows[1]["step_err"] == 0  # Easel's path computes what diffusers does
     exact, fast_modes = rows[:6], rows[6:]
     assert all(r["ok"] and r["rel_err"] < 0.1 and r["latency_s"] > 0 and r["floor_s"] > 0 for r in exact)
@@ -25,7 +27,8 @@ def test_tiny_run(tmp_path, capsys):
     assert all(r["ok"] and 0 < r["rel_err"] < 1 for r in fast_modes)  # measured, not exact
     assert rows[5]["compile_s"] is not None
     assert all(r["unet_mib"] < 0.6 * rows[4]["unet_mib"] for r in fast_modes[1:])  # bf16 -> 8 bits (+ scales)
-    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| koala_700m | fast mode: --weights fp8")
+    assert all(0 < r["preview_pct"] < 100 for r in rows[1:]) and rows[0]["preview_pct"] is None  # Easel's rows
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| koala_700m | fast mode: --weights fp8-fast")
 
 
 def test_a_row_that_raises_is_reported_and_fails_the_run(tmp_path, monkeypatch, capsys):
@@ -46,6 +49,14 @@ def test_a_row_that_raises_is_reported_and_fails_the_run(tmp_path, monkeypatch, 
                                                       ("+ channels-last", True)]
     assert rows[1]["error"] == "RuntimeError: no such kernel"
     assert "| sd15 | + bf16 | - |" in capsys.readouterr().out
+
+
+def test_warm_up_compiles_while_loading(tmp_path):
+    out = tmp_path / "speed.json"
+    assert gpu_speed.main(["--tiny", "--models", "sd15", "--only", "+ compile", "--compile", "--compile-backend",
+                           "eager", "--warm-up", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["config"], r["speed"]["compile_sizes"]) for r in rows] == [("+ compile (--compile)", [[64, 64]])]
 
 
 def test_kandinsky_decoder_gets_the_rows_that_apply_and_easel_equals_its_model_card(tmp_path):

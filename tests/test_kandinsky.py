@@ -142,7 +142,7 @@ def test_progress_shows_the_decoders_steps_with_previews_and_interrupt_stops(eng
     events = []
     engine.generate(make(steps=4), on_progress=events.append)
     assert [e.step for e in events] == [1, 2, 3, 4] and events[-1].fraction == 1.0
-    assert [e.preview.size for e in events if e.preview is not None] == [(64, 64)]
+    assert [e.preview.size for e in events if e.preview is not None] == [(8, 8)]
     stopped = []
 
     def stop_after_two(progress):

@@ -1,11 +1,16 @@
 """The CUDA fast path (pipelines/speed.py) on the CPU: the app leaves CPU models untouched; applied by hand, fused
 QKV gives the same latents without a second copy of the weights, and a LoRA still applies through it. The weights
-modes (int8, fp8) save memory, stay close and take LoRAs; a compiled UNet switches LoRAs without recompiling."""
+modes (int8, fp8, and their -fast forms that multiply in 8 bits) save memory, stay close and take LoRAs; a device
+without the 8-bit kernel is refused with a message; a compiled UNet switches LoRAs without recompiling."""
 
+from dataclasses import replace
+
+import pytest
 import torch
 
 import app
 from pipelines import quantize, speed
+from pipelines.errors import ModelError
 from pipelines.networks import lora
 from pipelines.registry import Registry
 from pipelines.services import resolve_dtype
@@ -94,30 +99,121 @@ def test_quantised_weights_save_memory_stay_close_and_take_a_lora():
     reference.set_progress_bar_config(disable=True)
     expected, full_bytes = latents(reference), quantize.tensor_bytes(reference.unet)
     weights = lora_weights(reference)
-    for mode, tolerance in (("int8", 0.02), ("fp8", 0.1)):
+    for mode, tolerance in (("int8", 0.02), ("fp8", 0.1), ("int8-fast", 0.02), ("fp8-fast", 0.1)):
         pipe = build_tiny_sd()
         pipe.set_progress_bar_config(disable=True)
         assert speed.optimise(pipe, speed.SpeedOptions(fuse_qkv=True, weights=mode)) == [f"{mode} weights"]
         assert quantize.tensor_bytes(pipe.unet) < 0.35 * full_bytes  # fp32 -> 8 bits, plus scales
         assert pipe.unet.dtype == torch.float32  # computes as before
+        eight_bit = [m for m in pipe.unet.modules() if isinstance(m, quantize.Linear8bit)]
+        assert bool(eight_bit) == mode.endswith("-fast"), mode
         out = latents(pipe)
         error = float((out - expected).norm() / expected.norm())
         assert torch.isfinite(out).all() and 0 < error < tolerance, (mode, error)
         pipe.load_lora_weights(dict(weights), adapter_name="style")
+        wrapped = any(getattr(m, "base_layer", None) in eight_bit for m in pipe.unet.modules())
+        assert wrapped == mode.endswith("-fast")  # PEFT wraps the 8-bit layers too
         with lora.active(pipe, {"style": (1.0, 1.0)}):
             assert (latents(pipe) - out).abs().max() > 1e-2
         torch.testing.assert_close(latents(pipe), out, rtol=0, atol=0)
 
 
-def test_engine_labels_quantised_weights(models_dir, tmp_path):
+@pytest.mark.parametrize("storage", ["int8", "fp8"])
+def test_eight_bit_matmul_follows_the_dequantised_one(storage):
+    """The -fast forward (input scaled per row, one 8-bit matmul) against the same codes dequantised."""
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(64, 32).to(torch.bfloat16)
+    x = torch.randn(2, 40, 64, generator=g).to(torch.bfloat16)
+    quantize.quantize(torch.nn.Sequential(layer), f"{storage}-fast")
+    with torch.no_grad():
+        fast = layer(x).float()
+        dequantised = torch.nn.functional.linear(x, layer.weight, layer.bias).float()
+        few_rows = layer(x[:1, :8])  # 8 rows: below the kernels' minimum, the dequantising path exactly
+        torch.testing.assert_close(few_rows, torch.nn.functional.linear(x[:1, :8], layer.weight, layer.bias))
+    error = float((fast - dequantised).norm() / dequantised.norm())
+    assert fast.shape == (2, 40, 32) and 0 < error < {"int8": 0.02, "fp8": 0.08}[storage], error
+
+
+@pytest.mark.parametrize("mode", ["int8-fast", "fp8-fast"])
+def test_eight_bit_matmuls_compile_whole(mode):
+    """--compile traces the 8-bit layers into its graphs (fullgraph: a graph break would raise) and computes what
+    they compute uncompiled."""
+    eager, compiled = build_tiny_sd(), build_tiny_sd()
+    for pipe in (eager, compiled):
+        pipe.set_progress_bar_config(disable=True)
+    speed.optimise(eager, speed.SpeedOptions(weights=mode))
+    speed.optimise(compiled, speed.SpeedOptions(weights=mode, compile=True, compile_backend="aot_eager"))
+    torch._dynamo.reset()
+    try:
+        torch.testing.assert_close(latents(compiled), latents(eager), rtol=1e-4, atol=1e-5)
+    finally:
+        torch._dynamo.reset()
+
+
+def test_a_device_without_the_eight_bit_kernel_is_refused_when_the_model_loads(models_dir, monkeypatch):
+    def missing(*args, **kwargs):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(torch, "_scaled_mm", missing)
+    registry = Registry(models_dir, device="cpu", speed=speed.SpeedOptions(weights="fp8-fast"))
+    with pytest.raises(ModelError, match=r"--weights fp8-fast needs fp8 matmuls.*--weights fp8 stores"):
+        with registry.lease("tiny-sd"):
+            pass
+    assert registry.resident() == []  # nothing half-loaded stays behind
+
+
+@pytest.mark.parametrize("mode, label", [("fp8", "fp8 e4m3 weight-only"), ("int8-fast", "int8 weights and matmuls")])
+def test_engine_labels_quantised_weights(models_dir, tmp_path, mode, label):
     from pipelines.engine import Engine
     from pipelines.outputs import OutputWriter
     from pipelines.request import GenerationRequest
 
-    registry = Registry(models_dir, device="cpu", speed=speed.SpeedOptions(weights="fp8"))
+    registry = Registry(models_dir, device="cpu", speed=speed.SpeedOptions(weights=mode))
     engine = Engine(registry, OutputWriter(tmp_path, enabled=False))
     result = engine.generate(GenerationRequest(prompt="x", steps=1, width=64, height=64, seed=1, model="tiny-sd"))
-    assert "Weights: fp8 e4m3 weight-only" in result.infotexts[0]
+    assert f"Weights: {label}" in result.infotexts[0]
+
+
+def test_compile_sizes_flag(capsys):
+    settings = app.settings_from_args(app.parse_args(["--compile-sizes", "1024x1024, 832x1216"]))
+    assert settings.compile_sizes == ((1024, 1024), (832, 1216))
+    options = speed.SpeedOptions.from_flags(True, compile_sizes=settings.compile_sizes)
+    assert options.compile and options.compile_sizes == settings.compile_sizes  # sizes imply --compile
+    with pytest.raises(SystemExit):
+        app.parse_args(["--compile-sizes", "1024x1020"])
+    assert "Height must be a multiple of 8, got 1020." in capsys.readouterr().err
+
+
+def test_compile_sizes_are_compiled_while_the_model_loads(models_dir, monkeypatch):
+    """The registry makes a compiled model compile the --compile-sizes as it loads: pictures of those sizes, with
+    any prompt and seed, compile nothing more; another size compiles on first use."""
+    from pipelines import registry as registry_module
+
+    compiles = []
+
+    def counting(graph, inputs):
+        compiles.append(graph)
+        return graph.forward
+
+    def picture(pipe, width, height, prompt="a red circle", seed=1):
+        pipe(prompt, num_inference_steps=2, width=width, height=height, output_type="latent",
+             generator=torch.Generator().manual_seed(seed))
+
+    monkeypatch.setattr(registry_module, "apply_speed", lambda pipe, options, *_: speed.optimise(pipe, options))
+    options = speed.SpeedOptions.from_flags(False, compile_sizes=((64, 64), (64, 96)))
+    registry = Registry(models_dir, device="cpu", speed=replace(options, compile_backend=counting))
+    torch._dynamo.reset()
+    try:
+        with registry.lease("tiny-sd") as model:
+            warmed = len(compiles)
+            assert warmed > 0
+            picture(model.pipe, 64, 64, "a blue square", 2)
+            picture(model.pipe, 64, 96)
+            assert len(compiles) == warmed
+            picture(model.pipe, 96, 64)
+            assert len(compiles) > warmed
+    finally:
+        torch._dynamo.reset()
 
 
 def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling():

@@ -110,7 +110,7 @@ class OutputPanel:
 
 def output_panel(prefix: str) -> OutputPanel:
     preview = gr.Image(label="Live preview", visible=False, interactive=False, elem_id=f"{prefix}_preview",
-                       height=256)
+                       height=256, elem_classes=["easel-preview"])
     gallery = gr.Gallery(label="Output", columns=2, object_fit="contain", height=512, elem_id=f"{prefix}_gallery",
                          format="png")
     with gr.Row():
@@ -184,7 +184,8 @@ def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dr
                     prepare: Callable[[dict], dict | list[dict]] | None = None) -> None:
     outputs = [panel.gallery, panel.preview, panel.infotext, panel.infotexts, panel.last_seed, panel.selected]
     handler = generation_handler(services, fields, panel, task, prepare)
-    generate_button.click(handler, [*fields.inputs, model], outputs, api_name=task,
+    # The progress bar covers the gallery only: over the live preview it would hide it.
+    generate_button.click(handler, [*fields.inputs, model], outputs, api_name=task, show_progress_on=panel.gallery,
                           concurrency_id=GPU_QUEUE, concurrency_limit=1)
 
     def interrupt(request: gr.Request):
