@@ -54,6 +54,15 @@ def test_fused_qkv_same_latents_without_a_copy():
     assert storage(block.attn2.to_v.weight) == storage(block.attn2.to_kv.weight)
 
 
+def counting_backend(compiles: list):
+    """A torch.compile backend that records each graph it is given in ``compiles`` and runs it as it is."""
+    def backend(graph, inputs):
+        compiles.append(graph)
+        return graph.forward
+
+    return backend
+
+
 def lora_weights(pipe, seed: int = 3) -> dict:
     """A PEFT-format LoRA on the UNet's query, key, value and output projections."""
     g = torch.Generator().manual_seed(seed)
@@ -190,10 +199,7 @@ def test_compile_sizes_are_compiled_while_the_model_loads(models_dir, monkeypatc
     from pipelines import registry as registry_module
 
     compiles = []
-
-    def counting(graph, inputs):
-        compiles.append(graph)
-        return graph.forward
+    counting = counting_backend(compiles)
 
     def picture(pipe, width, height, prompt="a red circle", seed=1):
         pipe(prompt, num_inference_steps=2, width=width, height=height, output_type="latent",
@@ -220,10 +226,7 @@ def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling():
     """With --compile, a LoRA file compiles once when first loaded; switching LoRAs, weights, prompt or seed
     afterwards compiles nothing, and no LoRA still gives the base model's latents exactly."""
     compiles = []
-
-    def counting(graph, inputs):
-        compiles.append(graph)
-        return graph.forward
+    counting = counting_backend(compiles)
 
     base = build_tiny_sd()
     base.set_progress_bar_config(disable=True)
