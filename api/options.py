@@ -64,9 +64,7 @@ class Options:
 
     def switch_model(self, value: Any) -> str:
         """Load the model and make it the current one (A1111 loads it at once, so the first job is not slow)."""
-        name = self.registry.resolve(self.checkpoint_name(value)).name
-        with self.registry.lease(name):
-            pass
+        name = self.services.engine.load(self.registry.resolve(self.checkpoint_name(value)).name)
         self.registry.set_default(name)
         return name
 

@@ -146,6 +146,12 @@ class Engine:
                 self._finish_stats(result.stats, started)
         return result
 
+    def load(self, name: str) -> str:
+        """Load a model now (the Models tab, A1111's ``sd_model_checkpoint``), on the device lock as a job is: a
+        compiled model's load runs pictures (``--compile-sizes``), which must not share the device with a job."""
+        with self._device_lock, self.registry.lease(name) as model:
+            return model.info.name
+
     def _start_stats(self, model, request: GenerationRequest, stats: RunStats) -> float:
         """What is known before the job runs; the start of its clock (CUDA's peak counter starts here too)."""
         stats.load_s, stats.parameters = model.load_seconds, model.parameters

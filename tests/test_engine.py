@@ -185,3 +185,20 @@ def test_a_streamed_job_runs_in_the_callers_context(engine, monkeypatch):
     monkeypatch.setattr(engine.registry, "lease", spying_lease)
     list(engine.stream(GenerationRequest(prompt="x", steps=1, width=64, height=64)))
     assert seen and set(seen) == {"the caller's"}
+
+
+def test_loading_a_model_takes_the_device_lock(engine, monkeypatch):
+    """A load from the Models tab or A1111's options waits for the job on the device, as a job does: a compiled
+    model's load runs pictures (--compile-sizes)."""
+    from contextlib import contextmanager
+
+    held, real = [], engine.registry.lease
+
+    @contextmanager
+    def lease(name):
+        held.append(engine._device_lock.locked())
+        with real(name) as model:
+            yield model
+
+    monkeypatch.setattr(engine.registry, "lease", lease)
+    assert engine.load("tiny-sd") == "tiny-sd" and held == [True]

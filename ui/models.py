@@ -33,8 +33,7 @@ def build(services) -> None:
 
     def load_model(name: str | None, progress=gr.Progress(track_tqdm=True)):  # a download shows its bars
         try:
-            with registry.lease(name or ""):
-                pass
+            services.engine.load(name or "")
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         return table()
