@@ -20,20 +20,22 @@ and generates:
   ``--weights int8`` and ``--weights fp8`` (weight-only storage, ``quantize.py``; the UNet MiB column shows the
   memory they save), ``--weights int8-fast`` and ``--weights fp8-fast`` (the Linear layers also multiply in 8 bits).
 
-Kandinsky 2.2 gets the rows that apply to it: the app's fast path is for SD-layout pipelines, so it has the
-dtype rows, medvram and the step cache.
+Kandinsky 2.2's decoder gets every row; its attention layers project their added keys and values apart, so fused
+QKV leaves them as they are (``+ fused QKV`` is ``--fast`` there, and equals ``+ channels-last``).
 
-Per row: median seconds per image over ``--repeats`` after warm-up (full path, decoded picture), it/s and seconds
-of denoising (prompt to latents) and of VAE decoding, peak CUDA memory, load time, the first call (cold compile
-for the compiled rows), one live preview's cost as a share of one step's time (Easel's rows; the app previews
-every 5th step), the ratio to the FLOP floor (UNet FLOPs per forward from architectures.json x steps x 2 for
-CFG, over the dense bf16 matmul rate measured here), and two relative errors against the baseline: ``step err``,
-of one UNet call on the same seeded inputs (each optimisation's own error), and ``latents err``, of the final
-latents. With random weights a whole trajectory is chaotic, so any rounding change (fp16 to bf16) ends in unrelated
-latents (about 1.4, unrelated noise) on the GPU; trained models' trajectory errors are in ``fast_modes.py``. A
-non-finite value fails the run; so does a row that raises (its error is printed and the ladder goes on). On the
-CPU the app applies none of this; the harness applies the optimisations itself there so their correctness is still
-checked. Each row is printed when done; the table is printed last and written as JSON after each model.
+Per row: median seconds per image over ``--repeats`` after warm-up (full path, decoded picture), it/s and seconds of
+denoising (prompt to latents) and of VAE decoding, peak CUDA memory, load time, the first call (cold compile for the
+compiled rows: each row compiles into an empty inductor cache of its own), for the compiled rows the first call after
+a restart (Dynamo's and inductor's memory emptied, the kernels the row wrote to disk kept, as the app keeps them in
+``.cache/torchinductor``), one live preview's cost as a share of one step's time (Easel's rows; the app previews every
+5th step), the ratio to the FLOP floor (UNet FLOPs per forward from architectures.json x steps x 2 for CFG, over the
+dense bf16 matmul rate measured here), and two relative errors against the baseline: ``step err``, of one UNet call on
+the same seeded inputs (each optimisation's own error), and ``latents err``, of the final latents. With random weights
+a whole trajectory is chaotic, so any rounding change (fp16 to bf16) ends in unrelated latents (about 1.4, unrelated
+noise) on the GPU; trained models' trajectory errors are in ``fast_modes.py``. A non-finite value fails the run; so
+does a row that raises (its error is printed and the ladder goes on). On the CPU the app applies none of this; the
+harness applies the optimisations itself there so their correctness is still checked. Each row is printed when done;
+the table is printed last and written as JSON after each model.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir  # noqa: E402
+from torch._inductor.utils import clear_caches  # noqa: E402
 
 from benchmarks.random_pipelines import SPECS, TINY_SIZE, Spec, architectures, saved  # noqa: E402
 from pipelines.preview import LatentPreviewer  # noqa: E402
@@ -77,12 +81,11 @@ class Config:
 QUICK = ("diffusers", "+ fused QKV", "+ compile", "+ CUDA graphs", "--fast, medvram")
 
 
-def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (), fast_path: bool = True,
+def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (),
            warm: tuple[tuple[int, int], ...] = ()) -> list[Config]:
     """The baseline, then Easel with one more optimisation per row (fp32 instead of fp16 on the CPU), then the
-    fast modes that are not exact, each on top of ``--fast``. Without ``fast_path`` (Kandinsky 2.2, which the app
-    runs as loaded) only the rows that need none of it: dtype, medvram and the step cache. ``warm``: the sizes
-    the compiled rows compile while loading (``--compile-sizes``)."""
+    fast modes that are not exact, each on top of ``--fast``. ``warm``: the sizes the compiled rows compile while
+    loading (``--compile-sizes``)."""
     half = "float16" if cuda else "float32"
     short = {"float16": "fp16", "float32": "fp32"}[half]
     fast = SpeedOptions(channels_last=True, fuse_qkv=True)
@@ -101,9 +104,6 @@ def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (), 
         rows.append(Config("--fast, medvram", True, "bfloat16", fast, "medvram"))
     rows += [Config("fast mode: step cache 3", True, "bfloat16", fast, step_cache=3),
              *(Config(f"fast mode: --weights {mode}", True, "bfloat16", replace(fast, weights=mode)) for mode in MODES)]
-    if not fast_path:
-        rows = [replace(row, speed=SpeedOptions()) for row in rows
-                if row.speed == SpeedOptions() or row.memory_mode != "normal" or row.step_cache]
     if only:
         rows = [row for row in rows if row.name.startswith(only)]
     return rows
@@ -183,7 +183,7 @@ def unet_tflop(pipe, spec: Spec, size: int) -> float:
 
 
 def free(device: str) -> None:
-    """Drop the last configuration's model, its compiled code (the next compile is cold) and the peak."""
+    """Drop the last configuration's model, Dynamo's compiled code and the peak."""
     torch._dynamo.reset()
     gc.collect()
     if device.startswith("cuda"):
@@ -266,6 +266,11 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
     latents = denoise()
     denoise_s = median(denoise, args.repeats, device)
     decode_s = median(lambda: decode_latents(pipe, latents), args.repeats, device)
+    restart_s = None
+    if config.speed.compile:  # as a restarted app: Dynamo's and inductor's memory emptied, the row's cache files kept
+        torch.compiler.reset()
+        clear_caches()
+        restart_s, _ = timed(full, device)
     if previewer is not None:
         previewer(latents)  # fits its map once, as the engine's first preview does
         preview_share = median(lambda: previewer(latents), args.repeats, device) / (denoise_s / args.steps)
@@ -274,7 +279,8 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
            "speed": asdict(config.speed), "latency_s": latency, "denoise_s": denoise_s, "decode_s": decode_s,
            "it_per_s": args.steps / denoise_s, "peak_gib": peak, "unet_mib": unet_bytes / 2**20, "load_s": load_s,
            "first_call_s": first_s, "preview_pct": 100 * preview_share if previewer is not None else None,
-           "compile_s": first_s - latency if config.speed.compile else None}
+           "compile_s": first_s - latency if config.speed.compile else None,
+           "restart_first_call_s": restart_s}
     step = unet_step(pipe, spec, args.size, device)
     del pipe
     return row, latents.detach().float().cpu(), step
@@ -288,10 +294,11 @@ def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: P
     folder = saved(spec, args.tiny, device, args.cache_dir, arch)
     rows, reference, reference_step = [], None, None
     for config in ladder(device.startswith("cuda"), args.compile, args.compile_backend,
-                          QUICK if args.quick else tuple(args.only or ()), spec.family != "kandinsky22",
+                          QUICK if args.quick else tuple(args.only or ()),
                           ((args.size, args.size),) if args.warm_up else ()):
         try:
-            row, latents, step = run_config(config, spec, folder, args, device, out_dir)
+            with tempfile.TemporaryDirectory() as kernels, temporary_cache_dir(kernels):  # a cold compile per row
+                row, latents, step = run_config(config, spec, folder, args, device, out_dir)
         except Exception as error:  # one broken optimisation must not cost the rest of a GPU lease
             rows.append({"model": spec.name, "config": config.name, "error": f"{type(error).__name__}: {error}",
                          "ok": False})
@@ -324,6 +331,7 @@ def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: P
 COLUMNS = (("s/image", "latency_s", "{:.3f}"), ("it/s", "it_per_s", "{:.1f}"), ("denoise s", "denoise_s", "{:.3f}"),
            ("decode s", "decode_s", "{:.3f}"), ("peak GiB", "peak_gib", "{:.2f}"), ("UNet MiB", "unet_mib", "{:.1f}"),
            ("load s", "load_s", "{:.3f}"), ("first call s", "first_call_s", "{:.3f}"),
+           ("restart first call s", "restart_first_call_s", "{:.3f}"),
            ("preview %", "preview_pct", "{:.2f}"), ("x floor", "x_floor", "{:.1f}"), ("speed-up", "speedup", "{:.2f}x"),
            ("step err", "step_err", "{:.2e}"), ("latents err", "rel_err", "{:.2e}"))
 

@@ -13,6 +13,7 @@ the fast modes in use (step cache, quantised weights) are labelled in the infote
 from __future__ import annotations
 
 import inspect
+import logging
 from contextlib import nullcontext
 from typing import Callable
 
@@ -22,11 +23,14 @@ from diffusers.utils.torch_utils import get_module_execution_device
 from . import kandinsky, speed, step_cache
 from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
+from .errors import RequestError
 from .images import TaskImages
 from .request import GenerationRequest
 from .stats import RunStats, clock
 from .text_encoding import encode_prompts
 from .upscalers import upscale_latents
+
+log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total steps, latents)
 
@@ -40,6 +44,8 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     The prompts are encoded here (A1111 weights, long prompts, clip skip, ``embeddings``); the textual inversions
     used go into ``extra_params`` (``TI hashes``) and refused embedding files into ``warnings``. ``stats`` gets
     this call's denoising and decoding times."""
+    if extra_params is not None:
+        extra_params.update(speed.infotext_params(pipe))
     if hasattr(pipe, "prior_pipe"):  # Kandinsky 2.2: a prior, then a decoder
         return _run_kandinsky(pipe, request, seeds, images=images, on_step=on_step, should_stop=should_stop,
                               latent_output=latent_output, extra_params=extra_params, warnings=warnings, stats=stats)
@@ -51,8 +57,6 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         task["image"] = encode_resized(pipe, images.image, request.output_size)
     if controls is not None:
         task.update(controls.pipeline_arguments(init_image=images is not None))
-    if extra_params is not None:
-        extra_params.update(speed.infotext_params(pipe))
     started = clock() if stats is not None else 0.0
     with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext(), \
             step_cache.cached(pipe, request.step_cache):
@@ -185,9 +189,12 @@ def warm_up(pipe, sizes: tuple[tuple[int, int], ...]) -> None:
     """Make a compiled pipeline compile its graphs for ``sizes`` (width, height) now, while its model loads, so that
     pictures of those sizes never wait for a compile: a 2-step picture each, batch 1 with CFG, the shapes of a
     usual request. Another batch size, a hires pass's second size or a prompt past 75 tokens still compiles once,
-    on first use."""
+    on first use. A size the model does not make (Kandinsky's are multiples of 64) is passed over."""
     for width, height in sizes:
-        run_pipeline(pipe, GenerationRequest(prompt="", width=width, height=height, steps=2), [0])
+        try:
+            run_pipeline(pipe, GenerationRequest(prompt="", width=width, height=height, steps=2), [0])
+        except RequestError as refused:
+            log.info("no warm-up at %dx%d: %s", width, height, refused)
 
 
 def run_upscaler(pipe, images: list, request: GenerationRequest, seeds: list[int]) -> list:

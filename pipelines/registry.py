@@ -424,7 +424,8 @@ class Registry:
             _check_tokenizers(pipe, info.name)
             apply_speed(pipe, self.speed, self.device, mode)
             pipe.set_progress_bar_config(disable=True)
-            if hasattr(pipe, "unet") and is_compiled(pipe.unet) and self.speed.compile_sizes:
+            if (hasattr(pipe, "unet") and is_compiled(pipe.unet) and self.speed.compile_sizes
+                    and not info.name.startswith(f"{UPSCALER_DIR}/")):  # an upscaler's sizes follow its input
                 warm_up(pipe, self.speed.compile_sizes)  # counted in the load time, where a user waits for it
         entry = LoadedModel(info, pipe, mode, vae)
         entry.load_seconds = time.perf_counter() - started

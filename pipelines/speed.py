@@ -1,33 +1,38 @@
 """The fast path: what the registry does to a pipeline it places on a CUDA device (``--fast``, on by default).
 
+It applies to every pipeline of a UNet and an autoencoder (``autoencoder``): SD 1.x/2.x, SDXL, KOALA, the upscalers,
+and Kandinsky 2.2's decoder (UNet and MoVQ; its prior runs as loaded).
+
 - **bf16** (``preferred_dtype``) where the card has it: as fast as fp16 with fp32's range, so SDXL's VAE decodes
   without NaNs and needs no fp32 upcast (diffusers and ``generate.decode_latents`` upcast only fp16 VAEs).
   Cards without bf16 keep fp16 and diffusers' upcast of that VAE.
 - **SDPA** attention: torch 2's default in diffusers; nothing to switch.
-- **channels-last** UNet and VAE: the memory layout cuDNN's fastest convolutions want.
+- **channels-last** UNet and autoencoder: the memory layout cuDNN's fastest convolutions want.
 - **fused QKV**: one matmul for the query, key and value projections (key and value in cross-attention). The old
   projections become views of the fused weight (no second copy), so PEFT can still wrap them: while a LoRA is
-  active on them the processor runs the unfused path through them, and the fused one otherwise.
+  active on them the processor runs the unfused path through them, and the fused one otherwise. Kandinsky's
+  attention layers, which also project added keys and values from the image embedding, are left as they are.
 - **TF32** matmuls for whatever still runs in float32.
-- ``--compile`` (off by default): regional ``torch.compile`` of the UNet's transformer blocks
-  (``compile_repeated_blocks``) and the UNet's and VAE decoder's resnets, compiling each distinct block shape once
+- ``--compile`` (off by default): regional ``torch.compile`` (``regions``) of the UNet's and the autoencoder
+  decoder's transformer blocks, resnets and other attention layers, compiling each distinct block shape once
   (seconds, not minutes). ``dynamic=False`` makes one static graph per block shape and picture size; the recompile
   limit is raised so the common sizes each compile once instead of falling back to eager. For many different sizes,
   mark the latents' height and width dynamic instead (``torch._dynamo.mark_dynamic(latents, 2)`` and ``3``, or
   ``dynamic=None``): one graph for all sizes, a little slower per step. ``compile_sizes`` (``--compile-sizes``) has
   the registry compile the common sizes while the model loads (``generate.warm_up``), so the first picture of each
-  does not wait. Prompt and seed are tensors, so they never recompile (a prompt past 75 tokens is longer, and
-  compiles once). Nor does a change of LoRA: PEFT's layers guard on their active adapters and their scales (Python
-  floats), so switching them the usual way recompiles every new combination (and past the recompile limit falls back
-  to eager). On a compiled UNet ``networks.lora`` instead keeps every loaded adapter active, the unused ones at
-  weight 0, with 0-d tensor scales changed in place: the graph never changes, and a LoRA file compiles its layers
-  once, when first loaded. diffusers' ``enable_lora_hotswap``/``hotswap=True`` was not taken: it swaps one file's
-  weights into one adapter slot (a file read and copied per switch, one LoRA at a time, the first file fixing the
-  layers later ones may touch), where Easel keeps several LoRAs resident and mixes them per request. The cost: each
-  loaded LoRA's small matmuls run on every step, used or not, and fused QKV's processor takes the unfused path once
-  a LoRA is loaded.
+  does not wait; inductor keeps the compiled kernels on disk (``app.keep_compiled_kernels``), so a later launch reads
+  them back instead of compiling again. Prompt and seed are tensors, so they never recompile (a prompt past 75 tokens
+  is longer, and compiles once). Nor does a change of LoRA: PEFT's layers guard on their active adapters and their
+  scales (Python floats), so switching them the usual way recompiles every new combination (and past the recompile
+  limit falls back to eager). On a compiled UNet ``networks.lora`` instead keeps every loaded adapter active, the
+  unused ones at weight 0, with 0-d tensor scales changed in place: the graph never changes, and a LoRA file compiles
+  its layers once, when first loaded. diffusers' ``enable_lora_hotswap``/``hotswap=True`` was not taken: it swaps one
+  file's weights into one adapter slot (a file read and copied per switch, one LoRA at a time, the first file fixing
+  the layers later ones may touch), where Easel keeps several LoRAs resident and mixes them per request. The cost:
+  each loaded LoRA's small matmuls run on every step, used or not, and fused QKV's processor takes the unfused path
+  once a LoRA is loaded.
 - ``--compile-mode reduce-overhead``: the whole UNet compiled as one graph and replayed as a CUDA graph (static
-  shapes: one graph per picture size), the VAE decoder's resnets as above. Measured on an H100, diffusers' UNets
+  shapes: one graph per picture size), the autoencoder decoder's regions as above. Measured on an H100, diffusers' UNets
   at batch 1 are launch-bound (SD 1.5 at 512² ran at 17x its FLOP floor in eager mode), which only a graph of
   the whole step removes. Regions cannot take CUDA graphs: instances of one block class share one compiled
   graph, so the next block's replay overwrites the previous block's output while it is still in use. On the CPU
@@ -94,7 +99,7 @@ def preferred_dtype(device: str, fast: bool) -> torch.dtype | None:
 def apply(pipe, options: SpeedOptions, device: str, mode: str = "normal") -> list[str]:
     """The fast path for a freshly placed pipeline on a CUDA device, and the weights mode, an explicit choice, on
     any device; nothing else off CUDA. Returns what was done."""
-    if not (hasattr(pipe, "unet") and hasattr(pipe, "vae")):  # SD/SDXL layouts; Kandinsky 2.2 runs as loaded
+    if autoencoder(pipe) is None:  # not a latent diffusion pipeline of a UNet and an autoencoder
         return []
     if mode != "normal":
         options = SpeedOptions(channels_last=options.channels_last)
@@ -114,19 +119,23 @@ def optimise(pipe, options: SpeedOptions) -> list[str]:
     done = []
     if options.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
+        autoencoder(pipe).to(memory_format=torch.channels_last)
         done.append("channels-last")
     if options.weights != "full":
         quantize(pipe.unet, options.weights)
         done.append(f"{options.weights} weights")
-    elif options.fuse_qkv:  # the fused weights' views would keep the unquantised storage alive
-        fuse_qkv(pipe.unet)
+    elif options.fuse_qkv and fuse_qkv(pipe.unet):  # the fused weights' views would keep the unquantised storage
         done.append("fused QKV")
     if options.compile:
         cuda_graphs = options.compile_mode == "reduce-overhead" and pipe.unet.device.type == "cuda"
         compile_regions(pipe, options.compile_backend, "reduce-overhead" if cuda_graphs else None)
         done.append("compile with CUDA graphs" if cuda_graphs else "compile")
     return done
+
+
+def autoencoder(pipe):
+    """The pipeline's autoencoder beside its UNet: SD's and SDXL's VAE, Kandinsky 2.2's MoVQ; None for others."""
+    return (getattr(pipe, "vae", None) or getattr(pipe, "movq", None)) if hasattr(pipe, "unet") else None
 
 
 def infotext_params(pipe) -> dict[str, str]:
@@ -149,10 +158,14 @@ class LoraAwareFusedProcessor(FusedAttnProcessor2_0):
 
 
 @torch.no_grad()
-def fuse_qkv(model) -> None:
-    """Fuse every attention layer's projections; the separate weights become views of the fused ones."""
+def fuse_qkv(model) -> int:
+    """Fuse the projections of every attention layer that projects only its own inputs (not Kandinsky's, whose added
+    keys and values its processor projects apart); the separate weights become views of the fused ones. Returns how
+    many layers were fused."""
+    processor, fused_layers = LoraAwareFusedProcessor(), 0
     for module in model.modules():
-        if not isinstance(module, Attention) or getattr(module, "fused_projections", False):
+        if (not isinstance(module, Attention) or module.added_kv_proj_dim is not None
+                or getattr(module, "fused_projections", False)):
             continue
         module.fuse_projections()
         fused = module.to_kv if module.is_cross_attention else module.to_qkv
@@ -165,7 +178,9 @@ def fuse_qkv(model) -> None:
                     delattr(layer, name)
                     setattr(layer, name, getattr(fused, name).detach()[start:start + rows])
             start += rows
-    model.set_attn_processor(LoraAwareFusedProcessor())
+        module.set_processor(processor)
+        fused_layers += 1
+    return fused_layers
 
 
 def is_compiled(unet) -> bool:
@@ -174,19 +189,29 @@ def is_compiled(unet) -> bool:
 
 
 def compile_regions(pipe, backend: str = "inductor", mode: str | None = None) -> None:
-    """Regional compilation: the UNet's transformer blocks and the UNet's and VAE decoder's resnets; with ``mode``
-    "reduce-overhead" the whole UNet instead, as one CUDA graph (static shapes only)."""
-    from diffusers.models.resnet import ResnetBlock2D
-
+    """Regional compilation of the UNet and the autoencoder's decoder (``regions``); with ``mode`` "reduce-overhead"
+    the whole UNet instead, as one CUDA graph (static shapes only), and the decoder's regions."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     _compiled.add(pipe.unet)
     settings = {"fullgraph": True, "dynamic": False, "backend": backend}
+    decoder = autoencoder(pipe).decoder
     if mode == "reduce-overhead":
         pipe.unet.compile(**settings, mode=mode)
+        blocks = list(regions(decoder))
     else:
-        pipe.unet.compile_repeated_blocks(**settings)
-    regions = pipe.vae.decoder.modules() if mode == "reduce-overhead" else (*pipe.unet.modules(),
-                                                                             *pipe.vae.decoder.modules())
-    for module in regions:
-        if isinstance(module, ResnetBlock2D):
-            module.compile(**settings)
+        blocks = [*regions(pipe.unet), *regions(decoder)]
+    for block in blocks:
+        block.compile(**settings)
+
+
+def regions(model):
+    """The blocks compiled one by one, each distinct shape once: transformer blocks, resnets, and attention layers
+    outside transformer blocks (Kandinsky's UNet's, the autoencoders')."""
+    from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.resnet import ResnetBlock2D, ResnetBlockCondNorm2D
+
+    for child in model.children():
+        if isinstance(child, (BasicTransformerBlock, ResnetBlock2D, ResnetBlockCondNorm2D, Attention)):
+            yield child
+        else:
+            yield from regions(child)

@@ -112,6 +112,19 @@ def test_importing_app_starts_nothing():
     assert out.split() == ["False", "False"]
 
 
+def test_compiled_kernels_are_kept_where_a_reboot_keeps_them(monkeypatch, tmp_path):
+    """torch.compile's inductor writes its kernels under .cache (not its /tmp default), so a later launch reads them
+    back; a cache directory the user names is kept."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    app.keep_compiled_kernels()
+    assert cache_dir() == str(app.ROOT / ".cache" / "torchinductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    app.keep_compiled_kernels()
+    assert cache_dir() == str(tmp_path)
+
+
 def _gradient_png(tmp_path, size=(96, 64)):
     import numpy as np
 

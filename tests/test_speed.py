@@ -171,16 +171,52 @@ def test_a_device_without_the_eight_bit_kernel_is_refused_when_the_model_loads(m
     assert registry.resident() == []  # nothing half-loaded stays behind
 
 
-@pytest.mark.parametrize("mode, label", [("fp8", "fp8 e4m3 weight-only"), ("int8-fast", "int8 weights and matmuls")])
-def test_engine_labels_quantised_weights(models_dir, tmp_path, mode, label):
+@pytest.mark.parametrize("mode, label, model", [("fp8", "fp8 e4m3 weight-only", "tiny-sd"),
+                                               ("int8-fast", "int8 weights and matmuls", "tiny-sd"),
+                                               ("int8", "int8 weight-only", "tiny-kandinsky")])
+def test_engine_labels_quantised_weights(request, tmp_path, mode, label, model):
     from pipelines.engine import Engine
     from pipelines.outputs import OutputWriter
     from pipelines.request import GenerationRequest
 
-    registry = Registry(models_dir, device="cpu", speed=speed.SpeedOptions(weights=mode))
+    folder = request.getfixturevalue("kandinsky_dir" if model == "tiny-kandinsky" else "models_dir")
+    registry = Registry(folder, device="cpu", speed=speed.SpeedOptions(weights=mode))
     engine = Engine(registry, OutputWriter(tmp_path, enabled=False))
-    result = engine.generate(GenerationRequest(prompt="x", steps=1, width=64, height=64, seed=1, model="tiny-sd"))
+    result = engine.generate(GenerationRequest(prompt="x", steps=1, width=64, height=64, seed=1, model=model,
+                                               sampler="DDPM"))
     assert f"Weights: {label}" in result.infotexts[0]
+
+
+def test_kandinsky_decoder_takes_the_fast_path(kandinsky_dir):
+    """Kandinsky 2.2's decoder gets the fast path: its UNet and MoVQ channels-last, and compiled block by block (the
+    UNet's attention layers and resnets, the MoVQ decoder's), with the same latents. Its attention layers project
+    their added keys and values apart, so they keep their processor: fused QKV leaves them."""
+    from diffusers import DiffusionPipeline
+
+    from pipelines.generate import run_pipeline
+    from pipelines.request import GenerationRequest
+
+    pipe = DiffusionPipeline.from_pretrained(kandinsky_dir / "Stable-diffusion" / "tiny-kandinsky",
+                                             local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    request = GenerationRequest(prompt="a red circle", steps=2, width=64, height=64, sampler="DDPM", cfg_scale=4.0)
+    processors = {name: type(p) for name, p in pipe.unet.attn_processors.items()}
+    before = run_pipeline(pipe, request, [3], latent_output=True)
+    compiles = []
+    torch._dynamo.reset()
+    try:
+        done = speed.optimise(pipe, speed.SpeedOptions(channels_last=True, fuse_qkv=True, compile=True,
+                                                       compile_backend=counting_backend(compiles)))
+        assert done == ["channels-last", "compile"]
+        assert {name: type(p) for name, p in pipe.unet.attn_processors.items()} == processors
+        assert all(model.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+                   for model in (pipe.unet, pipe.movq.decoder))
+        compiled = {type(block).__name__ for block in (*speed.regions(pipe.unet), *speed.regions(pipe.movq.decoder))}
+        assert compiled == {"Attention", "ResnetBlock2D", "ResnetBlockCondNorm2D"}
+        torch.testing.assert_close(run_pipeline(pipe, request, [3], latent_output=True), before)
+        assert compiles
+    finally:
+        torch._dynamo.reset()
 
 
 def test_compile_sizes_flag(capsys):
@@ -193,33 +229,56 @@ def test_compile_sizes_flag(capsys):
     assert "Height must be a multiple of 8, got 1020." in capsys.readouterr().err
 
 
-def test_compile_sizes_are_compiled_while_the_model_loads(models_dir, monkeypatch):
-    """The registry makes a compiled model compile the --compile-sizes as it loads: pictures of those sizes, with
-    any prompt and seed, compile nothing more; another size compiles on first use."""
+@pytest.fixture
+def compiling_registry(monkeypatch):
+    """``compiling_registry(models_dir, compiles, sizes)``: a CPU registry that compiles as it would on CUDA, with
+    ``--compile-sizes`` and a backend recording its graphs in ``compiles``."""
     from pipelines import registry as registry_module
 
-    compiles = []
-    counting = counting_backend(compiles)
-
-    def picture(pipe, width, height, prompt="a red circle", seed=1):
-        pipe(prompt, num_inference_steps=2, width=width, height=height, output_type="latent",
-             generator=torch.Generator().manual_seed(seed))
+    def make(models_dir, compiles, sizes=((64, 64), (64, 96))):
+        options = speed.SpeedOptions.from_flags(False, compile_sizes=sizes)
+        return Registry(models_dir, device="cpu", speed=replace(options, compile_backend=counting_backend(compiles)))
 
     monkeypatch.setattr(registry_module, "apply_speed", lambda pipe, options, *_: speed.optimise(pipe, options))
-    options = speed.SpeedOptions.from_flags(False, compile_sizes=((64, 64), (64, 96)))
-    registry = Registry(models_dir, device="cpu", speed=replace(options, compile_backend=counting))
     torch._dynamo.reset()
-    try:
-        with registry.lease("tiny-sd") as model:
-            warmed = len(compiles)
-            assert warmed > 0
-            picture(model.pipe, 64, 64, "a blue square", 2)
-            picture(model.pipe, 64, 96)
-            assert len(compiles) == warmed
-            picture(model.pipe, 96, 64)
-            assert len(compiles) > warmed
-    finally:
-        torch._dynamo.reset()
+    yield make
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name, folder, warmed, other", [("tiny-sd", "models_dir", (96, 96), (96, 64)),
+                                                         ("tiny-kandinsky", "kandinsky_dir", (64, 128), (128, 64))])
+def test_compile_sizes_are_compiled_while_the_model_loads(request, compiling_registry, name, folder, warmed, other):
+    """The registry makes a compiled model compile the --compile-sizes as it loads: pictures of those sizes, with
+    any prompt and seed, compile nothing more; another size compiles on first use. A size the model does not make
+    (Kandinsky's are multiples of 64) is passed over."""
+    compiles = []
+
+    def picture(pipe, size, prompt="a red circle", seed=1):
+        pipe(prompt, num_inference_steps=2, width=size[0], height=size[1], output_type="latent",
+             generator=torch.Generator().manual_seed(seed))
+
+    registry = compiling_registry(request.getfixturevalue(folder), compiles, ((64, 96), warmed))
+    with registry.lease(name) as model:
+        at_load = len(compiles)
+        assert at_load > 0
+        picture(model.pipe, warmed, "a blue square", 2)
+        picture(model.pipe, warmed)
+        assert len(compiles) == at_load
+        picture(model.pipe, other)
+        assert len(compiles) > at_load
+
+
+def test_compile_sizes_leave_an_upscaler_to_its_pictures(tmp_path, compiling_registry):
+    """A model upscaler is compiled but not warmed up with the --compile-sizes: its sizes follow the pictures it is
+    given (a picture from a size is not what it makes)."""
+    from pipelines.upscalers import MODEL_UPSCALERS, UPSCALER_DIR
+    from training.tiny_random import build_tiny_upscaler
+
+    build_tiny_upscaler("x4").save_pretrained(tmp_path / UPSCALER_DIR / MODEL_UPSCALERS["SD x4"].folder)
+    compiles = []
+    registry = compiling_registry(tmp_path, compiles)
+    with registry.lease(registry.resolve_upscaler("SD x4")) as model:
+        assert speed.is_compiled(model.pipe.unet) and compiles == []
 
 
 def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling():
