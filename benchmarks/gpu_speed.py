@@ -268,7 +268,7 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
     decode_s = median(lambda: decode_latents(pipe, latents), args.repeats, device)
     restart_s = None
     if config.speed.compile:  # as a restarted app: Dynamo's and inductor's memory emptied, the row's cache files kept
-        torch.compiler.reset()
+        torch._dynamo.reset()
         clear_caches()
         restart_s, _ = timed(full, device)
     if previewer is not None:
