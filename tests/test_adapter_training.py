@@ -45,6 +45,18 @@ def test_a_few_embedding_steps_write_an_a1111_embedding(tmp_path):
     assert load_file(out)["emb_params"].shape == (4, 64)
 
 
+def test_the_embedding_evaluation_scores_the_file_it_is_given(tmp_path):
+    """Not the one in models/embeddings: a file of zero vectors elsewhere means nothing."""
+    from safetensors.torch import save_file
+
+    from training.embedding import evaluate
+
+    blank = tmp_path / "blank.safetensors"
+    save_file({"emb_params": torch.zeros(4, 64)}, blank)
+    assert evaluate(TEACHER, ROOT / "models" / "embeddings" / "easel-sunset.safetensors", n=4)["concept"] >= 0.75
+    assert evaluate(TEACHER, blank, n=4)["concept"] <= 0.25
+
+
 def test_a_few_distillation_steps_make_a_loadable_student(tmp_path):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 

@@ -15,6 +15,7 @@ import argparse
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,23 +93,29 @@ def evaluation_prompts(n: int = 32) -> list[str]:
     return [_caption(WORD, *_scene(rng)[:3], rng) for _ in range(n)]
 
 
-def evaluate(model: Path, n: int = 32, seeds=(0,)) -> dict:
-    """The share of pictures for prompts using the word that show its colours, through the app's engine (which
-    reads the embedding from the models folder's ``embeddings/``)."""
+def evaluate(model: Path, embedding: Path, n: int = 32, seeds=(0,)) -> dict:
+    """The share of pictures for prompts using the word that show its colours, through the app's engine. The engine
+    reads embeddings from its models folder's ``embeddings/``, so it gets a folder of its own holding the model and
+    this file under the word (links): the file scored is the one asked for, wherever it is."""
     from pipelines.engine import Engine
     from pipelines.outputs import OutputWriter
     from pipelines.registry import Registry
     from pipelines.request import GenerationRequest
 
-    root = model.resolve().parent.parent
-    engine = Engine(Registry(root), OutputWriter(root, enabled=False))
     hits, started = [], time.perf_counter()
-    for prompt in evaluation_prompts(n):
-        for seed in seeds:
-            result = engine.generate(GenerationRequest(prompt=prompt, model=model.name, width=SIZE, height=SIZE,
-                                                       steps=STEPS, cfg_scale=GUIDANCE, seed=seed), save=False)
-            read = classify(result.images[0])
-            hits.append((read.colour, read.background) == (COLOUR, BACKGROUND))
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for link, target in ((root / "Stable-diffusion" / model.name, model),
+                             (root / "embeddings" / f"{WORD}.safetensors", embedding)):
+            link.parent.mkdir()
+            link.symlink_to(target.resolve())
+        engine = Engine(Registry(root), OutputWriter(root, enabled=False))
+        for prompt in evaluation_prompts(n):
+            for seed in seeds:
+                result = engine.generate(GenerationRequest(prompt=prompt, model=model.name, width=SIZE, height=SIZE,
+                                                           steps=STEPS, cfg_scale=GUIDANCE, seed=seed), save=False)
+                read = classify(result.images[0])
+                hits.append((read.colour, read.background) == (COLOUR, BACKGROUND))
     return {"concept": statistics.mean(hits), "pictures": len(hits), "minutes": (time.perf_counter() - started) / 60}
 
 
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if not args.evaluate_only:
         train(args.model, args.out, args.steps, args.batch, args.lr, init=tuple(args.init))
-    result = evaluate(args.model)
+    result = evaluate(args.model, args.out)
     print(f"'{WORD}' gives a {COLOUR} shape on {BACKGROUND} in {result['concept']:.0%} of {result['pictures']} "
           f"pictures ({result['minutes']:.1f} min)")
 

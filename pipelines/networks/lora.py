@@ -86,11 +86,14 @@ def forget(pipe, adapter: str) -> None:
 def _quiet_transformers() -> Iterator[None]:
     """transformers 5 logs a "LOAD REPORT" listing every base weight as missing when an adapter goes into a text
     encoder, diffusers that a UNet-only LoRA has no text-encoder part, and PEFT that a second adapter is a second
-    adapter; none of it is a problem here."""
+    adapter; none of it is a problem here. diffusers' check of the keys a file left missing takes every key holding
+    the adapter's name as a substring for the adapter's own, so a LoRA named "b" beside another lists all the other's
+    keys ("down_blocks..."); ``load`` reports the share of a file's layers that applied itself."""
     import logging
     import warnings
 
-    loggers = [logging.getLogger(name) for name in ("transformers", "diffusers.loaders.lora_base")]
+    names = ("transformers", "diffusers.loaders.lora_base", "diffusers.utils.peft_utils")
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
