@@ -40,9 +40,31 @@ def open_page(url: str, height: int = 1100) -> Iterator:
             browser.close()
 
 
-def set_number(page, elem_id: str, value: int) -> None:
+def set_number(page, elem_id: str, value: float) -> None:
     """Type a value into a Gradio number or slider box and leave it, so the app receives it."""
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
     box.blur()
     expect(box).to_have_value(str(value))
+
+
+def generate_in(page, tab: str) -> str:
+    """Click a tab's Generate and wait for its infotext to change and its gallery to show; returns the infotext."""
+    info = page.locator(f"#{tab}_info textarea")
+    before = info.input_value()
+    page.locator(f"#{tab}_generate").click()
+    expect(info).not_to_have_value(before or "", timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator(f"#{tab}_gallery img").first).to_be_visible()
+    return info.input_value()
+
+
+def gallery_png(page, tab: str, dest: Path) -> Path:
+    """The first picture of a tab's gallery, as the browser gets it, saved to ``dest``."""
+    src = page.locator(f"#{tab}_gallery img").first.get_attribute("src")
+    assert src, "the gallery image has no src"
+    response = page.request.get(src)
+    assert response.ok, f"GET {src} -> {response.status}"
+    body = response.body()
+    assert body[:8] == b"\x89PNG\r\n\x1a\n", f"the gallery image at {src} is not a PNG"
+    dest.write_bytes(body)
+    return dest

@@ -71,16 +71,17 @@ def engine(registry, tmp_path):
 @pytest.fixture(scope="session")
 def serve_app(tmp_path_factory):
     """``with serve_app(models_dir) as url``: the real app (flags -> settings -> services -> UI) launched
-    in-process on a models folder, with tiny-sd as the default model."""
+    in-process on a models folder, with tiny-sd as the default model (``default_model=None``: the app's own)."""
     from contextlib import contextmanager
 
     import app
     from ui.layout import CSS
 
     @contextmanager
-    def serve(models_dir):
+    def serve(models_dir, default_model: str | None = "tiny-sd"):
+        chosen = ["--default-model", default_model] if default_model else []
         args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
-                               "--default-model", "tiny-sd", "--device", "cpu"])
+                               *chosen, "--device", "cpu"])
         demo = app.build_app(app.settings_from_args(args))
         demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, css=CSS)
         try:

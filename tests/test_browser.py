@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, set_number
 from playwright.sync_api import expect
 
 PROMPT = "a red circle on a white background"
@@ -41,56 +41,24 @@ def _set_prompt(page, prompt: str) -> None:
     page.locator("#txt2img_prompt textarea").fill(prompt)
 
 
-def _set_seed(page, seed: int | str) -> None:
-    box = page.locator("#txt2img_seed input[type=number]")
-    box.fill(str(seed))
-    box.blur()
-    expect(box).to_have_value(str(seed))
-
-
-def _gallery_image(page):
-    return page.locator("#txt2img_gallery img").first
-
-
-def _generate(page):
-    """Click Generate and wait until the infotext box shows a new result; returns the infotext."""
-    info = page.locator("#txt2img_info textarea")
-    before = info.input_value()
-    page.locator("#txt2img_generate").click()
-    expect(info).not_to_have_value(before or "", timeout=GENERATION_TIMEOUT_MS)
-    expect(_gallery_image(page)).to_be_visible()
-    return info.input_value()
-
-
-def _download_gallery_png(page, dest: Path) -> Path:
-    src = _gallery_image(page).get_attribute("src")
-    assert src, "the gallery image has no src"
-    response = page.request.get(src)
-    assert response.ok, f"GET {src} -> {response.status}"
-    body = response.body()
-    assert body[:8] == b"\x89PNG\r\n\x1a\n", f"the gallery image at {src} is not a PNG"
-    dest.write_bytes(body)
-    return dest
-
-
 def test_txt2img_generates_an_image(page, png_dir):
     _txt2img_tab(page)
     _set_prompt(page, PROMPT)
-    _set_seed(page, 42)
+    set_number(page, "txt2img_seed", 42)
 
-    infotext = _generate(page)
+    infotext = generate_in(page, "txt2img")
 
     assert PROMPT in infotext
     assert "Seed: 42" in infotext
     assert "Model: tiny-sd" in infotext
-    _shared["png"] = _download_gallery_png(page, png_dir / "txt2img.png")
+    _shared["png"] = gallery_png(page, "txt2img", png_dir / "txt2img.png")
     page.screenshot(path=str(ARTIFACTS / "txt2img.png"), full_page=True, animations="disabled")
 
 
 def test_bad_input_shows_a_message(page):
     _txt2img_tab(page)
     _set_prompt(page, PROMPT)
-    _set_seed(page, 99999999999)  # above 2**32 - 1
+    set_number(page, "txt2img_seed", 99999999999)  # above 2**32 - 1
     info_before = page.locator("#txt2img_info textarea").input_value()
 
     page.locator("#txt2img_generate").click()
@@ -108,8 +76,8 @@ def test_bad_input_shows_a_message(page):
     expect(toast).to_have_count(0)
 
     # The page still works: a random seed generates a fresh image.
-    _set_seed(page, -1)
-    infotext = _generate(page)
+    set_number(page, "txt2img_seed", -1)
+    infotext = generate_in(page, "txt2img")
     assert PROMPT in infotext
     seed = re.search(r"Seed: (\d+)", infotext)
     assert seed and 0 <= int(seed.group(1)) <= 2**32 - 1, infotext
@@ -120,14 +88,14 @@ def test_png_info_round_trip(page, png_dir):
     if png is None:  # run on its own: make the image first
         _txt2img_tab(page)
         _set_prompt(page, PROMPT)
-        _set_seed(page, 42)
-        _generate(page)
-        png = _download_gallery_png(page, png_dir / "txt2img.png")
+        set_number(page, "txt2img_seed", 42)
+        generate_in(page, "txt2img")
+        png = gallery_png(page, "txt2img", png_dir / "txt2img.png")
 
     # Clear txt2img so the round trip has to restore the values.
     _txt2img_tab(page)
     _set_prompt(page, "")
-    _set_seed(page, -1)
+    set_number(page, "txt2img_seed", -1)
 
     page.get_by_role("tab", name="PNG Info", exact=True).click()
     page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
@@ -142,16 +110,6 @@ def test_png_info_round_trip(page, png_dir):
     expect(page.locator("#txt2img_prompt textarea")).to_have_value(PROMPT)
     expect(page.locator("#txt2img_seed input[type=number]")).to_have_value("42")
     page.screenshot(path=str(ARTIFACTS / "png_info_sent.png"), full_page=True, animations="disabled")
-
-
-def _generate_in(page, tab: str) -> str:
-    """Click a tab's Generate and wait for its infotext to change; returns the infotext."""
-    info = page.locator(f"#{tab}_info textarea")
-    before = info.input_value()
-    page.locator(f"#{tab}_generate").click()
-    expect(info).not_to_have_value(before or "", timeout=GENERATION_TIMEOUT_MS)
-    expect(page.locator(f"#{tab}_gallery img").first).to_be_visible()
-    return info.input_value()
 
 
 def _png(png_dir) -> Path:
@@ -170,7 +128,7 @@ def test_img2img_upload_and_send_to(page, png_dir):
     page.locator("#img2img_image input[type=file]").set_input_files(str(_png(png_dir)))
     expect(page.locator("#img2img_image img").first).to_be_visible()
     page.locator("#img2img_prompt textarea").fill("a blue square")
-    infotext = _generate_in(page, "img2img")
+    infotext = generate_in(page, "img2img")
     assert infotext.startswith("a blue square") and "Denoising strength: 0.75" in infotext
     page.screenshot(path=str(ARTIFACTS / "img2img.png"), full_page=True, animations="disabled")
 
@@ -182,7 +140,7 @@ def test_img2img_upload_and_send_to(page, png_dir):
     # From txt2img's gallery to img2img with one click.
     _txt2img_tab(page)
     if not page.locator("#txt2img_gallery img").count():
-        _generate(page)
+        generate_in(page, "txt2img")
     page.locator("#txt2img_send_to_img2img").click()
     expect(page.get_by_role("tab", name="img2img", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("#img2img_image img").first).to_be_visible()
@@ -247,8 +205,8 @@ def test_controlnet_unit_preview_and_generate(page, png_dir):
     page.locator(f"{unit}_run_preview").click()
     expect(page.locator(f"{unit}_preview img").first).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
     _set_prompt(page, PROMPT)
-    _set_seed(page, 7)
-    infotext = _generate(page)
+    set_number(page, "txt2img_seed", 7)
+    infotext = generate_in(page, "txt2img")
     assert 'ControlNet 0: "Module: canny, Model: tiny-sd-control [' in infotext
     page.locator("#txt2img_controlnet").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "controlnet.png"), full_page=True, animations="disabled")

@@ -17,6 +17,7 @@ from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 
 DICE, RECYCLE, SWAP, REFRESH = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504"
 GPU_QUEUE = "gpu"  # the concurrency id every GPU event shares: one job at a time, across tabs
+FIT = ["easel-fit"]  # a picture scaled to its panel, small ones up too (the page's CSS: ui/layout.py)
 
 
 class FieldSet:
@@ -110,7 +111,7 @@ class OutputPanel:
 
 def output_panel(prefix: str) -> OutputPanel:
     preview = gr.Image(label="Live preview", visible=False, interactive=False, elem_id=f"{prefix}_preview",
-                       height=256, elem_classes=["easel-preview"])
+                       height=256, elem_classes=FIT)
     gallery = gr.Gallery(label="Output", columns=2, object_fit="contain", height=512, elem_id=f"{prefix}_gallery",
                          format="png")
     with gr.Row():

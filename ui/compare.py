@@ -16,7 +16,7 @@ from pipelines.request import TASKS, GenerationRequest
 from pipelines.xyz import AXES, PlotProgress, plan, run_plot
 
 from . import controlnet
-from .common import GPU_QUEUE, FieldSet, prompt_boxes, sampling_controls
+from .common import FIT, GPU_QUEUE, FieldSet, prompt_boxes, sampling_controls
 
 
 def _export_dir() -> Path:
@@ -40,9 +40,10 @@ def _inputs(services, fields: FieldSet, defaults: dict, last_seed: gr.State) -> 
         fields.add("task", gr.Radio(list(TASKS), value="txt2img", label="Task", elem_id="compare_task"))
         with gr.Row():
             fields.add("init_image", gr.Image(type="pil", label="Init image", sources=["upload", "clipboard"],
-                                              height=240, elem_id="compare_init_image"))
+                                              height=240, elem_id="compare_init_image", elem_classes=FIT))
             fields.add("mask", gr.Image(type="pil", image_mode="L", label="Mask (white repaints)",
-                                        sources=["upload", "clipboard"], height=240, elem_id="compare_mask"))
+                                        sources=["upload", "clipboard"], height=240, elem_id="compare_mask",
+                                        elem_classes=FIT))
         fields.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
                                                    elem_id="compare_denoising_strength"))
     controlnet.build(services, fields, services.settings.controlnet_units)

@@ -12,7 +12,7 @@ from pipelines.controlnet import CONTROL_MODES, NO_MODEL, RESIZE_MODES, ControlU
 from pipelines.errors import EaselError
 from pipelines.preprocessors import PREPROCESSORS, pixel_perfect_resolution, unavailable_reason
 
-from .common import REFRESH, FieldSet
+from .common import FIT, REFRESH, FieldSet
 
 SETTINGS = ("enabled", "image", "module", "model", "weight", "guidance_start", "guidance_end", "resize_mode",
             "pixel_perfect", "processor_res", "threshold_a", "threshold_b", "control_mode")
@@ -38,8 +38,9 @@ def _unit(services, fields: FieldSet, index: int) -> dict:
         add("pixel_perfect", gr.Checkbox(False, label="Pixel Perfect", elem_id=f"{p}_pixel_perfect"))
     with gr.Row():
         add("image", gr.Image(label="Control image (none in img2img/inpaint: the init picture)", type="pil",
-                              sources=["upload", "clipboard"], height=240, elem_id=f"{p}_image"))
-        preview = gr.Image(label="Preprocessor preview", interactive=False, height=240, elem_id=f"{p}_preview")
+                              sources=["upload", "clipboard"], height=240, elem_id=f"{p}_image", elem_classes=FIT))
+        preview = gr.Image(label="Preprocessor preview", interactive=False, height=240, elem_id=f"{p}_preview",
+                           elem_classes=FIT)
     with gr.Row():
         module = add("module", gr.Dropdown(list(PREPROCESSORS), value="canny" if index == 0 else _DEFAULT.module,
                                            label="Preprocessor", elem_id=f"{p}_module"))

@@ -8,7 +8,7 @@ from PIL import Image, UnidentifiedImageError
 from pipelines.errors import RequestError
 from pipelines.request import RESIZE_MODES
 
-from .common import FieldSet, GenerationTab, generation_tab
+from .common import FIT, FieldSet, GenerationTab, generation_tab
 
 
 def resize_and_strength(fields: FieldSet) -> None:
@@ -21,7 +21,7 @@ def resize_and_strength(fields: FieldSet) -> None:
 
 def _inputs(fields: FieldSet) -> dict:
     image = fields.add("init_image", gr.Image(label="Image for img2img", type="pil", sources=["upload", "clipboard"],
-                                              elem_id="img2img_image", height=360))
+                                              elem_id="img2img_image", height=360, elem_classes=FIT))
     with gr.Accordion("Batch: every image of a folder", open=False):
         fields.add("batch_files", gr.File(label="Folder of images (replaces the image above)", file_count="directory",
                                           elem_id="img2img_batch"))

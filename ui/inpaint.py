@@ -12,7 +12,7 @@ from PIL import Image
 from pipelines.errors import RequestError
 from pipelines.request import MASKED_CONTENT
 
-from .common import FieldSet, GenerationTab, generation_tab
+from .common import FIT, FieldSet, GenerationTab, generation_tab
 from .img2img import resize_and_strength
 
 INPAINT_AREAS = ("Whole picture", "Only masked")
@@ -27,7 +27,7 @@ def _inputs(fields: FieldSet) -> dict:
         layers=False, transforms=(), elem_id="inpaint_editor", height=420))
     with gr.Accordion("Upload a mask instead", open=False):
         fields.add("mask_upload", gr.Image(label="Mask (white repaints)", type="pil", sources=["upload"],
-                                           elem_id="inpaint_mask_upload", height=200))
+                                           elem_id="inpaint_mask_upload", height=200, elem_classes=FIT))
     fields.add("mask_blur", gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="inpaint_mask_blur"))
     with gr.Row():
         fields.add("inpainting_mask_invert", gr.Radio(list(MASK_MODES), value=MASK_MODES[0], type="index",

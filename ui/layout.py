@@ -9,9 +9,10 @@ from . import compare, img2img, inpaint, models, png_info, txt2img
 from .common import REFRESH
 from .transfer import wire_send_images, wire_send_parameters
 
-# The page's own style, passed to ``launch`` (Gradio 6 takes CSS there). A live preview has one pixel per latent
-# (``pipelines/preview.py``): the browser scales it to its panel, which Gradio's images do not do by themselves.
-CSS = ".easel-preview img { object-fit: contain; width: 100%; height: 100%; }"
+# The page's own style, passed to ``launch`` (Gradio 6 takes CSS there). Gradio shows a picture smaller than its
+# panel at its own size: a live preview (one pixel per latent, ``pipelines/preview.py``) or a 64-pixel input was a
+# dot. Pictures of the ``FIT`` class fill their panel instead.
+CSS = ".easel-fit img { object-fit: contain; width: 100%; height: 100%; }"
 
 # Per-model defaults applied to every generation tab's widgets when the model changes, in this order.
 _DEFAULT_FIELDS = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler")

@@ -12,7 +12,7 @@ import gradio as gr
 from pipelines.errors import EaselError
 from pipelines.kandinsky import FAMILY
 
-from .common import FieldSet
+from .common import FIT, FieldSet
 
 PICTURES = 2
 
@@ -29,7 +29,7 @@ def build(fields: FieldSet, visible: bool) -> gr.Accordion:
             for i in range(1, PICTURES + 1):
                 with gr.Column():
                     fields.add(f"mix_image_{i}", gr.Image(label=f"Picture {i}", type="pil", height=160,
-                                                          elem_id=f"{p}_mix_image_{i}"))
+                                                          elem_id=f"{p}_mix_image_{i}", elem_classes=FIT))
                     weight(f"mix_image_{i}_weight", 0.5)
         with gr.Row():
             fields.add("mix_prompt_2", gr.Textbox("", label="Second prompt", elem_id=f"{p}_mix_prompt_2", scale=3))

@@ -7,7 +7,7 @@ from PIL import Image
 
 from pipelines.infotext import read_infotext
 
-from .common import GenerationTab
+from .common import FIT, GenerationTab
 from .transfer import wire_send_parameters
 
 
@@ -20,7 +20,8 @@ def png_info(path: str | None) -> str:
 
 def build(services, txt2img: GenerationTab, model: gr.Dropdown, tabs: gr.Tabs) -> None:
     with gr.Row():
-        image = gr.Image(label="Source", type="filepath", sources=["upload", "clipboard"], elem_id="pnginfo_image")
+        image = gr.Image(label="Source", type="filepath", sources=["upload", "clipboard"], elem_id="pnginfo_image",
+                         height=360, elem_classes=FIT)
         with gr.Column():
             text = gr.Textbox(label="Parameters", lines=8, interactive=False, elem_id="pnginfo_text")
             send = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")

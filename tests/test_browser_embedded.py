@@ -1,0 +1,56 @@
+"""The app as a fresh clone starts it (``./start.sh``: the repository's models folder, the embedded easel-shapes as
+the default model), driven in a browser; the pictures the browser receives are read for their meaning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, set_number
+from training.classify import classify
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+@pytest.fixture(scope="module")
+def page(serve_app):
+    with serve_app(MODELS, default_model=None) as url, open_page(url) as page:
+        yield page
+
+
+def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_path):
+    page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
+    set_number(page, "txt2img_seed", 3)
+    infotext = generate_in(page, "txt2img")
+    assert "Model: easel-shapes" in infotext and "Size: 64x64" in infotext, infotext
+    drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "txt2img.png"))
+    assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("red", "circle", "center", "white"), drawn
+    page.screenshot(path=str(ARTIFACTS / "embedded-txt2img.png"), full_page=True, animations="disabled")
+
+    page.locator("#txt2img_send_to_img2img").click()
+    page.locator("#img2img_prompt textarea").fill("a large blue circle in the center on a white background")
+    set_number(page, "img2img_denoising_strength", 0.9)
+    set_number(page, "img2img_seed", 3)
+    infotext = generate_in(page, "img2img")
+    assert "Denoising strength: 0.9" in infotext, infotext
+    redrawn = classify_file(gallery_png(page, "img2img", tmp_path / "img2img.png"))
+    assert (redrawn.colour, redrawn.background) == ("blue", "white"), redrawn
+    page.screenshot(path=str(ARTIFACTS / "embedded-img2img.png"), full_page=True, animations="disabled")
+
+
+def test_the_embedded_textual_inversion_word_works_from_the_prompt_box(page, tmp_path):
+    """``easel-sunset`` (models/embeddings) is a purple shape on orange."""
+    page.get_by_role("tab", name="txt2img", exact=True).click()
+    page.locator("#txt2img_prompt textarea").fill("a square in easel-sunset")
+    set_number(page, "txt2img_seed", 1)
+    generate_in(page, "txt2img")
+    drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "sunset.png"))
+    assert (drawn.colour, drawn.background) == ("purple", "orange"), drawn
+
+
+def classify_file(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return classify(image.convert("RGB"))
