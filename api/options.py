@@ -3,7 +3,8 @@
 The current checkpoint (A1111's ``sd_model_checkpoint``) is the registry's default model, kept in that one
 place: it is what a request that names no model runs on. Checkpoints are named the A1111 way, by title
 (``name [hash]``), name or short hash; whatever else arrives goes to the registry, which refuses paths.
-Options that command-line flags decide (where outputs go, whether they are saved) are shown read-only.
+Options that command-line flags decide (where outputs go, whether they are saved) are shown read-only. ``sd_vae``
+starts as ``--vae`` and changes it: models it changes load again with the new VAE when next used.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import threading
 from typing import Any
 
-from pipelines.errors import RequestError
+from pipelines.errors import ModelError, RequestError
 from pipelines.hashing import short_hash
 from pipelines.request import GenerationRequest
 
@@ -82,7 +83,8 @@ class Options:
 
     def current(self) -> dict[str, Any]:
         return {"sd_model_checkpoint": self.title(self.registry.default_name()),
-                "CLIP_stop_at_last_layers": self.clip_skip, **self._read_only()}
+                "sd_vae": self.registry.vae or "Automatic", "CLIP_stop_at_last_layers": self.clip_skip,
+                **self._read_only()}
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply A1111 options; unknown keys are ignored (as A1111 does), read-only ones may only keep their value."""
@@ -102,5 +104,10 @@ class Options:
                     self.switch_model(values["sd_model_checkpoint"])
                 except RequestError as exc:
                     raise PayloadError("sd_model_checkpoint", str(exc)) from None
+            if "sd_vae" in values:  # models/VAE's file or folder name for every model whose easel.json names none
+                try:
+                    self.services.engine.set_vae(values["sd_vae"])
+                except ModelError as exc:
+                    raise PayloadError("sd_vae", str(exc)) from None
             if clip_skip is not None:
                 self.clip_skip = clip_skip

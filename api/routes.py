@@ -22,10 +22,12 @@ from fastapi.routing import APIRoute
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelines.checkpoints import VAE_DIR, vae_names
 from pipelines.embeddings import expected_shape
 from pipelines.engine import GenerationResult
 from pipelines.errors import EaselError, ModelError, RequestError
 from pipelines.infotext import parse_infotext, read_infotext
+from pipelines.memory import usage
 from pipelines.networks import metadata
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
 from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS, upscaler_names
@@ -237,11 +239,34 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     @router.get("/sd-vae")
     def sd_vae():
-        return []
+        """``models/VAE``'s files and folders; ``sd_vae`` in ``options`` takes a ``model_name``."""
+        root = services.registry.models_dir / VAE_DIR
+        return [{"model_name": name, "filename": str(root / name)} for name in vae_names(services.registry.models_dir)]
 
-    @router.get("/prompt-styles")
-    def prompt_styles():
-        return []
+    @router.post("/refresh-vae")
+    def refresh_vae():
+        """The VAE list is read from its folder on every call, so there is nothing to rescan."""
+        return None
+
+    @router.post("/unload-checkpoint")
+    def unload_checkpoint():
+        """Unload every model no job is using, freeing their memory (A1111 unloads its one current model)."""
+        for model in services.registry.resident():
+            services.registry.unload(model["name"])
+        return {}
+
+    @router.post("/reload-checkpoint")
+    def reload_checkpoint():
+        """Load the current model again (after ``unload-checkpoint``), so the next job does not wait for it."""
+        engine.load(services.registry.default_name())
+        return {}
+
+    @router.get("/memory")
+    def memory():
+        return usage(services.registry.device)
+
+    for path, empty in _NONE_HERE.items():
+        router.add_api_route(path, _listing(empty), methods=["GET"])
 
     @router.post("/png-info", response_model=PNGInfoResponse)
     def png_info(payload: PNGInfoPayload):
@@ -253,6 +278,19 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         return {"info": text, "items": _other_items(image), "parameters": _parameters(text) if text else {}}
 
     return router
+
+
+# A1111 features Easel does not have (styles, scripts, face restorers, ESRGAN, extensions), listed empty so that a
+# client asking for them sees none rather than a 404.
+_NONE_HERE = {"/prompt-styles": [], "/scripts": {"txt2img": [], "img2img": []}, "/script-info": [],
+              "/face-restorers": [], "/realesrgan-models": [], "/extensions": []}
+
+
+def _listing(value):
+    def listing():
+        return value
+
+    return listing
 
 
 def _state(job) -> dict[str, Any]:

@@ -194,15 +194,22 @@ def vae_names(models_dir: Path) -> list[str]:
             if (p.is_file() and p.suffix in SUFFIXES) or (p / "config.json").is_file()]
 
 
+def check_vae(models_dir: Path, name: str | None) -> str | None:
+    """``name`` if it is a VAE in ``models/VAE`` (a name, never a path), None for the checkpoint's own VAE."""
+    if name is None or name in OWN_VAE:
+        return None
+    if name not in vae_names(models_dir):
+        available = ", ".join(vae_names(models_dir)) or "none"
+        raise ModelError(f"Unknown VAE {name!r} in {Path(models_dir) / VAE_DIR}. Available: {available}.")
+    return name
+
+
 def override_vae(pipe, models_dir: Path, name: str | None) -> tuple[str | None, str | None]:
     """Replace the pipeline's VAE with ``models/VAE/<name>`` and return (name, short hash) for the infotext;
     (None, None) when the model keeps its own. A single file takes the model's own VAE config (its latent
     scaling), as A1111 loads VAE weights into the model's VAE."""
-    if name is None or name in OWN_VAE:
+    if check_vae(models_dir, name) is None:
         return None, None
-    if name not in vae_names(models_dir):  # a name, never a path
-        available = ", ".join(vae_names(models_dir)) or "none"
-        raise ModelError(f"Unknown VAE {name!r} in {Path(models_dir) / VAE_DIR}. Available: {available}.")
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, load_single_file_checkpoint
 

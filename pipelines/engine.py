@@ -152,6 +152,11 @@ class Engine:
         with self._device_lock, self.registry.lease(name) as model:
             return model.info.name
 
+    def set_vae(self, name: str | None) -> None:
+        """``Registry.set_vae`` on the device lock, between jobs: no job holds a model it unloads."""
+        with self._device_lock:
+            self.registry.set_vae(name)
+
     def _start_stats(self, model, request: GenerationRequest, stats: RunStats) -> float:
         """What is known before the job runs; the start of its clock (CUDA's peak counter starts here too)."""
         stats.load_s, stats.parameters = model.load_seconds, model.parameters

@@ -42,6 +42,30 @@ def free_memory(device: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def usage(device: str) -> dict:
+    """A1111's ``/sdapi/v1/memory``: this process's RAM (``used`` is its resident set) and, on CUDA, the card's
+    memory and torch's allocator counters (current and peak)."""
+    import psutil
+    import torch
+
+    total, used = psutil.virtual_memory().total, psutil.Process().memory_info().rss
+    report: dict = {"ram": {"free": total - used, "used": used, "total": total}, "cuda": {"error": "unavailable"}}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        free, card = torch.cuda.mem_get_info(torch.device(device))
+        stats = torch.cuda.memory_stats(torch.device(device))
+
+        def counter(name: str) -> dict:
+            return {"current": stats.get(f"{name}.all.current", 0), "peak": stats.get(f"{name}.all.peak", 0)}
+
+        report["cuda"] = {
+            "system": {"free": free, "used": card - free, "total": card},
+            "active": counter("active_bytes"), "allocated": counter("allocated_bytes"),
+            "reserved": counter("reserved_bytes"), "inactive": counter("inactive_split_bytes"),
+            "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+        }
+    return report
+
+
 def default_budget(device: str) -> int:
     return int(free_memory(device) * HEADROOM)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from . import kandinsky
-from .checkpoints import checkpoint_files, detect, load_checkpoint, load_controlnet_file, override_vae
+from .checkpoints import (check_vae, checkpoint_files, detect, load_checkpoint, load_controlnet_file,
+                          override_vae)
 from .errors import ModelError, RequestError
 from .hashing import short_hash, weight_files
 from .memory import default_budget, place
@@ -325,6 +326,17 @@ class Registry:
         with self._lock:
             return [{"name": n, "device": "cpu (parked)" if e.parked else self.device, "mode": e.mode,
                      "bytes": e.nbytes, "leases": e.leases} for n, e in self._loaded.items()]
+
+    def set_vae(self, name: str | None) -> None:
+        """The VAE of every model whose ``easel.json`` names none (``--vae``, A1111's ``sd_vae``): a name in
+        ``models/VAE``, or None/"Automatic"/"None" for each model's own. Resident models it changes are unloaded
+        (those a job holds are not: call it between jobs), to load again with it when next used."""
+        self.vae = check_vae(self.models_dir, name)
+        with self._lock:
+            changed = [n for n, e in self._loaded.items()
+                       if hasattr(e.pipe, "vae") and "vae" not in e.info.defaults and e.vae[0] != self.vae]
+        for changed_name in changed:
+            self.unload(changed_name)
 
     def unload(self, name: str) -> bool:
         with self._lock:

@@ -1,0 +1,85 @@
+"""The API's model management, in-process on a folder of its own: VAEs (listed, switched through ``sd_vae``),
+unload and reload of checkpoints, memory, and the listings of A1111 features Easel does not have."""
+
+import json
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from api.encoding import decode_image
+from api.routes import create_router
+from pipelines.services import Services, Settings
+
+SMALL = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 2, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(client, services) on tiny-sd and, in models/VAE, another tiny VAE ("other")."""
+    from training.tiny_random import build_tiny_sd
+
+    root = tmp_path_factory.mktemp("api-models")
+    build_tiny_sd().save_pretrained(root / "Stable-diffusion" / "tiny-sd")
+    build_tiny_sd(seed=7).vae.save_pretrained(root / "VAE" / "other")
+    services = Services.build(Settings(models_dir=root, device="cpu", save_outputs=False, default_model="tiny-sd"))
+    app = FastAPI()
+    app.include_router(create_router(services))
+    return TestClient(app), services
+
+
+def picture(client) -> tuple[np.ndarray, str]:
+    response = client.post("/sdapi/v1/txt2img", json=SMALL)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return np.asarray(decode_image(body["images"][0], "image")), json.loads(body["info"])["infotexts"][0]
+
+
+def test_sd_vae_lists_models_vae_and_switches_every_model_without_its_own(served):
+    client, services = served
+    assert client.get("/sdapi/v1/sd-vae").json() == [
+        {"model_name": "other", "filename": str(services.registry.models_dir / "VAE" / "other")}]
+    assert client.post("/sdapi/v1/refresh-vae").status_code == 200
+    assert client.get("/sdapi/v1/options").json()["sd_vae"] == "Automatic"
+    own, text = picture(client)
+    assert "VAE:" not in text
+    try:
+        assert client.post("/sdapi/v1/options", json={"sd_vae": "other"}).status_code == 200
+        assert client.get("/sdapi/v1/options").json()["sd_vae"] == "other"
+        switched, text = picture(client)
+        assert "VAE: other," in text and not np.array_equal(own, switched)
+
+        refused = client.post("/sdapi/v1/options", json={"sd_vae": "../Stable-diffusion/tiny-sd/vae"})
+        assert refused.status_code == 422 and refused.json()["field"] == "sd_vae"
+        assert "Unknown VAE" in refused.json()["detail"]
+        assert client.get("/sdapi/v1/options").json()["sd_vae"] == "other"  # a refused value changes nothing
+    finally:
+        assert client.post("/sdapi/v1/options", json={"sd_vae": "Automatic"}).status_code == 200
+    back, text = picture(client)
+    assert "VAE:" not in text and np.array_equal(own, back)
+
+
+def test_unload_frees_the_models_and_reload_brings_the_current_one_back(served):
+    client, services = served
+    picture(client)
+    assert [m["name"] for m in services.registry.resident()] == ["tiny-sd"]
+    assert client.post("/sdapi/v1/unload-checkpoint").json() == {}
+    assert services.registry.resident() == []
+    assert client.post("/sdapi/v1/reload-checkpoint").json() == {}
+    assert [m["name"] for m in services.registry.resident()] == ["tiny-sd"]
+
+
+def test_memory_in_a1111_shape(served):
+    client, _ = served
+    memory = client.get("/sdapi/v1/memory").json()
+    ram = memory["ram"]
+    assert 0 < ram["used"] < ram["total"] and ram["free"] == ram["total"] - ram["used"]
+    assert memory["cuda"] == {"error": "unavailable"}  # the CPU
+
+
+def test_features_easel_does_not_have_are_listed_empty(served):
+    client, _ = served
+    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+    for path in ("script-info", "face-restorers", "realesrgan-models", "extensions", "prompt-styles"):
+        assert client.get(f"/sdapi/v1/{path}").json() == [], path
