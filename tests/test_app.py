@@ -19,7 +19,7 @@ def client(app_url):
 def test_every_public_event_is_named(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/txt2img", "/txt2img_interrupt", "/png_info", "/send_to_txt2img", "/refresh_models",
-            "/model_defaults"} <= set(endpoints)
+            "/model_defaults", "/set_vae"} <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/txt2img"]["parameters"]]
     assert names[:2] == ["prompt", "negative_prompt"] and names[-1] == "model_name"
     assert {"sampler", "seed", "enable_hr", "hr_upscaler"} <= set(names)
@@ -66,7 +66,8 @@ def test_png_info_reads_parameters_and_sends_them_to_txt2img(client, tmp_path):
 
 def test_model_defaults_follow_the_model(client):
     assert client.predict("tiny-sdxl", api_name="/model_defaults")[:3] == (64, 64, 20)
-    assert client.predict("tiny-sd", api_name="/refresh_models")["value"] == "tiny-sd"
+    model, vae = client.predict("tiny-sd", api_name="/refresh_models")
+    assert model["value"] == "tiny-sd" and vae["value"] == "Automatic"
 
 
 @pytest.mark.parametrize("argv, refused", [

@@ -1,6 +1,7 @@
-"""Browser test of the Networks panel: in headless Chromium, search for a LoRA card, click it, see its tag land in
-the prompt, generate, and find the LoRA's hash in the infotext. The app runs on its own models folder (tiny-sd
-and a LoRA with a preview picture, plus an embedding and a hypernetwork file for their cards)."""
+"""Browser tests of the Networks panel and the SD VAE picker: in headless Chromium, search for a LoRA card, click
+it, see its tag land in the prompt, generate, and find the LoRA's hash in the infotext; pick a VAE and find it in
+the infotext. The app runs on its own models folder (tiny-sd and a LoRA with a preview picture, an embedding and
+a hypernetwork file for their cards, and another tiny VAE in models/VAE)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page
 from playwright.sync_api import expect
 
 
@@ -36,6 +37,7 @@ def app_url(tmp_path_factory, serve_app):
     Image.new("RGB", (64, 64), (200, 40, 160)).save(root / "Lora" / "stripes.preview.png")
     save_file({"emb_params": torch.zeros(1, 8)}, root / "embeddings" / "shiny.safetensors")
     torch.save({8: ({}, {})}, root / "hypernetworks" / "grain.pt")
+    build_tiny_sd(seed=7).vae.save_pretrained(root / "VAE" / "other")
     with serve_app(root) as url:
         yield url
 
@@ -69,3 +71,21 @@ def test_click_a_lora_card_then_generate(page):
     text = info.input_value()
     assert text.startswith("a red circle <lora:stripes:1>\n") and 'Lora hashes: "stripes: ' in text, text
     page.screenshot(path=str(ARTIFACTS / "networks-generated.png"), full_page=True, animations="disabled")
+
+
+def test_pick_a_vae_for_every_model(page):
+    box = page.locator("#vae_select input")
+    expect(box).to_have_value("Automatic")
+    page.locator("#txt2img_prompt textarea").fill("a red circle")
+    try:
+        box.click()
+        page.get_by_role("option", name="other").click()
+        expect(box).to_have_value("other")
+        infotext = generate_in(page, "txt2img")
+        assert "VAE: other," in infotext, infotext
+        page.screenshot(path=str(ARTIFACTS / "vae.png"), full_page=True, animations="disabled")
+    finally:
+        box.click()
+        page.get_by_role("option", name="Automatic").click()
+    expect(box).to_have_value("Automatic")
+    assert "VAE:" not in generate_in(page, "txt2img")

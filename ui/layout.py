@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gradio as gr
+from pipelines.checkpoints import vae_names
 from pipelines.errors import EaselError
 
 from . import compare, img2img, inpaint, models, png_info, txt2img
-from .common import REFRESH
+from .common import GPU_QUEUE, REFRESH
 from .transfer import wire_send_images, wire_send_parameters
 
 # The page's own style, passed to ``launch`` (Gradio 6 takes CSS there). Gradio shows a picture smaller than its
@@ -16,6 +17,13 @@ CSS = ".easel-fit img { object-fit: contain; width: 100%; height: 100%; }"
 
 # Per-model defaults applied to every generation tab's widgets when the model changes, in this order.
 _DEFAULT_FIELDS = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler")
+
+
+def _vae_choices(registry) -> dict:
+    """A1111's SD VAE setting: a VAE from models/VAE for every model whose easel.json names none, or each model's
+    own ("Automatic"); shown only when models/VAE holds one."""
+    names = vae_names(registry.models_dir)
+    return {"choices": ["Automatic", *names], "value": registry.vae or "Automatic", "visible": bool(names)}
 
 
 def build_ui(services) -> gr.Blocks:
@@ -28,6 +36,7 @@ def build_ui(services) -> gr.Blocks:
         with gr.Row():
             model = gr.Dropdown(names, value=default, label="Stable Diffusion checkpoint", elem_id="model_select",
                                 scale=4, allow_custom_value=True)
+            vae = gr.Dropdown(**_vae_choices(registry), label="SD VAE", elem_id="vae_select", scale=2)
             refresh = gr.Button(REFRESH, elem_id="model_refresh", scale=0, min_width=48)
         with gr.Tabs() as tabs:
             with gr.Tab("txt2img", id="txt2img"):
@@ -53,9 +62,18 @@ def build_ui(services) -> gr.Blocks:
 
         def refresh_models(current: str | None):
             choices = registry.names()
-            return gr.Dropdown(choices=choices, value=current if current in choices else (choices or [None])[0])
+            return (gr.Dropdown(choices=choices, value=current if current in choices else (choices or [None])[0]),
+                    gr.Dropdown(**_vae_choices(registry)))
 
-        refresh.click(refresh_models, model, model, api_name="refresh_models")
+        refresh.click(refresh_models, model, [model, vae], api_name="refresh_models")
+
+        def set_vae(name: str):
+            try:
+                services.engine.set_vae(name)
+            except EaselError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+
+        vae.input(set_vae, vae, None, api_name="set_vae", concurrency_id=GPU_QUEUE)
 
         def model_defaults(name: str | None):
             try:
