@@ -23,7 +23,7 @@ from diffusers.utils.torch_utils import get_module_execution_device
 from . import kandinsky, speed, step_cache
 from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
-from .errors import RequestError
+from .errors import ModelError, RequestError
 from .images import TaskImages
 from .request import GenerationRequest
 from .stats import RunStats, clock
@@ -87,11 +87,18 @@ class _Stopped(Exception):
         self.latents = latents
 
 
+NOT_A_NUMBER = ("The picture's latents became NaN (not a number) while denoising, which decodes to a black "
+                "picture: the CFG scale or a prompt weight is more than the model's numbers can hold. Lower them; "
+                "in half precision, --dtype float32 also helps.")
+
+
 class _Steps:
     """The step callback of every pipeline call: progress (with latents, for previews), the moment denoising ended
     (what follows is decoding) and stopping on request, through diffusers' ``_interrupt`` flag where the pipeline
     has one (the current step finishes, the rest are skipped) and otherwise (Kandinsky's decoders) by raising
-    ``_Stopped`` with the latents reached. ``blend`` (Kandinsky inpainting) first puts the unmasked latents back."""
+    ``_Stopped`` with the latents reached. ``blend`` (Kandinsky inpainting) first puts the unmasked latents back.
+    Latents that are not finite after the last step raise ``NOT_A_NUMBER`` (A1111's NaN check) instead of
+    decoding to a black picture; checked once per pass, as the check waits for the device."""
 
     def __init__(self, on_step: StepCallback | None, should_stop: Callable[[], bool] | None, timed: bool,
                  blend: Callable | None = None):
@@ -106,7 +113,10 @@ class _Steps:
             # second-order samplers (Heun, DPM2, DPM++ SDE) run more model steps than requested
             self.on_step(step + 1, pipeline.num_timesteps, tensors["latents"])
         stop = self.should_stop is not None and self.should_stop()
-        if self.timed and (stop or step + 1 >= pipeline.num_timesteps):
+        last = stop or step + 1 >= pipeline.num_timesteps
+        if last and not torch.isfinite(tensors["latents"]).all():
+            raise ModelError(NOT_A_NUMBER)
+        if self.timed and last:
             self.denoised = clock()  # the last step: what follows is decoding
         if stop:
             if not hasattr(pipeline, "_interrupt"):

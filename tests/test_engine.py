@@ -170,6 +170,16 @@ def test_out_of_memory_gives_a_message_and_the_next_job_works(engine, monkeypatc
     assert len(engine.generate(make()).images) == 1
 
 
+def test_latents_that_become_nan_are_a_message_not_a_black_picture(engine):
+    """A1111's NaN check: a CFG scale past what float32 holds makes NaN latents, which decoded as black."""
+    from pipelines.errors import ModelError
+
+    with pytest.raises(ModelError, match="became NaN .* Lower them"):
+        engine.generate(make(cfg_scale=1e308))
+    assert not engine.busy and not list(engine.writer.root.rglob("*.png"))  # nothing saved
+    assert pixels(engine.generate(make()).images[0]).std() > 0
+
+
 def test_a_streamed_job_runs_in_the_callers_context(engine, monkeypatch):
     """What tracks progress in the caller (Gradio's tqdm tracking of a Hub download) sees inside the job."""
     import contextvars
