@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 
 from PIL import Image
 
@@ -38,14 +39,19 @@ def decode_image(data: object, field: str) -> Image.Image:
         raw = base64.b64decode(text)
     except (binascii.Error, ValueError):
         raise PayloadError(field, "This is not valid base64.") from None
+    too_large = "The image {}is larger than this server accepts (at most 8192x8192 pixels)."
     try:
-        image = Image.open(io.BytesIO(raw))
+        with warnings.catch_warnings():  # PIL's own bomb limits, above ours, warn or refuse while opening
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw))
         if image.width * image.height > MAX_PIXELS:
-            raise PayloadError(field, f"The image is {image.width}x{image.height}, larger than this server accepts.")
+            raise PayloadError(field, too_large.format(f"({image.width}x{image.height}) "))
         image.load()
     except PayloadError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise PayloadError(field, too_large.format("")) from None
+    except (OSError, ValueError, SyntaxError):
         raise PayloadError(field, "This is not an image (PNG, JPEG, WebP, ...) encoded as base64.") from None
     return image
 

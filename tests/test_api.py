@@ -313,6 +313,18 @@ def test_bad_payloads_answer_422_naming_the_field(alice, route, payload, field):
     assert alice.get("/sdapi/v1/options").status_code == 200  # still serving
 
 
+@pytest.mark.parametrize("side", [8500, 9500, 15000])  # past ours, past PIL's warning, past PIL's refusal
+def test_a_picture_past_the_size_limit_is_called_too_large_not_unreadable(side):
+    import io
+
+    from api.encoding import PayloadError, decode_image
+
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, "PNG")  # a few KB of PNG, hundreds of MB of pixels
+    with pytest.raises(PayloadError, match="larger than this server accepts .at most 8192x8192"):
+        decode_image(base64.b64encode(buffer.getvalue()).decode(), "init_images")
+
+
 def test_a_body_that_is_not_json_answers_422(alice):
     response = alice.post("/sdapi/v1/txt2img", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422 and response.json()["error"] == "RequestValidationError"
