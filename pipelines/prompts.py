@@ -14,6 +14,7 @@ then reads the word ``BREAK`` as text).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -56,7 +57,9 @@ def extract_networks(prompt: str) -> tuple[str, list[NetworkUse]]:
             te = float(named.get("te", positional[1] if len(positional) > 1 else 1.0))
             unet = float(named.get("unet", positional[2] if len(positional) > 2 else te))
         except ValueError:
-            raise ValueError(f"{match.group(0)}: the weight is not a number") from None
+            te = unet = math.nan
+        if not (math.isfinite(te) and math.isfinite(unet)):  # "nan" and "inf" parse as floats
+            raise ValueError(f"{match.group(0)}: the weight is not a number")
         if kind == "hypernet":
             unet = te
         uses.append(NetworkUse(kind, positional[0].strip() if positional else "", te, unet))

@@ -207,11 +207,12 @@ def test_sdxl_lora_on_a_koala_unet_reports_the_share_that_applied(engine):
     assert run(engine, "a red circle <lora:xl:1>", model="tiny-sdxl")[1].warnings == []
 
 
-def test_a_bad_weight_is_a_request_error(engine):
+@pytest.mark.parametrize("tag", ["<lora:kohya:lots>", "<lora:kohya:nan>", "<lora:kohya:1:inf>", "<hypernet:x:-inf>"])
+def test_a_bad_weight_is_a_request_error(engine, tag):
     from pipelines.errors import RequestError
 
-    with pytest.raises(RequestError, match="weight is not a number"):
-        run(engine, "a red circle <lora:kohya:lots>")
+    with pytest.raises(RequestError, match=f"{tag}: the weight is not a number"):
+        run(engine, f"a red circle {tag}")
 
 
 def test_networks_are_listed_with_family_and_metadata(engine):
