@@ -309,10 +309,12 @@ def echo(payload: Txt2ImgPayload) -> dict[str, Any]:
     return values
 
 
-def processed_info(result, model_hash: str | None) -> str:
-    """A1111's ``Processed.js()``: the JSON string in a generation response's ``info``."""
+def processed_info(result) -> str:
+    """A1111's ``Processed.js()``: the JSON string in a generation response's ``info``; the model's hash and the
+    VAE as the first picture's infotext names them."""
     request = result.request
     count = len(result.seeds)
+    written = parse_infotext(result.infotexts[0])[2] if result.infotexts else {}
     return json.dumps({
         "prompt": request.prompt,
         "all_prompts": [request.prompt] * count,
@@ -332,9 +334,9 @@ def processed_info(result, model_hash: str | None) -> str:
         "restore_faces": False,
         "face_restoration_model": None,
         "sd_model_name": request.model,
-        "sd_model_hash": model_hash,
-        "sd_vae_name": None,
-        "sd_vae_hash": None,
+        "sd_model_hash": written.get("Model hash"),
+        "sd_vae_name": written.get("VAE"),
+        "sd_vae_hash": written.get("VAE hash"),
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
         "denoising_strength": request.denoising_strength if request.task != "txt2img" or request.enable_hr else None,

@@ -130,11 +130,10 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         if not payload.override_settings_restore_afterwards and (payload.override_settings or {}).get(
                 "sd_model_checkpoint"):
             services.registry.set_default(result.request.model)
-        model_hash = parse_infotext(result.infotexts[0])[2].get("Model hash") if result.infotexts else None
         return {
             "images": [encode_png(image) for image in result.images] if payload.send_images else [],
             "parameters": echo(payload),
-            "info": processed_info(result, model_hash),
+            "info": processed_info(result),
         }
 
     @router.post("/txt2img", response_model=ImageResponse)

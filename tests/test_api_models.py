@@ -29,11 +29,11 @@ def served(tmp_path_factory):
     return TestClient(app), services
 
 
-def picture(client) -> tuple[np.ndarray, str]:
+def picture(client) -> tuple[np.ndarray, dict]:
     response = client.post("/sdapi/v1/txt2img", json=SMALL)
     assert response.status_code == 200, response.text
     body = response.json()
-    return np.asarray(decode_image(body["images"][0], "image")), json.loads(body["info"])["infotexts"][0]
+    return np.asarray(decode_image(body["images"][0], "image")), json.loads(body["info"])
 
 
 def test_sd_vae_lists_models_vae_and_switches_every_model_without_its_own(served):
@@ -42,13 +42,14 @@ def test_sd_vae_lists_models_vae_and_switches_every_model_without_its_own(served
         {"model_name": "other", "filename": str(services.registry.models_dir / "VAE" / "other")}]
     assert client.post("/sdapi/v1/refresh-vae").status_code == 200
     assert client.get("/sdapi/v1/options").json()["sd_vae"] == "Automatic"
-    own, text = picture(client)
-    assert "VAE:" not in text
+    own, info = picture(client)
+    assert "VAE:" not in info["infotexts"][0] and info["sd_vae_name"] is None
     try:
         assert client.post("/sdapi/v1/options", json={"sd_vae": "other"}).status_code == 200
         assert client.get("/sdapi/v1/options").json()["sd_vae"] == "other"
-        switched, text = picture(client)
-        assert "VAE: other," in text and not np.array_equal(own, switched)
+        switched, info = picture(client)
+        assert "VAE: other," in info["infotexts"][0] and not np.array_equal(own, switched)
+        assert info["sd_vae_name"] == "other" and len(info["sd_vae_hash"]) == 10
 
         refused = client.post("/sdapi/v1/options", json={"sd_vae": "../Stable-diffusion/tiny-sd/vae"})
         assert refused.status_code == 422 and refused.json()["field"] == "sd_vae"
@@ -56,8 +57,8 @@ def test_sd_vae_lists_models_vae_and_switches_every_model_without_its_own(served
         assert client.get("/sdapi/v1/options").json()["sd_vae"] == "other"  # a refused value changes nothing
     finally:
         assert client.post("/sdapi/v1/options", json={"sd_vae": "Automatic"}).status_code == 200
-    back, text = picture(client)
-    assert "VAE:" not in text and np.array_equal(own, back)
+    back, info = picture(client)
+    assert "VAE:" not in info["infotexts"][0] and np.array_equal(own, back)
 
 
 def test_unload_frees_the_models_and_reload_brings_the_current_one_back(served):
