@@ -159,8 +159,6 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
         refuse("styles", f"Unknown styles {payload.styles!r}; this server has no saved styles.")
     if payload.restore_faces:
         refuse("restore_faces", "Face restoration is not available on this server.")
-    if payload.tiling:
-        refuse("tiling", "Tiling is not implemented yet.")
     if payload.subseed_strength:
         refuse("subseed_strength", "Variation seeds are not implemented yet; send subseed_strength: 0.")
     if payload.seed_resize_from_w > 0 or payload.seed_resize_from_h > 0:
@@ -206,7 +204,8 @@ def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
 
 # Infotext keys -> payload fields, for A1111's ``infotext`` field (it fills what the payload leaves unset).
 _INFOTEXT_FIELDS = (("Steps", "steps"), ("Sampler", "sampler_name"), ("Schedule type", "scheduler"),
-                    ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Denoising strength", "denoising_strength"))
+                    ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Denoising strength", "denoising_strength"),
+                    ("Tiling", "tiling"))
 
 
 def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
@@ -278,6 +277,7 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
         "controlnets": control_units(payload),
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
+        "tiling": bool(payload.tiling),
     }
     if payload.enable_hr:
         values.update(_hires_values(payload))

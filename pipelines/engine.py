@@ -23,6 +23,7 @@ from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .generate import decode_latents, run_pipeline, run_upscaler
+from .tiling import tiled
 from .images import TaskImages
 from .kandinsky import check_request as check_model_family
 from .networks import Networks
@@ -114,6 +115,7 @@ class Engine:
             try:
                 controls = self._controls(held, model, request, job)
                 pipe = model.pipeline(request.task, controls and list(controls.models))
+                held.enter_context(tiled(model.pipe, request.tiling))  # every pass and decode of the job
                 task_images = TaskImages.prepare(request)
                 for batch in range(request.batch_count):
                     batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]

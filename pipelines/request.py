@@ -132,6 +132,7 @@ class GenerationRequest:
     controlnets: tuple = ()  # ControlUnit (or the extension's API dicts, made into units here)
     mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
+    tiling: bool = False  # seamless tiling: circular padding (pipelines/tiling.py)
     # Parts that later features fill.
     adapters: tuple = ()
     extensions: Mapping[str, Any] = field(default_factory=dict)
@@ -170,6 +171,7 @@ class GenerationRequest:
             raise RequestError(f"Denoising strength {strength} of {self.steps} steps runs no step at all; "
                                "raise the strength or the steps.", "denoising_strength")
         set_(self, "inpaint_full_res", bool(self.inpaint_full_res))
+        set_(self, "tiling", bool(self.tiling))
         set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
@@ -292,6 +294,7 @@ class GenerationRequest:
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
             "Step cache": self.step_cache if self.step_cache > 1 else None,
+            "Tiling": True if self.tiling else None,
             **(self._inpaint_params() if self.task == "inpaint" else {}),
             **(self._hires_params() if self.enable_hr else {}),
             **(extra or {}),
@@ -354,5 +357,6 @@ class GenerationRequest:
             values["enable_hr"] = True
         if "Size" in params:
             values["width"], values["height"] = _size(params["Size"], "width")
+        values["tiling"] = params.get("Tiling") == "True"
         values.update(overrides)
         return cls.from_values(values)

@@ -127,10 +127,11 @@ def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
 
 def test_the_infotext_field_fills_what_the_payload_leaves_unset(alice):
     text = ("a tree\nNegative prompt: fog\n"
-            "Steps: 2, Sampler: Euler a, CFG scale: 4, Seed: 33, Size: 64x64, Model: tiny-sd")
+            "Steps: 2, Sampler: Euler a, CFG scale: 4, Seed: 33, Size: 64x64, Model: tiny-sd, Tiling: True")
     info = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={"infotext": text, "seed": 34}))["info"])
     assert (info["prompt"], info["negative_prompt"], info["steps"], info["sampler_name"], info["cfg_scale"],
             info["width"], info["seed"]) == ("a tree", "fog", 2, "Euler a", 4.0, 64, 34)
+    assert "Tiling: True" in info["infotexts"][0]  # A1111's tiling, from the infotext as from the field
 
 
 def test_hires_fix(alice):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, set_number
 from training.classify import classify
@@ -49,8 +51,22 @@ def test_the_embedded_textual_inversion_word_works_from_the_prompt_box(page, tmp
     assert (drawn.colour, drawn.background) == ("purple", "orange"), drawn
 
 
-def classify_file(path: Path):
-    from PIL import Image
+def test_tiling_box_makes_the_edges_wrap_around(page, tmp_path):
+    """The red circle at the left edge runs on at the right edge: the left and right columns match."""
+    page.get_by_role("tab", name="txt2img", exact=True).click()
+    page.locator("#txt2img_prompt textarea").fill("a large red circle on the left on a white background")
+    set_number(page, "txt2img_seed", 1)
+    page.locator("#txt2img_tiling input").check()
+    try:
+        assert "Tiling: True" in generate_in(page, "txt2img")
+    finally:
+        page.locator("#txt2img_tiling input").uncheck()
+    with Image.open(gallery_png(page, "txt2img", tmp_path / "tiled.png")) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=float)
+    assert np.abs(pixels[:, 0] - pixels[:, -1]).mean() < 2  # 11.5 without tiling (tests/test_embedded_model.py)
+    page.screenshot(path=str(ARTIFACTS / "embedded-tiling.png"), full_page=True, animations="disabled")
 
+
+def classify_file(path: Path):
     with Image.open(path) as image:
         return classify(image.convert("RGB"))

@@ -60,7 +60,7 @@ def prompt_boxes(fields: FieldSet) -> None:
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG, seed, clip skip and step cache; returns the helper buttons."""
+    """Sampler, steps, size, batch, CFG, seed, clip skip, step cache and tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -91,6 +91,8 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
         fields.add("step_cache", gr.Slider(0, MAX_STEP_CACHE, value=0, step=1, label="Step cache",
                                            info="full UNet every N steps: faster, not exact; 0 = off",
                                            elem_id=f"{p}_step_cache", scale=2))
+        fields.add("tiling", gr.Checkbox(False, label="Tiling", info="seamless: the edges wrap around",
+                                         elem_id=f"{p}_tiling", scale=1, min_width=120))
     return {"swap": swap, "dice": dice, "reuse": reuse}
 
 
