@@ -100,12 +100,13 @@ def test_txt2img_same_seed_same_picture_other_seed_another(engine):
     assert np.abs(pixels(first.images[0]) - pixels(other.images[0])).mean() > 1
 
 
-def test_the_step_cache_applies_to_the_decoder_and_leaves_no_residue(engine):
+@pytest.mark.parametrize("option, label", [({"step_cache": 2}, "Step cache: 2"), ({"tiling": True}, "Tiling: True")])
+def test_step_cache_and_tiling_apply_to_the_decoder_and_leave_no_residue(engine, option, label):
     before = engine.generate(make(steps=6))
-    cached = engine.generate(make(steps=6, step_cache=2))
+    changed = engine.generate(make(steps=6, **option))
     after = engine.generate(make(steps=6))
-    assert "Step cache: 2" in cached.infotexts[0]
-    assert not np.array_equal(pixels(cached.images[0]), pixels(before.images[0]))
+    assert label in changed.infotexts[0]
+    assert not np.array_equal(pixels(changed.images[0]), pixels(before.images[0]))
     assert np.array_equal(pixels(after.images[0]), pixels(before.images[0]))
 
 
