@@ -155,8 +155,6 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
     if payload.script_name:
         refuse("script_name", f"Script {payload.script_name!r} not found; this server has no scripts.")
-    if payload.styles:
-        refuse("styles", f"Unknown styles {payload.styles!r}; this server has no saved styles.")
     if payload.restore_faces:
         refuse("restore_faces", "Face restoration is not available on this server.")
     if payload.subseed_strength:
@@ -278,6 +276,7 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
         "tiling": bool(payload.tiling),
+        "styles": tuple(payload.styles or ()),  # the engine writes them into the prompts (pipelines/styles.py)
     }
     if payload.enable_hr:
         values.update(_hires_values(payload))

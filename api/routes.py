@@ -260,6 +260,12 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         engine.load(services.registry.default_name())
         return {}
 
+    @router.get("/prompt-styles")
+    def prompt_styles():
+        """The models folder's ``styles.csv``; a request's ``styles`` takes these names."""
+        return [{"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
+                for style in engine.styles.styles().values()]
+
     @router.get("/memory")
     def memory():
         return usage(services.registry.device)
@@ -279,9 +285,9 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     return router
 
 
-# A1111 features Easel does not have (styles, scripts, face restorers, ESRGAN, extensions), listed empty so that a
-# client asking for them sees none rather than a 404.
-_NONE_HERE = {"/prompt-styles": [], "/scripts": {"txt2img": [], "img2img": []}, "/script-info": [],
+# A1111 features Easel does not have (scripts, face restorers, ESRGAN, extensions), listed empty so that a client
+# asking for them sees none rather than a 404.
+_NONE_HERE = {"/scripts": {"txt2img": [], "img2img": []}, "/script-info": [],
               "/face-restorers": [], "/realesrgan-models": [], "/extensions": []}
 
 

@@ -23,6 +23,7 @@ from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .generate import decode_latents, run_pipeline, run_upscaler
+from .styles import StyleLibrary
 from .tiling import tiled
 from .images import TaskImages
 from .kandinsky import check_request as check_model_family
@@ -93,6 +94,7 @@ class Engine:
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
         self.networks = Networks(registry.models_dir)
         self.embeddings = EmbeddingLibrary(registry.models_dir)  # textual inversion, words in prompts
+        self.styles = StyleLibrary(registry.models_dir)  # styles.csv, written into prompts before a job
         self.preprocessors = Preprocessors(registry.models_dir)  # ControlNet modules, results cached
 
     def generate(self, request: GenerationRequest, *, owner: Any = None,
@@ -100,6 +102,7 @@ class Engine:
                  cancel: threading.Event | None = None, save: bool = True) -> GenerationResult:
         """Run the whole job; ``cancel`` (set from any thread, even before the job starts) stops it.
         ``save=False`` keeps this job's images out of the outputs folder (A1111's API ``save_images``)."""
+        request = self.styles.apply(request)
         info = self.registry.resolve(request.model)
         if info.inpainting and request.task != "inpaint":
             raise RequestError(f"{info.name} is an inpainting model: use it for inpainting, or pick another model "

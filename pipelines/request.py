@@ -133,6 +133,7 @@ class GenerationRequest:
     mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
     tiling: bool = False  # seamless tiling: circular padding (pipelines/tiling.py)
+    styles: tuple[str, ...] = ()  # names in the models folder's styles.csv, written into the prompts by the engine
     # Parts that later features fill.
     adapters: tuple = ()
     extensions: Mapping[str, Any] = field(default_factory=dict)
@@ -172,6 +173,8 @@ class GenerationRequest:
                                "raise the strength or the steps.", "denoising_strength")
         set_(self, "inpaint_full_res", bool(self.inpaint_full_res))
         set_(self, "tiling", bool(self.tiling))
+        names = (self.styles,) if isinstance(self.styles, str) else self.styles or ()
+        set_(self, "styles", tuple(str(name) for name in names))
         set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)

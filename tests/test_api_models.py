@@ -82,5 +82,5 @@ def test_memory_in_a1111_shape(served):
 def test_features_easel_does_not_have_are_listed_empty(served):
     client, _ = served
     assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
-    for path in ("script-info", "face-restorers", "realesrgan-models", "extensions", "prompt-styles"):
+    for path in ("script-info", "face-restorers", "realesrgan-models", "extensions"):
         assert client.get(f"/sdapi/v1/{path}").json() == [], path

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, set_number
+from playwright.sync_api import expect
 from training.classify import classify
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -49,6 +50,28 @@ def test_the_embedded_textual_inversion_word_works_from_the_prompt_box(page, tmp
     generate_in(page, "txt2img")
     drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "sunset.png"))
     assert (drawn.colour, drawn.background) == ("purple", "orange"), drawn
+
+
+def test_a_shipped_style_picked_in_the_list_changes_the_picture(page, tmp_path):
+    """models/styles.csv's "Night": the prompt as it ran, on a black background."""
+    page.get_by_role("tab", name="txt2img", exact=True).click()
+    page.locator("#txt2img_prompt textarea").fill("a red circle")
+    set_number(page, "txt2img_seed", 0)
+    def toggle_night():  # an option of a multiselect list picks it, or takes it back
+        page.locator("#txt2img_styles input").click()
+        page.get_by_role("option", name="Night").click()
+        page.keyboard.press("Escape")
+
+    toggle_night()
+    try:
+        infotext = generate_in(page, "txt2img")
+        page.screenshot(path=str(ARTIFACTS / "embedded-style.png"), full_page=True, animations="disabled")
+    finally:
+        toggle_night()
+    expect(page.locator("#txt2img_styles")).not_to_contain_text("Night")
+    assert infotext.startswith("a red circle on a black background\n"), infotext
+    drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "night.png"))
+    assert (drawn.colour, drawn.shape, drawn.background) == ("red", "circle", "black"), drawn
 
 
 def test_tiling_box_makes_the_edges_wrap_around(page, tmp_path):

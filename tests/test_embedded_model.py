@@ -166,3 +166,11 @@ def test_tiling_makes_a_picture_whose_edges_wrap_around(engine):
     assert _wrap_seam(tiled.images[0]) < 2 < 5 < _wrap_seam(plain)
     assert "Tiling: True" in tiled.infotexts[0] and GenerationRequest.from_infotext(tiled.infotexts[0]).tiling
     assert np.array_equal(np.asarray(paint(engine, prompt, seed=1)), np.asarray(plain))
+
+
+def test_the_shipped_styles_change_what_is_drawn(engine):
+    """models/styles.csv: "Night" puts the shape on black, "No red" keeps red out of the picture."""
+    night = classify(paint(engine, "a red circle", styles=("Night",)))
+    assert (night.colour, night.shape, night.background) == ("red", "circle", "black"), night
+    assert classify(paint(engine, "a circle", seed=1)).colour == "red"
+    assert classify(paint(engine, "a circle", seed=1, styles=("No red",))).colour != "red"

@@ -52,11 +52,17 @@ class FieldSet:
         return handler
 
 
-def prompt_boxes(fields: FieldSet) -> None:
+def prompt_boxes(services, fields: FieldSet) -> None:
+    """Prompt, negative prompt and the styles to write into them (the list is read again when it opens)."""
     p = fields.prefix
     fields.add("prompt", gr.Textbox("", label="Prompt", lines=3, placeholder="Prompt", elem_id=f"{p}_prompt"))
     fields.add("negative_prompt", gr.Textbox("", label="Negative prompt", lines=2, placeholder="Negative prompt",
                                              elem_id=f"{p}_neg_prompt"))
+    library = services.engine.styles
+    styles = fields.add("styles", gr.Dropdown(list(library.styles()), value=[], multiselect=True,
+                                              label=f"Styles ({library.path.parent.name}/{library.path.name})",
+                                              elem_id=f"{p}_styles"))
+    styles.focus(lambda: gr.Dropdown(choices=list(library.styles())), None, styles, api_visibility="private")
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
@@ -219,7 +225,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     fields = FieldSet(task)
     with gr.Row():
         with gr.Column(scale=5):
-            prompt_boxes(fields)
+            prompt_boxes(services, fields)
             networks.build(services, fields.components["prompt"], task)
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{task}_generate")

@@ -64,7 +64,7 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
             fields.add("models", gr.Dropdown(registry.names(), value=[], multiselect=True, max_choices=MAX_MODELS,
                                              allow_custom_value=True, label=f"Models to compare (2 to {MAX_MODELS})",
                                              elem_id="compare_models"))
-            prompt_boxes(fields)
+            prompt_boxes(services, fields)
         with gr.Column(scale=1, min_width=160):
             run = gr.Button("Compare", variant="primary", elem_id="compare_run")
             interrupt = gr.Button("Interrupt", variant="stop", elem_id="compare_interrupt")
