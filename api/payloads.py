@@ -157,8 +157,6 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
         refuse("script_name", f"Script {payload.script_name!r} not found; this server has no scripts.")
     if payload.restore_faces:
         refuse("restore_faces", "Face restoration is not available on this server.")
-    if payload.subseed_strength:
-        refuse("subseed_strength", "Variation seeds are not implemented yet; send subseed_strength: 0.")
     if payload.seed_resize_from_w > 0 or payload.seed_resize_from_h > 0:
         refuse("seed_resize_from_w", "Seed resize is not implemented yet.")
     if payload.refiner_checkpoint not in (None, "", "None"):
@@ -203,7 +201,8 @@ def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
 # Infotext keys -> payload fields, for A1111's ``infotext`` field (it fills what the payload leaves unset).
 _INFOTEXT_FIELDS = (("Steps", "steps"), ("Sampler", "sampler_name"), ("Schedule type", "scheduler"),
                     ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Denoising strength", "denoising_strength"),
-                    ("Tiling", "tiling"))
+                    ("Tiling", "tiling"), ("Variation seed", "subseed"),
+                    ("Variation seed strength", "subseed_strength"))
 
 
 def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
@@ -266,6 +265,8 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
         "width": payload.width,
         "height": payload.height,
         "seed": payload.seed,
+        "subseed": payload.subseed,
+        "subseed_strength": payload.subseed_strength,
         "batch_size": payload.batch_size,
         "batch_count": payload.n_iter,
         "clip_skip": override.get("CLIP_stop_at_last_layers", options.clip_skip),
@@ -321,9 +322,9 @@ def processed_info(result) -> str:
         "all_negative_prompts": [request.negative_prompt] * count,
         "seed": request.seed,
         "all_seeds": result.seeds,
-        "subseed": -1,
-        "all_subseeds": [-1] * count,
-        "subseed_strength": 0,
+        "subseed": request.subseed_for(request.seed),
+        "all_subseeds": [request.subseed_for(seed) for seed in result.seeds],
+        "subseed_strength": request.subseed_strength,
         "width": request.width,
         "height": request.height,
         "sampler_name": request.sampler,

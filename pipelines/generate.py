@@ -29,6 +29,7 @@ from .request import GenerationRequest
 from .stats import RunStats, clock
 from .text_encoding import encode_prompts
 from .upscalers import upscale_latents
+from .variation import starting_noise
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         task["image"] = encode_resized(pipe, images.image, request.output_size)
     if controls is not None:
         task.update(controls.pipeline_arguments(init_image=images is not None))
+    generators = _generators(seeds)
+    if request.subseed_strength and images is None:  # a txt2img (first) pass with a variation seed
+        task["latents"] = starting_noise(pipe, request, seeds, generators)
     started = clock() if stats is not None else 0.0
     with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext(), \
             step_cache.cached(pipe, request.step_cache):
@@ -66,7 +70,7 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             num_images_per_prompt=len(seeds),
-            generator=_generators(seeds),
+            generator=generators,
             callback_on_step_end=steps,
             callback_on_step_end_tensor_inputs=["latents"],
             output_type="latent" if latent_output else "pil",

@@ -35,6 +35,7 @@ _INT_RANGES = (
     ("batch_count", "Batch count", 1, 100),
     ("clip_skip", "Clip skip", 1, 12),
     ("seed", "Seed", -1, MAX_SEED),
+    ("subseed", "Variation seed", -1, MAX_SEED),
     ("resize_mode", "Resize mode", 0, 3),
     ("mask_blur", "Mask blur", 0, 64),
     ("inpainting_fill", "Masked content", 0, 3),
@@ -102,6 +103,8 @@ class GenerationRequest:
     width: int = 512
     height: int = 512
     seed: int = -1
+    subseed: int = -1  # A1111's variation seed: mixed into the seed's noise by subseed_strength (variation.py)
+    subseed_strength: float = 0.0
     batch_size: int = 1
     batch_count: int = 1
     clip_skip: int = 1
@@ -157,6 +160,13 @@ class GenerationRequest:
         if not 0.0 <= strength <= 1.0:
             raise RequestError(f"Denoising strength must be between 0 and 1, got {strength}.", "denoising_strength")
         set_(self, "denoising_strength", strength)
+        variation = _finite(self.subseed_strength, "Variation strength", "subseed_strength")
+        if not 0.0 <= variation <= 1.0:
+            raise RequestError(f"Variation strength must be between 0 and 1, got {variation}.", "subseed_strength")
+        if variation and self.task != "txt2img":
+            raise RequestError("Variation seeds work in txt2img (its first pass with hires fix); set the "
+                               "variation strength to 0.", "subseed_strength")
+        set_(self, "subseed_strength", variation)
         if self.task not in TASKS:
             raise RequestError(f"Unknown task {self.task!r}. Choose one of: {', '.join(TASKS)}.", "task")
         self._check_outpaint()
@@ -270,8 +280,14 @@ class GenerationRequest:
         return self.batch_size * self.batch_count
 
     def with_seed(self) -> "GenerationRequest":
-        """The same request with -1 replaced by a concrete random seed."""
-        return self if self.seed >= 0 else replace(self, seed=random.randint(0, MAX_SEED))
+        """The same request with -1 replaced by a concrete random seed (and variation seed, when one is used)."""
+        seed = self.seed if self.seed >= 0 else random.randint(0, MAX_SEED)
+        subseed = self.subseed if self.subseed >= 0 or not self.subseed_strength else random.randint(0, MAX_SEED)
+        return replace(self, seed=seed, subseed=subseed)
+
+    def subseed_for(self, seed: int) -> int:
+        """The variation seed of the image made with ``seed``: it moves on with the seed (A1111: subseed + i)."""
+        return (self.subseed + seed - self.seed) % (MAX_SEED + 1)
 
     def seeds(self) -> list[int]:
         """A1111's rule: image i of the whole job uses seed + i."""
@@ -293,6 +309,8 @@ class GenerationRequest:
             "Model": model_name,
             "VAE hash": vae[1],
             "VAE": vae[0],
+            "Variation seed": self.subseed_for(seed) if self.subseed_strength else None,
+            "Variation seed strength": self.subseed_strength or None,
             "Denoising strength": self.denoising_strength if self.task != "txt2img" or self.enable_hr else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
@@ -342,7 +360,8 @@ class GenerationRequest:
         values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
         for key, name in (("Steps", "steps"), ("CFG scale", "cfg_scale"), ("Seed", "seed"),
                           ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength"),
-                          ("Step cache", "step_cache")):
+                          ("Step cache", "step_cache"), ("Variation seed", "subseed"),
+                          ("Variation seed strength", "subseed_strength")):
             if key in params:
                 values[name] = params[key]
         if "Sampler" in params:

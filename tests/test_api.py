@@ -104,6 +104,14 @@ def test_n_iter_and_send_images(alice):
     assert body["images"] == [] and info["all_seeds"] == [3, 4] and len(info["infotexts"]) == 2
 
 
+def test_variation_seeds(alice):
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 3, "subseed": 9, "subseed_strength": 0.25,
+                                                      "batch_size": 2, **SMALL}))
+    info = json.loads(body["info"])
+    assert (info["subseed"], info["all_subseeds"], info["subseed_strength"]) == (9, [9, 10], 0.25)
+    assert "Variation seed: 10, Variation seed strength: 0.25" in info["infotexts"][1]
+
+
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
     source = Image.new("RGB", (96, 80), (200, 40, 40))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -304,6 +312,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("img2img", {"prompt": "x", "init_images": [PNG], "mask": "bm90IGFuIGltYWdl"}, "mask"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "denoising_strength": 2}, "denoising_strength"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "resize_mode": 4}, "resize_mode"),
+    ("txt2img", {"prompt": "x", "subseed_strength": 2}, "subseed_strength"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "subseed_strength": 0.5}, "subseed_strength"),
     ("png-info", {"image": "aGVsbG8="}, "image"),
 ])
 def test_bad_payloads_answer_422_naming_the_field(alice, route, payload, field):

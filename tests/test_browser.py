@@ -83,6 +83,22 @@ def test_bad_input_shows_a_message(page):
     assert seed and 0 <= int(seed.group(1)) <= 2**32 - 1, infotext
 
 
+def test_variation_seed(page):
+    _txt2img_tab(page)
+    _set_prompt(page, PROMPT)
+    set_number(page, "txt2img_seed", 42)
+    page.locator("#txt2img_variation").get_by_text("Variation seed", exact=True).click()
+    expect(page.locator("#txt2img_subseed_strength")).to_be_visible()
+    set_number(page, "txt2img_subseed", 5)
+    set_number(page, "txt2img_subseed_strength", 0.5)
+    try:
+        infotext = generate_in(page, "txt2img")
+        page.screenshot(path=str(ARTIFACTS / "variation.png"), full_page=True, animations="disabled")
+    finally:
+        set_number(page, "txt2img_subseed_strength", 0)
+    assert "Seed: 42, Size: 64x64" in infotext and "Variation seed: 5, Variation seed strength: 0.5," in infotext
+
+
 def test_png_info_round_trip(page, png_dir):
     png = _shared.get("png")
     if png is None:  # run on its own: make the image first

@@ -170,6 +170,35 @@ def test_out_of_memory_gives_a_message_and_the_next_job_works(engine, monkeypatc
     assert len(engine.generate(make()).images) == 1
 
 
+def test_a_variation_seed_turns_the_picture_towards_its_own(engine):
+    """A1111's variation seeds: strength 1 starts from the variation seed's noise (with Euler, a deterministic
+    sampler, its very picture); a small strength is a small change (with Euler a too: its later noise is still
+    the seed's); in a batch image i takes seed + i and variation seed + i."""
+    def picture(**values):
+        return pixels(engine.generate(make(**values)).images[0])
+
+    for sampler in ("Euler", "Euler a"):
+        plain = picture(sampler=sampler)
+        assert np.abs(picture(sampler=sampler, subseed=5, subseed_strength=0.01) - plain).mean() < 2  # 0.6
+        assert np.abs(picture(sampler=sampler, subseed=5, subseed_strength=0.5) - plain).mean() > 10  # 26-27
+    assert np.array_equal(picture(sampler="Euler", subseed=5, subseed_strength=1.0), picture(sampler="Euler", seed=5))
+    batch = engine.generate(make(sampler="Euler", subseed=5, subseed_strength=0.5, batch_size=2))
+    assert "Seed: 8, Size: 64x64" in batch.infotexts[1] and "Variation seed: 6, Variation seed strength: 0.5," \
+        in batch.infotexts[1]
+    assert np.array_equal(pixels(batch.images[1]), picture(sampler="Euler", seed=8, subseed=6, subseed_strength=0.5))
+
+
+def test_variation_seeds_are_txt2img_only_and_a_random_one_is_drawn_and_recorded(engine):
+    from pipelines.errors import RequestError
+
+    with pytest.raises(RequestError, match="Variation seeds work in txt2img") as raised:
+        make(task="img2img", init_image=Image.new("RGB", (64, 64)), subseed_strength=0.5)
+    assert raised.value.field == "subseed_strength"
+    drawn = engine.generate(make(subseed_strength=0.3))
+    assert drawn.request.subseed >= 0 and f"Variation seed: {drawn.request.subseed}," in drawn.infotexts[0]
+    assert GenerationRequest.from_infotext(drawn.infotexts[0]).subseed_strength == 0.3
+
+
 def test_latents_that_become_nan_are_a_message_not_a_black_picture(engine):
     """A1111's NaN check: a CFG scale past what float32 holds makes NaN latents, which decoded as black."""
     from pipelines.errors import ModelError

@@ -216,6 +216,8 @@ def test_mixing_or_unusable_options_on_the_wrong_model_are_refused(engine):
             engine.generate(make(sampler=sampler))
     with pytest.raises(RequestError, match="Hires fix is not available"):
         engine.generate(make(enable_hr=True))
+    with pytest.raises(RequestError, match="Variation seeds are not available for Kandinsky 2.2"):
+        engine.generate(make(subseed_strength=0.5))
     with pytest.raises(RequestError, match="LoRA and hypernetworks do not apply"):
         engine.generate(make(prompt="a <lora:x:1>"))
     with pytest.raises(RequestError, match="multiples of 64 pixels; 72x64 is not one"):  # 8x8 latent blocks

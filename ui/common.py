@@ -65,8 +65,9 @@ def prompt_boxes(services, fields: FieldSet) -> None:
     styles.focus(lambda: gr.Dropdown(choices=list(library.styles())), None, styles, api_visibility="private")
 
 
-def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG, seed, clip skip, step cache and tiling; returns the helper buttons."""
+def sampling_controls(fields: FieldSet, defaults: dict, variation: bool = True) -> dict[str, gr.Button]:
+    """Sampler, steps, size, batch, CFG, seed (with a variation seed where ``variation``: txt2img), clip skip, step
+    cache and tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -92,6 +93,15 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
         fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
         dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)
         reuse = gr.Button(RECYCLE, elem_id=f"{p}_reuse_seed", scale=0, min_width=48)
+    if variation:
+        with gr.Accordion("Variation seed", open=False, elem_id=f"{p}_variation"):
+            with gr.Row():
+                fields.add("subseed", gr.Number(value=-1, precision=0, label="Variation seed (-1: random)",
+                                                elem_id=f"{p}_subseed"))
+                fields.add("subseed_strength", gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
+                                                         info="0: the seed's picture; 1: the variation seed's",
+                                                         elem_id=f"{p}_subseed_strength"))
+    with gr.Row():
         fields.add("clip_skip", gr.Slider(1, 12, value=1, step=1, label="Clip skip", elem_id=f"{p}_clip_skip",
                                           scale=2))
         fields.add("step_cache", gr.Slider(0, MAX_STEP_CACHE, value=0, step=1, label="Step cache",
@@ -233,7 +243,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     with gr.Row():
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
-            buttons = sampling_controls(fields, defaults)
+            buttons = sampling_controls(fields, defaults, variation=task == "txt2img")
             inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)
         with gr.Column():
             panel = output_panel(task)

@@ -17,7 +17,7 @@ from .txt2img import SAME
 SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg_scale", "width", "height", "seed",
                "clip_skip", "enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y", "hr_upscaler",
                "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
-               "denoising_strength", "step_cache", "tiling")
+               "denoising_strength", "step_cache", "tiling", "subseed", "subseed_strength")
 
 
 def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Component, txt2img: GenerationTab,
