@@ -66,10 +66,13 @@ AXES = {axis.label: axis for axis in (
     Axis("Nothing", str, lambda request, value: {}),
     Axis("Checkpoint name", str, _field("model")),
     Axis("Seed", int, _field("seed"), lambda v: f"Seed: {v}"),
+    Axis("Var. seed", int, _field("subseed"), lambda v: f"Var. seed: {v}"),
+    Axis("Var. strength", float, _field("subseed_strength"), lambda v: f"Var. strength: {v:g}"),
     Axis("Steps", int, _field("steps"), lambda v: f"Steps: {v}"),
     Axis("CFG Scale", float, _field("cfg_scale"), lambda v: f"CFG Scale: {v:g}"),
     Axis("Sampler", str, _field("sampler")),
     Axis("Prompt S/R", str, lambda request, value: {}),  # done in ``apply`` (it needs the first value)
+    Axis("Styles", str, lambda request, value: {"styles": (*request.styles, value)}),
     Axis("LoRA weight", float, _lora_weight, lambda v: f"LoRA weight: {v:g}"),
     Axis("Size", str, _size),
     Axis("Denoising", float, _field("denoising_strength"), lambda v: f"Denoising: {v:g}"),

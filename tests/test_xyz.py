@@ -47,6 +47,10 @@ def test_values_change_the_requests():
     cells = plan(base, [("Prompt S/R", "red, blue"), ("LoRA weight", "0, 1.5"), ("ControlNet weight", "0.2")]).cells
     assert cells[1, 1, 0].prompt == "a blue circle <lora:outline:1.5>" and cells[1, 1, 0].negative_prompt == "blue blur"
     assert cells[0, 0, 0].prompt == "a red circle <lora:outline:0>" and cells[0, 0, 0].controlnets[0].weight == 0.2
+    varied = plan(request(styles=["framed"]), [("Var. strength", "0-1 [3]"), ("Var. seed", "4, 5"),
+                                               ("Styles", "red")]).cells
+    assert (varied[2, 1, 0].subseed_strength, varied[2, 1, 0].subseed, varied[2, 1, 0].styles) == \
+        (1.0, 5, ("framed", "red"))
     sized = plan(request(), [("Size", "64x96, 128"), ("Seed", "-1")]).cells
     assert (sized[0, 0, 0].width, sized[0, 0, 0].height, sized[1, 0, 0].height) == (64, 96, 128)
     assert sized[0, 0, 0].seed == sized[1, 0, 0].seed >= 0  # -1 drawn once
