@@ -315,6 +315,7 @@ def processed_info(result) -> str:
     request = result.request
     count = len(result.seeds)
     written = parse_infotext(result.infotexts[0])[2] if result.infotexts else {}
+    subseeds = [request.subseed_for(seed) if request.subseed_strength else -1 for seed in result.seeds]
     return json.dumps({
         "prompt": request.prompt,
         "all_prompts": [request.prompt] * count,
@@ -322,8 +323,8 @@ def processed_info(result) -> str:
         "all_negative_prompts": [request.negative_prompt] * count,
         "seed": request.seed,
         "all_seeds": result.seeds,
-        "subseed": request.subseed_for(request.seed),
-        "all_subseeds": [request.subseed_for(seed) for seed in result.seeds],
+        "subseed": subseeds[0] if subseeds else -1,
+        "all_subseeds": subseeds,
         "subseed_strength": request.subseed_strength,
         "width": request.width,
         "height": request.height,

@@ -23,8 +23,6 @@ from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .generate import decode_latents, run_pipeline, run_upscaler
-from .styles import StyleLibrary
-from .tiling import tiled
 from .images import TaskImages
 from .kandinsky import check_request as check_model_family
 from .networks import Networks
@@ -35,6 +33,8 @@ from .registry import Registry
 from .request import GenerationRequest
 from .samplers import make_scheduler
 from .stats import RunStats, clock, process_rss_peak
+from .styles import StyleLibrary
+from .tiling import tiled
 from .upscalers import MODEL_UPSCALERS, is_latent, upscale_images, upscale_latents
 
 # A1111 keeps inpainting results with img2img's.

@@ -102,6 +102,7 @@ def test_n_iter_and_send_images(alice):
                                                       **SMALL}))
     info = json.loads(body["info"])
     assert body["images"] == [] and info["all_seeds"] == [3, 4] and len(info["infotexts"]) == 2
+    assert info["all_subseeds"] == [-1, -1] and info["subseed_strength"] == 0  # no variation seed
 
 
 def test_variation_seeds(alice):
