@@ -283,7 +283,7 @@ class GenerationRequest:
         """The same request with -1 replaced by a concrete random seed (and variation seed, when one is used)."""
         seed = self.seed if self.seed >= 0 else random.randint(0, MAX_SEED)
         subseed = self.subseed if self.subseed >= 0 or not self.subseed_strength else random.randint(0, MAX_SEED)
-        return replace(self, seed=seed, subseed=subseed)
+        return self if (seed, subseed) == (self.seed, self.subseed) else replace(self, seed=seed, subseed=subseed)
 
     def subseed_for(self, seed: int) -> int:
         """The variation seed of the image made with ``seed``: it moves on with the seed (A1111: subseed + i)."""

@@ -185,7 +185,8 @@ def test_a_variation_seed_turns_the_picture_towards_its_own(engine):
     batch = engine.generate(make(sampler="Euler", subseed=5, subseed_strength=0.5, batch_size=2))
     assert "Seed: 8, Size: 64x64" in batch.infotexts[1] and "Variation seed: 6, Variation seed strength: 0.5," \
         in batch.infotexts[1]
-    assert np.array_equal(pixels(batch.images[1]), picture(sampler="Euler", seed=8, subseed=6, subseed_strength=0.5))
+    single = picture(sampler="Euler", seed=8, subseed=6, subseed_strength=0.5)
+    assert np.abs(pixels(batch.images[1]) - single).max() <= 2  # a batch computes in another order (one thread)
 
 
 def test_variation_seeds_are_txt2img_only_and_a_random_one_is_drawn_and_recorded(engine):
