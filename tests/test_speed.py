@@ -312,3 +312,28 @@ def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling():
         assert len({round(float(r.abs().sum()), 4) for r in results.values()}) == len(results)  # all differ
     finally:
         torch._dynamo.reset()
+
+
+def test_tiling_on_a_compiled_unet_compiles_again_and_matches_eager():
+    """Circular padding is part of a compiled block's graph: tiling must make new graphs (not reuse the
+    zero-padded ones), and turning it off must give the first graphs' latents again."""
+    from pipelines.tiling import tiled
+
+    compiles = []
+    eager = build_tiny_sd()
+    eager.set_progress_bar_config(disable=True)
+    with tiled(eager, True):
+        expected = latents(eager)
+    pipe = build_tiny_sd()
+    pipe.set_progress_bar_config(disable=True)
+    speed.optimise(pipe, speed.SpeedOptions(compile=True, compile_backend=counting_backend(compiles)))
+    torch._dynamo.reset()
+    try:
+        plain = latents(pipe)
+        before = len(compiles)
+        with tiled(pipe, True):
+            torch.testing.assert_close(latents(pipe), expected, rtol=0, atol=0)
+        assert len(compiles) > before and not torch.equal(plain, expected)
+        torch.testing.assert_close(latents(pipe), plain, rtol=0, atol=0)
+    finally:
+        torch._dynamo.reset()
