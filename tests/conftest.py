@@ -69,6 +69,26 @@ def engine(registry, tmp_path):
 
 
 @pytest.fixture(scope="session")
+def api_client():
+    """``api_client(models_dir, **settings)``: an in-process client of the ``/sdapi/v1`` routes and their services,
+    on a models folder (tiny-sd the default model, nothing saved, unless ``settings`` say otherwise)."""
+    def make(models_dir, **settings):
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+
+        from api.routes import create_router
+        from pipelines.services import Services, Settings
+
+        services = Services.build(Settings(**{"models_dir": models_dir, "device": "cpu", "save_outputs": False,
+                                              "default_model": "tiny-sd", **settings}))
+        app = FastAPI()
+        app.include_router(create_router(services))
+        return TestClient(app), services
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def serve_app(tmp_path_factory):
     """``with serve_app(models_dir) as url``: the real app (flags -> settings -> services -> UI) launched
     in-process on a models folder, with tiny-sd as the default model (``default_model=None``: the app's own)."""

@@ -5,28 +5,21 @@ import json
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from api.encoding import decode_image
-from api.routes import create_router
-from pipelines.services import Services, Settings
 
 SMALL = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 2, "seed": 5}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, api_client):
     """(client, services) on tiny-sd and, in models/VAE, another tiny VAE ("other")."""
     from training.tiny_random import build_tiny_sd
 
     root = tmp_path_factory.mktemp("api-models")
     build_tiny_sd().save_pretrained(root / "Stable-diffusion" / "tiny-sd")
     build_tiny_sd(seed=7).vae.save_pretrained(root / "VAE" / "other")
-    services = Services.build(Settings(models_dir=root, device="cpu", save_outputs=False, default_model="tiny-sd"))
-    app = FastAPI()
-    app.include_router(create_router(services))
-    return TestClient(app), services
+    return api_client(root)
 
 
 def picture(client) -> tuple[np.ndarray, dict]:

@@ -57,6 +57,7 @@ def test_a_shipped_style_picked_in_the_list_changes_the_picture(page, tmp_path):
     page.get_by_role("tab", name="txt2img", exact=True).click()
     page.locator("#txt2img_prompt textarea").fill("a red circle")
     set_number(page, "txt2img_seed", 0)
+
     def toggle_night():  # an option of a multiselect list picks it, or takes it back
         page.locator("#txt2img_styles input").click()
         page.get_by_role("option", name="Night").click()

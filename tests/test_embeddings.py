@@ -5,8 +5,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
 from pipelines.embeddings import EmbeddingLibrary
@@ -117,15 +115,9 @@ def test_listing_is_a1111s_embeddings_response(library):
     assert listing["loaded"]["safered"]["vectors"] == 2 and listing["skipped"]["xlred"]["shape"] == 16
 
 
-def test_api_lists_embeddings_for_the_current_model(models_dir, library, tmp_path):
-    from api.routes import create_router
-    from pipelines.services import Services, Settings
-
-    services = Services.build(Settings(models_dir=models_dir, outputs_dir=tmp_path, device="cpu",
-                                       default_model="tiny-sdxl"))
+def test_api_lists_embeddings_for_the_current_model(models_dir, library, api_client):
+    client, services = api_client(models_dir, default_model="tiny-sdxl")
     services.engine.embeddings = library
-    app = FastAPI()
-    app.include_router(create_router(services))
-    body = TestClient(app).get("/sdapi/v1/embeddings").json()
+    body = client.get("/sdapi/v1/embeddings").json()
     assert set(body["loaded"]) == {"xlred"} and body["loaded"]["xlred"]["shape"] == 16
     assert {"a1111red", "narrow"} <= set(body["skipped"])

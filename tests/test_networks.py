@@ -225,20 +225,12 @@ def test_networks_are_listed_with_family_and_metadata(engine):
     assert metadata(loras["kohya"]) == {"ss_output_name": "kohya"}
 
 
-def test_rest_lists_loras_and_hypernetworks_and_ui_cards_insert_tags(folders):
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    from api.routes import create_router
-    from pipelines.services import Services, Settings
+def test_rest_lists_loras_and_hypernetworks_and_ui_cards_insert_tags(folders, api_client):
     from ui.networks import cards, insert
 
     (folders / "hypernetworks").mkdir(exist_ok=True)
     torch.save({8: ({}, {})}, folders / "hypernetworks" / "grain.pt")
-    services = Services.build(Settings(models_dir=folders, device="cpu", save_outputs=False, default_model="tiny-sd"))
-    app = FastAPI()
-    app.include_router(create_router(services))
-    client = TestClient(app)
+    client, services = api_client(folders)
     loras = {entry["name"]: entry for entry in client.get("/sdapi/v1/loras").json()}
     assert loras["kohya"] == {"name": "kohya", "alias": "kohya", "path": str(folders / "Lora" / "kohya.safetensors"),
                               "metadata": {"ss_output_name": "kohya"}}

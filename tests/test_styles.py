@@ -5,8 +5,6 @@ import json
 import os
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from pipelines.errors import RequestError
 from pipelines.request import GenerationRequest
@@ -46,18 +44,12 @@ def test_styles_apply_in_order_and_an_unknown_one_names_the_field(tmp_path):
     assert raised.value.field == "styles"
 
 
-def test_the_engine_and_the_api_write_styles_into_the_prompts(models_dir, tmp_path_factory):
-    from api.routes import create_router
-    from pipelines.services import Services, Settings
-
+def test_the_engine_and_the_api_write_styles_into_the_prompts(models_dir, tmp_path_factory, api_client):
     root = tmp_path_factory.mktemp("styled")
     (root / "Stable-diffusion").mkdir()
     (root / "Stable-diffusion" / "tiny-sd").symlink_to(models_dir / "Stable-diffusion" / "tiny-sd")
     (root / "styles.csv").write_text(STYLES)
-    services = Services.build(Settings(models_dir=root, device="cpu", save_outputs=False, default_model="tiny-sd"))
-    app = FastAPI()
-    app.include_router(create_router(services))
-    client = TestClient(app)
+    client, _ = api_client(root)
     assert client.get("/sdapi/v1/prompt-styles").json() == [
         {"name": "framed", "prompt": "a picture of {prompt}", "negative_prompt": ""},
         {"name": "red", "prompt": "red", "negative_prompt": "blue"}]
