@@ -41,10 +41,17 @@ def open_page(url: str, height: int = 1100) -> Iterator:
 
 
 def set_number(page, elem_id: str, value: float) -> None:
-    """Type a value into a Gradio number or slider box and leave it, so the app receives it."""
+    """Type a value into a Gradio number or slider box and leave it, so the app receives it; again when the box
+    takes its first value back (a box in an accordion just opened can, while it mounts)."""
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.blur()
+    for _ in range(3):
+        box.fill(str(value))
+        box.blur()
+        try:
+            expect(box).to_have_value(str(value), timeout=5_000)
+            return
+        except AssertionError:
+            continue
     expect(box).to_have_value(str(value))
 
 
