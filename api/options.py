@@ -15,11 +15,10 @@ from typing import Any
 
 from pipelines.errors import ModelError, RequestError
 from pipelines.hashing import short_hash
+from pipelines.registry import TITLE
 from pipelines.request import GenerationRequest
 
 from .encoding import PayloadError
-
-_TITLE = re.compile(r"^(?P<name>.+?) \[(?P<hash>[0-9a-f]{8,10})\]$")
 
 
 class Options:
@@ -54,7 +53,7 @@ class Options:
         names = self.registry.names()
         if text in names:
             return text
-        match = _TITLE.match(text)
+        match = TITLE.match(text)
         if match and match["name"] in names:
             return match["name"]
         if re.fullmatch(r"[0-9a-f]{8,10}", text):

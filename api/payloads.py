@@ -4,7 +4,7 @@ Field names, types and defaults are A1111's (``modules/api/models.py``), so the 
 clients agree with sd-webui; unknown fields are ignored, as A1111 does. Pydantic only checks types here: value
 checks (ranges, multiples of 8, sampler names, model names) are ``GenerationRequest``'s, shared with the UI,
 and ``field_of`` names the A1111 field a ``RequestError`` is about. Fields of features this server does not
-have yet (ControlNet units, scripts, variation seeds, a hires checkpoint, ...) are refused with a clear
+have (scripts, face restoration, a separate latent mask, ...) are refused with a clear
 message when they ask for something, never silently ignored.
 """
 
@@ -146,8 +146,6 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
     def refuse(field: str, message: str):
         raise PayloadError(field, message)
 
-    if payload.enable_hr and payload.hr_checkpoint_name not in (None, "", "Use same checkpoint"):
-        refuse("hr_checkpoint_name", "A separate hires checkpoint is not implemented yet.")
     if payload.firstpass_image:
         refuse("firstpass_image", "Starting hires fix from a given first-pass image is not implemented yet.")
     for name in payload.alwayson_scripts:
@@ -157,10 +155,6 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
         refuse("script_name", f"Script {payload.script_name!r} not found; this server has no scripts.")
     if payload.restore_faces:
         refuse("restore_faces", "Face restoration is not available on this server.")
-    if payload.seed_resize_from_w > 0 or payload.seed_resize_from_h > 0:
-        refuse("seed_resize_from_w", "Seed resize is not implemented yet.")
-    if payload.refiner_checkpoint not in (None, "", "None"):
-        refuse("refiner_checkpoint", "A refiner is not implemented yet.")
     if isinstance(payload, Img2ImgPayload):
         if payload.latent_mask:
             refuse("latent_mask", "A separate latent mask is not implemented.")
@@ -202,7 +196,8 @@ def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
 _INFOTEXT_FIELDS = (("Steps", "steps"), ("Sampler", "sampler_name"), ("Schedule type", "scheduler"),
                     ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Denoising strength", "denoising_strength"),
                     ("Tiling", "tiling"), ("Variation seed", "subseed"),
-                    ("Variation seed strength", "subseed_strength"))
+                    ("Variation seed strength", "subseed_strength"), ("Refiner", "refiner_checkpoint"),
+                    ("Refiner switch at", "refiner_switch_at"))
 
 
 def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
@@ -212,9 +207,10 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     prompt, negative, params = parse_infotext(payload.infotext)
     values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
     values.update({field: params[key] for key, field in _INFOTEXT_FIELDS if key in params})
-    if "Size" in params:
-        width, _, height = params["Size"].lower().partition("x")
-        values.update(width=width, height=height)
+    for key, (width, height) in (("Size", ("width", "height")),
+                                 ("Seed resize from", ("seed_resize_from_w", "seed_resize_from_h"))):
+        if key in params:
+            values[width], _, values[height] = params[key].lower().partition("x")
     given = payload.model_fields_set
     update = {key: value for key, value in values.items() if key not in given}
     override = dict(payload.override_settings or {})
@@ -235,7 +231,13 @@ def _scheduler_name(value: str | None) -> str:
     return (value or "Automatic").replace("_", " ")
 
 
-def _hires_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+def _checkpoint(value: str | None, options) -> str:
+    """A second checkpoint's name (refiner, hires checkpoint: title, name or hash); the request reads A1111's
+    words for none."""
+    return options.checkpoint_name(value) if value else ""
+
+
+def _hires_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
     """Hires fix fields; A1111's "Use same ..." choices are the request's empty values."""
     sampler = "" if payload.hr_sampler_name in (None, "", "Use same sampler") else payload.hr_sampler_name
     scheduler = "" if payload.hr_scheduler in (None, "", "Use same scheduler") else payload.hr_scheduler
@@ -247,7 +249,8 @@ def _hires_values(payload: Txt2ImgPayload) -> dict[str, Any]:
             "hr_upscaler": payload.hr_upscaler or "Latent", "hr_second_pass_steps": payload.hr_second_pass_steps,
             "hr_resize_x": payload.hr_resize_x, "hr_resize_y": payload.hr_resize_y, "hr_sampler_name": sampler,
             "hr_scheduler": scheduler if sampler else "", "hr_prompt": payload.hr_prompt,
-            "hr_negative_prompt": payload.hr_negative_prompt}
+            "hr_negative_prompt": payload.hr_negative_prompt,
+            "hr_checkpoint_name": _checkpoint(payload.hr_checkpoint_name, options)}
 
 
 def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
@@ -267,6 +270,8 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
         "seed": payload.seed,
         "subseed": payload.subseed,
         "subseed_strength": payload.subseed_strength,
+        "seed_resize_from_w": max(payload.seed_resize_from_w, 0),  # A1111's -1: off
+        "seed_resize_from_h": max(payload.seed_resize_from_h, 0),
         "batch_size": payload.batch_size,
         "batch_count": payload.n_iter,
         "clip_skip": override.get("CLIP_stop_at_last_layers", options.clip_skip),
@@ -278,9 +283,11 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
         "tiling": bool(payload.tiling),
         "styles": tuple(payload.styles or ()),  # the engine writes them into the prompts (pipelines/styles.py)
+        "refiner_checkpoint": _checkpoint(payload.refiner_checkpoint, options),
+        "refiner_switch_at": 0.8 if payload.refiner_switch_at is None else payload.refiner_switch_at,
     }
     if payload.enable_hr:
-        values.update(_hires_values(payload))
+        values.update(_hires_values(payload, options))
     if isinstance(payload, Img2ImgPayload):
         images = payload.init_images or []
         if not images:
@@ -338,8 +345,8 @@ def processed_info(result) -> str:
         "sd_model_hash": written.get("Model hash"),
         "sd_vae_name": written.get("VAE"),
         "sd_vae_hash": written.get("VAE hash"),
-        "seed_resize_from_w": -1,
-        "seed_resize_from_h": -1,
+        "seed_resize_from_w": request.seed_resize_from_w or -1,
+        "seed_resize_from_h": request.seed_resize_from_h or -1,
         "denoising_strength": request.denoising_strength if request.task != "txt2img" or request.enable_hr else None,
         "extra_generation_params": {"Schedule type": request.scheduler} if request.scheduler != "Automatic" else {},
         "index_of_first_image": 0,

@@ -22,13 +22,14 @@ from PIL import Image
 from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
-from .generate import decode_latents, run_pipeline, run_upscaler
+from .generate import decode_latents, encode_pictures, run_pipeline, run_upscaler
 from .images import TaskImages
-from .kandinsky import check_request as check_model_family
+from .kandinsky import FAMILY as KANDINSKY, check_request as check_model_family
 from .networks import Networks
 from .outputs import OutputWriter
 from .preprocessors import Preprocessors
 from .preview import LatentPreviewer
+from .refiner import Switch, check as check_refiner
 from .registry import Registry
 from .request import GenerationRequest
 from .samplers import make_scheduler
@@ -108,6 +109,9 @@ class Engine:
             raise RequestError(f"{info.name} is an inpainting model: use it for inpainting, or pick another model "
                                f"for {request.task}.", "model")
         check_model_family(request, info)  # what this model's family cannot do (Kandinsky 2.2), said up front
+        refiner_info = self._partner(request.refiner_checkpoint, "refiner_checkpoint", "a refiner")
+        hires_info = self._partner(request.hr_checkpoint_name if request.enable_hr else "", "hr_checkpoint_name",
+                                   "the hires checkpoint")
         request = replace(request.with_seed(), model=info.name)
         seeds = request.seeds()
         result = GenerationResult(request=request)
@@ -119,15 +123,17 @@ class Engine:
                 controls = self._controls(held, model, request, job)
                 pipe = model.pipeline(request.task, controls and list(controls.models))
                 held.enter_context(tiled(model.pipe, request.tiling))  # every pass and decode of the job
+                refiner = refiner_info and self._lease_partner(held, refiner_info, request)
                 task_images = TaskImages.prepare(request)
                 for batch in range(request.batch_count):
                     batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
                     on_step = self._step_reporter(model, job, batch, on_progress)
                     if request.enable_hr:
-                        images = self._hires(model, pipe, job, batch_seeds, on_step, controls)
+                        images = self._hires(held, model, pipe, job, batch_seeds, on_step, controls,
+                                             hires_info, refiner)
                     else:
                         images = self._pass(model, pipe, request, job, batch_seeds, on_step, images=task_images,
-                                            controls=controls)
+                                            controls=controls, refiner=refiner)
                     job.skip.clear()
                     for image, seed in zip(images, batch_seeds):
                         text = request.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
@@ -179,14 +185,43 @@ class Engine:
         else:
             stats.peak_memory, stats.memory_kind = process_rss_peak(), "process RSS peak"
 
-    def _pass(self, model, pipe, request: GenerationRequest, job: Job, seeds: list[int], on_step, **options):
-        """One sampling pass over a batch, with a fresh scheduler for it."""
+    def _partner(self, name: str, field: str, role: str):
+        """The ``ModelInfo`` of a second model the job names (refiner, hires checkpoint), checked before it runs;
+        None when it names none."""
+        if not name:
+            return None
+        try:
+            info = self.registry.resolve(name)
+        except RequestError as exc:
+            raise RequestError(str(exc), field) from None
+        if info.inpainting or info.family == KANDINSKY:
+            raise RequestError(f"{info.name} cannot be {role}: pick an ordinary SD or SDXL model.", field)
+        return info
+
+    def _lease_partner(self, held: ExitStack, info, request: GenerationRequest):
+        """A second model for the rest of the job, tiled as the job's model is."""
+        partner = held.enter_context(self.registry.lease(info))
+        held.enter_context(tiled(partner.pipe, request.tiling))
+        return partner
+
+    def _pass(self, model, pipe, request: GenerationRequest, job: Job, seeds: list[int], on_step, refiner=None,
+              **options):
+        """One sampling pass over a batch, with a fresh scheduler for it; ``refiner`` (a leased model) takes over at
+        the request's switch (its networks applied too, as A1111 applies them to whichever model runs)."""
         pipe.scheduler = make_scheduler(request.sampler, request.scheduler, model.pipe.scheduler.config, seeds)
-        with self.networks.applied(model, request, job) as request:  # LoRA, hypernetworks; tags out of the prompt
-            return run_pipeline(pipe, request, seeds, on_step=on_step,
-                                should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(),
-                                embeddings=self.embeddings, extra_params=job.extra_params, warnings=job.warnings,
-                                stats=job.stats, **options)
+        with self.networks.applied(model, request, job) as plain, ExitStack() as stack:  # tags out of the prompt
+            switch = None
+            if refiner is not None:
+                check_refiner(model, refiner)
+                stack.enter_context(self.networks.applied(refiner, request, job))
+                switch = Switch(refiner.pipe, plain, self.embeddings, len(seeds))
+            images = run_pipeline(pipe, plain, seeds, on_step=on_step,
+                                  should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(),
+                                  embeddings=self.embeddings, extra_params=job.extra_params, warnings=job.warnings,
+                                  stats=job.stats, switch=switch, **options)
+            if switch is not None and switch.done:
+                job.extra_params.update({"Refiner": refiner.title, "Refiner switch at": request.refiner_switch_at})
+            return images
 
     def _controls(self, held: ExitStack, model, request: GenerationRequest, job: Job) -> Controls | None:
         """The job's enabled ControlNet units with their models (leased until the job ends) and maps; each
@@ -203,9 +238,12 @@ class Engine:
         maps = [control_map(unit, request.init_image, request.output_size, self.preprocessors) for unit in units]
         return Controls(tuple(units), tuple(nets), tuple(maps))
 
-    def _hires(self, model, pipe, job: Job, seeds: list[int], on_step, controls: Controls | None) -> list[Image.Image]:
-        """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it
-        (with the same ControlNets, their maps stretched to the new size)."""
+    def _hires(self, held: ExitStack, model, pipe, job: Job, seeds: list[int], on_step, controls: Controls | None,
+               hires_info, refiner) -> list[Image.Image]:
+        """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it (with the
+        same ControlNets, their maps stretched to the new size), on the hires checkpoint when there is one (latents
+        go over to its latent space through pictures when the two autoencoders differ). The refiner, as A1111's
+        default, takes over the second pass only."""
         request = job.request
         latent = is_latent(request.hr_upscaler)
         first = self._pass(model, pipe, request, job, seeds, on_step, latent_output=latent, controls=controls)
@@ -213,6 +251,14 @@ class Engine:
             return decode_latents(pipe, first) if latent else first
         second = request.hires_pass()
         size = second.output_size
+        if hires_info is not None:
+            hires = self._lease_partner(held, hires_info, request)
+            job.extra_params["Hires checkpoint"] = hires.title
+            for unit, net in zip(controls.units if controls else (), controls.models if controls else ()):
+                check_family(net, hires.pipe.unet, unit.model, hires.info.name)
+            if latent and not model.shares_latents(hires):
+                first = encode_pictures(hires.pipe, decode_latents(pipe, first))
+            model = hires
         if latent:
             upscaled = upscale_latents(first, size, model.pipe.vae_scale_factor, request.hr_upscaler)
         elif request.hr_upscaler in MODEL_UPSCALERS:
@@ -223,7 +269,7 @@ class Engine:
         images = TaskImages(upscaled, upscaled)
         controls = controls and controls.at_size(size)
         return self._pass(model, model.pipeline("img2img", controls and list(controls.models)), second, job, seeds,
-                          on_step, images=images, controls=controls)
+                          on_step, images=images, controls=controls, refiner=refiner)
 
     def _step_reporter(self, model, job: Job, batch: int, on_progress):
         """Record each step on the job (for status polling) and pass it to ``on_progress``."""

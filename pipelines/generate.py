@@ -25,11 +25,12 @@ from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .images import TaskImages
+from .refiner import Switch
 from .request import GenerationRequest
 from .stats import RunStats, clock
 from .text_encoding import encode_prompts
 from .upscalers import upscale_latents
-from .variation import starting_noise
+from .variation import shapes_noise, starting_noise
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,17 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None,
                  latent_output: bool = False, embeddings: EmbeddingLibrary | None = None,
                  extra_params: dict | None = None, warnings: list[str] | None = None,
-                 controls: Controls | None = None, stats: RunStats | None = None):
+                 controls: Controls | None = None, stats: RunStats | None = None, switch: Switch | None = None):
     """Pictures for ``seeds`` (a list of PIL images), or with ``latent_output`` the final latents (a tensor).
     The prompts are encoded here (A1111 weights, long prompts, clip skip, ``embeddings``); the textual inversions
     used go into ``extra_params`` (``TI hashes``) and refused embedding files into ``warnings``. ``stats`` gets
-    this call's denoising and decoding times."""
+    this call's denoising and decoding times; ``switch`` hands the pass over to a refiner."""
     if extra_params is not None:
         extra_params.update(speed.infotext_params(pipe))
     if hasattr(pipe, "prior_pipe"):  # Kandinsky 2.2: a prior, then a decoder
         return _run_kandinsky(pipe, request, seeds, images=images, on_step=on_step, should_stop=should_stop,
                               latent_output=latent_output, extra_params=extra_params, warnings=warnings, stats=stats)
-    steps = _Steps(on_step, should_stop, timed=stats is not None)
+    steps = _Steps(on_step, should_stop, timed=stats is not None, switch=switch)
     text = encode_prompts(pipe, request.prompt, request.negative_prompt, request.clip_skip, embeddings)
     text.record(extra_params, warnings)
     task = images.pipeline_arguments(request) if images else {"width": request.width, "height": request.height}
@@ -59,11 +60,11 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     if controls is not None:
         task.update(controls.pipeline_arguments(init_image=images is not None))
     generators = _generators(seeds)
-    if request.subseed_strength and images is None:  # a txt2img (first) pass with a variation seed
+    if images is None and shapes_noise(request):  # a txt2img (first) pass: variation seed, seed resize
         task["latents"] = starting_noise(pipe, request, seeds, generators)
     started = clock() if stats is not None else 0.0
     with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext(), \
-            step_cache.cached(pipe, request.step_cache):
+            step_cache.cached(pipe, request.step_cache), switch.restoring(pipe) if switch else nullcontext():
         result = pipe(
             **text.kwargs,
             **task,
@@ -72,7 +73,7 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
             num_images_per_prompt=len(seeds),
             generator=generators,
             callback_on_step_end=steps,
-            callback_on_step_end_tensor_inputs=["latents"],
+            callback_on_step_end_tensor_inputs=["latents", *(switch.inputs(pipe) if switch else ())],
             output_type="latent" if latent_output else "pil",
         )
     steps.record(stats, started)
@@ -102,11 +103,13 @@ class _Steps:
     has one (the current step finishes, the rest are skipped) and otherwise (Kandinsky's decoders) by raising
     ``_Stopped`` with the latents reached. ``blend`` (Kandinsky inpainting) first puts the unmasked latents back.
     Latents that are not finite after the last step raise ``NOT_A_NUMBER`` (A1111's NaN check) instead of
-    decoding to a black picture; checked once per pass, as the check waits for the device."""
+    decoding to a black picture; checked once per pass, as the check waits for the device. A ``switch`` hands the
+    rest of the pass to a refiner once its steps are done."""
 
     def __init__(self, on_step: StepCallback | None, should_stop: Callable[[], bool] | None, timed: bool,
-                 blend: Callable | None = None):
+                 blend: Callable | None = None, switch: Switch | None = None):
         self.on_step, self.should_stop, self.timed, self.blend = on_step, should_stop, timed, blend
+        self.switch = switch
         self.run, self.denoised = 0, None
 
     def __call__(self, pipeline, step: int, timestep, tensors: dict) -> dict:
@@ -126,6 +129,8 @@ class _Steps:
             if not hasattr(pipeline, "_interrupt"):
                 raise _Stopped(tensors["latents"])
             pipeline._interrupt = True
+        elif self.switch is not None and self.switch.due(step, pipeline.num_timesteps):
+            tensors.update(self.switch(pipeline, tensors))
         return tensors
 
     def record(self, stats: RunStats | None, started: float) -> None:
@@ -234,18 +239,22 @@ def decode_latents(pipe, latents: torch.Tensor) -> list:
         return VaeImageProcessor().postprocess(decoded.float(), output_type="pil")
     vae = pipe.vae
     upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    dtype = torch.float32 if upcast else vae.dtype
-    decoded = vae.to(dtype).decode(latents.to(dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    if upcast:
+        vae.to(torch.float32)
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
     if upcast:
         vae.to(torch.float16)
     return pipe.image_processor.postprocess(decoded, output_type="pil")
 
 
 @torch.no_grad()
-def encode_resized(pipe, image, size: tuple[int, int]) -> torch.Tensor:
-    """A picture's (scaled) latents at its own size, stretched to ``size``: A1111's latent-upscale resize mode.
-    The distribution's mean keeps it deterministic."""
+def encode_pictures(pipe, images) -> torch.Tensor:
+    """Pictures' (scaled) latents (a picture or a list of them); the distribution's mean keeps it deterministic."""
     vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(image).to(get_module_execution_device(vae), vae.dtype)
-    latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
-    return upscale_latents(latents, size, pipe.vae_scale_factor, "Latent")
+    pixels = pipe.image_processor.preprocess(images).to(get_module_execution_device(vae), vae.dtype)
+    return vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+
+
+def encode_resized(pipe, image, size: tuple[int, int]) -> torch.Tensor:
+    """A picture's (scaled) latents at its own size, stretched to ``size``: A1111's latent-upscale resize mode."""
+    return upscale_latents(encode_pictures(pipe, image), size, pipe.vae_scale_factor, "Latent")

@@ -41,6 +41,7 @@ CONTROLNET_DIR = "ControlNet"
 # A Hub id is owner/name; neither part may be "." or ".." or start with a dot.
 _HUB_ID = re.compile(r"^[\w-][\w.-]*/[\w-][\w.-]*$")
 _FOLDER_NAME = re.compile(r"^[\w-][\w .+-]*$")
+TITLE = re.compile(r"^(?P<name>.+?) \[(?P<hash>[0-9a-f]{8,10})\]$")  # A1111's checkpoint title: "name [hash]"
 _TASK_PIPELINES = {
     "txt2img": "AutoPipelineForText2Image",
     "img2img": "AutoPipelineForImage2Image",
@@ -174,9 +175,22 @@ class LoadedModel:
         return short_hash(self.info.source) if self.info.local else None
 
     @property
+    def title(self) -> str:
+        """A1111's checkpoint title, ``name [hash]``."""
+        return f"{self.info.name} [{self.hash}]" if self.hash else self.info.name
+
+    @property
     def autoencoder(self):
         """What turns latents into pictures: the VAE, or Kandinsky's MoVQ."""
         return getattr(self.pipe, "vae", None) or self.pipe.movq
+
+    def shares_latents(self, other: "LoadedModel") -> bool:
+        """Whether ``other`` reads this model's latents: autoencoders of one configuration, UNets of one input."""
+        def public(config) -> dict:
+            return {key: value for key, value in config.items() if not key.startswith("_")}
+
+        return public(self.autoencoder.config) == public(other.autoencoder.config) and \
+            self.pipe.unet.config.in_channels == other.pipe.unet.config.in_channels
 
     @property
     def latent_scale(self) -> int:
@@ -254,6 +268,8 @@ class Registry:
         name = (name or "").strip()
         if not name:
             return self.resolve(self.default_name())
+        if title := TITLE.match(name):  # as infotexts name a refiner or hires checkpoint
+            name = title["name"]
         folder = self.models_dir / CHECKPOINT_DIR / name
         if _FOLDER_NAME.match(name) and (folder / "model_index.json").is_file():
             return describe_folder(name, folder)

@@ -36,6 +36,8 @@ _INT_RANGES = (
     ("clip_skip", "Clip skip", 1, 12),
     ("seed", "Seed", -1, MAX_SEED),
     ("subseed", "Variation seed", -1, MAX_SEED),
+    ("seed_resize_from_w", "Resize seed from width", 0, 4096),
+    ("seed_resize_from_h", "Resize seed from height", 0, 4096),
     ("resize_mode", "Resize mode", 0, 3),
     ("mask_blur", "Mask blur", 0, 64),
     ("inpainting_fill", "Masked content", 0, 3),
@@ -49,6 +51,8 @@ EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upl
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 LATENT_RESIZE = 3
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+# A1111's words for "no second checkpoint" (its UI's first choice, what its API sends): "" here
+NO_CHECKPOINT = {"hr_checkpoint_name": "Use same checkpoint", "refiner_checkpoint": "None"}
 
 
 def _whole_number(value: Any, label: str, field: str) -> int:
@@ -105,6 +109,9 @@ class GenerationRequest:
     seed: int = -1
     subseed: int = -1  # A1111's variation seed: mixed into the seed's noise by subseed_strength (variation.py)
     subseed_strength: float = 0.0
+    # A1111's "Resize seed from": the noise of this size, centred in the picture's (variation.py); 0 x 0: off
+    seed_resize_from_w: int = 0
+    seed_resize_from_h: int = 0
     batch_size: int = 1
     batch_count: int = 1
     clip_skip: int = 1
@@ -132,6 +139,10 @@ class GenerationRequest:
     hr_scheduler: str = ""
     hr_prompt: str = ""  # "" = the first pass's prompt
     hr_negative_prompt: str = ""
+    hr_checkpoint_name: str = ""  # "" = the first pass's model
+    # A1111's refiner: this model takes over the (last) pass once refiner_switch_at of its steps are done
+    refiner_checkpoint: str = ""
+    refiner_switch_at: float = 0.8
     controlnets: tuple = ()  # ControlUnit (or the extension's API dicts, made into units here)
     mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
@@ -144,9 +155,12 @@ class GenerationRequest:
     def __post_init__(self):
         set_ = object.__setattr__
         for name in ("prompt", "negative_prompt", "model", "hr_sampler_name", "hr_scheduler", "hr_prompt",
-                     "hr_negative_prompt"):
+                     "hr_negative_prompt", "hr_checkpoint_name", "refiner_checkpoint"):
             value = getattr(self, name)
             set_(self, name, "" if value is None else str(value))
+        for name, word in NO_CHECKPOINT.items():
+            if getattr(self, name) == word:
+                set_(self, name, "")
         for name, label, low, high in _INT_RANGES:
             number = _whole_number(getattr(self, name), label, name)
             if not low <= number <= high:
@@ -167,6 +181,11 @@ class GenerationRequest:
             raise RequestError("Variation seeds work in txt2img (its first pass with hires fix); set the "
                                "variation strength to 0.", "subseed_strength")
         set_(self, "subseed_strength", variation)
+        self._check_seed_resize()
+        switch_at = _finite(self.refiner_switch_at, "Refiner switch at", "refiner_switch_at")
+        if not 0.0 < switch_at <= 1.0:
+            raise RequestError(f"Refiner switch at must be over 0 and at most 1, got {switch_at}.", "refiner_switch_at")
+        set_(self, "refiner_switch_at", switch_at)
         if self.task not in TASKS:
             raise RequestError(f"Unknown task {self.task!r}. Choose one of: {', '.join(TASKS)}.", "task")
         self._check_outpaint()
@@ -193,6 +212,23 @@ class GenerationRequest:
         set_(self, "mix", mix_items(self.mix))
         set_(self, "adapters", tuple(self.adapters))
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
+
+    def _check_seed_resize(self) -> None:
+        sides = (self.seed_resize_from_w, self.seed_resize_from_h)
+        if not any(sides):
+            return
+        if not all(sides) or any(side % 8 for side in sides):
+            raise RequestError("Resize seed from takes a width and a height, both multiples of 8 (0 and 0: off); got "
+                               "{}x{}.".format(*sides), "seed_resize_from_w")
+        if self.task != "txt2img":
+            raise RequestError("Resize seed from works in txt2img (its first pass with hires fix); set it to 0x0.",
+                               "seed_resize_from_w")
+
+    @property
+    def seed_resize_from(self) -> tuple[int, int] | None:
+        """(width, height) whose noise the picture starts from, centred, when that is not its own size."""
+        size = (self.seed_resize_from_w, self.seed_resize_from_h)
+        return size if all(size) and size != (self.width, self.height) else None
 
     def _check_outpaint(self) -> None:
         try:
@@ -255,7 +291,7 @@ class GenerationRequest:
         if int(steps * self.denoising_strength) < 1:
             raise RequestError(f"Denoising strength {self.denoising_strength} runs no hires step at all; raise it.",
                                "denoising_strength")
-        return replace(self, enable_hr=False, width=width, height=height, steps=steps,
+        return replace(self, enable_hr=False, width=width, height=height, steps=steps, hr_checkpoint_name="",
                        sampler=self.hr_sampler_name or self.sampler, scheduler=self.hr_scheduler or self.scheduler,
                        prompt=self.hr_prompt or self.prompt, negative_prompt=self.hr_negative_prompt or self.negative_prompt)
 
@@ -311,6 +347,7 @@ class GenerationRequest:
             "VAE": vae[0],
             "Variation seed": self.subseed_for(seed) if self.subseed_strength else None,
             "Variation seed strength": self.subseed_strength or None,
+            "Seed resize from": "{}x{}".format(*self.seed_resize_from) if self.seed_resize_from else None,
             "Denoising strength": self.denoising_strength if self.task != "txt2img" or self.enable_hr else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
@@ -361,7 +398,8 @@ class GenerationRequest:
         for key, name in (("Steps", "steps"), ("CFG scale", "cfg_scale"), ("Seed", "seed"),
                           ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength"),
                           ("Step cache", "step_cache"), ("Variation seed", "subseed"),
-                          ("Variation seed strength", "subseed_strength")):
+                          ("Variation seed strength", "subseed_strength"), ("Refiner", "refiner_checkpoint"),
+                          ("Refiner switch at", "refiner_switch_at")):
             if key in params:
                 values[name] = params[key]
         if "Sampler" in params:
@@ -370,7 +408,7 @@ class GenerationRequest:
         for key, name in (("Hires upscale", "hr_scale"), ("Hires steps", "hr_second_pass_steps"),
                           ("Hires upscaler", "hr_upscaler"), ("Hires sampler", "hr_sampler_name"),
                           ("Hires schedule type", "hr_scheduler"), ("Hires prompt", "hr_prompt"),
-                          ("Hires negative prompt", "hr_negative_prompt")):
+                          ("Hires negative prompt", "hr_negative_prompt"), ("Hires checkpoint", "hr_checkpoint_name")):
             if key in params:
                 values[name] = params[key]
                 values["enable_hr"] = True
@@ -379,6 +417,9 @@ class GenerationRequest:
             values["enable_hr"] = True
         if "Size" in params:
             values["width"], values["height"] = _size(params["Size"], "width")
+        if "Seed resize from" in params:
+            values["seed_resize_from_w"], values["seed_resize_from_h"] = _size(params["Seed resize from"],
+                                                                               "seed_resize_from_w")
         values["tiling"] = params.get("Tiling") == "True"
         values.update(overrides)
         return cls.from_values(values)

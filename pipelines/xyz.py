@@ -77,6 +77,8 @@ AXES = {axis.label: axis for axis in (
     Axis("Size", str, _size),
     Axis("Denoising", float, _field("denoising_strength"), lambda v: f"Denoising: {v:g}"),
     Axis("ControlNet weight", float, _control_weight, lambda v: f"ControlNet weight: {v:g}"),
+    Axis("Refiner checkpoint", str, _field("refiner_checkpoint"), lambda v: f"Refiner: {v}"),
+    Axis("Refiner switch at", float, _field("refiner_switch_at"), lambda v: f"Refiner switch at: {v:g}"),
 )}
 
 

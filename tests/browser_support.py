@@ -55,6 +55,14 @@ def set_number(page, elem_id: str, value: float) -> None:
     expect(box).to_have_value(str(value))
 
 
+def pick(page, elem_id: str, option: str) -> None:
+    """Choose ``option`` in a Gradio dropdown (its choices may be read again as it opens) and wait for it."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(box).to_have_value(option)
+
+
 def generate_in(page, tab: str) -> str:
     """Click a tab's Generate and wait for its infotext to change and its gallery to show; returns the infotext."""
     info = page.locator(f"#{tab}_info textarea")

@@ -299,7 +299,12 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "enable_hr": True, "hr_upscaler": "ESRGAN_4x"}, "hr_upscaler"),
     ("txt2img", {"prompt": "x", "enable_hr": True, "hr_sampler_name": "Nope"}, "hr_sampler_name"),
     ("txt2img", {"prompt": "x", "enable_hr": True, "hr_scheduler": "wobbly"}, "hr_scheduler"),
-    ("txt2img", {"prompt": "x", "enable_hr": True, "hr_checkpoint_name": "tiny-sdxl"}, "hr_checkpoint_name"),
+    ("txt2img", {"prompt": "x", "enable_hr": True, "hr_checkpoint_name": "nope"}, "hr_checkpoint_name"),
+    ("txt2img", {"prompt": "x", "refiner_checkpoint": "nope"}, "refiner_checkpoint"),
+    ("txt2img", {"prompt": "x", "refiner_checkpoint": "tiny-sdxl"}, "refiner_checkpoint"),  # another family
+    ("txt2img", {"prompt": "x", "refiner_checkpoint": "tiny-sd", "refiner_switch_at": 0}, "refiner_switch_at"),
+    ("txt2img", {"prompt": "x", "seed_resize_from_w": 60, "seed_resize_from_h": 64}, "seed_resize_from_w"),
+    ("txt2img", {"prompt": "x", "seed_resize_from_w": 64}, "seed_resize_from_w"),  # half of a size
     ("txt2img", {"prompt": "x", "enable_hr": True, "denoising_strength": 0.1}, "denoising_strength"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "enable_hr": True}, "enable_hr"),
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [{"module": "canny"}]}}},

@@ -51,14 +51,23 @@ def test_bad_input_returns_the_message(client, values, message):
 
 def test_png_info_reads_parameters_and_sends_them_to_txt2img(client, tmp_path):
     gallery, *_ = client.predict(**NO_CONTROL, prompt="a star", steps=2, width=64, height=64, seed=5, clip_skip=2,
-                                 model_name="tiny-sd", api_name="/txt2img")
+                                 refiner_checkpoint="tiny-sd", refiner_switch_at=0.5, seed_resize_from_w=32,
+                                 seed_resize_from_h=32, model_name="tiny-sd", api_name="/txt2img")
     text = client.predict(handle_file(gallery[0]["image"]), api_name="/png_info")
-    assert text.startswith("a star\nSteps: 2") and "Clip skip: 2" in text
+    assert text.startswith("a star\nSteps: 2") and "Clip skip: 2" in text and "Refiner: tiny-sd [" in text
     from ui.transfer import SENT_FIELDS
 
-    sent = dict(zip([*SENT_FIELDS, "model"], client.predict(text, api_name="/send_to_txt2img")))
+    def send(infotext: str) -> dict:
+        return dict(zip([*SENT_FIELDS, "model"], client.predict(infotext, api_name="/send_to_txt2img")))
+
+    sent = send(text)
     assert (sent["prompt"], sent["steps"], sent["seed"], sent["clip_skip"]) == ("a star", 2, 5, 2)
     assert sent["model"] == "tiny-sd" and sent["enable_hr"] is False and sent["hr_sampler_name"] == "Use same"
+    assert (sent["refiner_checkpoint"], sent["refiner_switch_at"]) == ("tiny-sd", 0.5)  # the title's name
+    assert (sent["seed_resize_from_w"], sent["seed_resize_from_h"]) == (32, 32)
+    assert sent["hr_checkpoint_name"] == "Use same checkpoint"
+    sent = send("a star\nSteps: 2, Hires upscale: 2, Hires checkpoint: tiny-sdxl [0123456789]")
+    assert (sent["hr_checkpoint_name"], sent["refiner_checkpoint"]) == ("tiny-sdxl", "None")
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)
     assert client.predict(handle_file(str(plain)), api_name="/png_info") == "This image has no generation parameters."

@@ -91,12 +91,17 @@ def test_variation_seed(page):
     expect(page.locator("#txt2img_subseed_strength")).to_be_visible()
     set_number(page, "txt2img_subseed", 5)
     set_number(page, "txt2img_subseed_strength", 0.5)
+    for side in "wh":
+        set_number(page, f"txt2img_seed_resize_from_{side}", 32)
     try:
         infotext = generate_in(page, "txt2img")
         page.screenshot(path=str(ARTIFACTS / "variation.png"), full_page=True, animations="disabled")
     finally:
         set_number(page, "txt2img_subseed_strength", 0)
+        for side in "wh":
+            set_number(page, f"txt2img_seed_resize_from_{side}", 0)
     assert "Seed: 42, Size: 64x64" in infotext and "Variation seed: 5, Variation seed strength: 0.5," in infotext
+    assert "Seed resize from: 32x32," in infotext
 
 
 def test_png_info_round_trip(page, png_dir):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, set_number
+from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, pick, set_number
 from playwright.sync_api import expect
 from training.classify import classify
 
@@ -89,6 +89,42 @@ def test_tiling_box_makes_the_edges_wrap_around(page, tmp_path):
         pixels = np.asarray(image.convert("RGB"), dtype=float)
     assert np.abs(pixels[:, 0] - pixels[:, -1]).mean() < 2  # 11.5 without tiling (tests/test_embedded_model.py)
     page.screenshot(path=str(ARTIFACTS / "embedded-tiling.png"), full_page=True, animations="disabled")
+
+
+def test_a_refiner_and_a_hires_checkpoint_picked_in_their_panels(page, tmp_path):
+    """easel-shapes-koala, the distilled student, takes over after half the steps (the teacher's place is kept: on
+    its own the student misses the centre), then runs hires fix's second pass instead."""
+    page.get_by_role("tab", name="txt2img", exact=True).click()
+    page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
+    set_number(page, "txt2img_seed", 0)
+    page.locator("#txt2img_refiner").get_by_text("Refiner", exact=True).click()
+    hires = page.locator("#txt2img_enable_hr input")
+    try:
+        pick(page, "txt2img_refiner_checkpoint", "easel-shapes-koala")
+        set_number(page, "txt2img_refiner_switch_at", 0.5)
+        infotext = generate_in(page, "txt2img")
+        assert "Refiner: easel-shapes-koala [" in infotext and "Refiner switch at: 0.5," in infotext, infotext
+        drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "refined.png"))
+        assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("red", "circle", "center", "white"), \
+            drawn
+        page.screenshot(path=str(ARTIFACTS / "embedded-refiner.png"), full_page=True, animations="disabled")
+
+        pick(page, "txt2img_refiner_checkpoint", "None")
+        page.get_by_text("Hires. fix", exact=True).click()
+        hires.check()
+        pick(page, "txt2img_hr_checkpoint", "easel-shapes-koala")
+        infotext = generate_in(page, "txt2img")
+        assert "Hires checkpoint: easel-shapes-koala [" in infotext and "Refiner" not in infotext, infotext
+        with Image.open(gallery_png(page, "txt2img", tmp_path / "hires.png")) as picture:
+            assert picture.size == (128, 128)
+            drawn = classify(picture.convert("RGB").resize((64, 64)))
+        assert (drawn.colour, drawn.background) == ("red", "white"), drawn
+        page.screenshot(path=str(ARTIFACTS / "embedded-hires-checkpoint.png"), full_page=True, animations="disabled")
+    finally:
+        pick(page, "txt2img_refiner_checkpoint", "None")
+        if hires.is_visible():
+            pick(page, "txt2img_hr_checkpoint", "Use same checkpoint")
+            hires.uncheck()
 
 
 def classify_file(path: Path):

@@ -242,3 +242,45 @@ def test_loading_a_model_takes_the_device_lock(engine, monkeypatch):
 
     monkeypatch.setattr(engine.registry, "lease", lease)
     assert engine.load("tiny-sd") == "tiny-sd" and held == [True]
+
+
+def test_seed_resize_puts_the_noise_of_another_size_in_the_middle():
+    """A1111's "Resize seed from": the starting noise's middle is the noise the seed gives at that size (cropped
+    to its middle when that size is the larger), the rest the seed's own at the picture's size."""
+    import torch
+    from types import SimpleNamespace
+
+    from pipelines.variation import starting_noise
+
+    pipe = SimpleNamespace(vae_scale_factor=8, unet=SimpleNamespace(dtype=torch.float32,
+                                                                    config=SimpleNamespace(in_channels=4)))
+
+    def noise(width, height, **values):
+        request = make(width=width, height=height, **values)
+        return starting_noise(pipe, request, [7], [torch.Generator("cpu").manual_seed(7)])
+
+    small, wide = noise(64, 64), noise(96, 64)
+    resized = noise(96, 64, seed_resize_from_w=64, seed_resize_from_h=64)
+    assert torch.equal(resized[..., 2:10], small) and torch.equal(resized[..., :2], wide[..., :2])
+    assert torch.equal(noise(64, 64, seed_resize_from_w=96, seed_resize_from_h=64), wide[..., 2:10])
+    assert torch.equal(noise(64, 64, seed_resize_from_w=64, seed_resize_from_h=64), small)  # its own size: off
+
+
+def test_seed_resize_changes_the_picture_and_is_recorded(engine):
+    from pipelines.errors import RequestError
+
+    plain = engine.generate(make(width=96))
+    resized = engine.generate(make(width=96, seed_resize_from_w=64, seed_resize_from_h=64))
+    assert np.abs(pixels(plain.images[0]) - pixels(resized.images[0])).mean() > 1
+    assert "Size: 96x64, " in resized.infotexts[0] and "Seed resize from: 64x64," in resized.infotexts[0]
+    again = engine.generate(GenerationRequest.from_infotext(resized.infotexts[0], model="tiny-sd"))
+    assert np.array_equal(pixels(again.images[0]), pixels(resized.images[0]))
+    own = engine.generate(make(seed_resize_from_w=64, seed_resize_from_h=64))
+    assert np.array_equal(pixels(own.images[0]), pixels(engine.generate(make()).images[0]))
+    assert "Seed resize from" not in own.infotexts[0]
+    for values in ({"seed_resize_from_w": 64}, {"seed_resize_from_w": 60, "seed_resize_from_h": 64},
+                   {"task": "img2img", "init_image": Image.new("RGB", (64, 64)), "seed_resize_from_w": 32,
+                    "seed_resize_from_h": 32}):
+        with pytest.raises(RequestError) as refused:
+            make(**values)
+        assert refused.value.field == "seed_resize_from_w"

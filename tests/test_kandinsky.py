@@ -218,6 +218,12 @@ def test_mixing_or_unusable_options_on_the_wrong_model_are_refused(engine):
         engine.generate(make(enable_hr=True))
     with pytest.raises(RequestError, match="Variation seeds are not available for Kandinsky 2.2"):
         engine.generate(make(subseed_strength=0.5))
+    with pytest.raises(RequestError, match="Resize seed from is not available for Kandinsky 2.2"):
+        engine.generate(make(seed_resize_from_w=128, seed_resize_from_h=128))
+    with pytest.raises(RequestError, match="A refiner is not available for Kandinsky 2.2"):
+        engine.generate(make(refiner_checkpoint="tiny-sd"))
+    with pytest.raises(RequestError, match="tiny-kandinsky cannot be a refiner"):
+        engine.generate(make(model="tiny-sd", sampler="Euler", refiner_checkpoint="tiny-kandinsky"))
     with pytest.raises(RequestError, match="LoRA and hypernetworks do not apply"):
         engine.generate(make(prompt="a <lora:x:1>"))
     with pytest.raises(RequestError, match="multiples of 64 pixels; 72x64 is not one"):  # 8x8 latent blocks

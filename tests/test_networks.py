@@ -207,6 +207,21 @@ def test_sdxl_lora_on_a_koala_unet_reports_the_share_that_applied(engine):
     assert run(engine, "a red circle <lora:xl:1>", model="tiny-sdxl")[1].warnings == []
 
 
+def test_a_refiner_runs_with_the_prompts_lora_too(engine):
+    """As A1111 applies networks to whichever model runs: the refiner's UNet has the LoRA on while it samples."""
+    from pipelines.text_encoding import _adapter_state
+
+    seen = []
+    with engine.registry.lease("tiny-koala") as refiner:
+        hook = refiner.pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(_adapter_state(module)))
+    try:
+        for prompt in ("a red circle <lora:xl:0.5>", "a red circle"):
+            run(engine, prompt, model="tiny-sdxl", refiner_checkpoint="tiny-koala", refiner_switch_at=0.5)
+    finally:
+        hook.remove()
+    assert seen == [{("xl", 0.5)}, frozenset()]  # its one step of 3 in each run
+
+
 @pytest.mark.parametrize("tag", ["<lora:kohya:lots>", "<lora:kohya:nan>", "<lora:kohya:1:inf>", "<hypernet:x:-inf>"])
 def test_a_bad_weight_is_a_request_error(engine, tag):
     from pipelines.errors import RequestError

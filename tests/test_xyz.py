@@ -51,6 +51,9 @@ def test_values_change_the_requests():
                                                ("Styles", "red")]).cells
     assert (varied[2, 1, 0].subseed_strength, varied[2, 1, 0].subseed, varied[2, 1, 0].styles) == \
         (1.0, 5, ("framed", "red"))
+    refined = plan(request(), [("Refiner checkpoint", "None, tiny-sdxl"), ("Refiner switch at", "0.5, 1")]).cells
+    assert (refined[0, 1, 0].refiner_checkpoint, refined[1, 0, 0].refiner_checkpoint) == ("", "tiny-sdxl")
+    assert refined[1, 1, 0].refiner_switch_at == 1.0
     sized = plan(request(), [("Size", "64x96, 128"), ("Seed", "-1")]).cells
     assert (sized[0, 0, 0].width, sized[0, 0, 0].height, sized[1, 0, 0].height) == (64, 96, 128)
     assert sized[0, 0, 0].seed == sized[1, 0, 0].seed >= 0  # -1 drawn once

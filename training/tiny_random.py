@@ -80,6 +80,26 @@ def build_tiny_sdxl(seed: int = 0):
     )
 
 
+def build_tiny_sdxl_refiner(seed: int = 0):
+    """An SDXL refiner as stabilityai's is laid out, at toy size: an img2img pipeline with the second text encoder
+    only, and an aesthetic score in place of the target size among its UNet's size ids (5 of them, not 6)."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, norm_num_groups=2, attention_head_dim=2, transformer_layers_per_block=1,
+        addition_embed_type="text_time", addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 5 * 4,
+        use_linear_projection=True,
+    )
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(), text_encoder=None, text_encoder_2=_text_encoder(8, projection=True), tokenizer=None,
+        tokenizer_2=load_tokenizer(), unet=unet, scheduler=_scheduler(), requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+
+
 def build_tiny_upscaler(kind: str, seed: int = 0):
     """diffusers' SD x4 upscaler ("x4": 7-channel UNet, noise-level class embedding, VAE /4) or latent x2
     upscaler ("latent x2": 8 channels in, 5 out, a timestep condition of 128 + pooled text), at toy size."""

@@ -65,9 +65,34 @@ def prompt_boxes(services, fields: FieldSet) -> None:
     styles.focus(lambda: gr.Dropdown(choices=list(library.styles())), None, styles, api_visibility="private")
 
 
+def checkpoint_picker(services, fields: FieldSet, name: str, label: str, elem_id: str) -> gr.Dropdown:
+    """A second checkpoint for the job (refiner, hires checkpoint): A1111's word for none, or a model; the models on
+    disk are read again when the list opens. A name from an infotext that is not here stays, to be refused by name."""
+    from pipelines.request import NO_CHECKPOINT
+
+    def choices() -> list[str]:
+        return [NO_CHECKPOINT[name], *services.registry.names()]
+
+    picker = fields.add(name, gr.Dropdown(choices(), value=NO_CHECKPOINT[name], label=label, allow_custom_value=True,
+                                          elem_id=elem_id))
+    picker.focus(lambda: gr.Dropdown(choices=choices()), None, picker, api_visibility="private")
+    return picker
+
+
+def refiner_controls(services, fields: FieldSet) -> None:
+    """A1111's Refiner panel: a model that takes over the pass once "switch at" of its steps are done."""
+    p = fields.prefix
+    with gr.Accordion("Refiner", open=False, elem_id=f"{p}_refiner"):
+        with gr.Row():
+            checkpoint_picker(services, fields, "refiner_checkpoint", "Checkpoint", f"{p}_refiner_checkpoint")
+            fields.add("refiner_switch_at", gr.Slider(0.01, 1.0, value=0.8, step=0.01, label="Switch at",
+                                                      info="share of the steps before the refiner takes over",
+                                                      elem_id=f"{p}_refiner_switch_at"))
+
+
 def sampling_controls(fields: FieldSet, defaults: dict, variation: bool = True) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG, seed (with a variation seed where ``variation``: txt2img), clip skip, step
-    cache and tiling; returns the helper buttons."""
+    """Sampler, steps, size, batch, CFG, seed (with a variation seed and seed resize where ``variation``: txt2img),
+    clip skip, step cache and tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -101,6 +126,11 @@ def sampling_controls(fields: FieldSet, defaults: dict, variation: bool = True) 
                 fields.add("subseed_strength", gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
                                                          info="0: the seed's picture; 1: the variation seed's",
                                                          elem_id=f"{p}_subseed_strength"))
+            with gr.Row():
+                for side, label in (("w", "width"), ("h", "height")):
+                    fields.add(f"seed_resize_from_{side}", gr.Slider(0, 2048, value=0, step=8,
+                                                                     label=f"Resize seed from {label} (0: off)",
+                                                                     elem_id=f"{p}_seed_resize_from_{side}"))
     with gr.Row():
         fields.add("clip_skip", gr.Slider(1, 12, value=1, step=1, label="Clip skip", elem_id=f"{p}_clip_skip",
                                           scale=2))
@@ -244,6 +274,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
             buttons = sampling_controls(fields, defaults, variation=task == "txt2img")
+            refiner_controls(services, fields)
             inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)
         with gr.Column():
             panel = output_panel(task)

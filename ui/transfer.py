@@ -8,7 +8,8 @@ import gradio as gr
 from PIL import Image
 
 from pipelines.errors import EaselError
-from pipelines.request import GenerationRequest
+from pipelines.registry import TITLE
+from pipelines.request import NO_CHECKPOINT, GenerationRequest
 
 from .common import GenerationTab
 from .txt2img import SAME
@@ -17,7 +18,20 @@ from .txt2img import SAME
 SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg_scale", "width", "height", "seed",
                "clip_skip", "enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y", "hr_upscaler",
                "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
-               "denoising_strength", "step_cache", "tiling", "subseed", "subseed_strength")
+               "denoising_strength", "step_cache", "tiling", "subseed", "subseed_strength", "seed_resize_from_w",
+               "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at")
+
+
+def _shown(services, name: str, value):
+    """A request value as txt2img's widget shows it: the pickers' words for none, a known checkpoint by its name
+    (infotexts write A1111's "name [hash]" titles)."""
+    if name in ("hr_sampler_name", "hr_scheduler") and not value:
+        return SAME
+    if name in NO_CHECKPOINT:
+        title = TITLE.match(value)
+        return NO_CHECKPOINT[name] if not value else title["name"] if title and title["name"] in \
+            services.registry.names() else value
+    return value
 
 
 def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Component, txt2img: GenerationTab,
@@ -29,9 +43,7 @@ def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Co
             request = GenerationRequest.from_infotext(text or "")
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        values = [getattr(request, name) for name in SENT_FIELDS]
-        values = [SAME if name in ("hr_sampler_name", "hr_scheduler") and not value else value
-                  for name, value in zip(SENT_FIELDS, values)]
+        values = [_shown(services, name, getattr(request, name)) for name in SENT_FIELDS]
         known_model = request.model if request.model in services.registry.names() else gr.update()
         return [*values, known_model, gr.Tabs(selected="txt2img")]
 

@@ -8,16 +8,17 @@ from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.upscalers import upscaler_names
 
 from . import mixing
-from .common import FieldSet, GenerationTab, generation_tab
+from .common import FieldSet, GenerationTab, checkpoint_picker, generation_tab
 
 SAME = "Use same"  # "" in the request: the first pass's sampler or schedule type
 
 
-def _hires_fix(fields: FieldSet, models_dir) -> None:
+def _hires_fix(services, fields: FieldSet) -> None:
     with gr.Accordion("Hires. fix", open=False):
         fields.add("enable_hr", gr.Checkbox(False, label="Enable hires. fix", elem_id="txt2img_enable_hr"))
         with gr.Row():
-            fields.add("hr_upscaler", gr.Dropdown(upscaler_names(models_dir), value="Latent", label="Upscaler",
+            fields.add("hr_upscaler", gr.Dropdown(upscaler_names(services.registry.models_dir), value="Latent",
+                                                  label="Upscaler",
                                                   elem_id="txt2img_hr_upscaler"))
             fields.add("hr_second_pass_steps", gr.Slider(0, 150, value=0, step=1, label="Hires steps (0: same)",
                                                          elem_id="txt2img_hires_steps"))
@@ -31,6 +32,7 @@ def _hires_fix(fields: FieldSet, models_dir) -> None:
             fields.add("hr_resize_y", gr.Slider(0, 2048, value=0, step=8, label="Resize height to (0: by scale)",
                                                 elem_id="txt2img_hr_resize_y"))
         with gr.Row():
+            checkpoint_picker(services, fields, "hr_checkpoint_name", "Hires checkpoint", "txt2img_hr_checkpoint")
             fields.add("hr_sampler_name", gr.Dropdown([SAME, *sampler_names()], value=SAME, label="Hires sampler",
                                                       elem_id="txt2img_hr_sampler"))
             fields.add("hr_scheduler", gr.Dropdown([SAME, *schedule_type_names()], value=SAME,
@@ -49,7 +51,7 @@ def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
     registry = services.registry
 
     def task_inputs(fields: FieldSet) -> dict:
-        _hires_fix(fields, registry.models_dir)
+        _hires_fix(services, fields)
         return {"mixing": mixing.build(fields, visible=mixing.is_mixing_model(registry, model.value))}
 
     tab = generation_tab(services, model, defaults, "txt2img", task_inputs, prepare)
