@@ -29,7 +29,7 @@ from .networks import Networks
 from .outputs import OutputWriter
 from .preprocessors import Preprocessors
 from .preview import LatentPreviewer
-from .refiner import Switch, check as check_refiner
+from .refiner import check as check_refiner
 from .registry import Registry
 from .request import GenerationRequest
 from .samplers import make_scheduler
@@ -210,18 +210,13 @@ class Engine:
         the request's switch (its networks applied too, as A1111 applies them to whichever model runs)."""
         pipe.scheduler = make_scheduler(request.sampler, request.scheduler, model.pipe.scheduler.config, seeds)
         with self.networks.applied(model, request, job) as plain, ExitStack() as stack:  # tags out of the prompt
-            switch = None
             if refiner is not None:
                 check_refiner(model, refiner)
                 stack.enter_context(self.networks.applied(refiner, request, job))
-                switch = Switch(refiner.pipe, plain, self.embeddings, len(seeds))
-            images = run_pipeline(pipe, plain, seeds, on_step=on_step,
-                                  should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(),
-                                  embeddings=self.embeddings, extra_params=job.extra_params, warnings=job.warnings,
-                                  stats=job.stats, switch=switch, **options)
-            if switch is not None and switch.done:
-                job.extra_params.update({"Refiner": refiner.title, "Refiner switch at": request.refiner_switch_at})
-            return images
+            return run_pipeline(pipe, plain, seeds, on_step=on_step,
+                                should_stop=lambda: job.interrupt.is_set() or job.skip.is_set(),
+                                embeddings=self.embeddings, extra_params=job.extra_params, warnings=job.warnings,
+                                stats=job.stats, refiner=refiner, **options)
 
     def _controls(self, held: ExitStack, model, request: GenerationRequest, job: Job) -> Controls | None:
         """The job's enabled ControlNet units with their models (leased until the job ends) and maps; each

@@ -7,7 +7,8 @@ flag: the current step finishes, the rest are skipped, and what was reached is d
 img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A1111, they run
 ``steps x denoising strength`` steps. ControlNet units (``Controls``) add their maps, weights and step ranges to
 the call, and their control-mode hooks around it. The request's step cache (``step_cache``) wraps the call too, and
-the fast modes in use (step cache, quantised weights) are labelled in the infotext.
+the fast modes in use (step cache, quantised weights) are labelled in the infotext. Prompt edits and a refiner change
+the UNet's text (and the refiner its UNet) from a step on, through the step callback (``conditioning``).
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 
 from . import kandinsky, speed, step_cache
+from .conditioning import StepConditioning
 from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .images import TaskImages
-from .refiner import Switch
 from .request import GenerationRequest
 from .stats import RunStats, clock
-from .text_encoding import encode_prompts
 from .upscalers import upscale_latents
 from .variation import shapes_noise, starting_noise
 
@@ -41,19 +41,21 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
                  on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None,
                  latent_output: bool = False, embeddings: EmbeddingLibrary | None = None,
                  extra_params: dict | None = None, warnings: list[str] | None = None,
-                 controls: Controls | None = None, stats: RunStats | None = None, switch: Switch | None = None):
+                 controls: Controls | None = None, stats: RunStats | None = None, refiner=None):
     """Pictures for ``seeds`` (a list of PIL images), or with ``latent_output`` the final latents (a tensor).
     The prompts are encoded here (A1111 weights, long prompts, clip skip, ``embeddings``); the textual inversions
     used go into ``extra_params`` (``TI hashes``) and refused embedding files into ``warnings``. ``stats`` gets
-    this call's denoising and decoding times; ``switch`` hands the pass over to a refiner."""
+    this call's denoising and decoding times. Prompt edits and a ``refiner`` (a loaded model, to take over at the
+    request's switch) change the conditioning during the pass (``conditioning.StepConditioning``)."""
     if extra_params is not None:
         extra_params.update(speed.infotext_params(pipe))
     if hasattr(pipe, "prior_pipe"):  # Kandinsky 2.2: a prior, then a decoder
         return _run_kandinsky(pipe, request, seeds, images=images, on_step=on_step, should_stop=should_stop,
                               latent_output=latent_output, extra_params=extra_params, warnings=warnings, stats=stats)
-    steps = _Steps(on_step, should_stop, timed=stats is not None, switch=switch)
-    text = encode_prompts(pipe, request.prompt, request.negative_prompt, request.clip_skip, embeddings)
-    text.record(extra_params, warnings)
+    runs = request.steps if images is None else max(1, int(request.steps * request.denoising_strength))
+    conditioning = StepConditioning(pipe, request, embeddings, len(seeds), runs, refiner)
+    conditioning.record(extra_params, warnings)
+    steps = _Steps(on_step, should_stop, timed=stats is not None, conditioning=conditioning)
     task = images.pipeline_arguments(request) if images else {"width": request.width, "height": request.height}
     if images is not None and images.resize_latents:
         task["image"] = encode_resized(pipe, images.image, request.output_size)
@@ -64,19 +66,21 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         task["latents"] = starting_noise(pipe, request, seeds, generators)
     started = clock() if stats is not None else 0.0
     with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext(), \
-            step_cache.cached(pipe, request.step_cache), switch.restoring(pipe) if switch else nullcontext():
+            step_cache.cached(pipe, request.step_cache), conditioning.restoring(pipe):
         result = pipe(
-            **text.kwargs,
+            **conditioning.first.kwargs,
             **task,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             num_images_per_prompt=len(seeds),
             generator=generators,
             callback_on_step_end=steps,
-            callback_on_step_end_tensor_inputs=["latents", *(switch.inputs(pipe) if switch else ())],
+            callback_on_step_end_tensor_inputs=["latents", *conditioning.inputs(pipe)],
             output_type="latent" if latent_output else "pil",
         )
     steps.record(stats, started)
+    if conditioning.switched and extra_params is not None:
+        extra_params.update({"Refiner": refiner.title, "Refiner switch at": request.refiner_switch_at})
     if latent_output:
         return result.images
     if images is None:
@@ -103,13 +107,13 @@ class _Steps:
     has one (the current step finishes, the rest are skipped) and otherwise (Kandinsky's decoders) by raising
     ``_Stopped`` with the latents reached. ``blend`` (Kandinsky inpainting) first puts the unmasked latents back.
     Latents that are not finite after the last step raise ``NOT_A_NUMBER`` (A1111's NaN check) instead of
-    decoding to a black picture; checked once per pass, as the check waits for the device. A ``switch`` hands the
-    rest of the pass to a refiner once its steps are done."""
+    decoding to a black picture; checked once per pass, as the check waits for the device. ``conditioning`` changes
+    the UNet and text for the next step where the pass's prompt edits or refiner say so."""
 
     def __init__(self, on_step: StepCallback | None, should_stop: Callable[[], bool] | None, timed: bool,
-                 blend: Callable | None = None, switch: Switch | None = None):
+                 blend: Callable | None = None, conditioning: StepConditioning | None = None):
         self.on_step, self.should_stop, self.timed, self.blend = on_step, should_stop, timed, blend
-        self.switch = switch
+        self.conditioning = conditioning
         self.run, self.denoised = 0, None
 
     def __call__(self, pipeline, step: int, timestep, tensors: dict) -> dict:
@@ -129,8 +133,8 @@ class _Steps:
             if not hasattr(pipeline, "_interrupt"):
                 raise _Stopped(tensors["latents"])
             pipeline._interrupt = True
-        elif self.switch is not None and self.switch.due(step, pipeline.num_timesteps):
-            tensors.update(self.switch(pipeline, tensors))
+        elif self.conditioning is not None:
+            tensors.update(self.conditioning.after(pipeline, step + 1, pipeline.num_timesteps, tensors))
         return tensors
 
     def record(self, stats: RunStats | None, started: float) -> None:

@@ -110,3 +110,109 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         else:
             merged.append(piece)
     return [(piece, weight) for piece, weight in merged]
+
+
+# -- prompt editing (A1111's scheduling: [from:to:when], [to:when], [from::when], [a|b]) --------------------------
+
+_NUMBER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*")
+
+
+@dataclass(frozen=True)
+class _Scheduled:
+    before: tuple
+    after: tuple
+    when: str  # as written: with a "." a share of the steps, else a step number
+
+
+@dataclass(frozen=True)
+class _Alternate:
+    options: tuple
+
+
+def _parse_edits(text: str, start: int = 0, closing: str = "") -> tuple[list, int]:
+    """Nodes (plain text, ``_Scheduled``, ``_Alternate``, nested lists) up to ``closing`` or the end; emphasis
+    brackets stay text around their parsed insides, for ``parse_prompt_attention`` later."""
+    nodes: list = []
+    i = start
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            nodes.append(text[i:i + 2])
+            i += 2
+        elif char in closing:
+            return nodes, i
+        elif char == "(":
+            inner, end = _parse_edits(text, i + 1, ")")
+            nodes.append(["(", inner, text[end:end + 1]])
+            i = end + 1
+        elif char == "[":
+            node, i = _bracket(text, i)
+            nodes.append(node)
+        else:
+            nodes.append(char)
+            i += 1
+    return nodes, i
+
+
+def _bracket(text: str, start: int) -> tuple:
+    """A ``[...]`` at ``start``: an edit, an alternation, or de-emphasis (kept as text); its end."""
+    parts, seps, i = [], [], start + 1
+    while True:
+        part, i = _parse_edits(text, i, ":|]")
+        parts.append(part)
+        if i >= len(text) or text[i] == "]":
+            break
+        seps.append(text[i])
+        i += 1
+    end = i + 1
+    if i < len(text) and seps and set(seps) == {"|"}:
+        return _Alternate(tuple(tuple(p) for p in parts)), end
+    if i < len(text) and seps and set(seps) == {":"} and len(parts) in (2, 3):
+        when = _NUMBER.fullmatch(_render(parts[-1], 0, 0))
+        if when:
+            before = tuple(parts[0]) if len(parts) == 3 else ()
+            return _Scheduled(before, tuple(parts[-2]), when.group(1)), end
+    inner = [part if n == 0 else [seps[n - 1], part] for n, part in enumerate(parts)]
+    return ["[", inner, text[i:i + 1]], end
+
+
+def _when(written: str, steps: int) -> int:
+    value = float(written) * steps if "." in written else float(written)
+    return min(steps, int(value))
+
+
+def _render(node, step: int, steps: int) -> str:
+    if isinstance(node, str):
+        return node
+    if isinstance(node, _Scheduled):
+        return _render(node.before if step <= _when(node.when, steps) else node.after, step, steps)
+    if isinstance(node, _Alternate):
+        return _render(node.options[(step - 1) % len(node.options)], step, steps)
+    return "".join(_render(child, step, steps) for child in node)
+
+
+def _boundaries(node, steps: int) -> set[int]:
+    if isinstance(node, _Scheduled):
+        when = _when(node.when, steps)
+        return ({when} if when >= 1 else set()) | _boundaries([node.before, node.after], steps)
+    if isinstance(node, _Alternate):
+        return set(range(1, steps + 1))
+    if isinstance(node, list | tuple):
+        return set().union(*(_boundaries(child, steps) for child in node))
+    return set()
+
+
+def prompt_schedule(prompt: str, steps: int) -> list[tuple[int, str]]:
+    """A1111's prompt editing over ``steps`` sampling steps: ``(last step, text)`` pairs in order, each text used up
+    to and including its step (1-based). ``[from:to:when]`` is ``from`` up to step ``when`` and ``to`` after it
+    (``when`` with a decimal point is a share of the steps, 0.5 of 20 is 10); ``[to:when]`` adds, ``[from::when]``
+    removes; ``[a|b]`` alternates every step. Anything else in brackets is the attention syntax, left as text."""
+    tree, _ = _parse_edits(prompt)
+    schedule: list[tuple[int, str]] = []
+    for end in sorted(_boundaries(tree, steps) | {steps}):
+        text = _render(tree, end, steps)
+        if schedule and schedule[-1][1] == text:
+            schedule[-1] = (end, text)
+        else:
+            schedule.append((end, text))
+    return schedule

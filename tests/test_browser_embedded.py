@@ -91,6 +91,17 @@ def test_tiling_box_makes_the_edges_wrap_around(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "embedded-tiling.png"), full_page=True, animations="disabled")
 
 
+def test_prompt_editing_typed_in_the_prompt_box(page, tmp_path):
+    """``[on the left:on the right:0.1]``: the place follows the text of the first 2 of 20 steps."""
+    page.get_by_role("tab", name="txt2img", exact=True).click()
+    page.locator("#txt2img_prompt textarea").fill("a large red circle [on the left:on the right:0.1] on a white background")
+    set_number(page, "txt2img_seed", 1)
+    infotext = generate_in(page, "txt2img")
+    assert infotext.startswith("a large red circle [on the left:on the right:0.1] on a white background\n"), infotext
+    drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "edited.png"))
+    assert (drawn.colour, drawn.position) == ("red", "left"), drawn
+
+
 def test_a_refiner_and_a_hires_checkpoint_picked_in_their_panels(page, tmp_path):
     """easel-shapes-koala, the distilled student, takes over after half the steps (the teacher's place is kept: on
     its own the student misses the centre), then runs hires fix's second pass instead."""

@@ -186,3 +186,18 @@ def test_a_refiner_finishes_the_picture_the_model_began(engine):
     assert sum(p.position == "center" for p in alone) <= 1, alone  # 0 of 4 when measured
     assert all((p.colour, p.shape, p.position, p.background) == ("red", "circle", "center", "white")
                for p in refined), refined
+
+
+def test_prompt_editing_places_with_the_first_text_and_colours_with_the_second(engine):
+    """A1111's ``[from:to:when]``: the embedded model settles where a shape goes in its first steps and its colour
+    later, so the place follows the text of the first 2 of 20 steps, and the colour the text from step 3 on (0.1)
+    but not from step 15 (0.7)."""
+    for seed in range(2):
+        for first, second in (("left", "right"), ("right", "left")):
+            placed = classify(paint(engine, f"a large red circle [on the {first}:on the {second}:0.1] on a white "
+                                            "background", seed))
+            assert (placed.colour, placed.position) == ("red", first), placed
+        for when, colour in ((0.1, "blue"), (0.7, "red")):
+            coloured = classify(paint(engine, f"a large [red:blue:{when}] circle in the center on a white background",
+                                      seed))
+            assert (coloured.colour, coloured.shape, coloured.position) == (colour, "circle", "center"), coloured

@@ -14,6 +14,7 @@ from pipelines.errors import RequestError
 from pipelines.refiner import switch_step
 from pipelines.request import GenerationRequest
 from pipelines.text_encoding import encode_prompts
+from unet_calls import UNetCalls
 
 
 @pytest.fixture(scope="module")
@@ -40,27 +41,6 @@ def make(**values):
 
 def pixels(result, index: int = 0):
     return np.asarray(result.images[index], dtype=np.int16)
-
-
-class UNetCalls:
-    """The arguments of every call of the named models' UNets during the block (the latents as ``sample``)."""
-
-    def __init__(self, engine, *names: str):
-        self.engine, self.names = engine, names
-        self.calls: dict[str, list[dict]] = {name: [] for name in names}
-
-    def __enter__(self):
-        self.handles = []
-        for name in self.names:
-            with self.engine.registry.lease(name) as model:
-                self.handles.append(model.pipe.unet.register_forward_pre_hook(
-                    lambda module, args, kwargs, name=name: self.calls[name].append({"sample": args[0], **kwargs}),
-                    with_kwargs=True))
-        return self.calls
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
 
 
 def test_the_switch_comes_once_the_share_of_steps_is_done():
