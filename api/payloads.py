@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.errors import RequestError
+from pipelines.extras import ExtrasRequest
 from pipelines.infotext import parse_infotext
 from pipelines.request import VERSION, GenerationRequest
 from pipelines.samplers import normalize
@@ -117,6 +118,54 @@ class ProgressResponse(BaseModel):
     state: dict[str, Any]
     current_image: str | None = None
     textinfo: str | None = None
+
+
+class ExtrasPayload(BaseModel):
+    """A1111's ``ExtrasBaseRequest``: the Extras tab's upscale settings."""
+    model_config = ConfigDict(extra="ignore")
+
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False
+
+
+class ExtrasSingleImagePayload(ExtrasPayload):
+    image: str = ""
+
+
+class ExtrasBatchImagesPayload(ExtrasPayload):
+    imageList: list[dict[str, Any]] = Field(default_factory=list)  # [{"data": base64, "name": file name}]
+
+
+class ExtrasSingleImageResponse(BaseModel):
+    html_info: str
+    image: str
+
+
+class ExtrasBatchImagesResponse(BaseModel):
+    html_info: str
+    images: list[str]
+
+
+def extras_requests(payload: ExtrasPayload, images: list) -> list[ExtrasRequest]:
+    """One ``ExtrasRequest`` per decoded picture; face restoration is refused (Easel has none)."""
+    for field in ("gfpgan_visibility", "codeformer_visibility"):
+        if getattr(payload, field):
+            raise PayloadError(field, "Face restoration is not available on this server.")
+    settings = payload.model_dump(include={"resize_mode", "upscaling_resize", "upscaling_resize_w",
+                                           "upscaling_resize_h", "upscaling_crop", "upscaler_1", "upscaler_2",
+                                           "extras_upscaler_2_visibility"})
+    return [ExtrasRequest(image=image, **settings) for image in images]
 
 
 class PNGInfoPayload(BaseModel):

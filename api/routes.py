@@ -36,8 +36,9 @@ from . import PREFIX
 from .auth import ApiAuth
 from .encoding import decode_image, encode_png
 from .options import Options
-from .payloads import (Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse, ProgressResponse,
-                       Txt2ImgPayload, echo, field_of, processed_info, to_request)
+from .payloads import (ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
+                       ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
+                       ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, processed_info, to_request)
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +221,10 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     @router.get("/upscalers")
     def upscalers():
-        """Pixel and model upscalers for hires fix (``hr_upscaler``); the latent ones are in
-        ``latent-upscale-modes``."""
-        names = [name for name in upscaler_names(services.registry.models_dir) if name not in LATENT_UPSCALERS]
+        """None, pixel and model upscalers and upscaler files, for hires fix (``hr_upscaler``) and Extras; the
+        latent ones are in ``latent-upscale-modes``."""
+        names = ["None", *(name for name in upscaler_names(services.registry.models_dir)
+                           if name not in LATENT_UPSCALERS)]
         return [{"name": name, "model_name": MODEL_UPSCALERS[name].hub_id if name in MODEL_UPSCALERS else None,
                  "model_path": None, "model_url": None,
                  "scale": MODEL_UPSCALERS[name].factor if name in MODEL_UPSCALERS else 4} for name in names]
@@ -273,6 +275,22 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     for path, empty in _NONE_HERE.items():
         router.add_api_route(path, _listing(empty), methods=["GET"])
 
+    @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
+    def extra_single_image(payload: ExtrasSingleImagePayload):
+        """The Extras tab's upscale of one picture (not saved, as A1111's API); ``html_info`` is its
+        postprocessing text."""
+        (request,) = extras_requests(payload, [decode_image(payload.image, "image")])
+        image, text, _ = engine.postprocess(request, save=False)
+        return {"html_info": text, "image": encode_png(image)}
+
+    @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse)
+    def extra_batch_images(payload: ExtrasBatchImagesPayload):
+        """The same for each picture of ``imageList`` (``{"data": base64, "name": ...}``)."""
+        pictures = [decode_image(item.get("data"), f"imageList[{index}].data")
+                    for index, item in enumerate(payload.imageList)]
+        done = [engine.postprocess(request, save=False) for request in extras_requests(payload, pictures)]
+        return {"html_info": done[0][1] if done else "", "images": [encode_png(image) for image, _, _ in done]}
+
     @router.post("/png-info", response_model=PNGInfoResponse)
     def png_info(payload: PNGInfoPayload):
         """The infotext an image carries, its other text chunks, and the infotext parsed as A1111 does."""
@@ -285,8 +303,8 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     return router
 
 
-# A1111 features Easel does not have (scripts, face restorers, ESRGAN, extensions), listed empty so that a client
-# asking for them sees none rather than a 404.
+# A1111 features Easel does not have (scripts, face restorers, built-in Real-ESRGAN models: upscaler files are in
+# ``upscalers``, extensions), listed empty so that a client asking for them sees none rather than a 404.
 _NONE_HERE = {"/scripts": {"txt2img": [], "img2img": []}, "/script-info": [],
               "/face-restorers": [], "/realesrgan-models": [], "/extensions": []}
 

@@ -19,11 +19,14 @@ from typing import Any, Callable, Iterator
 import torch
 from PIL import Image
 
+from . import extras
 from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
+from .extras import ExtrasRequest
 from .errors import ModelError, RequestError
 from .generate import decode_latents, encode_pictures, run_pipeline, run_upscaler
 from .images import TaskImages
+from .infotext import read_infotext
 from .kandinsky import FAMILY as KANDINSKY, check_request as check_model_family
 from .networks import Networks
 from .outputs import OutputWriter
@@ -36,7 +39,7 @@ from .samplers import make_scheduler
 from .stats import RunStats, clock, process_rss_peak
 from .styles import StyleLibrary
 from .tiling import tiled
-from .upscalers import MODEL_UPSCALERS, is_latent, upscale_images, upscale_latents
+from .upscalers import PIXEL_UPSCALERS, check_name as check_upscaler, is_latent, upscale_images, upscale_latents
 
 # A1111 keeps inpainting results with img2img's.
 _OUTPUT_CATEGORY = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images"}
@@ -109,6 +112,8 @@ class Engine:
             raise RequestError(f"{info.name} is an inpainting model: use it for inpainting, or pick another model "
                                f"for {request.task}.", "model")
         check_model_family(request, info)  # what this model's family cannot do (Kandinsky 2.2), said up front
+        if request.enable_hr:
+            check_upscaler(request.hr_upscaler, self.registry.models_dir)
         refiner_info = self._partner(request.refiner_checkpoint, "refiner_checkpoint", "a refiner")
         hires_info = self._partner(request.hr_checkpoint_name if request.enable_hr else "", "hr_checkpoint_name",
                                    "the hires checkpoint")
@@ -156,6 +161,38 @@ class Engine:
                 self._job = None
                 self._finish_stats(result.stats, started)
         return result
+
+    def postprocess(self, request: ExtrasRequest, save: bool = True) -> tuple[Image.Image, str, Path | None]:
+        """The Extras tab's upscale, on the device lock (upscaler files run on the device): the picture, A1111's
+        postprocessing text, and where it was saved (``extras-images``, with the picture's own parameters)."""
+        known = extras.names(self.registry.models_dir)
+        for name, field in ((request.upscaler_1, "upscaler_1"), (request.upscaler_2, "upscaler_2")):
+            if name not in known:
+                raise RequestError(f"Unknown upscaler {name!r}. Choose one of: {', '.join(known)}.", field)
+        source = request.image.convert("RGB")
+        with self._device_lock:
+            made = [(self._upscaled(source, name, request.target(source.size)), name, share)
+                    for name, share in request.upscalers]
+        pictures = [(picture if name == extras.NONE else request.fit(picture), share) for picture, name, share in made]
+        image = pictures[0][0]
+        if len(pictures) > 1:
+            image = Image.blend(image, pictures[1][0].resize(image.size, Image.LANCZOS), pictures[1][1])
+        text, parameters = request.infotext(), read_infotext(request.image) or ""
+        image.info.update(parameters=parameters, postprocessing=text)
+        path = self.writer.save(image, parameters, None, "extras-images", postprocessing=text) if save else None
+        return image, text, path
+
+    def _upscaled(self, image: Image.Image, name: str, size: tuple[int, int]) -> Image.Image:
+        """``image`` by one upscaler; an upscaler file runs until the picture reaches ``size`` (x4 for 8x: twice)."""
+        if name == extras.NONE:
+            return image
+        if name in PIXEL_UPSCALERS:
+            return image.resize(size, PIXEL_UPSCALERS[name])
+        with self.registry.lease(self.registry.resolve_upscaler(name)) as upscaler:
+            image = upscaler.pipe.upscale(image)
+            while upscaler.pipe.scale > 1 and (image.width < size[0] or image.height < size[1]):
+                image = upscaler.pipe.upscale(image)
+        return image
 
     def load(self, name: str) -> str:
         """Load a model now (the Models tab, A1111's ``sd_model_checkpoint``), on the device lock as a job is: a
@@ -256,7 +293,7 @@ class Engine:
             model = hires
         if latent:
             upscaled = upscale_latents(first, size, model.pipe.vae_scale_factor, request.hr_upscaler)
-        elif request.hr_upscaler in MODEL_UPSCALERS:
+        elif request.hr_upscaler not in PIXEL_UPSCALERS:  # a model upscaler or an upscaler file
             with self.registry.lease(self.registry.resolve_upscaler(request.hr_upscaler)) as upscaler:
                 upscaled = upscale_images(run_upscaler(upscaler.pipe, first, request, seeds), size, "Lanczos")
         else:

@@ -29,7 +29,7 @@ from .errors import ModelError, RequestError
 from .images import TaskImages
 from .request import GenerationRequest
 from .stats import RunStats, clock
-from .upscalers import upscale_latents
+from .upscalers import ImageUpscaler, upscale_latents
 from .variation import shapes_noise, starting_noise
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,9 @@ def warm_up(pipe, sizes: tuple[tuple[int, int], ...]) -> None:
 
 def run_upscaler(pipe, images: list, request: GenerationRequest, seeds: list[int]) -> list:
     """A model upscaler's pictures, one call per picture (each with its own seed), guided by the prompt.
-    The latent x2 upscaler is run unguided, as its authors advise."""
+    The latent x2 upscaler is run unguided, as its authors advise; an upscaler file needs no prompt."""
+    if isinstance(pipe, ImageUpscaler):
+        return [pipe.upscale(image) for image in images]
     guided = "noise_level" in inspect.signature(pipe.__call__).parameters  # the SD x4 upscaler
     return [
         pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None, image=image,

@@ -122,8 +122,11 @@ def read_infotext(image: Image.Image) -> str | None:
     return _decode_user_comment(raw) or None
 
 
-def png_metadata(infotext: str) -> PngInfo:
-    """PNG text chunks holding the infotext; Pillow's add_text switches to iTXt when it is not latin-1."""
+def png_metadata(infotext: str, **chunks: str) -> PngInfo:
+    """PNG text chunks holding the infotext (when there is one) and ``chunks`` (A1111's ``postprocessing``);
+    Pillow's add_text switches to iTXt when a text is not latin-1."""
     info = PngInfo()
-    info.add_text(PNG_KEY, infotext)
+    for key, text in {PNG_KEY: infotext, **chunks}.items():
+        if text:
+            info.add_text(key, text)
     return info

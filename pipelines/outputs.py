@@ -50,11 +50,13 @@ class OutputWriter:
         self,
         image: Image.Image,
         infotext: str,
-        seed: int,
+        seed: int | None,
         category: str = "txt2img-images",
         when: datetime.date | None = None,
+        **chunks: str,
     ) -> Path | None:
-        """Save ``image`` with its infotext and return the final path, or None when saving is disabled."""
+        """Save ``image`` with its infotext (and other text ``chunks``) and return the final path, or None when
+        saving is disabled. The name is the next number, then the seed where there is one."""
         if not self.enabled:
             return None
         folder = self.root / category / (when or datetime.date.today()).isoformat()
@@ -63,12 +65,13 @@ class OutputWriter:
         fd, temp = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=".png")
         try:
             with os.fdopen(fd, "wb") as f:
-                image.save(f, format="PNG", pnginfo=png_metadata(infotext))
+                image.save(f, format="PNG", pnginfo=png_metadata(infotext, **chunks))
                 f.flush()
                 os.fsync(f.fileno())
             rescan = False
             while True:
-                final = folder / f"{self._reserve(folder, rescan):05d}-{seed}.png"
+                number = self._reserve(folder, rescan)
+                final = folder / (f"{number:05d}.png" if seed is None else f"{number:05d}-{seed}.png")
                 try:
                     os.link(temp, final)
                     return final

@@ -32,7 +32,7 @@ from .hashing import short_hash, weight_files
 from .memory import default_budget, place
 from .generate import warm_up
 from .speed import SpeedOptions, apply as apply_speed, is_compiled
-from .upscalers import UPSCALER_DIR, require_model_folder
+from .upscalers import UPSCALER_DIR, ImageUpscaler, require_model_folder, upscaler_files
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class ModelInfo:
     family: str = "sd"  # "sd", "sdxl" (KOALA is an SDXL pipeline) or "kandinsky22"
     defaults: Mapping[str, Any] = field(default_factory=dict)
     inpainting: bool = False  # a dedicated inpainting checkpoint (9-channel UNet)
-    kind: str = "pipeline"  # or "controlnet": a ControlNetModel that attaches to a pipeline
+    kind: str = "pipeline"  # or "controlnet" (a ControlNetModel that attaches to a pipeline), "upscaler file"
     prior: str | None = None  # the Hub id of a separate prior (Kandinsky 2.2), which must be cached too
 
 
@@ -313,7 +313,11 @@ class Registry:
 
     # -- residency -----------------------------------------------------------------------------------------
     def resolve_upscaler(self, name: str) -> ModelInfo:
-        """A model upscaler's pipeline folder (under ``models/upscalers``), to lease like a checkpoint."""
+        """A model upscaler (its pipeline folder under ``models/upscalers``) or an upscaler file (``models/ESRGAN``
+        and its siblings), to lease like a checkpoint."""
+        if path := upscaler_files(self.models_dir).get(name):
+            return ModelInfo(name=f"{UPSCALER_DIR}/{path.parent.name}/{path.name}", source=str(path), local=True,
+                             kind="upscaler file")
         folder = require_model_folder(self.models_dir, name)
         return ModelInfo(name=f"{UPSCALER_DIR}/{folder.name}", source=str(folder), local=True)
 
@@ -432,7 +436,9 @@ class Registry:
         started = time.perf_counter()
         vae = (None, None)
         try:
-            if info.local and Path(info.source).is_file():
+            if info.kind == "upscaler file":
+                pipe = ImageUpscaler(Path(info.source))
+            elif info.local and Path(info.source).is_file():
                 single_file = load_controlnet_file if info.kind == "controlnet" else load_checkpoint
                 pipe = single_file(Path(info.source), self.models_dir, self.dtype)
             else:

@@ -20,7 +20,6 @@ from .errors import RequestError
 from .kandinsky import mix_items
 from .samplers import normalize
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
-from .upscalers import check_name as check_upscaler
 
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
@@ -252,7 +251,6 @@ class GenerationRequest:
         if not 1.0 <= scale <= 4.0:
             raise RequestError(f"Hires upscale must be between 1 and 4, got {scale}.", "hr_scale")
         set_(self, "hr_scale", scale)
-        check_upscaler(self.hr_upscaler)
         if self.hr_sampler_name:
             sampler, schedule = normalize(self.hr_sampler_name, self.hr_scheduler or "Automatic",
                                           ("hr_sampler_name", "hr_scheduler"))

@@ -158,6 +158,32 @@ def test_hires_fix(alice):
     assert {"name": "Latent"} in ok(alice.get("/sdapi/v1/latent-upscale-modes"))
 
 
+def test_extras_upscale_single_and_batch_pictures(alice):
+    """A1111's ``extra-single-image`` and ``extra-batch-images``: the upscaler file in models/ESRGAN (x4), asked
+    for 2x, gives twice the size; the picture keeps its parameters."""
+    picture = Image.new("RGB", (48, 32), "red")
+    picture.info["parameters"] = "a cat\nSteps: 2, Seed: 1, Size: 48x32"
+    buffer = io.BytesIO()
+    from pipelines.infotext import png_metadata
+
+    picture.save(buffer, format="PNG", pnginfo=png_metadata(picture.info["parameters"]))
+    body = ok(alice.post("/sdapi/v1/extra-single-image", json={
+        "image": base64.b64encode(buffer.getvalue()).decode(), "upscaler_1": "tiny-x4", "upscaling_resize": 2}))
+    upscaled = decode(body["image"])
+    assert upscaled.size == (96, 64) and upscaled.info["parameters"].startswith("a cat\n")
+    assert body["html_info"] == "Postprocess upscale by: 2, Postprocess upscaler: tiny-x4"
+    body = ok(alice.post("/sdapi/v1/extra-batch-images", json={
+        "imageList": [{"data": b64_png(picture), "name": "a.png"}, {"data": b64_png(picture), "name": "b.png"}],
+        "resize_mode": 1, "upscaling_resize_w": 64, "upscaling_resize_h": 64, "upscaler_1": "Lanczos"}))
+    assert [decode(image).size for image in body["images"]] == [(64, 64)] * 2
+    assert {"name": "tiny-x4", "model_name": None, "model_path": None, "model_url": None, "scale": 4} in ok(
+        alice.get("/sdapi/v1/upscalers"))
+    for payload, field in (({"upscaler_1": "nope"}, "upscaler_1"), ({"gfpgan_visibility": 1}, "gfpgan_visibility"),
+                           ({"upscaling_resize": 20}, "upscaling_resize")):
+        response = alice.post("/sdapi/v1/extra-single-image", json={"image": b64_png(picture), **payload})
+        assert response.status_code == 422 and response.json()["field"] == field, response.text
+
+
 def test_save_images_writes_the_same_file_the_ui_writes(alice, api_server):
     outputs = api_server[1]
     before = set(outputs.rglob("*.png"))

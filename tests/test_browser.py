@@ -247,3 +247,24 @@ def _make_circle(path: Path) -> Path:
     ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill="red")
     image.save(path)
     return path
+
+
+def test_extras_upscales_with_an_upscaler_file(page, png_dir, tmp_path):
+    """The Extras tab: the x4 upscaler file in models/ESRGAN, asked for 2x, gives a picture twice the size."""
+    from PIL import Image
+
+    from browser_support import pick
+
+    page.get_by_role("tab", name="Extras", exact=True).click()
+    page.locator("#extras_image input[type=file]").set_input_files(str(_make_gradient(png_dir / "extras.png")))
+    expect(page.locator("#extras_image img").first).to_be_visible()
+    pick(page, "extras_upscaler_1", "tiny-x4")
+    page.locator("#extras_generate").click()
+    info = page.locator("#extras_info textarea")
+    expect(info).to_have_value("Postprocess upscale by: 2, Postprocess upscaler: tiny-x4",
+                               timeout=GENERATION_TIMEOUT_MS)
+    src = page.locator("#extras_result img").first.get_attribute("src")
+    (tmp_path / "result.png").write_bytes(page.request.get(src).body())
+    with Image.open(tmp_path / "result.png") as result:
+        assert result.size == (128, 128)
+    page.screenshot(path=str(ARTIFACTS / "extras.png"), full_page=True, animations="disabled")

@@ -1,6 +1,8 @@
 """Hires fix: first pass, latent or pixel upscale, img2img second pass; sizes, steps and A1111's infotext keys."""
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pipelines.errors import RequestError
 from pipelines.request import GenerationRequest
@@ -48,7 +50,6 @@ def test_interrupt_in_the_first_pass_returns_the_first_pass(engine):
 
 @pytest.mark.parametrize("values, message", [
     ({"hr_scale": 5}, "Hires upscale must be between 1 and 4"),
-    ({"hr_upscaler": "ESRGAN"}, "Unknown upscaler 'ESRGAN'"),
     ({"hr_sampler_name": "nope"}, "Unknown sampler 'nope'"),
     ({"hr_scale": 4, "width": 2048}, "The hires size 8192x256 is over 4096"),
     ({"denoising_strength": 0.1}, "runs no hires step"),
@@ -60,23 +61,26 @@ def test_bad_hires_values(values, message):
 
 @pytest.fixture(scope="module")
 def upscaler_engine(models_dir, tmp_path_factory):
-    """tiny-sd plus both model upscalers in the A1111 folder layout (models/upscalers/...)."""
+    """tiny-sd plus both model upscalers and an upscaler file in the A1111 folder layout (models/upscalers/...,
+    models/ESRGAN/tiny-x4.safetensors), and a file that is no upscaler beside it."""
     import shutil
 
     from pipelines.engine import Engine
     from pipelines.outputs import OutputWriter
     from pipelines.registry import Registry
     from pipelines.upscalers import MODEL_UPSCALERS, UPSCALER_DIR
-    from training.tiny_random import build_tiny_upscaler
+    from training.tiny_random import build_tiny_upscaler, save_tiny_esrgan
 
     root = tmp_path_factory.mktemp("upscaler-models")
     shutil.copytree(models_dir / "Stable-diffusion" / "tiny-sd", root / "Stable-diffusion" / "tiny-sd")
     for name, kind in (("SD x4", "x4"), ("SD latent x2", "latent x2")):
         build_tiny_upscaler(kind).save_pretrained(root / UPSCALER_DIR / MODEL_UPSCALERS[name].folder)
+    save_tiny_esrgan(root / "ESRGAN" / "tiny-x4.safetensors")
+    (root / "ESRGAN" / "broken.pth").write_bytes(b"not a model")
     return Engine(Registry(root), OutputWriter(root / "out", enabled=False))
 
 
-@pytest.mark.parametrize("upscaler", ["SD x4", "SD latent x2"])
+@pytest.mark.parametrize("upscaler", ["SD x4", "SD latent x2", "tiny-x4"])
 def test_model_upscalers_run_when_their_weights_are_on_disk(upscaler_engine, upscaler):
     from pipelines.upscalers import upscaler_names
 
@@ -88,6 +92,26 @@ def test_model_upscalers_run_when_their_weights_are_on_disk(upscaler_engine, ups
     assert f"Hires upscaler: {upscaler}" in first.infotexts[0]
     loaded = {r["name"] for r in upscaler_engine.registry.resident()}
     assert "tiny-sd" in loaded and any(name.startswith("upscalers/") for name in loaded)  # one registry, one budget
+
+
+def test_an_upscaler_file_upscales_by_seamless_tiles_and_a_bad_one_is_named(upscaler_engine):
+    from pipelines.errors import ModelError, RequestError
+
+    registry = upscaler_engine.registry
+    with registry.lease(registry.resolve_upscaler("tiny-x4")) as upscaler:
+        picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 72, 3), dtype=np.uint8))
+        whole = upscaler.pipe.upscale(picture)
+        upscaler.pipe.TILE = 16  # 15 tiles, each with 16 pixels of context
+        try:
+            tiled = upscaler.pipe.upscale(picture)
+        finally:
+            del upscaler.pipe.TILE
+    assert whole.size == (288, 160) and np.array_equal(np.asarray(whole), np.asarray(tiled))
+    with pytest.raises(ModelError, match="Could not read the upscaler broken.pth"):
+        upscaler_engine.generate(hires(hr_upscaler="broken"))
+    with pytest.raises(RequestError, match="Unknown upscaler 'ESRGAN'. Choose one of: Latent, .*, tiny-x4") as refused:
+        upscaler_engine.generate(hires(hr_upscaler="ESRGAN"))
+    assert refused.value.field == "hr_upscaler"
 
 
 def test_a_model_upscaler_without_weights_says_where_they_go(engine):

@@ -120,6 +120,21 @@ def build_tiny_upscaler(kind: str, seed: int = 0):
         vae=_vae(), unet=unet, scheduler=diffusers.EulerDiscreteScheduler(prediction_type="sample"), **text)
 
 
+def save_tiny_esrgan(path: str | Path, seed: int = 0) -> Path:
+    """An ESRGAN (RRDBNet) x4 upscaler file (random weights, toy width), as A1111's ``models/ESRGAN`` holds them."""
+    import importlib
+
+    from safetensors.torch import save_file
+
+    rrdb = importlib.import_module("spandrel.architectures.ESRGAN.__arch.RRDB")
+    torch.manual_seed(seed)
+    net = rrdb.RRDBNet(num_filters=8, num_blocks=1, scale=4)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in net.state_dict().items()}, path)
+    return path
+
+
 def build_tiny_controlnet(pipe, seed: int = 0):
     """A ControlNet for ``pipe``'s UNet (``from_unet``, as real ControlNets start), with its zero convolutions
     made random so that, untrained, it still visibly steers the picture."""
@@ -135,8 +150,8 @@ def build_tiny_controlnet(pipe, seed: int = 0):
 
 
 def save_tiny_models(models_dir: str | Path) -> dict[str, Path]:
-    """Write both tiny pipelines as diffusers folders under ``models_dir/Stable-diffusion``, and a ControlNet
-    for each under ``models_dir/ControlNet``."""
+    """Write both tiny pipelines as diffusers folders under ``models_dir/Stable-diffusion``, a ControlNet for each
+    under ``models_dir/ControlNet`` and an upscaler file, ``models_dir/ESRGAN/tiny-x4.safetensors``."""
     root, control = Path(models_dir) / "Stable-diffusion", Path(models_dir) / "ControlNet"
     paths = {"tiny-sd": root / "tiny-sd", "tiny-sdxl": root / "tiny-sdxl",
              "tiny-sd-control": control / "tiny-sd-control", "tiny-sdxl-control": control / "tiny-sdxl-control"}
@@ -144,4 +159,5 @@ def save_tiny_models(models_dir: str | Path) -> dict[str, Path]:
         pipe = build()
         pipe.save_pretrained(paths[name])
         build_tiny_controlnet(pipe).save_pretrained(paths[f"{name}-control"])
+    paths["tiny-x4"] = save_tiny_esrgan(Path(models_dir) / "ESRGAN" / "tiny-x4.safetensors")
     return paths

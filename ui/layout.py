@@ -6,7 +6,7 @@ import gradio as gr
 from pipelines.checkpoints import vae_names
 from pipelines.errors import EaselError
 
-from . import compare, img2img, inpaint, models, png_info, txt2img
+from . import compare, extras, img2img, inpaint, models, png_info, txt2img
 from .common import GPU_QUEUE, REFRESH
 from .transfer import wire_send_images, wire_send_parameters
 
@@ -45,6 +45,8 @@ def build_ui(services) -> gr.Blocks:
                 i2i = img2img.build(services, model, defaults)
             with gr.Tab("Inpaint", id="inpaint"):
                 inp = inpaint.build(services, model, defaults)
+            with gr.Tab("Extras", id="extras"):
+                extras.build(services)
             with gr.Tab("Compare", id="compare"):
                 compare.build(services, model, defaults)
             with gr.Tab("PNG Info", id="png_info"):
