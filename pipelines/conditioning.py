@@ -68,10 +68,10 @@ class StepConditioning:
         """The tensors (and UNet) for the step after ``done`` of the pipeline's ``total`` callbacks (second-order
         samplers make more than their steps); {} when nothing changes."""
         done = done * self.steps // total
-        if done >= self.steps or self._next(done) == self.now:
+        if done >= self.steps or (following := self._next(done)) == self.now:
             return {}
-        model, text = self._next(done)
-        switching, self.now = model != self.now[0], (model, text)
+        (model, text), switching = following, following[0] != self.now[0]
+        self.now = following
         if switching:
             pipeline.unet = self.refiner.pipe.unet
             self.switched = True

@@ -22,8 +22,8 @@ from PIL import Image
 from . import extras
 from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
-from .extras import ExtrasRequest
 from .errors import ModelError, RequestError
+from .extras import ExtrasRequest
 from .generate import decode_latents, encode_pictures, run_pipeline, run_upscaler
 from .images import TaskImages
 from .infotext import read_infotext
@@ -129,13 +129,13 @@ class Engine:
                 pipe = model.pipeline(request.task, controls and list(controls.models))
                 held.enter_context(tiled(model.pipe, request.tiling))  # every pass and decode of the job
                 refiner = refiner_info and self._lease_partner(held, refiner_info, request)
+                hires = hires_info and self._lease_partner(held, hires_info, request)
                 task_images = TaskImages.prepare(request)
                 for batch in range(request.batch_count):
                     batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
                     on_step = self._step_reporter(model, job, batch, on_progress)
                     if request.enable_hr:
-                        images = self._hires(held, model, pipe, job, batch_seeds, on_step, controls,
-                                             hires_info, refiner)
+                        images = self._hires(model, pipe, job, batch_seeds, on_step, controls, hires, refiner)
                     else:
                         images = self._pass(model, pipe, request, job, batch_seeds, on_step, images=task_images,
                                             controls=controls, refiner=refiner)
@@ -270,8 +270,8 @@ class Engine:
         maps = [control_map(unit, request.init_image, request.output_size, self.preprocessors) for unit in units]
         return Controls(tuple(units), tuple(nets), tuple(maps))
 
-    def _hires(self, held: ExitStack, model, pipe, job: Job, seeds: list[int], on_step, controls: Controls | None,
-               hires_info, refiner) -> list[Image.Image]:
+    def _hires(self, model, pipe, job: Job, seeds: list[int], on_step, controls: Controls | None, hires,
+               refiner) -> list[Image.Image]:
         """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it (with the
         same ControlNets, their maps stretched to the new size), on the hires checkpoint when there is one (latents
         go over to its latent space through pictures when the two autoencoders differ). The refiner, as A1111's
@@ -283,8 +283,7 @@ class Engine:
             return decode_latents(pipe, first) if latent else first
         second = request.hires_pass()
         size = second.output_size
-        if hires_info is not None:
-            hires = self._lease_partner(held, hires_info, request)
+        if hires is not None:
             job.extra_params["Hires checkpoint"] = hires.title
             for unit, net in zip(controls.units if controls else (), controls.models if controls else ()):
                 check_family(net, hires.pipe.unet, unit.model, hires.info.name)

@@ -40,7 +40,7 @@ CHECKPOINT_DIR = "Stable-diffusion"
 CONTROLNET_DIR = "ControlNet"
 # A Hub id is owner/name; neither part may be "." or ".." or start with a dot.
 _HUB_ID = re.compile(r"^[\w-][\w.-]*/[\w-][\w.-]*$")
-_FOLDER_NAME = re.compile(r"^[\w-][\w .+-]*$")
+FOLDER_NAME = re.compile(r"^[\w-][\w .+-]*$")
 TITLE = re.compile(r"^(?P<name>.+?) \[(?P<hash>[0-9a-f]{8,10})\]$")  # A1111's checkpoint title: "name [hash]"
 _TASK_PIPELINES = {
     "txt2img": "AutoPipelineForText2Image",
@@ -271,7 +271,7 @@ class Registry:
         if title := TITLE.match(name):  # as infotexts name a refiner or hires checkpoint
             name = title["name"]
         folder = self.models_dir / CHECKPOINT_DIR / name
-        if _FOLDER_NAME.match(name) and (folder / "model_index.json").is_file():
+        if FOLDER_NAME.match(name) and (folder / "model_index.json").is_file():
             return describe_folder(name, folder)
         if found := checkpoint_files(self.models_dir / CHECKPOINT_DIR).get(name):
             return describe_file(name, *found)
@@ -418,7 +418,10 @@ class Registry:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _load(self, info: ModelInfo) -> LoadedModel:
+    def read(self, info: ModelInfo) -> tuple[Any, tuple]:
+        """A fresh copy of a model from its files, on the CPU, with the VAE the registry gives it (its name and short
+        hash, or Nones): no placement, no adapters, no bookkeeping. ``_load`` places it; the merger reads models this
+        way to write a new one."""
         from diffusers import AutoPipelineForText2Image, ControlNetModel, DiffusionPipeline
 
         offline = self.offline or _hub_offline()
@@ -428,12 +431,9 @@ class Registry:
                      else f"put its diffusers folder (from {info.source}) at {folder}")
             raise ModelError(f"{info.name} is not downloaded and Easel is offline: {where}, "
                              "or start once without --offline to download it.")
-        estimate = sum(f.stat().st_size for f in weight_files(Path(info.source))) if info.local else 0
-        self._make_room(estimate)
         kwargs: dict[str, Any] = {"dtype": self.dtype, "local_files_only": info.local or offline}
         if "safety_checker" in _read_json(Path(info.source) / "model_index.json"):
             kwargs.update(safety_checker=None, requires_safety_checker=False)
-        started = time.perf_counter()
         vae = (None, None)
         try:
             if info.kind == "upscaler file":
@@ -453,6 +453,13 @@ class Registry:
             raise ModelError(f"Could not load model {info.name!r} from {info.source}{hint}: {exc}") from exc
         if info.kind == "pipeline":
             kandinsky.check_loaded(info, pipe, str(self.models_dir / CHECKPOINT_DIR / info.name.split("/")[-1]))
+        return pipe, vae
+
+    def _load(self, info: ModelInfo) -> LoadedModel:
+        estimate = sum(f.stat().st_size for f in weight_files(Path(info.source))) if info.local else 0
+        self._make_room(estimate)
+        started = time.perf_counter()
+        pipe, vae = self.read(info)
         mode = place(pipe, self.memory_mode, self.device, self.memory_budget - self._used())
         if info.kind == "pipeline":
             _check_tokenizers(pipe, info.name)

@@ -289,7 +289,7 @@ class GenerationRequest:
         if int(steps * self.denoising_strength) < 1:
             raise RequestError(f"Denoising strength {self.denoising_strength} runs no hires step at all; raise it.",
                                "denoising_strength")
-        return replace(self, enable_hr=False, width=width, height=height, steps=steps, hr_checkpoint_name="",
+        return replace(self, enable_hr=False, width=width, height=height, steps=steps,
                        sampler=self.hr_sampler_name or self.sampler, scheduler=self.hr_scheduler or self.scheduler,
                        prompt=self.hr_prompt or self.prompt, negative_prompt=self.hr_negative_prompt or self.negative_prompt)
 

@@ -6,7 +6,7 @@ import gradio as gr
 from pipelines.checkpoints import vae_names
 from pipelines.errors import EaselError
 
-from . import compare, extras, img2img, inpaint, models, png_info, txt2img
+from . import compare, extras, img2img, inpaint, merger, models, png_info, txt2img
 from .common import GPU_QUEUE, REFRESH
 from .transfer import wire_send_images, wire_send_parameters
 
@@ -51,6 +51,8 @@ def build_ui(services) -> gr.Blocks:
                 compare.build(services, model, defaults)
             with gr.Tab("PNG Info", id="png_info"):
                 png_info.build(services, t2i, model, tabs)
+            with gr.Tab("Checkpoint Merger", id="merger"):
+                merger.build(services, model)
             with gr.Tab("Models", id="models"):
                 models.build(services)
         generation_tabs = [t2i, i2i, inp]

@@ -28,9 +28,10 @@ def _shown(services, name: str, value):
     if name in ("hr_sampler_name", "hr_scheduler") and not value:
         return SAME
     if name in NO_CHECKPOINT:
+        if not value:
+            return NO_CHECKPOINT[name]
         title = TITLE.match(value)
-        return NO_CHECKPOINT[name] if not value else title["name"] if title and title["name"] in \
-            services.registry.names() else value
+        return title["name"] if title and title["name"] in services.registry.names() else value
     return value
 
 
