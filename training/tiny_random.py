@@ -61,18 +61,25 @@ def build_tiny_sd(seed: int = 0, inpainting: bool = False):
     )
 
 
-def build_tiny_sdxl(seed: int = 0):
-    """A StableDiffusionXLPipeline (two text encoders, pooled + time ids) at toy size; native 64x64."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+def _sdxl_unet(text_width: int, size_ids: int):
+    """An SDXL-style UNet at toy size: text of ``text_width`` and ``size_ids`` size ids beside the pooled text."""
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, norm_num_groups=2, attention_head_dim=2, transformer_layers_per_block=1,
-        addition_embed_type="text_time", addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 6 * 4,
-        use_linear_projection=True,
+        cross_attention_dim=text_width, norm_num_groups=2, attention_head_dim=2, transformer_layers_per_block=1,
+        addition_embed_type="text_time", addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=8 + size_ids * 4, use_linear_projection=True,
     )
+
+
+def build_tiny_sdxl(seed: int = 0):
+    """A StableDiffusionXLPipeline (two text encoders, pooled + time ids) at toy size; native 64x64."""
+    from diffusers import StableDiffusionXLPipeline
+
+    torch.manual_seed(seed)
+    unet = _sdxl_unet(text_width=16, size_ids=6)  # both encoders' 8 wide; pooled 8 + (size, crop, target) ids
     tokenizer = load_tokenizer()
     return StableDiffusionXLPipeline(
         vae=_vae(), text_encoder=_text_encoder(8), text_encoder_2=_text_encoder(8, projection=True),
@@ -83,16 +90,10 @@ def build_tiny_sdxl(seed: int = 0):
 def build_tiny_sdxl_refiner(seed: int = 0):
     """An SDXL refiner as stabilityai's is laid out, at toy size: an img2img pipeline with the second text encoder
     only, and an aesthetic score in place of the target size among its UNet's size ids (5 of them, not 6)."""
-    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLImg2ImgPipeline
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8, norm_num_groups=2, attention_head_dim=2, transformer_layers_per_block=1,
-        addition_embed_type="text_time", addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 5 * 4,
-        use_linear_projection=True,
-    )
+    unet = _sdxl_unet(text_width=8, size_ids=5)  # one encoder; pooled 8 + (size, crop, aesthetic score) ids
     return StableDiffusionXLImg2ImgPipeline(
         vae=_vae(), text_encoder=None, text_encoder_2=_text_encoder(8, projection=True), tokenizer=None,
         tokenizer_2=load_tokenizer(), unet=unet, scheduler=_scheduler(), requires_aesthetics_score=True,
