@@ -8,7 +8,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 # One torch thread: as fast for these small models, and immune to the ~100x OpenMP slowdown when another
 # process shares the two cores; the expected pictures were verified this way.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-.venv/bin/python -m pytest "$@"
+# One worker per core (at most 4), a test module's tests on one worker: they share its fixtures and its order.
+.venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile "$@"
 status=$?
 if [ "$status" = 5 ]; then
   echo "test.sh: pytest collected no tests; that is a failure" >&2
