@@ -55,6 +55,19 @@ def set_number(page, elem_id: str, value: float) -> None:
     expect(box).to_have_value(str(value))
 
 
+def open_tab(page, name: str) -> None:
+    """Open one of the page's tabs, and again while it is not the selected one (a click on a busy page can be lost)."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    for _ in range(3):
+        tab.click()
+        try:
+            expect(tab).to_have_attribute("aria-selected", "true", timeout=10_000)
+            return
+        except AssertionError:
+            continue
+    expect(tab).to_have_attribute("aria-selected", "true")
+
+
 def pick(page, elem_id: str, option: str) -> None:
     """Choose ``option`` in a Gradio dropdown (its choices may be read again as it opens) and wait for it."""
     box = page.locator(f"#{elem_id} input")

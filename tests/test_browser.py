@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, set_number
+from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, open_tab, pick,
+                             set_number)
 from playwright.sync_api import expect
 
 PROMPT = "a red circle on a white background"
@@ -32,9 +33,7 @@ def png_dir(tmp_path_factory):
 
 
 def _txt2img_tab(page):
-    tab = page.get_by_role("tab", name="txt2img", exact=True)
-    tab.click()
-    expect(tab).to_have_attribute("aria-selected", "true")
+    open_tab(page, "txt2img")
 
 
 def _set_prompt(page, prompt: str) -> None:
@@ -118,7 +117,7 @@ def test_png_info_round_trip(page, png_dir):
     _set_prompt(page, "")
     set_number(page, "txt2img_seed", -1)
 
-    page.get_by_role("tab", name="PNG Info", exact=True).click()
+    open_tab(page, "PNG Info")
     page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
     parameters = page.locator("#pnginfo_text textarea")
     expect(parameters).to_have_value(re.compile(r"Seed: 42\b"))
@@ -145,7 +144,7 @@ def _make_gradient(path: Path) -> Path:
 
 
 def test_img2img_upload_and_send_to(page, png_dir):
-    page.get_by_role("tab", name="img2img", exact=True).click()
+    open_tab(page, "img2img")
     page.locator("#img2img_image input[type=file]").set_input_files(str(_png(png_dir)))
     expect(page.locator("#img2img_image img").first).to_be_visible()
     page.locator("#img2img_prompt textarea").fill("a blue square")
@@ -168,7 +167,7 @@ def test_img2img_upload_and_send_to(page, png_dir):
 
 
 def test_inpaint_with_a_mask_drawn_by_mouse(page, png_dir):
-    page.get_by_role("tab", name="Inpaint", exact=True).click()
+    open_tab(page, "Inpaint")
     prompt = page.locator("#inpaint_prompt textarea")
     info = page.locator("#inpaint_info textarea")
     error = page.get_by_role("status").filter(has_text="Error")
@@ -201,7 +200,7 @@ def test_inpaint_with_a_mask_drawn_by_mouse(page, png_dir):
 
 
 def test_models_tab(page):
-    page.get_by_role("tab", name="Models", exact=True).click()
+    open_tab(page, "Models")
     choice = page.locator("#models_choice input")
     choice.fill("tiny-sdxl")
     choice.press("Enter")
@@ -250,21 +249,20 @@ def _make_circle(path: Path) -> Path:
 
 
 def test_extras_upscales_with_an_upscaler_file(page, png_dir, tmp_path):
-    """The Extras tab: the x4 upscaler file in models/ESRGAN, asked for 2x, gives a picture twice the size."""
+    """The Extras tab: the x4 upscaler file in models/ESRGAN, asked for 2x, gives a picture twice the size. On the
+    page loaded afresh: a "Send to" of an earlier test can still switch the page's tab back under load."""
     from PIL import Image
 
-    from browser_support import pick
-
-    page.get_by_role("tab", name="Extras", exact=True).click()
+    page.reload()
+    open_tab(page, "Extras")
     page.locator("#extras_image input[type=file]").set_input_files(str(_make_gradient(png_dir / "extras.png")))
     expect(page.locator("#extras_image img").first).to_be_visible()
     pick(page, "extras_upscaler_1", "tiny-x4")
     page.locator("#extras_generate").click()
     info = page.locator("#extras_info textarea")
-    expect(info).to_have_value("Postprocess upscale by: 2, Postprocess upscaler: tiny-x4",
-                               timeout=GENERATION_TIMEOUT_MS)
+    expect(info).to_have_value("Postprocess upscale by: 2, Postprocess upscaler: tiny-x4", timeout=GENERATION_TIMEOUT_MS)
     src = page.locator("#extras_result img").first.get_attribute("src")
     (tmp_path / "result.png").write_bytes(page.request.get(src).body())
+    page.screenshot(path=str(ARTIFACTS / "extras.png"), full_page=True, animations="disabled")
     with Image.open(tmp_path / "result.png") as result:
         assert result.size == (128, 128)
-    page.screenshot(path=str(ARTIFACTS / "extras.png"), full_page=True, animations="disabled")

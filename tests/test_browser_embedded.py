@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, pick, set_number
+from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, open_tab, pick, set_number
 from playwright.sync_api import expect
 from training.classify import classify
 
@@ -44,7 +44,7 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
 
 def test_the_embedded_textual_inversion_word_works_from_the_prompt_box(page, tmp_path):
     """``easel-sunset`` (models/embeddings) is a purple shape on orange."""
-    page.get_by_role("tab", name="txt2img", exact=True).click()
+    open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a square in easel-sunset")
     set_number(page, "txt2img_seed", 1)
     generate_in(page, "txt2img")
@@ -54,7 +54,7 @@ def test_the_embedded_textual_inversion_word_works_from_the_prompt_box(page, tmp
 
 def test_a_shipped_style_picked_in_the_list_changes_the_picture(page, tmp_path):
     """models/styles.csv's "Night": the prompt as it ran, on a black background."""
-    page.get_by_role("tab", name="txt2img", exact=True).click()
+    open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a red circle")
     set_number(page, "txt2img_seed", 0)
 
@@ -77,7 +77,7 @@ def test_a_shipped_style_picked_in_the_list_changes_the_picture(page, tmp_path):
 
 def test_tiling_box_makes_the_edges_wrap_around(page, tmp_path):
     """The red circle at the left edge runs on at the right edge: the left and right columns match."""
-    page.get_by_role("tab", name="txt2img", exact=True).click()
+    open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a large red circle on the left on a white background")
     set_number(page, "txt2img_seed", 1)
     page.locator("#txt2img_tiling input").check()
@@ -93,7 +93,7 @@ def test_tiling_box_makes_the_edges_wrap_around(page, tmp_path):
 
 def test_prompt_editing_typed_in_the_prompt_box(page, tmp_path):
     """``[on the left:on the right:0.1]``: the place follows the text of the first 2 of 20 steps."""
-    page.get_by_role("tab", name="txt2img", exact=True).click()
+    open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a large red circle [on the left:on the right:0.1] on a white background")
     set_number(page, "txt2img_seed", 1)
     infotext = generate_in(page, "txt2img")
@@ -105,7 +105,7 @@ def test_prompt_editing_typed_in_the_prompt_box(page, tmp_path):
 def test_a_refiner_and_a_hires_checkpoint_picked_in_their_panels(page, tmp_path):
     """easel-shapes-koala, the distilled student, takes over after half the steps (the teacher's place is kept: on
     its own the student misses the centre), then runs hires fix's second pass instead."""
-    page.get_by_role("tab", name="txt2img", exact=True).click()
+    open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
     set_number(page, "txt2img_seed", 0)
     page.locator("#txt2img_refiner").get_by_text("Refiner", exact=True).click()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, pick
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, open_tab, pick
 from playwright.sync_api import expect
 
 
@@ -23,7 +23,7 @@ def page(tmp_path_factory, serve_app):
 
 
 def test_a_merged_model_can_be_picked_and_used_at_once(page):
-    page.get_by_role("tab", name="Checkpoint Merger", exact=True).click()
+    open_tab(page, "Checkpoint Merger")
     pick(page, "merger_primary", "tiny-sd")
     pick(page, "merger_secondary", "tiny-sd-b")
     page.locator("#merger_name textarea").fill("halfway")
@@ -32,7 +32,7 @@ def test_a_merged_model_can_be_picked_and_used_at_once(page):
                                                                   timeout=GENERATION_TIMEOUT_MS)
     page.screenshot(path=str(ARTIFACTS / "merger.png"), full_page=True, animations="disabled")
     pick(page, "model_select", "halfway")
-    page.get_by_role("tab", name="txt2img", exact=True).click()
+    open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a red circle")
     infotext = generate_in(page, "txt2img")
     assert "Model: halfway" in infotext, infotext
