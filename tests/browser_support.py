@@ -72,7 +72,7 @@ def pick(page, elem_id: str, option: str) -> None:
     """Choose ``option`` in a Gradio dropdown (its choices may be read again as it opens) and wait for it."""
     box = page.locator(f"#{elem_id} input")
     box.click()
-    page.get_by_role("option", name=option, exact=True).click()
+    page.locator(f"#{elem_id}").get_by_role("option", name=option, exact=True).click()  # its own list, not another's
     expect(box).to_have_value(option)
 
 
