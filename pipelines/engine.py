@@ -39,7 +39,8 @@ from .samplers import make_scheduler
 from .stats import RunStats, clock, process_rss_peak
 from .styles import StyleLibrary
 from .tiling import tiled
-from .upscalers import PIXEL_UPSCALERS, check_name as check_upscaler, is_latent, upscale_images, upscale_latents
+from .upscalers import (PIXEL_UPSCALERS, check_name as check_upscaler, hires_names, is_latent, upscale_images,
+                        upscale_latents)
 
 # A1111 keeps inpainting results with img2img's.
 _OUTPUT_CATEGORY = {"txt2img": "txt2img-images", "img2img": "img2img-images", "inpaint": "img2img-images"}
@@ -113,7 +114,7 @@ class Engine:
                                f"for {request.task}.", "model")
         check_model_family(request, info)  # what this model's family cannot do (Kandinsky 2.2), said up front
         if request.enable_hr:
-            check_upscaler(request.hr_upscaler, self.registry.models_dir)
+            check_upscaler(request.hr_upscaler, hires_names(self.registry.models_dir), "hr_upscaler")
         refiner_info = self._partner(request.refiner_checkpoint, "refiner_checkpoint", "a refiner")
         hires_info = self._partner(request.hr_checkpoint_name if request.enable_hr else "", "hr_checkpoint_name",
                                    "the hires checkpoint")
@@ -167,8 +168,7 @@ class Engine:
         postprocessing text, and where it was saved (``extras-images``, with the picture's own parameters)."""
         known = extras.names(self.registry.models_dir)
         for name, field in ((request.upscaler_1, "upscaler_1"), (request.upscaler_2, "upscaler_2")):
-            if name not in known:
-                raise RequestError(f"Unknown upscaler {name!r}. Choose one of: {', '.join(known)}.", field)
+            check_upscaler(name, known, field)
         source = request.image.convert("RGB")
         with self._device_lock:
             made = [(self._upscaled(source, name, request.target(source.size)), name, share)

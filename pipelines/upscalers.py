@@ -59,9 +59,14 @@ def upscaler_names(models_dir: str | Path | None = None) -> list[str]:
     return [*LATENT_UPSCALERS, *PIXEL_UPSCALERS, *present, *upscaler_files(models_dir)]
 
 
-def check_name(name: str, models_dir: str | Path, field: str = "hr_upscaler") -> str:
-    """``name`` when it is an upscaler (a model upscaler without its weights too: using it says where they go)."""
-    known = list(dict.fromkeys([*upscaler_names(models_dir), *MODEL_UPSCALERS]))
+def hires_names(models_dir: str | Path) -> list[str]:
+    """What hires fix accepts: every upscaler, a model upscaler without its weights too (using it says where they
+    go)."""
+    return list(dict.fromkeys([*upscaler_names(models_dir), *MODEL_UPSCALERS]))
+
+
+def check_name(name: str, known: list[str], field: str) -> str:
+    """``name`` when it is one of the ``known`` upscalers; else a message listing them."""
     if name not in known:
         raise RequestError(f"Unknown upscaler {name!r}. Choose one of: {', '.join(known)}.", field)
     return name
