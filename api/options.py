@@ -20,12 +20,15 @@ from pipelines.request import GenerationRequest
 
 from .encoding import PayloadError
 
+# A1111 options that are defaults of a request's field (a request's ``override_settings`` may set them too).
+REQUEST_DEFAULTS = {"CLIP_stop_at_last_layers": "clip_skip", "initial_noise_multiplier": "initial_noise_multiplier"}
+
 
 class Options:
     def __init__(self, services):
         self.services = services
         self.registry = services.registry
-        self.clip_skip = 1
+        self.defaults = {option: getattr(GenerationRequest, name) for option, name in REQUEST_DEFAULTS.items()}
         self._lock = threading.Lock()
 
     # -- checkpoints ---------------------------------------------------------------------------------------
@@ -82,8 +85,7 @@ class Options:
 
     def current(self) -> dict[str, Any]:
         return {"sd_model_checkpoint": self.title(self.registry.default_name()),
-                "sd_vae": self.registry.vae or "Automatic", "CLIP_stop_at_last_layers": self.clip_skip,
-                **self._read_only()}
+                "sd_vae": self.registry.vae or "Automatic", **self.defaults, **self._read_only()}
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply A1111 options; unknown keys are ignored (as A1111 does), read-only ones may only keep their value."""
@@ -91,12 +93,13 @@ class Options:
         for key, value in values.items():
             if key in read_only and value != read_only[key]:
                 raise PayloadError(key, f"{key} is set by a command-line flag and cannot be changed here.")
-        clip_skip = None
-        if "CLIP_stop_at_last_layers" in values:
-            try:  # the request's own check and message
-                clip_skip = GenerationRequest(clip_skip=values["CLIP_stop_at_last_layers"]).clip_skip
-            except RequestError as exc:
-                raise PayloadError("CLIP_stop_at_last_layers", str(exc)) from None
+        defaults = {}
+        for option, name in REQUEST_DEFAULTS.items():
+            if option in values:
+                try:  # the request's own check and message
+                    defaults[option] = getattr(GenerationRequest(**{name: values[option]}), name)
+                except RequestError as exc:
+                    raise PayloadError(option, str(exc)) from None
         with self._lock:
             if values.get("sd_model_checkpoint") is not None:
                 try:
@@ -108,5 +111,4 @@ class Options:
                     self.services.engine.set_vae(values["sd_vae"])
                 except ModelError as exc:
                     raise PayloadError("sd_vae", str(exc)) from None
-            if clip_skip is not None:
-                self.clip_skip = clip_skip
+            self.defaults.update(defaults)

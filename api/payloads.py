@@ -207,8 +207,6 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
     if isinstance(payload, Img2ImgPayload):
         if payload.latent_mask:
             refuse("latent_mask", "A separate latent mask is not implemented.")
-        if payload.initial_noise_multiplier not in (None, 1.0):
-            refuse("initial_noise_multiplier", "A noise multiplier other than 1 is not implemented.")
         if payload.mask_blur is None and payload.mask_blur_x != payload.mask_blur_y:
             refuse("mask_blur_x", "Different horizontal and vertical mask blur is not supported; set mask_blur.")
 
@@ -246,7 +244,7 @@ _INFOTEXT_FIELDS = (("Steps", "steps"), ("Sampler", "sampler_name"), ("Schedule 
                     ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Denoising strength", "denoising_strength"),
                     ("Tiling", "tiling"), ("Variation seed", "subseed"),
                     ("Variation seed strength", "subseed_strength"), ("Refiner", "refiner_checkpoint"),
-                    ("Refiner switch at", "refiner_switch_at"))
+                    ("Refiner switch at", "refiner_switch_at"), ("Noise multiplier", "initial_noise_multiplier"))
 
 
 def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
@@ -302,6 +300,12 @@ def _hires_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
             "hr_checkpoint_name": _checkpoint(payload.hr_checkpoint_name, options)}
 
 
+def _option(given: Any, option: str, options, override: dict) -> Any:
+    """A request default A1111 keeps as an option: the payload's own value, else its ``override_settings``', else
+    the server's option."""
+    return override.get(option, options.defaults[option]) if given is None else given
+
+
 def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
     """The validated request for ``payload``; raises RequestError (PayloadError naming the field)."""
     payload = apply_infotext(payload)
@@ -323,7 +327,7 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
         "seed_resize_from_h": max(payload.seed_resize_from_h, 0),
         "batch_size": payload.batch_size,
         "batch_count": payload.n_iter,
-        "clip_skip": override.get("CLIP_stop_at_last_layers", options.clip_skip),
+        "clip_skip": _option(None, "CLIP_stop_at_last_layers", options, override),
         "model": options.checkpoint_name(override.get("sd_model_checkpoint")),
         "task": "txt2img",
         "denoising_strength": 0.75 if payload.denoising_strength is None else payload.denoising_strength,
@@ -353,6 +357,8 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
             inpaint_full_res=payload.inpaint_full_res,
             inpaint_full_res_padding=payload.inpaint_full_res_padding,
             inpainting_mask_invert=payload.inpainting_mask_invert,
+            initial_noise_multiplier=_option(payload.initial_noise_multiplier, "initial_noise_multiplier", options,
+                                             override),
         )
     return GenerationRequest.from_values(values)
 

@@ -7,7 +7,8 @@ flag: the current step finishes, the rest are skipped, and what was reached is d
 img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A1111, they run
 ``steps x denoising strength`` steps. ControlNet units (``Controls``) add their maps, weights and step ranges to
 the call, and their control-mode hooks around it. The request's step cache (``step_cache``) wraps the call too, and
-the fast modes in use (step cache, quantised weights) are labelled in the infotext. Prompt edits and a refiner change
+the fast modes in use (step cache, quantised weights) are labelled in the infotext. Variation seeds, seed resize and
+the noise multiplier shape the pass's noise (``variation.shaping``). Prompt edits and a refiner change
 the UNet's text (and the refiner its UNet) from a step on, through the step callback (``conditioning``).
 """
 
@@ -30,7 +31,7 @@ from .images import TaskImages
 from .request import GenerationRequest
 from .stats import RunStats, clock
 from .upscalers import ImageUpscaler, upscale_latents
-from .variation import shapes_noise, starting_noise
+from .variation import shaping
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,10 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     if controls is not None:
         task.update(controls.pipeline_arguments(init_image=images is not None))
     generators = _generators(seeds)
-    if images is None and shapes_noise(request):  # a txt2img (first) pass: variation seed, seed resize
-        task["latents"] = starting_noise(pipe, request, seeds, generators)
     started = clock() if stats is not None else 0.0
     with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext(), \
-            step_cache.cached(pipe, request.step_cache), conditioning.restoring(pipe):
+            step_cache.cached(pipe, request.step_cache), conditioning.restoring(pipe), \
+            shaping(pipe, request, seeds, generators, task, picture=images is not None):
         result = pipe(
             **conditioning.first.kwargs,
             **task,

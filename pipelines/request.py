@@ -23,6 +23,7 @@ from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
+MAX_NOISE_MULTIPLIER = 1.5  # A1111's slider
 VERSION = "easel-0.1.0"
 
 # (field, label, low, high) for the whole-number fields, checked in this order.
@@ -120,6 +121,7 @@ class GenerationRequest:
     init_image: Any = None  # PIL image
     mask: Any = None  # PIL image; white repaints
     denoising_strength: float = 0.75
+    initial_noise_multiplier: float = 1.0  # A1111's img2img "Noise multiplier": scales the noise added to the picture
     resize_mode: int = 0  # index into RESIZE_MODES
     mask_blur: int = 4
     inpainting_fill: int = 1  # index into MASKED_CONTENT
@@ -176,10 +178,12 @@ class GenerationRequest:
         variation = _finite(self.subseed_strength, "Variation strength", "subseed_strength")
         if not 0.0 <= variation <= 1.0:
             raise RequestError(f"Variation strength must be between 0 and 1, got {variation}.", "subseed_strength")
-        if variation and self.task != "txt2img":
-            raise RequestError("Variation seeds work in txt2img (its first pass with hires fix); set the "
-                               "variation strength to 0.", "subseed_strength")
         set_(self, "subseed_strength", variation)
+        multiplier = _finite(self.initial_noise_multiplier, "Noise multiplier", "initial_noise_multiplier")
+        if not 0.0 <= multiplier <= MAX_NOISE_MULTIPLIER:
+            raise RequestError(f"Noise multiplier must be between 0 and {MAX_NOISE_MULTIPLIER}, got {multiplier}.",
+                               "initial_noise_multiplier")
+        set_(self, "initial_noise_multiplier", multiplier)
         self._check_seed_resize()
         switch_at = _finite(self.refiner_switch_at, "Refiner switch at", "refiner_switch_at")
         if not 0.0 < switch_at <= 1.0:
@@ -219,9 +223,11 @@ class GenerationRequest:
         if not all(sides) or any(side % 8 for side in sides):
             raise RequestError("Resize seed from takes a width and a height, both multiples of 8 (0 and 0: off); got "
                                "{}x{}.".format(*sides), "seed_resize_from_w")
-        if self.task != "txt2img":
-            raise RequestError("Resize seed from works in txt2img (its first pass with hires fix); set it to 0x0.",
-                               "seed_resize_from_w")
+
+    @property
+    def noise_multiplier(self) -> float:
+        """The scale of the noise added to an init picture: A1111 applies its setting to img2img and inpaint only."""
+        return 1.0 if self.task == "txt2img" else self.initial_noise_multiplier
 
     @property
     def seed_resize_from(self) -> tuple[int, int] | None:
@@ -347,6 +353,7 @@ class GenerationRequest:
             "Variation seed strength": self.subseed_strength or None,
             "Seed resize from": "{}x{}".format(*self.seed_resize_from) if self.seed_resize_from else None,
             "Denoising strength": self.denoising_strength if self.task != "txt2img" or self.enable_hr else None,
+            "Noise multiplier": self.noise_multiplier if self.noise_multiplier != 1 else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
             "Step cache": self.step_cache if self.step_cache > 1 else None,
@@ -397,7 +404,7 @@ class GenerationRequest:
                           ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength"),
                           ("Step cache", "step_cache"), ("Variation seed", "subseed"),
                           ("Variation seed strength", "subseed_strength"), ("Refiner", "refiner_checkpoint"),
-                          ("Refiner switch at", "refiner_switch_at")):
+                          ("Refiner switch at", "refiner_switch_at"), ("Noise multiplier", "initial_noise_multiplier")):
             if key in params:
                 values[name] = params[key]
         if "Sampler" in params:

@@ -1,15 +1,21 @@
-"""A txt2img picture's starting noise when the request shapes it (A1111's variation seeds and seed resize).
+"""A pass's noise when the request shapes it (A1111's variation seeds, seed resize and img2img noise multiplier).
 
 Variation seeds: the seed's noise is turned towards another seed's (the variation seed, ``subseed``) by
 ``subseed_strength``, spherically per latent pixel, so that small strengths give small changes of the same picture
 and strength 1 the variation seed's own start. Seed resize: the noise the seed gives at another size (``Resize seed
-from``) is put in the middle of the picture's, so a picture keeps its composition when its size changes.
+from``) is put in the middle of the picture's, so a picture keeps its composition when its size changes. Noise
+multiplier (img2img and inpaint): the noise added to the init picture is scaled.
 
-The seed's noise at the picture's size is drawn from the very generators the pipeline then samples with, as the
-pipeline itself would draw it, so the sampler's later noise (ancestral samplers) is the seed's as without them.
+Every pass that shapes noise starts from the seed's own noise as the pipeline draws it from the very generators it
+then samples with, so the sampler's later noise (ancestral samplers) is the seed's as without shaping. A pass that
+starts from noise (txt2img, inpaint at full strength) is given its starting latents; an img2img pass (inpaint,
+hires fix's second pass) draws its noise itself and hands it to the scheduler's ``add_noise``, which is where the
+shaped noise takes its place.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -25,8 +31,8 @@ def slerp(t: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
 
 
 def shapes_noise(request) -> bool:
-    """Whether the request's starting noise is not simply its seed's."""
-    return bool(request.subseed_strength or request.seed_resize_from)
+    """Whether the request's noise is not simply its seed's."""
+    return bool(request.subseed_strength or request.seed_resize_from or request.noise_multiplier != 1)
 
 
 def paste_centred(noise: torch.Tensor, into: torch.Tensor) -> torch.Tensor:
@@ -40,21 +46,82 @@ def paste_centred(noise: torch.Tensor, into: torch.Tensor) -> torch.Tensor:
     return pasted
 
 
-def starting_noise(pipe, request, seeds: list[int], generators: list[torch.Generator]) -> torch.Tensor:
-    """The unscaled starting latents of a txt2img batch (diffusers' ``latents``) for ``seeds``."""
-    scale, dtype = pipe.vae_scale_factor, pipe.unet.dtype
-    width, height = request.seed_resize_from or (request.width, request.height)
-    shape = (1, pipe.unet.config.in_channels, request.height // scale, request.width // scale)
-    source = (*shape[:2], height // scale, width // scale)
+def _draw(generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype, skip: int) -> torch.Tensor:
+    """The noise of ``shape`` after ``skip`` draws of that shape (the same count of random numbers in any dtype)."""
+    for _ in range(skip + 1):
+        noise = randn_tensor(shape, generator=generator, dtype=dtype)
+    return noise
 
-    def drawn(seed: int) -> torch.Tensor:
-        return randn_tensor(source, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype).float()
 
-    noise = []
-    for seed, generator in zip(seeds, generators):
-        own = randn_tensor(shape, generator=generator, dtype=dtype).float()  # as prepare_latents draws it
-        start = drawn(seed) if request.seed_resize_from else own
+def shaped(request, seeds: list[int], own: torch.Tensor, scale: int, skip: int) -> torch.Tensor:
+    """The request's noise for ``seeds`` from their own (``own``: a batch, one row per seed, as the pipeline drew
+    it; ``scale``: pixels per latent), on ``own``'s device and in its dtype. Another seed's noise (the variation
+    seed's, or the seed's at another size) is drawn as the pipeline draws its own: after ``skip`` draws."""
+    resize = request.seed_resize_from
+
+    def drawn(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return _draw(torch.Generator("cpu").manual_seed(seed), shape, own.dtype, skip).float()
+
+    rows = []
+    for seed, row in zip(seeds, own.float().cpu().split(1)):
+        source = (*row.shape[:2], resize[1] // scale, resize[0] // scale) if resize else row.shape
+        start = drawn(seed, source) if resize else row
         if request.subseed_strength:
-            start = slerp(request.subseed_strength, start, drawn(request.subseed_for(seed)))
-        noise.append((paste_centred(start, own) if request.seed_resize_from else start).to(dtype))
-    return torch.cat(noise)
+            start = slerp(request.subseed_strength, start, drawn(request.subseed_for(seed), source))
+        rows.append(paste_centred(start, row) if resize else start)
+    return (torch.cat(rows) * request.noise_multiplier).to(own.device, own.dtype)
+
+
+def starting_noise(pipe, request, seeds: list[int], generators: list[torch.Generator], size: tuple[int, int],
+                   skip: int = 0) -> torch.Tensor:
+    """The unscaled starting latents (diffusers' ``latents``) of a pass of ``size`` (width, height) for ``seeds``:
+    each seed's own noise is what the pipeline would draw from its generator (after ``skip`` draws), and each
+    generator moves one draw on, as the pipeline's own draw would have moved it, so that its later draws (the
+    sampler's) are the seed's as without shaping."""
+    scale = pipe.vae_scale_factor
+    shape = (1, pipe.vae.config.latent_channels, size[1] // scale, size[0] // scale)  # inpainting UNets take 9
+    own = []
+    for generator in generators:
+        own.append(_draw(torch.Generator("cpu").set_state(generator.get_state()), shape, pipe.unet.dtype, skip))
+        randn_tensor(shape, generator=generator)
+    return shaped(request, seeds, torch.cat(own), scale, skip)
+
+
+def _draws_before_noise(pipe, task: dict, picture: bool) -> int:
+    """The draws of the noise's shape a pipeline takes from each generator before its noise: one to sample the
+    picture's encoding, unless there is no picture, it comes as latents, or (an inpainting UNet's masked picture
+    at full strength) it is sampled after the noise."""
+    image = task.get("image")
+    if not picture or isinstance(image, torch.Tensor) and image.shape[1] == pipe.vae.config.latent_channels:
+        return 0
+    inpainting_unet = pipe.unet.config.in_channels != pipe.vae.config.latent_channels
+    return 0 if inpainting_unet and task.get("strength") == 1.0 else 1
+
+
+@contextmanager
+def shaping(pipe, request, seeds: list[int], generators: list[torch.Generator], task: dict, picture: bool):
+    """For the pipeline call with ``task``'s arguments: the request's noise in place of the seed's. A pass that
+    starts from noise (txt2img; inpainting at full strength) gets its starting latents in ``task``; any other (an
+    img2img pass over a ``picture``) has its scheduler add the shaped noise where the pipeline hands it the seed's
+    (inpainting hands the same noise again at every step: it is shaped once)."""
+    if not shapes_noise(request):
+        yield
+        return
+    skip = _draws_before_noise(pipe, task, picture)
+    if not picture or "mask_image" in task and task["strength"] == 1.0:
+        task["latents"] = starting_noise(pipe, request, seeds, generators, (task["width"], task["height"]), skip)
+        yield
+        return
+    scheduler, last = pipe.scheduler, {}
+    add_noise = scheduler.add_noise
+
+    def add_shaped_noise(original: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
+        if last.get("drawn") is not noise:
+            last.update(drawn=noise, shaped=shaped(request, seeds, noise, pipe.vae_scale_factor, skip))
+        return add_noise(original, last["shaped"], timesteps)
+
+    scheduler.add_noise = add_shaped_noise
+    try:
+        yield
+    finally:
+        del scheduler.add_noise

@@ -113,6 +113,27 @@ def test_variation_seeds(alice):
     assert "Variation seed: 10, Variation seed strength: 0.25" in info["infotexts"][1]
 
 
+def test_img2img_takes_variation_seeds_and_a_noise_multiplier_from_the_payload_options_or_override(alice):
+    def infotext(**payload):
+        body = ok(alice.post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": [PNG], "seed": 3, **SMALL,
+                                                          **payload}))
+        return json.loads(body["info"])["infotexts"][0]
+
+    assert "Variation seed: 9, Variation seed strength: 0.25, " in infotext(subseed=9, subseed_strength=0.25)
+    assert "Noise multiplier: 0.5," in infotext(initial_noise_multiplier=0.5)
+    assert "Noise multiplier: 0.7," in infotext(override_settings={"initial_noise_multiplier": 0.7})
+    try:
+        ok(alice.post("/sdapi/v1/options", json={"initial_noise_multiplier": 0.9}))
+        assert ok(alice.get("/sdapi/v1/options"))["initial_noise_multiplier"] == 0.9
+        assert "Noise multiplier: 0.9," in infotext()
+        assert "Noise multiplier: 0.5," in infotext(initial_noise_multiplier=0.5)  # the payload's own first
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"initial_noise_multiplier": 1.0}))
+    assert "Noise multiplier" not in infotext()
+    response = alice.post("/sdapi/v1/options", json={"initial_noise_multiplier": 3})
+    assert response.status_code == 422 and response.json()["field"] == "initial_noise_multiplier"
+
+
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
     source = Image.new("RGB", (96, 80), (200, 40, 40))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -345,7 +366,9 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("img2img", {"prompt": "x", "init_images": [PNG], "denoising_strength": 2}, "denoising_strength"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "resize_mode": 4}, "resize_mode"),
     ("txt2img", {"prompt": "x", "subseed_strength": 2}, "subseed_strength"),
-    ("img2img", {"prompt": "x", "init_images": [PNG], "subseed_strength": 0.5}, "subseed_strength"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "initial_noise_multiplier": 2}, "initial_noise_multiplier"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "override_settings": {"initial_noise_multiplier": "loud"}},
+     "initial_noise_multiplier"),
     ("png-info", {"image": "aGVsbG8="}, "image"),
 ])
 def test_bad_payloads_answer_422_naming_the_field(alice, route, payload, field):

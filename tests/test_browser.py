@@ -166,6 +166,44 @@ def test_img2img_upload_and_send_to(page, png_dir):
     expect(page.locator("#img2img_image img").first).to_be_visible()
 
 
+def test_img2img_variation_seed_noise_multiplier_then_send_to_extras(page, png_dir, tmp_path):
+    """img2img's Variation seed panel and Noise multiplier reach the infotext; "Send to extras" takes the picture,
+    exactly and with its parameters, to Extras, which upscales it."""
+    from PIL import Image
+
+    page.reload()  # a "Send to" of an earlier test can still switch the page's tab back under load
+    open_tab(page, "img2img")
+    page.locator("#img2img_image input[type=file]").set_input_files(str(_make_gradient(png_dir / "variation.png")))
+    expect(page.locator("#img2img_image img").first).to_be_visible()
+    page.locator("#img2img_prompt textarea").fill("a green square")
+    page.locator("#img2img_variation").get_by_text("Variation seed", exact=True).click()
+    set_number(page, "img2img_subseed", 5)
+    set_number(page, "img2img_subseed_strength", 0.5)
+    set_number(page, "img2img_noise_multiplier", 0.8)
+    infotext = generate_in(page, "img2img")
+    assert "Variation seed: 5, Variation seed strength: 0.5," in infotext and "Noise multiplier: 0.8," in infotext
+
+    made = gallery_png(page, "img2img", tmp_path / "made.png")
+    page.locator("#img2img_send_to_extras").click()
+    expect(page.get_by_role("tab", name="Extras", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#extras_image img").first).to_be_visible()
+    sent = tmp_path / "sent.png"
+    sent.write_bytes(page.request.get(page.locator("#extras_image img").first.get_attribute("src")).body())
+    with Image.open(made) as before, Image.open(sent) as after:  # sent as PNG: Gradio's default WebP is lossy
+        assert after.format == "PNG" and after.tobytes() == before.convert("RGB").tobytes()
+    pick(page, "extras_upscaler_1", "Lanczos")
+    page.locator("#extras_generate").click()
+    expect(page.locator("#extras_info textarea")).to_have_value("Postprocess upscale by: 2, Postprocess upscaler: "
+                                                                "Lanczos", timeout=GENERATION_TIMEOUT_MS)
+    page.screenshot(path=str(ARTIFACTS / "send-to-extras.png"), full_page=True, animations="disabled")
+    src = page.locator("#extras_result img").first.get_attribute("src")
+    (tmp_path / "result.png").write_bytes(page.request.get(src).body())
+    with Image.open(tmp_path / "result.png") as result:
+        assert result.size == (128, 128)
+        assert result.info["parameters"].startswith("a green square\n") and "Noise multiplier: 0.8" in \
+            result.info["parameters"]
+
+
 def test_inpaint_with_a_mask_drawn_by_mouse(page, png_dir):
     open_tab(page, "Inpaint")
     prompt = page.locator("#inpaint_prompt textarea")

@@ -39,6 +39,16 @@ def test_hires_resize_steps_sampler_and_prompt(engine):
         (True, (96, 96), 3, "DPM++ 2M")
 
 
+def test_a_variation_seed_shapes_both_passes(engine):
+    """A1111 draws the second pass's noise with the variation seed too: at strength 1 (Euler, deterministic; latents
+    upscaled, so no picture is encoded) the picture is the variation seed's own (to rounding: one channel of one
+    pixel differed by 1; the seed's picture is 41 apart on average)."""
+    def picture(**values):
+        return np.asarray(engine.generate(hires(sampler="Euler", **values)).images[0], dtype=np.int16)
+
+    assert np.abs(picture(subseed=5, subseed_strength=1.0) - picture(seed=5)).max() <= 1
+
+
 def test_interrupt_in_the_first_pass_returns_the_first_pass(engine):
     def on_progress(event):
         if event.step == 2:

@@ -220,6 +220,8 @@ def test_mixing_or_unusable_options_on_the_wrong_model_are_refused(engine):
         engine.generate(make(subseed_strength=0.5))
     with pytest.raises(RequestError, match="Resize seed from is not available for Kandinsky 2.2"):
         engine.generate(make(seed_resize_from_w=128, seed_resize_from_h=128))
+    with pytest.raises(RequestError, match="A noise multiplier is not available for Kandinsky 2.2"):
+        engine.generate(make(task="img2img", init_image=Image.new("RGB", (64, 64)), initial_noise_multiplier=0.9))
     with pytest.raises(RequestError, match="A refiner is not available for Kandinsky 2.2"):
         engine.generate(make(refiner_checkpoint="tiny-sd"))
     with pytest.raises(RequestError, match="tiny-kandinsky cannot be a refiner"):

@@ -76,7 +76,7 @@ def test_engine_labels_it_and_leaves_no_residue(engine):
 def test_request_api_and_refusal():
     with pytest.raises(RequestError, match="Step cache must be between 0 and 10"):
         GenerationRequest(step_cache=11)
-    options = SimpleNamespace(clip_skip=1, checkpoint_name=lambda name: "tiny-sd")
+    options = SimpleNamespace(defaults={"CLIP_stop_at_last_layers": 1}, checkpoint_name=lambda name: "tiny-sd")
     payload = Txt2ImgPayload(prompt="x", width=64, height=64, override_settings={"step_cache": 3})
     assert to_request(payload, options).step_cache == 3
     assert to_request(Txt2ImgPayload(infotext="x\nSteps: 2, Step cache: 4, Size: 64x64"), options).step_cache == 4

@@ -90,9 +90,9 @@ def refiner_controls(services, fields: FieldSet) -> None:
                                                       elem_id=f"{p}_refiner_switch_at"))
 
 
-def sampling_controls(fields: FieldSet, defaults: dict, variation: bool = True) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG, seed (with a variation seed and seed resize where ``variation``: txt2img),
-    clip skip, step cache and tiling; returns the helper buttons."""
+def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
+    """Sampler, steps, size, batch, CFG, seed (with a variation seed and seed resize), clip skip, step cache and
+    tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -118,19 +118,18 @@ def sampling_controls(fields: FieldSet, defaults: dict, variation: bool = True) 
         fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
         dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)
         reuse = gr.Button(RECYCLE, elem_id=f"{p}_reuse_seed", scale=0, min_width=48)
-    if variation:
-        with gr.Accordion("Variation seed", open=False, elem_id=f"{p}_variation"):
-            with gr.Row():
-                fields.add("subseed", gr.Number(value=-1, precision=0, label="Variation seed (-1: random)",
-                                                elem_id=f"{p}_subseed"))
-                fields.add("subseed_strength", gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
-                                                         info="0: the seed's picture; 1: the variation seed's",
-                                                         elem_id=f"{p}_subseed_strength"))
-            with gr.Row():
-                for side, label in (("w", "width"), ("h", "height")):
-                    fields.add(f"seed_resize_from_{side}", gr.Slider(0, 2048, value=0, step=8,
-                                                                     label=f"Resize seed from {label} (0: off)",
-                                                                     elem_id=f"{p}_seed_resize_from_{side}"))
+    with gr.Accordion("Variation seed", open=False, elem_id=f"{p}_variation"):
+        with gr.Row():
+            fields.add("subseed", gr.Number(value=-1, precision=0, label="Variation seed (-1: random)",
+                                            elem_id=f"{p}_subseed"))
+            fields.add("subseed_strength", gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
+                                                     info="0: the seed's picture; 1: the variation seed's",
+                                                     elem_id=f"{p}_subseed_strength"))
+        with gr.Row():
+            for side, label in (("w", "width"), ("h", "height")):
+                fields.add(f"seed_resize_from_{side}", gr.Slider(0, 2048, value=0, step=8,
+                                                                 label=f"Resize seed from {label} (0: off)",
+                                                                 elem_id=f"{p}_seed_resize_from_{side}"))
     with gr.Row():
         fields.add("clip_skip", gr.Slider(1, 12, value=1, step=1, label="Clip skip", elem_id=f"{p}_clip_skip",
                                           scale=2))
@@ -143,7 +142,7 @@ def sampling_controls(fields: FieldSet, defaults: dict, variation: bool = True) 
 
 
 # txt2img receives parameters, the others a picture ("controlnet": txt2img's first ControlNet unit)
-SEND_TARGETS = ("txt2img", "img2img", "inpaint", "controlnet")
+SEND_TARGETS = ("txt2img", "img2img", "inpaint", "extras", "controlnet")
 
 
 @dataclass
@@ -254,6 +253,11 @@ class GenerationTab:
     panel: OutputPanel
     inputs: dict  # the task's own input widgets by name (init image, editor...)
 
+    @property
+    def size(self) -> tuple:
+        """Its width and height sliders."""
+        return self.fields.components["width"], self.fields.components["height"]
+
 
 def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
                    task_inputs: Callable[[FieldSet], dict] | None = None,
@@ -273,7 +277,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     with gr.Row():
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
-            buttons = sampling_controls(fields, defaults, variation=task == "txt2img")
+            buttons = sampling_controls(fields, defaults)
             refiner_controls(services, fields)
             inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)
         with gr.Column():

@@ -38,7 +38,8 @@ def _unit(services, fields: FieldSet, index: int) -> dict:
         add("pixel_perfect", gr.Checkbox(False, label="Pixel Perfect", elem_id=f"{p}_pixel_perfect"))
     with gr.Row():
         add("image", gr.Image(label="Control image (none in img2img/inpaint: the init picture)", type="pil",
-                              sources=["upload", "clipboard"], height=240, elem_id=f"{p}_image", elem_classes=FIT))
+                              sources=["upload", "clipboard"], height=240, elem_id=f"{p}_image", elem_classes=FIT,
+                              format="png"))
         preview = gr.Image(label="Preprocessor preview", interactive=False, height=240, elem_id=f"{p}_preview",
                            elem_classes=FIT)
     with gr.Row():

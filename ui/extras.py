@@ -20,7 +20,7 @@ def build(services) -> gr.Image:
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Source", type="pil", sources=["upload", "clipboard"], elem_id="extras_image",
-                             height=360, elem_classes=FIT, image_mode="RGB")
+                             height=360, elem_classes=FIT, image_mode="RGB", format="png")
             mode = gr.Radio(list(extras.RESIZE_MODES), value=extras.RESIZE_MODES[0], type="index", label="Resize",
                             elem_id="extras_resize_mode")
             with gr.Row():

@@ -6,7 +6,7 @@ import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from pipelines.errors import RequestError
-from pipelines.request import RESIZE_MODES
+from pipelines.request import MAX_NOISE_MULTIPLIER, RESIZE_MODES
 
 from .common import FIT, FieldSet, GenerationTab, generation_tab
 
@@ -15,13 +15,17 @@ def resize_and_strength(fields: FieldSet) -> None:
     p = fields.prefix
     fields.add("resize_mode", gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index", label="Resize mode",
                                        elem_id=f"{p}_resize_mode"))
-    fields.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
-                                               elem_id=f"{p}_denoising_strength"))
+    with gr.Row():
+        fields.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
+                                                   elem_id=f"{p}_denoising_strength", scale=3))
+        fields.add("initial_noise_multiplier", gr.Slider(0.0, MAX_NOISE_MULTIPLIER, value=1.0, step=0.01,
+                                                         label="Noise multiplier", elem_id=f"{p}_noise_multiplier",
+                                                         info="of the noise added to the picture", scale=2))
 
 
 def _inputs(fields: FieldSet) -> dict:
     image = fields.add("init_image", gr.Image(label="Image for img2img", type="pil", sources=["upload", "clipboard"],
-                                              elem_id="img2img_image", height=360, elem_classes=FIT))
+                                              elem_id="img2img_image", height=360, elem_classes=FIT, format="png"))
     with gr.Accordion("Batch: every image of a folder", open=False):
         fields.add("batch_files", gr.File(label="Folder of images (replaces the image above)", file_count="directory",
                                           elem_id="img2img_batch"))

@@ -24,7 +24,7 @@ def _inputs(fields: FieldSet) -> dict:
     editor = fields.add("editor", gr.ImageEditor(
         label="Image and mask (paint over what to repaint)", type="pil", sources=["upload", "clipboard"],
         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24), eraser=gr.Eraser(default_size=24),
-        layers=False, transforms=(), elem_id="inpaint_editor", height=420))
+        layers=False, transforms=(), elem_id="inpaint_editor", height=420, format="png"))
     with gr.Accordion("Upload a mask instead", open=False):
         fields.add("mask_upload", gr.Image(label="Mask (white repaints)", type="pil", sources=["upload"],
                                            elem_id="inpaint_mask_upload", height=200, elem_classes=FIT))

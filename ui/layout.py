@@ -8,7 +8,7 @@ from pipelines.errors import EaselError
 
 from . import compare, extras, img2img, inpaint, merger, models, png_info, txt2img
 from .common import GPU_QUEUE, REFRESH
-from .transfer import wire_send_images, wire_send_parameters
+from .transfer import SendTarget, wire_send_images, wire_send_parameters
 
 # The page's own style, passed to ``launch`` (Gradio 6 takes CSS there). Gradio shows a picture smaller than its
 # panel at its own size: a live preview (one pixel per latent, ``pipelines/preview.py``) or a 64-pixel input was a
@@ -46,7 +46,7 @@ def build_ui(services) -> gr.Blocks:
             with gr.Tab("Inpaint", id="inpaint"):
                 inp = inpaint.build(services, model, defaults)
             with gr.Tab("Extras", id="extras"):
-                extras.build(services)
+                extras_image = extras.build(services)
             with gr.Tab("Compare", id="compare"):
                 compare.build(services, model, defaults)
             with gr.Tab("PNG Info", id="png_info"):
@@ -57,9 +57,11 @@ def build_ui(services) -> gr.Blocks:
                 models.build(services)
         generation_tabs = [t2i, i2i, inp]
         wire_send_images(tabs, generation_tabs, {
-            "img2img": (i2i.inputs["image"], i2i, lambda image: image),
-            "inpaint": (inp.inputs["editor"], inp, lambda image: {"background": image, "layers": [], "composite": image}),
-            "controlnet": (t2i.inputs["controlnet"][0]["image"], t2i, lambda image: image),
+            "img2img": SendTarget(i2i.inputs["image"], "img2img", size=i2i.size),
+            "inpaint": SendTarget(inp.inputs["editor"], "inpaint", lambda image: {"background": image, "layers": [],
+                                                                                 "composite": image}, inp.size),
+            "extras": SendTarget(extras_image, "extras"),
+            "controlnet": SendTarget(t2i.inputs["controlnet"][0]["image"], "txt2img", size=t2i.size),
         })
         for tab in (i2i, inp):
             wire_send_parameters(services, tab.panel.send["txt2img"], tab.panel.infotext, t2i, model, tabs)

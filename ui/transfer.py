@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import gradio as gr
@@ -57,24 +58,34 @@ def _size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
     return tuple(min(2048, max(64, round(side / 8) * 8)) for side in image.size)
 
 
-def wire_send_images(tabs: gr.Tabs, sources: list[GenerationTab],
-                     targets: dict[str, tuple[gr.components.Component, GenerationTab, Callable]]) -> None:
-    """"Send to img2img / inpaint / controlnet" under every gallery: the picked picture becomes the target tab's
-    input (through ``as_value``), the target's size follows it, and the target's tab opens."""
+@dataclass(frozen=True)
+class SendTarget:
+    """Where a "Send to" button puts a picture: ``widget`` takes ``as_value(picture)``, the tab ``tab`` opens, and
+    a generation tab's size (``size``: its width and height sliders) follows the picture."""
+
+    widget: gr.components.Component
+    tab: str
+    as_value: Callable = lambda image: image
+    size: tuple = ()
+
+
+def wire_send_images(tabs: gr.Tabs, sources: list[GenerationTab], targets: dict[str, SendTarget]) -> None:
+    """"Send to img2img / inpaint / extras / controlnet" under every gallery: the picked picture (its parameters
+    kept) becomes the target's input and the target's tab opens."""
     for source in sources:
         for target_id, button in source.panel.send.items():
             if target_id not in targets:
                 continue
-            widget, target, as_value = targets[target_id]
+            target = targets[target_id]
 
-            def send(gallery, index, as_value=as_value, tab=target.fields.prefix):
+            def send(gallery, index, target=target):
                 if not gallery:
                     raise gr.Error("Generate an image first.", print_exception=False)
                 item = gallery[min(max(index, 0), len(gallery) - 1)]
                 path = item[0] if isinstance(item, (list, tuple)) else item
                 image = Image.open(path if isinstance(path, str) else path["path"]).convert("RGB")
-                return as_value(image), *_size_multiple_of_8(image), gr.Tabs(selected=tab)
+                size = _size_multiple_of_8(image) if target.size else ()
+                return target.as_value(image), *size, gr.Tabs(selected=target.tab)
 
-            size = [target.fields.components["width"], target.fields.components["height"]]
-            button.click(send, [source.panel.gallery, source.panel.selected], [widget, *size, tabs],
+            button.click(send, [source.panel.gallery, source.panel.selected], [target.widget, *target.size, tabs],
                          api_visibility="private")
