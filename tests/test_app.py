@@ -57,8 +57,10 @@ def test_png_info_reads_parameters_and_sends_them_to_txt2img(client, tmp_path):
     assert text.startswith("a star\nSteps: 2") and "Clip skip: 2" in text and "Refiner: tiny-sd [" in text
     from ui.transfer import SENT_FIELDS
 
+    names = [name for name in SENT_FIELDS if name != "initial_noise_multiplier"]  # img2img's and inpaint's alone
+
     def send(infotext: str) -> dict:
-        return dict(zip([*SENT_FIELDS, "model"], client.predict(infotext, api_name="/send_to_txt2img")))
+        return dict(zip([*names, "model"], client.predict(infotext, api_name="/send_to_txt2img")))
 
     sent = send(text)
     assert (sent["prompt"], sent["steps"], sent["seed"], sent["clip_skip"]) == ("a star", 2, 5, 2)

@@ -131,6 +131,20 @@ def test_png_info_round_trip(page, png_dir):
     expect(page.locator("#txt2img_seed input[type=number]")).to_have_value("42")
     page.screenshot(path=str(ARTIFACTS / "png_info_sent.png"), full_page=True, animations="disabled")
 
+    # The picture and its parameters to img2img, as A1111's PNG Info sends them; the picture alone to Extras.
+    open_tab(page, "PNG Info")
+    page.locator("#pnginfo_send_to_img2img").click()
+    expect(page.get_by_role("tab", name="img2img", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#img2img_prompt textarea")).to_have_value(PROMPT)
+    expect(page.locator("#img2img_seed input[type=number]")).to_have_value("42")
+    expect(page.locator("#img2img_image img").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "png_info_to_img2img.png"), full_page=True, animations="disabled")
+    set_number(page, "img2img_seed", -1)
+    open_tab(page, "PNG Info")
+    page.locator("#pnginfo_send_to_extras").click()
+    expect(page.get_by_role("tab", name="Extras", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#extras_image img").first).to_be_visible()
+
 
 def _png(png_dir) -> Path:
     return _shared.get("png") or _make_gradient(png_dir / "gradient.png")

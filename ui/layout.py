@@ -50,19 +50,21 @@ def build_ui(services) -> gr.Blocks:
             with gr.Tab("Compare", id="compare"):
                 compare.build(services, model, defaults)
             with gr.Tab("PNG Info", id="png_info"):
-                png_info.build(services, t2i, model, tabs)
+                wire_png_info = png_info.build(services, model, tabs)
             with gr.Tab("Checkpoint Merger", id="merger"):
                 merger.build(services, model)
             with gr.Tab("Models", id="models"):
                 models.build(services)
         generation_tabs = [t2i, i2i, inp]
-        wire_send_images(tabs, generation_tabs, {
+        targets = {
             "img2img": SendTarget(i2i.inputs["image"], "img2img", size=i2i.size),
             "inpaint": SendTarget(inp.inputs["editor"], "inpaint", lambda image: {"background": image, "layers": [],
                                                                                  "composite": image}, inp.size),
             "extras": SendTarget(extras_image, "extras"),
             "controlnet": SendTarget(t2i.inputs["controlnet"][0]["image"], "txt2img", size=t2i.size),
-        })
+        }
+        wire_send_images(tabs, generation_tabs, targets)
+        wire_png_info({"txt2img": t2i, "img2img": i2i, "inpaint": inp}, targets)
         for tab in (i2i, inp):
             wire_send_parameters(services, tab.panel.send["txt2img"], tab.panel.infotext, t2i, model, tabs)
 

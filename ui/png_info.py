@@ -1,6 +1,9 @@
-"""The PNG Info tab: read an image's generation parameters and send them to txt2img."""
+"""The PNG Info tab: read an image's generation parameters; send them to txt2img, or them and the picture to
+img2img or inpaint, or the picture to Extras."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import gradio as gr
 from PIL import Image
@@ -8,7 +11,7 @@ from PIL import Image
 from pipelines.infotext import read_infotext
 
 from .common import FIT, GenerationTab
-from .transfer import wire_send_parameters
+from .transfer import SendTarget, wire_send_parameters, wire_send_picture
 
 
 def png_info(path: str | None) -> str:
@@ -18,12 +21,25 @@ def png_info(path: str | None) -> str:
         return read_infotext(image) or "This image has no generation parameters."
 
 
-def build(services, txt2img: GenerationTab, model: gr.Dropdown, tabs: gr.Tabs) -> None:
+def build(services, model: gr.Dropdown, tabs: gr.Tabs) -> Callable[[dict[str, GenerationTab], SendTarget], None]:
+    """The tab; returns what wires its "Send to" buttons once the tabs they fill exist (given the generation tabs
+    by id and Extras' picture)."""
     with gr.Row():
         image = gr.Image(label="Source", type="filepath", sources=["upload", "clipboard"], elem_id="pnginfo_image",
                          height=360, elem_classes=FIT)
         with gr.Column():
             text = gr.Textbox(label="Parameters", lines=8, interactive=False, elem_id="pnginfo_text")
-            send = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img")
+            with gr.Row():
+                buttons = {target: gr.Button(f"Send to {target}", elem_id=f"pnginfo_send_to_{target}")
+                           for target in ("txt2img", "img2img", "inpaint", "extras")}
     image.change(png_info, image, text, api_name="png_info")
-    wire_send_parameters(services, send, text, txt2img, model, tabs, api_name="send_to_txt2img")
+
+    def wire(generation_tabs: dict[str, GenerationTab], targets: dict[str, SendTarget]) -> None:
+        wire_send_parameters(services, buttons["txt2img"], text, generation_tabs["txt2img"], model, tabs,
+                             api_name="send_to_txt2img")
+        for target in ("img2img", "inpaint"):  # the picture with its parameters, as A1111's
+            wire_send_parameters(services, buttons[target], text, generation_tabs[target], model, tabs,
+                                 picture=(image, targets[target]))
+        wire_send_picture(tabs, buttons["extras"], image, targets["extras"])
+
+    return wire

@@ -1,4 +1,5 @@
-"""Links between tabs: pictures sent to img2img or inpaint, generation parameters sent back to txt2img."""
+"""Links between tabs: pictures sent to img2img, inpaint, Extras or ControlNet, generation parameters sent to a
+generation tab."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from pipelines.request import NO_CHECKPOINT, GenerationRequest
 from .common import GenerationTab
 from .txt2img import SAME
 
-# Request fields that "Send to txt2img" fills, in the order of the handler's outputs (then model, then tab).
+# Request fields that "Send to" fills where the tab has them, in the order of the handler's outputs (then model,
+# picture, tab).
 SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg_scale", "width", "height", "seed",
                "clip_skip", "enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y", "hr_upscaler",
                "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
                "denoising_strength", "step_cache", "tiling", "subseed", "subseed_strength", "seed_resize_from_w",
-               "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at")
+               "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
+               "initial_noise_multiplier")
 
 
 def _shown(services, name: str, value):
@@ -36,22 +39,11 @@ def _shown(services, name: str, value):
     return value
 
 
-def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Component, txt2img: GenerationTab,
-                         model: gr.Dropdown, tabs: gr.Tabs, api_name: str | None = None) -> None:
-    """``button`` reads the infotext in ``infotext`` into txt2img's widgets and opens that tab."""
-
-    def send(text: str):
-        try:
-            request = GenerationRequest.from_infotext(text or "")
-        except EaselError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        values = [_shown(services, name, getattr(request, name)) for name in SENT_FIELDS]
-        known_model = request.model if request.model in services.registry.names() else gr.update()
-        return [*values, known_model, gr.Tabs(selected="txt2img")]
-
-    targets = [txt2img.fields.components[name] for name in SENT_FIELDS]
-    button.click(send, infotext, [*targets, model, tabs], api_name=api_name or False,
-                 api_visibility="public" if api_name else "private")
+def _opened(path: str | None) -> Image.Image:
+    if not path:
+        raise gr.Error("Generate or drop an image first.", print_exception=False)
+    with Image.open(path) as image:
+        return image.convert("RGB")  # its parameters (PNG text) kept
 
 
 def _size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
@@ -69,6 +61,36 @@ class SendTarget:
     size: tuple = ()
 
 
+def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Component, target: GenerationTab,
+                         model: gr.Dropdown, tabs: gr.Tabs, picture: tuple | None = None,
+                         api_name: str | None = None) -> None:
+    """``button`` reads the infotext in ``infotext`` into the widgets ``target`` has and opens its tab: txt2img's,
+    or with ``picture`` (a component holding a picture's path, and the ``SendTarget`` it goes to) that target's,
+    which gets the picture too (its size is the infotext's)."""
+    names = [name for name in SENT_FIELDS if name in target.fields.components]
+    source, to = picture or (None, None)
+
+    def send(text: str, path: str | None = None):
+        try:
+            request = GenerationRequest.from_infotext(text or "")
+        except EaselError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        values = [_shown(services, name, getattr(request, name)) for name in names]
+        known_model = request.model if request.model in services.registry.names() else gr.update()
+        sent = [to.as_value(_opened(path))] if to else []
+        return [*values, known_model, *sent, gr.Tabs(selected=to.tab if to else "txt2img")]
+
+    outputs = [target.fields.components[name] for name in names]
+    button.click(send, [infotext, *([source] if to else [])], [*outputs, model, *([to.widget] if to else []), tabs],
+                 api_name=api_name or False, api_visibility="public" if api_name else "private")
+
+
+def wire_send_picture(tabs: gr.Tabs, button: gr.Button, source: gr.components.Component, to: SendTarget) -> None:
+    """``button`` puts the picture whose path ``source`` holds into ``to``."""
+    button.click(lambda path: (to.as_value(_opened(path)), gr.Tabs(selected=to.tab)), source, [to.widget, tabs],
+                 api_visibility="private")
+
+
 def wire_send_images(tabs: gr.Tabs, sources: list[GenerationTab], targets: dict[str, SendTarget]) -> None:
     """"Send to img2img / inpaint / extras / controlnet" under every gallery: the picked picture (its parameters
     kept) becomes the target's input and the target's tab opens."""
@@ -83,7 +105,7 @@ def wire_send_images(tabs: gr.Tabs, sources: list[GenerationTab], targets: dict[
                     raise gr.Error("Generate an image first.", print_exception=False)
                 item = gallery[min(max(index, 0), len(gallery) - 1)]
                 path = item[0] if isinstance(item, (list, tuple)) else item
-                image = Image.open(path if isinstance(path, str) else path["path"]).convert("RGB")
+                image = _opened(path if isinstance(path, str) else path["path"])
                 size = _size_multiple_of_8(image) if target.size else ()
                 return target.as_value(image), *size, gr.Tabs(selected=target.tab)
 
