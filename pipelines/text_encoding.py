@@ -36,7 +36,7 @@ from .embeddings import Embedding, EmbeddingLibrary
 from .errors import RequestError
 from .infotext import NameHashes
 from .networks.files import NetworkError, NetworkFile
-from .prompts import BREAK, BREAK_WEIGHT, extract_networks, parse_prompt_attention
+from .prompts import BREAK, BREAK_WEIGHT, extract_networks, parse_prompt_attention, prompt_schedule
 
 CHUNK = 75
 COMMA_BACKTRACK = 20
@@ -234,6 +234,18 @@ def tokenize(tokenizer, prompt: str, matcher: _Matcher) -> list[_Chunk]:
     if chunk.tokens or not chunks:
         next_chunk()
     return chunks
+
+
+def token_count(tokenizer, prompt: str, steps: int) -> tuple[int, int]:
+    """A1111's token counter: the most tokens a step's text of the prompt holds (prompt edits make several texts),
+    and the room of the chunks they fill (75 a chunk). Counted without a model, so an embedding's name counts as
+    its text."""
+    matcher = _Matcher(None, tokenizer, [], [])
+    counts = []
+    for _, text in prompt_schedule(prompt, max(1, steps)):
+        chunks = tokenize(tokenizer, text, matcher)
+        counts.append((sum(len(chunk.tokens) for chunk in chunks), CHUNK * len(chunks)))
+    return max(counts)
 
 
 @torch.no_grad()

@@ -82,6 +82,28 @@ def test_bad_input_shows_a_message(page):
     assert seed and 0 <= int(seed.group(1)) <= 2**32 - 1, infotext
 
 
+def test_token_counters_follow_the_prompts(page):
+    """A1111's counters, here in the prompts' labels: tokens out of the room of the 75-token chunks they fill, as
+    the prompts are typed; typing goes on undisturbed while they update."""
+    _txt2img_tab(page)
+    prompt = page.locator("#txt2img_prompt")
+    try:
+        _set_prompt(page, "(a red:1.2) circle <lora:x:1>")
+        expect(prompt).to_contain_text("Prompt (3/75)")
+        box = page.locator("#txt2img_prompt textarea")
+        box.fill("")
+        box.press_sequentially("cat " * 80, delay=5)
+        expect(prompt).to_contain_text("Prompt (80/150)")
+        expect(box).to_have_value("cat " * 80)
+        page.locator("#txt2img_neg_prompt textarea").fill("blurry, dark")
+        expect(page.locator("#txt2img_neg_prompt")).to_contain_text("Negative prompt (3/75)")
+        page.screenshot(path=str(ARTIFACTS / "token-counters.png"), animations="disabled")
+    finally:
+        _set_prompt(page, PROMPT)
+        page.locator("#txt2img_neg_prompt textarea").fill("")
+    expect(prompt).to_contain_text("Prompt (7/75)")
+
+
 def test_variation_seed(page):
     _txt2img_tab(page)
     _set_prompt(page, PROMPT)

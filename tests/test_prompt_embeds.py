@@ -61,6 +61,17 @@ def test_break_starts_a_new_chunk(sd):
     assert encode_prompts(sd, "a red circle BREAK a blue square", "").kwargs["prompt_embeds"].shape[1] == 154
 
 
+def test_the_token_counter_counts_as_the_encoder_chunks(sd):
+    """A1111's counter: tokens without syntax or tags, out of the room of the chunks they fill (a comma moving text
+    on, or BREAK, opens a chunk early), the longest text of a prompt edit."""
+    from pipelines.text_encoding import token_count
+
+    counted = {prompt: token_count(sd.tokenizer, prompt, 20) for prompt in (
+        "", "(a red:1.3) circle <lora:x:0.5>", " ".join(["cat"] * 100), " ".join(["cat"] * 70) + ", " + "dog " * 10,
+        "a red circle BREAK a blue square", "a [red:big blue:5] circle", "a [red:big blue:30] circle")}
+    assert list(counted.values()) == [(0, 75), (3, 75), (100, 150), (81, 150), (6, 150), (4, 75), (3, 75)]
+
+
 def test_weights_follow_the_attention_syntax_and_tags_are_removed(sd):
     [chunk] = chunks_of(sd, "a (red:1.5) [circle] (on) white <lora:style:0.5>")
     assert chunk.tokens == ids(sd, "a red circle on white")

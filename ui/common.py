@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 import gradio as gr
 
+from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
+from pipelines.text_encoding import CHUNK, token_count
 
 DICE, RECYCLE, SWAP, REFRESH = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504"
 GPU_QUEUE = "gpu"  # the concurrency id every GPU event shares: one job at a time, across tabs
 FIT = ["easel-fit"]  # a picture scaled to its panel, small ones up too (the page's CSS: ui/layout.py)
+PROMPT_LABELS = {"prompt": "Prompt", "negative_prompt": "Negative prompt"}
 
 
 class FieldSet:
@@ -53,16 +57,39 @@ class FieldSet:
 
 
 def prompt_boxes(services, fields: FieldSet) -> None:
-    """Prompt, negative prompt and the styles to write into them (the list is read again when it opens)."""
+    """Prompt, negative prompt (each label with its token counter: ``wire_token_counters``) and the styles to write
+    into them (the list is read again when it opens)."""
     p = fields.prefix
-    fields.add("prompt", gr.Textbox("", label="Prompt", lines=3, placeholder="Prompt", elem_id=f"{p}_prompt"))
-    fields.add("negative_prompt", gr.Textbox("", label="Negative prompt", lines=2, placeholder="Negative prompt",
-                                             elem_id=f"{p}_neg_prompt"))
+    for name, elem_id in (("prompt", f"{p}_prompt"), ("negative_prompt", f"{p}_neg_prompt")):
+        fields.add(name, gr.Textbox("", label=_counted(name, 0, CHUNK), lines=3 if name == "prompt" else 2,
+                                    placeholder=PROMPT_LABELS[name], elem_id=elem_id))
     library = services.engine.styles
     styles = fields.add("styles", gr.Dropdown(list(library.styles()), value=[], multiselect=True,
                                               label=f"Styles ({library.path.parent.name}/{library.path.name})",
                                               elem_id=f"{p}_styles"))
     styles.focus(lambda: gr.Dropdown(choices=list(library.styles())), None, styles, api_visibility="private")
+
+
+@lru_cache(maxsize=1)
+def _tokenizer():
+    return load_tokenizer()  # CLIP's: every SD and SDXL model's (the counter loads no model)
+
+
+def _counted(name: str, count: int, room: int) -> str:
+    return f"{PROMPT_LABELS[name]} ({count}/{room})"
+
+
+def wire_token_counters(fields: FieldSet) -> None:
+    """A1111's token counters, in the prompts' labels: each prompt's tokens (the most any step's text holds) out of
+    the room of the 75-token chunks they fill, counted as the prompt changes, off the GPU queue."""
+    for name in PROMPT_LABELS:
+        box = fields.components[name]
+
+        def count(text: str, steps: int, name=name) -> gr.Textbox:
+            return gr.Textbox(label=_counted(name, *token_count(_tokenizer(), text or "", steps)))
+
+        box.change(count, [box, fields.components["steps"]], box, show_progress="hidden", trigger_mode="always_last",
+                   api_visibility="private")
 
 
 def checkpoint_picker(services, fields: FieldSet, name: str, label: str, elem_id: str) -> gr.Dropdown:
@@ -278,6 +305,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
             buttons = sampling_controls(fields, defaults)
+            wire_token_counters(fields)
             refiner_controls(services, fields)
             inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)
         with gr.Column():

@@ -16,7 +16,7 @@ from pipelines.request import TASKS, GenerationRequest
 from pipelines.xyz import AXES, PlotProgress, plan, run_plot
 
 from . import controlnet
-from .common import FIT, GPU_QUEUE, FieldSet, prompt_boxes, sampling_controls
+from .common import FIT, GPU_QUEUE, FieldSet, prompt_boxes, sampling_controls, wire_token_counters
 
 
 def _export_dir() -> Path:
@@ -32,6 +32,7 @@ def _inputs(services, fields: FieldSet, defaults: dict, last_seed: gr.State) -> 
         fields.add("repeats", gr.Slider(1, 10, value=1, step=1, label="Timed runs (median of N)",
                                         elem_id="compare_repeats"))
     buttons = sampling_controls(fields, defaults)
+    wire_token_counters(fields)
     width, height = fields.components["width"], fields.components["height"]
     buttons["swap"].click(lambda w, h: (h, w), [width, height], [width, height], api_visibility="private")
     buttons["dice"].click(lambda: -1, None, fields.components["seed"], api_visibility="private")
