@@ -4,8 +4,8 @@ Field names, types and defaults are A1111's (``modules/api/models.py``), so the 
 clients agree with sd-webui; unknown fields are ignored, as A1111 does. Pydantic only checks types here: value
 checks (ranges, multiples of 8, sampler names, model names) are ``GenerationRequest``'s, shared with the UI,
 and ``field_of`` names the A1111 field a ``RequestError`` is about. Fields of features this server does not
-have (scripts, face restoration, a separate latent mask, ...) are refused with a clear
-message when they ask for something, never silently ignored.
+have (scripts other than "Prompts from file or textbox", face restoration, a separate latent mask, ...) are
+refused with a clear message when they ask for something, never silently ignored.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipelines.errors import RequestError
 from pipelines.extras import ExtrasRequest
 from pipelines.infotext import parse_infotext
+from pipelines.prompt_lines import PromptLines
 from pipelines.request import VERSION, GenerationRequest
 from pipelines.samplers import normalize
 
@@ -183,6 +184,7 @@ _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers", "model": "override_settings.sd_model_checkpoint",
     "controlnets": "alwayson_scripts.controlnet.args", "step_cache": "override_settings.step_cache",
+    "prompt_lines": "script_args",
 }
 
 
@@ -200,8 +202,9 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
     for name in payload.alwayson_scripts:
         if name.lower() != "controlnet":
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
-    if payload.script_name:
-        refuse("script_name", f"Script {payload.script_name!r} not found; this server has no scripts.")
+    if payload.script_name and payload.script_name.lower() != PROMPT_LIST_SCRIPT:
+        refuse("script_name", f"Script {payload.script_name!r} not found; this server has one: "
+                              f"{PROMPT_LIST_SCRIPT!r}.")
     if payload.restore_faces:
         refuse("restore_faces", "Face restoration is not available on this server.")
     if isinstance(payload, Img2ImgPayload):
@@ -306,8 +309,24 @@ def _option(given: Any, option: str, options, override: dict) -> Any:
     return override.get(option, options.defaults[option]) if given is None else given
 
 
-def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
-    """The validated request for ``payload``; raises RequestError (PayloadError naming the field)."""
+PROMPT_LIST_SCRIPT = "prompts from file or textbox"  # A1111's script, by its title (any case)
+
+
+def _prompt_list(payload: Txt2ImgPayload) -> PromptLines:
+    """The script's ``script_args``: A1111's [iterate seed, same seed, insert at "start"/"end", text] (before 1.6:
+    without the third)."""
+    args = list(payload.script_args)
+    if len(args) == 3:
+        args.insert(2, "start")
+    if len(args) != 4 or not isinstance(args[3], str):
+        raise PayloadError("script_args", "Prompts from file or textbox takes [iterate seed every line, use same "
+                                          "random seed for all lines, insert prompts at (start or end), the text].")
+    return PromptLines(args[3], bool(args[0]), bool(args[1]), str(args[2]))
+
+
+def to_requests(payload: Txt2ImgPayload, options) -> list[GenerationRequest]:
+    """The validated requests for ``payload``, run one after another: one, or with A1111's "Prompts from file or
+    textbox" script one per line; raises RequestError (PayloadError naming the field)."""
     payload = apply_infotext(payload)
     _refuse_unimplemented(payload)
     override = payload.override_settings or {}
@@ -360,7 +379,10 @@ def to_request(payload: Txt2ImgPayload, options) -> GenerationRequest:
             initial_noise_multiplier=_option(payload.initial_noise_multiplier, "initial_noise_multiplier", options,
                                              override),
         )
-    return GenerationRequest.from_values(values)
+    jobs = _prompt_list(payload).jobs(values) if payload.script_name else [values]
+    if not jobs:
+        raise PayloadError("script_args", "The prompt list has no lines.")
+    return [GenerationRequest.from_values(job) for job in jobs]
 
 
 def echo(payload: Txt2ImgPayload) -> dict[str, Any]:
@@ -371,20 +393,27 @@ def echo(payload: Txt2ImgPayload) -> dict[str, Any]:
     return values
 
 
-def processed_info(result) -> str:
-    """A1111's ``Processed.js()``: the JSON string in a generation response's ``info``; the model's hash and the
-    VAE as the first picture's infotext names them."""
-    request = result.request
-    count = len(result.seeds)
-    written = parse_infotext(result.infotexts[0])[2] if result.infotexts else {}
-    subseeds = [request.subseed_for(seed) if request.subseed_strength else -1 for seed in result.seeds]
+def processed_info(results: list) -> str:
+    """A1111's ``Processed.js()``: the JSON string in a generation response's ``info``, for the results of one
+    response (several for a prompt list: their pictures' lists joined, the rest the first's); the model's hash and
+    the VAE as the first picture's infotext names them."""
+    request = results[0].request
+    seeds = [seed for result in results for seed in result.seeds]
+    infotexts = [text for result in results for text in result.infotexts]
+    written = parse_infotext(infotexts[0])[2] if infotexts else {}
+    subseeds = [result.request.subseed_for(seed) if result.request.subseed_strength else -1
+                for result in results for seed in result.seeds]
+
+    def each(name: str) -> list:
+        return [getattr(result.request, name) for result in results for _ in result.seeds]
+
     return json.dumps({
         "prompt": request.prompt,
-        "all_prompts": [request.prompt] * count,
+        "all_prompts": each("prompt"),
         "negative_prompt": request.negative_prompt,
-        "all_negative_prompts": [request.negative_prompt] * count,
+        "all_negative_prompts": each("negative_prompt"),
         "seed": request.seed,
-        "all_seeds": result.seeds,
+        "all_seeds": seeds,
         "subseed": subseeds[0] if subseeds else -1,
         "all_subseeds": subseeds,
         "subseed_strength": request.subseed_strength,
@@ -405,7 +434,7 @@ def processed_info(result) -> str:
         "denoising_strength": request.denoising_strength if request.task != "txt2img" or request.enable_hr else None,
         "extra_generation_params": {"Schedule type": request.scheduler} if request.scheduler != "Automatic" else {},
         "index_of_first_image": 0,
-        "infotexts": result.infotexts,
+        "infotexts": infotexts,
         "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
         "clip_skip": request.clip_skip,

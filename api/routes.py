@@ -29,6 +29,7 @@ from pipelines.errors import EaselError, ModelError, RequestError
 from pipelines.infotext import parse_infotext, read_infotext
 from pipelines.memory import usage
 from pipelines.networks import metadata
+from pipelines.prompt_lines import POSITIONS
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
 from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS, upscaler_names
 
@@ -38,7 +39,8 @@ from .encoding import decode_image, encode_png
 from .options import Options
 from .payloads import (ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
                        ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
-                       ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, processed_info, to_request)
+                       PROMPT_LIST_SCRIPT, ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of,
+                       processed_info, to_requests)
 
 log = logging.getLogger(__name__)
 
@@ -121,20 +123,25 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     router = APIRouter(prefix=PREFIX, route_class=ApiRoute, dependencies=[Depends(auth)], tags=["sdapi"])
 
     def run(payload: Txt2ImgPayload, owner: str) -> dict[str, Any]:
-        request = to_request(payload, options)
-        result = None
-        for event in services.stream(request, owner=owner, save=payload.save_images):
-            if isinstance(event, GenerationResult):
-                result = event
-        if result is None:  # the stream always ends with its result; this guards a broken engine
-            raise ModelError("The generation ended without a result.")
+        results = []
+        for request in to_requests(payload, options):  # all checked before the first runs
+            result = None
+            for event in services.stream(request, owner=owner, save=payload.save_images):
+                if isinstance(event, GenerationResult):
+                    result = event
+            if result is None:  # the stream always ends with its result; this guards a broken engine
+                raise ModelError("The generation ended without a result.")
+            results.append(result)
+            if result.interrupted:
+                break
         if not payload.override_settings_restore_afterwards and (payload.override_settings or {}).get(
                 "sd_model_checkpoint"):
-            services.registry.set_default(result.request.model)
+            services.registry.set_default(results[0].request.model)
+        images = [image for result in results for image in result.images]
         return {
-            "images": [encode_png(image) for image in result.images] if payload.send_images else [],
+            "images": [encode_png(image) for image in images] if payload.send_images else [],
             "parameters": echo(payload),
-            "info": processed_info(result),
+            "info": processed_info(results),
         }
 
     @router.post("/txt2img", response_model=ImageResponse)
@@ -272,8 +279,8 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     def memory():
         return usage(services.registry.device)
 
-    for path, empty in _NONE_HERE.items():
-        router.add_api_route(path, _listing(empty), methods=["GET"])
+    for path, listed in _LISTINGS.items():
+        router.add_api_route(path, _listing(listed), methods=["GET"])
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
     def extra_single_image(payload: ExtrasSingleImagePayload):
@@ -303,10 +310,22 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     return router
 
 
-# A1111 features Easel does not have (scripts, face restorers, built-in Real-ESRGAN models: upscaler files are in
-# ``upscalers``, extensions), listed empty so that a client asking for them sees none rather than a 404.
-_NONE_HERE = {"/scripts": {"txt2img": [], "img2img": []}, "/script-info": [],
-              "/face-restorers": [], "/realesrgan-models": [], "/extensions": []}
+def _argument(label: str, value: Any, choices: list | None = None) -> dict[str, Any]:
+    return {"label": label, "value": value, "minimum": None, "maximum": None, "step": None, "choices": choices}
+
+
+# The one script (A1111's "Prompts from file or textbox", in both tabs) and its arguments, as A1111 lists them.
+_PROMPT_LIST_ARGS = [_argument("Iterate seed every line", False),
+                     _argument("Use same random seed for all lines", False),
+                     _argument("Insert prompts at the", "start", list(POSITIONS)),
+                     _argument("List of prompt inputs", "")]
+# What ``/scripts`` and ``/script-info`` answer; A1111 features Easel does not have (face restorers, built-in
+# Real-ESRGAN models: upscaler files are in ``upscalers``, extensions) are listed empty, so that a client asking for
+# them sees none rather than a 404.
+_LISTINGS = {"/scripts": {"txt2img": [PROMPT_LIST_SCRIPT], "img2img": [PROMPT_LIST_SCRIPT]},
+             "/script-info": [{"name": PROMPT_LIST_SCRIPT, "is_alwayson": False, "is_img2img": tab == "img2img",
+                               "args": _PROMPT_LIST_ARGS} for tab in ("txt2img", "img2img")],
+             "/face-restorers": [], "/realesrgan-models": [], "/extensions": []}
 
 
 def _listing(value):

@@ -134,6 +134,21 @@ def test_img2img_takes_variation_seeds_and_a_noise_multiplier_from_the_payload_o
     assert response.status_code == 422 and response.json()["field"] == "initial_noise_multiplier"
 
 
+def test_prompts_from_file_or_textbox_runs_a_job_per_line(alice):
+    """A1111's script through ``script_name``/``script_args``: every line's pictures in one response, seeds
+    iterated per line by the images a line makes."""
+    body = ok(alice.post("/sdapi/v1/txt2img", json={
+        "prompt": "on white", "seed": 3, "batch_size": 2, **SMALL, "script_name": "Prompts from file or textbox",
+        "script_args": [True, False, "start", 'a cat\n--prompt "a dog" --steps 1 --negative_prompt dark']}))
+    info = json.loads(body["info"])
+    assert len(body["images"]) == 4 and info["all_seeds"] == [3, 4, 5, 6]
+    assert info["all_prompts"] == ["a cat on white"] * 2 + ["a dog on white"] * 2
+    assert info["all_negative_prompts"][2:] == ["dark"] * 2 and "Steps: 1," in info["infotexts"][3]
+    old = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "", "seed": 3, **SMALL, "script_name": "prompts from "
+                                                   "file or textbox", "script_args": [False, True, "x\ny"]}))
+    assert json.loads(old["info"])["all_prompts"] == ["x", "y"]  # A1111 before 1.6: three arguments
+
+
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
     source = Image.new("RGB", (96, 80), (200, 40, 40))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -358,6 +373,9 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
      "alwayson_scripts.controlnet.args"),  # no model
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts.ADetailer"),
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_name"),
+    ("txt2img", {"prompt": "x", "script_name": "Prompts from file or textbox", "script_args": [1]}, "script_args"),
+    ("txt2img", {"prompt": "x", "script_name": "Prompts from file or textbox",
+                 "script_args": [False, False, "start", "a\n--steps lots"]}, "script_args"),
     ("img2img", {"prompt": "x"}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": [base64.b64encode(b"hello, not an image").decode()]}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": ["data:image/png;base64,%%%"]}, "init_images"),

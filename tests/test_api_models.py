@@ -72,8 +72,13 @@ def test_memory_in_a1111_shape(served):
     assert memory["cuda"] == {"error": "unavailable"}  # the CPU
 
 
-def test_features_easel_does_not_have_are_listed_empty(served):
+def test_the_one_script_is_listed_and_features_easel_does_not_have_are_listed_empty(served):
     client, _ = served
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
-    for path in ("script-info", "face-restorers", "realesrgan-models", "extensions"):
+    script = "prompts from file or textbox"
+    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [script], "img2img": [script]}
+    info = client.get("/sdapi/v1/script-info").json()
+    assert [(item["name"], item["is_img2img"]) for item in info] == [(script, False), (script, True)]
+    assert [arg["label"] for arg in info[0]["args"]] == ["Iterate seed every line", "Use same random seed for all "
+                                                         "lines", "Insert prompts at the", "List of prompt inputs"]
+    for path in ("face-restorers", "realesrgan-models", "extensions"):
         assert client.get(f"/sdapi/v1/{path}").json() == [], path

@@ -41,6 +41,8 @@ def test_txt2img_returns_images_with_infotext(client):
     ({"seed": 2**32}, "Seed must be between -1 and 4294967295"),
     ({"sampler": "Nope"}, "Unknown sampler 'Nope'"),
     ({"model_name": "missing"}, "Unknown model 'missing'"),
+    ({"prompt_lines": "a cat\n--steps lots"}, "Line 2 of the prompt list: --steps takes a number, got 'lots'."),
+    ({"prompt_lines": "a cat\n--steps 0"}, "Steps must be between 1 and 150, got 0."),  # before any job
 ])
 def test_bad_input_returns_the_message(client, values, message):
     arguments = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "model_name": "tiny-sd", **values}

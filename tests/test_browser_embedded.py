@@ -3,6 +3,7 @@ the default model), driven in a browser; the pictures the browser receives are r
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,36 @@ def test_a_refiner_and_a_hires_checkpoint_picked_in_their_panels(page, tmp_path)
         if hires.is_visible():
             pick(page, "txt2img_hr_checkpoint", "Use same checkpoint")
             hires.uncheck()
+
+
+def test_a_prompt_list_makes_a_picture_per_line(page, tmp_path):
+    """Prompts from file or textbox: an uploaded file's lines, each before the tab's prompt, run as jobs of their own,
+    a line's options over the tab's (its seed); the lines' pictures are what they say."""
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill("on a white background")
+    set_number(page, "txt2img_seed", 3)
+    page.locator("#txt2img_prompt_list").get_by_text("Prompts from file or textbox", exact=True).click()
+    listed = 'a large red circle in the center\n--prompt "a large blue square in the center" --seed 4\n'
+    (tmp_path / "prompts.txt").write_text(listed, encoding="utf-8")
+    page.locator("#txt2img_prompt_lines_file input[type=file]").set_input_files(str(tmp_path / "prompts.txt"))
+    lines = page.locator("#txt2img_prompt_lines textarea")
+    expect(lines).to_have_value(listed)  # the file's text, in the box
+    try:
+        generate_in(page, "txt2img")
+        pictures = page.locator("#txt2img_gallery img")
+        expect(pictures).to_have_count(2)
+        page.screenshot(path=str(ARTIFACTS / "embedded-prompt-list.png"), full_page=True, animations="disabled")
+        drawn = []
+        for index in range(2):
+            (tmp_path / f"{index}.png").write_bytes(page.request.get(pictures.nth(index).get_attribute("src")).body())
+            drawn.append(classify_file(tmp_path / f"{index}.png"))
+        pictures.nth(1).click()
+        expect(page.locator("#txt2img_info textarea")).to_have_value(
+            re.compile(r"^a large blue square in the center on a white background\n.*Seed: 4,"))
+    finally:
+        lines.fill("")
+    assert [(d.colour, d.shape, d.background) for d in drawn] == [("red", "circle", "white"),
+                                                                  ("blue", "square", "white")], drawn
 
 
 def classify_file(path: Path):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from api.payloads import Txt2ImgPayload, to_request
+from api.payloads import Txt2ImgPayload, to_requests
 from pipelines import step_cache
 from pipelines.errors import RequestError
 from pipelines.request import GenerationRequest
@@ -78,8 +78,8 @@ def test_request_api_and_refusal():
         GenerationRequest(step_cache=11)
     options = SimpleNamespace(defaults={"CLIP_stop_at_last_layers": 1}, checkpoint_name=lambda name: "tiny-sd")
     payload = Txt2ImgPayload(prompt="x", width=64, height=64, override_settings={"step_cache": 3})
-    assert to_request(payload, options).step_cache == 3
-    assert to_request(Txt2ImgPayload(infotext="x\nSteps: 2, Step cache: 4, Size: 64x64"), options).step_cache == 4
+    assert to_requests(payload, options)[0].step_cache == 3
+    assert to_requests(Txt2ImgPayload(infotext="x\nSteps: 2, Step cache: 4, Size: 64x64"), options)[0].step_cache == 4
     with pytest.raises(RequestError, match="UNet models"):
         with step_cache.cached(SimpleNamespace(transformer=object()), 3):
             pass

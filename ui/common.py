@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from pipelines import prompt_lines
 from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -81,7 +82,9 @@ def _counted(name: str, count: int, room: int) -> str:
 
 def wire_token_counters(fields: FieldSet) -> None:
     """A1111's token counters, in the prompts' labels: each prompt's tokens (the most any step's text holds) out of
-    the room of the 75-token chunks they fill, counted as the prompt changes, off the GPU queue."""
+    the room of the 75-token chunks they fill, counted as the prompt changes, off the GPU queue. The tokenizer loads
+    now: importing transformers in an event thread while a job's thread imports it too can fail."""
+    _tokenizer()
     for name in PROMPT_LABELS:
         box = fields.components[name]
 
@@ -104,6 +107,32 @@ def checkpoint_picker(services, fields: FieldSet, name: str, label: str, elem_id
                                           elem_id=elem_id))
     picker.focus(lambda: gr.Dropdown(choices=choices()), None, picker, api_visibility="private")
     return picker
+
+
+def _text_of(data: bytes | None) -> str:
+    try:
+        return (data or b"").decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise gr.Error("The prompt file is not UTF-8 text.", print_exception=False) from None
+
+
+def prompt_list_controls(fields: FieldSet) -> None:
+    """A1111's "Prompts from file or textbox" (``pipelines/prompt_lines.py``): one job per line of the list."""
+    p = fields.prefix
+    with gr.Accordion("Prompts from file or textbox", open=False, elem_id=f"{p}_prompt_list"):
+        with gr.Row():
+            fields.add("lines_iterate_seed", gr.Checkbox(False, label="Iterate seed every line",
+                                                         elem_id=f"{p}_lines_iterate_seed"))
+            fields.add("lines_same_seed", gr.Checkbox(False, label="Use same random seed for all lines",
+                                                      elem_id=f"{p}_lines_same_seed"))
+            fields.add("lines_position", gr.Radio(list(prompt_lines.POSITIONS), value="start",
+                                                  label="Insert prompts at the", elem_id=f"{p}_lines_position"))
+        text = fields.add("prompt_lines", gr.Textbox("", label="List of prompt inputs (a job per line; empty: off)",
+                                                     lines=4, placeholder='a red circle\n--prompt "a blue square" '
+                                                     "--steps 30 --seed 5", elem_id=f"{p}_prompt_lines"))
+        upload = gr.File(label="Upload prompt inputs", file_types=[".txt"], type="binary", height=120,
+                         elem_id=f"{p}_prompt_lines_file")
+    upload.upload(_text_of, upload, text, api_visibility="private")
 
 
 def refiner_controls(services, fields: FieldSet) -> None:
@@ -208,7 +237,8 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
     """The streaming Gradio handler shared by every generation tab.
 
     ``prepare`` turns the tab's widget values into request values (an image editor's layers into a mask, say),
-    or into a list of them (a batch of init images), which run one after another in the same queue slot.
+    or into a list of them (a batch of init images); each becomes a job per line of its prompt list when it has
+    one (``prompt_lines``). The jobs run one after another in the same queue slot.
     It builds the request, streams the engine's progress (bar and live preview) and finishes with the gallery,
     the selected image's infotext, every image's infotext and the seed used. Bad input becomes a
     ``gr.Error`` with the engine's message, never a traceback.
@@ -221,8 +251,8 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
     def generate(values: dict, model_name: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         try:
             prepared = prepare(values) if prepare else values
-            jobs = [GenerationRequest.from_values({**v, "model": model_name, "task": task})
-                    for v in (prepared if isinstance(prepared, list) else [prepared])]
+            jobs = [GenerationRequest.from_values({"model": model_name, **job, "task": task})  # a line may name one
+                    for v in (prepared if isinstance(prepared, list) else [prepared]) for job in prompt_lines.expand(v)]
             done: list[GenerationResult] = []
             for number, job in enumerate(jobs, 1):
                 for event in services.stream(job, owner=request.session_hash if request else None):
@@ -307,6 +337,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             buttons = sampling_controls(fields, defaults)
             wire_token_counters(fields)
             refiner_controls(services, fields)
+            prompt_list_controls(fields)
             inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)
         with gr.Column():
             panel = output_panel(task)
