@@ -9,7 +9,9 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, open_tab, pick,
                              set_number)
@@ -173,8 +175,6 @@ def _png(png_dir) -> Path:
 
 
 def _make_gradient(path: Path) -> Path:
-    from PIL import Image
-
     Image.linear_gradient("L").resize((64, 64)).convert("RGB").save(path)
     return path
 
@@ -205,8 +205,6 @@ def test_img2img_upload_and_send_to(page, png_dir):
 def test_img2img_variation_seed_noise_multiplier_then_send_to_extras(page, png_dir, tmp_path):
     """img2img's Variation seed panel and Noise multiplier reach the infotext; "Send to extras" takes the picture,
     exactly and with its parameters, to Extras, which upscales it."""
-    from PIL import Image
-
     page.reload()  # a "Send to" of an earlier test can still switch the page's tab back under load
     open_tab(page, "img2img")
     page.locator("#img2img_image input[type=file]").set_input_files(str(_make_gradient(png_dir / "variation.png")))
@@ -298,6 +296,10 @@ def test_controlnet_unit_preview_and_generate(page, png_dir):
     expect(page.locator(f"{unit}_module input")).to_have_value("canny")
     page.locator(f"{unit}_run_preview").click()
     expect(page.locator(f"{unit}_preview img").first).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    edges = page.request.get(page.locator(f"{unit}_preview img").first.get_attribute("src")).body()
+    (png_dir / "edges.png").write_bytes(edges)
+    with Image.open(png_dir / "edges.png") as shown:  # exact, as a PNG: a lossy WebP blurs an edge map's 0s and 255s
+        assert shown.format == "PNG" and set(np.unique(np.asarray(shown.convert("L")))) == {0, 255}
     _set_prompt(page, PROMPT)
     set_number(page, "txt2img_seed", 7)
     infotext = generate_in(page, "txt2img")
@@ -314,8 +316,6 @@ def test_controlnet_unit_preview_and_generate(page, png_dir):
 
 
 def _make_circle(path: Path) -> Path:
-    from PIL import Image, ImageDraw
-
     image = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill="red")
     image.save(path)
@@ -325,8 +325,6 @@ def _make_circle(path: Path) -> Path:
 def test_extras_upscales_with_an_upscaler_file(page, png_dir, tmp_path):
     """The Extras tab: the x4 upscaler file in models/ESRGAN, asked for 2x, gives a picture twice the size. On the
     page loaded afresh: a "Send to" of an earlier test can still switch the page's tab back under load."""
-    from PIL import Image
-
     page.reload()
     open_tab(page, "Extras")
     page.locator("#extras_image input[type=file]").set_input_files(str(_make_gradient(png_dir / "extras.png")))

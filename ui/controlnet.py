@@ -41,7 +41,7 @@ def _unit(services, fields: FieldSet, index: int) -> dict:
                               sources=["upload", "clipboard"], height=240, elem_id=f"{p}_image", elem_classes=FIT,
                               format="png"))
         preview = gr.Image(label="Preprocessor preview", interactive=False, height=240, elem_id=f"{p}_preview",
-                           elem_classes=FIT)
+                           elem_classes=FIT, format="png")  # a map downloaded to reuse stays exact
     with gr.Row():
         module = add("module", gr.Dropdown(list(PREPROCESSORS), value="canny" if index == 0 else _DEFAULT.module,
                                            label="Preprocessor", elem_id=f"{p}_module"))
