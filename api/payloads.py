@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipelines.errors import RequestError
 from pipelines.extras import ExtrasRequest
 from pipelines.infotext import parse_infotext
-from pipelines.prompt_lines import PromptLines
+from pipelines.job_plan import Plan, plan
 from pipelines.request import VERSION, GenerationRequest
 from pipelines.samplers import normalize
 
@@ -184,7 +184,7 @@ _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers", "model": "override_settings.sd_model_checkpoint",
     "controlnets": "alwayson_scripts.controlnet.args", "step_cache": "override_settings.step_cache",
-    "prompt_lines": "script_args",
+    "prompt_lines": "script_args", "prompt_matrix": "script_args",
 }
 
 
@@ -202,9 +202,9 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
     for name in payload.alwayson_scripts:
         if name.lower() != "controlnet":
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
-    if payload.script_name and payload.script_name.lower() != PROMPT_LIST_SCRIPT:
-        refuse("script_name", f"Script {payload.script_name!r} not found; this server has one: "
-                              f"{PROMPT_LIST_SCRIPT!r}.")
+    if payload.script_name and payload.script_name.lower() not in SCRIPTS:
+        refuse("script_name", f"Script {payload.script_name!r} not found; this server has "
+                              f"{' and '.join(map(repr, SCRIPTS))}.")
     if payload.restore_faces:
         refuse("restore_faces", "Face restoration is not available on this server.")
     if isinstance(payload, Img2ImgPayload):
@@ -309,24 +309,38 @@ def _option(given: Any, option: str, options, override: dict) -> Any:
     return override.get(option, options.defaults[option]) if given is None else given
 
 
-PROMPT_LIST_SCRIPT = "prompts from file or textbox"  # A1111's script, by its title (any case)
+PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT = SCRIPTS = ("prompts from file or textbox", "prompt matrix")  # any case
 
 
-def _prompt_list(payload: Txt2ImgPayload) -> PromptLines:
-    """The script's ``script_args``: A1111's [iterate seed, same seed, insert at "start"/"end", text] (before 1.6:
-    without the third)."""
-    args = list(payload.script_args)
-    if len(args) == 3:
-        args.insert(2, "start")
-    if len(args) != 4 or not isinstance(args[3], str):
-        raise PayloadError("script_args", "Prompts from file or textbox takes [iterate seed every line, use same "
-                                          "random seed for all lines, insert prompts at (start or end), the text].")
-    return PromptLines(args[3], bool(args[0]), bool(args[1]), str(args[2]))
+def _script_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """A1111's ``script_args`` of the payload's script as the values of the tab's panel for it (``job_plan``).
+    Prompts from file or textbox: [iterate seed, same seed, insert at "start"/"end", text] (before A1111 1.6:
+    without the third). Prompt matrix: [put variable parts at start, different seeds, "positive"/"negative",
+    "comma"/"space", grid margin] (the later ones may be left out; the margin is not drawn)."""
+    args, name = list(payload.script_args), (payload.script_name or "").lower()
+    if name == PROMPT_LIST_SCRIPT:
+        if len(args) == 3:
+            args.insert(2, "start")
+        if len(args) != 4 or not isinstance(args[3], str):
+            raise PayloadError("script_args", "Prompts from file or textbox takes [iterate seed every line, use same "
+                                              "random seed for all lines, insert prompts at (start or end), the text].")
+        return {"prompt_lines": args[3], "lines_iterate_seed": bool(args[0]), "lines_same_seed": bool(args[1]),
+                "lines_position": str(args[2])}
+    if name == PROMPT_MATRIX_SCRIPT:
+        if not 2 <= len(args) <= 5:
+            raise PayloadError("script_args", "Prompt matrix takes [put variable parts at start, use different seed "
+                                              "for each picture, prompt type (positive or negative), joining char "
+                                              "(comma or space), grid margin].")
+        start, different, kind, joiner = [*args, "positive", "comma"][:4]
+        return {"prompt_matrix": True, "matrix_position": "start" if start else "end",
+                "matrix_negative": kind == "negative", "matrix_joiner": str(joiner),
+                "matrix_different_seeds": bool(different)}
+    return {}
 
 
-def to_requests(payload: Txt2ImgPayload, options) -> list[GenerationRequest]:
-    """The validated requests for ``payload``, run one after another: one, or with A1111's "Prompts from file or
-    textbox" script one per line; raises RequestError (PayloadError naming the field)."""
+def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[GenerationRequest]]:
+    """The plan of ``payload`` (``job_plan``: one job, or with a script a job per line or combination) and its
+    validated requests, to run one after another; raises RequestError (PayloadError naming the field)."""
     payload = apply_infotext(payload)
     _refuse_unimplemented(payload)
     override = payload.override_settings or {}
@@ -379,10 +393,8 @@ def to_requests(payload: Txt2ImgPayload, options) -> list[GenerationRequest]:
             initial_noise_multiplier=_option(payload.initial_noise_multiplier, "initial_noise_multiplier", options,
                                              override),
         )
-    jobs = _prompt_list(payload).jobs(values) if payload.script_name else [values]
-    if not jobs:
-        raise PayloadError("script_args", "The prompt list has no lines.")
-    return [GenerationRequest.from_values(job) for job in jobs]
+    planned = plan({**values, **_script_values(payload)})  # an empty prompt list is no list: the one job
+    return planned, [GenerationRequest.from_values(job) for job in planned.jobs]
 
 
 def echo(payload: Txt2ImgPayload) -> dict[str, Any]:
@@ -393,10 +405,11 @@ def echo(payload: Txt2ImgPayload) -> dict[str, Any]:
     return values
 
 
-def processed_info(results: list) -> str:
+def processed_info(results: list, grid_infotexts: list[str] = ()) -> str:
     """A1111's ``Processed.js()``: the JSON string in a generation response's ``info``, for the results of one
-    response (several for a prompt list: their pictures' lists joined, the rest the first's); the model's hash and
-    the VAE as the first picture's infotext names them."""
+    response (several for a script: their pictures' lists joined, the rest the first's; the infotexts of grids,
+    which come first among the images, lead ``infotexts``); the model's hash and the VAE as the first picture's
+    infotext names them."""
     request = results[0].request
     seeds = [seed for result in results for seed in result.seeds]
     infotexts = [text for result in results for text in result.infotexts]
@@ -433,8 +446,8 @@ def processed_info(results: list) -> str:
         "seed_resize_from_h": request.seed_resize_from_h or -1,
         "denoising_strength": request.denoising_strength if request.task != "txt2img" or request.enable_hr else None,
         "extra_generation_params": {"Schedule type": request.scheduler} if request.scheduler != "Automatic" else {},
-        "index_of_first_image": 0,
-        "infotexts": infotexts,
+        "index_of_first_image": len(grid_infotexts),
+        "infotexts": [*grid_infotexts, *infotexts],
         "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
         "clip_skip": request.clip_skip,

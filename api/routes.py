@@ -29,7 +29,9 @@ from pipelines.errors import EaselError, ModelError, RequestError
 from pipelines.infotext import parse_infotext, read_infotext
 from pipelines.memory import usage
 from pipelines.networks import metadata
+from pipelines.job_plan import grids as grids_of
 from pipelines.prompt_lines import POSITIONS
+from pipelines.prompt_matrix import JOINERS
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
 from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS, upscaler_names
 
@@ -39,8 +41,8 @@ from .encoding import decode_image, encode_png
 from .options import Options
 from .payloads import (ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
                        ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
-                       PROMPT_LIST_SCRIPT, ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of,
-                       processed_info, to_requests)
+                       PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, SCRIPTS, ProgressResponse, Txt2ImgPayload, echo,
+                       extras_requests, field_of, processed_info, to_requests)
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +125,9 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     router = APIRouter(prefix=PREFIX, route_class=ApiRoute, dependencies=[Depends(auth)], tags=["sdapi"])
 
     def run(payload: Txt2ImgPayload, owner: str) -> dict[str, Any]:
+        planned, requests = to_requests(payload, options)  # all checked before the first runs
         results = []
-        for request in to_requests(payload, options):  # all checked before the first runs
+        for request in requests:
             result = None
             for event in services.stream(request, owner=owner, save=payload.save_images):
                 if isinstance(event, GenerationResult):
@@ -137,11 +140,15 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         if not payload.override_settings_restore_afterwards and (payload.override_settings or {}).get(
                 "sd_model_checkpoint"):
             services.registry.set_default(results[0].request.model)
-        images = [image for result in results for image in result.images]
+        grids = grids_of([planned], results)
+        if payload.save_images:
+            for grid, text in grids:
+                engine.save_grid(grid, text, results[0].request.task)
+        images = [grid for grid, _ in grids] + [image for result in results for image in result.images]
         return {
             "images": [encode_png(image) for image in images] if payload.send_images else [],
             "parameters": echo(payload),
-            "info": processed_info(results),
+            "info": processed_info(results, [text for _, text in grids]),
         }
 
     @router.post("/txt2img", response_model=ImageResponse)
@@ -314,17 +321,25 @@ def _argument(label: str, value: Any, choices: list | None = None) -> dict[str, 
     return {"label": label, "value": value, "minimum": None, "maximum": None, "step": None, "choices": choices}
 
 
-# The one script (A1111's "Prompts from file or textbox", in both tabs) and its arguments, as A1111 lists them.
-_PROMPT_LIST_ARGS = [_argument("Iterate seed every line", False),
-                     _argument("Use same random seed for all lines", False),
-                     _argument("Insert prompts at the", "start", list(POSITIONS)),
-                     _argument("List of prompt inputs", "")]
+# The scripts (A1111's "Prompts from file or textbox" and "Prompt matrix", in both tabs) and their arguments, as
+# A1111 lists them.
+_SCRIPT_ARGS = {
+    PROMPT_LIST_SCRIPT: [_argument("Iterate seed every line", False),
+                         _argument("Use same random seed for all lines", False),
+                         _argument("Insert prompts at the", "start", list(POSITIONS)),
+                         _argument("List of prompt inputs", "")],
+    PROMPT_MATRIX_SCRIPT: [_argument("Put variable parts at start of prompt", False),
+                           _argument("Use different seed for each picture", False),
+                           _argument("Select prompt", "positive", ["positive", "negative"]),
+                           _argument("Select joining char", "comma", list(JOINERS)),
+                           _argument("Grid margins (px)", 0)],
+}
 # What ``/scripts`` and ``/script-info`` answer; A1111 features Easel does not have (face restorers, built-in
 # Real-ESRGAN models: upscaler files are in ``upscalers``, extensions) are listed empty, so that a client asking for
 # them sees none rather than a 404.
-_LISTINGS = {"/scripts": {"txt2img": [PROMPT_LIST_SCRIPT], "img2img": [PROMPT_LIST_SCRIPT]},
-             "/script-info": [{"name": PROMPT_LIST_SCRIPT, "is_alwayson": False, "is_img2img": tab == "img2img",
-                               "args": _PROMPT_LIST_ARGS} for tab in ("txt2img", "img2img")],
+_LISTINGS = {"/scripts": {"txt2img": list(SCRIPTS), "img2img": list(SCRIPTS)},
+             "/script-info": [{"name": name, "is_alwayson": False, "is_img2img": tab == "img2img", "args": args}
+                              for tab in ("txt2img", "img2img") for name, args in _SCRIPT_ARGS.items()],
              "/face-restorers": [], "/realesrgan-models": [], "/extensions": []}
 
 

@@ -149,6 +149,19 @@ def test_prompts_from_file_or_textbox_runs_a_job_per_line(alice):
     assert json.loads(old["info"])["all_prompts"] == ["x", "y"]  # A1111 before 1.6: three arguments
 
 
+def test_prompt_matrix_answers_its_grid_first(alice, api_server):
+    outputs = api_server[1]
+    body = ok(alice.post("/sdapi/v1/txt2img", json={
+        "prompt": "a house|at night|old", "seed": 3, **SMALL, "save_images": True, "script_name": "Prompt matrix",
+        "script_args": [False, True, "positive", "space", 0]}))
+    info = json.loads(body["info"])
+    assert len(body["images"]) == 5 and info["index_of_first_image"] == 1 and info["all_seeds"] == [3, 4, 5, 6]
+    assert info["all_prompts"] == ["a house", "a house at night", "a house old", "a house at night old"]
+    grid = decode(body["images"][0])
+    assert grid.width >= 2 * 64 and grid.height > 2 * 64 and info["infotexts"][0] == info["infotexts"][1]
+    assert any(path.parent.parent.name == "txt2img-grids" for path in outputs.rglob("*.png"))
+
+
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
     source = Image.new("RGB", (96, 80), (200, 40, 40))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -374,6 +387,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts.ADetailer"),
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_name"),
     ("txt2img", {"prompt": "x", "script_name": "Prompts from file or textbox", "script_args": [1]}, "script_args"),
+    ("txt2img", {"prompt": "x", "script_name": "prompt matrix", "script_args": [True]}, "script_args"),
+    ("txt2img", {"prompt": "x", "script_name": "prompt matrix", "script_args": [True, False]}, "prompt"),  # no |
     ("txt2img", {"prompt": "x", "script_name": "Prompts from file or textbox",
                  "script_args": [False, False, "start", "a\n--steps lots"]}, "script_args"),
     ("img2img", {"prompt": "x"}, "init_images"),

@@ -74,11 +74,13 @@ def test_memory_in_a1111_shape(served):
 
 def test_the_one_script_is_listed_and_features_easel_does_not_have_are_listed_empty(served):
     client, _ = served
-    script = "prompts from file or textbox"
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [script], "img2img": [script]}
+    scripts = ["prompts from file or textbox", "prompt matrix"]
+    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": scripts, "img2img": scripts}
     info = client.get("/sdapi/v1/script-info").json()
-    assert [(item["name"], item["is_img2img"]) for item in info] == [(script, False), (script, True)]
+    assert [(item["name"], item["is_img2img"]) for item in info] == [(scripts[0], False), (scripts[1], False),
+                                                                     (scripts[0], True), (scripts[1], True)]
     assert [arg["label"] for arg in info[0]["args"]] == ["Iterate seed every line", "Use same random seed for all "
                                                          "lines", "Insert prompts at the", "List of prompt inputs"]
+    assert len(info[1]["args"]) == 5 and info[1]["args"][3]["choices"] == ["comma", "space"]
     for path in ("face-restorers", "realesrgan-models", "extensions"):
         assert client.get(f"/sdapi/v1/{path}").json() == [], path

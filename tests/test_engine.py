@@ -259,6 +259,13 @@ def test_the_noise_multiplier_scales_the_noise_added_to_the_picture(engine):
     assert make(initial_noise_multiplier=0.8).noise_multiplier == 1.0  # txt2img
 
 
+def test_grids_are_saved_where_a1111_keeps_them(engine):
+    grid = Image.new("RGB", (8, 8))
+    assert engine.save_grid(grid, "a\nSteps: 1", "txt2img").parent.parent.name == "txt2img-grids"
+    saved = engine.save_grid(grid, "a\nSteps: 1", "inpaint")
+    assert saved.parent.parent.name == "img2img-grids" and read_infotext(Image.open(saved)) == "a\nSteps: 1"
+
+
 def test_latents_that_become_nan_are_a_message_not_a_black_picture(engine):
     """A1111's NaN check: a CFG scale past what float32 holds makes NaN latents, which decoded as black."""
     from pipelines.errors import ModelError

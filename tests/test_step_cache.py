@@ -78,8 +78,9 @@ def test_request_api_and_refusal():
         GenerationRequest(step_cache=11)
     options = SimpleNamespace(defaults={"CLIP_stop_at_last_layers": 1}, checkpoint_name=lambda name: "tiny-sd")
     payload = Txt2ImgPayload(prompt="x", width=64, height=64, override_settings={"step_cache": 3})
-    assert to_requests(payload, options)[0].step_cache == 3
-    assert to_requests(Txt2ImgPayload(infotext="x\nSteps: 2, Step cache: 4, Size: 64x64"), options)[0].step_cache == 4
+    assert to_requests(payload, options)[1][0].step_cache == 3
+    _, (request,) = to_requests(Txt2ImgPayload(infotext="x\nSteps: 2, Step cache: 4, Size: 64x64"), options)
+    assert request.step_cache == 4
     with pytest.raises(RequestError, match="UNet models"):
         with step_cache.cached(SimpleNamespace(transformer=object()), 3):
             pass

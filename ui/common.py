@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from pipelines import prompt_lines
+from pipelines import job_plan, prompt_lines, prompt_matrix
 from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -135,6 +135,23 @@ def prompt_list_controls(fields: FieldSet) -> None:
     upload.upload(_text_of, upload, text, api_visibility="private")
 
 
+def prompt_matrix_controls(fields: FieldSet) -> None:
+    """A1111's "Prompt matrix" (``pipelines/prompt_matrix.py``): a picture per combination of the parts after "|"."""
+    p = fields.prefix
+    with gr.Accordion("Prompt matrix", open=False, elem_id=f"{p}_prompt_matrix_panel"):
+        fields.add("prompt_matrix", gr.Checkbox(False, label='Prompt matrix: a picture for every combination of the '
+                                                'prompt\'s parts after "|"', elem_id=f"{p}_prompt_matrix"))
+        with gr.Row():
+            fields.add("matrix_position", gr.Radio(list(prompt_matrix.POSITIONS), value="end",
+                                                   label="Place variable parts at", elem_id=f"{p}_matrix_position"))
+            fields.add("matrix_negative", gr.Radio(["positive", "negative"], value="positive", type="index",
+                                                   label="Prompt type", elem_id=f"{p}_matrix_negative"))
+            fields.add("matrix_joiner", gr.Radio(list(prompt_matrix.JOINERS), value="comma", label="Joining char",
+                                                 elem_id=f"{p}_matrix_joiner"))
+        fields.add("matrix_different_seeds", gr.Checkbox(False, label="Use different seed for each picture",
+                                                         elem_id=f"{p}_matrix_different_seeds"))
+
+
 def refiner_controls(services, fields: FieldSet) -> None:
     """A1111's Refiner panel: a model that takes over the pass once "switch at" of its steps are done."""
     p = fields.prefix
@@ -237,8 +254,9 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
     """The streaming Gradio handler shared by every generation tab.
 
     ``prepare`` turns the tab's widget values into request values (an image editor's layers into a mask, say),
-    or into a list of them (a batch of init images); each becomes a job per line of its prompt list when it has
-    one (``prompt_lines``). The jobs run one after another in the same queue slot.
+    or into a list of them (a batch of init images); each runs as its plan says (``job_plan``: a job per line of a
+    prompt list, per combination of a prompt matrix, whose grid comes first in the gallery). The jobs run one after
+    another in the same queue slot.
     It builds the request, streams the engine's progress (bar and live preview) and finishes with the gallery,
     the selected image's infotext, every image's infotext and the seed used. Bad input becomes a
     ``gr.Error`` with the engine's message, never a traceback.
@@ -251,8 +269,9 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
     def generate(values: dict, model_name: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         try:
             prepared = prepare(values) if prepare else values
+            plans = [job_plan.plan(v) for v in (prepared if isinstance(prepared, list) else [prepared])]
             jobs = [GenerationRequest.from_values({"model": model_name, **job, "task": task})  # a line may name one
-                    for v in (prepared if isinstance(prepared, list) else [prepared]) for job in prompt_lines.expand(v)]
+                    for each in plans for job in each.jobs]
             done: list[GenerationResult] = []
             for number, job in enumerate(jobs, 1):
                 for event in services.stream(job, owner=request.session_hash if request else None):
@@ -267,13 +286,17 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
                     break
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        images = [image for result in done for image in result.images]
-        infotexts = [text for result in done for text in result.infotexts]
+        grids = job_plan.grids(plans, done)
+        for grid, text in grids:
+            services.engine.save_grid(grid, text, task)
+        images = [grid for grid, _ in grids] + [image for result in done for image in result.images]
+        infotexts = [text for _, text in grids] + [text for result in done for text in result.infotexts]
         seeds = [seed for result in done for seed in result.seeds]
+        captions = ["Grid"] * len(grids) + [f"Seed {seed}" for seed in seeds]
         for warning in dict.fromkeys(w for result in done for w in result.warnings):  # files left out, once each
             gr.Warning(warning)
         yield {
-            panel.gallery: list(zip(images, (f"Seed {seed}" for seed in seeds))),
+            panel.gallery: list(zip(images, captions)),
             panel.preview: gr.update(visible=False, value=None),
             panel.infotext: infotexts[0] if infotexts else "",
             panel.infotexts: infotexts,
@@ -338,6 +361,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             wire_token_counters(fields)
             refiner_controls(services, fields)
             prompt_list_controls(fields)
+            prompt_matrix_controls(fields)
             inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)
         with gr.Column():
             panel = output_panel(task)

@@ -1,0 +1,42 @@
+"""What a tab's values run as: a job per line of a prompt list, a job per combination of a prompt matrix (and its
+grid after them), or the one job. A1111 offers these as scripts, one at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from . import prompt_lines, prompt_matrix
+from .errors import RequestError
+
+
+@dataclass(frozen=True)
+class Plan:
+    values: dict[str, Any]
+    jobs: list[dict[str, Any]]
+    matrix: prompt_matrix.PromptMatrix | None = None
+
+
+def plan(values: dict[str, Any]) -> Plan:
+    matrix = prompt_matrix.from_values(values)
+    if matrix is None:
+        return Plan(values, prompt_lines.expand(values))
+    if (values.get("prompt_lines") or "").strip():
+        raise RequestError("A prompt matrix and a prompt list cannot run together (A1111 runs one script at a "
+                           "time): empty the list or turn the matrix off.", "prompt_matrix")
+    return Plan(values, matrix.jobs(values), matrix)
+
+
+def grids(plans: list[Plan], results: list) -> list[tuple[Image.Image, str]]:
+    """Each matrix's grid and the infotext it carries (its first picture's), from the jobs' ``results`` in order
+    (fewer after an interrupt)."""
+    made, start = [], 0
+    for each in plans:
+        taken = results[start:start + len(each.jobs)]
+        start += len(each.jobs)
+        if each.matrix is not None and taken:
+            pictures = [image for result in taken for image in result.images]
+            made.append((each.matrix.grid(each.values, pictures), taken[0].infotexts[0] if taken[0].infotexts else ""))
+    return made
