@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import RequestError
-from .request import MAX_SEED
+from .request import MAX_SEED, whole_number
 
 
 def _whole(text: str) -> int:
@@ -98,10 +98,11 @@ class PromptLines:
         if self.position not in POSITIONS:
             raise RequestError(f"Insert prompts at {self.position!r}? Choose start or end.", "prompt_lines")
         lines = [line.strip() for line in self.text.splitlines() if line.strip()]
-        seed = int(values.get("seed", -1))
+        seed = whole_number(values.get("seed", -1), "Seed", "seed")
         if seed == -1 and (self.iterate_seed or self.same_seed):
             seed = random.randint(0, MAX_SEED)
-        per_line = int(values.get("batch_size", 1)) * int(values.get("batch_count", 1))
+        per_line = (whole_number(values.get("batch_size", 1), "Batch size", "batch_size")
+                    * whole_number(values.get("batch_count", 1), "Batch count", "batch_count"))
         jobs = []
         for index, line in enumerate(lines):
             own = read_line(line, index + 1)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .errors import RequestError
 from .grid import labelled_grid
-from .request import MAX_SEED
+from .request import MAX_SEED, whole_number
 
 POSITIONS = ("end", "start")
 JOINERS = {"comma": ", ", "space": " "}
@@ -53,7 +53,7 @@ class PromptMatrix:
             raise RequestError(f"Place the parts at start or end, joined by comma or space; got {self.position!r}, "
                                f"{self.joiner!r}.", "prompt_matrix")
         first, *optional = self.parts(values)
-        seed = int(values.get("seed", -1))
+        seed = whole_number(values.get("seed", -1), "Seed", "seed")
         seed = random.randint(0, MAX_SEED) if seed == -1 else seed  # one seed for the grid, as A1111 fixes it
         jobs = []
         for index in range(2 ** len(optional)):

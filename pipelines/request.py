@@ -55,7 +55,8 @@ MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 NO_CHECKPOINT = {"hr_checkpoint_name": "Use same checkpoint", "refiner_checkpoint": "None"}
 
 
-def _whole_number(value: Any, label: str, field: str) -> int:
+def whole_number(value: Any, label: str, field: str) -> int:
+    """``value`` as an int, or a RequestError naming ``field`` (a bool, a fraction or text is not a whole number)."""
     problem = RequestError(f"{label} must be a whole number, got {value!r}.", field)
     if isinstance(value, bool):
         raise problem
@@ -163,7 +164,7 @@ class GenerationRequest:
             if getattr(self, name) == word:
                 set_(self, name, "")
         for name, label, low, high in _INT_RANGES:
-            number = _whole_number(getattr(self, name), label, name)
+            number = whole_number(getattr(self, name), label, name)
             if not low <= number <= high:
                 raise RequestError(f"{label} must be between {low} and {high}, got {number}.", name)
             set_(self, name, number)
@@ -237,7 +238,7 @@ class GenerationRequest:
 
     def _check_outpaint(self) -> None:
         try:
-            margins = tuple(_whole_number(v, "Outpaint margin", "outpaint") for v in self.outpaint)
+            margins = tuple(whole_number(v, "Outpaint margin", "outpaint") for v in self.outpaint)
         except TypeError:
             raise RequestError("Outpaint takes four margins: left, right, up, down.", "outpaint") from None
         if len(margins) != 4 or any(m < 0 or m % 8 for m in margins):

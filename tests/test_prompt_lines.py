@@ -61,5 +61,7 @@ def test_a_tab_without_a_list_is_one_job():
     assert expand(TAB) == [TAB] and expand({**TAB, "prompt_lines": " \n "}) == [{**TAB, "prompt_lines": " \n "}]
     assert [job["prompt"] for job in expand({**TAB, "prompt_lines": "x\ny", "lines_position": "end"})] == [
         "on white x", "on white y"]
+    with pytest.raises(RequestError, match="Seed must be a whole number, got None"):  # a number box emptied
+        expand({**TAB, "prompt_lines": "x", "seed": None, "lines_iterate_seed": True})
     with pytest.raises(RequestError, match="Choose start or end"):
         expand({**TAB, "prompt_lines": "x", "lines_position": "middle"})

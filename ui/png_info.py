@@ -21,9 +21,9 @@ def png_info(path: str | None) -> str:
         return read_infotext(image) or "This image has no generation parameters."
 
 
-def build(services, model: gr.Dropdown, tabs: gr.Tabs) -> Callable[[dict[str, GenerationTab], SendTarget], None]:
+def build(services, model: gr.Dropdown, tabs: gr.Tabs) -> Callable[[dict, dict], None]:
     """The tab; returns what wires its "Send to" buttons once the tabs they fill exist (given the generation tabs
-    by id and Extras' picture)."""
+    and the pictures' send targets, by tab id)."""
     with gr.Row():
         image = gr.Image(label="Source", type="filepath", sources=["upload", "clipboard"], elem_id="pnginfo_image",
                          height=360, elem_classes=FIT)
