@@ -54,6 +54,11 @@ def test_values_change_the_requests():
     refined = plan(request(), [("Refiner checkpoint", "None, tiny-sdxl"), ("Refiner switch at", "0.5, 1")]).cells
     assert (refined[0, 1, 0].refiner_checkpoint, refined[1, 0, 0].refiner_checkpoint) == ("", "tiny-sdxl")
     assert refined[1, 1, 0].refiner_switch_at == 1.0
+    more = plan(request(enable_hr=True, sampler="DPM++ 2M"),
+                [("Schedule type", "Karras, Automatic"), ("Clip skip", "1-2"), ("Hires upscaler", "Nearest")]).cells
+    assert (more[0, 1, 0].scheduler, more[0, 1, 0].clip_skip, more[0, 1, 0].hr_upscaler) == ("Karras", 2, "Nearest")
+    stepped = plan(request(enable_hr=True), [("Hires steps", "1, 3")]).cells
+    assert [stepped[i, 0, 0].hr_second_pass_steps for i in range(2)] == [1, 3]
     sized = plan(request(), [("Size", "64x96, 128"), ("Seed", "-1")]).cells
     assert (sized[0, 0, 0].width, sized[0, 0, 0].height, sized[1, 0, 0].height) == (64, 96, 128)
     assert sized[0, 0, 0].seed == sized[1, 0, 0].seed >= 0  # -1 drawn once
