@@ -157,6 +157,16 @@ def test_img2img_through_the_gradio_api(client, tmp_path):
         assert image.size == (64, 64)
 
 
+def test_img2img_resize_by_scales_the_pictures_own_size(client, tmp_path):
+    """A1111's "Resize by": a 80x64 picture at 1.5 makes 120x96 (the width and height boxes are passed over)."""
+    gallery, _, info, *_ = client.predict(**NO_CONTROL, prompt="x", init_image=handle_file(str(_gradient_png(
+        tmp_path, (80, 64)))), size_from="Resize by", scale_by=1.5, steps=2, width=64, height=64,
+        api_name="/img2img")
+    assert "Size: 120x96," in info
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (120, 96)
+
+
 def test_inpaint_through_the_gradio_api(client, tmp_path):
     import numpy as np
 

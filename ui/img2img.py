@@ -11,10 +11,19 @@ from pipelines.request import MAX_NOISE_MULTIPLIER, RESIZE_MODES
 from .common import FIT, FieldSet, GenerationTab, generation_tab
 
 
+SIZE_FROM = ("Resize to", "Resize by")  # A1111's two tabs: the width and height, or the picture's size x a scale
+
+
 def resize_and_strength(fields: FieldSet) -> None:
     p = fields.prefix
     fields.add("resize_mode", gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index", label="Resize mode",
                                        elem_id=f"{p}_resize_mode"))
+    with gr.Row():
+        fields.add("size_from", gr.Radio(list(SIZE_FROM), value=SIZE_FROM[0], type="index", label="Size",
+                                         info="Resize to: width and height below; Resize by: the picture's x the scale",
+                                         elem_id=f"{p}_size_from", scale=2))
+        fields.add("scale_by", gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale", elem_id=f"{p}_scale_by",
+                                         scale=3))
     with gr.Row():
         fields.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
                                                    elem_id=f"{p}_denoising_strength", scale=3))
@@ -33,6 +42,16 @@ def _inputs(fields: FieldSet) -> dict:
     return {"image": image}
 
 
+def sized(values: dict) -> dict:
+    """A1111's "Resize by": the width and height are the init picture's times the scale (multiples of 8, 64-2048)."""
+    size_from, scale = values.pop("size_from", 0), values.pop("scale_by", 1.0)
+    image = values.get("init_image")
+    if size_from != 1 or image is None:
+        return values
+    width, height = (min(2048, max(64, round(side * scale / 8) * 8)) for side in image.size)
+    return {**values, "width": width, "height": height}
+
+
 def _open_image(path: str) -> Image.Image | None:
     try:
         with Image.open(path) as image:
@@ -45,11 +64,11 @@ def prepare(values: dict) -> dict | list[dict]:
     """One request, or one per picture of the uploaded folder (other files are skipped)."""
     files = values.pop("batch_files", None)
     if not files:
-        return values
+        return sized(values)
     images = [image for image in map(_open_image, sorted(files)) if image is not None]
     if not images:
         raise RequestError("The folder holds no images.")
-    return [{**values, "init_image": image} for image in images]
+    return [sized({**values, "init_image": image}) for image in images]  # each by its own size
 
 
 def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:

@@ -13,7 +13,7 @@ from pipelines.errors import RequestError
 from pipelines.request import MASKED_CONTENT
 
 from .common import FIT, FieldSet, GenerationTab, generation_tab
-from .img2img import resize_and_strength
+from .img2img import resize_and_strength, sized
 
 INPAINT_AREAS = ("Whole picture", "Only masked")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
@@ -68,7 +68,7 @@ def prepare(values: dict) -> dict:
     if image is None:
         raise RequestError("Upload an image to inpaint.")
     mask = uploaded if uploaded is not None else editor_mask(editor)
-    return {**values, "init_image": image, "mask": mask, "outpaint": outpaint}
+    return sized({**values, "init_image": image, "mask": mask, "outpaint": outpaint})
 
 
 def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
