@@ -88,8 +88,8 @@ def wire_token_counters(fields: FieldSet) -> None:
     for name in PROMPT_LABELS:
         box = fields.components[name]
 
-        def count(text: str, steps: int, name=name) -> gr.Textbox:
-            return gr.Textbox(label=_counted(name, *token_count(_tokenizer(), text or "", steps)))
+        def count(text: str, steps: int | None, name=name) -> gr.Textbox:  # a steps box being typed in is empty
+            return gr.Textbox(label=_counted(name, *token_count(_tokenizer(), text or "", steps or 1)))
 
         box.change(count, [box, fields.components["steps"]], box, show_progress="hidden", trigger_mode="always_last",
                    api_visibility="private")
