@@ -18,7 +18,7 @@ def client(app_url):
 
 def test_every_public_event_is_named(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/txt2img", "/txt2img_interrupt", "/png_info", "/send_to_txt2img", "/refresh_models",
+    assert {"/txt2img", "/txt2img_interrupt", "/txt2img_skip", "/png_info", "/send_to_txt2img", "/refresh_models",
             "/model_defaults", "/set_vae"} <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/txt2img"]["parameters"]]
     assert names[:2] == ["prompt", "negative_prompt"] and names[-1] == "model_name"

@@ -106,6 +106,34 @@ def test_token_counters_follow_the_prompts(page):
     expect(prompt).to_contain_text("Prompt (7/75)")
 
 
+def test_skip_ends_the_current_batch_and_the_next_goes_on(page, png_dir):
+    """A1111's Skip: the first of two batches stops where it is, the second runs in full."""
+    _txt2img_tab(page)
+    _set_prompt(page, PROMPT)
+    set_number(page, "txt2img_seed", 21)
+    set_number(page, "txt2img_steps", 150)
+    set_number(page, "txt2img_batch_count", 2)
+    try:
+        before = page.locator("#txt2img_info textarea").input_value()
+        page.locator("#txt2img_generate").click()
+        expect(page.locator("#txt2img_gallery").get_by_text(re.compile(r"Batch 1/2, step [1-9]"))).to_be_visible(
+            timeout=GENERATION_TIMEOUT_MS)
+        page.locator("#txt2img_skip").click()
+        expect(page.locator("#txt2img_info textarea")).not_to_have_value(before, timeout=GENERATION_TIMEOUT_MS)
+        expect(page.locator("#txt2img_gallery img")).to_have_count(2)
+        expect(page.locator("#txt2img_gallery")).to_contain_text("Seed 22")
+        skipped = gallery_png(page, "txt2img", png_dir / "skipped.png")
+        set_number(page, "txt2img_batch_count", 1)
+        page.locator("#txt2img_generate").click()  # the same infotext as the skipped picture's: wait for one picture
+        expect(page.locator("#txt2img_gallery img")).to_have_count(1, timeout=GENERATION_TIMEOUT_MS)
+        full = gallery_png(page, "txt2img", png_dir / "full.png")
+    finally:
+        set_number(page, "txt2img_steps", 20)
+        set_number(page, "txt2img_batch_count", 1)
+    with Image.open(skipped) as cut, Image.open(full) as whole:
+        assert cut.tobytes() != whole.tobytes()  # seed 21 stopped early is not seed 21 in full
+
+
 def test_variation_seed(page):
     _txt2img_tab(page)
     _set_prompt(page, PROMPT)

@@ -308,18 +308,21 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
 
 
 def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dropdown, task: str,
-                    generate_button: gr.Button, interrupt_button: gr.Button,
-                    prepare: Callable[[dict], dict | list[dict]] | None = None) -> None:
+                    buttons: dict[str, gr.Button], prepare: Callable[[dict], dict | list[dict]] | None = None) -> None:
+    """Generate (on the GPU queue); Interrupt and Skip (A1111's: the job stops, or its current batch ends and the
+    next goes on, after the current step), which act on the caller's own job at once."""
     outputs = [panel.gallery, panel.preview, panel.infotext, panel.infotexts, panel.last_seed, panel.selected]
     handler = generation_handler(services, fields, panel, task, prepare)
     # The progress bar covers the gallery only: over the live preview it would hide it.
-    generate_button.click(handler, [*fields.inputs, model], outputs, api_name=task, show_progress_on=panel.gallery,
-                          concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    buttons["generate"].click(handler, [*fields.inputs, model], outputs, api_name=task, show_progress_on=panel.gallery,
+                              concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    def on_own_job(stop: Callable[..., bool]) -> Callable[[gr.Request], None]:
+        def act(request: gr.Request) -> None:  # Gradio hands the caller's session to a parameter of this type
+            stop(owner=request.session_hash if request else None)
+        return act
 
-    def interrupt(request: gr.Request):
-        services.engine.interrupt(owner=request.session_hash if request else None)
-
-    interrupt_button.click(interrupt, None, None, api_name=f"{task}_interrupt", queue=False)
+    for name, stop in (("interrupt", services.engine.interrupt), ("skip", services.engine.skip)):
+        buttons[name].click(on_own_job(stop), None, None, api_name=f"{task}_{name}", queue=False)
 
     def show_selected(texts: list[str], evt: gr.SelectData):
         return (texts[evt.index] if 0 <= evt.index < len(texts) else ""), evt.index
@@ -352,8 +355,11 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             prompt_boxes(services, fields)
             networks.build(services, fields.components["prompt"], task)
         with gr.Column(scale=1, min_width=160):
-            generate = gr.Button("Generate", variant="primary", elem_id=f"{task}_generate")
-            interrupt = gr.Button("Interrupt", variant="stop", elem_id=f"{task}_interrupt")
+            actions = {"generate": gr.Button("Generate", variant="primary", elem_id=f"{task}_generate")}
+            with gr.Row():
+                for name in ("interrupt", "skip"):
+                    actions[name] = gr.Button(name.title(), variant="stop" if name == "interrupt" else "secondary",
+                                              elem_id=f"{task}_{name}", min_width=70)
     with gr.Row():
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
@@ -366,6 +372,6 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
         with gr.Column():
             panel = output_panel(task)
     wire_seed_buttons(buttons, fields, panel)
-    wire_generation(services, fields, panel, model, task, generate, interrupt,
+    wire_generation(services, fields, panel, model, task, actions,
                     lambda values: (prepare or dict)(controlnet.collect_units(values)))
     return GenerationTab(fields, panel, inputs)
