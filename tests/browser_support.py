@@ -55,6 +55,18 @@ def set_number(page, elem_id: str, value: float) -> None:
     expect(box).to_have_value(str(value))
 
 
+def set_numbers(page, values: dict[str, float]) -> None:
+    """``set_number`` for each box, then again for any that took its value back while the others were set (the boxes
+    of an accordion just opened can, under load, after their own check passed)."""
+    for _ in range(3):
+        for elem_id, value in values.items():
+            set_number(page, elem_id, value)
+        page.wait_for_timeout(500)
+        if all(page.locator(f"#{e} input[type=number]").input_value() == str(v) for e, v in values.items()):
+            return
+    raise AssertionError(f"the boxes did not keep {values}")
+
+
 def open_tab(page, name: str) -> None:
     """Open one of the page's tabs, and again while it is not the selected one (a click on a busy page can be lost)."""
     tab = page.get_by_role("tab", name=name, exact=True)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, open_tab, pick,
-                             set_number)
+                             set_number, set_numbers)
 from playwright.sync_api import expect
 
 PROMPT = "a red circle on a white background"
@@ -140,10 +140,8 @@ def test_variation_seed(page):
     set_number(page, "txt2img_seed", 42)
     page.locator("#txt2img_variation").get_by_text("Variation seed", exact=True).click()
     expect(page.locator("#txt2img_subseed_strength")).to_be_visible()
-    set_number(page, "txt2img_subseed", 5)
-    set_number(page, "txt2img_subseed_strength", 0.5)
-    for side in "wh":
-        set_number(page, f"txt2img_seed_resize_from_{side}", 32)
+    set_numbers(page, {"txt2img_subseed": 5, "txt2img_subseed_strength": 0.5, "txt2img_seed_resize_from_w": 32,
+                       "txt2img_seed_resize_from_h": 32})
     try:
         infotext = generate_in(page, "txt2img")
         page.screenshot(path=str(ARTIFACTS / "variation.png"), full_page=True, animations="disabled")
@@ -239,9 +237,7 @@ def test_img2img_variation_seed_noise_multiplier_then_send_to_extras(page, png_d
     expect(page.locator("#img2img_image img").first).to_be_visible()
     page.locator("#img2img_prompt textarea").fill("a green square")
     page.locator("#img2img_variation").get_by_text("Variation seed", exact=True).click()
-    set_number(page, "img2img_subseed", 5)
-    set_number(page, "img2img_subseed_strength", 0.5)
-    set_number(page, "img2img_noise_multiplier", 0.8)
+    set_numbers(page, {"img2img_subseed": 5, "img2img_subseed_strength": 0.5, "img2img_noise_multiplier": 0.8})
     infotext = generate_in(page, "img2img")
     assert "Variation seed: 5, Variation seed strength: 0.5," in infotext and "Noise multiplier: 0.8," in infotext
 
