@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true",
                         help="on CUDA: torch.compile the UNet's and VAE decoder's repeated blocks (slow first image)")
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
-                        help="reduce-overhead: --compile with CUDA graphs (static sizes; no effect on the CPU)")
+                        help="reduce-overhead: --compile with CUDA graphs and cuDNN attention (static sizes; no effect "
+                             "on the CPU)")
     parser.add_argument("--compile-sizes", type=_sizes, default=(), metavar="WxH[,WxH...]",
                         help="--compile, and compile these sizes when a model loads (batch 1, CFG on), so that "
                              "pictures of these sizes never wait for a compile (CUDA only)")

@@ -13,15 +13,18 @@ and generates:
   scheduler, default attention, a CPU generator so the noise matches Easel's; for Kandinsky its prior, then its
   decoder, each with its own generator);
 - ``easel fp16``: the same through Easel's Registry and Engine (prompt cache, live previews every 5 steps);
-- ``+ bf16``, ``+ channels-last``, ``+ fused QKV`` (the app's ``--fast``), ``+ compile`` (``--compile``), on CUDA
-  ``+ CUDA graphs`` (``--compile-mode reduce-overhead``), each adding one optimisation, so each one's gain and
-  error show separately; on CUDA also ``--fast, medvram``;
+- ``+ bf16``, ``+ channels-last``, ``+ fused QKV`` (the app's ``--fast``), on CUDA ``+ cuDNN attention``,
+  ``+ compile`` (``--compile``, on ``--fast``), on CUDA ``+ CUDA graphs, cuDNN attention`` (``--compile-mode
+  reduce-overhead``), each adding one optimisation, so each one's gain and error show separately; on CUDA also
+  ``--fast, medvram``;
 - the fast modes, each on top of ``--fast`` and not exact: ``step cache 3`` (DeepCache-style, ``step_cache.py``),
   ``--weights int8`` and ``--weights fp8`` (weight-only storage, ``quantize.py``; the UNet MiB column shows the
   memory they save), ``--weights int8-fast`` and ``--weights fp8-fast`` (the Linear layers also multiply in 8 bits).
 
-Kandinsky 2.2's decoder gets every row; its attention layers project their added keys and values apart, so fused
-QKV leaves them as they are (``+ fused QKV`` is ``--fast`` there, and equals ``+ channels-last``).
+``--with compile=true compile_mode=reduce-overhead`` (any SpeedOptions fields) sets options on every Easel row,
+named in the row: the fast modes compiled, say. Kandinsky 2.2's decoder gets every row; its attention layers
+project their added keys and values apart, so fused QKV leaves them as they are (``+ fused QKV`` is ``--fast``
+there, and equals ``+ channels-last``).
 
 Per row: median seconds per image over ``--repeats`` after warm-up (full path, decoded picture), it/s and seconds of
 denoising (prompt to latents) and of VAE decoding, peak CUDA memory, load time, the first call (cold compile for the
@@ -60,7 +63,7 @@ from torch._inductor.utils import clear_caches  # noqa: E402
 from benchmarks.random_pipelines import SPECS, TINY_SIZE, Spec, architectures, saved  # noqa: E402
 from pipelines.preview import LatentPreviewer  # noqa: E402
 from pipelines.quantize import MODES, tensor_bytes  # noqa: E402
-from pipelines.speed import SpeedOptions, optimise  # noqa: E402
+from pipelines.speed import SpeedOptions, attention_order, optimise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed"
@@ -82,10 +85,10 @@ QUICK = ("diffusers", "+ fused QKV", "+ compile", "+ CUDA graphs", "--fast, medv
 
 
 def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (),
-           warm: tuple[tuple[int, int], ...] = ()) -> list[Config]:
+           warm: tuple[tuple[int, int], ...] = (), changes: dict | None = None) -> list[Config]:
     """The baseline, then Easel with one more optimisation per row (fp32 instead of fp16 on the CPU), then the
     fast modes that are not exact, each on top of ``--fast``. ``warm``: the sizes the compiled rows compile while
-    loading (``--compile-sizes``)."""
+    loading (``--compile-sizes``); ``changes`` (``--with``): speed options set on every Easel row, named in it."""
     half = "float16" if cuda else "float32"
     short = {"float16": "fp16", "float32": "fp32"}[half]
     fast = SpeedOptions(channels_last=True, fuse_qkv=True)
@@ -93,20 +96,36 @@ def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (),
             Config("+ bf16", True, "bfloat16"),
             Config("+ channels-last", True, "bfloat16", SpeedOptions(channels_last=True)),
             Config("+ fused QKV (--fast)", True, "bfloat16", fast)]
+    if cuda:  # not in --fast: its kernel is faster, its launch slower (a loss where launches count)
+        rows.append(Config("+ cuDNN attention", True, "bfloat16", replace(fast, cudnn_attention=True)))
     if compile:
-        compiled = SpeedOptions(channels_last=True, fuse_qkv=True, compile=True, compile_backend=backend,
-                                compile_sizes=warm)
+        compiled = replace(fast, compile=True, compile_backend=backend, compile_sizes=warm)
         rows.append(Config("+ compile (--compile)", True, "bfloat16", compiled))
         if cuda:
-            rows.append(Config("+ CUDA graphs (--compile-mode reduce-overhead)", True, "bfloat16",
-                               replace(compiled, compile_mode="reduce-overhead")))
+            rows.append(Config("+ CUDA graphs, cuDNN attention (--compile-mode reduce-overhead)", True, "bfloat16",
+                               replace(compiled, compile_mode="reduce-overhead", cudnn_attention=True)))
     if cuda:
         rows.append(Config("--fast, medvram", True, "bfloat16", fast, "medvram"))
     rows += [Config("fast mode: step cache 3", True, "bfloat16", fast, step_cache=3),
              *(Config(f"fast mode: --weights {mode}", True, "bfloat16", replace(fast, weights=mode)) for mode in MODES)]
     if only:
         rows = [row for row in rows if row.name.startswith(only)]
+    if changes:
+        label = " ".join(f"{key}={value}" for key, value in changes.items())
+        rows = [replace(row, name=f"{row.name} [{label}]", speed=replace(row.speed, **changes)) if row.easel else row
+                for row in rows]
     return rows
+
+
+def option(text: str) -> tuple[str, object]:
+    """``--with`` KEY=VALUE: a SpeedOptions field and its value (JSON: true, 3, "x"; else the text itself)."""
+    key, _, value = text.partition("=")
+    if key not in SpeedOptions.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"{key!r} is none of {', '.join(SpeedOptions.__dataclass_fields__)}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def sync(device: str) -> None:
@@ -206,6 +225,8 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
 
     free(device)
     dtype = getattr(torch, config.dtype)
+    if device.startswith("cuda"):
+        attention_order(config.easel and config.speed.cudnn_attention)  # process-wide: reset for each row
     if config.easel:
         registry = Registry(folder.parent.parent, device=device, dtype=dtype, memory_mode=config.memory_mode,
                             speed=config.speed, offline=True)
@@ -295,7 +316,7 @@ def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: P
     rows, reference, reference_step = [], None, None
     for config in ladder(device.startswith("cuda"), args.compile, args.compile_backend,
                           QUICK if args.quick else tuple(args.only or ()),
-                          ((args.size, args.size),) if args.warm_up else ()):
+                          ((args.size, args.size),) if args.warm_up else (), dict(args.changes or ())):
         try:
             with tempfile.TemporaryDirectory() as kernels, temporary_cache_dir(kernels):  # a cold compile per row
                 row, latents, step = run_config(config, spec, folder, args, device, out_dir)
@@ -360,6 +381,9 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="only the baseline, --fast, compiled and medvram rows")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="only the rows whose names start so "
                         "(the first one is the error reference)")
+    parser.add_argument("--with", dest="changes", nargs="+", type=option, metavar="OPTION=VALUE",
+                        help="set these speed options on every Easel row, e.g. compile=true compile_mode="
+                             "reduce-overhead to run the fast modes compiled, or cudnn_attention=false")
     parser.add_argument("--warm-up", action="store_true", help="compiled rows compile the picture size while "
                         "loading (the app's --compile-sizes): load s then includes the compile, the first call is warm")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: a quick check)")

@@ -311,11 +311,11 @@ class Engine:
         """Record each step on the job (for status polling) and pass it to ``on_progress``."""
         vae = model.autoencoder
         previewer = self._previewers.get(vae) or self._previewers.setdefault(vae, LatentPreviewer(vae))
-        request = job.request
+        previews, request = previewer.pictures(), job.request
 
         def report(step: int, steps: int, latents) -> None:
             wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < steps
-            preview = previewer(latents) if wants_preview else None
+            preview = previews(latents) if wants_preview else None
             job.progress = Progress(step, steps, batch, request.batch_count, preview)
             job.preview = preview or job.preview
             if on_progress is not None:

@@ -10,6 +10,7 @@ a compiled SDXL step on the H100), on the thread that drives the GPU.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from PIL import Image
 class LatentPreviewer:
     def __init__(self, vae):
         self.vae = vae
-        self._weights: torch.Tensor | None = None
+        self._weights: dict[torch.device, torch.Tensor] = {}  # the fitted map, where it is used
 
     def _fit(self) -> torch.Tensor:
         levels = (0.0, 0.5, 1.0)
@@ -40,9 +41,43 @@ class LatentPreviewer:
 
     def __call__(self, latents: torch.Tensor) -> Image.Image:
         """An RGB picture of the first latent of a batch, one pixel per latent."""
-        if self._weights is None:
-            self._weights = self._fit()
-        x = latents[0].detach().float().cpu()
-        rgb = torch.einsum("chw,cd->hwd", x, self._weights[:-1]) + self._weights[-1]
-        pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        return Image.fromarray(np.ascontiguousarray(pixels))
+        return self._start(latents)()
+
+    def pictures(self, lag: bool | None = None) -> Callable[[torch.Tensor], Image.Image | None]:
+        """One pass's previews. With ``lag`` (by default on a CUDA device) each call starts its picture on the
+        device (the map, then a copy of the bytes that does not wait) and returns the previous call's picture (None
+        the first time): waiting for this call's latents would leave the GPU idle while the CPU makes the picture and
+        queues the next step (measured on an H100 with CUDA graphs: 12 ms a preview, 48 ms of KOALA-700M's 0.44 s
+        picture; none once lagged), where the previous call's copy has long arrived. Otherwise each call returns
+        its own picture."""
+        pending = None
+
+        def preview(latents: torch.Tensor) -> Image.Image | None:
+            nonlocal pending
+            started = self._start(latents)
+            if not (latents.device.type == "cuda" if lag is None else lag):
+                return started()
+            ready, pending = pending, started
+            return ready() if ready else None
+
+        return preview
+
+    def _start(self, latents: torch.Tensor) -> Callable[[], Image.Image]:
+        """Compute the picture's bytes where the latents are; the returned call waits for them and makes it."""
+        if latents.device not in self._weights:  # copied once: a copy from the CPU would wait for the device
+            self._weights[latents.device] = self._fit().to(latents.device)
+        weights = self._weights[latents.device]
+        rgb = torch.einsum("chw,cd->hwd", latents[0].detach().float(), weights[:-1]) + weights[-1]
+        pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        if latents.device.type != "cuda":
+            return lambda: Image.fromarray(np.ascontiguousarray(pixels.cpu().numpy()))
+        host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(pixels, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+
+        def picture() -> Image.Image:
+            copied.synchronize()
+            return Image.fromarray(host.numpy())
+
+        return picture

@@ -6,7 +6,11 @@ and Kandinsky 2.2's decoder (UNet and MoVQ; its prior runs as loaded).
 - **bf16** (``preferred_dtype``) where the card has it: as fast as fp16 with fp32's range, so SDXL's VAE decodes
   without NaNs and needs no fp32 upcast (diffusers and ``generate.decode_latents`` upcast only fp16 VAEs).
   Cards without bf16 keep fp16 and diffusers' upcast of that VAE.
-- **SDPA** attention: torch 2's default in diffusers; nothing to switch.
+- **SDPA** attention: torch 2's default in diffusers, with torch's own kernel order (flash first). cuDNN's kernel
+  is faster on an H100 (one SDXL forward's attention 6.21 ms against 6.48, Kandinsky's 1.33 against 1.64:
+  ``benchmarks/attention_backends.py``), but eager SDXL was no faster with it (14 % slower, within eager's
+  run-to-run noise), so SDPA tries it first only with CUDA graphs (below), where nothing is launched from Python
+  (``attention_order``).
 - **channels-last** UNet and autoencoder: the memory layout cuDNN's fastest convolutions want.
 - **fused QKV**: one matmul for the query, key and value projections (key and value in cross-attention). The old
   projections become views of the fused weight (no second copy), so PEFT can still wrap them: while a LoRA is
@@ -32,12 +36,13 @@ and Kandinsky 2.2's decoder (UNet and MoVQ; its prior runs as loaded).
   each loaded LoRA's small matmuls run on every step, used or not, and fused QKV's processor takes the unfused path
   once a LoRA is loaded.
 - ``--compile-mode reduce-overhead``: the whole UNet compiled as one graph and replayed as a CUDA graph (static
-  shapes: one graph per picture size), the autoencoder decoder's regions as above. Measured on an H100, diffusers' UNets
-  at batch 1 are launch-bound (SD 1.5 at 512² ran at 17x its FLOP floor in eager mode), which only a graph of
-  the whole step removes. Regions cannot take CUDA graphs: instances of one block class share one compiled
-  graph, so the next block's replay overwrites the previous block's output while it is still in use. On the CPU
-  it changes nothing (the app compiles only on CUDA, and ``optimise`` asks for CUDA graphs only for a UNet on
-  CUDA).
+  shapes: one graph per picture size), the autoencoder decoder's regions as above, cuDNN's attention first.
+  Measured on an H100, diffusers' UNets at batch 1 are launch-bound (SD 1.5 at 512² ran at 17x its FLOP floor in
+  eager mode), which only a graph of the whole step removes: SDXL 1.15 s a picture (2.9x plain diffusers), at a
+  cold compile of 157 s (26 s from the kept kernels). Regions cannot take CUDA graphs: instances of one block
+  class share one compiled graph, so the next block's replay overwrites the previous block's output while it is
+  still in use. On the CPU it changes nothing (the app compiles only on CUDA, and ``optimise`` asks for CUDA
+  graphs only for a UNet on CUDA).
 - ``--weights int8|fp8|int8-fast|fp8-fast`` (``quantize.py``), fast modes that are not exact: the UNet's weights
   stored in 8 bits, dequantised as used (``-fast``: its Linear layers multiply in 8 bits); applied on any device,
   as they are asked for explicitly, and labelled in the infotext (``infotext_params``). They replace fused QKV,
@@ -57,6 +62,7 @@ from dataclasses import dataclass
 from weakref import WeakSet
 
 import torch
+from torch.nn.attention import SDPBackend
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
 
 from .quantize import LABELS, MODES, mode_of, quantize
@@ -65,6 +71,8 @@ log = logging.getLogger(__name__)
 
 RECOMPILE_LIMIT = 64  # graphs per compiled block: its shapes times the picture sizes in use
 _compiled: WeakSet = WeakSet()  # UNets compiled by compile_regions
+_CUDNN = int(SDPBackend.CUDNN_ATTENTION)
+_TORCH_ATTENTION_ORDER = tuple(torch._C._get_sdp_priority_order())  # torch's own (no public getter or setter)
 
 
 COMPILE_MODES = ("default", "reduce-overhead")  # reduce-overhead: CUDA graphs
@@ -80,13 +88,14 @@ class SpeedOptions:
     compile_mode: str = "default"
     weights: str = "full"
     compile_sizes: tuple[tuple[int, int], ...] = ()  # (width, height): compiled when a model loads (warm_up)
+    cudnn_attention: bool = False  # SDPA tries cuDNN's kernel first (CUDA only; set for the process)
 
     @classmethod
     def from_flags(cls, fast: bool, compile: bool = False, compile_mode: str = "default",
                    weights: str = "full", compile_sizes: tuple[tuple[int, int], ...] = ()) -> "SpeedOptions":
         compile = compile or compile_mode != "default" or bool(compile_sizes)  # each of them implies --compile
         return cls(channels_last=fast, fuse_qkv=fast, compile=compile, compile_mode=compile_mode, weights=weights,
-                   compile_sizes=compile_sizes)
+                   compile_sizes=compile_sizes, cudnn_attention=fast and compile_mode == "reduce-overhead")
 
 
 def preferred_dtype(device: str, fast: bool) -> torch.dtype | None:
@@ -107,9 +116,13 @@ def apply(pipe, options: SpeedOptions, device: str, mode: str = "normal") -> lis
         options = SpeedOptions(weights=options.weights)
     if options == SpeedOptions():
         return []
+    done = []
     if torch.device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    done = optimise(pipe, options)
+        if options.cudnn_attention:  # for the process: left so when an offloaded model (without) loads
+            attention_order(True)
+            done.append("cuDNN attention")
+    done += optimise(pipe, options)
     log.info("fast path: %s", ", ".join(done) or "nothing")
     return done
 
@@ -131,6 +144,13 @@ def optimise(pipe, options: SpeedOptions) -> list[str]:
         compile_regions(pipe, options.compile_backend, "reduce-overhead" if cuda_graphs else None)
         done.append("compile with CUDA graphs" if cuda_graphs else "compile")
     return done
+
+
+def attention_order(cudnn_first: bool) -> None:
+    """SDPA's kernel order for the whole process: cuDNN's kernel first, or torch's own order (flash first). A
+    compiled graph keeps the kernel chosen when it was traced."""
+    order = [backend for backend in _TORCH_ATTENTION_ORDER if backend != _CUDNN or not cudnn_first]
+    torch._C._set_sdp_priority_order([_CUDNN, *order] if cudnn_first else order)
 
 
 def autoencoder(pipe):

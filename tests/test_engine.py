@@ -5,9 +5,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
+from diffusers import AutoencoderKL
 from PIL import Image
 
 from pipelines.infotext import read_infotext
+from pipelines.preview import LatentPreviewer
 from pipelines.request import GenerationRequest
 
 
@@ -78,6 +81,16 @@ def test_progress_reports_every_step_with_previews(engine):
     assert events[-1].fraction == 1.0
     previews = [e.preview for e in events if e.preview is not None]
     assert len(previews) == 1 and previews[0].size == (32, 48)  # every 2 steps, not the last; a pixel per latent
+
+
+def test_lagging_previews_show_the_previous_latents():
+    """As on a CUDA device: each preview is the one started by the call before, so the GPU never waits for it."""
+    vae = AutoencoderKL(block_out_channels=[8], norm_num_groups=2, layers_per_block=1, latent_channels=4)
+    previewer = LatentPreviewer(vae)
+    first, second = (torch.full((1, 4, 3, 5), value) for value in (-1.0, 1.0))
+    now, lagging = previewer.pictures(lag=False), previewer.pictures(lag=True)
+    assert lagging(first) is None and lagging(second).tobytes() == now(first).tobytes() == previewer(first).tobytes()
+    assert now(second).tobytes() == previewer(second).tobytes() != previewer(first).tobytes()
 
 
 def test_interrupt_stops_after_the_current_step_and_returns_what_is_done(engine):

@@ -2,11 +2,14 @@
 compile with the quick eager backend, the fast modes) prints the table, writes the JSON and finds the Easel path
 equal to diffusers and each optimisation's one-step error at bf16's level; the fast modes differ a little and
 quantised weights take about half the UNet's bf16 bytes; Easel's rows measure the live preview; the compiled row its
-first call after a restart. A row that raises is reported and the ladder goes on."""
+first call after a restart. A row that raises is reported and the ladder goes on; ``--with`` sets speed options on
+Easel's rows. benchmarks/attention_backends.py records a forward's attention calls and times them."""
 
 import json
 
-from benchmarks import gpu_speed
+import pytest
+
+from benchmarks import attention_backends, gpu_speed
 
 
 def test_tiny_run(tmp_path, capsys):
@@ -70,3 +73,33 @@ def test_kandinsky_decoder_takes_the_fast_path_and_easel_equals_its_model_card(t
     assert rows[1]["rel_err"] == 0 and rows[1]["step_err"] == 0  # prior, then decoder, seeded as Easel seeds them
     assert all(r["ok"] and 0 < r["step_err"] < 0.05 for r in rows[2:])  # bf16's error, int8's near it
     assert rows[3]["unet_mib"] < 0.6 * rows[2]["unet_mib"]
+
+
+def test_with_sets_speed_options_on_the_easel_rows_and_names_them(tmp_path):
+    out = tmp_path / "speed.json"
+    assert gpu_speed.main(["--tiny", "--models", "sd15", "--only", "diffusers", "fast mode: --weights int8-fast",
+                           "--with", "compile=true", "compile_backend=eager", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    label = "[compile=True compile_backend=eager]"
+    assert [r["config"] for r in rows] == ["diffusers fp32", f"fast mode: --weights int8-fast {label}"]
+    assert rows[1]["speed"]["compile"] and rows[1]["speed"]["weights"] == "int8-fast"  # the fast mode, compiled
+    assert rows[1]["ok"] and rows[1]["restart_first_call_s"] > 0 and rows[0]["speed"]["compile"] is False
+
+
+def test_with_refuses_an_unknown_option(capsys):
+    with pytest.raises(SystemExit):
+        gpu_speed.main(["--tiny", "--with", "turbo=true"])
+    assert "'turbo' is none of channels_last" in capsys.readouterr().err
+
+
+def test_attention_backends_records_each_forwards_attention_calls(capsys):
+    assert attention_backends.main(["--tiny", "--models", "sd15", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split(" | ") for line in lines if line.startswith("| sd15 64²")]
+    # tiny SD 1.5 at 64²: self- and cross-attention at three levels of 5 calls (a level's two transformer blocks
+    # down, three up), the mid block's one pair; head width 8 then 16, keys of 77 tokens for the prompt
+    assert [(query, key, calls) for _, query, key, calls, *_ in rows[:2]] == [
+        ("(2, 2, 64, 8)", "(2, 2, 64, 8)", "5"), ("(2, 2, 64, 8)", "(2, 2, 77, 8)", "5")]
+    assert rows[-1][1:4] == ["one forward", "all", "32"]
+    default, math = (float(cell.strip(" *|")) for cell in rows[-1][4:6])
+    assert default > 0 and math > 0

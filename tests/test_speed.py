@@ -94,13 +94,26 @@ def test_flags_for_cuda_graphs_and_weights_leave_the_cpu_path_as_it_was():
     settings = app.settings_from_args(app.parse_args(["--compile-mode", "reduce-overhead", "--weights", "int8"]))
     assert (settings.compile_mode, settings.weights) == ("reduce-overhead", "int8")
     options = speed.SpeedOptions.from_flags(True, compile_mode="reduce-overhead")
-    assert options.compile and options.compile_mode == "reduce-overhead"
+    assert options.compile and options.compile_mode == "reduce-overhead" and options.cudnn_attention
+    assert not any(speed.SpeedOptions.from_flags(fast, compile=True, compile_mode=mode).cudnn_attention
+                   for fast, mode in ((True, "default"), (False, "reduce-overhead")))  # a loss outside CUDA graphs
     pipe = build_tiny_sd()
     assert speed.apply(pipe, options, "cpu") == []  # compile, CUDA graphs: CUDA only
     assert speed.apply(pipe, speed.SpeedOptions.from_flags(True, weights="int8"), "cpu") == ["int8 weights"]
     assert speed.infotext_params(pipe) == {"Weights": "int8 weight-only"}
     assert pipe.unet.conv_in.weight.is_contiguous() and not hasattr(pipe.unet.down_blocks[1].attentions[0]
                                                                     .transformer_blocks[0].attn1, "to_qkv")
+
+
+def test_attention_order_puts_cudnn_first_and_gives_torch_its_own_back():
+    own = torch._C._get_sdp_priority_order()
+    try:
+        speed.attention_order(True)
+        order = torch._C._get_sdp_priority_order()
+        assert order[0] == int(torch.nn.attention.SDPBackend.CUDNN_ATTENTION) and sorted(order) == sorted(own)
+    finally:
+        speed.attention_order(False)
+    assert torch._C._get_sdp_priority_order() == own
 
 
 def test_quantised_weights_save_memory_stay_close_and_take_a_lora():
