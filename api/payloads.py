@@ -184,7 +184,7 @@ _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
     "clip_skip": "override_settings.CLIP_stop_at_last_layers", "model": "override_settings.sd_model_checkpoint",
     "controlnets": "alwayson_scripts.controlnet.args", "step_cache": "override_settings.step_cache",
-    "prompt_lines": "script_args", "prompt_matrix": "script_args",
+    "prompt_lines": "script_args", "prompt_matrix": "script_args", "matrix_margin": "script_args",
 }
 
 
@@ -316,7 +316,7 @@ def _script_values(payload: Txt2ImgPayload) -> dict[str, Any]:
     """A1111's ``script_args`` of the payload's script as the values of the tab's panel for it (``job_plan``).
     Prompts from file or textbox: [iterate seed, same seed, insert at "start"/"end", text] (before A1111 1.6:
     without the third). Prompt matrix: [put variable parts at start, different seeds, "positive"/"negative",
-    "comma"/"space", grid margin] (the later ones may be left out; the margin is not drawn)."""
+    "comma"/"space", grid margin in pixels] (the later ones may be left out)."""
     args, name = list(payload.script_args), (payload.script_name or "").lower()
     if name == PROMPT_LIST_SCRIPT:
         if len(args) == 3:
@@ -331,10 +331,10 @@ def _script_values(payload: Txt2ImgPayload) -> dict[str, Any]:
             raise PayloadError("script_args", "Prompt matrix takes [put variable parts at start, use different seed "
                                               "for each picture, prompt type (positive or negative), joining char "
                                               "(comma or space), grid margin].")
-        start, different, kind, joiner = [*args, "positive", "comma"][:4]
+        start, different, kind, joiner, margin = [*args, *("positive", "comma", 0)[len(args) - 2:]]
         return {"prompt_matrix": True, "matrix_position": "start" if start else "end",
                 "matrix_negative": kind == "negative", "matrix_joiner": str(joiner),
-                "matrix_different_seeds": bool(different)}
+                "matrix_different_seeds": bool(different), "matrix_margin": margin}
     return {}
 
 

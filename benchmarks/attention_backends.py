@@ -22,8 +22,8 @@ from unittest import mock
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from diffusers.utils import logging as diffusers_logging  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 from benchmarks.gpu_speed import median, to, unet_inputs  # noqa: E402

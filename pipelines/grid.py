@@ -1,11 +1,15 @@
-"""Labelled picture grids (PIL only): column labels on top, row labels on the left, an optional title, as
-A1111's X/Y/Z plot draws them. The comparison and the X/Y/Z plot both use it."""
+"""Labelled picture grids (PIL only): column labels on top, row labels on the left, an optional title and margins
+between cells, as A1111's X/Y/Z plot draws them. The comparison, the X/Y/Z plot and the prompt matrix use it."""
 
 from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import RequestError
+from .request import whole_number
+
 PAD = 6
+MAX_MARGIN = 500  # pixels between grid cells: A1111's slider
 
 
 def _font(size: int):
@@ -21,9 +25,10 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
 
 
 def labelled_grid(rows: list[list[Image.Image | None]], column_labels: list[str], row_labels: list[str] | None = None,
-                  title: str = "") -> Image.Image:
+                  title: str = "", margin: int = 0) -> Image.Image:
     """``rows`` of pictures (None leaves a blank cell) in cells the size of the largest picture, widened to fit
-    the column labels (pictures centred); labels may span several lines."""
+    the column labels (pictures centred), ``margin`` pixels of white between cells (A1111's "Grid margins");
+    labels may span several lines."""
     cells = [image for row in rows for image in row if image is not None]
     cell_w = max((image.width for image in cells), default=64)
     cell_h = max((image.height for image in cells), default=64)
@@ -34,20 +39,30 @@ def labelled_grid(rows: list[list[Image.Image | None]], column_labels: list[str]
     left = max((_text_size(measure, t, font)[0] for t in row_labels or [] if t), default=-2 * PAD) + 2 * PAD
     title_h = _text_size(measure, title, font)[1] + 2 * PAD if title else 0
     columns = max(len(column_labels), max(len(row) for row in rows))
-    grid = Image.new("RGB", (left + columns * cell_w, title_h + label_h + len(rows) * cell_h), "white")
+    step_x, step_y = cell_w + margin, cell_h + margin
+    grid = Image.new("RGB", (left + columns * step_x - margin, title_h + label_h + len(rows) * step_y - margin),
+                     "white")
     draw = ImageDraw.Draw(grid)
     if title:
         draw.multiline_text((PAD, PAD), title, fill="black", font=font)
     for x, text in enumerate(column_labels):
         width = _text_size(draw, text, font)[0]
-        draw.multiline_text((left + x * cell_w + (cell_w - width) // 2, title_h + PAD), text, fill="black", font=font,
-                            align="center")
+        draw.multiline_text((left + x * step_x + (cell_w - width) // 2, title_h + PAD), text, fill="black",
+                            font=font, align="center")
     for y, row in enumerate(rows):
-        top = title_h + label_h + y * cell_h
+        top = title_h + label_h + y * step_y
         if row_labels:
             height = _text_size(draw, row_labels[y], font)[1]
             draw.multiline_text((PAD, top + (cell_h - height) // 2), row_labels[y], fill="black", font=font)
         for x, image in enumerate(row):
             if image is not None:
-                grid.paste(image.convert("RGB"), (left + x * cell_w + (cell_w - image.width) // 2, top))
+                grid.paste(image.convert("RGB"), (left + x * step_x + (cell_w - image.width) // 2, top))
     return grid
+
+
+def grid_margin(value, field: str) -> int:
+    """A grid margin from a form or an API call: whole pixels, 0 to ``MAX_MARGIN`` (A1111's slider)."""
+    margin = whole_number(value, "Grid margins", field)
+    if not 0 <= margin <= MAX_MARGIN:
+        raise RequestError(f"Grid margins go from 0 to {MAX_MARGIN} pixels, got {margin}.", field)
+    return margin

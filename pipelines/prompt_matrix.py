@@ -5,7 +5,7 @@ each other part in or out, so n optional parts make 2^n pictures; picture i hold
 (A1111's order). The optional parts go after the first (``position`` "end") or before it ("start"), joined by ", "
 or " ". Each picture is a job of one image; they share the seed, or with ``different_seeds`` picture i takes
 seed + i. The grid has the first half of the optional parts across and the rest down (A1111's 2^(n // 2) rows),
-each label saying which parts are in (+) and out (-).
+each label saying which parts are in (+) and out (-), with ``margin`` pixels between the cells.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from .errors import RequestError
-from .grid import labelled_grid
+from .grid import grid_margin, labelled_grid
 from .request import MAX_SEED, whole_number
 
 POSITIONS = ("end", "start")
@@ -31,6 +31,7 @@ class PromptMatrix:
     negative: bool = False
     joiner: str = "comma"
     different_seeds: bool = False
+    margin: int = 0
 
     @property
     def field(self) -> str:
@@ -75,13 +76,14 @@ class PromptMatrix:
         cells = [*images, *[None] * (2 ** len(optional) - len(images))]
         return labelled_grid([cells[row * columns:(row + 1) * columns] for row in range(2 ** len(down))],
                              [label(across, x) for x in range(columns)],
-                             [label(down, y) for y in range(2 ** len(down))] if down else None)
+                             [label(down, y) for y in range(2 ** len(down))] if down else None, margin=self.margin)
 
 
 def from_values(values: dict[str, Any]) -> PromptMatrix | None:
     """The tab's prompt matrix (``prompt_matrix`` on, with ``matrix_position``, ``matrix_negative``,
-    ``matrix_joiner``, ``matrix_different_seeds``), or None."""
+    ``matrix_joiner``, ``matrix_different_seeds``, ``matrix_margin``), or None."""
     if not values.get("prompt_matrix"):
         return None
     return PromptMatrix(values.get("matrix_position") or "end", bool(values.get("matrix_negative")),
-                        values.get("matrix_joiner") or "comma", bool(values.get("matrix_different_seeds")))
+                        values.get("matrix_joiner") or "comma", bool(values.get("matrix_different_seeds")),
+                        grid_margin(values.get("matrix_margin") or 0, "matrix_margin"))

@@ -182,12 +182,13 @@ class PlotResult:
     infotexts: dict[tuple[int, int, int], str]
     interrupted: bool = False
 
-    def grids(self) -> list[Image.Image]:
-        """One labelled grid per Z value (X across, Y down), titled with the Z value."""
+    def grids(self, margin: int = 0) -> list[Image.Image]:
+        """One labelled grid per Z value (X across, Y down), titled with the Z value, ``margin`` pixels between
+        cells."""
         (_, xs), (_, ys), (_, zs) = self.plot.axes
         x_labels, y_labels, z_labels = (self.plot.labels(i) for i in range(3))
         return [labelled_grid([[self.images.get((x, y, z)) for x in range(len(xs))] for y in range(len(ys))],
-                              x_labels, y_labels if any(y_labels) else None, z_labels[z])
+                              x_labels, y_labels if any(y_labels) else None, z_labels[z], margin)
                 for z in range(len(zs))]
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 import app
 from pipelines.infotext import parse_infotext
+from pipelines.prompt_matrix import PromptMatrix
 from pipelines.request import GenerationRequest
 
 ALICE, BOB = ("alice", "wonderland"), ("bob", "builder")
@@ -153,12 +154,14 @@ def test_prompt_matrix_answers_its_grid_first(alice, api_server):
     outputs = api_server[1]
     body = ok(alice.post("/sdapi/v1/txt2img", json={
         "prompt": "a house|at night|old", "seed": 3, **SMALL, "save_images": True, "script_name": "Prompt matrix",
-        "script_args": [False, True, "positive", "space", 0]}))
+        "script_args": [False, True, "positive", "space", 24]}))
     info = json.loads(body["info"])
     assert len(body["images"]) == 5 and info["index_of_first_image"] == 1 and info["all_seeds"] == [3, 4, 5, 6]
     assert info["all_prompts"] == ["a house", "a house at night", "a house old", "a house at night old"]
     grid = decode(body["images"][0])
-    assert grid.width >= 2 * 64 and grid.height > 2 * 64 and info["infotexts"][0] == info["infotexts"][1]
+    pictures = [decode(image) for image in body["images"][1:]]
+    assert grid.size == PromptMatrix(margin=24).grid({"prompt": "a house|at night|old"}, pictures).size  # margins
+    assert grid.width >= 2 * 64 + 24 and grid.height > 2 * 64 + 24 and info["infotexts"][0] == info["infotexts"][1]
     assert any(path.parent.parent.name == "txt2img-grids" for path in outputs.rglob("*.png"))
 
 
@@ -389,6 +392,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "script_name": "Prompts from file or textbox", "script_args": [1]}, "script_args"),
     ("txt2img", {"prompt": "x", "script_name": "prompt matrix", "script_args": [True]}, "script_args"),
     ("txt2img", {"prompt": "x", "script_name": "prompt matrix", "script_args": [True, False]}, "prompt"),  # no |
+    ("txt2img", {"prompt": "a|b", "script_name": "prompt matrix", "script_args": [True, False, "positive", "comma",
+                                                                                  -4]}, "script_args"),  # margin
     ("txt2img", {"prompt": "x", "script_name": "Prompts from file or textbox",
                  "script_args": [False, False, "start", "a\n--steps lots"]}, "script_args"),
     ("img2img", {"prompt": "x"}, "init_images"),

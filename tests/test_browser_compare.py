@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, set_number
 from playwright.sync_api import expect
@@ -49,11 +52,18 @@ def test_compare_two_models(page):
 
 
 def test_xyz_plot(page):
+    """Steps 1-3 across, 40 px of grid margin: the grid's last row of pixels crosses the three pictures with two
+    white gaps of at least 40 px between them."""
     page.locator("#xyz_plot").get_by_text("X/Y/Z plot").first.click()
     page.locator("#xyz_x_values textarea, #xyz_x_values input").first.fill("1-3")
+    set_number(page, "xyz_margin", 40)
     page.locator("#xyz_run").click()
     grid = page.locator("#xyz_gallery img")
     expect(grid).to_have_count(1, timeout=GENERATION_TIMEOUT_MS)
     expect(page.locator("#xyz_files a")).to_have_count(1)
     grid.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "compare_xyz.png"), full_page=True, animations="disabled")
+    picture = Image.open(io.BytesIO(page.request.get(grid.first.get_attribute("src")).body())).convert("RGB")
+    white = (np.asarray(picture)[-1] >= 250).all(axis=1)  # the last row: the pictures' bottom edge
+    runs = [len(list(group)) for is_white, group in itertools.groupby(white) if is_white]
+    assert len([run for run in runs if run >= 40]) == 2 and not white.all(), runs

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, open_tab, pick, set_number
+from pipelines.prompt_matrix import PromptMatrix
 from playwright.sync_api import expect
 from training.classify import classify
 
@@ -169,8 +170,9 @@ def test_a_prompt_list_makes_a_picture_per_line(page, tmp_path):
 
 def test_a_prompt_matrix_makes_a_picture_per_combination_and_their_grid(page, tmp_path):
     """Prompt matrix: "...|on a black background" makes the picture without the part and with it (a black
-    background), and a grid of the two first in the gallery, saved with the first picture's parameters. On the page
-    loaded afresh: the gallery of an earlier test may be left showing one picture large."""
+    background), and a grid of the two first in the gallery, 100 px of margin between them, saved with the first
+    picture's parameters. On the page loaded afresh: the gallery of an earlier test may be left showing one picture
+    large."""
     page.reload()
     open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a large red circle in the center|on a black background")
@@ -179,6 +181,7 @@ def test_a_prompt_matrix_makes_a_picture_per_combination_and_their_grid(page, tm
     switch = page.locator("#txt2img_prompt_matrix input")
     switch.check()
     page.locator("#txt2img_matrix_joiner").get_by_text("space", exact=True).click()
+    set_number(page, "txt2img_matrix_margin", 100)
     try:
         infotext = generate_in(page, "txt2img")
         pictures = page.locator("#txt2img_gallery img")
@@ -190,8 +193,11 @@ def test_a_prompt_matrix_makes_a_picture_per_combination_and_their_grid(page, tm
         switch.uncheck()
         page.locator("#txt2img_matrix_joiner").get_by_text("comma", exact=True).click()
     assert infotext.startswith("a large red circle in the center\n") and "Seed: 3," in infotext, infotext
+    pictures = [Image.open(tmp_path / f"{name}.png") for name in ("without", "with")]
+    expected = PromptMatrix(margin=100).grid({"prompt": "a large red circle in the center|on a black background"},
+                                             pictures)
     with Image.open(tmp_path / "grid.png") as grid:
-        assert grid.width >= 128 and grid.height > 64  # two cells and the labels
+        assert grid.size == expected.size and grid.width >= 2 * 64 + 100  # two cells, the margin, the labels
     assert classify_file(tmp_path / "with.png").background == "black"
 
 

@@ -38,6 +38,20 @@ def test_the_grid_lays_the_pictures_out_as_a1111():
     assert grid.getpixel((grid.width - 700, grid.height - 300)) == (0, 0, 0)  # picture 0: row 0, column 0
 
 
+def test_grid_margins_put_white_between_the_cells():
+    pictures = [Image.new("RGB", (200, 200), "black") for _ in range(4)]
+    values = {**TAB, "prompt": "a house|at night|old"}
+    plain, spaced = (PromptMatrix(margin=margin).grid(values, pictures) for margin in (0, 30))
+    assert spaced.size == (plain.width + 30, plain.height + 30)  # two columns and two rows: one gap each way
+    assert spaced.getpixel((spaced.width - 215, spaced.height - 100)) == (255, 255, 255)  # between the columns
+    assert spaced.getpixel((spaced.width - 100, spaced.height - 215)) == (255, 255, 255)  # between the rows
+    assert from_values({"prompt_matrix": True, "matrix_margin": 30.0}).margin == 30
+    for bad in (-2, 502, "wide"):
+        with pytest.raises(RequestError, match="Grid margins") as refused:
+            from_values({"prompt_matrix": True, "matrix_margin": bad})
+        assert refused.value.field == "matrix_margin"
+
+
 def test_refusals_and_the_plan():
     with pytest.raises(RequestError, match="needs optional parts in the prompt, after a |") as refused:
         PromptMatrix().jobs({"prompt": "a house"})

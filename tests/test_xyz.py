@@ -93,3 +93,7 @@ def test_grid_per_z_value_with_labels_and_each_model_loaded_once(models_dir, tmp
         assert (pixels[:top] < 128).any() and (pixels[top:, :left] < 128).any()  # column and row labels drawn
         cell = np.asarray(result.images[1, 0, z].convert("L"))
         assert np.array_equal(pixels[top:top + 64, left + 64:], cell)  # X=1, Y=0 in its place
+    spaced = np.asarray(result.grids(margin=10)[0].convert("L"))  # A1111's "Grid margins (px)"
+    assert spaced.shape == (grids[0].height + 10, grids[0].width + 10)  # one gap across, one down
+    assert (spaced[-64:, -74:-64] == 255).all() and np.array_equal(spaced[-64:, -64:],
+                                                                     np.asarray(result.images[1, 1, 0].convert("L")))

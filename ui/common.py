@@ -15,6 +15,7 @@ import gradio as gr
 
 from pipelines import job_plan, prompt_lines, prompt_matrix
 from pipelines.clip_tokenizer import load_tokenizer
+from pipelines.grid import MAX_MARGIN
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 from pipelines.text_encoding import CHUNK, token_count
@@ -148,8 +149,11 @@ def prompt_matrix_controls(fields: FieldSet) -> None:
                                                    label="Prompt type", elem_id=f"{p}_matrix_negative"))
             fields.add("matrix_joiner", gr.Radio(list(prompt_matrix.JOINERS), value="comma", label="Joining char",
                                                  elem_id=f"{p}_matrix_joiner"))
-        fields.add("matrix_different_seeds", gr.Checkbox(False, label="Use different seed for each picture",
-                                                         elem_id=f"{p}_matrix_different_seeds"))
+        with gr.Row():
+            fields.add("matrix_different_seeds", gr.Checkbox(False, label="Use different seed for each picture",
+                                                             elem_id=f"{p}_matrix_different_seeds"))
+            fields.add("matrix_margin", gr.Slider(0, MAX_MARGIN, value=0, step=2, label="Grid margins (px)",
+                                                  elem_id=f"{p}_matrix_margin"))
 
 
 def refiner_controls(services, fields: FieldSet) -> None:

@@ -12,6 +12,7 @@ import gradio as gr
 
 from pipelines.compare import COLUMNS, MAX_MODELS, CompareProgress, comparison_requests, run_comparison
 from pipelines.errors import EaselError
+from pipelines.grid import MAX_MARGIN, grid_margin
 from pipelines.request import TASKS, GenerationRequest
 from pipelines.xyz import AXES, PlotProgress, plan, run_plot
 
@@ -87,6 +88,7 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
                                         elem_id=f"xyz_{letter}_type"))
                 axes.append(gr.Textbox("10, 20, 30" if letter == "x" else "", label=f"{letter.upper()} values",
                                        scale=3, elem_id=f"xyz_{letter}_values"))
+        margin = gr.Slider(0, MAX_MARGIN, value=0, step=2, label="Grid margins (px)", elem_id="xyz_margin")
         xyz_run = gr.Button("Run X/Y/Z plot", variant="primary", elem_id="xyz_run")
         grids = gr.Gallery(label="Grids (one per Z value)", columns=1, object_fit="contain", height=512,
                            preview=True, format="png", elem_id="xyz_gallery")
@@ -124,8 +126,9 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
         }
 
     def xyz_plot(values: dict, model_name: str, x_type: str, x_values: str, y_type: str, y_values: str,
-                 z_type: str, z_values: str, request: gr.Request, progress=gr.Progress()):
+                 z_type: str, z_values: str, margin: float, request: gr.Request, progress=gr.Progress()):
         try:
+            margin = grid_margin(margin or 0, "xyz_margin")
             plot = plan(_base_request(values, model_name or ""),
                         [(x_type, x_values), (y_type, y_values), (z_type, z_values)])
             for event in run_plot(services.stream, plot, owner=owner(request)):
@@ -137,15 +140,15 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         folder, paths = _export_dir(), []
-        for number, grid in enumerate(result.grids()):
+        for number, grid in enumerate(result.grids(margin)):
             paths.append(str(folder / f"xyz-grid-{number}.png"))
             grid.save(paths[-1])
         yield {grids: paths, grid_files: paths}
 
     run.click(fields.named(compare), fields.inputs, [gallery, table, note, files, last_seed], api_name="compare",
               concurrency_id=GPU_QUEUE, concurrency_limit=1)
-    xyz_run.click(fields.named(xyz_plot), [*fields.inputs, model, *axes], [grids, grid_files], api_name="xyz_plot",
-                  concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    xyz_run.click(fields.named(xyz_plot), [*fields.inputs, model, *axes, margin], [grids, grid_files],
+                  api_name="xyz_plot", concurrency_id=GPU_QUEUE, concurrency_limit=1)
 
     def stop(request: gr.Request):
         services.engine.interrupt(owner=owner(request))
