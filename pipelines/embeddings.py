@@ -103,7 +103,8 @@ class EmbeddingLibrary:
 
     def load(self, item: NetworkFile, encoders: list[tuple[str, torch.nn.Module]]) -> Embedding:
         """The embedding of ``item`` for a model's ``(part, encoder)`` pairs (see ``text_encoding``); NetworkError
-        when it is unreadable or made for other text encoders. Vectors stay on the CPU in float32 (a few KB)."""
+        when it is unreadable or made for other text encoders. Vectors stay on the CPU in float32 (a few KB). No
+        encoders: the file's own parts, as they are (for counting its vectors without a model)."""
         widths = tuple((part, e.get_input_embeddings().weight.shape[1]) for part, e in encoders)
         key = (item.signature, widths)
         if key not in self._fitted:
@@ -113,7 +114,8 @@ class EmbeddingLibrary:
                 needs = " + ".join(f"{p or 'one encoder'} {w}" for p, w in widths)
                 raise NetworkError(f"{item.label} was made for other text encoders ({made_for}; this model has "
                                    f"{needs}): it was left out.")
-            self._fitted[key] = Embedding(item.name, tuple(vectors[part] for part, _ in widths), short_hash(item.path))
+            chosen = tuple(vectors[part] for part, _ in widths) or tuple(vectors.values())
+            self._fitted[key] = Embedding(item.name, chosen, short_hash(item.path))
         return self._fitted[key]
 
     def listing(self, expected_shape: int | None) -> dict[str, dict]:

@@ -236,11 +236,11 @@ def tokenize(tokenizer, prompt: str, matcher: _Matcher) -> list[_Chunk]:
     return chunks
 
 
-def token_count(tokenizer, prompt: str, steps: int) -> tuple[int, int]:
+def token_count(tokenizer, prompt: str, steps: int, embeddings=None) -> tuple[int, int]:
     """A1111's token counter: the most tokens a step's text of the prompt holds (prompt edits make several texts),
-    and the room of the chunks they fill (75 a chunk). Counted without a model, so an embedding's name counts as
-    its text."""
-    matcher = _Matcher(None, tokenizer, [], [])
+    and the room of the chunks they fill (75 a chunk). An embedding of the ``embeddings`` library counts as its
+    vectors, as it fills the chunk (an unreadable file as its name's text)."""
+    matcher = _Matcher(embeddings, tokenizer, [], [])
     counts = []
     for _, text in prompt_schedule(prompt, max(1, steps)):
         chunks = tokenize(tokenizer, text, matcher)

@@ -35,7 +35,7 @@ def app_url(tmp_path_factory, serve_app):
             weights[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, 2, generator=g)
     save_file(weights, root / "Lora" / "stripes.safetensors")
     Image.new("RGB", (64, 64), (200, 40, 160)).save(root / "Lora" / "stripes.preview.png")
-    save_file({"emb_params": torch.zeros(1, 8)}, root / "embeddings" / "shiny.safetensors")
+    save_file({"emb_params": torch.zeros(3, 8)}, root / "embeddings" / "shiny.safetensors")  # three vectors
     torch.save({8: ({}, {})}, root / "hypernetworks" / "grain.pt")
     build_tiny_sd(seed=7).vae.save_pretrained(root / "VAE" / "other")
     with serve_app(root) as url:
@@ -71,6 +71,14 @@ def test_click_a_lora_card_then_generate(page):
     text = info.input_value()
     assert text.startswith("a red circle <lora:stripes:1>\n") and 'Lora hashes: "stripes: ' in text, text
     page.screenshot(path=str(ARTIFACTS / "networks-generated.png"), full_page=True, animations="disabled")
+
+
+def test_the_token_counter_counts_an_embedding_as_its_vectors(page):
+    """A1111's counter: "shiny" is one token of text, and three vectors of its embedding, which it counts."""
+    page.locator("#txt2img_prompt textarea").fill("a red circle shiny")
+    expect(page.locator("#txt2img_prompt")).to_contain_text("Prompt (6/75)")
+    page.locator("#txt2img_prompt textarea").fill("a red circle shinier")
+    expect(page.locator("#txt2img_prompt")).to_contain_text("Prompt (5/75)")  # two tokens of text, no embedding
 
 
 def test_pick_a_vae_for_every_model(page):

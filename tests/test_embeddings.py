@@ -82,6 +82,19 @@ def test_bad_files_are_refused_by_name_and_the_word_stays_text(sd, sdxl, library
     assert "made for other text encoders" in sd_file_on_sdxl.warnings[0] and not sd_file_on_sdxl.used
 
 
+def test_the_token_counter_counts_an_embedding_as_its_vectors(sd, library):
+    """A1111 counts an embedding by its vectors, not its name's text: "a1111red" (six tokens of text) is one
+    vector, an SDXL file's name counts its vectors once; an unreadable file stays text."""
+    from pipelines.text_encoding import token_count
+
+    def count(prompt: str, embeddings=library) -> tuple[int, int]:
+        return token_count(sd.tokenizer, prompt, 20, embeddings)
+
+    assert count("a a1111red") == count("a red", None) == (2, 75) and count("a a1111red", None) == (7, 75)
+    assert count("a xlred, safered") == count("a red, red circle", None)
+    assert count("a1111red " * 80) == (80, 150) and count("a broken circle") == count("a broken circle", None)
+
+
 def test_ti_hashes_are_the_files_short_sha256(sd, library):
     extra, warnings = {}, []
     embeds(sd, "a1111red diffred evil", library).record(extra, warnings)

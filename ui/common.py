@@ -81,16 +81,18 @@ def _counted(name: str, count: int, room: int) -> str:
     return f"{PROMPT_LABELS[name]} ({count}/{room})"
 
 
-def wire_token_counters(fields: FieldSet) -> None:
-    """A1111's token counters, in the prompts' labels: each prompt's tokens (the most any step's text holds) out of
-    the room of the 75-token chunks they fill, counted as the prompt changes, off the GPU queue. The tokenizer loads
-    now: importing transformers in an event thread while a job's thread imports it too can fail."""
+def wire_token_counters(services, fields: FieldSet) -> None:
+    """A1111's token counters, in the prompts' labels: each prompt's tokens (the most any step's text holds, an
+    embedding's name counting as its vectors) out of the room of the 75-token chunks they fill, counted as the
+    prompt changes, off the GPU queue. The tokenizer loads now: importing transformers in an event thread while a
+    job's thread imports it too can fail."""
     _tokenizer()
+    embeddings = services.engine.embeddings
     for name in PROMPT_LABELS:
         box = fields.components[name]
 
         def count(text: str, steps: int | None, name=name) -> gr.Textbox:  # a steps box being typed in is empty
-            return gr.Textbox(label=_counted(name, *token_count(_tokenizer(), text or "", steps or 1)))
+            return gr.Textbox(label=_counted(name, *token_count(_tokenizer(), text or "", steps or 1, embeddings)))
 
         box.change(count, [box, fields.components["steps"]], box, show_progress="hidden", trigger_mode="always_last",
                    api_visibility="private")
@@ -368,7 +370,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
             buttons = sampling_controls(fields, defaults)
-            wire_token_counters(fields)
+            wire_token_counters(services, fields)
             refiner_controls(services, fields)
             prompt_list_controls(fields)
             prompt_matrix_controls(fields)

@@ -33,7 +33,7 @@ def _inputs(services, fields: FieldSet, defaults: dict, last_seed: gr.State) -> 
         fields.add("repeats", gr.Slider(1, 10, value=1, step=1, label="Timed runs (median of N)",
                                         elem_id="compare_repeats"))
     buttons = sampling_controls(fields, defaults)
-    wire_token_counters(fields)
+    wire_token_counters(services, fields)
     width, height = fields.components["width"], fields.components["height"]
     buttons["swap"].click(lambda w, h: (h, w), [width, height], [width, height], api_visibility="private")
     buttons["dice"].click(lambda: -1, None, fields.components["seed"], api_visibility="private")
