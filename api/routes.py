@@ -26,12 +26,13 @@ from pipelines.checkpoints import VAE_DIR, vae_names
 from pipelines.embeddings import expected_shape
 from pipelines.engine import GenerationResult
 from pipelines.errors import EaselError, ModelError, RequestError
+from pipelines.grid import MAX_MARGIN
 from pipelines.infotext import parse_infotext, read_infotext
 from pipelines.memory import usage
 from pipelines.networks import metadata
 from pipelines.job_plan import grids as grids_of
 from pipelines.prompt_lines import POSITIONS
-from pipelines.prompt_matrix import JOINERS
+from pipelines.prompt_matrix import JOINERS, PROMPT_TYPES
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
 from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS, upscaler_names
 
@@ -142,8 +143,7 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
             services.registry.set_default(results[0].request.model)
         grids = grids_of([planned], results)
         if payload.save_images:
-            for grid, text in grids:
-                engine.save_grid(grid, text, results[0].request.task)
+            engine.save_grids(grids, results[0].request.task)
         images = [grid for grid, _ in grids] + [image for result in results for image in result.images]
         return {
             "images": [encode_png(image) for image in images] if payload.send_images else [],
@@ -317,8 +317,9 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     return router
 
 
-def _argument(label: str, value: Any, choices: list | None = None) -> dict[str, Any]:
-    return {"label": label, "value": value, "minimum": None, "maximum": None, "step": None, "choices": choices}
+def _argument(label: str, value: Any, choices: list | None = None, minimum=None, maximum=None,
+              step=None) -> dict[str, Any]:
+    return {"label": label, "value": value, "minimum": minimum, "maximum": maximum, "step": step, "choices": choices}
 
 
 # The scripts (A1111's "Prompts from file or textbox" and "Prompt matrix", in both tabs) and their arguments, as
@@ -330,9 +331,9 @@ _SCRIPT_ARGS = {
                          _argument("List of prompt inputs", "")],
     PROMPT_MATRIX_SCRIPT: [_argument("Put variable parts at start of prompt", False),
                            _argument("Use different seed for each picture", False),
-                           _argument("Select prompt", "positive", ["positive", "negative"]),
+                           _argument("Select prompt", "positive", list(PROMPT_TYPES)),
                            _argument("Select joining char", "comma", list(JOINERS)),
-                           _argument("Grid margins (px)", 0)],
+                           _argument("Grid margins (px)", 0, minimum=0, maximum=MAX_MARGIN, step=2)],
 }
 # What ``/scripts`` and ``/script-info`` answer; A1111 features Easel does not have (face restorers, built-in
 # Real-ESRGAN models: upscaler files are in ``upscalers``, extensions) are listed empty, so that a client asking for

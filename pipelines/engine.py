@@ -182,10 +182,11 @@ class Engine:
         path = self.writer.save(image, parameters, None, "extras-images", postprocessing=text) if save else None
         return image, text, path
 
-    def save_grid(self, grid: Image.Image, infotext: str, task: str) -> Path | None:
-        """A grid of a job's pictures (a prompt matrix's), where A1111 keeps them: ``txt2img-grids`` or
-        ``img2img-grids``."""
-        return self.writer.save(grid, infotext, None, _OUTPUT_CATEGORY[task].replace("-images", "-grids"))
+    def save_grids(self, grids: list[tuple[Image.Image, str]], task: str) -> list[Path | None]:
+        """Grids of jobs' pictures (a prompt matrix's) with their infotexts, where A1111 keeps them:
+        ``txt2img-grids`` or ``img2img-grids``."""
+        category = _OUTPUT_CATEGORY[task].replace("-images", "-grids")
+        return [self.writer.save(grid, infotext, None, category) for grid, infotext in grids]
 
     def _upscaled(self, image: Image.Image, name: str, size: tuple[int, int]) -> Image.Image:
         """``image`` by one upscaler; an upscaler file runs until the picture reaches ``size`` (x4 for 8x: twice)."""

@@ -22,6 +22,7 @@ from .request import MAX_SEED, whole_number
 
 POSITIONS = ("end", "start")
 JOINERS = {"comma": ", ", "space": " "}
+PROMPT_TYPES = ("positive", "negative")  # A1111's "Select prompt": which prompt holds the parts
 MAX_PARTS = 8  # 256 pictures
 
 

@@ -82,5 +82,7 @@ def test_the_one_script_is_listed_and_features_easel_does_not_have_are_listed_em
     assert [arg["label"] for arg in info[0]["args"]] == ["Iterate seed every line", "Use same random seed for all "
                                                          "lines", "Insert prompts at the", "List of prompt inputs"]
     assert len(info[1]["args"]) == 5 and info[1]["args"][3]["choices"] == ["comma", "space"]
+    assert [info[1]["args"][4][key] for key in ("label", "value", "minimum", "maximum", "step")] == [
+        "Grid margins (px)", 0, 0, 500, 2]  # A1111's slider
     for path in ("face-restorers", "realesrgan-models", "extensions"):
         assert client.get(f"/sdapi/v1/{path}").json() == [], path

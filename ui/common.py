@@ -147,7 +147,7 @@ def prompt_matrix_controls(fields: FieldSet) -> None:
         with gr.Row():
             fields.add("matrix_position", gr.Radio(list(prompt_matrix.POSITIONS), value="end",
                                                    label="Place variable parts at", elem_id=f"{p}_matrix_position"))
-            fields.add("matrix_negative", gr.Radio(["positive", "negative"], value="positive", type="index",
+            fields.add("matrix_negative", gr.Radio(list(prompt_matrix.PROMPT_TYPES), value="positive", type="index",
                                                    label="Prompt type", elem_id=f"{p}_matrix_negative"))
             fields.add("matrix_joiner", gr.Radio(list(prompt_matrix.JOINERS), value="comma", label="Joining char",
                                                  elem_id=f"{p}_matrix_joiner"))
@@ -293,8 +293,7 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         grids = job_plan.grids(plans, done)
-        for grid, text in grids:
-            services.engine.save_grid(grid, text, task)
+        services.engine.save_grids(grids, task)
         images = [grid for grid, _ in grids] + [image for result in done for image in result.images]
         infotexts = [text for _, text in grids] + [text for result in done for text in result.infotexts]
         seeds = [seed for result in done for seed in result.seeds]
