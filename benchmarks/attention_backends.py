@@ -80,13 +80,13 @@ def main(argv=None) -> int:
     for name in args.models:
         spec = SPECS[name]
         size = TINY_SIZE if args.tiny else spec.size
-        unet = build(spec, args.tiny, device, arch).unet
+        pipe = build(spec, args.tiny, device, arch)
         verbosity = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()  # its note on casting a built model
-        unet.to(dtype)
+        pipe.unet.to(dtype)
         diffusers_logging.set_verbosity(verbosity)
-        shapes = attention_shapes(unet, to(unet_inputs_for(unet, spec, size), device, dtype))
-        del unet
+        shapes = attention_shapes(pipe.unet, to(unet_inputs(pipe, spec, size, batch=2), device, dtype))
+        del pipe
         totals = dict.fromkeys(backends, 0.0)
         for (query, key), calls in shapes.items():
             times = {label: time_shape(query, key, backend, device, dtype, args.repeats)
@@ -98,11 +98,6 @@ def main(argv=None) -> int:
         cells = " | ".join(f"**{ms:.2f}**" for ms in totals.values())
         print(f"| {name} {size}² | one forward | all | {sum(shapes.values())} | {cells} |", flush=True)
     return 0
-
-
-def unet_inputs_for(unet, spec, size: int) -> dict:
-    """``gpu_speed.unet_inputs`` for a bare UNet (it reads only ``pipe.unet`` and the latent scale)."""
-    return unet_inputs(type("Pipe", (), {"unet": unet, "vae_scale_factor": 8})(), spec, size, batch=2)
 
 
 if __name__ == "__main__":
