@@ -39,10 +39,17 @@ and Kandinsky 2.2's decoder (UNet and MoVQ; its prior runs as loaded).
   shapes: one graph per picture size), the autoencoder decoder's regions as above, cuDNN's attention first.
   Measured on an H100, diffusers' UNets at batch 1 are launch-bound (SD 1.5 at 512² ran at 17x its FLOP floor in
   eager mode), which only a graph of the whole step removes: SDXL 1.15 s a picture (2.9x plain diffusers), at a
-  cold compile of 157 s (26 s from the kept kernels). Regions cannot take CUDA graphs: instances of one block
-  class share one compiled graph, so the next block's replay overwrites the previous block's output while it is
-  still in use. On the CPU it changes nothing (the app compiles only on CUDA, and ``optimise`` asks for CUDA
-  graphs only for a UNet on CUDA).
+  cold compile of 157 s (26 s from the kept kernels) when every block was traced. Regions cannot take CUDA
+  graphs: instances of one block class share one compiled graph, so the next block's replay overwrites the
+  previous block's output while it is still in use. Instead the transformer blocks are nested compile regions of
+  the whole graph (``nest``, ``nested_regions``): Dynamo traces each distinct block shape once and stamps it out
+  for the others (SDXL's 70 blocks are of 2 shapes), and inductor compiles each once (hierarchical compilation).
+  On the CPU (``benchmarks/compile_time.py``: inductor, an empty cache, ``--fast``, 128²) SDXL's UNet compiled
+  whole in 48 s instead of 95 s and SD 1.5's in 50 s instead of 56 s, each call within 2 % of the unnested
+  graph's; nesting the resnets too gained no compile time and cost more per call (they are few and of many
+  shapes, and a region's edges stop inductor fusing across them). Not yet measured on a GPU:
+  ``benchmarks/gpu_speed.py --with nested_regions=false`` gives the rows without. On the CPU the UNet is compiled
+  whole without CUDA graphs (the app compiles only on CUDA; the tests use it).
 - ``--weights int8|fp8|int8-fast|fp8-fast`` (``quantize.py``), fast modes that are not exact: the UNet's weights
   stored in 8 bits, dequantised as used (``-fast``: its Linear layers multiply in 8 bits); applied on any device,
   as they are asked for explicitly, and labelled in the infotext (``infotext_params``). They replace fused QKV,
@@ -59,6 +66,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from inspect import signature
 from weakref import WeakSet
 
 import torch
@@ -69,8 +77,8 @@ from .quantize import LABELS, MODES, mode_of, quantize
 
 log = logging.getLogger(__name__)
 
-RECOMPILE_LIMIT = 64  # graphs per compiled block: its shapes times the picture sizes in use
-_compiled: WeakSet = WeakSet()  # UNets compiled by compile_regions
+RECOMPILE_LIMIT = 64  # graphs per compiled block: its shapes times the picture sizes in use; shapes per nested one
+_compiled: WeakSet = WeakSet()  # UNets compiled by compile_unet
 _CUDNN = int(SDPBackend.CUDNN_ATTENTION)
 _TORCH_ATTENTION_ORDER = tuple(torch._C._get_sdp_priority_order())  # torch's own (no public getter or setter)
 
@@ -89,6 +97,7 @@ class SpeedOptions:
     weights: str = "full"
     compile_sizes: tuple[tuple[int, int], ...] = ()  # (width, height): compiled when a model loads (warm_up)
     cudnn_attention: bool = False  # SDPA tries cuDNN's kernel first (CUDA only; set for the process)
+    nested_regions: bool = True  # a whole-UNet compile traces each distinct transformer block shape once
 
     @classmethod
     def from_flags(cls, fast: bool, compile: bool = False, compile_mode: str = "default",
@@ -140,8 +149,9 @@ def optimise(pipe, options: SpeedOptions) -> list[str]:
     elif options.fuse_qkv and fuse_qkv(pipe.unet):  # the fused weights' views would keep the unquantised storage
         done.append("fused QKV")
     if options.compile:
-        cuda_graphs = options.compile_mode == "reduce-overhead" and pipe.unet.device.type == "cuda"
-        compile_regions(pipe, options.compile_backend, "reduce-overhead" if cuda_graphs else None)
+        whole = options.compile_mode == "reduce-overhead"
+        cuda_graphs = whole and pipe.unet.device.type == "cuda"
+        compile_unet(pipe, options.compile_backend, whole, options.nested_regions, cuda_graphs)
         done.append("compile with CUDA graphs" if cuda_graphs else "compile")
     return done
 
@@ -204,24 +214,52 @@ def fuse_qkv(model) -> int:
 
 
 def is_compiled(unet) -> bool:
-    """Whether ``compile_regions`` compiled this UNet (its LoRAs are then switched without recompiling)."""
+    """Whether ``compile_unet`` compiled this UNet (its LoRAs are then switched without recompiling)."""
     return unet in _compiled
 
 
-def compile_regions(pipe, backend: str = "inductor", mode: str | None = None) -> None:
-    """Regional compilation of the UNet and the autoencoder's decoder (``regions``); with ``mode`` "reduce-overhead"
-    the whole UNet instead, as one CUDA graph (static shapes only), and the decoder's regions."""
+def compile_unet(pipe, backend: str = "inductor", whole: bool = False, nested: bool = True,
+                 cuda_graphs: bool = False) -> None:
+    """Regional compilation of the UNet and the autoencoder's decoder (``regions``); ``whole``: the whole UNet as one
+    graph instead, its transformer blocks nested compile regions when ``nested``, replayed as a CUDA graph when
+    ``cuda_graphs`` (static shapes only), and the decoder's regions."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     _compiled.add(pipe.unet)
     settings = {"fullgraph": True, "dynamic": False, "backend": backend}
     decoder = autoencoder(pipe).decoder
-    if mode == "reduce-overhead":
-        pipe.unet.compile(**settings, mode=mode)
+    if whole:
+        if nested:
+            from diffusers.models.attention import BasicTransformerBlock
+
+            for block in pipe.unet.modules():
+                if isinstance(block, BasicTransformerBlock):
+                    nest(block)
+        pipe.unet.compile(**settings, **({"mode": "reduce-overhead"} if cuda_graphs else {}))
         blocks = list(regions(decoder))
     else:
         blocks = [*regions(pipe.unet), *regions(decoder)]
     for block in blocks:
         block.compile(**settings)
+
+
+_nested_classes: dict[type, type] = {}
+
+
+def nest(block) -> None:
+    """Make ``block`` a nested compile region (``torch.compiler.nested_compile_region``) by giving it a subclass of
+    its class whose forward is marked: one marked function for every instance, the instance its first argument.
+    Marking a bound method per instance instead (``block.forward = ...``) made torch 2.14 reuse the first block's
+    weights for the others (wrong pictures, no error)."""
+    cls = type(block)
+    if cls in _nested_classes.values():
+        return
+    if cls not in _nested_classes:
+        mark = torch.compiler.nested_compile_region  # older torch releases take no reuse cap
+        cap = {"max_reuse_entries": RECOMPILE_LIMIT} if "max_reuse_entries" in signature(mark).parameters else {}
+        forward = mark(cls.forward, **cap)
+        _nested_classes[cls] = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__,
+                                                          "__qualname__": cls.__qualname__})
+    block.__class__ = _nested_classes[cls]
 
 
 def regions(model):

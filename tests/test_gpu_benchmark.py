@@ -3,13 +3,14 @@ compile with the quick eager backend, the fast modes) prints the table, writes t
 equal to diffusers and each optimisation's one-step error at bf16's level; the fast modes differ a little and
 quantised weights take about half the UNet's bf16 bytes; Easel's rows measure the live preview; the compiled row its
 first call after a restart. A row that raises is reported and the ladder goes on; ``--with`` sets speed options on
-Easel's rows. benchmarks/attention_backends.py records a forward's attention calls and times them."""
+Easel's rows. benchmarks/attention_backends.py records a forward's attention calls and times them;
+benchmarks/compile_time.py compiles the UNet each of its ways and finds the uncompiled UNet's output."""
 
 import json
 
 import pytest
 
-from benchmarks import attention_backends, gpu_speed
+from benchmarks import attention_backends, compile_time, gpu_speed
 
 
 def test_tiny_run(tmp_path, capsys):
@@ -103,3 +104,10 @@ def test_attention_backends_records_each_forwards_attention_calls(capsys):
     assert rows[-1][1:4] == ["one forward", "all", "32"]
     default, math = (float(cell.strip(" *|")) for cell in rows[-1][4:6])
     assert default > 0 and math > 0
+
+
+def test_compile_time_tiny_run(capsys):
+    assert compile_time.main(["--tiny", "--backend", "eager", "--models", "sdxl", "--repeats", "1"]) == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-3:]  # the table's rows
+    assert [line.split(" | ")[1] for line in last] == ["regions", "whole", "whole, nested"]
+    assert all(float(line.split(" | ")[-1].rstrip(" |")) < 1e-5 for line in last)

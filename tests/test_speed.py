@@ -3,6 +3,7 @@ QKV gives the same latents without a second copy of the weights, and a LoRA stil
 modes (int8, fp8, and their -fast forms that multiply in 8 bits) save memory, stay close and take LoRAs; a device
 without the 8-bit kernel is refused with a message; a compiled UNet switches LoRAs without recompiling."""
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -294,9 +295,42 @@ def test_compile_sizes_leave_an_upscaler_to_its_pictures(tmp_path, compiling_reg
         assert speed.is_compiled(model.pipe.unet) and compiles == []
 
 
-def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling():
-    """With --compile, a LoRA file compiles once when first loaded; switching LoRAs, weights, prompt or seed
-    afterwards compiles nothing, and no LoRA still gives the base model's latents exactly."""
+@pytest.mark.parametrize("nested", [True, False])
+def test_whole_unet_compile_traces_each_block_shape_once(nested):
+    """--compile-mode reduce-overhead compiles the whole UNet as one graph (replayed as a CUDA graph on CUDA only).
+    Its blocks are nested compile regions: one traced body per block shape, called wherever a block of that shape
+    runs, each with its own weights (the latents are eager's). Without nesting every block is traced inline."""
+    from training.tiny_random import build_tiny_sdxl
+
+    eager, pipe = build_tiny_sdxl(), build_tiny_sdxl()
+    for each in (eager, pipe):
+        each.set_progress_bar_config(disable=True)
+    expected = latents(eager)
+    compiles = []
+    torch._dynamo.reset()
+    try:
+        done = speed.optimise(pipe, speed.SpeedOptions(compile=True, compile_mode="reduce-overhead",
+                                                       nested_regions=nested,
+                                                       compile_backend=counting_backend(compiles)))
+        assert done == ["compile"]  # no CUDA graphs off CUDA
+        torch.testing.assert_close(latents(pipe), expected, rtol=1e-5, atol=1e-6)
+        unet_graph = max(compiles, key=lambda graph: len(graph.graph.nodes)).graph
+        calls = [node for node in unet_graph.nodes
+                 if node.op == "call_function" and node.target is torch.ops.higher_order.invoke_subgraph]
+        bodies = Counter(node.args[0].target for node in calls)
+        if nested:
+            assert len(bodies) < len(calls) and min(bodies.values()) >= 2  # a body used once is inlined
+        else:
+            assert not calls
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mode", speed.COMPILE_MODES)
+def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling(mode):
+    """With --compile (regions) or the whole UNet compiled (--compile-mode reduce-overhead, its blocks nested), a
+    LoRA file compiles once when first loaded; switching LoRAs, weights, prompt or seed afterwards compiles nothing,
+    LoRAs give the uncompiled model's latents, and no LoRA still gives the base model's latents exactly."""
     compiles = []
     counting = counting_backend(compiles)
 
@@ -305,7 +339,7 @@ def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling():
     expected = latents(base)
     pipe = build_tiny_sd()
     pipe.set_progress_bar_config(disable=True)
-    speed.optimise(pipe, speed.SpeedOptions(compile=True, compile_backend=counting))
+    speed.optimise(pipe, speed.SpeedOptions(compile=True, compile_mode=mode, compile_backend=counting))
     torch._dynamo.reset()
     try:
         torch.testing.assert_close(latents(pipe), expected, rtol=0, atol=0)
@@ -323,11 +357,16 @@ def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling():
         assert len(compiles) == compiled
         torch.testing.assert_close(results["none"], expected, rtol=0, atol=0)
         assert len({round(float(r.abs().sum()), 4) for r in results.values()}) == len(results)  # all differ
+        for name, seed in (("a", 3), ("b", 4)):  # each block with its own LoRA weights, as uncompiled
+            base.load_lora_weights(lora_weights(base, seed), adapter_name=name)
+        with lora.active(base, {"a": (1.0, 1.0), "b": (0.7, 0.7)}):
+            torch.testing.assert_close(results["a+b"], latents(base))
     finally:
         torch._dynamo.reset()
 
 
-def test_tiling_on_a_compiled_unet_compiles_again_and_matches_eager():
+@pytest.mark.parametrize("mode", speed.COMPILE_MODES)
+def test_tiling_on_a_compiled_unet_compiles_again_and_matches_eager(mode):
     """Circular padding is part of a compiled block's graph: tiling must make new graphs (not reuse the
     zero-padded ones), and turning it off must give the first graphs' latents again."""
     from pipelines.tiling import tiled
@@ -339,7 +378,8 @@ def test_tiling_on_a_compiled_unet_compiles_again_and_matches_eager():
         expected = latents(eager)
     pipe = build_tiny_sd()
     pipe.set_progress_bar_config(disable=True)
-    speed.optimise(pipe, speed.SpeedOptions(compile=True, compile_backend=counting_backend(compiles)))
+    speed.optimise(pipe, speed.SpeedOptions(compile=True, compile_mode=mode,
+                                            compile_backend=counting_backend(compiles)))
     torch._dynamo.reset()
     try:
         plain = latents(pipe)

@@ -163,7 +163,7 @@ def activate(pipe, weights: Mapping[str, tuple[float, float]]) -> None:
 
 
 def _activate_all(unet, weights: Mapping[str, float]) -> None:
-    """The switch on a compiled UNet (``speed.compile_regions``): every loaded adapter stays active, those not
+    """The switch on a compiled UNet (``speed.compile_unet``): every loaded adapter stays active, those not
     asked for at weight 0, and each layer's scales are 0-d tensors changed in place. The compiled blocks then see
     the same structure on every request, so changing LoRAs or their weights recompiles nothing (a file loaded
     for the first time compiles once). ``x @ A @ B * 0`` adds exact zeros: no LoRA still gives the base picture."""
