@@ -4,7 +4,9 @@ A prompt with ``[from:to:when]`` or ``[a|b]`` (``prompts.prompt_schedule``) mean
 refiner means another UNet, with its own encoding of the texts, after its switch step. Both are one mechanism: the
 pipeline is called with the first step's text, and the step callback, after each step, replaces what changes for
 the next one (the UNet, and the conditioning tensors the denoising loop reads), built as the pipeline builds them.
-Every text is encoded before the pass starts, for each model that will read it.
+Every text is encoded before the pass starts, for each model that will read it. A text of composable parts
+(``a AND b:0.5``) puts a ``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the
+UNet and the parts of the step from here.
 
 Steps count the sampler steps this pass runs (an img2img pass: steps x denoising strength), so ``[a:b:0.5]`` is
 half of what runs; A1111 counts img2img's against all its steps.
@@ -17,9 +19,10 @@ from typing import Iterator
 
 import torch
 
+from .composable import ComposedUNet
 from .prompts import prompt_schedule
 from .refiner import switch_step, time_ids
-from .text_encoding import PromptEmbeds, encode_prompts
+from .text_encoding import Parts, PromptEmbeds, encode_prompts
 
 TENSORS = ("prompt_embeds", "add_text_embeds", "add_time_ids")  # what the SD and SDXL loops read from a callback
 
@@ -45,6 +48,8 @@ class StepConditioning:
             for m, model in enumerate(models) for t, (_, prompt, negative) in enumerate(self.texts)}
         self.now = (0, 0)  # (model, text) of the next step
         self.switched = False
+        self.unets = [model.unet for model in models]
+        self.composed = any(encoded.parts for encoded in self.encoded.values())
 
     @property
     def first(self) -> PromptEmbeds:
@@ -73,7 +78,8 @@ class StepConditioning:
         (model, text), switching = following, following[0] != self.now[0]
         self.now = following
         if switching:
-            pipeline.unet = self.refiner.pipe.unet
+            if not self.composed:  # a ComposedUNet follows ``now`` itself
+                pipeline.unet = self.refiner.pipe.unet
             self.switched = True
         kwargs = self.encoded[model, text].kwargs
         guided = tensors["prompt_embeds"].shape[0] == 2 * self.images
@@ -92,10 +98,17 @@ class StepConditioning:
                 new["add_time_ids"] = time_ids(self.refiner.pipe, tensors["add_time_ids"], self.images, guided)
         return new
 
+    def current(self) -> tuple[torch.nn.Module, Parts]:
+        """The UNet and the composable parts of the next UNet call."""
+        return self.unets[self.now[0]], self.encoded[self.now].parts
+
     @contextmanager
     def restoring(self, pipe) -> Iterator[None]:
-        """The pass's own UNet back on ``pipe`` after it, whatever happened."""
+        """The pass's own UNet back on ``pipe`` after it, whatever happened; a ``ComposedUNet`` in its place
+        during the pass when a text has composable parts."""
         unet = pipe.unet
+        if self.composed:
+            pipe.unet = ComposedUNet(self.current, self.images)
         try:
             yield
         finally:

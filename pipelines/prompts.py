@@ -10,6 +10,9 @@ weight by 1.1, ``[x]`` divides it by 1.1, ``(x:1.5)`` multiplies it by 1.5; brac
 neighbouring pieces of equal weight are merged; ``BREAK`` (a whole word, in capitals) starts a new chunk. One
 deliberate difference: a ``BREAK`` inside brackets stays a break (A1111 multiplies its marker's weight and
 then reads the word ``BREAK`` as text).
+
+``composable_parts`` splits a prompt into A1111's composable-diffusion parts: ``AND`` (a whole word, in capitals)
+separates them, and a part ending in ``:number`` has that weight (1 otherwise); ``composable.py`` guides by each.
 """
 
 from __future__ import annotations
@@ -110,6 +113,21 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         else:
             merged.append(piece)
     return [(piece, weight) for piece, weight in merged]
+
+
+_AND = re.compile(r"\bAND\b")
+_PART_WEIGHT = re.compile(r"^(.*?)(?:\s*:\s*([+-]?(?:\d+\.?\d*|\.\d+)))?\s*$", re.S)
+
+
+def composable_parts(prompt: str) -> list[tuple[str, float]]:
+    """(text, weight) of each part of ``prompt`` (A1111's ``get_multicond_prompt_list``): ``a castle AND a dragon:0.7``
+    is ``[("a castle", 1.0), (" a dragon", 0.7)]``. As in A1111, a prompt without ``AND`` ending in ``:number`` is one
+    part of that weight; ``(word:1.2)`` ends in ``)`` and stays emphasis."""
+    parts = []
+    for part in _AND.split(prompt):
+        text, weight = _PART_WEIGHT.match(part).groups()
+        parts.append((text, 1.0 if weight is None else float(weight)))
+    return parts
 
 
 # -- prompt editing (A1111's scheduling: [from:to:when], [to:when], [from::when], [a|b]) --------------------------

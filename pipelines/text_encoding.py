@@ -36,7 +36,8 @@ from .embeddings import Embedding, EmbeddingLibrary
 from .errors import RequestError
 from .infotext import NameHashes
 from .networks.files import NetworkError, NetworkFile
-from .prompts import BREAK, BREAK_WEIGHT, extract_networks, parse_prompt_attention, prompt_schedule
+from .prompts import (BREAK, BREAK_WEIGHT, composable_parts, extract_networks, parse_prompt_attention,
+                      prompt_schedule)
 
 CHUNK = 75
 COMMA_BACKTRACK = 20
@@ -59,11 +60,17 @@ class _Encoded:
     warnings: tuple[str, ...]
 
 
+Parts = tuple[tuple[float, torch.Tensor, torch.Tensor | None], ...]  # composable parts: (weight, embeds, pooled)
+
+
 @dataclass(frozen=True)
 class PromptEmbeds:
     kwargs: dict  # prompt_embeds / negative_prompt_embeds (and pooled ones for SDXL) for the pipeline
     used: dict  # textual-inversion embeddings used: name -> short hash (A1111's "TI hashes")
     warnings: tuple[str, ...]  # embedding files named in the prompt that were refused
+    # A1111's composable diffusion (``prompts.composable_parts``), when the prompt has parts or a weight: each
+    # part's (weight, embeds, pooled or None), as long as the negative prompt's; kwargs hold the first part's
+    parts: Parts = ()
 
     def record(self, extra_params: dict | None, warnings: list[str] | None) -> None:
         """Add the embeddings used to A1111's ``TI hashes`` infotext key (kept over a job's passes) and the
@@ -108,21 +115,27 @@ def _tokenizers(pipe) -> list:
 
 def encode_prompts(pipe, prompt: str, negative_prompt: str, clip_skip: int = 1,
                    library: EmbeddingLibrary | None = None) -> PromptEmbeds:
-    """The pipeline's text arguments for ``prompt`` and ``negative_prompt`` (A1111 ``Clip skip`` N)."""
+    """The pipeline's text arguments for ``prompt`` and ``negative_prompt`` (A1111 ``Clip skip`` N); a prompt of
+    composable parts (``a AND b:0.5``) also gives each part's encoding (``PromptEmbeds.parts``)."""
     state = library.state() if library else None  # the embeddings on disk, read once per call
-    positive = _cached(pipe, prompt, clip_skip, library, state)
+    parts = composable_parts(prompt)
+    positives = [_cached(pipe, text, clip_skip, library, state) for text, _ in parts]
+    positive = positives[0]
     negative = _cached(pipe, negative_prompt, clip_skip, library, state)
     sdxl = hasattr(pipe, "text_encoder_2")
     if sdxl and not negative_prompt and pipe.config.get("force_zeros_for_empty_prompt", False):
         negative = _Encoded(torch.zeros_like(positive.embeds), torch.zeros_like(positive.pooled), {}, ())
-    length = max(positive.embeds.shape[1], negative.embeds.shape[1])
+    length = max(encoded.embeds.shape[1] for encoded in (*positives, negative))
     empty = _cached(pipe, "", clip_skip, None, None).embeds
     kwargs = {"prompt_embeds": _pad(positive.embeds, length, empty),
               "negative_prompt_embeds": _pad(negative.embeds, length, empty)}
     if sdxl:
         kwargs.update(pooled_prompt_embeds=positive.pooled, negative_pooled_prompt_embeds=negative.pooled)
-    return PromptEmbeds(kwargs, {**negative.used, **positive.used},
-                        tuple(dict.fromkeys(positive.warnings + negative.warnings)))
+    composed = len(parts) > 1 or parts[0][1] != 1.0
+    return PromptEmbeds(kwargs, {k: v for encoded in (negative, *positives) for k, v in encoded.used.items()},
+                        tuple(dict.fromkeys(w for encoded in (*positives, negative) for w in encoded.warnings)),
+                        tuple((weight, _pad(encoded.embeds, length, empty), encoded.pooled)
+                              for (_, weight), encoded in zip(parts, positives)) if composed else ())
 
 
 def _pad(embeds: torch.Tensor, length: int, empty: torch.Tensor) -> torch.Tensor:
@@ -237,14 +250,15 @@ def tokenize(tokenizer, prompt: str, matcher: _Matcher) -> list[_Chunk]:
 
 
 def token_count(tokenizer, prompt: str, steps: int, embeddings=None) -> tuple[int, int]:
-    """A1111's token counter: the most tokens a step's text of the prompt holds (prompt edits make several texts),
-    and the room of the chunks they fill (75 a chunk). An embedding of the ``embeddings`` library counts as its
-    vectors, as it fills the chunk (an unreadable file as its name's text)."""
+    """A1111's token counter: the most tokens a step's text of a composable part of the prompt holds (prompt edits
+    make several texts, ``AND`` several parts), and the room of the chunks they fill (75 a chunk). An embedding of
+    the ``embeddings`` library counts as its vectors, as it fills the chunk (an unreadable file as its name's text)."""
     matcher = _Matcher(embeddings, tokenizer, [], [])
     counts = []
     for _, text in prompt_schedule(prompt, max(1, steps)):
-        chunks = tokenize(tokenizer, text, matcher)
-        counts.append((sum(len(chunk.tokens) for chunk in chunks), CHUNK * len(chunks)))
+        for part, _ in composable_parts(text):
+            chunks = tokenize(tokenizer, part, matcher)
+            counts.append((sum(len(chunk.tokens) for chunk in chunks), CHUNK * len(chunks)))
     return max(counts)
 
 

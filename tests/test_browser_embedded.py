@@ -33,6 +33,8 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
     page.screenshot(path=str(ARTIFACTS / "embedded-txt2img.png"), full_page=True, animations="disabled")
 
     page.locator("#txt2img_send_to_img2img").click()
+    expect(page.get_by_role("tab", name="img2img", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#img2img_image img").first).to_be_visible()  # sent: a prompt typed now is kept
     page.locator("#img2img_prompt textarea").fill("a large blue circle in the center on a white background")
     set_number(page, "img2img_denoising_strength", 0.9)
     set_number(page, "img2img_seed", 3)
@@ -101,6 +103,19 @@ def test_prompt_editing_typed_in_the_prompt_box(page, tmp_path):
     assert infotext.startswith("a large red circle [on the left:on the right:0.1] on a white background\n"), infotext
     drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "edited.png"))
     assert (drawn.colour, drawn.position) == ("red", "left"), drawn
+
+
+def test_composable_parts_typed_in_the_prompt_box(page, tmp_path):
+    """A1111's ``AND``: the heavier part's colour wins though it comes second; the infotext keeps the prompt."""
+    open_tab(page, "txt2img")
+    prompt = "a red circle on a white background:0.3 AND a blue circle on a white background"
+    page.locator("#txt2img_prompt textarea").fill(prompt)
+    set_number(page, "txt2img_seed", 1)
+    infotext = generate_in(page, "txt2img")
+    assert infotext.startswith(prompt + "\n"), infotext
+    drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "composed.png"))
+    assert drawn.colour == "blue", drawn
+    page.screenshot(path=str(ARTIFACTS / "composable.png"), full_page=True, animations="disabled")
 
 
 def test_a_refiner_and_a_hires_checkpoint_picked_in_their_panels(page, tmp_path):

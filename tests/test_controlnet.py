@@ -113,6 +113,17 @@ def test_two_units_and_control_modes(engine):
     assert all(np.abs(_pixels(m) - _pixels(one)).mean() > 0.5 for m in modes)
 
 
+@pytest.mark.parametrize("mode", [0, 2])
+def test_a_control_reaches_every_composable_part(engine, mode):
+    """Its residuals go with each part's share of the batch: two halves of the prompt give the prompt's picture,
+    in the balanced mode and with the ControlNet more important (its residuals on the prompted half only)."""
+    units = [_unit(control_mode=mode)]
+    whole = engine.generate(GenerationRequest(**SMALL, controlnets=units), save=False).images[0]
+    halves = {**SMALL, "prompt": f"{SMALL['prompt']}:0.5 AND {SMALL['prompt']}:0.5"}
+    composed = engine.generate(GenerationRequest(**halves, controlnets=units), save=False).images[0]
+    assert np.abs(_pixels(composed) - _pixels(whole)).max() <= 1
+
+
 def test_img2img_inpaint_and_hires_with_a_control(engine):
     init = _circle()
     result = engine.generate(GenerationRequest(**SMALL, task="img2img", init_image=init,

@@ -201,3 +201,13 @@ def test_prompt_editing_places_with_the_first_text_and_colours_with_the_second(e
             coloured = classify(paint(engine, f"a large [red:blue:{when}] circle in the center on a white background",
                                       seed))
             assert (coloured.colour, coloured.shape, coloured.position) == (colour, "circle", "center"), coloured
+
+
+@pytest.mark.parametrize("prompt, colour", [
+    ("a red circle on a white background AND a blue circle on a white background:0.3", "red"),
+    ("a blue circle on a white background AND a red circle on a white background:0.3", "blue"),
+    ("a red circle on a white background:0.3 AND a blue circle on a white background", "blue"),  # not the first
+])
+def test_the_heavier_composable_part_wins(engine, prompt, colour):
+    """A1111's composable diffusion: each part guides by its weight, whichever comes first."""
+    assert [classify(paint(engine, prompt, seed)).colour for seed in range(3)] == [colour] * 3

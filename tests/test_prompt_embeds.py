@@ -63,13 +63,14 @@ def test_break_starts_a_new_chunk(sd):
 
 def test_the_token_counter_counts_as_the_encoder_chunks(sd):
     """A1111's counter: tokens without syntax or tags, out of the room of the chunks they fill (a comma moving text
-    on, or BREAK, opens a chunk early), the longest text of a prompt edit."""
+    on, or BREAK, opens a chunk early), the longest text of a prompt edit or part of an AND."""
     from pipelines.text_encoding import token_count
 
     counted = {prompt: token_count(sd.tokenizer, prompt, 20) for prompt in (
         "", "(a red:1.3) circle <lora:x:0.5>", " ".join(["cat"] * 100), " ".join(["cat"] * 70) + ", " + "dog " * 10,
-        "a red circle BREAK a blue square", "a [red:big blue:5] circle", "a [red:big blue:30] circle")}
-    assert list(counted.values()) == [(0, 75), (3, 75), (100, 150), (81, 150), (6, 150), (4, 75), (3, 75)]
+        "a red circle BREAK a blue square", "a [red:big blue:5] circle", "a [red:big blue:30] circle",
+        "a red circle AND a big blue square:0.5")}
+    assert list(counted.values()) == [(0, 75), (3, 75), (100, 150), (81, 150), (6, 150), (4, 75), (3, 75), (4, 75)]
 
 
 def test_weights_follow_the_attention_syntax_and_tags_are_removed(sd):

@@ -135,3 +135,16 @@ def test_a_hires_checkpoint_that_is_not_there_is_refused_before_any_pass(engine)
     with UNetCalls(engine, "tiny-sd") as calls, pytest.raises(RequestError, match="Unknown model") as refused:
         engine.generate(make(enable_hr=True, hr_checkpoint_name="nope"))
     assert refused.value.field == "hr_checkpoint_name" and not calls["tiny-sd"]
+
+
+def test_composable_parts_go_on_in_the_refiner(engine):
+    """After the switch the refiner's UNet gets each part in the refiner's own encoding."""
+    with UNetCalls(engine, "tiny-sd", "tiny-sd-other") as calls:
+        engine.generate(make(prompt="a red circle AND a blue square", refiner_checkpoint="tiny-sd-other",
+                             refiner_switch_at=0.6))
+    assert (len(calls["tiny-sd"]), len(calls["tiny-sd-other"])) == (6, 4)
+    for model in ("tiny-sd", "tiny-sd-other"):
+        with engine.registry.lease(model) as loaded:
+            parts = [encode_prompts(loaded.pipe, text, "blue").kwargs["prompt_embeds"]
+                     for text in ("a red circle", " a blue square")]
+        assert all(torch.equal(call["encoder_hidden_states"][1:], torch.cat(parts)) for call in calls[model])
