@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -94,6 +95,16 @@ def test_a1111_defaults_and_the_same_seed_gives_identical_images(alice):
     assert info["sampler_name"] == "Euler" and info["cfg_scale"] == 7.0  # A1111's API defaults
     random_seed = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a star", **SMALL}))["info"])
     assert random_seed["seed"] >= 0 and random_seed["all_seeds"] == [random_seed["seed"]]
+
+
+def test_composable_parts_through_the_api(alice):
+    """A1111's ``AND`` in an API prompt: two halves of a prompt give the prompt's picture; the info keeps it."""
+    whole = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a star", "seed": 7, **SMALL}))
+    halves = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a star:0.5 AND a star:0.5", "seed": 7, **SMALL}))
+    difference = np.abs(np.asarray(decode(halves["images"][0]), dtype=int) - np.asarray(decode(whole["images"][0])))
+    assert difference.max() <= 1 and json.loads(halves["info"])["prompt"] == "a star:0.5 AND a star:0.5"
+    other = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a star AND a moon", "seed": 7, **SMALL}))
+    assert decode(other["images"][0]).tobytes() != decode(whole["images"][0]).tobytes()
 
 
 def test_n_iter_and_send_images(alice):

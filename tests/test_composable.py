@@ -5,6 +5,7 @@ test_embedded_model.py)."""
 
 import pytest
 import torch
+from PIL import Image
 
 from pipelines.generate import run_pipeline
 from pipelines.prompts import composable_parts
@@ -42,15 +43,17 @@ def latents(engine, **values) -> torch.Tensor:
         return run_pipeline(loaded.pipe, request, [request.seed], latent_output=True)
 
 
-def test_each_part_has_its_share_of_the_batch(engine):
+@pytest.mark.parametrize("task, calls", [("txt2img", 4), ("img2img", 2)])
+def test_each_part_has_its_share_of_the_batch(engine, task, calls):
     """One UNet call a step, on the negative prompt, then each part's encoding; the pipeline's UNet is its own
     again afterwards."""
-    with UNetCalls(engine, "tiny-sd") as calls:
-        engine.generate(make(prompt="a red circle AND a blue square:0.5"))
+    picture = {"init_image": Image.new("RGB", (64, 64), "red"), "denoising_strength": 0.5} if task == "img2img" else {}
+    with UNetCalls(engine, "tiny-sd") as seen:
+        engine.generate(make(prompt="a red circle AND a blue square:0.5", task=task, **picture))
     expected = torch.cat([encoded(engine, "tiny-sd", "a red circle", key) for key in
                           ("negative_prompt_embeds", "prompt_embeds")] + [encoded(engine, "tiny-sd", " a blue square")])
-    seen = calls["tiny-sd"]
-    assert len(seen) == 4 and all(torch.equal(call["encoder_hidden_states"], expected) for call in seen)
+    seen = seen["tiny-sd"]
+    assert len(seen) == calls and all(torch.equal(call["encoder_hidden_states"], expected) for call in seen)
     assert all(torch.equal(call["sample"][1], call["sample"][2]) for call in seen)  # one picture, once per part
     with engine.registry.lease("tiny-sd") as loaded:
         assert type(loaded.pipe.unet).__name__ == "UNet2DConditionModel"
