@@ -6,7 +6,8 @@ autoencoder) paints it. ``generate.run_pipeline`` runs both; this module holds t
 
 - **Prompt.** The prior's CLIP text encoder reads plain text (77 tokens). A1111's attention syntax cannot reach
   it the way it reaches SD's encoder (the prior consumes one pooled vector plus hidden states it re-derives
-  itself), so ``(word:1.2)``, ``[word]`` and ``BREAK`` are stripped to their words and the result says so.
+  itself), so ``(word:1.2)``, ``[word]`` and ``BREAK`` are stripped to their words and the result says so;
+  composable parts (``a AND b``) are refused (image mixing combines prompts here).
 - **Samplers.** The decoders never call ``scheduler.scale_model_input`` and pass ``generator`` to every
   ``scheduler.step``, so samplers whose scheduler scales the UNet's input by sigma (Euler, Euler a, LMS, Heun,
   DPM2, DPM2 a, DPM++ SDE) or takes no generator (PLMS, UniPC, DEIS) are refused (``drives_decoder``); DDPM (the
@@ -30,7 +31,7 @@ import torch
 from PIL import Image
 
 from .errors import ModelError, RequestError
-from .prompts import BREAK, BREAK_WEIGHT, extract_networks, parse_prompt_attention
+from .prompts import BREAK, BREAK_WEIGHT, composable_parts, extract_networks, parse_prompt_attention
 from .samplers import SAMPLERS, normalize
 
 if TYPE_CHECKING:
@@ -169,6 +170,8 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
          "'Only masked' inpainting is not available for Kandinsky 2.2 models yet; inpaint the whole picture."),
         (extract_networks(request.prompt)[1], "prompt", "LoRA and hypernetworks do not apply to Kandinsky 2.2 "
                                                           "models; remove the <lora:...>/<hypernet:...> tags."),
+        (len(composable_parts(request.prompt)) > 1, "prompt", "Composable prompts (AND) are not available for "
+                                                               "Kandinsky 2.2 models; write one prompt."),
     )
     for refused, field, message in refusals:
         if refused:

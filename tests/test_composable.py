@@ -43,11 +43,13 @@ def latents(engine, **values) -> torch.Tensor:
         return run_pipeline(loaded.pipe, request, [request.seed], latent_output=True)
 
 
-@pytest.mark.parametrize("task, calls", [("txt2img", 4), ("img2img", 2)])
+@pytest.mark.parametrize("task, calls", [("txt2img", 4), ("img2img", 2), ("inpaint", 2)])
 def test_each_part_has_its_share_of_the_batch(engine, task, calls):
     """One UNet call a step, on the negative prompt, then each part's encoding; the pipeline's UNet is its own
     again afterwards."""
-    picture = {"init_image": Image.new("RGB", (64, 64), "red"), "denoising_strength": 0.5} if task == "img2img" else {}
+    picture = {} if task == "txt2img" else {"init_image": Image.new("RGB", (64, 64), "red"), "denoising_strength": 0.5}
+    if task == "inpaint":
+        picture["mask"] = Image.new("L", (64, 64), 255)
     with UNetCalls(engine, "tiny-sd") as seen:
         engine.generate(make(prompt="a red circle AND a blue square:0.5", task=task, **picture))
     expected = torch.cat([encoded(engine, "tiny-sd", "a red circle", key) for key in
