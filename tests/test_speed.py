@@ -1,7 +1,8 @@
 """The CUDA fast path (pipelines/speed.py) on the CPU: the app leaves CPU models untouched; applied by hand, fused
 QKV gives the same latents without a second copy of the weights, and a LoRA still applies through it. The weights
 modes (int8, fp8, and their -fast forms that multiply in 8 bits) save memory, stay close and take LoRAs; a device
-without the 8-bit kernel is refused with a message; a compiled UNet switches LoRAs without recompiling."""
+without the 8-bit kernel is refused with a message; a compiled UNet switches LoRAs without recompiling; compiled
+whole, its transformer blocks are traced once per shape."""
 
 from collections import Counter
 from dataclasses import replace
@@ -298,8 +299,8 @@ def test_compile_sizes_leave_an_upscaler_to_its_pictures(tmp_path, compiling_reg
 @pytest.mark.parametrize("nested", [True, False])
 def test_whole_unet_compile_traces_each_block_shape_once(nested):
     """--compile-mode reduce-overhead compiles the whole UNet as one graph (replayed as a CUDA graph on CUDA only).
-    Its blocks are nested compile regions: one traced body per block shape, called wherever a block of that shape
-    runs, each with its own weights (the latents are eager's). Without nesting every block is traced inline."""
+    Its transformer blocks are nested compile regions: one traced body per block shape, called wherever a block of
+    that shape runs, each with its own weights (the latents are eager's). Without nesting every block is inline."""
     from training.tiny_random import build_tiny_sdxl
 
     eager, pipe = build_tiny_sdxl(), build_tiny_sdxl()
@@ -328,7 +329,7 @@ def test_whole_unet_compile_traces_each_block_shape_once(nested):
 
 @pytest.mark.parametrize("mode", speed.COMPILE_MODES)
 def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling(mode):
-    """With --compile (regions) or the whole UNet compiled (--compile-mode reduce-overhead, its blocks nested), a
+    """With --compile (regions) or the whole UNet compiled (--compile-mode reduce-overhead, blocks nested), a
     LoRA file compiles once when first loaded; switching LoRAs, weights, prompt or seed afterwards compiles nothing,
     LoRAs give the uncompiled model's latents, and no LoRA still gives the base model's latents exactly."""
     compiles = []
