@@ -192,12 +192,14 @@ def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images
     # (width, height) to ``preprocess(image, height, width)``, which would transpose a non-square picture.
     task = ({"image": [images.image] * len(seeds), "strength": request.denoising_strength, "width": None,
              "height": None} if images else {"width": size[0], "height": size[1]})
+    generators = _generators(seeds)
     started = clock() if stats is not None else 0.0
     try:
-        with step_cache.cached(decoder, request.step_cache):
+        with step_cache.cached(decoder, request.step_cache), \
+                shaping(decoder, request, seeds, generators, task, picture=images is not None):
             made = decoder(image_embeds=image_embeds, negative_image_embeds=negative_image_embeds, **task,
                            num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
-                           generator=_generators(seeds), callback_on_step_end=steps,
+                           generator=generators, callback_on_step_end=steps,
                            callback_on_step_end_tensor_inputs=["latents"],
                            output_type="latent" if latent_output else "pil").images
     except _Stopped as stopped:

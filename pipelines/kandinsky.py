@@ -156,13 +156,7 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
         (info.inpainting, "model", "Kandinsky 2.2 inpainting decoders are not supported yet; the ordinary decoder "
                                    "inpaints."),
         (request.enable_hr, "enable_hr", "Hires fix is not available for Kandinsky 2.2 models yet."),
-        (request.subseed_strength, "subseed_strength", "Variation seeds are not available for Kandinsky 2.2 models "
-                                                       "yet."),
-        (request.noise_multiplier != 1, "initial_noise_multiplier", "A noise multiplier is not available for "
-                                                                     "Kandinsky 2.2 models yet."),
         (request.refiner_checkpoint, "refiner_checkpoint", "A refiner is not available for Kandinsky 2.2 models."),
-        (request.seed_resize_from, "seed_resize_from_w", "Resize seed from is not available for Kandinsky 2.2 "
-                                                         "models yet."),
         (request.active_controls, "controlnets", "ControlNet units do not apply to Kandinsky 2.2 models."),
         (request.task == "img2img" and request.resize_mode == 3, "resize_mode",
          "Latent upscale resizing is not available for Kandinsky 2.2 models; pick another resize mode."),

@@ -10,7 +10,7 @@ Every pass that shapes noise starts from the seed's own noise as the pipeline dr
 then samples with, so the sampler's later noise (ancestral samplers) is the seed's as without shaping. A pass that
 starts from noise (txt2img, inpaint at full strength) is given its starting latents; an img2img pass (inpaint,
 hires fix's second pass) draws its noise itself and hands it to the scheduler's ``add_noise``, which is where the
-shaped noise takes its place.
+shaped noise takes its place. Kandinsky 2.2's decoders are shaped the same way: their latents are MoVQ's.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def starting_noise(pipe, request, seeds: list[int], generators: list[torch.Gener
     each seed's own noise is what the pipeline would draw from its generator (after ``skip`` draws), and each
     generator moves one draw on, as the pipeline's own draw would have moved it, so that its later draws (the
     sampler's) are the seed's as without shaping."""
-    scale = pipe.vae_scale_factor
-    shape = (1, pipe.vae.config.latent_channels, size[1] // scale, size[0] // scale)  # inpainting UNets take 9
+    scale, channels = _latent_layout(pipe)
+    shape = (1, channels, size[1] // scale, size[0] // scale)  # inpainting UNets take 9
     own = []
     for generator in generators:
         own.append(_draw(torch.Generator("cpu").set_state(generator.get_state()), shape, pipe.unet.dtype, skip))
@@ -87,12 +87,20 @@ def starting_noise(pipe, request, seeds: list[int], generators: list[torch.Gener
     return shaped(request, seeds, torch.cat(own), scale, skip)
 
 
+def _latent_layout(pipe) -> tuple[int, int]:
+    """Pixels per latent and latent channels: of SD's VAE, or of Kandinsky 2.2's MoVQ."""
+    if hasattr(pipe, "movq"):  # its img2img pipeline keeps no movq_scale_factor
+        return 2 ** (len(pipe.movq.config.block_out_channels) - 1), pipe.movq.config.latent_channels
+    return pipe.vae_scale_factor, pipe.vae.config.latent_channels
+
+
 def _draws_before_noise(pipe, task: dict, picture: bool) -> int:
     """The draws of the noise's shape a pipeline takes from each generator before its noise: one to sample the
-    picture's encoding, unless there is no picture, it comes as latents, or (an inpainting UNet's masked picture
-    at full strength) it is sampled after the noise."""
+    picture's encoding, unless there is no picture, it comes as latents, it is MoVQ's (which samples nothing), or
+    (an inpainting UNet's masked picture at full strength) it is sampled after the noise."""
     image = task.get("image")
-    if not picture or isinstance(image, torch.Tensor) and image.shape[1] == pipe.vae.config.latent_channels:
+    if (not picture or hasattr(pipe, "movq")
+            or isinstance(image, torch.Tensor) and image.shape[1] == pipe.vae.config.latent_channels):
         return 0
     inpainting_unet = pipe.unet.config.in_channels != pipe.vae.config.latent_channels
     return 0 if inpainting_unet and task.get("strength") == 1.0 else 1
@@ -117,7 +125,7 @@ def shaping(pipe, request, seeds: list[int], generators: list[torch.Generator], 
 
     def add_shaped_noise(original: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
         if last.get("drawn") is not noise:
-            last.update(drawn=noise, shaped=shaped(request, seeds, noise, pipe.vae_scale_factor, skip))
+            last.update(drawn=noise, shaped=shaped(request, seeds, noise, _latent_layout(pipe)[0], skip))
         return add_noise(original, last["shaped"], timesteps)
 
     scheduler.add_noise = add_shaped_noise

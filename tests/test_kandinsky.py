@@ -216,12 +216,6 @@ def test_mixing_or_unusable_options_on_the_wrong_model_are_refused(engine):
             engine.generate(make(sampler=sampler))
     with pytest.raises(RequestError, match="Hires fix is not available"):
         engine.generate(make(enable_hr=True))
-    with pytest.raises(RequestError, match="Variation seeds are not available for Kandinsky 2.2"):
-        engine.generate(make(subseed_strength=0.5))
-    with pytest.raises(RequestError, match="Resize seed from is not available for Kandinsky 2.2"):
-        engine.generate(make(seed_resize_from_w=128, seed_resize_from_h=128))
-    with pytest.raises(RequestError, match="A noise multiplier is not available for Kandinsky 2.2"):
-        engine.generate(make(task="img2img", init_image=Image.new("RGB", (64, 64)), initial_noise_multiplier=0.9))
     with pytest.raises(RequestError, match="A refiner is not available for Kandinsky 2.2"):
         engine.generate(make(refiner_checkpoint="tiny-sd"))
     with pytest.raises(RequestError, match="tiny-kandinsky cannot be a refiner"):
@@ -232,6 +226,36 @@ def test_mixing_or_unusable_options_on_the_wrong_model_are_refused(engine):
         engine.generate(make(prompt="a cat AND a dog"))
     with pytest.raises(RequestError, match="multiples of 64 pixels; 72x64 is not one"):  # 8x8 latent blocks
         engine.generate(make(width=72))
+
+
+def test_variation_seeds_seed_resize_and_the_noise_multiplier_shape_the_decoders_noise(engine):
+    """As for SD: variation strength 1 starts from the variation seed's noise (with DDIM, deterministic, nearly its
+    picture: the prior's image embedding stays the seed's), a small strength is a small change; seed resize and
+    img2img's noise multiplier change the picture; the infotext records them; inpainting varies the masked part
+    and keeps the rest."""
+    def drawn(**values):
+        result = engine.generate(make(sampler="DDIM", **values))
+        return pixels(result.images[0]), result.infotexts[0]
+
+    plain, _ = drawn()
+    other, _ = drawn(seed=5)
+    varied, infotext = drawn(subseed=5, subseed_strength=1.0)
+    assert np.abs(varied - other).mean() < np.abs(plain - other).mean() / 4, "not the variation seed's start"
+    assert "Variation seed: 5, Variation seed strength: 1," in infotext
+    seeds_apart = np.abs(plain - other).mean()  # 114: this tiny decoder is far more sensitive than tiny-sd
+    small, half = (np.abs(drawn(subseed=5, subseed_strength=s)[0] - plain).mean() for s in (0.001, 0.5))
+    assert small < seeds_apart / 20 < seeds_apart / 4 < half, (small, half, seeds_apart)  # 0.8, 88
+    resized, infotext = drawn(seed_resize_from_w=128, seed_resize_from_h=128)
+    assert np.abs(resized - plain).mean() > 1 and "Seed resize from: 128x128" in infotext
+    source = {"task": "img2img", "init_image": picture(), "denoising_strength": 0.75}
+    same, multiplied = drawn(**source)[0], drawn(**source, initial_noise_multiplier=0.5)
+    assert np.abs(multiplied[0] - same).mean() > 1 and "Noise multiplier: 0.5" in multiplied[1]
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    masked = {**source, "task": "inpaint", "mask": mask, "mask_blur": 0}
+    inpainted, varied = drawn(**masked)[0], drawn(**masked, subseed=5, subseed_strength=0.5)[0]
+    assert np.array_equal(varied[:8], pixels(source["init_image"])[:8])  # outside the mask: the original
+    assert np.abs(varied[24:40, 24:40] - inpainted[24:40, 24:40]).mean() > 1  # the masked part's noise varied
 
 
 def test_other_decoder_friendly_samplers_run(engine):
