@@ -115,11 +115,17 @@ def test_skip_ends_the_current_batch_and_the_next_goes_on(page, png_dir):
     set_number(page, "txt2img_batch_count", 2)
     try:
         before = page.locator("#txt2img_info textarea").input_value()
+        preview = page.locator("#txt2img_preview img")
+        old_preview = preview.first.get_attribute("src") if preview.count() else None  # an earlier job's
         page.locator("#txt2img_generate").click()
-        # the first batch is under way: its progress text over the gallery, or its live preview (under load the
-        # progress text can go unseen between two updates)
-        started = page.locator("#txt2img_gallery").get_by_text(re.compile(r"Batch 1/2, step [1-9]"))
-        expect(started.or_(page.locator("#txt2img_preview img")).first).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+        # the first batch is under way: its progress text over the gallery, or a live preview of this job (under
+        # load the progress text can go unseen between two updates)
+        page.wait_for_function("""old => {
+            const gallery = document.querySelector("#txt2img_gallery");
+            if (gallery && /Batch 1\\/2, step [1-9]/.test(gallery.innerText)) return true;
+            const img = document.querySelector("#txt2img_preview img");
+            return !!img && img.offsetParent !== null && img.getAttribute("src") !== old;
+        }""", arg=old_preview, timeout=GENERATION_TIMEOUT_MS)
         page.locator("#txt2img_skip").click()
         expect(page.locator("#txt2img_info textarea")).not_to_have_value(before, timeout=GENERATION_TIMEOUT_MS)
         expect(page.locator("#txt2img_gallery img")).to_have_count(2)
