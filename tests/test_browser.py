@@ -113,6 +113,7 @@ def test_skip_ends_the_current_batch_and_the_next_goes_on(page, png_dir):
     set_number(page, "txt2img_seed", 21)
     set_number(page, "txt2img_steps", 150)
     set_number(page, "txt2img_batch_count", 2)
+    set_numbers(page, {"txt2img_width": 192, "txt2img_height": 192})  # a batch long enough for Skip to land in
     try:
         before = page.locator("#txt2img_info textarea").input_value()
         preview = page.locator("#txt2img_preview img")
@@ -136,8 +137,7 @@ def test_skip_ends_the_current_batch_and_the_next_goes_on(page, png_dir):
         expect(page.locator("#txt2img_gallery img")).to_have_count(1, timeout=GENERATION_TIMEOUT_MS)
         full = gallery_png(page, "txt2img", png_dir / "full.png")
     finally:
-        set_number(page, "txt2img_steps", 20)
-        set_number(page, "txt2img_batch_count", 1)
+        set_numbers(page, {"txt2img_steps": 20, "txt2img_batch_count": 1, "txt2img_width": 64, "txt2img_height": 64})
     with Image.open(skipped) as cut, Image.open(full) as whole:
         assert cut.tobytes() != whole.tobytes()  # seed 21 stopped early is not seed 21 in full
 
