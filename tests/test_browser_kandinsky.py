@@ -8,7 +8,7 @@ import re
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, set_numbers
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, pick, set_numbers
 from playwright.sync_api import expect
 
 
@@ -49,12 +49,8 @@ def test_pick_kandinsky_generate_and_mix_a_picture(page, tmp_path):
 
 def test_a_variation_seed_on_kandinsky(page):
     """The Variation seed panel works for Kandinsky 2.2 too (it was refused): the infotext records it."""
-    box = page.locator("#model_select input")
-    if box.input_value() != "tiny-kandinsky":  # run on its own
-        box.click()
-        box.fill("tiny-kandinsky")
-        page.get_by_role("option", name="tiny-kandinsky").click()
-        expect(page.locator("#txt2img_mixing")).to_be_visible()
+    pick(page, "model_select", "tiny-kandinsky")  # picked already when the module runs in order
+    expect(page.locator("#txt2img_mixing")).to_be_visible()
     page.locator("#txt2img_prompt textarea").fill("a red circle")
     page.locator("#txt2img_variation").get_by_text("Variation seed", exact=True).click()
     set_numbers(page, {"txt2img_seed": 42, "txt2img_subseed": 5, "txt2img_subseed_strength": 0.5})
