@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from .text_encoding import Parts
 
@@ -65,8 +66,4 @@ class ComposedUNet:
         weights = weights.view(count, *[1] * (conds.ndim - 1))
         combined = uncond + (weights * (conds - uncond)).sum(0) if unprompted else (weights * conds).sum(0)
         result = torch.cat([uncond, combined])
-        if return_dict:
-            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-
-            return UNet2DConditionOutput(sample=result)
-        return (result,)
+        return UNet2DConditionOutput(sample=result) if return_dict else (result,)

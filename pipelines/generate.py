@@ -31,7 +31,7 @@ from .images import TaskImages
 from .request import GenerationRequest
 from .stats import RunStats, clock
 from .upscalers import ImageUpscaler, upscale_latents
-from .variation import shaping
+from .variation import latent_layout, shaping
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images
     decoder = pipe.decoder_pipe
     decoder.scheduler = pipe.scheduler  # the engine's fresh scheduler was set on the combined pipeline
     size = images.image.size if images else (request.width, request.height)
-    kandinsky.check_size(size, 2 ** (len(decoder.movq.config.block_out_channels) - 1))
+    kandinsky.check_size(size, latent_layout(decoder)[0])
     blend = kandinsky.LatentBlend(decoder, images, seeds) if images and images.mask is not None else None
     steps = _Steps(on_step, should_stop, timed=stats is not None, blend=blend)
     if request.mix and extra_params is not None:

@@ -78,7 +78,7 @@ def starting_noise(pipe, request, seeds: list[int], generators: list[torch.Gener
     each seed's own noise is what the pipeline would draw from its generator (after ``skip`` draws), and each
     generator moves one draw on, as the pipeline's own draw would have moved it, so that its later draws (the
     sampler's) are the seed's as without shaping."""
-    scale, channels = _latent_layout(pipe)
+    scale, channels = latent_layout(pipe)
     shape = (1, channels, size[1] // scale, size[0] // scale)  # inpainting UNets take 9
     own = []
     for generator in generators:
@@ -87,7 +87,7 @@ def starting_noise(pipe, request, seeds: list[int], generators: list[torch.Gener
     return shaped(request, seeds, torch.cat(own), scale, skip)
 
 
-def _latent_layout(pipe) -> tuple[int, int]:
+def latent_layout(pipe) -> tuple[int, int]:
     """Pixels per latent and latent channels: of SD's VAE, or of Kandinsky 2.2's MoVQ."""
     if hasattr(pipe, "movq"):  # its img2img pipeline keeps no movq_scale_factor
         return 2 ** (len(pipe.movq.config.block_out_channels) - 1), pipe.movq.config.latent_channels
@@ -125,7 +125,7 @@ def shaping(pipe, request, seeds: list[int], generators: list[torch.Generator], 
 
     def add_shaped_noise(original: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
         if last.get("drawn") is not noise:
-            last.update(drawn=noise, shaped=shaped(request, seeds, noise, _latent_layout(pipe)[0], skip))
+            last.update(drawn=noise, shaped=shaped(request, seeds, noise, latent_layout(pipe)[0], skip))
         return add_noise(original, last["shaped"], timesteps)
 
     scheduler.add_noise = add_shaped_noise
