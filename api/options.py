@@ -17,6 +17,7 @@ from pipelines.errors import ModelError, RequestError
 from pipelines.hashing import short_hash
 from pipelines.registry import TITLE
 from pipelines.request import GenerationRequest
+from pipelines.upscalers import LATENT_UPSCALERS, upscaler_names
 
 from .encoding import PayloadError
 
@@ -30,6 +31,11 @@ class Options:
         self.registry = services.registry
         self.defaults = {option: getattr(GenerationRequest, name) for option, name in REQUEST_DEFAULTS.items()}
         self._lock = threading.Lock()
+
+    def upscalers(self) -> list[str]:
+        """A1111's ``sd_upscalers`` (``/upscalers``, SD upscale's upscaler index): None, then the pixel and model
+        upscalers and the upscaler files (the latent ones are ``/latent-upscale-modes``)."""
+        return ["None", *(name for name in upscaler_names(self.registry.models_dir) if name not in LATENT_UPSCALERS)]
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _hash(self, name: str) -> str | None:

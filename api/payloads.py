@@ -4,7 +4,8 @@ Field names, types and defaults are A1111's (``modules/api/models.py``), so the 
 clients agree with sd-webui; unknown fields are ignored, as A1111 does. Pydantic only checks types here: value
 checks (ranges, multiples of 8, sampler names, model names) are ``GenerationRequest``'s, shared with the UI,
 and ``field_of`` names the A1111 field a ``RequestError`` is about. Fields of features this server does not
-have (scripts other than "Prompts from file or textbox", face restoration, a separate latent mask, ...) are
+have (scripts other than A1111's prompt list, prompt matrix, Loopback and SD upscale, face restoration, a separate
+latent mask, ...) are
 refused with a clear message when they ask for something, never silently ignored.
 """
 
@@ -185,6 +186,9 @@ _A1111_FIELDS = {
     "clip_skip": "override_settings.CLIP_stop_at_last_layers", "model": "override_settings.sd_model_checkpoint",
     "controlnets": "alwayson_scripts.controlnet.args", "step_cache": "override_settings.step_cache",
     "prompt_lines": "script_args", "prompt_matrix": "script_args", "matrix_margin": "script_args",
+    "loopback": "script_name", "loopback_loops": "script_args", "loopback_final_strength": "script_args",
+    "loopback_curve": "script_args", "sd_upscale": "script_name", "sd_upscale_overlap": "script_args",
+    "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args",
 }
 
 
@@ -204,7 +208,7 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
     if payload.script_name and payload.script_name.lower() not in SCRIPTS:
         refuse("script_name", f"Script {payload.script_name!r} not found; this server has "
-                              f"{' and '.join(map(repr, SCRIPTS))}.")
+                              f"{', '.join(map(repr, SCRIPTS))}.")
     if payload.restore_faces:
         refuse("restore_faces", "Face restoration is not available on this server.")
     if isinstance(payload, Img2ImgPayload):
@@ -309,15 +313,38 @@ def _option(given: Any, option: str, options, override: dict) -> Any:
     return override.get(option, options.defaults[option]) if given is None else given
 
 
-PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT = SCRIPTS = ("prompts from file or textbox", "prompt matrix")  # any case
+# A1111's script names (any case): both tabs have the first two, img2img the others too
+PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, LOOPBACK_SCRIPT, SD_UPSCALE_SCRIPT = SCRIPTS = (
+    "prompts from file or textbox", "prompt matrix", "loopback", "sd upscale")
 
 
-def _script_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
     """A1111's ``script_args`` of the payload's script as the values of the tab's panel for it (``job_plan``).
     Prompts from file or textbox: [iterate seed, same seed, insert at "start"/"end", text] (before A1111 1.6:
     without the third). Prompt matrix: [put variable parts at start, different seeds, "positive"/"negative",
-    "comma"/"space", grid margin in pixels] (the later ones may be left out)."""
+    "comma"/"space", grid margin in pixels] (the later ones may be left out). Loopback: [loops, final denoising
+    strength, curve, append interrogated prompt ("None" only)] (the later ones may be left out). SD upscale: [its
+    info text (unread), tile overlap, upscaler (an index into ``/upscalers``, or its name), scale factor]."""
     args, name = list(payload.script_args), (payload.script_name or "").lower()
+    if name == LOOPBACK_SCRIPT:
+        if not 1 <= len(args) <= 4:
+            raise PayloadError("script_args", "Loopback takes [loops, final denoising strength, denoising strength "
+                                              "curve, append interrogated prompt].")
+        loops, final, curve, interrogate = [*args, *(0.5, "Linear", "None")[len(args) - 1:]]
+        if interrogate not in ("None", None):
+            raise PayloadError("script_args", "Appending an interrogated prompt is not available on this server.")
+        return {"loopback": True, "loopback_loops": loops, "loopback_final_strength": final, "loopback_curve": curve}
+    if name == SD_UPSCALE_SCRIPT:
+        if len(args) != 4:
+            raise PayloadError("script_args", "SD upscale takes [info (unread), tile overlap, upscaler index or "
+                                              "name, scale factor].")
+        upscaler, names = args[2], options.upscalers()
+        if isinstance(upscaler, int) and not isinstance(upscaler, bool):
+            if not 0 <= upscaler < len(names):
+                raise PayloadError("script_args", f"Upscaler index {upscaler} is not in /upscalers (0-{len(names) - 1}).")
+            upscaler = names[upscaler]
+        return {"sd_upscale": True, "sd_upscale_overlap": args[1], "sd_upscale_upscaler": upscaler,
+                "sd_upscale_scale": args[3]}
     if name == PROMPT_LIST_SCRIPT:
         if len(args) == 3:
             args.insert(2, "start")
@@ -393,7 +420,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
             initial_noise_multiplier=_option(payload.initial_noise_multiplier, "initial_noise_multiplier", options,
                                              override),
         )
-    planned = plan({**values, **_script_values(payload)})  # an empty prompt list is no list: the one job
+    planned = plan({**values, **_script_values(payload, options)})  # an empty prompt list is no list: the one job
     return planned, [GenerationRequest.from_values(job) for job in planned.jobs]
 
 

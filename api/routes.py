@@ -27,6 +27,7 @@ from pipelines.embeddings import expected_shape
 from pipelines.engine import GenerationResult
 from pipelines.errors import EaselError, ModelError, RequestError
 from pipelines.grid import MAX_MARGIN
+from pipelines.img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE
 from pipelines.infotext import parse_infotext, read_infotext
 from pipelines.memory import usage
 from pipelines.networks import metadata
@@ -34,16 +35,16 @@ from pipelines.job_plan import grids as grids_of
 from pipelines.prompt_lines import POSITIONS
 from pipelines.prompt_matrix import JOINERS, PROMPT_TYPES
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
-from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS, upscaler_names
+from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS
 
 from . import PREFIX
 from .auth import ApiAuth
 from .encoding import decode_image, encode_png
 from .options import Options
-from .payloads import (ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
+from .payloads import (LOOPBACK_SCRIPT, PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, SCRIPTS, SD_UPSCALE_SCRIPT,
+                       ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
                        ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
-                       PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, SCRIPTS, ProgressResponse, Txt2ImgPayload, echo,
-                       extras_requests, field_of, processed_info, to_requests)
+                       ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, processed_info, to_requests)
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +238,10 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     def upscalers():
         """None, pixel and model upscalers and upscaler files, for hires fix (``hr_upscaler``) and Extras; the
         latent ones are in ``latent-upscale-modes``."""
-        names = ["None", *(name for name in upscaler_names(services.registry.models_dir)
-                           if name not in LATENT_UPSCALERS)]
         return [{"name": name, "model_name": MODEL_UPSCALERS[name].hub_id if name in MODEL_UPSCALERS else None,
                  "model_path": None, "model_url": None,
-                 "scale": MODEL_UPSCALERS[name].factor if name in MODEL_UPSCALERS else 4} for name in names]
+                 "scale": MODEL_UPSCALERS[name].factor if name in MODEL_UPSCALERS else 4}
+                for name in options.upscalers()]
 
     @router.get("/latent-upscale-modes")
     def latent_upscale_modes():
@@ -322,8 +322,8 @@ def _argument(label: str, value: Any, choices: list | None = None, minimum=None,
     return {"label": label, "value": value, "minimum": minimum, "maximum": maximum, "step": step, "choices": choices}
 
 
-# The scripts (A1111's "Prompts from file or textbox" and "Prompt matrix", in both tabs) and their arguments, as
-# A1111 lists them.
+# The scripts (A1111's "Prompts from file or textbox" and "Prompt matrix", in both tabs, "Loopback" and "SD upscale"
+# in img2img) and their arguments, as A1111 lists them (SD upscale's upscaler: an index into ``/upscalers``).
 _SCRIPT_ARGS = {
     PROMPT_LIST_SCRIPT: [_argument("Iterate seed every line", False),
                          _argument("Use same random seed for all lines", False),
@@ -334,13 +334,22 @@ _SCRIPT_ARGS = {
                            _argument("Select prompt", "positive", list(PROMPT_TYPES)),
                            _argument("Select joining char", "comma", list(JOINERS)),
                            _argument("Grid margins (px)", 0, minimum=0, maximum=MAX_MARGIN, step=2)],
+    LOOPBACK_SCRIPT: [_argument("Loops", 4, minimum=1, maximum=MAX_LOOPS, step=1),
+                      _argument("Final denoising strength", 0.5, minimum=0, maximum=1, step=0.01),
+                      _argument("Denoising strength curve", "Linear", list(CURVES)),
+                      _argument("Append interrogated prompt at each iteration", "None", ["None"])],
+    SD_UPSCALE_SCRIPT: [_argument("Info", None),
+                        _argument("Tile overlap", 64, minimum=0, maximum=MAX_OVERLAP, step=16),
+                        _argument("Upscaler", 1),
+                        _argument("Scale Factor", 2.0, minimum=1, maximum=MAX_SCALE, step=0.05)],
 }
+_TAB_SCRIPTS = {"txt2img": (PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT), "img2img": SCRIPTS}
 # What ``/scripts`` and ``/script-info`` answer; A1111 features Easel does not have (face restorers, built-in
 # Real-ESRGAN models: upscaler files are in ``upscalers``, extensions) are listed empty, so that a client asking for
 # them sees none rather than a 404.
-_LISTINGS = {"/scripts": {"txt2img": list(SCRIPTS), "img2img": list(SCRIPTS)},
-             "/script-info": [{"name": name, "is_alwayson": False, "is_img2img": tab == "img2img", "args": args}
-                              for tab in ("txt2img", "img2img") for name, args in _SCRIPT_ARGS.items()],
+_LISTINGS = {"/scripts": {tab: list(names) for tab, names in _TAB_SCRIPTS.items()},
+             "/script-info": [{"name": name, "is_alwayson": False, "is_img2img": tab == "img2img",
+                               "args": _SCRIPT_ARGS[name]} for tab, names in _TAB_SCRIPTS.items() for name in names],
              "/face-restorers": [], "/realesrgan-models": [], "/extensions": []}
 
 

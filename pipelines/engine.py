@@ -7,6 +7,7 @@ seeding, scheduler choice, metadata, outputs and interrupt behave the same every
 from __future__ import annotations
 
 import contextvars
+import math
 import queue
 import threading
 import time
@@ -26,6 +27,7 @@ from .errors import ModelError, RequestError
 from .extras import ExtrasRequest
 from .generate import decode_latents, encode_pictures, run_pipeline, run_upscaler
 from .images import TaskImages
+from .img2img_scripts import Tiles
 from .infotext import read_infotext
 from .kandinsky import FAMILY as KANDINSKY, check_request as check_model_family
 from .networks import Networks
@@ -34,7 +36,7 @@ from .preprocessors import Preprocessors
 from .preview import LatentPreviewer
 from .refiner import check as check_refiner
 from .registry import Registry
-from .request import GenerationRequest
+from .request import MAX_SEED, ORIGINAL, GenerationRequest
 from .samplers import make_scheduler
 from .stats import RunStats, clock, process_rss_peak
 from .styles import StyleLibrary
@@ -118,8 +120,9 @@ class Engine:
         refiner_info = self._partner(request.refiner_checkpoint, "refiner_checkpoint", "a refiner")
         hires_info = self._partner(request.hr_checkpoint_name if request.enable_hr else "", "hr_checkpoint_name",
                                    "the hires checkpoint")
+        if request.sd_upscale:
+            check_upscaler(request.sd_upscale_upscaler, extras.names(self.registry.models_dir), "sd_upscale_upscaler")
         request = replace(request.with_seed(), model=info.name)
-        seeds = request.seeds()
         result = GenerationResult(request=request)
         with self._device_lock, self.registry.lease(info.name) as model, ExitStack() as held:
             started = self._start_stats(model, request, result.stats)
@@ -131,27 +134,15 @@ class Engine:
                 held.enter_context(tiled(model.pipe, request.tiling))  # every pass and decode of the job
                 refiner = refiner_info and self._lease_partner(held, refiner_info, request)
                 hires = hires_info and self._lease_partner(held, hires_info, request)
-                task_images = TaskImages.prepare(request)
-                for batch in range(request.batch_count):
-                    batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
-                    on_step = self._step_reporter(model, job, batch, on_progress)
-                    if request.enable_hr:
-                        images = self._hires(model, pipe, job, batch_seeds, on_step, controls, hires, refiner)
-                    else:
-                        images = self._pass(model, pipe, request, job, batch_seeds, on_step, images=task_images,
-                                            controls=controls, refiner=refiner)
-                    job.skip.clear()
-                    for image, seed in zip(images, batch_seeds):
-                        text = request.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
-                        image.info["parameters"] = text
-                        result.images.append(image)
-                        result.infotexts.append(text)
-                        result.seeds.append(seed)
-                        category = _OUTPUT_CATEGORY[request.task]
-                        result.paths.append(self.writer.save(image, text, seed, category) if save else None)
-                    if job.interrupt.is_set():
-                        result.interrupted = True
-                        break
+                for image, seed, made_by in self._pictures(model, pipe, job, controls, hires, refiner, on_progress):
+                    text = made_by.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
+                    image.info["parameters"] = text
+                    result.images.append(image)
+                    result.infotexts.append(text)
+                    result.seeds.append(seed)
+                    category = _OUTPUT_CATEGORY[request.task]
+                    result.paths.append(self.writer.save(image, text, seed, category) if save else None)
+                result.interrupted = job.interrupt.is_set()
             except torch.OutOfMemoryError:
                 self.registry.release_memory()
                 raise ModelError(
@@ -276,6 +267,73 @@ class Engine:
         maps = [control_map(unit, request.init_image, request.output_size, self.preprocessors) for unit in units]
         return Controls(tuple(units), tuple(nets), tuple(maps))
 
+    def _pictures(self, model, pipe, job: Job, controls: Controls | None, hires, refiner,
+                  on_progress) -> Iterator[tuple[Image.Image, int, GenerationRequest]]:
+        """The job's pictures as they are made: (picture, seed, the request it was made by: a Loopback loop's
+        strength is its own). A batch is a pass (hires fix: two), a chain of Loopback's loops or SD upscale's tile
+        passes; Skip ends the batch and the next goes on, Interrupt ends the job."""
+        request = job.request
+        if request.sd_upscale:
+            size = request.sd_upscale_size
+            upscaled = self._upscaled(request.init_image.convert("RGB"), request.sd_upscale_upscaler, size)
+            tiles = Tiles.cover(size, (request.width, request.height), request.sd_upscale_overlap)
+            crops = tiles.crops(upscaled if upscaled.size == size else upscaled.resize(size, Image.LANCZOS))
+            passes = math.ceil(len(crops) / request.batch_size)
+        else:
+            passes = request.loopback_loops if request.loopback else 1
+        task_images = None if request.sd_upscale or request.loopback else TaskImages.prepare(request)
+        seeds = request.seeds()
+        for batch in range(request.batch_count):
+            def on_step(index: int, batch=batch):  # the progress of pass ``index`` of this batch
+                return self._step_reporter(model, job, batch * passes + index, request.batch_count * passes,
+                                           on_progress)
+
+            batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
+            if request.sd_upscale:
+                seed = (request.seed + batch) % (MAX_SEED + 1)
+                yield self._sd_upscale(model, pipe, job, tiles, crops, seed, on_step, refiner), seed, request
+            elif request.loopback:
+                yield from self._loopback(model, pipe, job, batch, on_step, controls, refiner)
+            else:
+                if request.enable_hr:
+                    images = self._hires(model, pipe, job, batch_seeds, on_step(0), controls, hires, refiner)
+                else:
+                    images = self._pass(model, pipe, request, job, batch_seeds, on_step(0), images=task_images,
+                                        controls=controls, refiner=refiner)
+                yield from ((image, seed, request) for image, seed in zip(images, batch_seeds))
+            job.skip.clear()
+            if job.interrupt.is_set():
+                return
+
+    def _loopback(self, model, pipe, job: Job, batch: int, on_step, controls: Controls | None,
+                  refiner) -> Iterator[tuple[Image.Image, int, GenerationRequest]]:
+        """One chain of Loopback's loops: each picture is the next loop's init image, at the loop's strength."""
+        request = job.request
+        picture = request.init_image
+        for loop, strength in enumerate(request.loopback_strengths):
+            made_by = replace(request, init_image=picture, denoising_strength=strength,
+                              inpainting_fill=request.inpainting_fill if loop == 0 else ORIGINAL)
+            seed = (request.seed + batch * request.loopback_loops + loop) % (MAX_SEED + 1)
+            [picture] = self._pass(model, pipe, made_by, job, [seed], on_step(loop),
+                                   images=TaskImages.prepare(made_by), controls=controls, refiner=refiner)
+            yield picture, seed, made_by
+            if job.interrupt.is_set() or job.skip.is_set():
+                return
+
+    def _sd_upscale(self, model, pipe, job: Job, tiles: Tiles, crops: list[Image.Image], seed: int, on_step,
+                    refiner) -> Image.Image:
+        """One SD upscale picture: every tile repainted (batch size tiles a pass), then blended back."""
+        request, size = job.request, job.request.batch_size
+        painted = list(crops)
+        for index, start in enumerate(range(0, len(crops), size)):
+            part = crops[start:start + size]
+            seeds = [(seed + start + k) % (MAX_SEED + 1) for k in range(len(part))]
+            painted[start:start + size] = self._pass(model, pipe, request, job, seeds, on_step(index),
+                                                     images=TaskImages(part, part), refiner=refiner)
+            if job.interrupt.is_set() or job.skip.is_set():
+                break
+        return tiles.combine(painted)
+
     def _hires(self, model, pipe, job: Job, seeds: list[int], on_step, controls: Controls | None, hires,
                refiner) -> list[Image.Image]:
         """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it (with the
@@ -308,16 +366,17 @@ class Engine:
         return self._pass(model, model.pipeline("img2img", controls and list(controls.models)), second, job, seeds,
                           on_step, images=images, controls=controls, refiner=refiner)
 
-    def _step_reporter(self, model, job: Job, batch: int, on_progress):
-        """Record each step on the job (for status polling) and pass it to ``on_progress``."""
+    def _step_reporter(self, model, job: Job, batch: int, batch_count: int, on_progress):
+        """Record each step of pass ``batch`` of ``batch_count`` on the job (for status polling) and pass it to
+        ``on_progress``."""
         vae = model.autoencoder
         previewer = self._previewers.get(vae) or self._previewers.setdefault(vae, LatentPreviewer(vae))
-        previews, request = previewer.pictures(), job.request
+        previews = previewer.pictures()
 
         def report(step: int, steps: int, latents) -> None:
             wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < steps
             preview = previews(latents) if wants_preview else None
-            job.progress = Progress(step, steps, batch, request.batch_count, preview)
+            job.progress = Progress(step, steps, batch, batch_count, preview)
             job.preview = preview or job.preview
             if on_progress is not None:
                 on_progress(job.progress)

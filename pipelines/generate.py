@@ -181,7 +181,7 @@ def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images
     the engine's fresh scheduler, the same seeds, progress, interrupt and (inpainting) masked latent blending."""
     decoder = pipe.decoder_pipe
     decoder.scheduler = pipe.scheduler  # the engine's fresh scheduler was set on the combined pipeline
-    size = images.image.size if images else (request.width, request.height)
+    size = images.pictures(1)[0].size if images else (request.width, request.height)
     kandinsky.check_size(size, latent_layout(decoder)[0])
     blend = kandinsky.LatentBlend(decoder, images, seeds) if images and images.mask is not None else None
     steps = _Steps(on_step, should_stop, timed=stats is not None, blend=blend)
@@ -190,7 +190,7 @@ def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images
     image_embeds, negative_image_embeds = _image_embeds(pipe, request, seeds, warnings)
     # The init image is at its size already. Its size is not passed: diffusers 0.42.1's Kandinsky img2img hands
     # (width, height) to ``preprocess(image, height, width)``, which would transpose a non-square picture.
-    task = ({"image": [images.image] * len(seeds), "strength": request.denoising_strength, "width": None,
+    task = ({"image": images.pictures(len(seeds)), "strength": request.denoising_strength, "width": None,
              "height": None} if images else {"width": size[0], "height": size[1]})
     generators = _generators(seeds)
     started = clock() if stats is not None else 0.0

@@ -98,7 +98,7 @@ def fill_masked(image: Image.Image, mask: Image.Image, mode: int, seed: int) -> 
 class TaskImages:
     """The prepared inputs of an img2img or inpaint job."""
 
-    image: Image.Image  # what the sampler starts from
+    image: Image.Image | list[Image.Image]  # what the sampler starts from (a list: one per picture of the batch)
     original: Image.Image  # resized, unfilled: what the result is laid over
     mask: Image.Image | None = None
     resize_latents: bool = False  # ``image`` is at its own size; encode it, then resize its latents
@@ -118,6 +118,10 @@ class TaskImages:
         if mask.getbbox() is None:
             raise RequestError(EMPTY_MASK, "mask")
         return cls(fill_masked(original, mask, request.inpainting_fill, request.seed), original, mask)
+
+    def pictures(self, count: int) -> list[Image.Image]:
+        """The picture each of ``count`` pictures of the batch starts from."""
+        return list(self.image) if isinstance(self.image, list) else [self.image] * count
 
     def pipeline_arguments(self, request: GenerationRequest) -> dict:
         arguments = {"image": self.image, "strength": request.denoising_strength}

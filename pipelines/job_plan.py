@@ -1,5 +1,6 @@
 """What a tab's values run as: a job per line of a prompt list, a job per combination of a prompt matrix (and its
-grid after them), or the one job. A1111 offers these as scripts, one at a time."""
+grid after them), or the one job (Loopback and SD upscale, img2img's scripts, run their passes inside it). A1111
+offers these as scripts, one at a time."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ class Plan:
 
 def plan(values: dict[str, Any]) -> Plan:
     matrix = prompt_matrix.from_values(values)
+    scripts = [name for name, on in (("a prompt list", (values.get("prompt_lines") or "").strip()),
+                                     ("a prompt matrix", matrix), ("Loopback", values.get("loopback")),
+                                     ("SD upscale", values.get("sd_upscale"))) if on]
+    if len(scripts) > 1:
+        raise RequestError(f"{', '.join(scripts[:-1])} and {scripts[-1]} cannot run together (A1111 runs one script "
+                           "at a time): turn all but one off.", "script_name")
     if matrix is None:
         return Plan(values, prompt_lines.expand(values))
-    if (values.get("prompt_lines") or "").strip():
-        raise RequestError("A prompt matrix and a prompt list cannot run together (A1111 runs one script at a "
-                           "time): empty the list or turn the matrix off.", "prompt_matrix")
     return Plan(values, matrix.jobs(values), matrix)
 
 

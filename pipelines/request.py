@@ -17,6 +17,8 @@ from typing import Any, Mapping
 from . import infotext as infotext_format
 from .controlnet import ControlUnit
 from .errors import RequestError
+from .extras import NONE as NO_UPSCALER
+from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
 from .samplers import normalize
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -46,11 +48,14 @@ _INT_RANGES = (
     ("hr_resize_y", "Hires resize height", 0, 4096),
     ("hr_second_pass_steps", "Hires steps", 0, 150),
     ("step_cache", "Step cache", 0, MAX_STEP_CACHE),
+    ("loopback_loops", "Loops", 1, MAX_LOOPS),
+    ("sd_upscale_overlap", "Tile overlap", 0, MAX_OVERLAP),
 )
 EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 LATENT_RESIZE = 3
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+ORIGINAL = MASKED_CONTENT.index("original")
 # A1111's words for "no second checkpoint" (its UI's first choice, what its API sends): "" here
 NO_CHECKPOINT = {"hr_checkpoint_name": "Use same checkpoint", "refiner_checkpoint": "None"}
 
@@ -125,7 +130,7 @@ class GenerationRequest:
     initial_noise_multiplier: float = 1.0  # A1111's img2img "Noise multiplier": scales the noise added to the picture
     resize_mode: int = 0  # index into RESIZE_MODES
     mask_blur: int = 4
-    inpainting_fill: int = 1  # index into MASKED_CONTENT
+    inpainting_fill: int = ORIGINAL  # index into MASKED_CONTENT
     inpaint_full_res: bool = False  # "Only masked": work on the masked region at full resolution
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
@@ -145,6 +150,16 @@ class GenerationRequest:
     # A1111's refiner: this model takes over the (last) pass once refiner_switch_at of its steps are done
     refiner_checkpoint: str = ""
     refiner_switch_at: float = 0.8
+    # A1111's img2img scripts Loopback and SD upscale (pipelines/img2img_scripts.py); SD upscale's tiles are
+    # width x height
+    loopback: bool = False
+    loopback_loops: int = 4
+    loopback_final_strength: float = 0.5
+    loopback_curve: str = "Linear"  # CURVES
+    sd_upscale: bool = False
+    sd_upscale_overlap: int = 64
+    sd_upscale_scale: float = 2.0
+    sd_upscale_upscaler: str = "Lanczos"  # an Extras upscaler; "None" keeps the picture's size
     controlnets: tuple = ()  # ControlUnit (or the extension's API dicts, made into units here)
     mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
@@ -216,6 +231,79 @@ class GenerationRequest:
         set_(self, "mix", mix_items(self.mix))
         set_(self, "adapters", tuple(self.adapters))
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
+        self._check_scripts()
+
+    def _check_scripts(self) -> None:
+        """Loopback's and SD upscale's settings, checked whether or not they are on (a later switch must not
+        fail), and what each needs when it is."""
+        set_ = object.__setattr__
+        final = _finite(self.loopback_final_strength, "Final denoising strength", "loopback_final_strength")
+        if not 0.0 <= final <= 1.0:
+            raise RequestError(f"Final denoising strength must be between 0 and 1, got {final}.",
+                               "loopback_final_strength")
+        set_(self, "loopback_final_strength", final)
+        if self.loopback_curve not in CURVES:
+            raise RequestError(f"Unknown denoising strength curve {self.loopback_curve!r}. Choose one of: "
+                               f"{', '.join(CURVES)}.", "loopback_curve")
+        scale = _finite(self.sd_upscale_scale, "SD upscale scale factor", "sd_upscale_scale")
+        if not 1.0 <= scale <= MAX_SCALE:
+            raise RequestError(f"SD upscale's scale factor must be between 1 and {MAX_SCALE:g}, got {scale}.",
+                               "sd_upscale_scale")
+        set_(self, "sd_upscale_scale", scale)
+        set_(self, "sd_upscale_upscaler", str(self.sd_upscale_upscaler))
+        for name in ("loopback", "sd_upscale"):
+            set_(self, name, bool(getattr(self, name)))
+        if self.loopback:
+            self._check_loopback()
+        if self.sd_upscale:
+            self._check_sd_upscale()
+
+    def _check_loopback(self) -> None:
+        if self.task == "txt2img":
+            raise RequestError("Loopback is an img2img script: use it in img2img or inpaint.", "loopback")
+        if self.batch_size != 1:
+            raise RequestError("Loopback makes one picture a loop: set the batch size to 1 (the batch count runs "
+                               "that many chains).", "batch_size")
+        if any(self.outpaint):
+            raise RequestError("Loopback repaints the same canvas: outpaint first, then loop over the result.",
+                               "outpaint")
+        weakest = min(self.loopback_strengths)
+        if int(self.steps * weakest) < 1:
+            raise RequestError(f"Loopback's denoising strength falls to {weakest}, which runs no step of "
+                               f"{self.steps}: raise the final denoising strength or the steps.",
+                               "loopback_final_strength")
+
+    def _check_sd_upscale(self) -> None:
+        if self.task != "img2img":
+            raise RequestError("SD upscale is an img2img script: use it in img2img, without a mask.", "sd_upscale")
+        if self.active_controls:
+            raise RequestError("SD upscale with ControlNet is not supported yet: turn the units off.", "sd_upscale")
+        width, height = self.sd_upscale_size
+        if any(side < length and self.sd_upscale_overlap >= side
+               for side, length in ((self.width, width), (self.height, height))):
+            raise RequestError(f"Tile overlap ({self.sd_upscale_overlap}) must be smaller than a tile (the width "
+                               f"and height, {self.width}x{self.height}).", "sd_upscale_overlap")
+        if width < self.width or height < self.height:
+            raise RequestError(f"SD upscale makes a {width}x{height} picture, smaller than one tile ({self.width}x"
+                               f"{self.height}, the width and height): raise the scale factor or lower the width "
+                               "and height.", "sd_upscale_scale")
+        if max(width, height) > 4096:
+            raise RequestError(f"The SD upscale size {width}x{height} is over 4096.", "sd_upscale_scale")
+
+    @property
+    def loopback_strengths(self) -> list[float]:
+        """Each loop's denoising strength."""
+        return loopback_strengths(self.denoising_strength, self.loopback_final_strength, self.loopback_loops,
+                                  self.loopback_curve)
+
+    @property
+    def sd_upscale_size(self) -> tuple[int, int]:
+        """The size SD upscale cuts into tiles: the init picture's times the scale factor (its own without an
+        upscaler)."""
+        width, height = self.init_image.size
+        if self.sd_upscale_upscaler == NO_UPSCALER:
+            return width, height
+        return round(width * self.sd_upscale_scale), round(height * self.sd_upscale_scale)
 
     def _check_seed_resize(self) -> None:
         sides = (self.seed_resize_from_w, self.seed_resize_from_h)
@@ -361,6 +449,10 @@ class GenerationRequest:
             "Tiling": True if self.tiling else None,
             **(self._inpaint_params() if self.task == "inpaint" else {}),
             **(self._hires_params() if self.enable_hr else {}),
+            "Final denoising strength": self.loopback_final_strength if self.loopback else None,  # A1111's keys
+            "Denoising curve": self.loopback_curve if self.loopback else None,
+            "SD upscale overlap": self.sd_upscale_overlap if self.sd_upscale else None,
+            "SD upscale upscaler": self.sd_upscale_upscaler if self.sd_upscale else None,
             **(extra or {}),
             "Version": VERSION,
         }

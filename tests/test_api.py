@@ -176,6 +176,23 @@ def test_prompt_matrix_answers_its_grid_first(alice, api_server):
     assert any(path.parent.parent.name == "txt2img-grids" for path in outputs.rglob("*.png"))
 
 
+def test_loopback_and_sd_upscale_run_as_a1111s_img2img_scripts(alice):
+    source = b64_png(Image.new("RGB", (64, 64), (200, 40, 40)))
+    body = ok(alice.post("/sdapi/v1/img2img", json={
+        "prompt": "a red square", "init_images": [source], "denoising_strength": 0.6, "seed": 5, **SMALL,
+        "script_name": "Loopback", "script_args": [3, 0.4, "Lazy", "None"]}))
+    info = json.loads(body["info"])
+    assert len(body["images"]) == 3 and info["all_seeds"] == [5, 6, 7]
+    assert [parse_infotext(text)[2]["Denoising strength"] for text in info["infotexts"]] == ["0.6", "0.5414", "0.4"]
+    upscalers = [item["name"] for item in ok(alice.get("/sdapi/v1/upscalers"))]
+    body = ok(alice.post("/sdapi/v1/img2img", json={
+        "prompt": "a red square", "init_images": [source], "denoising_strength": 0.6, "seed": 5, **SMALL,
+        "script_name": "SD upscale", "script_args": [None, 16, upscalers.index("Nearest"), 2]}))
+    params = parse_infotext(json.loads(body["info"])["infotexts"][0])[2]
+    assert len(body["images"]) == 1 and decode(body["images"][0]).size == (128, 128)
+    assert params["SD upscale upscaler"] == "Nearest" and params["SD upscale overlap"] == "16"
+
+
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
     source = Image.new("RGB", (96, 80), (200, 40, 40))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -407,6 +424,18 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
                                                                                   -4]}, "script_args"),  # margin
     ("txt2img", {"prompt": "x", "script_name": "Prompts from file or textbox",
                  "script_args": [False, False, "start", "a\n--steps lots"]}, "script_args"),
+    ("txt2img", {"prompt": "x", "script_name": "Loopback", "script_args": [2]}, "script_name"),  # img2img's
+    ("img2img", {"prompt": "x", "init_images": [PNG], "script_name": "Loopback", "script_args": [2, 0.5, "Up"]},
+     "script_args"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "script_name": "Loopback", "script_args": [2, 0.5, "Lazy",
+                                                                                                "CLIP"]},
+     "script_args"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "script_name": "SD upscale", "script_args": [None, 16, 99, 2]},
+     "script_args"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "script_name": "SD upscale",
+                 "script_args": [None, 16, "Magic", 2]}, "script_args"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "script_name": "SD upscale", "script_args": [16, 1, 2]},
+     "script_args"),
     ("img2img", {"prompt": "x"}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": [base64.b64encode(b"hello, not an image").decode()]}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": ["data:image/png;base64,%%%"]}, "init_images"),

@@ -72,13 +72,16 @@ def test_memory_in_a1111_shape(served):
     assert memory["cuda"] == {"error": "unavailable"}  # the CPU
 
 
-def test_the_one_script_is_listed_and_features_easel_does_not_have_are_listed_empty(served):
+def test_the_scripts_are_listed_and_features_easel_does_not_have_are_listed_empty(served):
     client, _ = served
-    scripts = ["prompts from file or textbox", "prompt matrix"]
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": scripts, "img2img": scripts}
+    scripts = ["prompts from file or textbox", "prompt matrix", "loopback", "sd upscale"]
+    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": scripts[:2], "img2img": scripts}
     info = client.get("/sdapi/v1/script-info").json()
-    assert [(item["name"], item["is_img2img"]) for item in info] == [(scripts[0], False), (scripts[1], False),
-                                                                     (scripts[0], True), (scripts[1], True)]
+    assert [(item["name"], item["is_img2img"]) for item in info] == [
+        (scripts[0], False), (scripts[1], False), *((name, True) for name in scripts)]
+    assert [arg["label"] for arg in info[-2]["args"]] == [
+        "Loops", "Final denoising strength", "Denoising strength curve", "Append interrogated prompt at each iteration"]
+    assert [arg["label"] for arg in info[-1]["args"]] == ["Info", "Tile overlap", "Upscaler", "Scale Factor"]
     assert [arg["label"] for arg in info[0]["args"]] == ["Iterate seed every line", "Use same random seed for all "
                                                          "lines", "Insert prompts at the", "List of prompt inputs"]
     assert len(info[1]["args"]) == 5 and info[1]["args"][3]["choices"] == ["comma", "space"]

@@ -3,13 +3,14 @@ the default model), driven in a browser; the pictures the browser receives are r
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, open_tab, pick, set_number
+from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, open_tab, pick, set_number, set_numbers
 from pipelines.prompt_matrix import PromptMatrix
 from playwright.sync_api import expect
 from training.classify import classify
@@ -30,6 +31,9 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
     assert "Model: easel-shapes" in infotext and "Size: 64x64" in infotext, infotext
     drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "txt2img.png"))
     assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("red", "circle", "center", "white"), drawn
+    open_tab(page, "Inpaint")  # Loopback inpaints too; SD upscale is img2img's alone
+    expect(page.locator("#inpaint_loopback_panel")).to_be_visible()
+    expect(page.locator("#inpaint_sd_upscale_panel")).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "embedded-txt2img.png"), full_page=True, animations="disabled")
 
     page.locator("#txt2img_send_to_img2img").click()
@@ -214,6 +218,61 @@ def test_a_prompt_matrix_makes_a_picture_per_combination_and_their_grid(page, tm
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size == expected.size and grid.width >= 2 * 64 + 100  # two cells, the margin, the labels
     assert classify_file(tmp_path / "with.png").background == "black"
+
+
+def test_loopback_then_sd_upscale_in_img2img(page, tmp_path):
+    """Loopback: three loops towards "blue" at a rising strength, each picture in the gallery, the last one blue.
+    SD upscale: the red circle twice as large, repainted lightly in 64x64 tiles, still a red circle on white."""
+    import random
+
+    from training.shapes import Scene, make_item, render
+
+    circle = render(Scene("white", make_item("circle", "red", "large", "center", random.Random(0))))
+    circle.save(tmp_path / "circle.png")
+    page.reload()
+    open_tab(page, "img2img")
+    page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "circle.png"))
+    expect(page.locator("#img2img_image img").first).to_be_visible()
+    page.locator("#img2img_prompt textarea").fill("a large blue circle in the center on a white background")
+    set_number(page, "img2img_denoising_strength", 0.5)
+    set_number(page, "img2img_seed", 3)
+    with script_on(page, "loopback", "Loopback", {"loops": 3, "final_strength": 0.9}):
+        infotext = generate_in(page, "img2img")
+        pictures = page.locator("#img2img_gallery img")
+        expect(pictures).to_have_count(3)
+        page.screenshot(path=str(ARTIFACTS / "embedded-loopback.png"), full_page=True, animations="disabled")
+        (tmp_path / "last.png").write_bytes(page.request.get(pictures.nth(2).get_attribute("src")).body())
+    assert "Denoising strength: 0.5," in infotext and "Final denoising strength: 0.9" in infotext, infotext
+    assert classify_file(tmp_path / "last.png").colour == "blue"
+
+    page.locator("#img2img_prompt textarea").fill("a large red circle in the center on a white background")
+    set_number(page, "img2img_denoising_strength", 0.2)
+    with script_on(page, "sd_upscale", "SD upscale", {"overlap": 16, "scale": 2}):
+        infotext = generate_in(page, "img2img")
+        expect(page.locator("#img2img_gallery img")).to_have_count(1)
+        page.screenshot(path=str(ARTIFACTS / "embedded-sd-upscale.png"), full_page=True, animations="disabled")
+        upscaled = gallery_png(page, "img2img", tmp_path / "upscaled.png")
+    assert "SD upscale overlap: 16, SD upscale upscaler: Lanczos" in infotext, infotext
+    with Image.open(upscaled) as picture:
+        assert picture.size == (128, 128)
+        drawn = classify(picture.convert("RGB").resize((64, 64), Image.LANCZOS))
+    assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("red", "circle", "center", "white"), drawn
+    open_tab(page, "Inpaint")  # Loopback inpaints too; SD upscale is img2img's alone
+    expect(page.locator("#inpaint_loopback_panel")).to_be_visible()
+    expect(page.locator("#inpaint_sd_upscale_panel")).to_have_count(0)
+
+
+@contextmanager
+def script_on(page, name: str, title: str, numbers: dict[str, float]):
+    """An img2img script's panel opened, its box ticked and its numbers set; the box unticked after."""
+    page.locator(f"#img2img_{name}_panel").get_by_text(title, exact=True).click()
+    box = page.locator(f"#img2img_{name} input")
+    box.check()
+    set_numbers(page, {f"img2img_{name}_{key}": value for key, value in numbers.items()})
+    try:
+        yield
+    finally:
+        box.uncheck()
 
 
 def classify_file(path: Path):

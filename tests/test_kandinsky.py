@@ -139,6 +139,20 @@ def test_img2img_and_inpaint_keep_the_size_and_the_unmasked_pixels(engine):
     assert np.abs(out[24:40, 24:40] - pixels(source)[24:40, 24:40]).mean() > 5  # inside: repainted
 
 
+def test_loopback_and_sd_upscale_run_the_decoder_per_loop_and_per_tile(engine):
+    source = picture()
+    loops = engine.generate(make(task="img2img", init_image=source, loopback=True, loopback_loops=2,
+                                 denoising_strength=0.5))
+    second = engine.generate(make(task="img2img", init_image=loops.images[0], denoising_strength=0.5, seed=8))
+    assert loops.seeds == [7, 8] and np.abs(pixels(loops.images[1]) - pixels(second.images[0])).max() <= 2
+    tiles = engine.generate(make(task="img2img", init_image=source, sd_upscale=True, sd_upscale_overlap=0,
+                                 batch_size=2, denoising_strength=0.5))  # 4 tiles of 64, 2 a pass
+    single = engine.generate(make(task="img2img", init_image=source, denoising_strength=0.5, seed=9))
+    assert tiles.images[0].size == (128, 128)
+    difference = np.abs(pixels(tiles.images[0])[64:, :64] - pixels(single.images[0]))  # tile 2: seed + 2
+    assert difference.mean() < 0.5 and difference.max() <= 4  # batched against alone: rounding only
+
+
 def test_progress_shows_the_decoders_steps_with_previews_and_interrupt_stops(engine):
     events = []
     engine.generate(make(steps=4), on_progress=events.append)

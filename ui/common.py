@@ -352,7 +352,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
                    prepare: Callable[[dict], dict | list[dict]] | None = None) -> GenerationTab:
     """The body every generation tab shares: prompts (with the Networks cards under them) and buttons, the task's
     own inputs above the sampling controls, and the output panel; wired to the engine."""
-    from . import controlnet, networks  # they use this module's icons and fields
+    from . import controlnet, img2img_scripts, networks  # they use this module's icons and fields
 
     fields = FieldSet(task)
     with gr.Row():
@@ -373,6 +373,8 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             refiner_controls(services, fields)
             prompt_list_controls(fields)
             prompt_matrix_controls(fields)
+            if task != "txt2img":
+                img2img_scripts.build(services, fields, task)
             inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)
         with gr.Column():
             panel = output_panel(task)
