@@ -31,9 +31,6 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
     assert "Model: easel-shapes" in infotext and "Size: 64x64" in infotext, infotext
     drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "txt2img.png"))
     assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("red", "circle", "center", "white"), drawn
-    open_tab(page, "Inpaint")  # Loopback inpaints too; SD upscale is img2img's alone
-    expect(page.locator("#inpaint_loopback_panel")).to_be_visible()
-    expect(page.locator("#inpaint_sd_upscale_panel")).to_have_count(0)
     page.screenshot(path=str(ARTIFACTS / "embedded-txt2img.png"), full_page=True, animations="disabled")
 
     page.locator("#txt2img_send_to_img2img").click()

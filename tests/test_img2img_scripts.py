@@ -146,5 +146,6 @@ def test_sd_upscale_repaints_each_tile_with_its_own_seed_and_blends_them(engine,
     for picture, seed in zip(made.images, made.seeds):
         painted = [engine.generate(request(init_image=crop, denoising_strength=0.3, seed=seed + k)).images[0]
                    for k, crop in enumerate(tiles.crops(upscaled))]
-        assert np.array_equal(pixels(picture), pixels(tiles.combine(painted)))
+        difference = np.abs(pixels(picture) - pixels(tiles.combine(painted)))
+        assert difference.max() <= 2 and difference.mean() < 0.01  # batched against alone: rounding (1 thread)
     assert np.abs(pixels(made.images[0]) - pixels(upscaled)).mean() < 20  # a light repaint keeps the picture
