@@ -22,7 +22,8 @@ from pipelines.upscalers import LATENT_UPSCALERS, upscaler_names
 from .encoding import PayloadError
 
 # A1111 options that are defaults of a request's field (a request's ``override_settings`` may set them too).
-REQUEST_DEFAULTS = {"CLIP_stop_at_last_layers": "clip_skip", "initial_noise_multiplier": "initial_noise_multiplier"}
+REQUEST_DEFAULTS = {"CLIP_stop_at_last_layers": "clip_skip", "initial_noise_multiplier": "initial_noise_multiplier",
+                    "img2img_color_correction": "color_correction"}
 
 
 class Options:

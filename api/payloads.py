@@ -419,6 +419,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
             inpainting_mask_invert=payload.inpainting_mask_invert,
             initial_noise_multiplier=_option(payload.initial_noise_multiplier, "initial_noise_multiplier", options,
                                              override),
+            color_correction=_option(None, "img2img_color_correction", options, override),
         )
     planned = plan({**values, **_script_values(payload, options)})  # an empty prompt list is no list: the one job
     return planned, [GenerationRequest.from_values(job) for job in planned.jobs]

@@ -307,15 +307,19 @@ class Engine:
 
     def _loopback(self, model, pipe, job: Job, batch: int, on_step, controls: Controls | None,
                   refiner) -> Iterator[tuple[Image.Image, int, GenerationRequest]]:
-        """One chain of Loopback's loops: each picture is the next loop's init image, at the loop's strength."""
+        """One chain of Loopback's loops: each picture is the next loop's init image, at the loop's strength (colour
+        correction keeps the first loop's colours, as A1111's does)."""
         request = job.request
         picture = request.init_image
         for loop, strength in enumerate(request.loopback_strengths):
             made_by = replace(request, init_image=picture, denoising_strength=strength,
                               inpainting_fill=request.inpainting_fill if loop == 0 else ORIGINAL)
             seed = (request.seed + batch * request.loopback_loops + loop) % (MAX_SEED + 1)
+            images = TaskImages.prepare(made_by)
+            if loop == 0:
+                colours = images.original
             [picture] = self._pass(model, pipe, made_by, job, [seed], on_step(loop),
-                                   images=TaskImages.prepare(made_by), controls=controls, refiner=refiner)
+                                   images=replace(images, colours=colours), controls=controls, refiner=refiner)
             yield picture, seed, made_by
             if job.interrupt.is_set() or job.skip.is_set():
                 return

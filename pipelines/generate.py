@@ -85,7 +85,7 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         return result.images
     if images is None:
         return list(result.images)
-    return [images.finish(image, request) for image in result.images]
+    return images.finish(result.images, request)
 
 
 class _Stopped(Exception):
@@ -207,7 +207,7 @@ def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images
     steps.record(stats, started)
     if latent_output:
         return made
-    return [images.finish(image, request) for image in made] if images else list(made)
+    return images.finish(made, request) if images else list(made)
 
 
 def warm_up(pipe, sizes: tuple[tuple[int, int], ...]) -> None:

@@ -11,14 +11,19 @@
   them plus a thin band of the original so the seam is repainted too; masked content then applies as usual.
 - After sampling, the result is laid over the original through the blurred mask, so unmasked pixels are exactly
   the original's (the VAE round trip would otherwise shift them).
+- Colour correction (A1111's img2img setting): the result's colours are matched to the original's, histogram by
+  histogram in (8-bit) CIELAB, keeping the result's own lightness (A1111 matches all three, then takes the result's
+  luminosity back with a blend), so repeated img2img (Loopback) does not drift in colour.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps
+from skimage import exposure
 
 from .errors import RequestError
 from .request import EMPTY_MASK, LATENT_RESIZE, GenerationRequest
@@ -94,6 +99,15 @@ def fill_masked(image: Image.Image, mask: Image.Image, mode: int, seed: int) -> 
     return Image.composite(fill, image, hole)
 
 
+def match_colours(picture: Image.Image, reference: Image.Image) -> Image.Image:
+    """``picture`` with the colours of ``reference`` (colour correction), its lightness kept (8-bit CIELAB, as
+    A1111's: colours outside sRGB are clipped)."""
+    lab, target = (cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2LAB) for image in (picture, reference))
+    matched = np.rint(exposure.match_histograms(lab, target, channel_axis=2)).astype(np.uint8)
+    matched[..., 0] = lab[..., 0]
+    return Image.fromarray(cv2.cvtColor(matched, cv2.COLOR_LAB2RGB))
+
+
 @dataclass(frozen=True)
 class TaskImages:
     """The prepared inputs of an img2img or inpaint job."""
@@ -102,6 +116,7 @@ class TaskImages:
     original: Image.Image  # resized, unfilled: what the result is laid over
     mask: Image.Image | None = None
     resize_latents: bool = False  # ``image`` is at its own size; encode it, then resize its latents
+    colours: Image.Image | None = None  # what colour correction matches (Loopback's: the first loop's original)
 
     @classmethod
     def prepare(cls, request: GenerationRequest) -> "TaskImages | None":
@@ -121,7 +136,7 @@ class TaskImages:
 
     def pictures(self, count: int) -> list[Image.Image]:
         """The picture each of ``count`` pictures of the batch starts from."""
-        return list(self.image) if isinstance(self.image, list) else [self.image] * count
+        return _each(self.image, count)
 
     def pipeline_arguments(self, request: GenerationRequest) -> dict:
         arguments = {"image": self.image, "strength": request.denoising_strength}
@@ -131,8 +146,17 @@ class TaskImages:
                 arguments["padding_mask_crop"] = request.inpaint_full_res_padding
         return arguments
 
-    def finish(self, result: Image.Image, request: GenerationRequest) -> Image.Image:
-        """Keep unmasked pixels exactly as they were (diffusers already does so for "only masked")."""
+    def finish(self, results: list[Image.Image], request: GenerationRequest) -> list[Image.Image]:
+        """Colour correction when asked for (each picture to its own original); then keep unmasked pixels exactly as
+        they were (diffusers already does so for "only masked")."""
+        if request.corrects_colours:
+            references = _each(self.colours or self.original, len(results))
+            results = [match_colours(result, reference) for result, reference in zip(results, references)]
         if self.mask is None or request.inpaint_full_res:
-            return result
-        return Image.composite(result.convert("RGB"), self.original, self.mask)
+            return list(results)
+        return [Image.composite(result.convert("RGB"), self.original, self.mask) for result in results]
+
+
+def _each(pictures: Image.Image | list[Image.Image], count: int) -> list[Image.Image]:
+    """One picture for each of ``count``: a list as it is, a single picture repeated."""
+    return list(pictures) if isinstance(pictures, list) else [pictures] * count

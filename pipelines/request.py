@@ -128,6 +128,7 @@ class GenerationRequest:
     mask: Any = None  # PIL image; white repaints
     denoising_strength: float = 0.75
     initial_noise_multiplier: float = 1.0  # A1111's img2img "Noise multiplier": scales the noise added to the picture
+    color_correction: bool = False  # A1111's img2img setting: the result's colours matched to the picture's (images.py)
     resize_mode: int = 0  # index into RESIZE_MODES
     mask_blur: int = 4
     inpainting_fill: int = ORIGINAL  # index into MASKED_CONTENT
@@ -221,6 +222,7 @@ class GenerationRequest:
                                "raise the strength or the steps.", "denoising_strength")
         set_(self, "inpaint_full_res", bool(self.inpaint_full_res))
         set_(self, "tiling", bool(self.tiling))
+        set_(self, "color_correction", bool(self.color_correction))
         names = (self.styles,) if isinstance(self.styles, str) else self.styles or ()
         set_(self, "styles", tuple(str(name) for name in names))
         set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
@@ -317,6 +319,11 @@ class GenerationRequest:
     def noise_multiplier(self) -> float:
         """The scale of the noise added to an init picture: A1111 applies its setting to img2img and inpaint only."""
         return 1.0 if self.task == "txt2img" else self.initial_noise_multiplier
+
+    @property
+    def corrects_colours(self) -> bool:
+        """Whether colour correction applies: A1111 applies its setting to img2img and inpaint only."""
+        return self.color_correction and self.task != "txt2img"
 
     @property
     def seed_resize_from(self) -> tuple[int, int] | None:
@@ -443,6 +450,7 @@ class GenerationRequest:
             "Seed resize from": "{}x{}".format(*self.seed_resize_from) if self.seed_resize_from else None,
             "Denoising strength": self.denoising_strength if self.task != "txt2img" or self.enable_hr else None,
             "Noise multiplier": self.noise_multiplier if self.noise_multiplier != 1 else None,
+            "Color correction": True if self.corrects_colours else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
             "Step cache": self.step_cache if self.step_cache > 1 else None,
@@ -519,5 +527,6 @@ class GenerationRequest:
             values["seed_resize_from_w"], values["seed_resize_from_h"] = _size(params["Seed resize from"],
                                                                                "seed_resize_from_w")
         values["tiling"] = params.get("Tiling") == "True"
+        values["color_correction"] = params.get("Color correction") == "True"
         values.update(overrides)
         return cls.from_values(values)

@@ -125,7 +125,7 @@ def test_variation_seeds(alice):
     assert "Variation seed: 10, Variation seed strength: 0.25" in info["infotexts"][1]
 
 
-def test_img2img_takes_variation_seeds_and_a_noise_multiplier_from_the_payload_options_or_override(alice):
+def test_img2img_takes_variation_seeds_noise_multiplier_and_colour_correction_from_payload_options_or_override(alice):
     def infotext(**payload):
         body = ok(alice.post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": [PNG], "seed": 3, **SMALL,
                                                           **payload}))
@@ -144,6 +144,14 @@ def test_img2img_takes_variation_seeds_and_a_noise_multiplier_from_the_payload_o
     assert "Noise multiplier" not in infotext()
     response = alice.post("/sdapi/v1/options", json={"initial_noise_multiplier": 3})
     assert response.status_code == 422 and response.json()["field"] == "initial_noise_multiplier"
+    assert "Color correction: True," in infotext(override_settings={"img2img_color_correction": True})
+    try:
+        ok(alice.post("/sdapi/v1/options", json={"img2img_color_correction": True}))
+        assert ok(alice.get("/sdapi/v1/options"))["img2img_color_correction"] is True
+        assert "Color correction: True," in infotext()
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"img2img_color_correction": False}))
+    assert "Color correction" not in infotext()
 
 
 def test_prompts_from_file_or_textbox_runs_a_job_per_line(alice):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from pipelines.errors import RequestError
-from pipelines.images import TaskImages, fill_masked, prepare_mask, resize_image
+from pipelines.images import TaskImages, fill_masked, match_colours, prepare_mask, resize_image
 from pipelines.request import GenerationRequest
 
 
@@ -55,6 +55,25 @@ def test_masked_content_modes(mode, check):
     filled = np.asarray(fill_masked(image, square_mask(), mode, seed=1)).astype(float)
     assert check(filled[20:44, 20:44], filled[:8, :8])
     assert np.all(filled[:8, :8] == 255)
+
+
+def test_colour_correction_takes_the_references_colours_and_keeps_the_pictures_lightness():
+    """Histogram matching maps colours by rank, so it mends a drift (colours moved, order kept); it cannot tell a
+    new colour from a drifted one."""
+    from skimage import color
+
+    def circle(colour, background=(255, 255, 255)):
+        picture = Image.new("RGB", (64, 64), background)
+        picture.paste(colour, (16, 16, 48, 48))
+        return picture
+
+    drifted = circle((230, 120, 40), background=(225, 235, 255))  # the colours a few img2img rounds moved
+    corrected = match_colours(drifted, circle((220, 30, 30)))
+    middle, corner = np.asarray(corrected)[32, 32].astype(int), np.asarray(corrected)[2, 2].astype(int)
+    assert middle[0] > middle[1] + 80 and middle[0] > middle[2] + 80  # orange back to red
+    assert corner.min() > 220 and np.ptp(corner) < 10  # bluish white back to grey-white
+    lightness = lambda picture: color.rgb2lab(np.asarray(picture))[..., 0]  # noqa: E731
+    assert np.abs(lightness(corrected) - lightness(drifted)).max() < 4  # out-of-gamut colours clipped: a little
 
 
 def test_tasks_need_their_images():

@@ -1,5 +1,5 @@
 """A1111's Loopback and SD upscale: their arithmetic, their checks, and what they paint on the embedded model
-(each loop and tile compared with the plain img2img pass it must equal)."""
+(each loop and tile compared with the plain img2img pass it must equal); img2img's colour correction with them."""
 
 from pathlib import Path
 
@@ -9,6 +9,7 @@ from PIL import Image
 
 from pipelines.engine import Engine
 from pipelines.errors import RequestError
+from pipelines.images import match_colours
 from pipelines.img2img_scripts import Tiles, loopback_strengths
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import plan
@@ -113,6 +114,20 @@ def test_each_loop_paints_over_the_last_at_its_strength_and_each_chain_starts_ag
     for made_picture, expected in zip(made.images[:3], (first, second, chain)):
         assert np.array_equal(pixels(made_picture), pixels(expected))
     assert np.abs(pixels(made.images[1]) - pixels(made.images[0])).mean() > 1  # the second loop changed it
+
+
+def test_colour_correction_matches_every_loop_to_the_first_loops_picture(engine, circle):
+    """A1111's img2img colour correction, in Loopback anchored to the original (not the loop before)."""
+    blue = "a large blue square in the center on a black background"
+    made = engine.generate(request(prompt=blue, init_image=circle, denoising_strength=0.6, loopback=True,
+                                   loopback_loops=2, loopback_final_strength=0.4, color_correction=True))
+    assert all("Color correction: True" in text for text in made.infotexts)
+    assert GenerationRequest.from_infotext(made.infotexts[0]).color_correction  # read back (PNG Info, Send to)
+    raw = engine.generate(request(prompt=blue, init_image=circle, denoising_strength=0.6)).images[0]
+    assert np.array_equal(pixels(made.images[0]), pixels(match_colours(raw, circle)))
+    raw = engine.generate(request(prompt=blue, init_image=made.images[0], denoising_strength=0.4, seed=6)).images[0]
+    assert np.array_equal(pixels(made.images[1]), pixels(match_colours(raw, circle)))
+    assert "Color correction" not in engine.generate(request(task="txt2img", color_correction=True)).infotexts[0]
 
 
 def test_loopback_inpaints_the_masked_part_only_keeping_the_masked_content_after_the_first_loop(engine, circle):

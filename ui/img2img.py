@@ -30,6 +30,9 @@ def resize_and_strength(fields: FieldSet) -> None:
         fields.add("initial_noise_multiplier", gr.Slider(0.0, MAX_NOISE_MULTIPLIER, value=1.0, step=0.01,
                                                          label="Noise multiplier", elem_id=f"{p}_noise_multiplier",
                                                          info="of the noise added to the picture", scale=2))
+        fields.add("color_correction", gr.Checkbox(False, label="Color correction",
+                                                   info="keep the picture's colours", elem_id=f"{p}_color_correction",
+                                                   scale=1, min_width=120))
 
 
 def _inputs(fields: FieldSet) -> dict:

@@ -23,7 +23,7 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
                "denoising_strength", "step_cache", "tiling", "subseed", "subseed_strength", "seed_resize_from_w",
                "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
-               "initial_noise_multiplier")
+               "initial_noise_multiplier", "color_correction")
 
 
 def _shown(services, name: str, value):
