@@ -181,7 +181,7 @@ def launch(args: argparse.Namespace, *, block: bool = True):
         os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import
     keep_compiled_kernels()
     from pipelines.services import Services
-    from ui.layout import CSS
+    from ui.layout import PAGE
 
     settings = settings_from_args(args)
     services = Services.build(settings)
@@ -191,7 +191,7 @@ def launch(args: argparse.Namespace, *, block: bool = True):
         import api
 
         app_kwargs = api.app_kwargs(services, parse_auth(args.api_auth, "--api-auth"))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=ui_credentials(args), css=CSS,
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=ui_credentials(args), **PAGE,
                 footer_links=["api", "gradio", "settings"], app_kwargs=app_kwargs, prevent_thread_lock=True,
                 quiet=not block)
     if args.share and not getattr(demo, "share_url", None):

@@ -95,7 +95,7 @@ def serve_app(tmp_path_factory):
     from contextlib import contextmanager
 
     import app
-    from ui.layout import CSS
+    from ui.layout import PAGE
 
     @contextmanager
     def serve(models_dir, default_model: str | None = "tiny-sd"):
@@ -103,7 +103,7 @@ def serve_app(tmp_path_factory):
         args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
                                *chosen, "--device", "cpu"])
         demo = app.build_app(app.settings_from_args(args))
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, css=CSS)
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **PAGE)
         try:
             yield demo.local_url
         finally:

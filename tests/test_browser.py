@@ -106,6 +106,43 @@ def test_token_counters_follow_the_prompts(page):
     expect(prompt).to_contain_text("Prompt (7/75)")
 
 
+def test_keyboard_shortcuts_weigh_the_prompt_and_generate(page):
+    """A1111's shortcuts: Ctrl+Up/Down weigh the word at the caret, a selection, a bracket or a LoRA tag; Ctrl+Enter
+    generates with what the box now holds; Alt+Enter presses Skip."""
+    _txt2img_tab(page)
+    box = page.locator("#txt2img_prompt textarea")
+
+    def press(key: str, text: str | None = None, start: int = 0, end: int | None = None) -> str:
+        if text is not None:
+            box.fill(text)
+            box.evaluate("(box, [start, end]) => box.setSelectionRange(start, end)", [start, start if end is None
+                                                                                      else end])
+        box.press(key)
+        return box.input_value()
+
+    try:
+        assert press("Control+ArrowUp", "a red circle", 3) == "a (red:1.1) circle"  # the word at the caret
+        assert press("Control+ArrowUp") == "a (red:1.2) circle"  # it stays selected
+        assert press("Control+ArrowDown") == "a (red:1.1) circle"
+        assert press("Control+ArrowDown") == "a red circle"  # 1.0: the brackets go
+        assert press("Control+ArrowUp", "a red circle on white", 2, 12) == "a (red circle:1.1) on white"
+        assert press("Control+ArrowUp", "a (red) circle", 4) == "a (red:1.2) circle"  # (red) is 1.1
+        assert press("Control+ArrowDown", "a (red) circle", 4) == "a red circle"
+        assert press("Control+ArrowDown", "a cat <lora:x:0.8>", 10) == "a cat <lora:x:0.75>"
+        assert press("Control+ArrowUp", "a red circle", 3) == "a (red:1.1) circle"
+        info = page.locator("#txt2img_info textarea")
+        before = info.input_value()
+        box.press("Control+Enter")
+        expect(info).not_to_have_value(before, timeout=GENERATION_TIMEOUT_MS)
+        assert info.input_value().startswith("a (red:1.1) circle\n")  # Gradio got the weighed text
+        page.locator("#txt2img_skip").evaluate("(button) => button.addEventListener('click', () => "
+                                               "{ window.skipPressed = true; })")
+        box.press("Alt+Enter")
+        assert page.evaluate("window.skipPressed") is True
+    finally:
+        _set_prompt(page, PROMPT)
+
+
 def test_skip_ends_the_current_batch_and_the_next_goes_on(page, png_dir):
     """A1111's Skip: the first of two batches stops where it is, the second runs in full."""
     _txt2img_tab(page)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 from pipelines.checkpoints import vae_names
 from pipelines.errors import EaselError
@@ -14,6 +16,9 @@ from .transfer import SendTarget, wire_send_images, wire_send_parameters
 # panel at its own size: a live preview (one pixel per latent, ``pipelines/preview.py``) or a 64-pixel input was a
 # dot. Pictures of the ``FIT`` class fill their panel instead.
 CSS = ".easel-fit img { object-fit: contain; width: 100%; height: 100%; }"
+# What ``launch`` gives the page (Gradio 6 takes CSS and JavaScript there): the style, and A1111's keyboard
+# shortcuts (ui/shortcuts.js: Ctrl+Enter, Alt+Enter, Ctrl+Up/Down on prompt weights).
+PAGE = {"css": CSS, "js": (Path(__file__).parent / "shortcuts.js").read_text(encoding="utf-8")}
 
 # Per-model defaults applied to every generation tab's widgets when the model changes, in this order.
 _DEFAULT_FIELDS = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler")
