@@ -5,8 +5,7 @@ clients agree with sd-webui; unknown fields are ignored, as A1111 does. Pydantic
 checks (ranges, multiples of 8, sampler names, model names) are ``GenerationRequest``'s, shared with the UI,
 and ``field_of`` names the A1111 field a ``RequestError`` is about. Fields of features this server does not
 have (scripts other than A1111's prompt list, prompt matrix, Loopback and SD upscale, face restoration, a separate
-latent mask, ...) are
-refused with a clear message when they ask for something, never silently ignored.
+latent mask, ...) are refused with a clear message when they ask for something, never silently ignored.
 """
 
 from __future__ import annotations
@@ -341,7 +340,8 @@ def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
         upscaler, names = args[2], options.upscalers()
         if isinstance(upscaler, int) and not isinstance(upscaler, bool):
             if not 0 <= upscaler < len(names):
-                raise PayloadError("script_args", f"Upscaler index {upscaler} is not in /upscalers (0-{len(names) - 1}).")
+                raise PayloadError("script_args", f"Upscaler index {upscaler} is not in /upscalers "
+                                                  f"(0-{len(names) - 1}).")
             upscaler = names[upscaler]
         return {"sd_upscale": True, "sd_upscale_overlap": args[1], "sd_upscale_upscaler": upscaler,
                 "sd_upscale_scale": args[3]}

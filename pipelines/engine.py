@@ -273,14 +273,10 @@ class Engine:
         strength is its own). A batch is a pass (hires fix: two), a chain of Loopback's loops or SD upscale's tile
         passes; Skip ends the batch and the next goes on, Interrupt ends the job."""
         request = job.request
+        passes = request.loopback_loops if request.loopback else 1
         if request.sd_upscale:
-            size = request.sd_upscale_size
-            upscaled = self._upscaled(request.init_image.convert("RGB"), request.sd_upscale_upscaler, size)
-            tiles = Tiles.cover(size, (request.width, request.height), request.sd_upscale_overlap)
-            crops = tiles.crops(upscaled if upscaled.size == size else upscaled.resize(size, Image.LANCZOS))
+            tiles, crops = self._tiled(request)
             passes = math.ceil(len(crops) / request.batch_size)
-        else:
-            passes = request.loopback_loops if request.loopback else 1
         task_images = None if request.sd_upscale or request.loopback else TaskImages.prepare(request)
         seeds = request.seeds()
         for batch in range(request.batch_count):
@@ -323,6 +319,13 @@ class Engine:
             yield picture, seed, made_by
             if job.interrupt.is_set() or job.skip.is_set():
                 return
+
+    def _tiled(self, request: GenerationRequest) -> tuple[Tiles, list[Image.Image]]:
+        """SD upscale's tiles over the init picture upscaled to its size, and the tiles' pictures."""
+        size = request.sd_upscale_size
+        upscaled = self._upscaled(request.init_image.convert("RGB"), request.sd_upscale_upscaler, size)
+        tiles = Tiles.cover(size, (request.width, request.height), request.sd_upscale_overlap)
+        return tiles, tiles.crops(upscaled if upscaled.size == size else upscaled.resize(size, Image.LANCZOS))
 
     def _sd_upscale(self, model, pipe, job: Job, tiles: Tiles, crops: list[Image.Image], seed: int, on_step,
                     refiner) -> Image.Image:

@@ -113,7 +113,7 @@ class TaskImages:
     """The prepared inputs of an img2img or inpaint job."""
 
     image: Image.Image | list[Image.Image]  # what the sampler starts from (a list: one per picture of the batch)
-    original: Image.Image  # resized, unfilled: what the result is laid over
+    original: Image.Image | list[Image.Image]  # resized, unfilled: what the result is laid over (or each's)
     mask: Image.Image | None = None
     resize_latents: bool = False  # ``image`` is at its own size; encode it, then resize its latents
     colours: Image.Image | None = None  # what colour correction matches (Loopback's: the first loop's original)

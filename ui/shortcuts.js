@@ -72,9 +72,8 @@
       }
     } else if (control && (event.key === "ArrowUp" || event.key === "ArrowDown")) {
       const box = event.target;
-      if (box instanceof HTMLTextAreaElement && box.closest('[id$="prompt"]') && reweigh(box, event.key === "ArrowUp" ? 1 : -1)) {
-        event.preventDefault();
-      }
+      const prompt = box instanceof HTMLTextAreaElement && box.closest('[id$="prompt"]');
+      if (prompt && reweigh(box, event.key === "ArrowUp" ? 1 : -1)) event.preventDefault();
     }
   });
 }
