@@ -3,11 +3,16 @@
 A request names styles; the engine writes them into its prompts before the job runs, as A1111 does: a style
 text holding ``{prompt}`` has the prompt put there, any other is added after the prompt with ", ". The
 infotext then shows the prompts as they ran. The file is read again when it changes, so edits need no restart.
+The UI's style editor (A1111's) saves and deletes styles: the file is written whole, as A1111 writes it (a byte-order
+mark, its three columns), to a temporary file first and then put in place, so a reader never sees half of it.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +38,7 @@ class StyleLibrary:
     def __init__(self, models_dir: str | Path):
         self.path = Path(models_dir) / FILE
         self._read: tuple[tuple, dict[str, Style]] = ((), {})  # (file signature, styles by name)
+        self._writing = threading.Lock()  # one edit at a time: each rewrites the file from what it read
 
     def styles(self) -> dict[str, Style]:
         """The file's styles by name, in its order; none without the file."""
@@ -48,17 +54,50 @@ class StyleLibrary:
                                                                 row.get("negative_prompt") or "") for row in rows}
         return self._read[1]
 
+    def written(self, names, prompt: str, negative_prompt: str) -> tuple[str, str]:
+        """The prompts with the styles ``names`` written into them, in order."""
+        known = self.styles()
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            available = ", ".join(known) or f"none: there is no {self.path}"
+            raise RequestError(f"Unknown style {unknown[0]!r}. Available: {available}.", "styles")
+        for name in names:
+            prompt = merge(known[name].prompt, prompt)
+            negative_prompt = merge(known[name].negative_prompt, negative_prompt)
+        return prompt, negative_prompt
+
     def apply(self, request):
         """``request`` with its styles written into its prompts (and none left to apply)."""
         if not request.styles:
             return request
-        known = self.styles()
-        unknown = [name for name in request.styles if name not in known]
-        if unknown:
-            available = ", ".join(known) or f"none: there is no {self.path}"
-            raise RequestError(f"Unknown style {unknown[0]!r}. Available: {available}.", "styles")
-        prompt, negative = request.prompt, request.negative_prompt
-        for name in request.styles:
-            prompt = merge(known[name].prompt, prompt)
-            negative = merge(known[name].negative_prompt, negative)
+        prompt, negative = self.written(request.styles, request.prompt, request.negative_prompt)
         return replace(request, prompt=prompt, negative_prompt=negative, styles=())
+
+    def save(self, style: Style) -> None:
+        """Add ``style``, or change the style of its name where it stands."""
+        name = style.name.strip()
+        if not name:
+            raise RequestError("A style needs a name.", "name")
+        with self._writing:
+            self._write({**self.styles(), name: replace(style, name=name)})
+
+    def delete(self, name: str) -> None:
+        with self._writing:
+            styles = dict(self.styles())
+            if styles.pop(name, None) is None:
+                raise RequestError(f"There is no style {name!r} to delete.", "name")
+            self._write(styles)
+
+    def _write(self, styles: dict[str, Style]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".styles-", suffix=".csv", dir=self.path.parent)
+        try:
+            with os.fdopen(handle, "w", newline="", encoding="utf-8-sig") as file:
+                writer = csv.writer(file)
+                writer.writerow(("name", "prompt", "negative_prompt"))
+                writer.writerows((style.name, style.prompt, style.negative_prompt) for style in styles.values())
+            os.replace(temporary, self.path)
+            self._read = ((), {})  # read afresh, even where the clock is too coarse to change the file's time
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise

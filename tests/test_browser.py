@@ -106,6 +106,45 @@ def test_token_counters_follow_the_prompts(page):
     expect(prompt).to_contain_text("Prompt (7/75)")
 
 
+def test_the_style_editor_saves_applies_and_deletes_a_style(page):
+    """A1111's style editor: the prompts copied into a new style and saved, the style offered in the list and
+    written into the prompts by the apply button (the pick cleared), shown again when picked in the editor, then
+    deleted."""
+    _txt2img_tab(page)
+    _set_prompt(page, "a cat")
+    page.locator("#txt2img_neg_prompt textarea").fill("blurry")
+    page.locator("#txt2img_styles_editor").get_by_text("Edit styles", exact=True).click()
+    name = page.locator("#txt2img_style_name input")
+    try:
+        name.fill("Night cat")
+        name.press("Enter")
+        page.locator("#txt2img_style_copy").click()
+        expect(page.locator("#txt2img_style_prompt textarea")).to_have_value("a cat")
+        page.locator("#txt2img_style_prompt textarea").fill("{prompt} at night")
+        page.locator("#txt2img_style_save").click()
+        _set_prompt(page, "a dog")
+        page.locator("#txt2img_neg_prompt textarea").fill("")
+        page.locator("#txt2img_styles input").click()
+        page.locator("#txt2img_styles").get_by_role("option", name="Night cat", exact=True).click()
+        page.keyboard.press("Escape")
+        page.locator("#txt2img_styles_apply").click()
+        expect(page.locator("#txt2img_prompt textarea")).to_have_value("a dog at night")
+        expect(page.locator("#txt2img_neg_prompt textarea")).to_have_value("blurry")
+        expect(page.locator("#txt2img_styles")).not_to_contain_text("Night cat")  # the pick is cleared
+        page.screenshot(path=str(ARTIFACTS / "styles-editor.png"), full_page=True, animations="disabled")
+        page.locator("#txt2img_style_prompt textarea").fill("")
+        name.click()
+        page.locator("#txt2img_style_name").get_by_role("option", name="Night cat", exact=True).click()
+        expect(page.locator("#txt2img_style_prompt textarea")).to_have_value("{prompt} at night")  # picked: shown
+    finally:
+        page.locator("#txt2img_style_delete").click()
+        page.locator("#txt2img_neg_prompt textarea").fill("")
+        _set_prompt(page, PROMPT)
+    page.locator("#txt2img_styles input").click()
+    expect(page.locator("#txt2img_styles").get_by_role("option", name="Night cat", exact=True)).to_have_count(0)
+    page.keyboard.press("Escape")
+
+
 def test_keyboard_shortcuts_weigh_the_prompt_and_generate(page):
     """A1111's shortcuts: Ctrl+Up/Down weigh the word at the caret, a selection, a bracket or a LoRA tag; Ctrl+Enter
     generates with what the box now holds; Alt+Enter presses Skip."""

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.errors import RequestError
 from pipelines.request import GenerationRequest
-from pipelines.styles import StyleLibrary, merge
+from pipelines.styles import Style, StyleLibrary, merge
 
 STYLES = "name,prompt,negative_prompt\nframed,a picture of {prompt},\nred,red,blue\n"
 
@@ -58,3 +58,23 @@ def test_the_engine_and_the_api_write_styles_into_the_prompts(models_dir, tmp_pa
     assert json.loads(body["info"])["infotexts"][0].startswith("a picture of a cat, red\nNegative prompt: blue\n")
     refused = client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "styles": ["gold"], "steps": 1})
     assert refused.status_code == 422 and refused.json()["field"] == "styles"
+
+
+def test_the_editor_saves_replaces_and_deletes_styles_in_a1111s_file(tmp_path):
+    library = StyleLibrary(tmp_path)
+    library.save(Style(" framed ", "a picture of {prompt}"))  # a file made on the first save, the name trimmed
+    library.save(Style("quoted, with \"marks\"", "red, \"bold\"", "blue\nsky"))
+    library.save(Style("framed", "a photo of {prompt}", "blurry"))  # replaced where it stands
+    assert list(library.styles()) == ["framed", 'quoted, with "marks"']
+    assert library.styles()["framed"] == Style("framed", "a photo of {prompt}", "blurry")
+    again = StyleLibrary(tmp_path).styles()  # as another reader (A1111) reads the file
+    assert again['quoted, with "marks"'] == Style('quoted, with "marks"', 'red, "bold"', "blue\nsky")
+    assert (tmp_path / "styles.csv").read_bytes().startswith("\ufeffname,prompt,negative_prompt".encode())
+    library.delete("framed")
+    assert list(library.styles()) == ['quoted, with "marks"']
+    assert [path.name for path in tmp_path.iterdir()] == ["styles.csv"]  # no temporary file left
+    for refused in (lambda: library.save(Style("  ")), lambda: library.delete("framed")):
+        with pytest.raises(RequestError) as error:
+            refused()
+        assert error.value.field == "name"
+    assert library.written(["quoted, with \"marks\""], "a cat", "") == ('a cat, red, "bold"', "blue\nsky")

@@ -60,16 +60,14 @@ class FieldSet:
 
 def prompt_boxes(services, fields: FieldSet) -> None:
     """Prompt, negative prompt (each label with its token counter: ``wire_token_counters``) and the styles to write
-    into them (the list is read again when it opens)."""
+    into them, with A1111's style editor (``ui/styles.py``: the lists are read again when they open)."""
+    from . import styles  # it uses this module's fields
+
     p = fields.prefix
     for name, elem_id in (("prompt", f"{p}_prompt"), ("negative_prompt", f"{p}_neg_prompt")):
         fields.add(name, gr.Textbox("", label=_counted(name, 0, CHUNK), lines=3 if name == "prompt" else 2,
                                     placeholder=PROMPT_LABELS[name], elem_id=elem_id))
-    library = services.engine.styles
-    styles = fields.add("styles", gr.Dropdown(list(library.styles()), value=[], multiselect=True,
-                                              label=f"Styles ({library.path.parent.name}/{library.path.name})",
-                                              elem_id=f"{p}_styles"))
-    styles.focus(lambda: gr.Dropdown(choices=list(library.styles())), None, styles, api_visibility="private")
+    styles.build(services, fields)
 
 
 @lru_cache(maxsize=1)
