@@ -83,7 +83,7 @@ class Options:
         settings = self.services.settings
         return {
             "samples_save": settings.save_outputs,
-            "samples_format": "png",
+            "samples_format": settings.samples_format,
             "outdir_samples": "",
             "enable_pnginfo": True,
             "live_previews_enable": settings.preview_every > 0,

@@ -122,6 +122,15 @@ def read_infotext(image: Image.Image) -> str | None:
     return _decode_user_comment(raw) or None
 
 
+def exif_metadata(infotext: str) -> Image.Exif:
+    """EXIF holding the infotext as A1111 writes it into a JPEG or WebP: the UserComment, in UTF-16 (big end first)
+    behind piexif's ``UNICODE`` header. Other text (A1111's ``postprocessing``) has no place there, as in A1111."""
+    exif = Image.Exif()
+    if infotext:
+        exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment] = b"UNICODE\0" + infotext.encode("utf-16-be")
+    return exif
+
+
 def png_metadata(infotext: str, **chunks: str) -> PngInfo:
     """PNG text chunks holding the infotext (when there is one) and ``chunks`` (A1111's ``postprocessing``);
     Pillow's add_text switches to iTXt when a text is not latin-1."""

@@ -1,5 +1,9 @@
 """Saving generated images the A1111 way: ``root/category/YYYY-MM-DD/NNNNN-SEED.png`` with the infotext inside.
 
+The format is A1111's ``samples_format`` (``--samples-format``): PNG with the infotext in its ``parameters`` text
+chunk, or JPEG or WebP (quality 80, A1111's ``jpeg_quality``) with it in the EXIF UserComment, where A1111 puts it
+and PNG Info reads it back; grids and Extras' pictures take the same format.
+
 A file, once written, is never overwritten and never seen half-written, even with several threads or
 processes saving into the same folder: each image is fully written to a temp file first and then
 hard-linked to its final name, and ``os.link`` fails atomically if that name is already taken.
@@ -16,10 +20,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipelines.infotext import png_metadata
+from pipelines.infotext import exif_metadata, png_metadata
 
 _LEADING_NUMBER = re.compile(r"^(\d+)")
 _TEMP_PREFIX = ".tmp-"  # starts with a dot, so it never counts as a numbered image
+FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # A1111's samples_format: Pillow's name for each
+QUALITY = 80  # A1111's jpeg_quality, for JPEG and WebP
 
 
 def _next_number_on_disk(folder: Path) -> int:
@@ -29,11 +35,15 @@ def _next_number_on_disk(folder: Path) -> int:
 
 
 class OutputWriter:
-    """Writes numbered PNGs; the next number per folder is cached so a save does not rescan the folder."""
+    """Writes numbered pictures (``format``: a key of FORMATS); the next number per folder is cached so a save does
+    not rescan the folder."""
 
-    def __init__(self, root: str | Path, enabled: bool = True):
+    def __init__(self, root: str | Path, enabled: bool = True, format: str = "png"):
+        if format not in FORMATS:
+            raise ValueError(f"unknown image format {format!r}; one of {', '.join(FORMATS)}")
         self.root = Path(root)
         self.enabled = enabled
+        self.format = format
         self._lock = threading.Lock()
         self._next: dict[Path, int] = {}
 
@@ -62,16 +72,17 @@ class OutputWriter:
         folder = self.root / category / (when or datetime.date.today()).isoformat()
         folder.mkdir(parents=True, exist_ok=True)
 
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=".png")
+        suffix = f".{self.format}"
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=suffix)
         try:
             with os.fdopen(fd, "wb") as f:
-                image.save(f, format="PNG", pnginfo=png_metadata(infotext, **chunks))
+                self._write(f, image, infotext, chunks)
                 f.flush()
                 os.fsync(f.fileno())
             rescan = False
             while True:
                 number = self._reserve(folder, rescan)
-                final = folder / (f"{number:05d}.png" if seed is None else f"{number:05d}-{seed}.png")
+                final = folder / (f"{number:05d}{suffix}" if seed is None else f"{number:05d}-{seed}{suffix}")
                 try:
                     os.link(temp, final)
                     return final
@@ -79,3 +90,9 @@ class OutputWriter:
                     rescan = True  # someone else (another process, or a file added by hand) took that name
         finally:
             os.unlink(temp)
+
+    def _write(self, file, image: Image.Image, infotext: str, chunks: dict[str, str]) -> None:
+        if self.format == "png":
+            image.save(file, format="PNG", pnginfo=png_metadata(infotext, **chunks))
+        else:  # no alpha in a JPEG: pictures are RGB here anyway
+            image.convert("RGB").save(file, format=FORMATS[self.format], quality=QUALITY, exif=exif_metadata(infotext))

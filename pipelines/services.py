@@ -27,6 +27,7 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     save_outputs: bool = True
+    samples_format: str = "png"  # png, jpg or webp: A1111's samples_format (pipelines/outputs.py)
     memory_budget_gb: float | None = None
     preview_every: int = 5
     offline: bool = False
@@ -87,7 +88,8 @@ class Services:
                             catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae,
                             speed=SpeedOptions.from_flags(settings.fast, settings.compile, settings.compile_mode,
                                                           settings.weights, settings.compile_sizes))
-        engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs),
+        engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs,
+                                               format=settings.samples_format),
                         preview_every=settings.preview_every)
         return cls(settings, registry, engine, _gpu_decorator()(engine.stream))
 

@@ -4,6 +4,7 @@ import datetime
 import os
 import threading
 
+import pytest
 from PIL import Image
 
 from pipelines.infotext import read_infotext
@@ -55,6 +56,22 @@ def test_saved_png_carries_the_infotext(tmp_path):
         assert saved.getpixel((0, 0)) == (0, 0, 255)
 
 
+@pytest.mark.parametrize("format, pillow", [("jpg", "JPEG"), ("webp", "WEBP")])
+def test_jpeg_and_webp_carry_the_infotext_in_exif_as_a1111s_do(tmp_path, format, pillow):
+    """A1111's samples_format: the infotext in the EXIF UserComment, which PNG Info (and A1111) read back; numbers go
+    on across formats."""
+    infotext = "a cat 猫\nNegative prompt: blurry\nSteps: 20, Seed: 5, Size: 8x8"
+    (tmp_path / "txt2img-images" / "2024-05-17").mkdir(parents=True)
+    (tmp_path / "txt2img-images" / "2024-05-17" / "00003-1.png").write_bytes(b"old")
+    path = OutputWriter(tmp_path, format=format).save(_image("blue"), infotext, seed=5, when=DAY, postprocessing="x")
+    assert path.name == f"00004-5.{format}"
+    with Image.open(path) as saved:
+        assert saved.format == pillow and read_infotext(saved) == infotext
+        assert max(abs(a - b) for a, b in zip(saved.convert("RGB").getpixel((4, 4)), (0, 0, 255))) < 16  # lossy
+    with pytest.raises(ValueError, match="gif"):
+        OutputWriter(tmp_path, format="gif")
+
+
 def test_concurrent_saves_never_collide(tmp_path):
     # Two writers share the folder, as two processes would; the same seed makes every number clash a name clash.
     writers = [OutputWriter(tmp_path), OutputWriter(tmp_path)]
@@ -98,3 +115,18 @@ def test_existing_file_is_never_overwritten_with_stale_counter(tmp_path):
     with Image.open(path) as saved:
         assert read_infotext(saved) == "second"
     assert sorted(os.listdir(first.parent)) == ["00000-9.png", "00001-9.png", "00002-9.png"]
+
+
+def test_the_samples_format_flag_reaches_the_saved_pictures_and_the_options(models_dir, tmp_path, api_client):
+    import app
+
+    args = app.parse_args(["--samples-format", "webp", "--outputs-dir", str(tmp_path)])
+    settings = app.settings_from_args(args)
+    assert settings.samples_format == "webp"
+    client, _ = api_client(models_dir, samples_format="webp", save_outputs=True, outputs_dir=tmp_path)
+    assert client.get("/sdapi/v1/options").json()["samples_format"] == "webp"
+    body = client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "steps": 1, "width": 64, "height": 64,
+                                                  "save_images": True}).json()
+    [saved] = tmp_path.rglob("*.webp")
+    with Image.open(saved) as picture:
+        assert read_infotext(picture).startswith("a cat\n") and body["images"]  # the API still answers PNGs
