@@ -5,7 +5,9 @@
   final one along a curve (A1111's: *Linear* evenly, *Aggressive* early, as a sine, *Lazy* late, as one minus a
   cosine). A batch is a chain of loops, one picture each; loop i of chain n takes seed + n x loops + i (A1111 moves
   the seed on by one a loop, across chains). In inpainting, later loops keep the masked content as it is
-  (A1111's "original"), since the mask now holds the last loop's painting.
+  (A1111's "original"), since the mask now holds the last loop's painting. A job of several pictures gets A1111's
+  grid of its history, one row: every loop's picture when there is one chain, each chain's last when there are
+  several (``loopback_history``; ``job_plan.grids`` draws it).
 - **SD upscale**: the init picture is upscaled by a factor (``None``: kept as it is), cut into tiles of the tab's
   width and height that overlap by at least *Tile overlap* pixels (spread evenly, the last one flush with the
   edge), and every tile is repainted by img2img (batch size tiles a pass); the tiles are blended back with weights
@@ -39,6 +41,19 @@ def loopback_strengths(first: float, final: float, loops: int, curve: str) -> li
         return [first]
     shape = _CURVE_SHAPES[curve]
     return [round(first + (final - first) * shape(loop / (loops - 1)), 4) for loop in range(loops)]
+
+
+def loopback_history(offsets: list[int], loops: int, strengths: list[float]) -> list[tuple[int, str]]:
+    """The pictures a Loopback job's grid shows, with their labels, from each picture's seed offset from the job's
+    seed (loop i of chain n: n x loops + i)."""
+    chains: dict[int, list[int]] = {}
+    for index, offset in enumerate(offsets):
+        chains.setdefault(offset // loops, []).append(index)
+    if len(chains) == 1:
+        [indices] = chains.values()
+        return [(index, f"Loop {loop + 1}: {strengths[loop]}") for index in indices
+                for loop in [offsets[index] % loops]]
+    return [(indices[-1], f"Chain {chain + 1}") for chain, indices in chains.items()]
 
 
 def _starts(length: int, side: int, overlap: int) -> list[int]:

@@ -11,6 +11,9 @@ from PIL import Image
 
 from . import prompt_lines, prompt_matrix
 from .errors import RequestError
+from .grid import labelled_grid
+from .img2img_scripts import loopback_history
+from .request import MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,22 @@ def plan(values: dict[str, Any]) -> Plan:
 
 
 def grids(plans: list[Plan], results: list) -> list[tuple[Image.Image, str]]:
-    """Each matrix's grid and the infotext it carries (its first picture's), from the jobs' ``results`` in order
-    (fewer after an interrupt)."""
+    """Each matrix's grid and each Loopback job's (``img2img_scripts.loopback_history``), with the infotext it carries
+    (its first picture's), from the jobs' ``results`` in order (fewer after an interrupt)."""
     made, start = [], 0
     for each in plans:
         taken = results[start:start + len(each.jobs)]
         start += len(each.jobs)
-        if each.matrix is not None and taken:
+        if not taken or not taken[0].infotexts:
+            continue
+        if each.matrix is not None:
             pictures = [image for result in taken for image in result.images]
-            made.append((each.matrix.grid(each.values, pictures), taken[0].infotexts[0] if taken[0].infotexts else ""))
+            made.append((each.matrix.grid(each.values, pictures), taken[0].infotexts[0]))
+        elif taken[0].request.loopback:
+            result, request = taken[0], taken[0].request
+            offsets = [(seed - request.seed) % (MAX_SEED + 1) for seed in result.seeds]
+            shown = loopback_history(offsets, request.loopback_loops, request.loopback_strengths)
+            if len(shown) > 1:
+                grid = labelled_grid([[result.images[index] for index, _ in shown]], [label for _, label in shown])
+                made.append((grid, result.infotexts[0]))
     return made

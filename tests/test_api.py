@@ -190,8 +190,10 @@ def test_loopback_and_sd_upscale_run_as_a1111s_img2img_scripts(alice):
         "prompt": "a red square", "init_images": [source], "denoising_strength": 0.6, "seed": 5, **SMALL,
         "script_name": "Loopback", "script_args": [3, 0.4, "Lazy", "None"]}))
     info = json.loads(body["info"])
-    assert len(body["images"]) == 3 and info["all_seeds"] == [5, 6, 7]
-    assert [parse_infotext(text)[2]["Denoising strength"] for text in info["infotexts"]] == ["0.6", "0.5414", "0.4"]
+    assert len(body["images"]) == 4 and info["all_seeds"] == [5, 6, 7] and info["index_of_first_image"] == 1
+    assert decode(body["images"][0]).width >= 3 * 64  # A1111's grid of the loops first
+    assert [parse_infotext(text)[2]["Denoising strength"] for text in info["infotexts"][1:]] == [
+        "0.6", "0.5414", "0.4"]
     upscalers = [item["name"] for item in ok(alice.get("/sdapi/v1/upscalers"))]
     body = ok(alice.post("/sdapi/v1/img2img", json={
         "prompt": "a red square", "init_images": [source], "denoising_strength": 0.6, "seed": 5, **SMALL,

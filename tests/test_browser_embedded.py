@@ -218,7 +218,8 @@ def test_a_prompt_matrix_makes_a_picture_per_combination_and_their_grid(page, tm
 
 
 def test_loopback_then_sd_upscale_in_img2img(page, tmp_path):
-    """Loopback: three loops towards "blue" at a rising strength, each picture in the gallery, the last one blue.
+    """Loopback: three loops towards "blue" at a rising strength, their grid and each picture in the gallery, the
+    last one blue.
     SD upscale: the red circle twice as large, repainted lightly in 64x64 tiles, still a red circle on white."""
     import random
 
@@ -236,9 +237,9 @@ def test_loopback_then_sd_upscale_in_img2img(page, tmp_path):
     with script_on(page, "loopback", "Loopback", {"loops": 3, "final_strength": 0.9}):
         infotext = generate_in(page, "img2img")
         pictures = page.locator("#img2img_gallery img")
-        expect(pictures).to_have_count(3)
+        expect(pictures).to_have_count(4)  # the grid of the loops, then each
         page.screenshot(path=str(ARTIFACTS / "embedded-loopback.png"), full_page=True, animations="disabled")
-        (tmp_path / "last.png").write_bytes(page.request.get(pictures.nth(2).get_attribute("src")).body())
+        (tmp_path / "last.png").write_bytes(page.request.get(pictures.nth(3).get_attribute("src")).body())
     assert "Denoising strength: 0.5," in infotext and "Final denoising strength: 0.9" in infotext, infotext
     assert classify_file(tmp_path / "last.png").colour == "blue"
 
