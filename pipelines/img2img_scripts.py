@@ -23,16 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-CURVES = ("Aggressive", "Linear", "Lazy")
 MAX_LOOPS = 32
 MAX_OVERLAP = 256
 MAX_SCALE = 4.0
 
-_CURVE_SHAPES = {
+_CURVE_SHAPES = {  # how far along a loop's strength is, from the progress through the loops (both 0 to 1)
     "Aggressive": lambda progress: math.sin(progress * math.pi / 2),
     "Linear": lambda progress: progress,
     "Lazy": lambda progress: 1 - math.cos(progress * math.pi / 2),
 }
+CURVES = tuple(_CURVE_SHAPES)  # A1111's order
 
 
 def loopback_strengths(first: float, final: float, loops: int, curve: str) -> list[float]:
