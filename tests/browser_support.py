@@ -108,3 +108,29 @@ def gallery_png(page, tab: str, dest: Path) -> Path:
     assert body[:8] == b"\x89PNG\r\n\x1a\n", f"the gallery image at {src} is not a PNG"
     dest.write_bytes(body)
     return dest
+
+
+def paint_on(page, elem_id: str, rgb: tuple[int, int, int], size: int, points: list[tuple[float, float]],
+             picture_size: tuple[int, int] = (64, 64)) -> None:
+    """One stroke through ``points`` (the picture's pixels) with the editor's brush of the palette's colour ``rgb``
+    and ``size``; the editor shows its picture centred at its zoom."""
+    editor = page.locator(f"#{elem_id}")
+    editor.locator("button[aria-label='Brush']").click()
+    editor.locator("button[aria-label='Color']").click()
+    editor.locator(f"button.color[style*='background-color: rgb{rgb}']").click()
+    page.keyboard.press("Escape")
+    editor.locator("button[aria-label='Brush Size']").click()
+    editor.locator("input[type=range]").fill(str(size))
+    page.keyboard.press("Escape")
+    zoom = float(editor.locator(".zoom-number span").inner_text().rstrip("%")) / 100
+    box = editor.locator("canvas").first.bounding_box()
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+    def on_screen(point: tuple[float, float]) -> tuple[float, float]:
+        return tuple(c + (p - side / 2) * zoom for c, p, side in zip(centre, point, picture_size))
+
+    page.mouse.move(*on_screen(points[0]))
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*on_screen(point), steps=4)
+    page.mouse.up()

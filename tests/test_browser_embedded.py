@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, open_tab, pick, set_number, set_numbers
+from browser_support import (ARTIFACTS, gallery_png, generate_in, open_page, open_tab, paint_on, pick, set_number,
+                             set_numbers)
 from pipelines.prompt_matrix import PromptMatrix
 from playwright.sync_api import expect
 from training.classify import classify
@@ -221,12 +222,7 @@ def test_loopback_then_sd_upscale_in_img2img(page, tmp_path):
     """Loopback: three loops towards "blue" at a rising strength, their grid and each picture in the gallery, the
     last one blue.
     SD upscale: the red circle twice as large, repainted lightly in 64x64 tiles, still a red circle on white."""
-    import random
-
-    from training.shapes import Scene, make_item, render
-
-    circle = render(Scene("white", make_item("circle", "red", "large", "center", random.Random(0))))
-    circle.save(tmp_path / "circle.png")
+    circle_picture().save(tmp_path / "circle.png")
     page.reload()
     open_tab(page, "img2img")
     page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "circle.png"))
@@ -258,6 +254,54 @@ def test_loopback_then_sd_upscale_in_img2img(page, tmp_path):
     open_tab(page, "Inpaint")  # Loopback inpaints too; SD upscale is img2img's alone
     expect(page.locator("#inpaint_loopback_panel")).to_be_visible()
     expect(page.locator("#inpaint_sd_upscale_panel")).to_have_count(0)
+
+
+def test_a_sketch_in_img2img_and_an_inpaint_sketch(page, tmp_path):
+    """Sketch: a green blob painted in the top left corner of a white picture (copied from the image above) becomes
+    a circle there, though the prompt names no place. Inpaint sketch: a red circle painted over in blue is repainted
+    as a blue circle."""
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "white.png")
+    circle_picture().save(tmp_path / "circle.png")
+    page.reload()
+    open_tab(page, "img2img")
+    page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "white.png"))
+    expect(page.locator("#img2img_image img").first).to_be_visible()
+    page.locator("#img2img_sketch_panel").get_by_text("Sketch: paint over a picture", exact=True).click()
+    page.locator("#img2img_sketch_copy").click()
+    expect(page.locator("#img2img_sketch .zoom-number")).to_be_visible()  # the editor holds the picture
+    page.wait_for_timeout(1500)  # and has sized its canvas
+    paint_on(page, "img2img_sketch", (0, 170, 0), 7, [(12, 12), (18, 12), (18, 18), (12, 18), (15, 15)])
+    page.locator("#img2img_prompt textarea").fill("a large circle on a white background")
+    set_numbers(page, {"img2img_denoising_strength": 0.55, "img2img_seed": 3})
+    generate_in(page, "img2img")
+    page.screenshot(path=str(ARTIFACTS / "embedded-sketch.png"), full_page=True, animations="disabled")
+    drawn = classify_file(gallery_png(page, "img2img", tmp_path / "sketched.png"))
+    assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("green", "circle", "top left", "white")
+
+    open_tab(page, "Inpaint")
+    page.locator("#inpaint_editor input[type=file]").first.set_input_files(str(tmp_path / "circle.png"))
+    expect(page.locator("#inpaint_editor .zoom-number")).to_be_visible()
+    page.wait_for_timeout(1500)
+    paint_on(page, "inpaint_editor", (0, 0, 255), 8, [(28, 28), (36, 28), (36, 36), (28, 36), (32, 32)])
+    page.locator("#inpaint_sketch input").check()
+    page.locator("#inpaint_prompt textarea").fill("a large circle on a white background")
+    set_numbers(page, {"inpaint_denoising_strength": 0.5, "inpaint_seed": 0})
+    try:
+        generate_in(page, "inpaint")
+    finally:
+        page.locator("#inpaint_sketch input").uncheck()
+    page.screenshot(path=str(ARTIFACTS / "embedded-inpaint-sketch.png"), full_page=True, animations="disabled")
+    drawn = classify_file(gallery_png(page, "inpaint", tmp_path / "inpainted.png"))
+    assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("blue", "circle", "center", "white")
+
+
+def circle_picture() -> Image.Image:
+    """A large red circle in the center on white, as the embedded model's training pictures draw it."""
+    import random
+
+    from training.shapes import Scene, make_item, render
+
+    return render(Scene("white", make_item("circle", "red", "large", "center", random.Random(0))))
 
 
 @contextmanager

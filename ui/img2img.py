@@ -1,4 +1,5 @@
-"""The img2img tab: an init image (or a folder of them), how to fit it to the size, and how far to move from it."""
+"""The img2img tab: an init image (a sketch over one, or a folder of them), how to fit it to the size, and how far
+to move from it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pipelines.errors import RequestError
 from pipelines.request import MAX_NOISE_MULTIPLIER, RESIZE_MODES
 
 from .common import FIT, FieldSet, GenerationTab, generation_tab
+from .editor import editor_value, painted, sketch_editor
 
 
 SIZE_FROM = ("Resize to", "Resize by")  # A1111's two tabs: the width and height, or the picture's size x a scale
@@ -38,6 +40,11 @@ def resize_and_strength(fields: FieldSet) -> None:
 def _inputs(fields: FieldSet) -> dict:
     image = fields.add("init_image", gr.Image(label="Image for img2img", type="pil", sources=["upload", "clipboard"],
                                               elem_id="img2img_image", height=360, elem_classes=FIT, format="png"))
+    with gr.Accordion("Sketch: paint over a picture", open=False, elem_id="img2img_sketch_panel"):
+        sketch = fields.add("sketch", sketch_editor("Sketch (the picture with its paint replaces the image above)",
+                                                    "img2img_sketch", 360))
+        gr.Button("Sketch over the image above", size="sm", elem_id="img2img_sketch_copy").click(
+            editor_value, image, sketch, api_visibility="private")
     with gr.Accordion("Batch: every image of a folder", open=False):
         fields.add("batch_files", gr.File(label="Folder of images (replaces the image above)", file_count="directory",
                                           elem_id="img2img_batch"))
@@ -64,10 +71,12 @@ def _open_image(path: str) -> Image.Image | None:
 
 
 def prepare(values: dict) -> dict | list[dict]:
-    """One request, or one per picture of the uploaded folder (other files are skipped)."""
+    """One request, or one per picture of the uploaded folder (other files are skipped; the folder wins over a
+    sketch, and a sketch over the image)."""
     files = values.pop("batch_files", None)
+    sketch = painted(values.pop("sketch", None))  # A1111's Sketch: the picture with its paint on
     if not files:
-        return sized(values)
+        return sized(values if sketch is None else {**values, "init_image": sketch})
     images = [image for image in map(_open_image, sorted(files)) if image is not None]
     if not images:
         raise RequestError("The folder holds no images.")

@@ -1,18 +1,19 @@
 """The inpaint tab: paint a mask over an image (or upload one) and repaint only that part, or outpaint.
 
-The editor's painted layer becomes the mask here; everything else about masks (size, blur, inversion,
-masked content, only-masked cropping, composing the original back) happens in the engine.
+The editor's paint becomes the mask here (in A1111's inpaint sketch the start's colours too: ``ui/editor.py``);
+everything else about masks (size, blur, inversion, masked content, only-masked cropping, composing the original
+back) happens in the engine.
 """
 
 from __future__ import annotations
 
 import gradio as gr
-from PIL import Image
 
 from pipelines.errors import RequestError
 from pipelines.request import MASKED_CONTENT
 
 from .common import FIT, FieldSet, GenerationTab, generation_tab
+from .editor import paint_mask, painted, sketch_editor
 from .img2img import resize_and_strength, sized
 
 INPAINT_AREAS = ("Whole picture", "Only masked")
@@ -21,10 +22,13 @@ OUTPAINT_SIDES = ("left", "right", "up", "down")  # the order of the request's o
 
 
 def _inputs(fields: FieldSet) -> dict:
-    editor = fields.add("editor", gr.ImageEditor(
-        label="Image and mask (paint over what to repaint)", type="pil", sources=["upload", "clipboard"],
-        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24), eraser=gr.Eraser(default_size=24),
-        layers=False, transforms=(), elem_id="inpaint_editor", height=420, format="png"))
+    editor = fields.add("editor", sketch_editor("Image and mask (paint over what to repaint)", "inpaint_editor", 420))
+    with gr.Row():
+        fields.add("inpaint_sketch", gr.Checkbox(False, label="Inpaint sketch", elem_id="inpaint_sketch",
+                                                 info="start the repaint from the painted colours", scale=1))
+        fields.add("mask_alpha", gr.Slider(0, 100, value=0, step=1, label="Mask transparency",
+                                           info="of the paint, in inpaint sketch", elem_id="inpaint_mask_alpha",
+                                           scale=2))
     with gr.Accordion("Upload a mask instead", open=False):
         fields.add("mask_upload", gr.Image(label="Mask (white repaints)", type="pil", sources=["upload"],
                                            elem_id="inpaint_mask_upload", height=200, elem_classes=FIT))
@@ -48,26 +52,19 @@ def _inputs(fields: FieldSet) -> dict:
     return {"editor": editor}
 
 
-def editor_mask(editor: dict | None) -> Image.Image | None:
-    """The painted strokes of the editor's layers as one L mask (white = painted), or None if nothing is painted."""
-    layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
-    if not layers:
-        return None
-    mask = Image.new("L", layers[0].size, 0)
-    for layer in layers:
-        mask.paste(255, (0, 0), layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a > 0 else 0))
-    return mask if mask.getbbox() else None
-
-
 def prepare(values: dict) -> dict:
-    """Editor, optional uploaded mask and outpaint margins -> the request's init image, mask and outpaint."""
+    """Editor, optional uploaded mask and outpaint margins -> the request's init image, mask and outpaint. In
+    inpaint sketch (A1111's) the init image has the paint on it, at 1 - the mask transparency."""
     editor = values.pop("editor", None) or {}
     uploaded = values.pop("mask_upload", None)
+    sketch, transparency = values.pop("inpaint_sketch", False), values.pop("mask_alpha", 0) or 0
+    if not 0 <= transparency <= 100:
+        raise RequestError(f"Mask transparency is a percentage, 0 to 100, not {transparency}.", "mask_alpha")
     outpaint = tuple(values.pop(f"outpaint_{side}", 0) for side in OUTPAINT_SIDES)
-    image = editor.get("background")
+    image = painted(editor, 1 - transparency / 100) if sketch else editor.get("background")
     if image is None:
         raise RequestError("Upload an image to inpaint.")
-    mask = uploaded if uploaded is not None else editor_mask(editor)
+    mask = uploaded if uploaded is not None else paint_mask(editor)
     return sized({**values, "init_image": image, "mask": mask, "outpaint": outpaint})
 
 

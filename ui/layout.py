@@ -10,6 +10,7 @@ from pipelines.errors import EaselError
 
 from . import compare, extras, img2img, inpaint, merger, models, png_info, txt2img
 from .common import GPU_QUEUE, REFRESH
+from .editor import editor_value
 from .transfer import SendTarget, wire_send_images, wire_send_parameters
 
 # The page's own style, passed to ``launch`` (Gradio 6 takes CSS there). Gradio shows a picture smaller than its
@@ -63,8 +64,7 @@ def build_ui(services) -> gr.Blocks:
         generation_tabs = [t2i, i2i, inp]
         targets = {
             "img2img": SendTarget(i2i.inputs["image"], "img2img", size=i2i.size),
-            "inpaint": SendTarget(inp.inputs["editor"], "inpaint", lambda image: {"background": image, "layers": [],
-                                                                                 "composite": image}, inp.size),
+            "inpaint": SendTarget(inp.inputs["editor"], "inpaint", editor_value, inp.size),
             "extras": SendTarget(extras_image, "extras"),
             "controlnet": SendTarget(t2i.inputs["controlnet"][0]["image"], "txt2img", size=t2i.size),
         }
