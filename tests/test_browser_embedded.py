@@ -3,6 +3,8 @@ the default model), driven in a browser; the pictures the browser receives are r
 
 from __future__ import annotations
 
+import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import (ARTIFACTS, gallery_png, generate_in, open_page, open_tab, paint_on, pick, set_number,
-                             set_numbers)
+from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, open_tab,
+                             paint_on, pick, set_number, set_numbers)
 from pipelines.prompt_matrix import PromptMatrix
 from playwright.sync_api import expect
 from training.classify import classify
@@ -293,6 +295,57 @@ def test_a_sketch_in_img2img_and_an_inpaint_sketch(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "embedded-inpaint-sketch.png"), full_page=True, animations="disabled")
     drawn = classify_file(gallery_png(page, "inpaint", tmp_path / "inpainted.png"))
     assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("blue", "circle", "center", "white")
+
+
+def test_generate_forever_until_cancelled_or_an_error(page):
+    """Right-click Generate: "Generate forever" runs job after job (each with its own random seed) until "Cancel
+    generate forever"; an error ends it too."""
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
+    set_number(page, "txt2img_seed", -1)
+    info, button = page.locator("#txt2img_info textarea"), page.locator("#txt2img_generate")
+
+    def choose(item: str) -> None:
+        button.click(button="right")
+        page.locator("#easel_generate_menu").get_by_role("button", name=item, exact=True).click()
+
+    def seeds_seen(count: int) -> set[str]:
+        seen, deadline = set(), time.monotonic() + GENERATION_TIMEOUT_MS / 1000
+        while len(seen) < count and time.monotonic() < deadline:
+            seen.add(info.input_value().split("Seed: ")[-1].split(",")[0])
+            page.wait_for_timeout(100)
+        return seen - {""}
+
+    choose("Generate forever")
+    expect(button).to_have_class(re.compile("easel-forever"))
+    assert len(seeds_seen(4)) >= 3  # three jobs at least, one after another, nobody pressing Generate
+    page.screenshot(path=str(ARTIFACTS / "embedded-generate-forever.png"), full_page=True, animations="disabled")
+    choose("Cancel generate forever")
+    expect(button).not_to_have_class(re.compile("easel-forever"))
+    running = page.locator("#txt2img_gallery [data-testid=status-tracker]")
+    expect(running).to_have_class(re.compile("hide"))  # the job running when cancelled ends
+    last = info.input_value()
+    page.wait_for_timeout(2000)
+    assert info.input_value() == last and "hide" in running.get_attribute("class")  # and no other starts
+
+    page.locator("#txt2img_prompt_list").get_by_text("Prompts from file or textbox", exact=True).click()
+    lines = page.locator("#txt2img_prompt_lines textarea")
+    for _ in range(3):  # a box in an accordion just opened can take its first value back while it mounts
+        lines.fill("--steps many")
+        lines.blur()
+        page.wait_for_timeout(500)
+        if lines.input_value() == "--steps many":
+            break
+    try:
+        choose("Generate forever")
+        expect(page.get_by_role("status").filter(has_text="Line 1")).to_be_visible()
+        expect(button).not_to_have_class(re.compile("easel-forever"))
+    finally:
+        lines.fill("")
+        if "easel-forever" in (button.get_attribute("class") or ""):
+            choose("Cancel generate forever")  # not to leave it running for the next test
+    for close in page.get_by_role("status").get_by_role("button", name="Close", exact=True).all():
+        close.click()
 
 
 def circle_picture() -> Image.Image:

@@ -312,13 +312,17 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
 
 def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dropdown, task: str,
                     buttons: dict[str, gr.Button], prepare: Callable[[dict], dict | list[dict]] | None = None) -> None:
-    """Generate (on the GPU queue); Interrupt and Skip (A1111's: the job stops, or its current batch ends and the
-    next goes on, after the current step), which act on the caller's own job at once."""
+    """Generate (on the GPU queue, and again while Generate forever is on); Interrupt and Skip (A1111's: the job
+    stops, or its current batch ends and the next goes on, after the current step), which act on the caller's own
+    job at once."""
     outputs = [panel.gallery, panel.preview, panel.infotext, panel.infotexts, panel.last_seed, panel.selected]
     handler = generation_handler(services, fields, panel, task, prepare)
     # The progress bar covers the gallery only: over the live preview it would hide it.
-    buttons["generate"].click(handler, [*fields.inputs, model], outputs, api_name=task, show_progress_on=panel.gallery,
-                              concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    job = buttons["generate"].click(handler, [*fields.inputs, model], outputs, api_name=task,
+                                    show_progress_on=panel.gallery, concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    # Generate forever (ui/forever.js): a job that ends well presses Generate again, an error ends it.
+    for then, call in ((job.success, "again"), (job.failure, "stop")):
+        then(None, js=f"() => window.easelForever?.{call}('{task}')", queue=False, api_visibility="private")
     def on_own_job(stop: Callable[..., bool]) -> Callable[[gr.Request], None]:
         def act(request: gr.Request) -> None:  # Gradio hands the caller's session to a parameter of this type
             stop(owner=request.session_hash if request else None)

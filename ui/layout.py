@@ -15,11 +15,20 @@ from .transfer import SendTarget, wire_send_images, wire_send_parameters
 
 # The page's own style, passed to ``launch`` (Gradio 6 takes CSS there). Gradio shows a picture smaller than its
 # panel at its own size: a live preview (one pixel per latent, ``pipelines/preview.py``) or a 64-pixel input was a
-# dot. Pictures of the ``FIT`` class fill their panel instead.
-CSS = ".easel-fit img { object-fit: contain; width: 100%; height: 100%; }"
-# What ``launch`` gives the page (Gradio 6 takes CSS and JavaScript there): the style, and A1111's keyboard
-# shortcuts (ui/shortcuts.js: Ctrl+Enter, Alt+Enter, Ctrl+Up/Down on prompt weights).
-PAGE = {"css": CSS, "js": (Path(__file__).parent / "shortcuts.js").read_text(encoding="utf-8")}
+# dot. Pictures of the ``FIT`` class fill their panel instead. Generate forever's menu and its running button.
+CSS = """.easel-fit img { object-fit: contain; width: 100%; height: 100%; }
+.easel-forever { outline: 3px dashed var(--color-accent); outline-offset: 2px; }
+.easel-menu { position: absolute; z-index: 1000; background: var(--background-fill-primary);
+  border: 1px solid var(--border-color-primary); border-radius: 6px; box-shadow: var(--shadow-drop-lg); }
+.easel-menu button { display: block; padding: 6px 14px; font: inherit; color: inherit; border: none; background: none;
+  cursor: pointer; }
+.easel-menu button:hover { background: var(--background-fill-secondary); }"""
+# The page's scripts, each a function run once when the page loads: A1111's keyboard shortcuts (Ctrl+Enter,
+# Alt+Enter, Ctrl+Up/Down on prompt weights) and its Generate forever.
+SCRIPTS = ("shortcuts.js", "forever.js")
+# What ``launch`` gives the page (Gradio 6 takes CSS and one JavaScript function there).
+PAGE = {"css": CSS, "js": "() => {\n" + "\n".join(f"({(Path(__file__).parent / name).read_text(encoding='utf-8')})();"
+                                                     for name in SCRIPTS) + "\n}"}
 
 # Per-model defaults applied to every generation tab's widgets when the model changes, in this order.
 _DEFAULT_FIELDS = ("width", "height", "steps", "cfg_scale", "sampler", "scheduler")
