@@ -200,8 +200,6 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
     def refuse(field: str, message: str):
         raise PayloadError(field, message)
 
-    if payload.firstpass_image:
-        refuse("firstpass_image", "Starting hires fix from a given first-pass image is not implemented yet.")
     for name in payload.alwayson_scripts:
         if name.lower() != "controlnet":
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
@@ -398,6 +396,9 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "styles": tuple(payload.styles or ()),  # the engine writes them into the prompts (pipelines/styles.py)
         "refiner_checkpoint": _checkpoint(payload.refiner_checkpoint, options),
         "refiner_switch_at": 0.8 if payload.refiner_switch_at is None else payload.refiner_switch_at,
+        # hires fix's first pass given, not run (the request refuses it without hires fix)
+        "firstpass_image": decode_image(payload.firstpass_image, "firstpass_image") if payload.firstpass_image
+        else None,
     }
     if payload.enable_hr:
         values.update(_hires_values(payload, options))

@@ -346,10 +346,16 @@ class Engine:
         """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it (with the
         same ControlNets, their maps stretched to the new size), on the hires checkpoint when there is one (latents
         go over to its latent space through pictures when the two autoencoders differ). The refiner, as A1111's
-        default, takes over the second pass only."""
+        default, takes over the second pass only. A first-pass image (A1111's ``firstpass_image``, its ✨ button)
+        stands for the first pass, at the request's size."""
         request = job.request
         latent = is_latent(request.hr_upscaler)
-        first = self._pass(model, pipe, request, job, seeds, on_step, latent_output=latent, controls=controls)
+        if request.firstpass_image is not None:  # A1111's firstpass_image: the first pass given, for every seed
+            given = [request.firstpass_image.convert("RGB").resize((request.width, request.height), Image.LANCZOS)
+                     ] * len(seeds)
+            first = encode_pictures(pipe, given) if latent else given
+        else:
+            first = self._pass(model, pipe, request, job, seeds, on_step, latent_output=latent, controls=controls)
         if job.interrupt.is_set() or job.skip.is_set():
             return decode_latents(pipe, first) if latent else first
         second = request.hires_pass()

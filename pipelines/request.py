@@ -148,6 +148,7 @@ class GenerationRequest:
     hr_prompt: str = ""  # "" = the first pass's prompt
     hr_negative_prompt: str = ""
     hr_checkpoint_name: str = ""  # "" = the first pass's model
+    firstpass_image: Any = None  # A1111's: the first pass given (a PIL image), not run; its upscale is repainted
     # A1111's refiner: this model takes over the (last) pass once refiner_switch_at of its steps are done
     refiner_checkpoint: str = ""
     refiner_switch_at: float = 0.8
@@ -358,6 +359,9 @@ class GenerationRequest:
                                           ("hr_sampler_name", "hr_scheduler"))
             set_(self, "hr_sampler_name", sampler)
             set_(self, "hr_scheduler", schedule)
+        if self.firstpass_image is not None and not self.enable_hr:
+            raise RequestError("A first-pass image is hires fix's: turn hires fix on (enable_hr) to repaint it.",
+                               "firstpass_image")
         if self.enable_hr:
             if self.task != "txt2img":
                 raise RequestError("Hires fix is a txt2img feature.", "enable_hr")
@@ -391,7 +395,7 @@ class GenerationRequest:
         if int(steps * self.denoising_strength) < 1:
             raise RequestError(f"Denoising strength {self.denoising_strength} runs no hires step at all; raise it.",
                                "denoising_strength")
-        return replace(self, enable_hr=False, width=width, height=height, steps=steps,
+        return replace(self, enable_hr=False, firstpass_image=None, width=width, height=height, steps=steps,
                        sampler=self.hr_sampler_name or self.sampler, scheduler=self.hr_scheduler or self.scheduler,
                        prompt=self.hr_prompt or self.prompt, negative_prompt=self.hr_negative_prompt or self.negative_prompt)
 

@@ -245,6 +245,11 @@ def test_hires_fix(alice):
         "64x64", "2", "Lanczos", "2")
     assert {"name": "Lanczos", "model_name": None, "model_path": None, "model_url": None, "scale": 4} in ok(
         alice.get("/sdapi/v1/upscalers"))
+    first = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 9, **SMALL}))["images"][0]
+    given = ok(alice.post("/sdapi/v1/txt2img", json={  # A1111's firstpass_image: the first pass given, not run
+        "prompt": "a red circle", "seed": 9, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Lanczos",
+        "denoising_strength": 0.5, "hr_second_pass_steps": 2, "firstpass_image": first, **SMALL}))
+    assert decode(given["images"][0]).tobytes() == decode(body["images"][0]).tobytes()
     assert {"name": "Latent"} in ok(alice.get("/sdapi/v1/latent-upscale-modes"))
 
 
@@ -422,6 +427,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "seed_resize_from_w": 60, "seed_resize_from_h": 64}, "seed_resize_from_w"),
     ("txt2img", {"prompt": "x", "seed_resize_from_w": 64}, "seed_resize_from_w"),  # half of a size
     ("txt2img", {"prompt": "x", "enable_hr": True, "denoising_strength": 0.1}, "denoising_strength"),
+    ("txt2img", {"prompt": "x", "firstpass_image": PNG}, "firstpass_image"),  # hires fix's
+    ("txt2img", {"prompt": "x", "enable_hr": True, "firstpass_image": "not a picture"}, "firstpass_image"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "enable_hr": True}, "enable_hr"),
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [{"module": "canny"}]}}},
      "alwayson_scripts.controlnet.args"),  # no model

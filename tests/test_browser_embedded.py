@@ -49,6 +49,41 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
     page.screenshot(path=str(ARTIFACTS / "embedded-img2img.png"), full_page=True, animations="disabled")
 
 
+def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path):
+    """✨ under the gallery: the second of two pictures, upscaled by hires fix from the picture itself (its seed, the
+    Hires panel's settings; hires fix's box left unticked), still the red circle in the center on white."""
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
+    set_numbers(page, {"txt2img_seed": 5, "txt2img_batch_size": 2})
+    try:
+        generate_in(page, "txt2img")
+    finally:
+        set_number(page, "txt2img_batch_size", 1)
+    page.locator("#txt2img_gallery button[aria-label='Thumbnail 2 of 2']").click()  # the second picture, seed 6
+    expect(page.locator("#txt2img_info textarea")).to_have_value(re.compile("Seed: 6,"))
+    page.get_by_text("Hires. fix", exact=True).click()
+    info = page.locator("#txt2img_info textarea")
+    try:
+        pick(page, "txt2img_hr_upscaler", "Lanczos")
+        set_numbers(page, {"txt2img_denoising_strength": 0.3, "txt2img_seed": -1})
+        page.locator("#txt2img_upscale").click()
+        expect(info).to_have_value(re.compile("Hires upscaler: Lanczos"), timeout=GENERATION_TIMEOUT_MS)
+        expect(page.locator("#txt2img_gallery button[aria-label='Thumbnail 1 of 1']").first).to_be_attached()
+        page.screenshot(path=str(ARTIFACTS / "embedded-sparkles-hires.png"), full_page=True, animations="disabled")
+        upscaled = gallery_png(page, "txt2img", tmp_path / "upscaled.png")
+        assert not page.locator("#txt2img_enable_hr input").is_checked()
+    finally:
+        pick(page, "txt2img_hr_upscaler", "Latent")
+        page.get_by_text("Hires. fix", exact=True).click()  # closed again, as the other tests find it
+        page.locator("#txt2img_gallery button[aria-label='Close']").click()  # the gallery's grid, not its preview
+    infotext = info.input_value()
+    assert "Seed: 6," in infotext and "Size: 64x64," in infotext and "Denoising strength: 0.3," in infotext, infotext
+    with Image.open(upscaled) as picture:
+        assert picture.size == (128, 128)
+        drawn = classify(picture.convert("RGB").resize((64, 64), Image.LANCZOS))
+    assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("red", "circle", "center", "white"), drawn
+
+
 def test_the_embedded_textual_inversion_word_works_from_the_prompt_box(page, tmp_path):
     """``easel-sunset`` (models/embeddings) is a purple shape on orange."""
     open_tab(page, "txt2img")

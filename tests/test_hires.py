@@ -49,6 +49,20 @@ def test_a_variation_seed_shapes_both_passes(engine):
     assert np.abs(picture(subseed=5, subseed_strength=1.0) - picture(seed=5)).max() <= 1
 
 
+def test_a_given_first_pass_stands_for_the_first_pass(engine):
+    """A1111's ``firstpass_image`` (its ✨ button): the picture the first pass makes, given, gives the same hires
+    picture with only the second pass run; with a latent upscaler it is encoded first; another size is fitted to
+    the request's."""
+    first = engine.generate(hires(enable_hr=False, hr_upscaler="Lanczos")).images[0]
+    whole = engine.generate(hires(hr_upscaler="Lanczos")).images[0]
+    steps = []
+    given = engine.generate(hires(hr_upscaler="Lanczos", firstpass_image=first),
+                            on_progress=lambda e: steps.append(e.steps))
+    assert given.images[0].tobytes() == whole.tobytes() and set(steps) == {2}  # the second pass alone
+    latent = engine.generate(hires(firstpass_image=first.resize((96, 80)), batch_size=2))
+    assert [image.size for image in latent.images] == [(128, 128)] * 2
+
+
 def test_interrupt_in_the_first_pass_returns_the_first_pass(engine):
     def on_progress(event):
         if event.step == 2:
@@ -63,6 +77,7 @@ def test_interrupt_in_the_first_pass_returns_the_first_pass(engine):
     ({"hr_sampler_name": "nope"}, "Unknown sampler 'nope'"),
     ({"hr_scale": 4, "width": 2048}, "The hires size 8192x256 is over 4096"),
     ({"denoising_strength": 0.1}, "runs no hires step"),
+    ({"enable_hr": False, "firstpass_image": Image.new("RGB", (64, 64))}, "A first-pass image is hires fix's"),
 ])
 def test_bad_hires_values(values, message):
     with pytest.raises(RequestError, match=message):

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import gradio as gr
+from PIL import Image
 
 from pipelines import job_plan, prompt_lines, prompt_matrix
 from pipelines.clip_tokenizer import load_tokenizer
@@ -20,7 +21,7 @@ from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 from pipelines.text_encoding import CHUNK, token_count
 
-DICE, RECYCLE, SWAP, REFRESH = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504"
+DICE, RECYCLE, SWAP, REFRESH, SPARKLES = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504", "\u2728"
 GPU_QUEUE = "gpu"  # the concurrency id every GPU event shares: one job at a time, across tabs
 FIT = ["easel-fit"]  # a picture scaled to its panel, small ones up too (the page's CSS: ui/layout.py)
 PROMPT_LABELS = {"prompt": "Prompt", "negative_prompt": "Negative prompt"}
@@ -231,6 +232,12 @@ class OutputPanel:
     last_seed: gr.State
     selected: gr.State  # index of the gallery image the user picked
     send: dict[str, gr.Button]  # target tab id -> its "Send to" button
+    upscale: gr.Button | None  # txt2img's ✨: hires fix of the picked picture
+
+    @property
+    def outputs(self) -> list:
+        """What a generation handler updates, in its order."""
+        return [self.gallery, self.preview, self.infotext, self.infotexts, self.last_seed, self.selected]
 
 
 def output_panel(prefix: str) -> OutputPanel:
@@ -242,8 +249,30 @@ def output_panel(prefix: str) -> OutputPanel:
         send = {target: gr.Button(f"Send to {'ControlNet' if target == 'controlnet' else target}", size="sm",
                                   elem_id=f"{prefix}_send_to_{target}")
                 for target in SEND_TARGETS if (prefix, target) != ("txt2img", "txt2img")}
+        upscale = gr.Button(f"{SPARKLES} Hires fix", size="sm", elem_id=f"{prefix}_upscale") \
+            if prefix == "txt2img" else None
     infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{prefix}_info")
-    return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1), gr.State(0), send)
+    return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1), gr.State(0), send, upscale)
+
+
+def opened_picture(path: str | None) -> Image.Image:
+    if not path:
+        raise gr.Error("Generate or drop an image first.", print_exception=False)
+    with Image.open(path) as image:
+        return image.convert("RGB")  # its parameters (PNG text) kept
+
+
+def size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
+    return tuple(min(2048, max(64, round(side / 8) * 8)) for side in image.size)
+
+
+def gallery_picture(gallery: list | None, index: int) -> tuple[Image.Image, str | None]:
+    """The picked picture of a gallery's value (the first if none is picked) and its caption."""
+    if not gallery:
+        raise gr.Error("Generate an image first.", print_exception=False)
+    item = gallery[min(max(index, 0), len(gallery) - 1)]
+    path, caption = item if isinstance(item, (list, tuple)) else (item, None)
+    return opened_picture(path if isinstance(path, str) else path["path"]), caption
 
 
 def wire_seed_buttons(buttons: dict[str, gr.Button], fields: FieldSet, panel: OutputPanel) -> None:
@@ -253,9 +282,10 @@ def wire_seed_buttons(buttons: dict[str, gr.Button], fields: FieldSet, panel: Ou
     buttons["reuse"].click(lambda last: last, panel.last_seed, seed, api_visibility="private")
 
 
-def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str,
+def generation_handler(services, panel: OutputPanel, task: str,
                        prepare: Callable[[dict], dict | list[dict]] | None = None):
-    """The streaming Gradio handler shared by every generation tab.
+    """The streaming handler shared by every generation tab, ``generate(values, model_name, request, progress)``
+    (``FieldSet.named`` makes it Gradio's).
 
     ``prepare`` turns the tab's widget values into request values (an image editor's layers into a mask, say),
     or into a list of them (a batch of init images); each runs as its plan says (``job_plan``: a job per line of a
@@ -307,18 +337,16 @@ def generation_handler(services, fields: FieldSet, panel: OutputPanel, task: str
             panel.selected: 0,
         }
 
-    return fields.named(generate)
+    return generate
 
 
 def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dropdown, task: str,
-                    buttons: dict[str, gr.Button], prepare: Callable[[dict], dict | list[dict]] | None = None) -> None:
+                    buttons: dict[str, gr.Button], generate: Callable) -> None:
     """Generate (on the GPU queue, and again while Generate forever is on); Interrupt and Skip (A1111's: the job
     stops, or its current batch ends and the next goes on, after the current step), which act on the caller's own
     job at once."""
-    outputs = [panel.gallery, panel.preview, panel.infotext, panel.infotexts, panel.last_seed, panel.selected]
-    handler = generation_handler(services, fields, panel, task, prepare)
     # The progress bar covers the gallery only: over the live preview it would hide it.
-    job = buttons["generate"].click(handler, [*fields.inputs, model], outputs, api_name=task,
+    job = buttons["generate"].click(fields.named(generate), [*fields.inputs, model], panel.outputs, api_name=task,
                                     show_progress_on=panel.gallery, concurrency_id=GPU_QUEUE, concurrency_limit=1)
     # Generate forever (ui/forever.js): a job that ends well presses Generate again, an error ends it.
     for then, call in ((job.success, "again"), (job.failure, "stop")):
@@ -342,6 +370,7 @@ class GenerationTab:
     fields: FieldSet
     panel: OutputPanel
     inputs: dict  # the task's own input widgets by name (init image, editor...)
+    generate: Callable  # its handler (``generation_handler``), for another button that runs the tab's values
 
     @property
     def size(self) -> tuple:
@@ -381,6 +410,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
         with gr.Column():
             panel = output_panel(task)
     wire_seed_buttons(buttons, fields, panel)
-    wire_generation(services, fields, panel, model, task, actions,
-                    lambda values: (prepare or dict)(controlnet.collect_units(values)))
-    return GenerationTab(fields, panel, inputs)
+    generate = generation_handler(services, panel, task,
+                                  lambda values: (prepare or dict)(controlnet.collect_units(values)))
+    wire_generation(services, fields, panel, model, task, actions, generate)
+    return GenerationTab(fields, panel, inputs, generate)

@@ -13,7 +13,7 @@ from pipelines.errors import EaselError
 from pipelines.registry import TITLE
 from pipelines.request import NO_CHECKPOINT, GenerationRequest
 
-from .common import GenerationTab
+from .common import GenerationTab, gallery_picture, opened_picture, size_multiple_of_8
 from .txt2img import SAME
 
 # Request fields that "Send to" fills where the tab has them, in the order of the handler's outputs (then model,
@@ -37,17 +37,6 @@ def _shown(services, name: str, value):
         title = TITLE.match(value)
         return title["name"] if title and title["name"] in services.registry.names() else value
     return value
-
-
-def _opened(path: str | None) -> Image.Image:
-    if not path:
-        raise gr.Error("Generate or drop an image first.", print_exception=False)
-    with Image.open(path) as image:
-        return image.convert("RGB")  # its parameters (PNG text) kept
-
-
-def _size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
-    return tuple(min(2048, max(64, round(side / 8) * 8)) for side in image.size)
 
 
 @dataclass(frozen=True)
@@ -77,7 +66,7 @@ def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Co
             raise gr.Error(str(exc), print_exception=False) from None
         values = [_shown(services, name, getattr(request, name)) for name in names]
         known_model = request.model if request.model in services.registry.names() else gr.update()
-        sent = [to.as_value(_opened(path))] if to else []
+        sent = [to.as_value(opened_picture(path))] if to else []
         return [*values, known_model, *sent, gr.Tabs(selected=to.tab if to else "txt2img")]
 
     outputs = [target.fields.components[name] for name in names]
@@ -87,8 +76,8 @@ def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Co
 
 def wire_send_picture(tabs: gr.Tabs, button: gr.Button, source: gr.components.Component, to: SendTarget) -> None:
     """``button`` puts the picture whose path ``source`` holds into ``to``."""
-    button.click(lambda path: (to.as_value(_opened(path)), gr.Tabs(selected=to.tab)), source, [to.widget, tabs],
-                 api_visibility="private")
+    button.click(lambda path: (to.as_value(opened_picture(path)), gr.Tabs(selected=to.tab)), source,
+                 [to.widget, tabs], api_visibility="private")
 
 
 def wire_send_images(tabs: gr.Tabs, sources: list[GenerationTab], targets: dict[str, SendTarget]) -> None:
@@ -101,12 +90,8 @@ def wire_send_images(tabs: gr.Tabs, sources: list[GenerationTab], targets: dict[
             target = targets[target_id]
 
             def send(gallery, index, target=target):
-                if not gallery:
-                    raise gr.Error("Generate an image first.", print_exception=False)
-                item = gallery[min(max(index, 0), len(gallery) - 1)]
-                path = item[0] if isinstance(item, (list, tuple)) else item
-                image = _opened(path if isinstance(path, str) else path["path"])
-                size = _size_multiple_of_8(image) if target.size else ()
+                image = gallery_picture(gallery, index)[0]
+                size = size_multiple_of_8(image) if target.size else ()
                 return target.as_value(image), *size, gr.Tabs(selected=target.tab)
 
             button.click(send, [source.panel.gallery, source.panel.selected], [target.widget, *target.size, tabs],

@@ -1,4 +1,5 @@
-"""The txt2img tab: the shared generation body plus A1111's Hires. fix panel and (Kandinsky 2.2) image mixing."""
+"""The txt2img tab: the shared generation body plus A1111's Hires. fix panel (and its ✨ button under the gallery)
+and (Kandinsky 2.2) image mixing."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import gradio as gr
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.upscalers import upscaler_names
 
+from pipelines.errors import EaselError
+from pipelines.request import GenerationRequest
+
 from . import mixing
-from .common import FieldSet, GenerationTab, checkpoint_picker, generation_tab
+from .common import GPU_QUEUE, FieldSet, GenerationTab, checkpoint_picker, gallery_picture, generation_tab,\
+    size_multiple_of_8
 
 SAME = "Use same"  # "" in the request: the first pass's sampler or schedule type
 
@@ -47,6 +52,32 @@ def prepare(values: dict) -> dict:
     return {**values, **{key: "" for key in ("hr_sampler_name", "hr_scheduler") if values.get(key) == SAME}}
 
 
+def _wire_upscale(tab: GenerationTab, model: gr.Dropdown) -> None:
+    """A1111's ✨ under the gallery: hires fix of the picked picture, which stands for the first pass (the request's
+    ``firstpass_image``), with the tab's settings and the picture's seeds; one picture, no script."""
+    panel = tab.panel
+
+    def upscale(values: dict, model_name: str, gallery, index: int, infotexts: list[str], request: gr.Request,
+                progress=gr.Progress(track_tqdm=True)):
+        picture, caption = gallery_picture(gallery, index)
+        if caption == "Grid":
+            raise gr.Error("Pick a picture, not the grid.", print_exception=False)
+        try:
+            made = GenerationRequest.from_infotext(infotexts[index] if 0 <= index < len(infotexts) else "")
+        except EaselError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        width, height = size_multiple_of_8(picture)
+        yield from tab.generate({**values, "firstpass_image": picture, "enable_hr": True, "width": width,
+                                 "height": height, "seed": made.seed, "subseed": made.subseed,
+                                 "subseed_strength": made.subseed_strength, "batch_size": 1, "batch_count": 1,
+                                 "prompt_lines": "", "prompt_matrix": False}, model_name, request, progress)
+
+    panel.upscale.click(tab.fields.named(upscale),
+                        [*tab.fields.inputs, model, panel.gallery, panel.selected, panel.infotexts], panel.outputs,
+                        show_progress_on=panel.gallery, concurrency_id=GPU_QUEUE, concurrency_limit=1,
+                        api_visibility="private")
+
+
 def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
     registry = services.registry
 
@@ -56,4 +87,5 @@ def build(services, model: gr.Dropdown, defaults: dict) -> GenerationTab:
 
     tab = generation_tab(services, model, defaults, "txt2img", task_inputs, prepare)
     mixing.wire_visibility(registry, model, tab.inputs["mixing"])
+    _wire_upscale(tab, model)
     return tab
