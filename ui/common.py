@@ -256,6 +256,7 @@ def output_panel(prefix: str) -> OutputPanel:
 
 
 def opened_picture(path: str | None) -> Image.Image:
+    """A gallery's or upload's picture file, as RGB."""
     if not path:
         raise gr.Error("Generate or drop an image first.", print_exception=False)
     with Image.open(path) as image:
@@ -263,6 +264,7 @@ def opened_picture(path: str | None) -> Image.Image:
 
 
 def size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
+    """The width and height a generation tab can take for a picture's size (multiples of 8, 64-2048)."""
     return tuple(min(2048, max(64, round(side / 8) * 8)) for side in image.size)
 
 
@@ -351,6 +353,7 @@ def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dr
     # Generate forever (ui/forever.js): a job that ends well presses Generate again, an error ends it.
     for then, call in ((job.success, "again"), (job.failure, "stop")):
         then(None, js=f"() => window.easelForever?.{call}('{task}')", queue=False, api_visibility="private")
+
     def on_own_job(stop: Callable[..., bool]) -> Callable[[gr.Request], None]:
         def act(request: gr.Request) -> None:  # Gradio hands the caller's session to a parameter of this type
             stop(owner=request.session_hash if request else None)
