@@ -51,7 +51,8 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
 
 def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path):
     """✨ under the gallery: the second of two pictures, upscaled by hires fix from the picture itself (its seed, the
-    Hires panel's settings; hires fix's box left unticked), still the red circle in the center on white."""
+    Hires panel's settings; hires fix's box left unticked) in its place beside the first, still the red circle in
+    the center on white."""
     open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
     set_numbers(page, {"txt2img_seed": 5, "txt2img_batch_size": 2})
@@ -68,9 +69,12 @@ def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path
         set_numbers(page, {"txt2img_denoising_strength": 0.3, "txt2img_seed": -1})
         page.locator("#txt2img_upscale").click()
         expect(info).to_have_value(re.compile("Hires upscaler: Lanczos"), timeout=GENERATION_TIMEOUT_MS)
-        expect(page.locator("#txt2img_gallery button[aria-label='Thumbnail 1 of 1']").first).to_be_attached()
+        expect(page.locator("#txt2img_gallery button[aria-label='Thumbnail 2 of 2']").first).to_be_attached()
+        expect(page.locator("#txt2img_gallery img[alt='Seed 5']").first).to_be_attached()  # the other one kept
         page.screenshot(path=str(ARTIFACTS / "embedded-sparkles-hires.png"), full_page=True, animations="disabled")
-        upscaled = gallery_png(page, "txt2img", tmp_path / "upscaled.png")
+        upscaled = tmp_path / "upscaled.png"
+        upscaled.write_bytes(page.request.get(
+            page.locator("#txt2img_gallery img[alt='Seed 6']").first.get_attribute("src")).body())
         assert not page.locator("#txt2img_enable_hr input").is_checked()
     finally:
         pick(page, "txt2img_hr_upscaler", "Latent")

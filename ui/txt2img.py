@@ -54,7 +54,8 @@ def prepare(values: dict) -> dict:
 
 def _wire_upscale(tab: GenerationTab, model: gr.Dropdown) -> None:
     """A1111's ✨ under the gallery: hires fix of the picked picture, which stands for the first pass (the request's
-    ``firstpass_image``), with the tab's settings and the picture's seeds; one picture, no script."""
+    ``firstpass_image``), with the tab's settings and the picture's seeds; one picture, no script. The result takes
+    the picked picture's place in the gallery, as in A1111."""
     panel = tab.panel
 
     def upscale(values: dict, model_name: str, gallery, index: int, infotexts: list[str], request: gr.Request,
@@ -62,15 +63,21 @@ def _wire_upscale(tab: GenerationTab, model: gr.Dropdown) -> None:
         picture, caption = gallery_picture(gallery, index)
         if caption == "Grid":
             raise gr.Error("Pick a picture, not the grid.", print_exception=False)
+        index = min(max(index, 0), len(gallery) - 1)
         try:
-            made = GenerationRequest.from_infotext(infotexts[index] if 0 <= index < len(infotexts) else "")
+            made = GenerationRequest.from_infotext(infotexts[index] if index < len(infotexts) else "")
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         width, height = size_multiple_of_8(picture)
-        yield from tab.generate({**values, "firstpass_image": picture, "enable_hr": True, "width": width,
-                                 "height": height, "seed": made.seed, "subseed": made.subseed,
-                                 "subseed_strength": made.subseed_strength, "batch_size": 1, "batch_count": 1,
-                                 "prompt_lines": "", "prompt_matrix": False}, model_name, request, progress)
+        for update in tab.generate({**values, "firstpass_image": picture, "enable_hr": True, "width": width,
+                                    "height": height, "seed": made.seed, "subseed": made.subseed,
+                                    "subseed_strength": made.subseed_strength, "batch_size": 1, "batch_count": 1,
+                                    "prompt_lines": "", "prompt_matrix": False}, model_name, request, progress):
+            if len(update.get(panel.gallery) or ()) == 1 and len(infotexts) == len(gallery):  # the result
+                update = {**update, panel.selected: index,
+                          panel.gallery: [*gallery[:index], *update[panel.gallery], *gallery[index + 1:]],
+                          panel.infotexts: [*infotexts[:index], *update[panel.infotexts], *infotexts[index + 1:]]}
+            yield update
 
     panel.upscale.click(tab.fields.named(upscale),
                         [*tab.fields.inputs, model, panel.gallery, panel.selected, panel.infotexts], panel.outputs,
