@@ -142,7 +142,7 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         if not payload.override_settings_restore_afterwards and (payload.override_settings or {}).get(
                 "sd_model_checkpoint"):
             services.registry.set_default(results[0].request.model)
-        grids = grids_of([planned], results)
+        grids = grids_of([planned], results, batch=payload.save_images)  # A1111: do_not_save_grid = not save_images
         if payload.save_images:
             engine.save_grids(grids, results[0].request.task)
         images = [grid for grid, _ in grids] + [image for result in results for image in result.images]

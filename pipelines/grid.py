@@ -1,5 +1,6 @@
 """Labelled picture grids (PIL only): column labels on top, row labels on the left, an optional title and margins
-between cells, as A1111's X/Y/Z plot draws them. The comparison, the X/Y/Z plot and the prompt matrix use it."""
+between cells, as A1111's X/Y/Z plot draws them. The comparison, the X/Y/Z plot, the prompt matrix and Loopback use
+it; a batch's grid is the same without labels."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
 def labelled_grid(rows: list[list[Image.Image | None]], column_labels: list[str], row_labels: list[str] | None = None,
                   title: str = "", margin: int = 0) -> Image.Image:
     """``rows`` of pictures (None leaves a blank cell) in cells the size of the largest picture, widened to fit
-    the column labels (pictures centred), ``margin`` pixels of white between cells (A1111's "Grid margins");
+    the column labels, if any (pictures centred), ``margin`` pixels of white between cells (A1111's "Grid margins");
     labels may span several lines."""
     cells = [image for row in rows for image in row if image is not None]
     cell_w = max((image.width for image in cells), default=64)
@@ -35,7 +36,9 @@ def labelled_grid(rows: list[list[Image.Image | None]], column_labels: list[str]
     font = _font(max(12, min(28, cell_w // 12)))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     cell_w = max([cell_w] + [_text_size(measure, t, font)[0] + 2 * PAD for t in column_labels])  # labels fit
-    label_h = max((_text_size(measure, t, font)[1] for t in column_labels if t), default=0) + 2 * PAD
+    label_h = 0  # no labels (a batch's grid): no room for them
+    if column_labels:
+        label_h = max((_text_size(measure, t, font)[1] for t in column_labels if t), default=0) + 2 * PAD
     left = max((_text_size(measure, t, font)[0] for t in row_labels or [] if t), default=-2 * PAD) + 2 * PAD
     title_h = _text_size(measure, title, font)[1] + 2 * PAD if title else 0
     columns = max(len(column_labels), max(len(row) for row in rows))
@@ -58,6 +61,14 @@ def labelled_grid(rows: list[list[Image.Image | None]], column_labels: list[str]
             if image is not None:
                 grid.paste(image.convert("RGB"), (left + x * step_x + (cell_w - image.width) // 2, top))
     return grid
+
+
+def batch_grid(images: list[Image.Image]) -> Image.Image:
+    """A1111's grid of a job's pictures, unlabelled: round(sqrt(n)) rows (its ``n_rows`` setting's default), as many
+    columns as they need, in order."""
+    rows = max(1, round(len(images) ** 0.5))
+    columns = -(-len(images) // rows)
+    return labelled_grid([images[row * columns:(row + 1) * columns] for row in range(rows)], [])
 
 
 def grid_margin(value, field: str) -> int:

@@ -1,6 +1,7 @@
 """What a tab's values run as: a job per line of a prompt list, a job per combination of a prompt matrix (and its
 grid after them), or the one job (Loopback and SD upscale, img2img's scripts, run their passes inside it). A1111
-offers these as scripts, one at a time."""
+offers these as scripts, one at a time. The grids that lead a gallery are made here too: a matrix's, Loopback's, and
+a plain job's of its pictures (A1111's ``return_grid``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from . import prompt_lines, prompt_matrix
 from .errors import RequestError
-from .grid import labelled_grid
+from .grid import batch_grid, labelled_grid
 from .img2img_scripts import loopback_history
 from .request import MAX_SEED
 
@@ -20,6 +21,7 @@ from .request import MAX_SEED
 class Plan:
     values: dict[str, Any]
     jobs: list[dict[str, Any]]
+    script: str | None = None  # the one script the values tick, by name
     matrix: prompt_matrix.PromptMatrix | None = None
 
 
@@ -31,21 +33,26 @@ def plan(values: dict[str, Any]) -> Plan:
     if len(scripts) > 1:
         raise RequestError(f"{', '.join(scripts[:-1])} and {scripts[-1]} cannot run together (A1111 runs one script "
                            "at a time): turn all but one off.", "script_name")
+    script = scripts[0] if scripts else None
     if matrix is None:
-        return Plan(values, prompt_lines.expand(values))
-    return Plan(values, matrix.jobs(values), matrix)
+        return Plan(values, prompt_lines.expand(values), script)
+    return Plan(values, matrix.jobs(values), script, matrix)
 
 
-def grids(plans: list[Plan], results: list) -> list[tuple[Image.Image, str]]:
-    """Each matrix's grid and each Loopback job's (``img2img_scripts.loopback_history``), with the infotext it carries
-    (its first picture's), from the jobs' ``results`` in order (fewer after an interrupt)."""
+def grids(plans: list[Plan], results: list, batch: bool = True) -> list[tuple[Image.Image, str]]:
+    """Each matrix's grid, each Loopback job's (``img2img_scripts.loopback_history``) and, with ``batch``, a plain
+    job's of its two or more pictures (A1111's, which its prompt list, SD upscale and img2img batch folders leave
+    out: only one plan runs no script), each with the infotext it carries (its first picture's), from the jobs'
+    ``results`` in order (fewer after an interrupt)."""
     made, start = [], 0
     for each in plans:
         taken = results[start:start + len(each.jobs)]
         start += len(each.jobs)
         if not taken or not taken[0].infotexts:
             continue
-        if each.matrix is not None:
+        if batch and each.script is None and len(plans) == 1 and len(taken[0].images) > 1:
+            made.append((batch_grid(taken[0].images), taken[0].infotexts[0]))
+        elif each.matrix is not None:
             pictures = [image for result in taken for image in result.images]
             made.append((each.matrix.grid(each.values, pictures), taken[0].infotexts[0]))
         elif taken[0].request.loopback:

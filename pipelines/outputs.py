@@ -2,7 +2,8 @@
 
 The format is A1111's ``samples_format`` (``--samples-format``): PNG with the infotext in its ``parameters`` text
 chunk, or JPEG or WebP (quality 80, A1111's ``jpeg_quality``) with it in the EXIF UserComment, where A1111 puts it
-and PNG Info reads it back; grids and Extras' pictures take the same format.
+and PNG Info reads it back; grids and Extras' pictures take the same format. What the Save and Zip buttons under a
+gallery keep goes to ``root/log`` with A1111's ``log.csv`` (``SaveLog``).
 
 A file, once written, is never overwritten and never seen half-written, even with several threads or
 processes saving into the same folder: each image is fully written to a temp file first and then
@@ -11,16 +12,19 @@ hard-linked to its final name, and ``os.link`` fails atomically if that name is 
 
 from __future__ import annotations
 
+import csv
 import datetime
 import os
 import re
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from PIL import Image
 
-from pipelines.infotext import exif_metadata, png_metadata
+from pipelines.infotext import exif_metadata, parse_infotext, png_metadata
 
 _LEADING_NUMBER = re.compile(r"^(\d+)")
 _TEMP_PREFIX = ".tmp-"  # starts with a dot, so it never counts as a numbered image
@@ -69,14 +73,30 @@ class OutputWriter:
         saving is disabled. The name is the next number, then the seed where there is one."""
         if not self.enabled:
             return None
+        return self._place(category, when, f".{self.format}", seed,
+                           lambda file: self._write(file, image, infotext, chunks))
+
+    def save_zip(self, files: list[Path], category: str) -> Path | None:
+        """A zip of ``files`` (each under its own name), numbered as the pictures are (A1111's Zip button)."""
+        if not self.enabled:
+            return None
+
+        def write(file) -> None:
+            with zipfile.ZipFile(file, "w") as archive:
+                for path in files:
+                    archive.write(path, path.name)
+        return self._place(category, None, ".zip", None, write)
+
+    def _place(self, category: str, when: datetime.date | None, suffix: str, seed: int | None,
+               write: Callable[[BinaryIO], None]) -> Path:
+        """Write a file in full under a temporary name, then link it to the next free number: never half-written,
+        never over another."""
         folder = self.root / category / (when or datetime.date.today()).isoformat()
         folder.mkdir(parents=True, exist_ok=True)
-
-        suffix = f".{self.format}"
         fd, temp = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=suffix)
         try:
             with os.fdopen(fd, "wb") as f:
-                self._write(f, image, infotext, chunks)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             rescan = False
@@ -96,3 +116,40 @@ class OutputWriter:
             image.save(file, format="PNG", pnginfo=png_metadata(infotext, **chunks))
         else:  # no alpha in a JPEG: pictures are RGB here anyway
             image.convert("RGB").save(file, format=FORMATS[self.format], quality=QUALITY, exif=exif_metadata(infotext))
+
+
+LOG_COLUMNS = ("prompt", "seed", "width", "height", "sampler", "cfgs", "steps", "filename", "negative_prompt",
+               "sd_model_name", "sd_model_hash")  # A1111's log.csv
+
+
+class SaveLog:
+    """A1111's Save and Zip under a gallery: the pictures a user keeps, written even under ``--no-save`` (the user
+    asked for them) into ``root/images`` (numbered as every output, never over another), a row per save in
+    ``root/log.csv`` (A1111's columns, from the first picture's infotext) and, for Zip, a zip of them beside them."""
+
+    def __init__(self, root: str | Path, format: str = "png"):
+        self.root = Path(root)
+        self.writer = OutputWriter(root, format=format)
+        self.csv = self.root / "log.csv"
+        self._lock = threading.Lock()
+
+    def keep(self, pictures: list[tuple[Image.Image, str]], make_zip: bool = False) -> list[Path]:
+        """Save ``pictures`` (each with its infotext); the files written, the zip first."""
+        paths = []
+        for image, infotext in pictures:
+            seed = parse_infotext(infotext)[2].get("Seed", "")
+            paths.append(self.writer.save(image, infotext, int(seed) if seed.isdigit() else None, "images"))
+        self._log(pictures[0][1], paths[0])
+        return [self.writer.save_zip(paths, "images"), *paths] if make_zip else paths
+
+    def _log(self, infotext: str, path: Path) -> None:
+        prompt, negative, params = parse_infotext(infotext)
+        width, _, height = params.get("Size", "").partition("x")
+        row = [prompt, params.get("Seed", ""), width, height, params.get("Sampler", ""), params.get("CFG scale", ""),
+               params.get("Steps", ""), path.relative_to(self.root).as_posix(), negative,
+               params.get("Model", ""), params.get("Model hash", "")]
+        with self._lock, open(self.csv, "a", newline="", encoding="utf-8") as file:
+            out = csv.writer(file)
+            if file.tell() == 0:
+                out.writerow(LOG_COLUMNS)
+            out.writerow(row)

@@ -1,4 +1,4 @@
-"""Settings and the long-lived services built from them (registry, output writer, engine).
+"""Settings and the long-lived services built from them (registry, output writer, engine, the Save buttons' log).
 
 ``app.py`` turns command-line flags into ``Settings``; tests build ``Settings`` directly. On a Hugging Face
 ZeroGPU Space the GPU work must run inside a function decorated with ``spaces.GPU``; elsewhere that
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .engine import Engine, GenerationResult, Progress
-from .outputs import OutputWriter
+from .outputs import OutputWriter, SaveLog
 from .registry import Registry
 from .request import GenerationRequest
 from .speed import SpeedOptions, preferred_dtype
@@ -76,6 +76,7 @@ class Services:
     settings: Settings
     registry: Registry
     engine: Engine
+    saved: SaveLog  # what the Save and Zip buttons keep: outputs/log, as A1111's log folder
     _stream: Callable[..., Iterator[Progress | GenerationResult]] = field(repr=False, default=None)
 
     @classmethod
@@ -91,7 +92,8 @@ class Services:
         engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs,
                                                format=settings.samples_format),
                         preview_every=settings.preview_every)
-        return cls(settings, registry, engine, _gpu_decorator()(engine.stream))
+        saved = SaveLog(Path(settings.outputs_dir) / "log", format=settings.samples_format)
+        return cls(settings, registry, engine, saved, _gpu_decorator()(engine.stream))
 
     def stream(self, request: GenerationRequest, owner: Any = None,
                save: bool = True) -> Iterator[Progress | GenerationResult]:

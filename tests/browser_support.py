@@ -98,9 +98,10 @@ def generate_in(page, tab: str) -> str:
     return info.input_value()
 
 
-def gallery_png(page, tab: str, dest: Path) -> Path:
-    """The first picture of a tab's gallery, as the browser gets it, saved to ``dest``."""
-    src = page.locator(f"#{tab}_gallery img").first.get_attribute("src")
+def gallery_png(page, tab: str, dest: Path, caption: str | None = None) -> Path:
+    """The first picture of a tab's gallery (or the first with that ``caption``, "Seed 6"), as the browser gets it,
+    saved to ``dest``."""
+    src = page.locator(f"#{tab}_gallery img" + (f"[alt='{caption}']" if caption else "")).first.get_attribute("src")
     assert src, "the gallery image has no src"
     response = page.request.get(src)
     assert response.ok, f"GET {src} -> {response.status}"

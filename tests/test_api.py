@@ -289,6 +289,23 @@ def test_save_images_writes_the_same_file_the_ui_writes(alice, api_server):
         assert image.info["parameters"] == json.loads(body["info"])["infotexts"][0]
 
 
+def test_a_batch_answers_its_grid_first_when_saved_as_a1111(alice, api_server):
+    """A1111's API makes the grid of a job's pictures only with ``save_images`` (its ``do_not_save_grid``)."""
+    outputs = api_server[1]
+    before = set(outputs.rglob("*.png"))
+    payload = {"prompt": "a grid", "seed": 8, "batch_size": 2, "n_iter": 2, **SMALL}
+    body = ok(alice.post("/sdapi/v1/txt2img", json={**payload, "save_images": True}))
+    info = json.loads(body["info"])
+    assert len(body["images"]) == 5 and info["index_of_first_image"] == 1 and info["all_seeds"] == [8, 9, 10, 11]
+    grid, *each = (decode(image).convert("RGB") for image in body["images"])
+    assert grid.size == (128, 128) and grid.crop((64, 64, 128, 128)).tobytes() == each[3].tobytes()
+    assert info["infotexts"][0] == info["infotexts"][1]
+    saved = sorted(set(outputs.rglob("*.png")) - before)
+    assert [path.parent.parent.name for path in saved].count("txt2img-grids") == 1 and len(saved) == 5
+    plain = ok(alice.post("/sdapi/v1/txt2img", json=payload))
+    assert len(plain["images"]) == 4 and json.loads(plain["info"])["index_of_first_image"] == 0
+
+
 def test_save_images_false_writes_nothing(alice, api_server):
     outputs = api_server[1]
     before = set(outputs.rglob("*.png"))

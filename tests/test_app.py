@@ -25,14 +25,15 @@ def test_every_public_event_is_named(client):
     assert {"sampler", "seed", "enable_hr", "hr_upscaler"} <= set(names)
 
 
-def test_txt2img_returns_images_with_infotext(client):
+def test_txt2img_returns_images_with_infotext_after_their_grid(client):
     gallery, _, info, *_ = client.predict(**NO_CONTROL, prompt="a red circle", negative_prompt="blue", steps=3,
                                           width=64, height=64, batch_size=2, seed=11, model_name="tiny-sd",
                                           api_name="/txt2img")
-    assert [item["caption"] for item in gallery] == ["Seed 11", "Seed 12"]
+    assert [item["caption"] for item in gallery] == ["Grid", "Seed 11", "Seed 12"]  # A1111's grid first
     assert info.startswith("a red circle\nNegative prompt: blue\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 11,")
-    with Image.open(gallery[1]["image"]) as image:
+    with Image.open(gallery[2]["image"]) as image, Image.open(gallery[0]["image"]) as grid:
         assert image.size == (64, 64) and "Seed: 12," in image.info["parameters"]
+        assert grid.size == (128, 64) and grid.crop((64, 0, 128, 64)).tobytes() == image.convert("RGB").tobytes()
 
 
 @pytest.mark.parametrize("values, message", [

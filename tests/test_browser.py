@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -205,9 +206,9 @@ def test_skip_ends_the_current_batch_and_the_next_goes_on(page, png_dir):
         }""", arg=old_preview, timeout=GENERATION_TIMEOUT_MS)
         page.locator("#txt2img_skip").click()
         expect(page.locator("#txt2img_info textarea")).not_to_have_value(before, timeout=GENERATION_TIMEOUT_MS)
-        expect(page.locator("#txt2img_gallery img")).to_have_count(2)
+        expect(page.locator("#txt2img_gallery img")).to_have_count(3)  # A1111's grid of the two, then the two
         expect(page.locator("#txt2img_gallery")).to_contain_text("Seed 22")
-        skipped = gallery_png(page, "txt2img", png_dir / "skipped.png")
+        skipped = gallery_png(page, "txt2img", png_dir / "skipped.png", "Seed 21")
         set_number(page, "txt2img_batch_count", 1)
         page.locator("#txt2img_generate").click()  # the same infotext as the skipped picture's: wait for one picture
         expect(page.locator("#txt2img_gallery img")).to_have_count(1, timeout=GENERATION_TIMEOUT_MS)
@@ -216,6 +217,39 @@ def test_skip_ends_the_current_batch_and_the_next_goes_on(page, png_dir):
         set_numbers(page, {"txt2img_steps": 20, "txt2img_batch_count": 1, "txt2img_width": 64, "txt2img_height": 64})
     with Image.open(skipped) as cut, Image.open(full) as whole:
         assert cut.tobytes() != whole.tobytes()  # seed 21 stopped early is not seed 21 in full
+
+
+def test_save_and_zip_keep_every_picture_or_the_picked_one(page, tmp_path):
+    """A1111's Save and Zip under the gallery: with none picked, Zip keeps the grid and both pictures in one zip
+    offered first; a picked picture is kept alone by Save; each with its parameters."""
+    _txt2img_tab(page)
+    _set_prompt(page, PROMPT)
+    set_numbers(page, {"txt2img_seed": 31, "txt2img_batch_size": 2})
+    try:
+        generate_in(page, "txt2img")
+    finally:
+        set_number(page, "txt2img_batch_size", 1)
+    links = page.locator("#txt2img_download a")
+    page.locator("#txt2img_zip").click()
+    expect(links).to_have_count(4)
+    page.screenshot(path=str(ARTIFACTS / "save-zip.png"), full_page=True, animations="disabled")
+    archive = tmp_path / "kept.zip"
+    archive.write_bytes(page.request.get(links.first.get_attribute("href")).body())
+    with zipfile.ZipFile(archive) as opened:
+        names = opened.namelist()
+        seeds = []
+        for name in names:
+            with opened.open(name) as member, Image.open(member) as picture:
+                seeds.append(re.search(r"Seed: (\d+),", picture.info["parameters"])[1])
+                sizes = picture.size
+    assert len(names) == 3 and seeds == ["31", "31", "32"] and sizes == (64, 64)  # the grid, then each picture
+    page.locator("#txt2img_gallery button[aria-label='Thumbnail 3 of 3']").click()
+    try:
+        page.locator("#txt2img_save").click()
+        expect(links).to_have_count(1)
+        expect(links.first).to_have_attribute("download", re.compile(r"^\d{5}-32\.png$"))
+    finally:
+        page.locator("#txt2img_gallery button[aria-label='Close']").click()  # the gallery's grid, not its preview
 
 
 def test_variation_seed(page):

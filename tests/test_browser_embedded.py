@@ -50,9 +50,9 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
 
 
 def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path):
-    """✨ under the gallery: the second of two pictures, upscaled by hires fix from the picture itself (its seed, the
-    Hires panel's settings; hires fix's box left unticked) in its place beside the first, still the red circle in
-    the center on white."""
+    """✨ under the gallery: the second of two pictures (after A1111's grid of both), upscaled by hires fix from the
+    picture itself (its seed, the Hires panel's settings; hires fix's box left unticked) in its place beside the
+    first, still the red circle in the center on white."""
     open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
     set_numbers(page, {"txt2img_seed": 5, "txt2img_batch_size": 2})
@@ -60,7 +60,11 @@ def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path
         generate_in(page, "txt2img")
     finally:
         set_number(page, "txt2img_batch_size", 1)
-    page.locator("#txt2img_gallery button[aria-label='Thumbnail 2 of 2']").click()  # the second picture, seed 6
+    with Image.open(gallery_png(page, "txt2img", tmp_path / "grid.png")) as grid, \
+            Image.open(gallery_png(page, "txt2img", tmp_path / "second.png", "Seed 6")) as second:
+        assert grid.size == (128, 64) and grid.convert("RGB").crop((64, 0, 128, 64)).tobytes() == \
+            second.convert("RGB").tobytes()
+    page.locator("#txt2img_gallery button[aria-label='Thumbnail 3 of 3']").click()  # after the grid, seed 6
     expect(page.locator("#txt2img_info textarea")).to_have_value(re.compile("Seed: 6,"))
     page.get_by_text("Hires. fix", exact=True).click()
     info = page.locator("#txt2img_info textarea")
@@ -69,12 +73,11 @@ def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path
         set_numbers(page, {"txt2img_denoising_strength": 0.3, "txt2img_seed": -1})
         page.locator("#txt2img_upscale").click()
         expect(info).to_have_value(re.compile("Hires upscaler: Lanczos"), timeout=GENERATION_TIMEOUT_MS)
-        expect(page.locator("#txt2img_gallery button[aria-label='Thumbnail 2 of 2']").first).to_be_attached()
-        expect(page.locator("#txt2img_gallery img[alt='Seed 5']").first).to_be_attached()  # the other one kept
+        expect(page.locator("#txt2img_gallery button[aria-label='Thumbnail 3 of 3']").first).to_be_attached()
+        for kept in ("Grid", "Seed 5"):  # the others kept
+            expect(page.locator(f"#txt2img_gallery img[alt='{kept}']").first).to_be_attached()
         page.screenshot(path=str(ARTIFACTS / "embedded-sparkles-hires.png"), full_page=True, animations="disabled")
-        upscaled = tmp_path / "upscaled.png"
-        upscaled.write_bytes(page.request.get(
-            page.locator("#txt2img_gallery img[alt='Seed 6']").first.get_attribute("src")).body())
+        upscaled = gallery_png(page, "txt2img", tmp_path / "upscaled.png", "Seed 6")
         assert not page.locator("#txt2img_enable_hr input").is_checked()
     finally:
         pick(page, "txt2img_hr_upscaler", "Latent")

@@ -1,14 +1,17 @@
-"""OutputWriter: A1111 path layout and numbering, atomic never-overwriting saves, thread safety."""
+"""OutputWriter: A1111 path layout and numbering, atomic never-overwriting saves, thread safety; the Save buttons'
+log."""
 
+import csv
 import datetime
 import os
 import threading
+import zipfile
 
 import pytest
 from PIL import Image
 
 from pipelines.infotext import read_infotext
-from pipelines.outputs import OutputWriter
+from pipelines.outputs import LOG_COLUMNS, OutputWriter, SaveLog
 
 DAY = datetime.date(2024, 5, 17)
 
@@ -115,6 +118,31 @@ def test_existing_file_is_never_overwritten_with_stale_counter(tmp_path):
     with Image.open(path) as saved:
         assert read_infotext(saved) == "second"
     assert sorted(os.listdir(first.parent)) == ["00000-9.png", "00001-9.png", "00002-9.png"]
+
+
+def test_the_save_log_keeps_pictures_a_csv_row_per_save_and_zips(tmp_path):
+    """A1111's Save and Zip: numbered files with their infotexts, log.csv's columns from the first picture's."""
+    texts = ["a cat\nNegative prompt: dark\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 11, Size: 64x48, "
+             "Model hash: abc123, Model: tiny-sd", "a cat\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 12"]
+    log = SaveLog(tmp_path / "log")
+    kept = log.keep([(_image("red"), texts[0]), (_image("blue"), texts[1])], make_zip=True)
+    archive, *pictures = kept
+    assert archive.suffix == ".zip" and [p.name.split("-", 1)[1] for p in pictures] == ["11.png", "12.png"]
+    assert all(p.parent.parent == tmp_path / "log" / "images" for p in kept)
+    with zipfile.ZipFile(archive) as opened:
+        assert opened.namelist() == [p.name for p in pictures]
+        with opened.open(pictures[1].name) as member, Image.open(member) as picture:
+            assert read_infotext(picture) == texts[1] and picture.getpixel((0, 0)) == (0, 0, 255)
+    [again] = log.keep([(_image(), texts[1])])
+    assert again not in kept and again.is_file()  # never over an earlier one
+    with open(log.csv, newline="", encoding="utf-8") as file:
+        header, first, second = list(csv.reader(file))
+    assert tuple(header) == LOG_COLUMNS
+    assert dict(zip(header, first)) == {
+        "prompt": "a cat", "seed": "11", "width": "64", "height": "48", "sampler": "Euler a", "cfgs": "7",
+        "steps": "3", "filename": pictures[0].relative_to(tmp_path / "log").as_posix(), "negative_prompt": "dark",
+        "sd_model_name": "tiny-sd", "sd_model_hash": "abc123"}
+    assert second[1] == "12" and second[7].endswith(again.name)
 
 
 def test_the_samples_format_flag_reaches_the_saved_pictures_and_the_options(models_dir, tmp_path, api_client):

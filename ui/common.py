@@ -22,6 +22,8 @@ from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 from pipelines.text_encoding import CHUNK, token_count
 
 DICE, RECYCLE, SWAP, REFRESH, SPARKLES = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504", "\u2728"
+SAVE, ZIP = "\U0001f4be", "\U0001f5c3\ufe0f"
+GRID = "Grid"  # the caption of a grid in a gallery
 GPU_QUEUE = "gpu"  # the concurrency id every GPU event shares: one job at a time, across tabs
 FIT = ["easel-fit"]  # a picture scaled to its panel, small ones up too (the page's CSS: ui/layout.py)
 PROMPT_LABELS = {"prompt": "Prompt", "negative_prompt": "Negative prompt"}
@@ -233,11 +235,14 @@ class OutputPanel:
     selected: gr.State  # index of the gallery image the user picked
     send: dict[str, gr.Button]  # target tab id -> its "Send to" button
     upscale: gr.Button | None  # txt2img's ✨: hires fix of the picked picture
+    keep: dict[str, gr.Button]  # A1111's Save and Zip
+    download: gr.File  # what Save or Zip wrote
 
     @property
     def outputs(self) -> list:
         """What a generation handler updates, in its order."""
-        return [self.gallery, self.preview, self.infotext, self.infotexts, self.last_seed, self.selected]
+        return [self.gallery, self.preview, self.infotext, self.infotexts, self.last_seed, self.selected,
+                self.download]
 
 
 def output_panel(prefix: str) -> OutputPanel:
@@ -251,8 +256,13 @@ def output_panel(prefix: str) -> OutputPanel:
                 for target in SEND_TARGETS if (prefix, target) != ("txt2img", "txt2img")}
         upscale = gr.Button(f"{SPARKLES} Hires fix", size="sm", elem_id=f"{prefix}_upscale") \
             if prefix == "txt2img" else None
+        keep = {name: gr.Button(f"{icon} {name.title()}", size="sm", elem_id=f"{prefix}_{name}")
+                for name, icon in (("save", SAVE), ("zip", ZIP))}
+    download = gr.File(label="Saved", file_count="multiple", interactive=False, visible=False,
+                       elem_id=f"{prefix}_download")
     infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{prefix}_info")
-    return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1), gr.State(0), send, upscale)
+    return OutputPanel(gallery, preview, infotext, gr.State([]), gr.State(-1), gr.State(-1), send, upscale, keep,
+                       download)
 
 
 def opened_picture(path: str | None) -> Image.Image:
@@ -268,13 +278,22 @@ def size_multiple_of_8(image: Image.Image) -> tuple[int, int]:
     return tuple(min(2048, max(64, round(side / 8) * 8)) for side in image.size)
 
 
-def gallery_picture(gallery: list | None, index: int) -> tuple[Image.Image, str | None]:
-    """The picked picture of a gallery's value (the first if none is picked) and its caption."""
+def gallery_items(gallery: list | None) -> list[tuple[str, str | None]]:
+    """A gallery's value as (file, caption) pairs; an empty gallery is refused."""
     if not gallery:
         raise gr.Error("Generate an image first.", print_exception=False)
-    item = gallery[min(max(index, 0), len(gallery) - 1)]
-    path, caption = item if isinstance(item, (list, tuple)) else (item, None)
-    return opened_picture(path if isinstance(path, str) else path["path"]), caption
+    pairs = [item if isinstance(item, (list, tuple)) else (item, None) for item in gallery]
+    return [(path if isinstance(path, str) else path["path"], caption) for path, caption in pairs]
+
+
+def gallery_picture(gallery: list | None, index: int) -> tuple[Image.Image, str | None, int]:
+    """The picked picture of a gallery's value, its caption and its index; when none is picked (-1), the first that
+    is not a grid."""
+    items = gallery_items(gallery)
+    if not 0 <= index < len(items):
+        index = next((i for i, (_, caption) in enumerate(items) if caption != GRID), 0)
+    path, caption = items[index]
+    return opened_picture(path), caption, index
 
 
 def wire_seed_buttons(buttons: dict[str, gr.Button], fields: FieldSet, panel: OutputPanel) -> None:
@@ -291,8 +310,8 @@ def generation_handler(services, panel: OutputPanel, task: str,
 
     ``prepare`` turns the tab's widget values into request values (an image editor's layers into a mask, say),
     or into a list of them (a batch of init images); each runs as its plan says (``job_plan``: a job per line of a
-    prompt list, per combination of a prompt matrix, whose grid comes first in the gallery). The jobs run one after
-    another in the same queue slot.
+    prompt list, per combination of a prompt matrix; its grid, or a batch's, comes first in the gallery). The jobs
+    run one after another in the same queue slot.
     It builds the request, streams the engine's progress (bar and live preview) and finishes with the gallery,
     the selected image's infotext, every image's infotext and the seed used. Bad input becomes a
     ``gr.Error`` with the engine's message, never a traceback.
@@ -327,7 +346,7 @@ def generation_handler(services, panel: OutputPanel, task: str,
         images = [grid for grid, _ in grids] + [image for result in done for image in result.images]
         infotexts = [text for _, text in grids] + [text for result in done for text in result.infotexts]
         seeds = [seed for result in done for seed in result.seeds]
-        captions = ["Grid"] * len(grids) + [f"Seed {seed}" for seed in seeds]
+        captions = [GRID] * len(grids) + [f"Seed {seed}" for seed in seeds]
         for warning in dict.fromkeys(w for result in done for w in result.warnings):  # files left out, once each
             gr.Warning(warning)
         yield {
@@ -336,7 +355,8 @@ def generation_handler(services, panel: OutputPanel, task: str,
             panel.infotext: infotexts[0] if infotexts else "",
             panel.infotexts: infotexts,
             panel.last_seed: seeds[0] if seeds else -1,
-            panel.selected: 0,
+            panel.selected: -1,  # none picked
+            panel.download: gr.update(visible=False, value=None),  # an earlier job's saved files
         }
 
     return generate
@@ -366,6 +386,25 @@ def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dr
         return (texts[evt.index] if 0 <= evt.index < len(texts) else ""), evt.index
 
     panel.gallery.select(show_selected, panel.infotexts, [panel.infotext, panel.selected], api_visibility="private")
+    wire_keep(services, panel)
+
+
+def wire_keep(services, panel: OutputPanel) -> None:
+    """A1111's Save and Zip: the picked picture, or every one (the grid too) when none or a grid is picked, kept in
+    outputs/log with their parameters (``SaveLog``), Zip also as one zip; the files offered for download."""
+    def keep(make_zip: bool):
+        def save(gallery, index: int, infotexts: list[str]):
+            items = gallery_items(gallery)
+            chosen = [index] if 0 <= index < len(items) and items[index][1] != GRID else range(len(items))
+            paths = services.saved.keep([(opened_picture(items[i][0]), infotexts[i] if i < len(infotexts) else "")
+                                         for i in chosen], make_zip)
+            gr.Info(f"Saved: {paths[0].name}")
+            return gr.update(visible=True, value=[str(path) for path in paths])
+        return save
+
+    for name, button in panel.keep.items():
+        button.click(keep(name == "zip"), [panel.gallery, panel.selected, panel.infotexts], panel.download,
+                     api_visibility="private")
 
 
 @dataclass

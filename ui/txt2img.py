@@ -12,7 +12,7 @@ from pipelines.errors import EaselError
 from pipelines.request import GenerationRequest
 
 from . import mixing
-from .common import GPU_QUEUE, FieldSet, GenerationTab, checkpoint_picker, gallery_picture, generation_tab,\
+from .common import GPU_QUEUE, GRID, FieldSet, GenerationTab, checkpoint_picker, gallery_picture, generation_tab,\
     size_multiple_of_8
 
 SAME = "Use same"  # "" in the request: the first pass's sampler or schedule type
@@ -60,10 +60,9 @@ def _wire_upscale(tab: GenerationTab, model: gr.Dropdown) -> None:
 
     def upscale(values: dict, model_name: str, gallery, index: int, infotexts: list[str], request: gr.Request,
                 progress=gr.Progress(track_tqdm=True)):
-        picture, caption = gallery_picture(gallery, index)
-        if caption == "Grid":
+        picture, caption, index = gallery_picture(gallery, index)
+        if caption == GRID:
             raise gr.Error("Pick a picture, not the grid.", print_exception=False)
-        index = min(max(index, 0), len(gallery) - 1)
         try:
             made = GenerationRequest.from_infotext(infotexts[index] if index < len(infotexts) else "")
         except EaselError as exc:
