@@ -366,7 +366,7 @@ def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dr
                     buttons: dict[str, gr.Button], generate: Callable) -> None:
     """Generate (on the GPU queue, and again while Generate forever is on); Interrupt and Skip (A1111's: the job
     stops, or its current batch ends and the next goes on, after the current step), which act on the caller's own
-    job at once."""
+    job at once; the gallery's picking, Save and Zip."""
     # The progress bar covers the gallery only: over the live preview it would hide it.
     job = buttons["generate"].click(fields.named(generate), [*fields.inputs, model], panel.outputs, api_name=task,
                                     show_progress_on=panel.gallery, concurrency_id=GPU_QUEUE, concurrency_limit=1)
