@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import gradio as gr
-from PIL import Image
 
 from pipelines.errors import EaselError
 from pipelines.registry import TITLE
