@@ -195,10 +195,11 @@ def launch(args: argparse.Namespace, *, block: bool = True):
         import api
 
         app_kwargs = api.app_kwargs(services, parse_auth(args.api_auth, "--api-auth"))
-    # allowed_paths: the Save buttons' files download from outputs/log wherever --outputs-dir is (behind the login)
+    # allowed_paths: the Image Browser shows, and the Save buttons' files download from, the outputs folder wherever
+    # --outputs-dir puts it (behind the login)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=ui_credentials(args), **PAGE,
                 footer_links=["api", "gradio", "settings"], app_kwargs=app_kwargs, prevent_thread_lock=True,
-                quiet=not block, allowed_paths=[str(services.saved.root)])
+                quiet=not block, allowed_paths=[str(settings.outputs_dir)])
     if args.share and not getattr(demo, "share_url", None):
         print("No share link could be made (offline, or the share service is unreachable); "
               f"serving locally at {demo.local_url}", file=sys.stderr)

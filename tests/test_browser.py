@@ -314,6 +314,45 @@ def test_png_info_round_trip(page, png_dir):
     expect(page.locator("#extras_image img").first).to_be_visible()
 
 
+def test_image_browser_finds_a_saved_picture_and_sends_it(page):
+    """The Image Browser lists what was saved, finds a picture by words of its prompt, shows it with its parameters
+    and sends them to txt2img."""
+    prompt = "a green triangle for the browser"
+    _txt2img_tab(page)
+    _set_prompt(page, prompt)
+    set_number(page, "txt2img_seed", 77)
+    generate_in(page, "txt2img")
+    _set_prompt(page, "")
+    set_number(page, "txt2img_seed", -1)
+
+    open_tab(page, "Image Browser")  # opening it lists the pictures again
+    thumbnails = page.locator("#browser_gallery .thumbnail-item")
+    where = page.locator("#browser_where")
+    expect(where).to_contain_text(re.compile(r"Page 1 of 1: pictures 1-\d+ of \d+, newest first\."))
+    page.locator("#browser_search textarea").fill("GREEN triangle")
+    page.locator("#browser_search textarea").press("Enter")
+    expect(where).to_contain_text("Page 1 of 1: pictures 1-1 of 1, newest first.")
+    expect(thumbnails).to_have_count(1)
+    thumbnails.first.click()
+    expect(page.locator("#browser_text textarea")).to_have_value(re.compile(r"Seed: 77\b"))
+    assert prompt in page.locator("#browser_text textarea").input_value()
+    expect(page.locator("#browser_file textarea")).to_have_value(re.compile(r"^txt2img-images/[\d-]+/\d{5}-77\.png$"))
+    expect(page.locator("#browser_image img").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "image_browser.png"), full_page=True, animations="disabled")
+
+    page.locator("#browser_send_to_txt2img").click()
+    expect(page.get_by_role("tab", name="txt2img", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value(prompt)
+    expect(page.locator("#txt2img_seed input[type=number]")).to_have_value("77")
+    set_number(page, "txt2img_seed", -1)
+
+    open_tab(page, "Image Browser")
+    page.locator("#browser_search textarea").fill("xyzzy")
+    page.locator("#browser_search textarea").press("Enter")
+    expect(where).to_contain_text("No picture matches these words.")
+    expect(thumbnails).to_have_count(0)
+
+
 def _png(png_dir) -> Path:
     return _shared.get("png") or _make_gradient(png_dir / "gradient.png")
 

@@ -8,15 +8,19 @@ import gradio as gr
 from pipelines.checkpoints import vae_names
 from pipelines.errors import EaselError
 
-from . import compare, extras, img2img, inpaint, merger, models, png_info, txt2img
+from . import compare, extras, image_browser, img2img, inpaint, merger, models, png_info, txt2img
 from .common import GPU_QUEUE, REFRESH
 from .editor import editor_value
 from .transfer import SendTarget, wire_send_images, wire_send_parameters
 
 # The page's own style, passed to ``launch`` (Gradio 6 takes CSS there). Gradio shows a picture smaller than its
 # panel at its own size: a live preview (one pixel per latent, ``pipelines/preview.py``) or a 64-pixel input was a
-# dot. Pictures of the ``FIT`` class fill their panel instead. Generate forever's menu and its running button.
+# dot. Pictures of the ``FIT`` class fill their panel instead. The Image Browser's thumbnails keep their size on a page
+# of fewer than a row (Gradio widens a gallery's cells to fill the row, then the rows to fill its height). Generate
+# forever's menu and its running button.
 CSS = """.easel-fit img { object-fit: contain; width: 100%; height: 100%; }
+#browser_gallery .grid-container { grid-template-columns: repeat(6, minmax(0, 1fr)); grid-template-rows: none;
+  grid-auto-rows: auto; }
 .easel-forever { outline: 3px dashed var(--color-accent); outline-offset: 2px; }
 .easel-menu { position: absolute; z-index: 1000; background: var(--background-fill-primary);
   border: 1px solid var(--border-color-primary); border-radius: 6px; box-shadow: var(--shadow-drop-lg); }
@@ -66,6 +70,8 @@ def build_ui(services) -> gr.Blocks:
                 compare.build(services, model, defaults)
             with gr.Tab("PNG Info", id="png_info"):
                 wire_png_info = png_info.build(services, model, tabs)
+            with gr.Tab("Image Browser", id="image_browser") as browser_tab:
+                wire_browser = image_browser.build(services, model, tabs, browser_tab)
             with gr.Tab("Checkpoint Merger", id="merger"):
                 merger.build(services, model)
             with gr.Tab("Models", id="models"):
@@ -78,7 +84,8 @@ def build_ui(services) -> gr.Blocks:
             "controlnet": SendTarget(t2i.inputs["controlnet"][0]["image"], "txt2img", size=t2i.size),
         }
         wire_send_images(tabs, generation_tabs, targets)
-        wire_png_info({"txt2img": t2i, "img2img": i2i, "inpaint": inp}, targets)
+        for wire in (wire_png_info, wire_browser):
+            wire({"txt2img": t2i, "img2img": i2i, "inpaint": inp}, targets)
         for tab in (i2i, inp):
             wire_send_parameters(services, tab.panel.send["txt2img"], tab.panel.infotext, t2i, model, tabs)
 
