@@ -252,6 +252,42 @@ def test_save_and_zip_keep_every_picture_or_the_picked_one(page, tmp_path):
         page.locator("#txt2img_gallery button[aria-label='Close']").click()  # the gallery's grid, not its preview
 
 
+def test_a_job_that_ends_in_the_background_notifies(page):
+    """A1111's browser notifications: after 🔔 (the browser grants leave), a job that ends while the page has the
+    focus stays quiet; one that ends while it is in the background shows a notification with its pictures' count
+    and the first picture (not the grid)."""
+    page.context.grant_permissions(["notifications"])
+    page.evaluate("""() => {  // the browser's own notifications, recorded as they are made
+        const Real = window.Notification;
+        window.easelNotes = [];
+        window.Notification = class extends Real {
+            constructor(title, options) { super(title, options); window.easelNotes.push({title, ...options}); }
+        };
+    }""")
+    bell = page.locator("#request_notifications")
+    expect(bell).to_have_attribute("title", re.compile("^Notify me"))
+    bell.click()
+    expect(bell).to_have_attribute("title", re.compile("^Notifications on"))
+    _txt2img_tab(page)
+    _set_prompt(page, PROMPT)
+    set_numbers(page, {"txt2img_seed": 12, "txt2img_batch_size": 2})
+    try:
+        generate_in(page, "txt2img")
+        page.wait_for_timeout(500)
+        assert page.evaluate("() => window.easelNotes.length") == 0  # the page had the focus
+        page.evaluate("() => { document.hasFocus = () => false; }")  # the user went to another window
+        set_number(page, "txt2img_seed", 13)
+        generate_in(page, "txt2img")
+        page.wait_for_function("() => window.easelNotes.length === 1")
+    finally:
+        page.evaluate("() => { delete document.hasFocus; window.Notification = Object.getPrototypeOf(Notification); }")
+        set_number(page, "txt2img_batch_size", 1)
+    note = page.evaluate("() => window.easelNotes[0]")
+    assert note["title"] == "Easel" and note["body"] == "txt2img: 2 pictures"
+    first = page.locator("#txt2img_gallery img[alt='Seed 13']").first.get_attribute("src")
+    assert note["icon"] == note["image"] and note["icon"].endswith(first.split("/file=")[-1])
+
+
 def test_variation_seed(page):
     _txt2img_tab(page)
     _set_prompt(page, PROMPT)

@@ -370,9 +370,12 @@ def wire_generation(services, fields: FieldSet, panel: OutputPanel, model: gr.Dr
     # The progress bar covers the gallery only: over the live preview it would hide it.
     job = buttons["generate"].click(fields.named(generate), [*fields.inputs, model], panel.outputs, api_name=task,
                                     show_progress_on=panel.gallery, concurrency_id=GPU_QUEUE, concurrency_limit=1)
-    # Generate forever (ui/forever.js): a job that ends well presses Generate again, an error ends it.
-    for then, call in ((job.success, "again"), (job.failure, "stop")):
-        then(None, js=f"() => window.easelForever?.{call}('{task}')", queue=False, api_visibility="private")
+    # The page's scripts hear of the job's end, with the gallery it left: Generate forever presses Generate again or
+    # stops (ui/forever.js), a notification tells a user whose page is in the background (ui/notify.js).
+    for then, ok in ((job.success, "true"), (job.failure, "false")):
+        then(None, panel.gallery, js=f"(gallery) => document.dispatchEvent(new CustomEvent('easel-job-end', "
+                                     f"{{detail: {{tab: '{task}', ok: {ok}, gallery, grid: '{GRID}'}}}}))",
+             queue=False, api_visibility="private")
 
     def on_own_job(stop: Callable[..., bool]) -> Callable[[gr.Request], None]:
         def act(request: gr.Request) -> None:  # Gradio hands the caller's session to a parameter of this type

@@ -1,8 +1,8 @@
 // A1111's Generate forever, run once when the page loads (ui/layout.py passes it to launch). Right-click a
 // generation tab's Generate for a menu that starts it (Generate is pressed at once) or cancels it; while it is on,
-// the button is outlined and every job that ends well presses it again (ui/common.py calls easelForever.again from
-// the job's success event, and easelForever.stop from its failure: an error ends it). Interrupt ends the current
-// job only, as in A1111.
+// the button is outlined and every job that ends well presses it again (the page hears of a job's end from the
+// "easel-job-end" event that ui/common.py dispatches): an error ends it. Interrupt ends the current job only, as in
+// A1111.
 () => {
   const TABS = ["txt2img", "img2img", "inpaint"];
   const running = new Set();
@@ -24,13 +24,12 @@
     show(tab);
   };
 
-  window.easelForever = {
-    again: (tab) => {
-      // a moment's pause, so that a cancel clicked as a job ends is not overtaken by the next job
-      if (running.has(tab)) setTimeout(() => running.has(tab) && generateButton(tab)?.click(), 300);
-    },
-    stop: (tab) => setRunning(tab, false),
-  };
+  document.addEventListener("easel-job-end", (event) => {
+    const { tab, ok } = event.detail;
+    if (!ok) setRunning(tab, false);
+    // a moment's pause, so that a cancel clicked as a job ends is not overtaken by the next job
+    else if (running.has(tab)) setTimeout(() => running.has(tab) && generateButton(tab)?.click(), 300);
+  });
 
   document.addEventListener("contextmenu", (event) => {
     const tab = TABS.find((name) => event.target.closest?.(`#${name}_generate`));

@@ -13,6 +13,8 @@ from .common import GPU_QUEUE, REFRESH
 from .editor import editor_value
 from .transfer import SendTarget, wire_send_images, wire_send_parameters
 
+BELL = "\U0001f514"  # A1111's "Request browser notifications" (ui/notify.js)
+
 # The page's own style, passed to ``launch`` (Gradio 6 takes CSS there). Gradio shows a picture smaller than its
 # panel at its own size: a live preview (one pixel per latent, ``pipelines/preview.py``) or a 64-pixel input was a
 # dot. Pictures of the ``FIT`` class fill their panel instead. The Image Browser's thumbnails keep their size on a page
@@ -28,8 +30,8 @@ CSS = """.easel-fit img { object-fit: contain; width: 100%; height: 100%; }
   cursor: pointer; }
 .easel-menu button:hover { background: var(--background-fill-secondary); }"""
 # The page's scripts, each a function run once when the page loads: A1111's keyboard shortcuts (Ctrl+Enter,
-# Alt+Enter, Ctrl+Up/Down on prompt weights) and its Generate forever.
-SCRIPTS = ("shortcuts.js", "forever.js")
+# Alt+Enter, Ctrl+Up/Down on prompt weights), its Generate forever and its browser notifications.
+SCRIPTS = ("shortcuts.js", "forever.js", "notify.js")
 # What ``launch`` gives the page (Gradio 6 takes CSS and one JavaScript function there).
 PAGE = {"css": CSS, "js": "() => {\n" + "\n".join(f"({(Path(__file__).parent / name).read_text(encoding='utf-8')})();"
                                                      for name in SCRIPTS) + "\n}"}
@@ -57,6 +59,7 @@ def build_ui(services) -> gr.Blocks:
                                 scale=4, allow_custom_value=True)
             vae = gr.Dropdown(**_vae_choices(registry), label="SD VAE", elem_id="vae_select", scale=2)
             refresh = gr.Button(REFRESH, elem_id="model_refresh", scale=0, min_width=48)
+            gr.Button(BELL, elem_id="request_notifications", scale=0, min_width=48)  # ui/notify.js answers it
         with gr.Tabs() as tabs:
             with gr.Tab("txt2img", id="txt2img"):
                 t2i = txt2img.build(services, model, defaults)
