@@ -74,6 +74,12 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, obje
     return f"{prompt}{negative}\n{', '.join(parts)}".strip()
 
 
+def with_params(infotext: str, params: Mapping[str, object]) -> str:
+    """``infotext`` with ``params`` after its own (as A1111 adds a script's ``extra_generation_params``)."""
+    prompt, negative, own = parse_infotext(infotext)
+    return format_infotext(prompt, negative, {**own, **params})
+
+
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     """Split infotext into (prompt, negative prompt, params) with A1111's parser rules.
 

@@ -20,6 +20,7 @@ from PIL import Image
 from .engine import GenerationResult, Progress
 from .errors import RequestError
 from .grid import labelled_grid
+from .infotext import with_params
 from .request import GenerationRequest
 
 NUMBER = r"[+-]?\s*\d+(?:\.\d*)?"
@@ -143,6 +144,7 @@ class Plot:
 
     axes: list[tuple[str, list]]  # (axis, values) for X, Y, Z
     cells: dict[tuple[int, int, int], GenerationRequest]
+    texts: tuple[str, str, str] = ("", "", "")  # the values as typed, for X, Y, Z
 
     @property
     def order(self) -> list[tuple[int, int, int]]:
@@ -172,7 +174,7 @@ def plan(request: GenerationRequest, axes: list[tuple[str, str]]) -> Plot:
         for (axis, values), i in zip(parsed, key):
             cell = apply(cell, axis, values[i], values)
         cells[key] = cell
-    return Plot(parsed, cells)
+    return Plot(parsed, cells, tuple(text for _, text in axes))
 
 
 @dataclass
@@ -190,6 +192,20 @@ class PlotResult:
         return [labelled_grid([[self.images.get((x, y, z)) for x in range(len(xs))] for y in range(len(ys))],
                               x_labels, y_labels if any(y_labels) else None, z_labels[z], margin)
                 for z in range(len(zs))]
+
+    def grid_infotexts(self) -> list[str]:
+        """Each grid's parameters as A1111 saves them: its first cell's, then ``Script: X/Y/Z plot`` and each axis's
+        type and values as typed (``X Type``, ``X Values``; for seeds also ``Fixed X Values``, the seeds run)."""
+        extra = {"Script": "X/Y/Z plot"}
+        for letter, (axis, values), text in zip("XYZ", self.plot.axes, self.plot.texts):
+            if axis != "Nothing":
+                extra |= {f"{letter} Type": axis, f"{letter} Values": text}
+                if axis in ("Seed", "Var. seed"):
+                    extra[f"Fixed {letter} Values"] = ", ".join(str(value) for value in values)
+        (_, xs), (_, ys), (_, zs) = self.plot.axes
+        firsts = [next((self.infotexts[key] for key in product(range(len(xs)), range(len(ys)), [z])
+                        if key in self.infotexts), None) for z in range(len(zs))]
+        return [with_params(first, extra) if first else "" for first in firsts]
 
 
 @dataclass

@@ -1,18 +1,19 @@
 """Browser test of the Compare tab: in headless Chromium, pick two tiny models, compare them, and see their
-pictures, the results table and the three exports; then run an X/Y/Z plot and see its grid."""
+pictures, the results table and the three exports; then run an X/Y/Z plot, see its grid and find it saved."""
 
 from __future__ import annotations
 
 import csv
 import io
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, set_number
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, open_tab, pick, set_number
 from playwright.sync_api import expect
 
 
@@ -53,7 +54,8 @@ def test_compare_two_models(page):
 
 def test_xyz_plot(page):
     """Steps 1-3 across, 40 px of grid margin: the grid's last row of pixels crosses the three pictures with two
-    white gaps of at least 40 px between them."""
+    white gaps of at least 40 px between them. The grid carries its parameters with the axes (A1111's) and is saved
+    to txt2img-grids, where the Image Browser finds it."""
     page.locator("#xyz_plot").get_by_text("X/Y/Z plot").first.click()
     page.locator("#xyz_x_values textarea, #xyz_x_values input").first.fill("1-3")
     set_number(page, "xyz_margin", 40)
@@ -67,3 +69,14 @@ def test_xyz_plot(page):
     white = (np.asarray(picture)[-1] >= 250).all(axis=1)  # the last row: the pictures' bottom edge
     runs = [len(list(group)) for is_white, group in itertools.groupby(white) if is_white]
     assert len([run for run in runs if run >= 40]) == 2 and not white.all(), runs
+    exported = Image.open(io.BytesIO(page.request.get(page.locator("#xyz_files a").first.get_attribute("href")).body()))
+    assert exported.info["parameters"].endswith(", Script: X/Y/Z plot, X Type: Steps, X Values: 1-3")
+
+    open_tab(page, "Image Browser")
+    pick(page, "browser_folder", "txt2img grids")
+    page.locator("#browser_search textarea").fill("X/Y/Z")
+    page.locator("#browser_search textarea").press("Enter")
+    expect(page.locator("#browser_where")).to_contain_text("pictures 1-1 of 1,")
+    page.locator("#browser_gallery .thumbnail-item").first.click()
+    expect(page.locator("#browser_file textarea")).to_have_value(re.compile(r"^txt2img-grids/"))
+    expect(page.locator("#browser_text textarea")).to_have_value(exported.info["parameters"])

@@ -9,7 +9,7 @@ from pipelines.errors import RequestError
 from pipelines.outputs import OutputWriter
 from pipelines.registry import Registry
 from pipelines.request import GenerationRequest
-from pipelines.xyz import parse_values, plan, run_plot
+from pipelines.xyz import PlotResult, parse_values, plan, run_plot
 
 
 def request(**values):
@@ -93,7 +93,22 @@ def test_grid_per_z_value_with_labels_and_each_model_loaded_once(models_dir, tmp
         assert (pixels[:top] < 128).any() and (pixels[top:, :left] < 128).any()  # column and row labels drawn
         cell = np.asarray(result.images[1, 0, z].convert("L"))
         assert np.array_equal(pixels[top:top + 64, left + 64:], cell)  # X=1, Y=0 in its place
+    first, second = result.grid_infotexts()  # each grid's: its first cell's, with the axes as A1111 adds them
+    axes = (', Script: X/Y/Z plot, X Type: Checkpoint name, X Values: "tiny-sd, tiny-sdxl", Y Type: Steps, '
+            'Y Values: "1, 2", Z Type: CFG Scale, Z Values: "1, 7"')
+    assert first == result.infotexts[0, 0, 0] + axes and second == result.infotexts[0, 0, 1] + axes
+    assert "Model: tiny-sd," in second and "Steps: 1," in second and "CFG scale: 7," in second
     spaced = np.asarray(result.grids(margin=10)[0].convert("L"))  # A1111's "Grid margins (px)"
     assert spaced.shape == (grids[0].height + 10, grids[0].width + 10)  # one gap across, one down
     assert (spaced[-64:, -74:-64] == 255).all() and np.array_equal(spaced[-64:, -64:],
                                                                      np.asarray(result.images[1, 1, 0].convert("L")))
+
+
+def test_a_grid_keeps_the_seeds_drawn_for_its_axis():
+    """A1111's "Fixed X Values": the seeds the plot ran, -1 drawn; a Z grid whose cells never ran has no parameters."""
+    plot = plan(request(), [("Seed", "-1, 3"), ("Nothing", ""), ("Steps", "2, 4")])
+    drawn = plot.cells[0, 0, 0].seed
+    result = PlotResult(plot, {}, {(1, 0, 0): "a red circle\nSteps: 2, Seed: 3, Size: 64x64"})
+    assert result.grid_infotexts() == [
+        f'a red circle\nSteps: 2, Seed: 3, Size: 64x64, Script: X/Y/Z plot, X Type: Seed, X Values: "-1, 3", '
+        f'Fixed X Values: "{drawn}, 3", Z Type: Steps, Z Values: "2, 4"', ""]

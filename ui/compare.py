@@ -13,6 +13,7 @@ import gradio as gr
 from pipelines.compare import COLUMNS, MAX_MODELS, CompareProgress, comparison_requests, run_comparison
 from pipelines.errors import EaselError
 from pipelines.grid import MAX_MARGIN, grid_margin
+from pipelines.infotext import png_metadata
 from pipelines.request import TASKS, GenerationRequest
 from pipelines.xyz import AXES, PlotProgress, plan, run_plot
 
@@ -139,10 +140,13 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
                     result = event
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        # saved as A1111 saves them (txt2img-grids or img2img-grids, with their parameters), and offered for download
+        saved = list(zip(result.grids(margin), result.grid_infotexts()))
+        services.engine.save_grids(saved, next(iter(result.plot.cells.values())).task)
         folder, paths = _export_dir(), []
-        for number, grid in enumerate(result.grids(margin)):
+        for number, (grid, infotext) in enumerate(saved):
             paths.append(str(folder / f"xyz-grid-{number}.png"))
-            grid.save(paths[-1])
+            grid.save(paths[-1], pnginfo=png_metadata(infotext))
         yield {grids: paths, grid_files: paths}
 
     run.click(fields.named(compare), fields.inputs, [gallery, table, note, files, last_seed], api_name="compare",

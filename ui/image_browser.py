@@ -47,8 +47,8 @@ def build(services, model: gr.Dropdown, tabs: gr.Tabs, tab: gr.Tab) -> Wiring:
         refresh = gr.Button(REFRESH, elem_id="browser_refresh", scale=0, min_width=48)
     with gr.Row():
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Pictures", columns=COLUMNS, height=560, allow_preview=False, object_fit="contain",
-                                 elem_id="browser_gallery")
+            gallery = gr.Gallery(label="Pictures", columns=COLUMNS, height=560, allow_preview=False,
+                                 object_fit="contain", elem_id="browser_gallery")
             with gr.Row():
                 previous = gr.Button("◀ Previous", size="sm", elem_id="browser_previous")
                 number = gr.Number(1, label="Page", precision=0, minimum=1, elem_id="browser_page", min_width=80)
@@ -62,7 +62,7 @@ def build(services, model: gr.Dropdown, tabs: gr.Tabs, tab: gr.Tab) -> Wiring:
             wire = send_buttons(services, model, tabs, "browser", image, text)
     shown = gr.State([])  # the SavedImages on the page, in the gallery's order
 
-    def show(turn: int):
+    def show(turn: int | None):  # None: from the first page
         def handler(folder_name: str, words: str, page: float | None):
             return _page(root, folder_name, words, 1 if turn is None else (page or 1) + turn)
         return handler

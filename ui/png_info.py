@@ -13,7 +13,7 @@ from pipelines.infotext import read_infotext
 from .common import FIT, GenerationTab
 from .transfer import SendTarget, wire_send_parameters, wire_send_picture
 
-SEND_TARGETS = ("txt2img", "img2img", "inpaint", "extras")
+TARGETS = ("txt2img", "img2img", "inpaint", "extras")
 # What wires a tab's "Send to" buttons once the tabs they fill exist: given the generation tabs and the pictures'
 # send targets, by tab id.
 Wiring = Callable[[dict[str, GenerationTab], dict[str, SendTarget]], None]
@@ -33,7 +33,7 @@ def send_buttons(services, model: gr.Dropdown, tabs: gr.Tabs, prefix: str, image
     the picture alone to Extras."""
     with gr.Row():
         buttons = {target: gr.Button(f"Send to {target}", elem_id=f"{prefix}_send_to_{target}")
-                   for target in SEND_TARGETS}
+                   for target in TARGETS}
 
     def wire(generation_tabs: dict[str, GenerationTab], targets: dict[str, SendTarget]) -> None:
         wire_send_parameters(services, buttons["txt2img"], text, generation_tabs["txt2img"], model, tabs,
