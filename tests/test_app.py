@@ -77,6 +77,8 @@ def test_png_info_reads_parameters_and_sends_them_to_txt2img(client, tmp_path):
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)
     assert client.predict(handle_file(str(plain)), api_name="/png_info") == "This image has no generation parameters."
+    with pytest.raises(AppError, match="No generation parameters to read"):  # not sent as a prompt
+        send("This image has no generation parameters.")
 
 
 def test_model_defaults_follow_the_model(client):

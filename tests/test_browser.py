@@ -85,6 +85,49 @@ def test_bad_input_shows_a_message(page):
     assert seed and 0 <= int(seed.group(1)) <= 2**32 - 1, infotext
 
 
+def test_parameters_pasted_into_the_prompt_fill_the_tab(page):
+    """A1111's ↙️: a picture's parameters pasted into the prompt box fill the tab; with the box empty, those of the
+    picture shown come back; a plain prompt is refused with a message and changes nothing."""
+    _txt2img_tab(page)
+    prompt, negative = page.locator("#txt2img_prompt textarea"), page.locator("#txt2img_neg_prompt textarea")
+    read = page.locator("#txt2img_read_parameters")
+    pasted = ("a blue square on a white background\nNegative prompt: blurry\nSteps: 7, Sampler: DPM++ 2M, "
+              "Schedule type: Karras, CFG scale: 4.5, Seed: 1234, Size: 64x96, Model: tiny-sd")
+    numbers = {f"txt2img_{name}": float(page.locator(f"#txt2img_{name} input[type=number]").input_value())
+               for name in ("steps", "cfg_scale", "height")}
+    pickers = {name: page.locator(f"#{name} input").input_value() for name in ("txt2img_sampler", "txt2img_scheduler")}
+    prompt.fill(pasted)
+    read.click()
+    expect(prompt).to_have_value("a blue square on a white background")
+    expect(negative).to_have_value("blurry")
+    for elem_id, value in (("steps", "7"), ("cfg_scale", "4.5"), ("seed", "1234"), ("width", "64"), ("height", "96")):
+        expect(page.locator(f"#txt2img_{elem_id} input[type=number]")).to_have_value(value)
+    expect(page.locator("#txt2img_sampler input")).to_have_value("DPM++ 2M")
+    page.screenshot(path=str(ARTIFACTS / "read_parameters.png"), full_page=True, animations="disabled")
+    try:
+        set_number(page, "txt2img_steps", 2)
+        generate_in(page, "txt2img")
+        prompt.fill("")
+        negative.fill("")
+        set_number(page, "txt2img_seed", -1)
+        read.click()  # the prompt box empty: the shown picture's parameters
+        expect(prompt).to_have_value("a blue square on a white background")
+        expect(page.locator("#txt2img_seed input[type=number]")).to_have_value("1234")
+        expect(page.locator("#txt2img_steps input[type=number]")).to_have_value("2")
+
+        prompt.fill("just a prompt")
+        read.click()
+        toast = page.get_by_role("status").filter(has_text="No generation parameters to read")
+        expect(toast).to_be_visible()
+        toast.get_by_role("button", name="Close", exact=True).click()
+        expect(page.locator("#txt2img_seed input[type=number]")).to_have_value("1234")
+    finally:  # the tab as it was
+        negative.fill("")
+        set_numbers(page, {**{k: int(v) if v.is_integer() else v for k, v in numbers.items()}, "txt2img_seed": -1})
+        for elem_id, value in pickers.items():
+            pick(page, elem_id, value)
+
+
 def test_token_counters_follow_the_prompts(page):
     """A1111's counters, here in the prompts' labels: tokens out of the room of the 75-token chunks they fill, as
     the prompts are typed; typing goes on undisturbed while they update."""

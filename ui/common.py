@@ -22,6 +22,7 @@ from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 from pipelines.text_encoding import CHUNK, token_count
 
 DICE, RECYCLE, SWAP, REFRESH, SPARKLES = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504", "\u2728"
+READ = "\u2199\ufe0f"  # A1111's "read generation parameters from the prompt" button
 SAVE, ZIP = "\U0001f4be", "\U0001f5c3\ufe0f"
 GRID = "Grid"  # the caption of a grid in a gallery
 GPU_QUEUE = "gpu"  # the concurrency id every GPU event shares: one job at a time, across tabs
@@ -416,6 +417,7 @@ class GenerationTab:
     panel: OutputPanel
     inputs: dict  # the task's own input widgets by name (init image, editor...)
     generate: Callable  # its handler (``generation_handler``), for another button that runs the tab's values
+    read: gr.Button  # A1111's ↙️: the parameters in the prompt box fill the tab (ui/transfer.py wires it)
 
     @property
     def size(self) -> tuple:
@@ -441,6 +443,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
                 for name in ("interrupt", "skip"):
                     actions[name] = gr.Button(name.title(), variant="stop" if name == "interrupt" else "secondary",
                                               elem_id=f"{task}_{name}", min_width=70)
+            read = gr.Button(READ, elem_id=f"{task}_read_parameters", min_width=48)
     with gr.Row():
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
@@ -458,4 +461,4 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     generate = generation_handler(services, panel, task,
                                   lambda values: (prepare or dict)(controlnet.collect_units(values)))
     wire_generation(services, fields, panel, model, task, actions, generate)
-    return GenerationTab(fields, panel, inputs, generate)
+    return GenerationTab(fields, panel, inputs, generate, read)

@@ -11,7 +11,7 @@ from pipelines.errors import EaselError
 from . import compare, extras, image_browser, img2img, inpaint, merger, models, png_info, txt2img
 from .common import GPU_QUEUE, REFRESH
 from .editor import editor_value
-from .transfer import SendTarget, wire_send_images, wire_send_parameters
+from .transfer import SendTarget, wire_read_parameters, wire_send_images, wire_send_parameters
 
 BELL = "\U0001f514"  # A1111's "Request browser notifications" (ui/notify.js)
 
@@ -91,6 +91,8 @@ def build_ui(services) -> gr.Blocks:
             wire({"txt2img": t2i, "img2img": i2i, "inpaint": inp}, targets)
         for tab in (i2i, inp):
             wire_send_parameters(services, tab.panel.send["txt2img"], tab.panel.infotext, t2i, model, tabs)
+        for tab in generation_tabs:
+            wire_read_parameters(services, tab, model)
 
         def refresh_models(current: str | None):
             choices = registry.names()

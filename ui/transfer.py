@@ -9,6 +9,7 @@ from typing import Callable
 import gradio as gr
 
 from pipelines.errors import EaselError
+from pipelines.infotext import parse_infotext
 from pipelines.registry import TITLE
 from pipelines.request import NO_CHECKPOINT, GenerationRequest
 
@@ -49,28 +50,53 @@ class SendTarget:
     size: tuple = ()
 
 
+def _sent(target: GenerationTab) -> list[str]:
+    """The request fields an infotext fills in ``target``."""
+    return [name for name in SENT_FIELDS if name in target.fields.components]
+
+
+def _filled(services, names: list[str], text: str) -> list:
+    """The values of ``names`` in an infotext, then its model (left as it is when not one of ours); a text with no
+    parameters is refused."""
+    if not parse_infotext(text or "")[2]:
+        raise gr.Error("No generation parameters to read: they are a prompt, then a line like \"Steps: 20, Sampler: "
+                       "Euler a, Seed: 1, Size: 512x512\".", print_exception=False)
+    try:
+        request = GenerationRequest.from_infotext(text)
+    except EaselError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    known_model = request.model if request.model in services.registry.names() else gr.update()
+    return [*(_shown(services, name, getattr(request, name)) for name in names), known_model]
+
+
 def wire_send_parameters(services, button: gr.Button, infotext: gr.components.Component, target: GenerationTab,
                          model: gr.Dropdown, tabs: gr.Tabs, picture: tuple | None = None,
                          api_name: str | None = None) -> None:
     """``button`` reads the infotext in ``infotext`` into the widgets ``target`` has and opens its tab: txt2img's,
     or with ``picture`` (a component holding a picture's path, and the ``SendTarget`` it goes to) that target's,
     which gets the picture too (its size is the infotext's)."""
-    names = [name for name in SENT_FIELDS if name in target.fields.components]
-    source, to = picture or (None, None)
+    names, (source, to) = _sent(target), picture or (None, None)
 
     def send(text: str, path: str | None = None):
-        try:
-            request = GenerationRequest.from_infotext(text or "")
-        except EaselError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        values = [_shown(services, name, getattr(request, name)) for name in names]
-        known_model = request.model if request.model in services.registry.names() else gr.update()
         sent = [to.as_value(opened_picture(path))] if to else []
-        return [*values, known_model, *sent, gr.Tabs(selected=to.tab if to else "txt2img")]
+        return [*_filled(services, names, text), *sent, gr.Tabs(selected=to.tab if to else "txt2img")]
 
     outputs = [target.fields.components[name] for name in names]
     button.click(send, [infotext, *([source] if to else [])], [*outputs, model, *([to.widget] if to else []), tabs],
-                 api_name=api_name or False, api_visibility="public" if api_name else "private")
+                 api_name=api_name or False, api_visibility="public" if api_name else "private", show_progress="hidden")
+
+
+def wire_read_parameters(services, tab: GenerationTab, model: gr.Dropdown) -> None:
+    """A1111's ↙️ under Generate: generation parameters pasted into the prompt box (a picture's, from PNG Info or a
+    website) fill the tab; with the prompt box empty, those of the picture the gallery shows."""
+    names = _sent(tab)
+
+    def read(text: str, shown: str):
+        return _filled(services, names, text if (text or "").strip() else shown)
+
+    tab.read.click(read, [tab.fields.components["prompt"], tab.panel.infotext],
+                   [*(tab.fields.components[name] for name in names), model], api_visibility="private",
+                   show_progress="hidden")  # a refusal is its message alone, not an error mark on every widget
 
 
 def wire_send_picture(tabs: gr.Tabs, button: gr.Button, source: gr.components.Component, to: SendTarget) -> None:
