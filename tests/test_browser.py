@@ -85,9 +85,10 @@ def test_bad_input_shows_a_message(page):
     assert seed and 0 <= int(seed.group(1)) <= 2**32 - 1, infotext
 
 
-def test_parameters_pasted_into_the_prompt_fill_the_tab(page):
+def test_parameters_pasted_into_the_prompt_fill_the_tab_and_the_prompts_clear(page):
     """A1111's ↙️: a picture's parameters pasted into the prompt box fill the tab; with the box empty, those of the
-    picture shown come back; a plain prompt is refused with a message and changes nothing."""
+    picture shown come back; a plain prompt is refused with a message and changes nothing. 🗑️ clears the prompts
+    once the user agrees."""
     _txt2img_tab(page)
     prompt, negative = page.locator("#txt2img_prompt textarea"), page.locator("#txt2img_neg_prompt textarea")
     read = page.locator("#txt2img_read_parameters")
@@ -121,6 +122,14 @@ def test_parameters_pasted_into_the_prompt_fill_the_tab(page):
         expect(toast).to_be_visible()
         toast.get_by_role("button", name="Close", exact=True).click()
         expect(page.locator("#txt2img_seed input[type=number]")).to_have_value("1234")
+        page.once("dialog", lambda dialog: dialog.dismiss())  # A1111's 🗑️ asks first
+        page.locator("#txt2img_clear_prompt").click()
+        page.wait_for_timeout(500)
+        expect(prompt).to_have_value("just a prompt")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#txt2img_clear_prompt").click()
+        expect(prompt).to_have_value("")
+        expect(negative).to_have_value("")
     finally:  # the tab as it was
         negative.fill("")
         set_numbers(page, {**{k: int(v) if v.is_integer() else v for k, v in numbers.items()}, "txt2img_seed": -1})

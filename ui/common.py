@@ -22,7 +22,8 @@ from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 from pipelines.text_encoding import CHUNK, token_count
 
 DICE, RECYCLE, SWAP, REFRESH, SPARKLES = "\U0001f3b2", "\u267b\ufe0f", "\u21c5", "\U0001f504", "\u2728"
-READ = "\u2199\ufe0f"  # A1111's "read generation parameters from the prompt" button
+# A1111's buttons under Generate: read generation parameters from the prompt, clear the prompts
+READ, CLEAR = "\u2199\ufe0f", "\U0001f5d1\ufe0f"
 SAVE, ZIP = "\U0001f4be", "\U0001f5c3\ufe0f"
 GRID = "Grid"  # the caption of a grid in a gallery
 GPU_QUEUE = "gpu"  # the concurrency id every GPU event shares: one job at a time, across tabs
@@ -443,7 +444,9 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
                 for name in ("interrupt", "skip"):
                     actions[name] = gr.Button(name.title(), variant="stop" if name == "interrupt" else "secondary",
                                               elem_id=f"{task}_{name}", min_width=70)
-            read = gr.Button(READ, elem_id=f"{task}_read_parameters", min_width=48)
+            with gr.Row():
+                read = gr.Button(READ, elem_id=f"{task}_read_parameters", min_width=48)
+                clear = gr.Button(CLEAR, elem_id=f"{task}_clear_prompt", min_width=48)
     with gr.Row():
         with gr.Column():
             inputs = task_inputs(fields) if task_inputs else {}
@@ -458,6 +461,9 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
         with gr.Column():
             panel = output_panel(task)
     wire_seed_buttons(buttons, fields, panel)
+    prompts = [fields.components["prompt"], fields.components["negative_prompt"]]
+    clear.click(None, prompts, prompts, js="(prompt, negative) => confirm('Clear the prompt and the negative prompt?') "
+                                          "? ['', ''] : [prompt, negative]", api_visibility="private")
     generate = generation_handler(services, panel, task,
                                   lambda values: (prepare or dict)(controlnet.collect_units(values)))
     wire_generation(services, fields, panel, model, task, actions, generate)
