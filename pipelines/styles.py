@@ -10,12 +10,12 @@ mark, its three columns), to a temporary file first and then put in place, so a 
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .atomic import replace_text
 from .errors import RequestError
 
 FILE = "styles.csv"
@@ -89,15 +89,9 @@ class StyleLibrary:
             self._write(styles)
 
     def _write(self, styles: dict[str, Style]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".styles-", suffix=".csv", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w", newline="", encoding="utf-8-sig") as file:
-                writer = csv.writer(file)
-                writer.writerow(("name", "prompt", "negative_prompt"))
-                writer.writerows((style.name, style.prompt, style.negative_prompt) for style in styles.values())
-            os.replace(temporary, self.path)
-            self._read = ((), {})  # read afresh, even where the clock is too coarse to change the file's time
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(("name", "prompt", "negative_prompt"))
+        writer.writerows((style.name, style.prompt, style.negative_prompt) for style in styles.values())
+        replace_text(self.path, text.getvalue(), encoding="utf-8-sig")
+        self._read = ((), {})  # read afresh, even where the clock is too coarse to change the file's time

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, pick, set_number
 from playwright.sync_api import expect
 
 
@@ -97,3 +97,37 @@ def test_pick_a_vae_for_every_model(page):
         page.get_by_role("option", name="Automatic").click()
     expect(box).to_have_value("Automatic")
     assert "VAE:" not in generate_in(page, "txt2img")
+
+
+def test_a_cards_metadata_edited_then_added_with_the_card(page):
+    """A1111's card editor: the LoRA's activation text, preferred weight and negative text, saved beside it, are
+    what its card adds to the prompts; picked again, they are shown."""
+    prompt, negative = page.locator("#txt2img_prompt textarea"), page.locator("#txt2img_neg_prompt textarea")
+    cards = page.locator("#txt2img_networks_cards")
+    if not cards.is_visible():
+        page.locator("#txt2img_networks").get_by_text("Networks").first.click()
+    page.locator("#txt2img_networks_editor").get_by_text("Edit a network's metadata").click()
+    pick(page, "txt2img_network_picked", "stripes (LoRA)")
+    activation = page.locator("#txt2img_network_activation").locator("textarea, input").first
+    expect(activation).to_have_value("")
+    activation.fill("striped")
+    page.locator("#txt2img_network_negative").locator("textarea, input").first.fill("blurry")
+    set_number(page, "txt2img_network_weight", 0.6)
+    page.locator("#txt2img_network_save").click()
+    expect(page.get_by_role("status").filter(has_text="Saved stripes.json")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "networks-editor.png"), full_page=True, animations="disabled")
+
+    prompt.fill("a red circle")
+    negative.fill("")
+    page.locator("#txt2img_networks_search input, #txt2img_networks_search textarea").first.fill("stripes")
+    expect(cards.locator("img")).to_have_count(1)
+    cards.locator("img").first.click()
+    expect(prompt).to_have_value("a red circle <lora:stripes:0.6> striped")
+    expect(negative).to_have_value("blurry")
+    negative.fill("")
+
+    pick(page, "txt2img_network_picked", "shiny (Embedding)")
+    expect(activation).to_have_value("")
+    pick(page, "txt2img_network_picked", "stripes (LoRA)")
+    expect(activation).to_have_value("striped")
+    expect(page.locator("#txt2img_network_weight input[type=number]")).to_have_value("0.6")

@@ -2,6 +2,7 @@
 no LoRA, weight 1 changes the picture, switching leaves no residue, bad files are refused by name, and the share
 of an SDXL LoRA that applies to a KOALA-like UNet (no mid block) is reported."""
 
+import json
 import logging
 import pickle
 
@@ -259,3 +260,26 @@ def test_rest_lists_loras_and_hypernetworks_and_ui_cards_insert_tags(folders, ap
     assert insert("a cat", "<lora:kohya:1>") == "a cat <lora:kohya:1>"
     assert insert("a cat <lora:kohya:1>", "<lora:kohya:1>") == "a cat <lora:kohya:1>"
     assert insert("", "shiny") == "shiny"
+
+
+def test_a_cards_user_metadata_shapes_what_it_adds(tmp_path):
+    """A1111's ``name.json`` beside a network: the preferred weight goes into the tag, the activation text after it,
+    the negative text into the negative prompt; saving keeps the keys it does not change; a broken file is none."""
+    from pipelines.networks import NetworkFile
+    from ui.networks import additions, insert
+
+    item = NetworkFile("lora", "ink", tmp_path / "ink.safetensors")
+    assert item.user_metadata() == {} and additions(item) == (["<lora:ink:1>", ""], [""])
+    item.metadata_path.write_text('{"sd version": "SD1", "preferred weight": 0.7, "activation text": "ink style"}')
+    item.save_user_metadata({"negative text": "blurry", "notes": "from a test"})
+    assert json.loads(item.metadata_path.read_text()) == {"sd version": "SD1", "preferred weight": 0.7,
+                                                          "activation text": "ink style", "negative text": "blurry",
+                                                          "notes": "from a test"}
+    assert additions(item) == (["<lora:ink:0.7>", "ink style"], ["blurry"])
+    assert insert("a cat", *additions(item)[0]) == "a cat <lora:ink:0.7> ink style"
+    assert insert("a cat, ink style <lora:ink:0.7>", *additions(item)[0]) == "a cat, ink style <lora:ink:0.7>"
+    assert insert("inky styles", "ink style") == "inky styles ink style"  # a whole phrase, not a part of one
+    assert additions(NetworkFile("hypernet", "grain", tmp_path / "grain.pt"))[0][0] == "<hypernet:grain:1>"
+    item.metadata_path.write_text("{not json")
+    assert item.user_metadata() == {} and additions(item)[0][0] == "<lora:ink:1>"
+    assert [p.name for p in tmp_path.iterdir()] == ["ink.json"]  # no temporary file left behind

@@ -437,7 +437,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     with gr.Row():
         with gr.Column(scale=5):
             prompt_boxes(services, fields)
-            networks.build(services, fields.components["prompt"], task)
+            networks.build(services, (fields.components["prompt"], fields.components["negative_prompt"]), task)
         with gr.Column(scale=1, min_width=160):
             actions = {"generate": gr.Button("Generate", variant="primary", elem_id=f"{task}_generate")}
             with gr.Row():

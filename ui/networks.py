@@ -2,27 +2,39 @@
 
 A card shows the file's preview picture when one lies beside it (``name.png``, ``name.preview.png``, ...) or a
 lettered tile, its name, kind and family; clicking it adds the network to the prompt as A1111 does
-(``<lora:name:1>``, the embedding's word, ``<hypernet:name:1>``). The search box filters by name, kind or family;
-refresh reads the folders again (new files, previews). The cards are a Gallery, so no custom JavaScript is needed.
+(``<lora:name:1>``, the embedding's word, ``<hypernet:name:1>``) with what its user metadata asks (A1111's
+``name.json``: the preferred weight in the tag, the activation text after it, the negative text in the negative
+prompt), which the panel's editor changes. The search box filters by name, kind or family; refresh reads the folders
+again (new files, previews). The cards are a Gallery, so no custom JavaScript is needed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 
 import gradio as gr
 from PIL import Image, ImageDraw
 
-from pipelines.networks import KINDS, LABELS, NetworkFile, describe
+from pipelines.networks import KINDS, LABELS, USER_METADATA, NetworkFile, describe
 
 from .common import REFRESH
+from .styles import SAVE
 
 CARD = 160  # pixels
 
 
-def _tag(item: NetworkFile) -> str:
-    return item.name if item.kind == "embedding" else f"<{item.kind}:{item.name}:1>"
+def additions(item: NetworkFile) -> tuple[list[str], list[str]]:
+    """What a card adds to the prompt (its tag or word, then its activation text) and to the negative prompt."""
+    data = item.user_metadata()
+    try:
+        weight = float(data.get("preferred weight") or 1)
+    except (TypeError, ValueError):
+        weight = 1.0
+    tag = item.name if item.kind == "embedding" else f"<{item.kind}:{item.name}:{weight:g}>"
+    texts = [str(data.get(key) or "").strip() for key in ("activation text", "negative text")]
+    return [tag, *texts[:1]], texts[1:]
 
 
 @lru_cache(maxsize=512)
@@ -63,14 +75,17 @@ def _gallery(services, query: str = "") -> list[tuple[Image.Image, str]]:
     return items
 
 
-def insert(prompt: str, tag: str) -> str:
-    """``tag`` appended to the prompt with a space, as A1111's cards do (once: a second click adds nothing)."""
-    if tag in prompt.split():
-        return prompt
-    return f"{prompt.rstrip()} {tag}" if prompt.strip() else tag
+def insert(prompt: str, *texts: str) -> str:
+    """Each text appended to the prompt with a space, as A1111's cards do, unless the prompt holds it already (a
+    second click adds nothing)."""
+    for text in texts:
+        if text and not re.search(rf"(?<!\S){re.escape(text)}(?!\S)", prompt):
+            prompt = f"{prompt.rstrip()} {text}" if prompt.strip() else text
+    return prompt
 
 
-def build(services, prompt: gr.Textbox, prefix: str) -> None:
+def build(services, prompts: tuple[gr.Textbox, gr.Textbox], prefix: str) -> None:
+    """The panel under ``prompts`` (the prompt and the negative prompt)."""
     with gr.Accordion("Networks", open=False, elem_id=f"{prefix}_networks"):
         with gr.Row():
             search = gr.Textbox(placeholder="Search networks", show_label=False, container=False, scale=4,
@@ -78,11 +93,57 @@ def build(services, prompt: gr.Textbox, prefix: str) -> None:
             refresh = gr.Button(REFRESH, scale=0, min_width=48, elem_id=f"{prefix}_networks_refresh")
         gallery = gr.Gallery(lambda: _gallery(services), show_label=False, columns=8, fit_columns=False, height=240,
                              allow_preview=False, object_fit="cover", elem_id=f"{prefix}_networks_cards")
+        editor = _editor(services, prefix)
 
-    def click(query: str, text: str, evt: gr.SelectData):
+    def click(query: str, text: str, negative: str, evt: gr.SelectData):
         found = cards(services, query)
-        return insert(text, _tag(found[evt.index][0])) if 0 <= evt.index < len(found) else text
+        if not 0 <= evt.index < len(found):
+            return text, negative
+        positive, negatives = additions(found[evt.index][0])
+        return insert(text, *positive), insert(negative, *negatives)
 
-    gallery.select(click, [search, prompt], prompt, api_visibility="private")
+    gallery.select(click, [search, *prompts], list(prompts), api_visibility="private")
     search.change(lambda query: _gallery(services, query), search, gallery, api_visibility="private")
-    refresh.click(lambda query: _gallery(services, query), search, gallery, api_visibility="private")
+    refresh.click(lambda query: (_gallery(services, query), gr.Dropdown(choices=list(_by_label(services)))), search,
+                  [gallery, editor], api_visibility="private")
+
+
+def _by_label(services) -> dict[str, NetworkFile]:
+    return {f"{item.name} ({LABELS[item.kind]})": item for item, _ in cards(services)}
+
+
+def _editor(services, prefix: str) -> gr.Dropdown:
+    """A1111's card editor: a network's user metadata, saved into ``name.json`` beside it; returns its picker."""
+    with gr.Accordion("Edit a network's metadata", open=False, elem_id=f"{prefix}_networks_editor"):
+        with gr.Row():
+            picked = gr.Dropdown(list(_by_label(services)), value=None, label="Network", scale=4,
+                                 elem_id=f"{prefix}_network_picked")
+            save = gr.Button(SAVE, scale=0, min_width=48, elem_id=f"{prefix}_network_save")
+        boxes = {
+            "description": gr.Textbox(label="Description", lines=2, elem_id=f"{prefix}_network_description"),
+            "activation text": gr.Textbox(label="Activation text (added after the tag)",
+                                          elem_id=f"{prefix}_network_activation"),
+            "preferred weight": gr.Number(0, label="Preferred weight (0: 1)", step=0.05,
+                                          elem_id=f"{prefix}_network_weight"),
+            "negative text": gr.Textbox(label="Negative text (added to the negative prompt)",
+                                        elem_id=f"{prefix}_network_negative"),
+            "notes": gr.Textbox(label="Notes", lines=2, elem_id=f"{prefix}_network_notes"),
+        }
+
+    def shown(label: str | None):
+        item = _by_label(services).get(label or "")
+        data = item.user_metadata() if item else {}
+        return [data.get(key, 0 if key == "preferred weight" else "") for key in USER_METADATA]
+
+    def saved(label: str | None, *values):
+        item = _by_label(services).get(label or "")
+        if item is None:
+            raise gr.Error("Pick a network to save its metadata.", print_exception=False)
+        item.save_user_metadata({key: value or (0 if key == "preferred weight" else "")
+                                 for key, value in zip(USER_METADATA, values)})
+        gr.Info(f"Saved {item.metadata_path.name}.")
+
+    fields = [boxes[key] for key in USER_METADATA]
+    picked.input(shown, picked, fields, api_visibility="private")
+    save.click(saved, [picked, *fields], None, api_visibility="private")
+    return picked

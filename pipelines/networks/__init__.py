@@ -26,9 +26,10 @@ from ..hashing import network_hash
 from ..infotext import NameHashes
 from ..prompts import extract_networks
 from . import hypernetwork, lora
-from .files import KINDS, LABELS, NetworkError, NetworkFile, describe, family_name, find, list_files, metadata
+from .files import (KINDS, LABELS, USER_METADATA, NetworkError, NetworkFile, describe, family_name, find,
+                    list_files, metadata)
 
-__all__ = ["KINDS", "LABELS", "NetworkError", "NetworkFile", "Networks", "describe", "metadata"]
+__all__ = ["KINDS", "LABELS", "USER_METADATA", "NetworkError", "NetworkFile", "Networks", "describe", "metadata"]
 
 
 class Networks:

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..atomic import replace_text
 from ..errors import EaselError
 
 # kind -> (folder under models/, file suffixes), with A1111's folder names.
@@ -24,6 +25,9 @@ KINDS = {
     "embedding": ("embeddings", (".safetensors", ".pt", ".bin")),
 }
 LABELS = {"lora": "LoRA", "hypernet": "Hypernetwork", "embedding": "Embedding"}
+# A1111's user metadata of a network (its card's edit dialog): what a card adds to the prompts besides the tag, and
+# the weight it writes there (0: the default, 1).
+USER_METADATA = ("description", "activation text", "preferred weight", "negative text", "notes")
 _PREVIEWS = tuple(f"{infix}.{ext}" for infix in ("", ".preview") for ext in ("png", "jpg", "jpeg", "webp"))
 # Cross-attention (text context) width of each family; anything else is shown by its width.
 _FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
@@ -54,6 +58,23 @@ class NetworkFile:
         """A picture beside the file (``name.png``, ``name.preview.png``, ...), as A1111 finds it."""
         stem = self.path.with_suffix("")
         return next((p for p in (Path(f"{stem}{s}") for s in _PREVIEWS) if p.is_file()), None)
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.path.with_suffix(".json")
+
+    def user_metadata(self) -> dict[str, Any]:
+        """A1111's user metadata, ``name.json`` beside the file (``USER_METADATA`` and any other keys); empty when there
+        is none or it cannot be read."""
+        try:
+            data = json.loads(self.metadata_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save_user_metadata(self, values: dict[str, Any]) -> None:
+        """``values`` into ``name.json``, keeping the other keys it holds (A1111 keeps its own there too)."""
+        replace_text(self.metadata_path, json.dumps({**self.user_metadata(), **values}, indent=4, ensure_ascii=False))
 
     @property
     def signature(self) -> tuple:
