@@ -84,4 +84,3 @@ def _thumbnail(path: Path, size: int, mtime_ns: int) -> Image.Image:
         return Image.new("RGB", (THUMBNAIL, THUMBNAIL), "gray")
     picture.thumbnail((THUMBNAIL, THUMBNAIL))
     return picture
-

@@ -35,6 +35,7 @@ def app_url(tmp_path_factory, serve_app):
             weights[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, 2, generator=g)
     save_file(weights, root / "Lora" / "stripes.safetensors")
     Image.new("RGB", (64, 64), (200, 40, 160)).save(root / "Lora" / "stripes.preview.png")
+    (root / "Lora" / "stripes.json").write_text('{"description": "Stripes for tests", "sd version": "SD1"}')
     save_file({"emb_params": torch.zeros(3, 8)}, root / "embeddings" / "shiny.safetensors")  # three vectors
     torch.save({8: ({}, {})}, root / "hypernetworks" / "grain.pt")
     build_tiny_sd(seed=7).vae.save_pretrained(root / "VAE" / "other")
@@ -108,6 +109,8 @@ def test_a_cards_metadata_edited_then_added_with_the_card(page):
         page.locator("#txt2img_networks").get_by_text("Networks").first.click()
     page.locator("#txt2img_networks_editor").get_by_text("Edit a network's metadata").click()
     pick(page, "txt2img_network_picked", "stripes (LoRA)")
+    description = page.locator("#txt2img_network_description textarea")
+    expect(description).to_have_value("Stripes for tests")  # A1111's name.json read: the boxes are filled
     activation = page.locator("#txt2img_network_activation").locator("textarea, input").first
     expect(activation).to_have_value("")
     activation.fill("striped")
@@ -127,7 +130,9 @@ def test_a_cards_metadata_edited_then_added_with_the_card(page):
     negative.fill("")
 
     pick(page, "txt2img_network_picked", "shiny (Embedding)")
+    expect(description).to_have_value("")
     expect(activation).to_have_value("")
     pick(page, "txt2img_network_picked", "stripes (LoRA)")
+    expect(description).to_have_value("Stripes for tests")
     expect(activation).to_have_value("striped")
     expect(page.locator("#txt2img_network_weight input[type=number]")).to_have_value("0.6")

@@ -19,10 +19,10 @@ from PIL import Image, ImageDraw
 
 from pipelines.networks import KINDS, LABELS, USER_METADATA, NetworkFile, describe
 
-from .common import REFRESH
-from .styles import SAVE
+from .common import REFRESH, SAVE
 
 CARD = 160  # pixels
+BLANK = {key: 0 if key == "preferred weight" else "" for key in USER_METADATA}  # the editor's boxes with nothing set
 
 
 def additions(item: NetworkFile) -> tuple[list[str], list[str]]:
@@ -133,14 +133,13 @@ def _editor(services, prefix: str) -> gr.Dropdown:
     def shown(label: str | None):
         item = _by_label(services).get(label or "")
         data = item.user_metadata() if item else {}
-        return [data.get(key, 0 if key == "preferred weight" else "") for key in USER_METADATA]
+        return [data.get(key, BLANK[key]) for key in USER_METADATA]
 
     def saved(label: str | None, *values):
         item = _by_label(services).get(label or "")
         if item is None:
             raise gr.Error("Pick a network to save its metadata.", print_exception=False)
-        item.save_user_metadata({key: value or (0 if key == "preferred weight" else "")
-                                 for key, value in zip(USER_METADATA, values)})
+        item.save_user_metadata({key: value or BLANK[key] for key, value in zip(USER_METADATA, values)})
         gr.Info(f"Saved {item.metadata_path.name}.")
 
     fields = [boxes[key] for key in USER_METADATA]
