@@ -17,7 +17,7 @@ from .common import FIT, REFRESH
 from .png_info import Wiring, png_info, send_buttons
 
 PAGE_SIZE = 36
-COLUMNS = 6  # the page's CSS has it too (ui/layout.py)
+COLUMNS = 6  # thumbnails a row, also on a page of fewer (the page's CSS: ui/layout.py)
 
 
 def _page(root, folder: str, search: str, number: float | None):
