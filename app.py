@@ -44,10 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(anyone who finds it can use it)")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--outputs-dir", type=Path, default=ROOT / "outputs")
-    parser.add_argument("--no-save", action="store_true", help="do not write generated images to --outputs-dir")
-    parser.add_argument("--samples-format", choices=FORMATS, default="png",
-                        help="the saved pictures' format (A1111's samples_format): png, or jpg and webp with the "
-                             "parameters in their EXIF")
+    parser.add_argument("--no-save", action="store_true",
+                        help="do not write generated images to --outputs-dir (A1111's samples_save, for this run)")
+    parser.add_argument("--samples-format", choices=FORMATS,
+                        help="the saved pictures' format for this run (A1111's samples_format; default: the "
+                             "settings file's, else png): png, or jpg and webp with the parameters in their EXIF")
+    parser.add_argument("--ui-settings-file", type=Path, default=ROOT / "config.json",
+                        help="where the Settings tab keeps its options (A1111's config.json)")
     parser.add_argument("--device", choices=VALID_DEVICES, default="auto")
     parser.add_argument("--dtype", choices=VALID_DTYPES, default="auto")
     parser.add_argument("--memory-budget", type=float, metavar="GB",
@@ -152,7 +155,8 @@ def settings_from_args(args: argparse.Namespace):
     from pipelines.services import DEFAULT_MODEL, Settings
 
     return Settings(models_dir=args.models_dir, outputs_dir=args.outputs_dir, device=args.device, dtype=args.dtype,
-                    save_outputs=not args.no_save, samples_format=args.samples_format, memory_budget_gb=args.memory_budget, offline=args.offline,
+                    save_outputs=False if args.no_save else None, samples_format=args.samples_format,
+                    config_file=args.ui_settings_file, memory_budget_gb=args.memory_budget, offline=args.offline,
                     default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json",
                     memory_mode=args.memory_mode, vae=args.vae, controlnet_units=args.controlnet_units,
                     fast=args.fast, compile=args.compile, compile_mode=args.compile_mode, weights=args.weights,

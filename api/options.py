@@ -2,9 +2,10 @@
 
 The current checkpoint (A1111's ``sd_model_checkpoint``) is the registry's default model, kept in that one
 place: it is what a request that names no model runs on. Checkpoints are named the A1111 way, by title
-(``name [hash]``), name or short hash; whatever else arrives goes to the registry, which refuses paths.
-Options that command-line flags decide (where outputs go, whether they are saved) are shown read-only. ``sd_vae``
-starts as ``--vae`` and changes it: models it changes load again with the new VAE when next used.
+(``name [hash]``), name or short hash; whatever else arrives goes to the registry, which refuses paths. ``sd_vae``
+starts as ``--vae`` and changes it: models it changes load again with the new VAE when next used. The other options
+are the Settings tab's (``pipelines/config.py``), changed and kept in ``config.json`` as A1111 keeps them; where
+outputs go (``--outputs-dir``) and that their parameters are written are shown read-only.
 """
 
 from __future__ import annotations
@@ -16,21 +17,17 @@ from typing import Any
 from pipelines.errors import ModelError, RequestError
 from pipelines.hashing import short_hash
 from pipelines.registry import TITLE
-from pipelines.request import GenerationRequest
 from pipelines.upscalers import LATENT_UPSCALERS, upscaler_names
 
 from .encoding import PayloadError
 
-# A1111 options that are defaults of a request's field (a request's ``override_settings`` may set them too).
-REQUEST_DEFAULTS = {"CLIP_stop_at_last_layers": "clip_skip", "initial_noise_multiplier": "initial_noise_multiplier",
-                    "img2img_color_correction": "color_correction"}
+READ_ONLY = {"outdir_samples": "", "enable_pnginfo": True}  # decided by --outputs-dir, and always so
 
 
 class Options:
     def __init__(self, services):
         self.services = services
         self.registry = services.registry
-        self.defaults = {option: getattr(GenerationRequest, name) for option, name in REQUEST_DEFAULTS.items()}
         self._lock = threading.Lock()
 
     def upscalers(self) -> list[str]:
@@ -79,34 +76,20 @@ class Options:
         return name
 
     # -- /options ------------------------------------------------------------------------------------------
-    def _read_only(self) -> dict[str, Any]:
-        settings = self.services.settings
-        return {
-            "samples_save": settings.save_outputs,
-            "samples_format": settings.samples_format,
-            "outdir_samples": "",
-            "enable_pnginfo": True,
-            "live_previews_enable": settings.preview_every > 0,
-            "show_progress_every_n_steps": settings.preview_every,
-        }
-
     def current(self) -> dict[str, Any]:
         return {"sd_model_checkpoint": self.title(self.registry.default_name()),
-                "sd_vae": self.registry.vae or "Automatic", **self.defaults, **self._read_only()}
+                "sd_vae": self.registry.vae or "Automatic", **self.services.config.values(), **READ_ONLY}
 
     def update(self, values: dict[str, Any]) -> None:
-        """Apply A1111 options; unknown keys are ignored (as A1111 does), read-only ones may only keep their value."""
-        read_only = self._read_only()
+        """Apply A1111 options, none when one is refused; unknown keys are ignored (as A1111 does), read-only ones
+        may only keep their value."""
         for key, value in values.items():
-            if key in read_only and value != read_only[key]:
+            if key in READ_ONLY and value != READ_ONLY[key]:
                 raise PayloadError(key, f"{key} is set by a command-line flag and cannot be changed here.")
-        defaults = {}
-        for option, name in REQUEST_DEFAULTS.items():
-            if option in values:
-                try:  # the request's own check and message
-                    defaults[option] = getattr(GenerationRequest(**{name: values[option]}), name)
-                except RequestError as exc:
-                    raise PayloadError(option, str(exc)) from None
+        try:
+            settings = self.services.config.check(values)
+        except RequestError as exc:
+            raise PayloadError(exc.field, str(exc)) from None
         with self._lock:
             if values.get("sd_model_checkpoint") is not None:
                 try:
@@ -118,4 +101,4 @@ class Options:
                     self.services.engine.set_vae(values["sd_vae"])
                 except ModelError as exc:
                     raise PayloadError("sd_vae", str(exc)) from None
-            self.defaults.update(defaults)
+            self.services.configure(settings)

@@ -307,7 +307,7 @@ def _hires_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
 def _option(given: Any, option: str, options, override: dict) -> Any:
     """A request default A1111 keeps as an option: the payload's own value, else its ``override_settings``', else
     the server's option."""
-    return override.get(option, options.defaults[option]) if given is None else given
+    return override.get(option, options.services.config[option]) if given is None else given
 
 
 # A1111's script names (any case): both tabs have the first two, img2img the others too

@@ -31,7 +31,7 @@ from pipelines.img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE
 from pipelines.infotext import parse_infotext, read_infotext
 from pipelines.memory import usage
 from pipelines.networks import metadata
-from pipelines.job_plan import grids as grids_of
+from pipelines.job_plan import grids as grids_of, shown as shown_grids
 from pipelines.prompt_lines import POSITIONS
 from pipelines.prompt_matrix import JOINERS, PROMPT_TYPES
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
@@ -142,14 +142,16 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         if not payload.override_settings_restore_afterwards and (payload.override_settings or {}).get(
                 "sd_model_checkpoint"):
             services.registry.set_default(results[0].request.model)
-        grids = grids_of([planned], results, batch=payload.save_images)  # A1111: do_not_save_grid = not save_images
+        # A1111: do_not_save_grid = not save_images; a batch's grid is answered when return_grid
+        made = grids_of([planned], results, batch=payload.save_images, rows=services.config["n_rows"])
         if payload.save_images:
-            engine.save_grids(grids, results[0].request.task)
-        images = [grid for grid, _ in grids] + [image for result in results for image in result.images]
+            engine.save_grids(made, results[0].request.task)
+        grids = shown_grids(made, services.config["return_grid"])
+        images = [grid.image for grid in grids] + [image for result in results for image in result.images]
         return {
             "images": [encode_png(image) for image in images] if payload.send_images else [],
             "parameters": echo(payload),
-            "info": processed_info(results, [text for _, text in grids]),
+            "info": processed_info(results, [grid.infotext for grid in grids]),
         }
 
     @router.post("/txt2img", response_model=ImageResponse)

@@ -26,6 +26,7 @@ from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .extras import ExtrasRequest
 from .generate import decode_latents, encode_pictures, run_pipeline, run_upscaler
+from .grid import Grid
 from .images import TaskImages
 from .img2img_scripts import Tiles
 from .infotext import read_infotext
@@ -96,6 +97,7 @@ class Engine:
         self.registry = registry
         self.writer = writer
         self.preview_every = preview_every
+        self.grid_save = True  # A1111's grid_save: grids are saved (pipelines/config.py)
         self._device_lock = threading.Lock()
         self._job: Job | None = None
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
@@ -173,11 +175,12 @@ class Engine:
         path = self.writer.save(image, parameters, None, "extras-images", postprocessing=text) if save else None
         return image, text, path
 
-    def save_grids(self, grids: list[tuple[Image.Image, str]], task: str) -> list[Path | None]:
+    def save_grids(self, grids: list[Grid], task: str) -> list[Path | None]:
         """Grids of jobs' pictures (a prompt matrix's) with their infotexts, where A1111 keeps them:
-        ``txt2img-grids`` or ``img2img-grids``."""
+        ``txt2img-grids`` or ``img2img-grids``; none unless ``grid_save``."""
         category = _OUTPUT_CATEGORY[task].replace("-images", "-grids")
-        return [self.writer.save(grid, infotext, None, category) for grid, infotext in grids]
+        return [self.writer.save(grid.image, grid.infotext, None, category) if self.grid_save else None
+                for grid in grids]
 
     def _upscaled(self, image: Image.Image, name: str, size: tuple[int, int]) -> Image.Image:
         """``image`` by one upscaler; an upscaler file runs until the picture reaches ``size`` (x4 for 8x: twice)."""

@@ -4,6 +4,8 @@ it; a batch's grid is the same without labels."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import RequestError
@@ -11,6 +13,12 @@ from .request import whole_number
 
 PAD = 6
 MAX_MARGIN = 500  # pixels between grid cells: A1111's slider
+
+
+class Grid(NamedTuple):
+    image: Image.Image
+    infotext: str  # what it is saved with: its first picture's, as A1111's
+    batch: bool = False  # a plain job's grid of its pictures, which A1111's return_grid shows or not
 
 
 def _font(size: int):
@@ -63,10 +71,11 @@ def labelled_grid(rows: list[list[Image.Image | None]], column_labels: list[str]
     return grid
 
 
-def batch_grid(images: list[Image.Image]) -> Image.Image:
-    """A1111's grid of a job's pictures, unlabelled: round(sqrt(n)) rows (its ``n_rows`` setting's default), as many
-    columns as they need, in order."""
-    rows = max(1, round(len(images) ** 0.5))
+def batch_grid(images: list[Image.Image], rows: int = -1, batch_size: int = 1) -> Image.Image:
+    """A1111's grid of a job's pictures, unlabelled, in order: ``rows`` rows (its ``n_rows`` setting: -1 is
+    round(sqrt(n)), 0 the batch size), as many columns as they need."""
+    rows = batch_size if rows == 0 else rows if rows > 0 else round(len(images) ** 0.5)
+    rows = max(1, min(rows, len(images)))
     columns = -(-len(images) // rows)
     return labelled_grid([images[row * columns:(row + 1) * columns] for row in range(rows)], [])
 

@@ -1,18 +1,16 @@
 """What a tab's values run as: a job per line of a prompt list, a job per combination of a prompt matrix (and its
 grid after them), or the one job (Loopback and SD upscale, img2img's scripts, run their passes inside it). A1111
 offers these as scripts, one at a time. The grids that lead a gallery are made here too: a matrix's, Loopback's, and
-a plain job's of its pictures (A1111's ``return_grid``)."""
+a plain job's of its pictures (A1111's, with its ``n_rows``; its ``return_grid`` decides whether a gallery shows it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
-
 from . import prompt_lines, prompt_matrix
 from .errors import RequestError
-from .grid import batch_grid, labelled_grid
+from .grid import Grid, batch_grid, labelled_grid
 from .img2img_scripts import loopback_history
 from .request import MAX_SEED
 
@@ -39,11 +37,11 @@ def plan(values: dict[str, Any]) -> Plan:
     return Plan(values, matrix.jobs(values), script, matrix)
 
 
-def grids(plans: list[Plan], results: list, batch: bool = True) -> list[tuple[Image.Image, str]]:
+def grids(plans: list[Plan], results: list, batch: bool = True, rows: int = -1) -> list[Grid]:
     """Each matrix's grid, each Loopback job's (``img2img_scripts.loopback_history``) and, with ``batch``, a plain
-    job's of its two or more pictures (A1111's, which its prompt list, SD upscale and img2img batch folders leave
-    out: only one plan runs no script), each with the infotext it carries (its first picture's), from the jobs'
-    ``results`` in order (fewer after an interrupt)."""
+    job's of its two or more pictures in ``rows`` rows (A1111's, which its prompt list, SD upscale and img2img batch
+    folders leave out: only one plan runs no script), from the jobs' ``results`` in order (fewer after an
+    interrupt)."""
     made, start = [], 0
     for each in plans:
         taken = results[start:start + len(each.jobs)]
@@ -51,15 +49,22 @@ def grids(plans: list[Plan], results: list, batch: bool = True) -> list[tuple[Im
         if not taken or not taken[0].infotexts:
             continue
         if batch and each.script is None and len(plans) == 1 and len(taken[0].images) > 1:
-            made.append((batch_grid(taken[0].images), taken[0].infotexts[0]))
+            grid = batch_grid(taken[0].images, rows, taken[0].request.batch_size)
+            made.append(Grid(grid, taken[0].infotexts[0], batch=True))
         elif each.matrix is not None:
             pictures = [image for result in taken for image in result.images]
-            made.append((each.matrix.grid(each.values, pictures), taken[0].infotexts[0]))
+            made.append(Grid(each.matrix.grid(each.values, pictures), taken[0].infotexts[0]))
         elif taken[0].request.loopback:
             result, request = taken[0], taken[0].request
             offsets = [(seed - request.seed) % (MAX_SEED + 1) for seed in result.seeds]
             shown = loopback_history(offsets, request.loopback_loops, request.loopback_strengths)
             if len(shown) > 1:
                 grid = labelled_grid([[result.images[index] for index, _ in shown]], [label for _, label in shown])
-                made.append((grid, result.infotexts[0]))
+                made.append(Grid(grid, result.infotexts[0]))
     return made
+
+
+def shown(grids: list[Grid], return_grid: bool) -> list[Grid]:
+    """The grids a gallery or an API answer leads with: a plain job's only with A1111's ``return_grid``, the
+    scripts' always (A1111's scripts put theirs in whatever the setting)."""
+    return [grid for grid in grids if return_grid or not grid.batch]

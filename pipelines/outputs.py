@@ -1,9 +1,11 @@
 """Saving generated images the A1111 way: ``root/category/YYYY-MM-DD/NNNNN-SEED.png`` with the infotext inside.
 
-The format is A1111's ``samples_format`` (``--samples-format``): PNG with the infotext in its ``parameters`` text
-chunk, or JPEG or WebP (quality 80, A1111's ``jpeg_quality``) with it in the EXIF UserComment, where A1111 puts it
-and PNG Info reads it back; grids and Extras' pictures take the same format. What the Save and Zip buttons under a
-gallery keep goes to ``root/log`` with A1111's ``log.csv`` (``SaveLog``).
+The writer's settings are A1111's (``pipelines/config.py`` sets them): ``samples_format``, PNG with the infotext in
+its ``parameters`` text chunk, or JPEG or WebP (at ``jpeg_quality``) with it in the EXIF UserComment, where A1111
+puts it and PNG Info reads it back; ``samples_filename_pattern``, what follows the number in a picture's name
+(``pipelines/filenames.py``; grids and Extras' pictures are named by their number alone, as A1111's by default);
+``save_txt``, the infotext also in a ``.txt`` file of the same name. What the Save and Zip buttons under a gallery
+keep goes to ``root/log`` with A1111's ``log.csv`` (``SaveLog``).
 
 A file, once written, is never overwritten and never seen half-written, even with several threads or
 processes saving into the same folder: each image is fully written to a temp file first and then
@@ -12,6 +14,7 @@ hard-linked to its final name, and ``os.link`` fails atomically if that name is 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import os
@@ -20,16 +23,31 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from PIL import Image
 
+from pipelines.filenames import file_stem
 from pipelines.infotext import exif_metadata, parse_infotext, png_metadata
 
 _LEADING_NUMBER = re.compile(r"^(\d+)")
 _TEMP_PREFIX = ".tmp-"  # starts with a dot, so it never counts as a numbered image
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # A1111's samples_format: Pillow's name for each
-QUALITY = 80  # A1111's jpeg_quality, for JPEG and WebP
+QUALITY = 80  # A1111's jpeg_quality's default, for JPEG and WebP
+
+
+@contextlib.contextmanager
+def _written(folder: Path, write: Callable[[BinaryIO], None]) -> Iterator[str]:
+    """A temporary file in ``folder`` holding in full what ``write`` wrote, removed on leaving (its links stay)."""
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        yield temp
+    finally:
+        os.unlink(temp)
 
 
 def _next_number_on_disk(folder: Path) -> int:
@@ -48,6 +66,9 @@ class OutputWriter:
         self.root = Path(root)
         self.enabled = enabled
         self.format = format
+        self.quality = QUALITY
+        self.pattern = ""  # samples_filename_pattern: empty is [seed]
+        self.save_txt = False
         self._lock = threading.Lock()
         self._next: dict[Path, int] = {}
 
@@ -70,11 +91,17 @@ class OutputWriter:
         **chunks: str,
     ) -> Path | None:
         """Save ``image`` with its infotext (and other text ``chunks``) and return the final path, or None when
-        saving is disabled. The name is the next number, then the seed where there is one."""
+        saving is disabled. The name is the next number, then, where there is a seed, the file name pattern's text."""
         if not self.enabled:
             return None
-        return self._place(category, when, f".{self.format}", seed,
+        stem = None if seed is None else file_stem(self.pattern, infotext, seed)
+        path = self._place(category, when, f".{self.format}", stem,
                            lambda file: self._write(file, image, infotext, chunks))
+        if self.save_txt:
+            with _written(path.parent, lambda file: file.write(infotext.encode("utf-8"))) as temp:
+                with contextlib.suppress(FileExistsError):  # a file of that name already: never written over
+                    os.link(temp, path.with_suffix(".txt"))
+        return path
 
     def save_zip(self, files: list[Path], category: str) -> Path | None:
         """A zip of ``files`` (each under its own name), numbered as the pictures are (A1111's Zip button)."""
@@ -87,35 +114,29 @@ class OutputWriter:
                     archive.write(path, path.name)
         return self._place(category, None, ".zip", None, write)
 
-    def _place(self, category: str, when: datetime.date | None, suffix: str, seed: int | None,
+    def _place(self, category: str, when: datetime.date | None, suffix: str, stem: str | None,
                write: Callable[[BinaryIO], None]) -> Path:
-        """Write a file in full under a temporary name, then link it to the next free number: never half-written,
-        never over another."""
+        """Write a file in full under a temporary name, then link it to the next free number (and ``stem``): never
+        half-written, never over another."""
         folder = self.root / category / (when or datetime.date.today()).isoformat()
         folder.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=suffix)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
+        with _written(folder, write) as temp:
             rescan = False
             while True:
                 number = self._reserve(folder, rescan)
-                final = folder / (f"{number:05d}{suffix}" if seed is None else f"{number:05d}-{seed}{suffix}")
+                final = folder / (f"{number:05d}-{stem}{suffix}" if stem else f"{number:05d}{suffix}")
                 try:
                     os.link(temp, final)
                     return final
                 except FileExistsError:
                     rescan = True  # someone else (another process, or a file added by hand) took that name
-        finally:
-            os.unlink(temp)
 
     def _write(self, file, image: Image.Image, infotext: str, chunks: dict[str, str]) -> None:
         if self.format == "png":
             image.save(file, format="PNG", pnginfo=png_metadata(infotext, **chunks))
         else:  # no alpha in a JPEG: pictures are RGB here anyway
-            image.convert("RGB").save(file, format=FORMATS[self.format], quality=QUALITY, exif=exif_metadata(infotext))
+            image.convert("RGB").save(file, format=FORMATS[self.format], quality=self.quality,
+                                      exif=exif_metadata(infotext))
 
 
 LOG_COLUMNS = ("prompt", "seed", "width", "height", "sampler", "cfgs", "steps", "filename", "negative_prompt",

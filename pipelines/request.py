@@ -74,7 +74,8 @@ def whole_number(value: Any, label: str, field: str) -> int:
     return int(number)
 
 
-def _finite(value: Any, label: str, field: str) -> float:
+def finite_number(value: Any, label: str, field: str) -> float:
+    """``value`` as a float, or a RequestError naming ``field`` (text, NaN and infinities are not numbers)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -188,22 +189,22 @@ class GenerationRequest:
         for name, label in (("width", "Width"), ("height", "Height")):
             if getattr(self, name) % 8:
                 raise RequestError(f"{label} must be a multiple of 8, got {getattr(self, name)}.", name)
-        set_(self, "cfg_scale", _finite(self.cfg_scale, "CFG scale", "cfg_scale"))
-        strength = _finite(self.denoising_strength, "Denoising strength", "denoising_strength")
+        set_(self, "cfg_scale", finite_number(self.cfg_scale, "CFG scale", "cfg_scale"))
+        strength = finite_number(self.denoising_strength, "Denoising strength", "denoising_strength")
         if not 0.0 <= strength <= 1.0:
             raise RequestError(f"Denoising strength must be between 0 and 1, got {strength}.", "denoising_strength")
         set_(self, "denoising_strength", strength)
-        variation = _finite(self.subseed_strength, "Variation strength", "subseed_strength")
+        variation = finite_number(self.subseed_strength, "Variation strength", "subseed_strength")
         if not 0.0 <= variation <= 1.0:
             raise RequestError(f"Variation strength must be between 0 and 1, got {variation}.", "subseed_strength")
         set_(self, "subseed_strength", variation)
-        multiplier = _finite(self.initial_noise_multiplier, "Noise multiplier", "initial_noise_multiplier")
+        multiplier = finite_number(self.initial_noise_multiplier, "Noise multiplier", "initial_noise_multiplier")
         if not 0.0 <= multiplier <= MAX_NOISE_MULTIPLIER:
             raise RequestError(f"Noise multiplier must be between 0 and {MAX_NOISE_MULTIPLIER}, got {multiplier}.",
                                "initial_noise_multiplier")
         set_(self, "initial_noise_multiplier", multiplier)
         self._check_seed_resize()
-        switch_at = _finite(self.refiner_switch_at, "Refiner switch at", "refiner_switch_at")
+        switch_at = finite_number(self.refiner_switch_at, "Refiner switch at", "refiner_switch_at")
         if not 0.0 < switch_at <= 1.0:
             raise RequestError(f"Refiner switch at must be over 0 and at most 1, got {switch_at}.", "refiner_switch_at")
         set_(self, "refiner_switch_at", switch_at)
@@ -240,7 +241,7 @@ class GenerationRequest:
         """Loopback's and SD upscale's settings, checked whether or not they are on (a later switch must not
         fail), and what each needs when it is."""
         set_ = object.__setattr__
-        final = _finite(self.loopback_final_strength, "Final denoising strength", "loopback_final_strength")
+        final = finite_number(self.loopback_final_strength, "Final denoising strength", "loopback_final_strength")
         if not 0.0 <= final <= 1.0:
             raise RequestError(f"Final denoising strength must be between 0 and 1, got {final}.",
                                "loopback_final_strength")
@@ -248,7 +249,7 @@ class GenerationRequest:
         if self.loopback_curve not in CURVES:
             raise RequestError(f"Unknown denoising strength curve {self.loopback_curve!r}. Choose one of: "
                                f"{', '.join(CURVES)}.", "loopback_curve")
-        scale = _finite(self.sd_upscale_scale, "SD upscale scale factor", "sd_upscale_scale")
+        scale = finite_number(self.sd_upscale_scale, "SD upscale scale factor", "sd_upscale_scale")
         if not 1.0 <= scale <= MAX_SCALE:
             raise RequestError(f"SD upscale's scale factor must be between 1 and {MAX_SCALE:g}, got {scale}.",
                                "sd_upscale_scale")
@@ -350,7 +351,7 @@ class GenerationRequest:
     def _check_hires(self) -> None:
         set_ = object.__setattr__
         set_(self, "enable_hr", bool(self.enable_hr))
-        scale = _finite(self.hr_scale, "Hires upscale", "hr_scale")
+        scale = finite_number(self.hr_scale, "Hires upscale", "hr_scale")
         if not 1.0 <= scale <= 4.0:
             raise RequestError(f"Hires upscale must be between 1 and 4, got {scale}.", "hr_scale")
         set_(self, "hr_scale", scale)

@@ -1,4 +1,5 @@
-"""Settings and the long-lived services built from them (registry, output writer, engine, the Save buttons' log).
+"""Settings and the long-lived services built from them (registry, output writer, engine, the Save buttons' log, the
+options a user changes while it runs).
 
 ``app.py`` turns command-line flags into ``Settings``; tests build ``Settings`` directly. On a Hugging Face
 ZeroGPU Space the GPU work must run inside a function decorated with ``spaces.GPU``; elsewhere that
@@ -7,10 +8,12 @@ decorator is absent and the function runs as it is.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .config import Config
 from .engine import Engine, GenerationResult, Progress
 from .outputs import OutputWriter, SaveLog
 from .registry import Registry
@@ -18,6 +21,7 @@ from .request import GenerationRequest
 from .speed import SpeedOptions, preferred_dtype
 
 DEFAULT_MODEL = "easel-shapes"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,10 +30,13 @@ class Settings:
     outputs_dir: Path = Path("outputs")
     device: str = "auto"
     dtype: str = "auto"
-    save_outputs: bool = True
-    samples_format: str = "png"  # png, jpg or webp: A1111's samples_format (pipelines/outputs.py)
+    # A1111's options a flag decides for this run (None: as config_file says): samples_save, samples_format (png,
+    # jpg or webp) and show_progress_every_n_steps (0: no live previews) (pipelines/config.py)
+    save_outputs: bool | None = None
+    samples_format: str | None = None
+    preview_every: int | None = None
+    config_file: Path | None = None  # where the options a user changes are kept (A1111's config.json); None: nowhere
     memory_budget_gb: float | None = None
-    preview_every: int = 5
     offline: bool = False
     default_model: str = DEFAULT_MODEL
     catalog: Path | None = None  # known Hub models and their presets (models/catalog.json)
@@ -77,6 +84,7 @@ class Services:
     registry: Registry
     engine: Engine
     saved: SaveLog  # what the Save and Zip buttons keep: outputs/log, as A1111's log folder
+    config: Config  # A1111's options: the Settings tab, /sdapi/v1/options
     _stream: Callable[..., Iterator[Progress | GenerationResult]] = field(repr=False, default=None)
 
     @classmethod
@@ -89,11 +97,31 @@ class Services:
                             catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae,
                             speed=SpeedOptions.from_flags(settings.fast, settings.compile, settings.compile_mode,
                                                           settings.weights, settings.compile_sizes))
-        engine = Engine(registry, OutputWriter(settings.outputs_dir, enabled=settings.save_outputs,
-                                               format=settings.samples_format),
-                        preview_every=settings.preview_every)
-        saved = SaveLog(Path(settings.outputs_dir) / "log", format=settings.samples_format)
-        return cls(settings, registry, engine, saved, _gpu_decorator()(engine.stream))
+        flags = {"samples_save": settings.save_outputs, "samples_format": settings.samples_format,
+                 "show_progress_every_n_steps": settings.preview_every}
+        config = Config(settings.config_file, {key: value for key, value in flags.items() if value is not None})
+        for warning in config.warnings:
+            logger.warning(warning)
+        engine = Engine(registry, OutputWriter(settings.outputs_dir))
+        services = cls(settings, registry, engine, SaveLog(Path(settings.outputs_dir) / "log"), config,
+                       _gpu_decorator()(engine.stream))
+        services.configure()
+        return services
+
+    def configure(self, values: dict[str, Any] | None = None) -> list[str]:
+        """Set A1111 options (``values``: none when one is refused, with a RequestError naming it) and put them all to
+        work; the keys whose value changed. Options read where they are used (the request defaults, the grid's rows,
+        the networks' weight) are read from ``config`` there."""
+        changed = self.config.update(values) if values else []
+        options = self.config
+        for writer in (self.engine.writer, self.saved.writer):
+            writer.format, writer.quality = options["samples_format"], options["jpeg_quality"]
+            writer.pattern, writer.save_txt = options["samples_filename_pattern"], options["save_txt"]
+        self.engine.writer.enabled = options["samples_save"]  # the Save buttons' writer always saves: the user asked
+        self.engine.grid_save = options["grid_save"]
+        every = options["show_progress_every_n_steps"]
+        self.engine.preview_every = max(every, 0) if options["live_previews_enable"] else 0
+        return changed
 
     def stream(self, request: GenerationRequest, owner: Any = None,
                save: bool = True) -> Iterator[Progress | GenerationResult]:

@@ -1,6 +1,7 @@
 """Test-wide setup: offline Hugging Face before any HF import, quiet Gradio, shared tiny fixtures."""
 
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -91,17 +92,19 @@ def api_client():
 @pytest.fixture(scope="session")
 def serve_app(tmp_path_factory):
     """``with serve_app(models_dir) as url``: the real app (flags -> settings -> services -> UI) launched
-    in-process on a models folder, with tiny-sd as the default model (``default_model=None``: the app's own)."""
+    in-process on a models folder, with tiny-sd as the default model (``default_model=None``: the app's own), saving
+    into ``outputs`` (a new folder when None), where its settings file is too."""
     from contextlib import contextmanager
 
     import app
     from ui.layout import PAGE
 
     @contextmanager
-    def serve(models_dir, default_model: str | None = "tiny-sd"):
+    def serve(models_dir, default_model: str | None = "tiny-sd", outputs: Path | None = None):
         chosen = ["--default-model", default_model] if default_model else []
-        args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(tmp_path_factory.mktemp("out")),
-                               *chosen, "--device", "cpu"])
+        outputs = outputs or tmp_path_factory.mktemp("out")
+        args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(outputs), *chosen,
+                               "--device", "cpu", "--ui-settings-file", str(outputs / "config.json")])
         demo = app.build_app(app.settings_from_args(args))
         demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **PAGE)
         try:
@@ -138,7 +141,8 @@ def api_server(models_dir, tmp_path_factory):
     outputs = tmp_path_factory.mktemp("api-out")
     args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(outputs), "--default-model",
                            "tiny-sd", "--device", "cpu", "--port", str(_free_port()), "--auth", "ui:secret",
-                           "--api-auth", "alice:wonderland,bob:builder"])
+                           "--api-auth", "alice:wonderland,bob:builder",
+                           "--ui-settings-file", str(outputs / "config.json")])
     demo = app.launch(args, block=False)
     yield demo.local_url.rstrip("/"), outputs
     demo.close()

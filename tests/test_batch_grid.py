@@ -27,14 +27,22 @@ def test_round_sqrt_rows_and_the_pictures_in_order(count, rows, columns):
         assert np.array_equal(cells[top:top + 48, left:left + 64], np.asarray(picture)), COLOURS[index]
 
 
+@pytest.mark.parametrize("n_rows, batch_size, rows, columns", [(1, 1, 1, 5), (3, 1, 3, 2), (9, 1, 5, 1),
+                                                                 (0, 2, 2, 3), (0, 1, 1, 5)])
+def test_the_n_rows_setting(n_rows, batch_size, rows, columns):
+    """A1111's ``n_rows``: that many rows (at most one a picture), or with 0 as many as the batch size."""
+    assert batch_grid(pictures(5), n_rows, batch_size).size == (64 * columns, 48 * rows)
+
+
 def result(count: int, **request) -> SimpleNamespace:
     return SimpleNamespace(images=pictures(count), infotexts=[f"picture {i}" for i in range(count)],
-                           request=SimpleNamespace(loopback=False, **request))
+                           request=SimpleNamespace(loopback=False, batch_size=1, **request))
 
 
 def test_a_plain_job_of_two_or_more_pictures_has_a_grid_with_the_first_pictures_infotext():
-    [(grid, text)] = grids([plan({"prompt": "x"})], [result(3)])
-    assert grid.size == (128, 96) and text == "picture 0"
+    [(grid, text, batch)] = grids([plan({"prompt": "x"})], [result(3)])
+    assert grid.size == (128, 96) and text == "picture 0" and batch
+    assert grids([plan({"prompt": "x"})], [result(3)], rows=1)[0].image.size == (192, 48)
     assert grids([plan({"prompt": "x"})], [result(1)]) == []  # one picture: no grid (A1111's grid_only_if_multiple)
     assert grids([plan({"prompt": "x"})], [result(2)], batch=False) == []  # the API without save_images
 

@@ -273,11 +273,18 @@ def test_the_noise_multiplier_scales_the_noise_added_to_the_picture(engine):
 
 
 def test_grids_are_saved_where_a1111_keeps_them(engine):
+    from pipelines.grid import Grid
+
     grid = Image.new("RGB", (8, 8))
-    assert engine.save_grids([(grid, "a\nSteps: 1")], "txt2img")[0].parent.parent.name == "txt2img-grids"
-    first, second = engine.save_grids([(grid, "a\nSteps: 1"), (grid, "b\nSteps: 2")], "inpaint")
+    assert engine.save_grids([Grid(grid, "a\nSteps: 1")], "txt2img")[0].parent.parent.name == "txt2img-grids"
+    first, second = engine.save_grids([Grid(grid, "a\nSteps: 1"), Grid(grid, "b\nSteps: 2")], "inpaint")
     assert first.parent.parent.name == "img2img-grids" and read_infotext(Image.open(first)) == "a\nSteps: 1"
     assert first != second and read_infotext(Image.open(second)) == "b\nSteps: 2"
+    engine.grid_save = False  # A1111's grid_save off
+    try:
+        assert engine.save_grids([Grid(grid, "c\nSteps: 1")], "txt2img") == [None]
+    finally:
+        engine.grid_save = True
 
 
 def test_latents_that_become_nan_are_a_message_not_a_black_picture(engine):

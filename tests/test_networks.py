@@ -270,12 +270,13 @@ def test_a_cards_user_metadata_shapes_what_it_adds(tmp_path):
 
     item = NetworkFile("lora", "ink", tmp_path / "ink.safetensors")
     assert item.user_metadata() == {} and additions(item) == (["<lora:ink:1>", ""], [""])
+    assert additions(item, 0.6)[0][0] == "<lora:ink:0.6>"  # A1111's extra_networks_default_multiplier
     item.metadata_path.write_text('{"sd version": "SD1", "preferred weight": 0.7, "activation text": "ink style"}')
     item.save_user_metadata({"negative text": "blurry", "notes": "from a test"})
     assert json.loads(item.metadata_path.read_text()) == {"sd version": "SD1", "preferred weight": 0.7,
                                                           "activation text": "ink style", "negative text": "blurry",
                                                           "notes": "from a test"}
-    assert additions(item) == (["<lora:ink:0.7>", "ink style"], ["blurry"])
+    assert additions(item) == additions(item, 0.6) == (["<lora:ink:0.7>", "ink style"], ["blurry"])
     assert insert("a cat", *additions(item)[0]) == "a cat <lora:ink:0.7> ink style"
     assert insert("a cat, ink style <lora:ink:0.7>", *additions(item)[0]) == "a cat, ink style <lora:ink:0.7>"
     assert insert("inky styles", "ink style") == "inky styles ink style"  # a whole phrase, not a part of one

@@ -9,6 +9,7 @@ import torch
 
 from api.payloads import Txt2ImgPayload, to_requests
 from pipelines import step_cache
+from pipelines.config import Config
 from pipelines.errors import RequestError
 from pipelines.request import GenerationRequest
 from training.tiny_random import build_tiny_controlnet
@@ -76,7 +77,7 @@ def test_engine_labels_it_and_leaves_no_residue(engine):
 def test_request_api_and_refusal():
     with pytest.raises(RequestError, match="Step cache must be between 0 and 10"):
         GenerationRequest(step_cache=11)
-    options = SimpleNamespace(defaults={"CLIP_stop_at_last_layers": 1}, checkpoint_name=lambda name: "tiny-sd")
+    options = SimpleNamespace(services=SimpleNamespace(config=Config()), checkpoint_name=lambda name: "tiny-sd")
     payload = Txt2ImgPayload(prompt="x", width=64, height=64, override_settings={"step_cache": 3})
     assert to_requests(payload, options)[1][0].step_cache == 3
     _, (request,) = to_requests(Txt2ImgPayload(infotext="x\nSteps: 2, Step cache: 4, Size: 64x64"), options)

@@ -343,10 +343,11 @@ def generation_handler(services, panel: OutputPanel, task: str,
                     break
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        grids = job_plan.grids(plans, done)
-        services.engine.save_grids(grids, task)
-        images = [grid for grid, _ in grids] + [image for result in done for image in result.images]
-        infotexts = [text for _, text in grids] + [text for result in done for text in result.infotexts]
+        made = job_plan.grids(plans, done, rows=services.config["n_rows"])
+        services.engine.save_grids(made, task)
+        grids = job_plan.shown(made, services.config["return_grid"])
+        images = [grid.image for grid in grids] + [image for result in done for image in result.images]
+        infotexts = [grid.infotext for grid in grids] + [text for result in done for text in result.infotexts]
         seeds = [seed for result in done for seed in result.seeds]
         captions = [GRID] * len(grids) + [f"Seed {seed}" for seed in seeds]
         for warning in dict.fromkeys(w for result in done for w in result.warnings):  # files left out, once each

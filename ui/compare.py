@@ -12,7 +12,7 @@ import gradio as gr
 
 from pipelines.compare import COLUMNS, MAX_MODELS, CompareProgress, comparison_requests, run_comparison
 from pipelines.errors import EaselError
-from pipelines.grid import MAX_MARGIN, grid_margin
+from pipelines.grid import MAX_MARGIN, Grid, grid_margin
 from pipelines.infotext import png_metadata
 from pipelines.request import TASKS, GenerationRequest
 from pipelines.xyz import AXES, PlotProgress, plan, run_plot
@@ -141,10 +141,10 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         # saved as A1111 saves them (txt2img-grids or img2img-grids, with their parameters), and offered for download
-        saved = list(zip(result.grids(margin), result.grid_infotexts()))
+        saved = [Grid(*each) for each in zip(result.grids(margin), result.grid_infotexts())]
         services.engine.save_grids(saved, next(iter(result.plot.cells.values())).task)
         folder, paths = _export_dir(), []
-        for number, (grid, infotext) in enumerate(saved):
+        for number, (grid, infotext, _) in enumerate(saved):
             paths.append(str(folder / f"xyz-grid-{number}.png"))
             grid.save(paths[-1], pnginfo=png_metadata(infotext))
         yield {grids: paths, grid_files: paths}

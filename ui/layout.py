@@ -8,7 +8,7 @@ import gradio as gr
 from pipelines.checkpoints import vae_names
 from pipelines.errors import EaselError
 
-from . import compare, extras, image_browser, img2img, inpaint, merger, models, png_info, txt2img
+from . import compare, extras, image_browser, img2img, inpaint, merger, models, png_info, settings, txt2img
 from .common import GPU_QUEUE, REFRESH
 from .editor import editor_value
 from .transfer import SendTarget, wire_read_parameters, wire_send_images, wire_send_parameters
@@ -79,6 +79,8 @@ def build_ui(services) -> gr.Blocks:
                 merger.build(services, model)
             with gr.Tab("Models", id="models"):
                 models.build(services)
+            with gr.Tab("Settings", id="settings"):
+                settings.build(services, demo, [t2i, i2i, inp])
         generation_tabs = [t2i, i2i, inp]
         targets = {
             "img2img": SendTarget(i2i.inputs["image"], "img2img", size=i2i.size),

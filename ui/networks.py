@@ -25,13 +25,14 @@ CARD = 160  # pixels
 BLANK = {key: 0 if key == "preferred weight" else "" for key in USER_METADATA}  # the editor's boxes with nothing set
 
 
-def additions(item: NetworkFile) -> tuple[list[str], list[str]]:
-    """What a card adds to the prompt (its tag or word, then its activation text) and to the negative prompt."""
+def additions(item: NetworkFile, default_weight: float = 1.0) -> tuple[list[str], list[str]]:
+    """What a card adds to the prompt (its tag or word, then its activation text) and to the negative prompt; the tag's
+    weight is the network's preferred weight, else ``default_weight`` (A1111's extra_networks_default_multiplier)."""
     data = item.user_metadata()
     try:
-        weight = float(data.get("preferred weight") or 1)
+        weight = float(data.get("preferred weight") or default_weight)
     except (TypeError, ValueError):
-        weight = 1.0
+        weight = default_weight
     tag = item.name if item.kind == "embedding" else f"<{item.kind}:{item.name}:{weight:g}>"
     texts = [str(data.get(key) or "").strip() for key in ("activation text", "negative text")]
     return [tag, *texts[:1]], texts[1:]
@@ -99,7 +100,7 @@ def build(services, prompts: tuple[gr.Textbox, gr.Textbox], prefix: str) -> None
         found = cards(services, query)
         if not 0 <= evt.index < len(found):
             return text, negative
-        positive, negatives = additions(found[evt.index][0])
+        positive, negatives = additions(found[evt.index][0], services.config["extra_networks_default_multiplier"])
         return insert(text, *positive), insert(negative, *negatives)
 
     gallery.select(click, [search, *prompts], list(prompts), api_visibility="private")
@@ -123,7 +124,7 @@ def _editor(services, prefix: str) -> gr.Dropdown:
             "description": gr.Textbox(label="Description", lines=2, elem_id=f"{prefix}_network_description"),
             "activation text": gr.Textbox(label="Activation text (added after the tag)",
                                           elem_id=f"{prefix}_network_activation"),
-            "preferred weight": gr.Number(0, label="Preferred weight (0: 1)", step=0.05,
+            "preferred weight": gr.Number(0, label="Preferred weight (0: the default multiplier)", step=0.05,
                                           elem_id=f"{prefix}_network_weight"),
             "negative text": gr.Textbox(label="Negative text (added to the negative prompt)",
                                         elem_id=f"{prefix}_network_negative"),

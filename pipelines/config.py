@@ -1,0 +1,147 @@
+"""A1111's settings: the options a user changes while Easel runs (the Settings tab, ``/sdapi/v1/options``), under
+A1111's names, labels and sections, and kept in ``config.json`` (``--ui-settings-file``) so that they outlive a
+restart.
+
+The file is A1111's format (one JSON object), so A1111's own reads in: keys Easel does not know stay in the file as
+they are, and a value Easel cannot use is passed over with a warning (its default used instead). Flags that decide an
+option for a run (``--no-save``, ``--samples-format``) set it without writing it: the file holds only what a user
+changed. ``Services.configure`` puts the values to work.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import filenames
+from .atomic import replace_text
+from .errors import RequestError
+from .outputs import FORMATS, QUALITY
+from .request import GenerationRequest, finite_number, whole_number
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # A1111's name
+    label: str  # A1111's label
+    section: str
+    default: Any  # its type is the option's: bool, int, float or str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    info: str = ""
+    request_field: str | None = None  # the request field it is the default of (a number: checked as a request's)
+    check_text: Callable[[str, str], str] | None = None  # a text's own check (value, key) -> value
+
+    def check(self, value: Any) -> Any:
+        """``value`` as this option holds it, or a RequestError naming the option."""
+        if isinstance(self.default, bool):
+            if not isinstance(value, bool):
+                raise RequestError(f"{self.label} must be true or false, got {value!r}.", self.key)
+            return value
+        if self.request_field:
+            try:
+                return getattr(GenerationRequest(**{self.request_field: value}), self.request_field)
+            except RequestError as exc:
+                raise RequestError(str(exc), self.key) from None
+        if isinstance(self.default, int):
+            value = whole_number(value, self.label, self.key)
+        elif isinstance(self.default, float):
+            value = finite_number(value, self.label, self.key)
+        elif not isinstance(value, str):
+            raise RequestError(f"{self.label} must be text, got {value!r}.", self.key)
+        if self.choices and value not in self.choices:
+            raise RequestError(f"{self.label} must be one of {', '.join(self.choices)}, got {value!r}.", self.key)
+        if self.low is not None and not self.low <= value <= self.high:
+            raise RequestError(f"{self.label} goes from {self.low:g} to {self.high:g}, got {value!r}.", self.key)
+        return self.check_text(value, self.key) if self.check_text else value
+
+
+SAVING, GALLERY, PREVIEWS, SD, IMG2IMG, NETWORKS = ("Saving images/grids", "Gallery", "Live previews",
+                                                     "Stable Diffusion", "img2img", "Extra Networks")
+OPTIONS = (
+    Option("samples_save", "Always save all generated images", SAVING, True),
+    Option("samples_format", "File format for images", SAVING, "png", choices=tuple(FORMATS)),
+    Option("samples_filename_pattern", "Images filename pattern", SAVING, "",
+           info=f"after the number; empty: {filenames.DEFAULT}. Tokens: "
+                + ", ".join(f"[{name}]" for name in filenames.TOKENS),
+           check_text=filenames.check),
+    Option("save_txt", "Create a text file next to every image with generation parameters", SAVING, False),
+    Option("jpeg_quality", "Quality for saved jpeg and webp images", SAVING, QUALITY, low=1, high=100),
+    Option("grid_save", "Always save all generated image grids", SAVING, True),
+    Option("n_rows", "Grid row count; use -1 for autodetect and 0 for it to be same as batch size", SAVING, -1,
+           low=-1, high=16),
+    Option("return_grid", "Show grid in gallery", GALLERY, True),
+    Option("live_previews_enable", "Show live previews of the created image", PREVIEWS, True),
+    Option("show_progress_every_n_steps", "Live preview display period", PREVIEWS, 5, low=-1, high=32,
+           info="in sampling steps; 0 or -1: no previews while a picture is made"),
+    Option("CLIP_stop_at_last_layers", "Clip skip", SD, 1, low=1, high=12, request_field="clip_skip",
+           info="the generation tabs' and the API's default"),
+    Option("initial_noise_multiplier", "Noise multiplier for img2img", IMG2IMG, 1.0, low=0.0, high=1.5,
+           request_field="initial_noise_multiplier", info="the img2img and inpaint tabs' and the API's default"),
+    Option("img2img_color_correction", "Apply color correction to img2img results to match original colors.",
+           IMG2IMG, False, request_field="color_correction",
+           info="the img2img and inpaint tabs' and the API's default"),
+    Option("extra_networks_default_multiplier", "Default multiplier for extra networks", NETWORKS, 1.0, low=0.0,
+           high=2.0, info="the weight a card's tag gets when its network has no preferred weight"),
+)
+BY_KEY = {option.key: option for option in OPTIONS}
+SECTIONS = tuple(dict.fromkeys(option.section for option in OPTIONS))
+
+
+class Config:
+    """The options' values: the defaults, then the file's, then ``overrides`` (a run's flags, never written)."""
+
+    def __init__(self, path: Path | None = None, overrides: dict[str, Any] | None = None):
+        self.path = Path(path) if path else None
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        self._stored = self._read()  # what the file holds, every key, to be written back with the changes
+        self._values = {option.key: option.default for option in OPTIONS}
+        for key, value in self._stored.items():
+            if key in BY_KEY:
+                try:
+                    self._values[key] = BY_KEY[key].check(value)
+                except RequestError as exc:
+                    self.warnings.append(f"{self.path}: {exc} Using {BY_KEY[key].default!r}.")
+        self._values.update(self.check(overrides or {}))
+
+    def _read(self) -> dict[str, Any]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            data = exc
+        if not isinstance(data, dict):
+            self.warnings.append(f"{self.path} is not a JSON object of settings ({data}); using the defaults.")
+            return {}
+        return data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def values(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @staticmethod
+    def check(values: dict[str, Any]) -> dict[str, Any]:
+        """The options among ``values`` as they would be held (other keys left out); a RequestError for the first
+        that cannot be."""
+        return {key: BY_KEY[key].check(value) for key, value in values.items() if key in BY_KEY}
+
+    def update(self, values: dict[str, Any]) -> list[str]:
+        """Set the options among ``values`` (none when one is refused) and write the changed ones to the file; the keys
+        whose value changed, in ``OPTIONS``' order."""
+        checked = self.check(values)
+        with self._lock:
+            changed = [option.key for option in OPTIONS
+                       if option.key in checked and checked[option.key] != self._values[option.key]]
+            self._values.update(checked)
+            if changed and self.path:
+                self._stored.update({key: checked[key] for key in changed})
+                replace_text(self.path, json.dumps(self._stored, indent=4, ensure_ascii=False) + "\n")
+        return changed

@@ -1,0 +1,66 @@
+"""Browser test of the Settings tab (A1111's): change how pictures are saved and the tabs' clip skip, see a bad file
+name pattern refused with a message, generate, find the picture saved as the settings say, and open the page again
+to find them kept. The app runs alone (its own outputs folder and config.json), so no other test sees its settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from browser_support import ARTIFACTS, generate_in, open_page, open_tab
+from playwright.sync_api import expect
+
+
+@pytest.fixture(scope="module")
+def served(models_dir, serve_app, tmp_path_factory):
+    outputs = tmp_path_factory.mktemp("settings-out")
+    with serve_app(models_dir, outputs=outputs) as url:
+        yield url, outputs
+
+
+def _text_box(page, key: str):
+    return page.locator(f"#setting_{key} input, #setting_{key} textarea").first
+
+
+def test_settings_change_how_pictures_are_saved_and_are_kept(served):
+    url, outputs = served
+    with open_page(url) as page:
+        open_tab(page, "Settings")
+        page.locator("#setting_samples_format").get_by_label("jpg", exact=True).check()
+        _text_box(page, "samples_filename_pattern").fill("[seed]-[nope]")
+        page.locator("#setting_save_txt input[type=checkbox]").check()
+        open_tab(page, "Stable Diffusion")
+        page.locator("#setting_CLIP_stop_at_last_layers input[type=number]").fill("2")
+        page.locator("#setting_CLIP_stop_at_last_layers input[type=number]").blur()
+        page.locator("#settings_submit").click()
+        toast = page.get_by_role("status").filter(has_text="Unknown token [nope] in the file name pattern")
+        expect(toast).to_be_visible()
+        expect(page.locator("#settings_result")).not_to_contain_text("changed")  # nothing was applied
+        toast.get_by_role("button", name="Close", exact=True).click()
+
+        open_tab(page, "Saving images/grids")
+        _text_box(page, "samples_filename_pattern").fill("[seed]-[prompt_words]")
+        page.locator("#settings_submit").click()
+        expect(page.locator("#settings_result")).to_contain_text(
+            "4 settings changed: samples_format, samples_filename_pattern, save_txt, CLIP_stop_at_last_layers.")
+        page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
+
+        open_tab(page, "txt2img")
+        expect(page.locator("#txt2img_clip_skip input[type=number]")).to_have_value("2")  # the tab's default too
+        page.locator("#txt2img_prompt textarea").fill("a red circle")
+        infotext = generate_in(page, "txt2img")
+        assert "Clip skip: 2" in infotext
+    seed = infotext.split("Seed: ")[1].split(",")[0]
+    [picture] = (outputs / "txt2img-images").rglob("*.jpg")
+    assert picture.name == f"00000-{seed}-a red circle.jpg"
+    assert picture.with_suffix(".txt").read_text() == infotext
+    assert json.loads((outputs / "config.json").read_text()) == {
+        "samples_format": "jpg", "samples_filename_pattern": "[seed]-[prompt_words]", "save_txt": True,
+        "CLIP_stop_at_last_layers": 2}
+
+    with open_page(url) as page:  # a page opened later shows them
+        expect(page.locator("#txt2img_clip_skip input[type=number]")).to_have_value("2")
+        open_tab(page, "Settings")
+        expect(page.locator("#setting_samples_format").get_by_label("jpg", exact=True)).to_be_checked()
+        expect(_text_box(page, "samples_filename_pattern")).to_have_value("[seed]-[prompt_words]")

@@ -1,0 +1,147 @@
+"""A1111's settings (``pipelines/config.py``), kept in config.json, and the saving options they drive: file name
+patterns, text files beside pictures, the JPEG quality."""
+
+import datetime
+import json
+
+import pytest
+from PIL import Image
+
+from pipelines.config import OPTIONS, Config
+from pipelines.errors import RequestError
+from pipelines.filenames import file_stem
+from pipelines.outputs import OutputWriter
+
+INFOTEXT = ('a red circle, on "white": big\nNegative prompt: blue/green\n'
+            "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 64x48, Model hash: 0123456789, Model: easel")
+
+
+def test_defaults_are_a1111s_where_a1111_has_the_option():
+    config = Config()
+    assert (config["samples_save"], config["samples_format"], config["jpeg_quality"], config["grid_save"],
+            config["n_rows"], config["return_grid"], config["CLIP_stop_at_last_layers"]) == (
+        True, "png", 80, True, -1, True, 1)
+    assert len({option.key for option in OPTIONS}) == len(OPTIONS)
+
+
+def test_changes_are_kept_in_the_file_with_the_keys_easel_does_not_know(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"sd_checkpoint_hash": "abc", "jpeg_quality": 90, "show_progress_type": "TAESD"}))
+    config = Config(path)
+    assert config["jpeg_quality"] == 90 and not config.warnings
+    assert config.update({"samples_format": "webp", "jpeg_quality": 90, "unknown_option": 1}) == ["samples_format"]
+    kept = json.loads(path.read_text())
+    assert kept == {"sd_checkpoint_hash": "abc", "jpeg_quality": 90, "show_progress_type": "TAESD",
+                    "samples_format": "webp"}
+    assert Config(path)["samples_format"] == "webp"  # after a restart
+    assert not list(tmp_path.glob(".config-*"))  # written under a temporary name, then renamed
+
+
+def test_a_refused_value_changes_nothing_and_names_the_option(tmp_path):
+    config = Config(tmp_path / "config.json")
+    for values, field in (({"samples_format": "webp", "jpeg_quality": 101}, "jpeg_quality"),
+                          ({"samples_save": "no"}, "samples_save"),
+                          ({"CLIP_stop_at_last_layers": 0.5}, "CLIP_stop_at_last_layers"),
+                          ({"initial_noise_multiplier": 2}, "initial_noise_multiplier"),
+                          ({"samples_filename_pattern": "[seed]-[colour]"}, "samples_filename_pattern"),
+                          ({"samples_format": "gif"}, "samples_format")):
+        with pytest.raises(RequestError) as caught:
+            config.update(values)
+        assert caught.value.field == field
+    assert str(caught.value).startswith("File format for images must be one of png, jpg, webp")
+    with pytest.raises(RequestError, match=r"Unknown token \[colour\] in the file name pattern; the tokens are "):
+        config.update({"samples_filename_pattern": "[colour]"})
+    assert config["samples_format"] == "png" and not (tmp_path / "config.json").exists()
+
+
+def test_a_bad_file_is_a_warning_not_a_failed_start(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    config = Config(path)
+    assert config["samples_format"] == "png" and "not a JSON object" in config.warnings[0]
+    path.write_text(json.dumps({"samples_format": "gif", "n_rows": 3}))
+    config = Config(path)
+    assert (config["samples_format"], config["n_rows"]) == ("png", 3)
+    assert "File format for images must be one of png, jpg, webp, got 'gif'" in config.warnings[0]
+
+
+def test_a_flags_value_wins_for_the_run_and_is_never_written(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"samples_save": True}))
+    config = Config(path, {"samples_save": False})
+    assert config["samples_save"] is False
+    config.update({"jpeg_quality": 70})
+    assert json.loads(path.read_text()) == {"samples_save": True, "jpeg_quality": 70}
+
+
+def test_file_name_patterns_take_the_pictures_parameters_safely():
+    when = datetime.datetime(2026, 11, 23, 9, 8, 7)
+    assert file_stem("", INFOTEXT) == "5"  # A1111's [seed] when empty
+    assert file_stem("[seed]-[steps]-[cfg]-[sampler]-[width]x[height]", INFOTEXT) == "5-20-7-Euler a-64x48"
+    assert file_stem("[model_name] [model_hash] [date] [datetime]", INFOTEXT, now=when) == (
+        "easel 0123456789 2026-11-23 20261123090807")
+    assert file_stem("[prompt]", INFOTEXT) == "a_red_circle,_on__white___big"  # no quotes, colons or spaces
+    assert file_stem("[prompt_spaces]", INFOTEXT) == "a red circle, on _white__ big"
+    assert file_stem("[prompt_words]", INFOTEXT) == "a red circle on white big"
+    assert file_stem("[negative_prompt]", INFOTEXT) == "blue_green"  # never a path
+    assert file_stem("../[SEED]/x", INFOTEXT, seed=9) == "_9_x"  # the seed given wins; tokens in any case
+    assert len(file_stem("[prompt][prompt][prompt]", "x" * 500 + "\nSteps: 1, Seed: 1, Size: 8x8").encode()) == 200
+
+
+def test_the_writer_names_pictures_by_the_pattern_and_writes_their_text_beside_them(tmp_path):
+    writer = OutputWriter(tmp_path)
+    writer.pattern, writer.save_txt = "[seed]-[prompt_words]", True
+    path = writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5)
+    assert path.name == "00000-5-a red circle on white big.png"
+    assert path.with_suffix(".txt").read_text() == INFOTEXT
+    grid = writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=None, category="txt2img-grids")
+    assert grid.name == "00000.png"  # grids keep their number alone, as A1111's
+    again = writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5)
+    assert again.name.startswith("00001-") and path.with_suffix(".txt").read_text() == INFOTEXT
+
+
+def test_the_jpeg_quality_setting_reaches_the_file(tmp_path):
+    import numpy as np
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    writer = OutputWriter(tmp_path, format="jpg")
+    sizes = []
+    for quality in (20, 95):
+        writer.quality = quality
+        sizes.append(writer.save(noise, INFOTEXT, seed=1).stat().st_size)
+    assert sizes[0] < sizes[1] / 2
+
+
+def test_the_api_options_change_how_pictures_are_saved_and_keep_it(models_dir, tmp_path, api_client):
+    path, out = tmp_path / "config.json", tmp_path / "out"
+    client, services = api_client(models_dir, outputs_dir=out, save_outputs=None, config_file=path)
+    options = client.get("/sdapi/v1/options").json()
+    assert (options["samples_format"], options["n_rows"], options["return_grid"], options["outdir_samples"]) == (
+        "png", -1, True, "")
+    changes = {"samples_format": "jpg", "samples_filename_pattern": "[seed]-[steps]", "save_txt": True, "n_rows": 1}
+    assert client.post("/sdapi/v1/options", json=changes).status_code == 200
+    job = {"prompt": "a cat", "steps": 1, "width": 64, "height": 64, "batch_size": 2, "seed": 7, "save_images": True}
+
+    def run() -> int:
+        response = client.post("/sdapi/v1/txt2img", json=job)
+        assert response.status_code == 200, response.text
+        return len(response.json()["images"])
+
+    assert run() == 3  # the grid first, in one row
+    pictures = sorted(path.name for path in (out / "txt2img-images").rglob("*.*"))
+    assert pictures == ["00000-7-1.jpg", "00000-7-1.txt", "00001-8-1.jpg", "00001-8-1.txt"]
+    [grid] = (out / "txt2img-grids").rglob("*.jpg")
+    assert Image.open(grid).size == (128, 64)
+    assert client.post("/sdapi/v1/options", json={"return_grid": False, "grid_save": False}).status_code == 200
+    assert run() == 2 and len(list((out / "txt2img-grids").rglob("*.jpg"))) == 1
+    response = client.post("/sdapi/v1/options", json={"samples_save": False, "live_previews_enable": False})
+    assert response.status_code == 200
+    assert run() == 2 and len(list((out / "txt2img-images").rglob("*.jpg"))) == 4
+    assert services.engine.preview_every == 0
+    for bad in ({"jpeg_quality": 0}, {"samples_filename_pattern": "[nope]"}, {"return_grid": "yes"}):
+        response = client.post("/sdapi/v1/options", json={"samples_format": "webp", **bad})
+        assert response.status_code == 422 and response.json()["field"] == next(iter(bad)), response.text
+    assert client.post("/sdapi/v1/options", json={"outdir_samples": "/tmp"}).status_code == 422
+    kept = json.loads(path.read_text())
+    assert kept == {**changes, "return_grid": False, "grid_save": False, "samples_save": False,
+                    "live_previews_enable": False}
