@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "settings file's, else png): png, or jpg and webp with the parameters in their EXIF")
     parser.add_argument("--ui-settings-file", type=Path, default=ROOT / "config.json",
                         help="where the Settings tab keeps its options (A1111's config.json)")
+    parser.add_argument("--ui-config-file", type=Path, default=ROOT / "ui-config.json",
+                        help="the values the generation tabs start with (A1111's ui-config.json)")
     parser.add_argument("--device", choices=VALID_DEVICES, default="auto")
     parser.add_argument("--dtype", choices=VALID_DTYPES, default="auto")
     parser.add_argument("--memory-budget", type=float, metavar="GB",
@@ -156,7 +158,8 @@ def settings_from_args(args: argparse.Namespace):
 
     return Settings(models_dir=args.models_dir, outputs_dir=args.outputs_dir, device=args.device, dtype=args.dtype,
                     save_outputs=False if args.no_save else None, samples_format=args.samples_format,
-                    config_file=args.ui_settings_file, memory_budget_gb=args.memory_budget, offline=args.offline,
+                    config_file=args.ui_settings_file, ui_config_file=args.ui_config_file,
+                    memory_budget_gb=args.memory_budget, offline=args.offline,
                     default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json",
                     memory_mode=args.memory_mode, vae=args.vae, controlnet_units=args.controlnet_units,
                     fast=args.fast, compile=args.compile, compile_mode=args.compile_mode, weights=args.weights,

@@ -1,11 +1,14 @@
 """Files rewritten in place that no reader ever sees half-written: written whole under a temporary name beside them,
-then renamed over the old one (``os.replace`` is atomic within a filesystem)."""
+then renamed over the old one (``os.replace`` is atomic within a filesystem). Settings files (A1111's config.json
+and ui-config.json, which people edit and copy) are one JSON object each, read leniently."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def replace_text(path: Path, text: str, encoding: str = "utf-8") -> None:
@@ -19,3 +22,20 @@ def replace_text(path: Path, text: str, encoding: str = "utf-8") -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def read_json_object(path: Path | None) -> dict[str, Any]:
+    """The JSON object ``path`` holds ({} when there is no file), or a ValueError saying why it holds none."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} could not be read ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object")
+    return data
+
+
+def write_json_object(path: Path, data: dict[str, Any]) -> None:
+    replace_text(path, json.dumps(data, indent=4, ensure_ascii=False) + "\n")

@@ -10,14 +10,13 @@ changed. ``Services.configure`` puts the values to work.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from . import filenames
-from .atomic import replace_text
+from .atomic import read_json_object, write_json_object
 from .errors import RequestError
 from .outputs import FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
@@ -99,7 +98,11 @@ class Config:
         self.path = Path(path) if path else None
         self.warnings: list[str] = []
         self._lock = threading.Lock()
-        self._stored = self._read()  # what the file holds, every key, to be written back with the changes
+        try:
+            self._stored = read_json_object(self.path)  # every key, to be written back with the changes
+        except ValueError as exc:
+            self._stored = {}
+            self.warnings.append(f"{exc}; using the defaults.")
         self._values = {option.key: option.default for option in OPTIONS}
         for key, value in self._stored.items():
             if key in BY_KEY:
@@ -108,18 +111,6 @@ class Config:
                 except RequestError as exc:
                     self.warnings.append(f"{self.path}: {exc} Using {BY_KEY[key].default!r}.")
         self._values.update(self.check(overrides or {}))
-
-    def _read(self) -> dict[str, Any]:
-        if self.path is None or not self.path.exists():
-            return {}
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            data = exc
-        if not isinstance(data, dict):
-            self.warnings.append(f"{self.path} is not a JSON object of settings ({data}); using the defaults.")
-            return {}
-        return data
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
@@ -143,5 +134,5 @@ class Config:
             self._values.update(checked)
             if changed and self.path:
                 self._stored.update({key: checked[key] for key in changed})
-                replace_text(self.path, json.dumps(self._stored, indent=4, ensure_ascii=False) + "\n")
+                write_json_object(self.path, self._stored)
         return changed

@@ -36,6 +36,7 @@ class Settings:
     samples_format: str | None = None
     preview_every: int | None = None
     config_file: Path | None = None  # where the options a user changes are kept (A1111's config.json); None: nowhere
+    ui_config_file: Path | None = None  # the tabs' saved starting values (A1111's ui-config.json, ui/defaults.py)
     memory_budget_gb: float | None = None
     offline: bool = False
     default_model: str = DEFAULT_MODEL

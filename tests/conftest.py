@@ -104,7 +104,8 @@ def serve_app(tmp_path_factory):
         chosen = ["--default-model", default_model] if default_model else []
         outputs = outputs or tmp_path_factory.mktemp("out")
         args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(outputs), *chosen,
-                               "--device", "cpu", "--ui-settings-file", str(outputs / "config.json")])
+                               "--device", "cpu", "--ui-settings-file", str(outputs / "config.json"),
+                               "--ui-config-file", str(outputs / "ui-config.json")])
         demo = app.build_app(app.settings_from_args(args))
         demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **PAGE)
         try:
@@ -142,7 +143,8 @@ def api_server(models_dir, tmp_path_factory):
     args = app.parse_args(["--models-dir", str(models_dir), "--outputs-dir", str(outputs), "--default-model",
                            "tiny-sd", "--device", "cpu", "--port", str(_free_port()), "--auth", "ui:secret",
                            "--api-auth", "alice:wonderland,bob:builder",
-                           "--ui-settings-file", str(outputs / "config.json")])
+                           "--ui-settings-file", str(outputs / "config.json"),
+                           "--ui-config-file", str(outputs / "ui-config.json")])
     demo = app.launch(args, block=False)
     yield demo.local_url.rstrip("/"), outputs
     demo.close()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from browser_support import ARTIFACTS, generate_in, open_page, open_tab
+from browser_support import ARTIFACTS, generate_in, open_page, open_tab, set_number
 from playwright.sync_api import expect
 
 
@@ -31,8 +31,7 @@ def test_settings_change_how_pictures_are_saved_and_are_kept(served):
         _text_box(page, "samples_filename_pattern").fill("[seed]-[nope]")
         page.locator("#setting_save_txt input[type=checkbox]").check()
         open_tab(page, "Stable Diffusion")
-        page.locator("#setting_CLIP_stop_at_last_layers input[type=number]").fill("2")
-        page.locator("#setting_CLIP_stop_at_last_layers input[type=number]").blur()
+        set_number(page, "setting_CLIP_stop_at_last_layers", 2)
         page.locator("#settings_submit").click()
         toast = page.get_by_role("status").filter(has_text="Unknown token [nope] in the file name pattern")
         expect(toast).to_be_visible()
@@ -64,3 +63,23 @@ def test_settings_change_how_pictures_are_saved_and_are_kept(served):
         open_tab(page, "Settings")
         expect(page.locator("#setting_samples_format").get_by_label("jpg", exact=True)).to_be_checked()
         expect(_text_box(page, "samples_filename_pattern")).to_have_value("[seed]-[prompt_words]")
+
+
+def test_the_tabs_values_saved_as_defaults_start_the_next_run(models_dir, serve_app, tmp_path):
+    """A1111's Defaults: the tabs' values now become those a page starts with once Easel starts again."""
+    with serve_app(models_dir, outputs=tmp_path) as url, open_page(url) as page:
+        set_number(page, "txt2img_steps", 7)
+        page.locator("#txt2img_prompt textarea").fill("a blue square")
+        open_tab(page, "Settings")
+        open_tab(page, "Defaults")
+        page.locator("#settings_defaults_save").click()
+        expect(page.locator("#settings_defaults_result")).to_contain_text(
+            "2 defaults changed: txt2img/Prompt, txt2img/Sampling steps. They show after Easel starts again.")
+        page.screenshot(path=str(ARTIFACTS / "settings-defaults.png"), full_page=True)
+    assert json.loads((tmp_path / "ui-config.json").read_text()) == {"txt2img/Prompt/value": "a blue square",
+                                                                     "txt2img/Sampling steps/value": 7}
+    with serve_app(models_dir, outputs=tmp_path) as url, open_page(url) as page:
+        expect(page.locator("#txt2img_steps input[type=number]")).to_have_value("7")
+        expect(page.locator("#txt2img_prompt textarea")).to_have_value("a blue square")
+        open_tab(page, "img2img")
+        expect(page.locator("#img2img_steps input[type=number]")).to_have_value("20")  # txt2img's only

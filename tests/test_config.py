@@ -1,8 +1,9 @@
 """A1111's settings (``pipelines/config.py``), kept in config.json, and the saving options they drive: file name
-patterns, text files beside pictures, the JPEG quality."""
+patterns, text files beside pictures, the JPEG quality; the tabs' saved defaults (A1111's ui-config.json)."""
 
 import datetime
 import json
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -58,7 +59,9 @@ def test_a_bad_file_is_a_warning_not_a_failed_start(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("{not json")
     config = Config(path)
-    assert config["samples_format"] == "png" and "not a JSON object" in config.warnings[0]
+    assert config["samples_format"] == "png" and "could not be read" in config.warnings[0]
+    path.write_text("[1, 2]")
+    assert "holds list, not a JSON object; using the defaults." in Config(path).warnings[0]
     path.write_text(json.dumps({"samples_format": "gif", "n_rows": 3}))
     config = Config(path)
     assert (config["samples_format"], config["n_rows"]) == ("png", 3)
@@ -145,3 +148,37 @@ def test_the_api_options_change_how_pictures_are_saved_and_keep_it(models_dir, t
     kept = json.loads(path.read_text())
     assert kept == {**changes, "return_grid": False, "grid_save": False, "samples_save": False,
                     "live_previews_enable": False}
+
+
+def test_the_tabs_defaults_are_kept_under_a1111s_keys(tmp_path, caplog):
+    """A1111's ui-config.json: saved values differ from Easel's own, values a field cannot take are passed over,
+    keys Easel does not know stay."""
+    import gradio as gr
+
+    from ui.common import FieldSet
+    from ui.defaults import UiDefaults
+
+    path = tmp_path / "ui-config.json"
+    path.write_text(json.dumps({"txt2img/Sampling steps/value": 7, "txt2img/Sampling method/value": "Heun",
+                                "txt2img/Width/value": 99999, "txt2img/Seed/value": "x", "img2img/Other/value": 1}))
+    with gr.Blocks():
+        fields = FieldSet("txt2img")
+        fields.add("prompt", gr.Textbox("", label="Prompt (0/75)"))
+        fields.add("steps", gr.Slider(1, 150, value=20, label="Sampling steps"))
+        fields.add("sampler", gr.Dropdown(["Euler a", "Heun"], value="Euler a", label="Sampling method"))
+        fields.add("width", gr.Slider(64, 2048, value=512, label="Width"))
+        fields.add("seed", gr.Number(-1, label="Seed"))
+        fields.add("clip_skip", gr.Slider(1, 12, value=1, label="Clip skip"))
+        fields.add("image", gr.Image(label="Image"))
+        defaults = UiDefaults(path, [SimpleNamespace(fields=fields)], {"clip_skip"})
+        defaults.apply()
+    assert list(defaults.fields) == ["txt2img/Prompt/value", "txt2img/Sampling steps/value",
+                                     "txt2img/Sampling method/value", "txt2img/Width/value", "txt2img/Seed/value"]
+    values = {name: component.value for name, component in fields.components.items()}
+    assert (values["steps"], values["sampler"], values["width"], values["seed"]) == (7, "Heun", 512, -1)
+    assert "txt2img/Width/value cannot be 99999" in caplog.text and "txt2img/Seed/value cannot be 'x'" in caplog.text
+    assert defaults.save(["a cat", 20, "Heun", 512, 5]) == [
+        "txt2img/Prompt/value", "txt2img/Sampling steps/value", "txt2img/Width/value", "txt2img/Seed/value"]
+    assert json.loads(path.read_text()) == {"txt2img/Sampling method/value": "Heun", "img2img/Other/value": 1,
+                                            "txt2img/Prompt/value": "a cat", "txt2img/Seed/value": 5}
+    assert defaults.save(["a cat", 20, "Heun", 512, 5]) == []

@@ -288,7 +288,8 @@ def test_the_api_takes_a_mix_and_names_the_field_of_a_bad_one(kandinsky_dir, tmp
     from pipelines.services import Services
 
     args = app.parse_args(["--models-dir", str(kandinsky_dir), "--outputs-dir", str(tmp_path), "--default-model",
-                           NAME, "--device", "cpu", "--ui-settings-file", str(tmp_path / "config.json")])
+                           NAME, "--device", "cpu", "--ui-settings-file", str(tmp_path / "config.json"),
+                           "--ui-config-file", str(tmp_path / "ui-config.json")])
     server = FastAPI()
     server.include_router(create_router(Services.build(app.settings_from_args(args))))
     client = TestClient(server)

@@ -2,7 +2,8 @@
 (``setting_<key>``), changed by *Apply settings* and kept in ``config.json``; each takes effect at once.
 
 Options that are a generation field's default (clip skip, img2img's noise multiplier and colour correction) also set
-that field in the tabs, when applied and when a page opens.
+that field in the tabs, when applied and when a page opens. Its *Defaults* section keeps the tabs' other fields' values
+as those they start with (A1111's ui-config.json, ``ui/defaults.py``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import gradio as gr
 from pipelines.config import OPTIONS, SECTIONS, Option
 from pipelines.errors import RequestError
 
+from .defaults import UiDefaults
+
 
 def _widget(services, option: Option) -> gr.components.Component:
-    """The option's widget, showing its value whenever a page opens (another page may have changed it)."""
+    """The option's widget, with its value as the page is made (``build`` shows later changes)."""
     common = {"label": option.label, "info": option.info or None, "elem_id": f"setting_{option.key}"}
-    value = lambda: services.config[option.key]  # noqa: E731 (Gradio calls it on every page load)
+    value = services.config[option.key]
     if isinstance(option.default, bool):
         return gr.Checkbox(value, **common)
     if option.choices:
@@ -28,14 +31,19 @@ def _widget(services, option: Option) -> gr.components.Component:
 
 def build(services, demo: gr.Blocks, generation_tabs: list) -> None:
     widgets = {}
+    decided = {option.request_field for option in OPTIONS if option.request_field}
+    ui_defaults = UiDefaults(services.settings.ui_config_file, generation_tabs, decided)
+    ui_defaults.apply()
+    apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")  # above the sections, as A1111's
+    result = gr.Markdown(elem_id="settings_result")
     with gr.Tabs(elem_id="settings_sections"):
         for section in SECTIONS:
             with gr.Tab(section):
                 for option in OPTIONS:
                     if option.section == section:
                         widgets[option.key] = _widget(services, option)
-    apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
-    result = gr.Markdown(elem_id="settings_result")
+        with gr.Tab("Defaults"):
+            _defaults_section(ui_defaults)
     # the tabs' fields an option is the default of, with the value each was built with
     linked = [(option.key, component) for option in OPTIONS if option.request_field
               for tab in generation_tabs if (component := tab.fields.components.get(option.request_field))]
@@ -51,9 +59,31 @@ def build(services, demo: gr.Blocks, generation_tabs: list) -> None:
     apply.click(apply_settings, list(widgets.values()), [result, *(component for _, component in linked)],
                 api_name="apply_settings")
 
-    def fill_fields():
-        """The options' values in the tabs' fields of a page that opens, where they differ from those built in."""
-        return [services.config[key] if services.config[key] != component.value else gr.update()
-                for key, component in linked]
+    shown = [*widgets.items(), *linked]
 
-    demo.load(fill_fields, None, [component for _, component in linked], api_visibility="private")
+    def refresh():
+        """A page that opens shows the options as they are now where they changed since the page was made, and only
+        there: a widget someone is already changing is not set again to the value it had."""
+        return [services.config[key] if services.config[key] != component.value else gr.update()
+                for key, component in shown]
+
+    demo.load(refresh, None, [component for _, component in shown], api_visibility="private")
+
+
+def _defaults_section(ui_defaults: UiDefaults) -> None:
+    gr.Markdown("The txt2img, img2img and inpaint tabs' fields as they are now become the values they start with "
+                "(A1111's ui-config.json); pages show them after Easel starts again. A field back at Easel's own "
+                "value is taken out.")
+    save = gr.Button("Save the tabs' values as their defaults", elem_id="settings_defaults_save")
+    result = gr.Markdown(elem_id="settings_defaults_result")
+
+    def save_defaults(*values):
+        changed = ui_defaults.save(list(values))
+        if not changed:
+            return "No defaults changed."
+        return (f"{len(changed)} defaults changed: {', '.join(key.removesuffix('/value') for key in changed)}. "
+                "They show after Easel starts again.")
+
+    # the fields' values as the page holds them (a choice by its value, not the index some handlers take), which is
+    # how they start
+    save.click(save_defaults, list(ui_defaults.fields.values()), result, api_name="save_ui_defaults", preprocess=False)
