@@ -18,7 +18,7 @@ from typing import Any, Callable
 from . import filenames
 from .atomic import read_json_object, write_json_object
 from .errors import RequestError
-from .outputs import FORMATS, QUALITY
+from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
 
 
@@ -67,6 +67,10 @@ OPTIONS = (
     Option("samples_filename_pattern", "Images filename pattern", SAVING, "",
            info=f"after the number; empty: {filenames.DEFAULT}. Tokens: "
                 + ", ".join(f"[{name}]" for name in filenames.TOKENS),
+           check_text=filenames.check),
+    Option("save_to_dirs", "Save images to a subdirectory", SAVING, True),
+    Option("directories_filename_pattern", "Directory name pattern", SAVING, DIRECTORY_PATTERN,
+           info="under txt2img-images and the others; / nests folders; empty: [prompt_words]. Tokens as above",
            check_text=filenames.check),
     Option("save_txt", "Create a text file next to every image with generation parameters", SAVING, False),
     Option("jpeg_quality", "Quality for saved jpeg and webp images", SAVING, QUALITY, low=1, high=100),

@@ -1,6 +1,6 @@
-"""A1111's file name patterns (its ``samples_filename_pattern`` setting): ``[seed]-[prompt_words]`` names a saved
-picture by its parameters, read from the infotext it is saved with, after the number that keeps names apart
-(``00012-5-a_red_circle.png``).
+"""A1111's file name patterns (its ``samples_filename_pattern`` and ``directories_filename_pattern`` settings):
+``[seed]-[prompt_words]`` names a saved picture by its parameters, read from the infotext it is saved with, after the
+number that keeps names apart (``00012-5-a red circle.png``); ``[date]`` names the folder it goes in.
 
 Values are made safe as A1111 makes them (characters no file system takes become ``_``, a part is at most 128
 characters), and the whole name too: a pattern names a file in its folder, never a path elsewhere. A token that is
@@ -55,7 +55,7 @@ def _value(token: str, prompt: str, negative: str, params: dict[str, str], now: 
     return now.strftime("%Y-%m-%d" if token == "date" else "%Y%m%d%H%M%S")
 
 
-def check(pattern: str, field: str = "samples_filename_pattern") -> str:
+def check(pattern: str, field: str) -> str:
     """``pattern`` when every bracketed word in it is a token; otherwise a message naming the first that is not."""
     for match in _TOKEN.finditer(pattern):
         if match[1].lower() not in TOKENS:

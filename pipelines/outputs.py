@@ -4,6 +4,7 @@ The writer's settings are A1111's (``pipelines/config.py`` sets them): ``samples
 its ``parameters`` text chunk, or JPEG or WebP (at ``jpeg_quality``) with it in the EXIF UserComment, where A1111
 puts it and PNG Info reads it back; ``samples_filename_pattern``, what follows the number in a picture's name
 (``pipelines/filenames.py``; grids and Extras' pictures are named by their number alone, as A1111's by default);
+``save_to_dirs`` and ``directories_filename_pattern``, the folders under a category's (the date by default);
 ``save_txt``, the infotext also in a ``.txt`` file of the same name. What the Save and Zip buttons under a gallery
 keep goes to ``root/log`` with A1111's ``log.csv`` (``SaveLog``).
 
@@ -34,6 +35,7 @@ _LEADING_NUMBER = re.compile(r"^(\d+)")
 _TEMP_PREFIX = ".tmp-"  # starts with a dot, so it never counts as a numbered image
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # A1111's samples_format: Pillow's name for each
 QUALITY = 80  # A1111's jpeg_quality's default, for JPEG and WebP
+DIRECTORY_PATTERN = "[date]"  # A1111's directories_filename_pattern's default
 
 
 @contextlib.contextmanager
@@ -68,6 +70,8 @@ class OutputWriter:
         self.format = format
         self.quality = QUALITY
         self.pattern = ""  # samples_filename_pattern: empty is [seed]
+        self.save_to_dirs = True
+        self.directory_pattern = DIRECTORY_PATTERN  # directories_filename_pattern: "/" nests folders
         self.save_txt = False
         self._lock = threading.Lock()
         self._next: dict[Path, int] = {}
@@ -95,7 +99,7 @@ class OutputWriter:
         if not self.enabled:
             return None
         stem = None if seed is None else file_stem(self.pattern, infotext, seed)
-        path = self._place(category, when, f".{self.format}", stem,
+        path = self._place(self._folder(category, infotext, when), f".{self.format}", stem,
                            lambda file: self._write(file, image, infotext, chunks))
         if self.save_txt:
             with _written(path.parent, lambda file: file.write(infotext.encode("utf-8"))) as temp:
@@ -112,13 +116,23 @@ class OutputWriter:
             with zipfile.ZipFile(file, "w") as archive:
                 for path in files:
                     archive.write(path, path.name)
-        return self._place(category, None, ".zip", None, write)
+        return self._place(self._folder(category, "", None), ".zip", None, write)
 
-    def _place(self, category: str, when: datetime.date | None, suffix: str, stem: str | None,
-               write: Callable[[BinaryIO], None]) -> Path:
+    def _folder(self, category: str, infotext: str, when: datetime.date | None) -> Path:
+        """Where a file goes: its category's folder and, with ``save_to_dirs``, the directory pattern's folders under
+        it, for the picture's parameters and the day (``when``, else today); an empty pattern is A1111's
+        [prompt_words]."""
+        folder = self.root / category
+        if self.save_to_dirs:
+            now = datetime.datetime.combine(when, datetime.time()) if when else None
+            for part in (self.directory_pattern or "[prompt_words]").split("/"):
+                if part.strip() and (name := file_stem(part, infotext, now=now)):
+                    folder /= name
+        return folder
+
+    def _place(self, folder: Path, suffix: str, stem: str | None, write: Callable[[BinaryIO], None]) -> Path:
         """Write a file in full under a temporary name, then link it to the next free number (and ``stem``): never
         half-written, never over another."""
-        folder = self.root / category / (when or datetime.date.today()).isoformat()
         folder.mkdir(parents=True, exist_ok=True)
         with _written(folder, write) as temp:
             rescan = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from stat import S_ISREG
 
 from PIL import Image
 
@@ -40,15 +41,17 @@ class SavedImage:
 
 
 def _saved(folder: Path) -> list[SavedImage]:
-    """The pictures in ``folder``'s date folders; files being written (dot names) are left out."""
+    """The pictures in ``folder`` and the folders under it (the date's, or a directory pattern's); files being
+    written (dot names) are left out."""
     found = []
-    for path in folder.glob("*/*"):
+    for path in folder.rglob("*"):
         if path.suffix.lower() in SUFFIXES and not path.name.startswith("."):
             try:
                 stat = path.stat()
             except OSError:  # removed meanwhile
                 continue
-            found.append(SavedImage(path, stat.st_size, stat.st_mtime_ns))
+            if S_ISREG(stat.st_mode):  # not a folder a pattern named like a picture
+                found.append(SavedImage(path, stat.st_size, stat.st_mtime_ns))
     return found
 
 

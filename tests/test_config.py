@@ -103,6 +103,26 @@ def test_the_writer_names_pictures_by_the_pattern_and_writes_their_text_beside_t
     assert again.name.startswith("00001-") and path.with_suffix(".txt").read_text() == INFOTEXT
 
 
+def test_directory_patterns_name_the_folders_under_each_category(tmp_path):
+    """A1111's save_to_dirs and directories_filename_pattern: the date by default, any tokens, / nesting folders that
+    never leave the category's; off, the category's folder itself. The Image Browser finds the pictures anywhere
+    under it."""
+    from pipelines.saved_images import saved_images
+
+    writer, day = OutputWriter(tmp_path), datetime.date(2026, 11, 23)
+    assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5, when=day).parent == (
+        tmp_path / "txt2img-images" / "2026-11-23")
+    writer.directory_pattern = "[model_name]/../[sampler]//"
+    assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5).parent == (
+        tmp_path / "txt2img-images" / "easel" / "Euler a")
+    writer.directory_pattern = ""  # A1111's [prompt_words]
+    assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5).parent.name == "a red circle on white big"
+    writer.save_to_dirs = False
+    (tmp_path / "txt2img-images" / "x.png").mkdir()  # a folder named like a picture is not one
+    assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5).parent == tmp_path / "txt2img-images"
+    assert len(saved_images(tmp_path, "txt2img")) == 4
+
+
 def test_the_jpeg_quality_setting_reaches_the_file(tmp_path):
     import numpy as np
 
