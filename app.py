@@ -67,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae", help="a VAE in models/VAE for every model whose easel.json names none")
     parser.add_argument("--controlnet-units", type=int, choices=range(1, 11), default=3, metavar="1-10",
                         help="ControlNet units in each generation tab")
-    parser.add_argument("--default-model", default=None, help="model selected at start")
+    parser.add_argument("--default-model", default=None,
+                        help="model selected at start (default: the one picked last, else easel-shapes)")
     parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
                         help="on CUDA: bf16 (with --dtype auto), channels-last, fused QKV projections "
@@ -154,13 +155,13 @@ def exposure_problem(args: argparse.Namespace, on_space: bool) -> str | None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from pipelines.services import DEFAULT_MODEL, Settings
+    from pipelines.services import Settings
 
     return Settings(models_dir=args.models_dir, outputs_dir=args.outputs_dir, device=args.device, dtype=args.dtype,
                     save_outputs=False if args.no_save else None, samples_format=args.samples_format,
                     config_file=args.ui_settings_file, ui_config_file=args.ui_config_file,
                     memory_budget_gb=args.memory_budget, offline=args.offline,
-                    default_model=args.default_model or DEFAULT_MODEL, catalog=ROOT / "models" / "catalog.json",
+                    default_model=args.default_model, catalog=ROOT / "models" / "catalog.json",
                     memory_mode=args.memory_mode, vae=args.vae, controlnet_units=args.controlnet_units,
                     fast=args.fast, compile=args.compile, compile_mode=args.compile_mode, weights=args.weights,
                     compile_sizes=args.compile_sizes)

@@ -14,6 +14,7 @@ import re
 import threading
 from typing import Any
 
+from pipelines.config import CHECKPOINT
 from pipelines.errors import ModelError, RequestError
 from pipelines.hashing import short_hash
 from pipelines.registry import TITLE
@@ -70,9 +71,11 @@ class Options:
         return text  # not ours: the registry decides (a Hub id, or "Unknown model")
 
     def switch_model(self, value: Any) -> str:
-        """Load the model and make it the current one (A1111 loads it at once, so the first job is not slow)."""
+        """Load the model and make it the current one (A1111 loads it at once, so the first job is not slow), which
+        the next start opens on too."""
         name = self.services.engine.load(self.registry.resolve(self.checkpoint_name(value)).name)
         self.registry.set_default(name)
+        self.services.config.keep(CHECKPOINT, name)
         return name
 
     # -- /options ------------------------------------------------------------------------------------------

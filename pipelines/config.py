@@ -5,7 +5,8 @@ restart.
 The file is A1111's format (one JSON object), so A1111's own reads in: keys Easel does not know stay in the file as
 they are, and a value Easel cannot use is passed over with a warning (its default used instead). Flags that decide an
 option for a run (``--no-save``, ``--samples-format``) set it without writing it: the file holds only what a user
-changed. ``Services.configure`` puts the values to work.
+changed. ``Services.configure`` puts the values to work. The file also keeps the checkpoint last picked
+(``sd_model_checkpoint``, as A1111's), which the next start opens on unless ``--default-model`` names one.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ OPTIONS = (
            high=2.0, info="the weight a card's tag gets when its network has no preferred weight"),
 )
 BY_KEY = {option.key: option for option in OPTIONS}
+CHECKPOINT = "sd_model_checkpoint"  # kept as the last one picked, the model the next start opens on
 SECTIONS = tuple(dict.fromkeys(option.section for option in OPTIONS))
 
 
@@ -118,6 +120,18 @@ class Config:
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
+
+    def kept(self, key: str) -> Any:
+        """What the file holds under a key that is not an option (A1111's ``sd_model_checkpoint``), unchecked."""
+        return self._stored.get(key)
+
+    def keep(self, key: str, value: Any) -> None:
+        """Write ``value`` under a key that is not an option."""
+        with self._lock:
+            if self._stored.get(key) != value:
+                self._stored[key] = value
+                if self.path:
+                    write_json_object(self.path, self._stored)
 
     def values(self) -> dict[str, Any]:
         return dict(self._values)

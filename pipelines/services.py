@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import Config
+from .config import CHECKPOINT, Config
 from .engine import Engine, GenerationResult, Progress
 from .outputs import OutputWriter, SaveLog
-from .registry import Registry
+from .registry import TITLE, Registry
 from .request import GenerationRequest
 from .speed import SpeedOptions, preferred_dtype
 
@@ -39,7 +39,7 @@ class Settings:
     ui_config_file: Path | None = None  # the tabs' saved starting values (A1111's ui-config.json, ui/defaults.py)
     memory_budget_gb: float | None = None
     offline: bool = False
-    default_model: str = DEFAULT_MODEL
+    default_model: str | None = None  # None: the checkpoint config_file keeps, else DEFAULT_MODEL
     catalog: Path | None = None  # known Hub models and their presets (models/catalog.json)
     memory_mode: str = "auto"  # auto, normal, medvram, lowvram (pipelines/memory.py)
     vae: str | None = None  # a name in models/VAE used by every model whose easel.json names none
@@ -92,15 +92,24 @@ class Services:
     def build(cls, settings: Settings) -> "Services":
         device = resolve_device(settings.device)
         budget = int(settings.memory_budget_gb * 2**30) if settings.memory_budget_gb else None
-        registry = Registry(settings.models_dir, device=device,
-                            dtype=resolve_dtype(settings.dtype, device, settings.fast),
-                            memory_budget=budget, offline=settings.offline, default_model=settings.default_model,
-                            catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae,
-                            speed=SpeedOptions.from_flags(settings.fast, settings.compile, settings.compile_mode,
-                                                          settings.weights, settings.compile_sizes))
         flags = {"samples_save": settings.save_outputs, "samples_format": settings.samples_format,
                  "show_progress_every_n_steps": settings.preview_every}
         config = Config(settings.config_file, {key: value for key, value in flags.items() if value is not None})
+        registry = Registry(settings.models_dir, device=device,
+                            dtype=resolve_dtype(settings.dtype, device, settings.fast),
+                            memory_budget=budget, offline=settings.offline,
+                            default_model=settings.default_model or DEFAULT_MODEL,
+                            catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae,
+                            speed=SpeedOptions.from_flags(settings.fast, settings.compile, settings.compile_mode,
+                                                          settings.weights, settings.compile_sizes))
+        kept = config.kept(CHECKPOINT)
+        if settings.default_model is None and isinstance(kept, str) and kept:
+            name = match["name"] if (match := TITLE.match(kept)) else kept
+            if name in registry.names():
+                registry.set_default(name)
+            else:
+                config.warnings.append(f"The checkpoint {settings.config_file} names, {kept!r}, is not among the "
+                                       f"models; starting on {registry.default_name()}.")
         for warning in config.warnings:
             logger.warning(warning)
         engine = Engine(registry, OutputWriter(settings.outputs_dir))

@@ -1,6 +1,7 @@
-"""Browser test of the Settings tab (A1111's): change how pictures are saved and the tabs' clip skip, see a bad file
-name pattern refused with a message, generate, find the picture saved as the settings say, and open the page again
-to find them kept. The app runs alone (its own outputs folder and config.json), so no other test sees its settings."""
+"""Browser tests of the Settings tab (A1111's): change how pictures are saved and the tabs' clip skip, see a bad
+file name pattern refused with a message, generate, find the picture saved as the settings say, and open the page
+again to find them kept; save the tabs' values as their defaults and pick a checkpoint, start again and find both.
+Each app runs alone (its own outputs folder and settings files), so no other test sees its settings."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from browser_support import ARTIFACTS, generate_in, open_page, open_tab, set_number
+from browser_support import ARTIFACTS, generate_in, open_page, open_tab, pick, set_number
 from playwright.sync_api import expect
 
 
@@ -65,8 +66,10 @@ def test_settings_change_how_pictures_are_saved_and_are_kept(served):
         expect(_text_box(page, "samples_filename_pattern")).to_have_value("[seed]-[prompt_words]")
 
 
-def test_the_tabs_values_saved_as_defaults_start_the_next_run(models_dir, serve_app, tmp_path):
-    """A1111's Defaults: the tabs' values now become those a page starts with once Easel starts again."""
+def test_the_tabs_values_saved_as_defaults_and_the_checkpoint_picked_start_the_next_run(models_dir, serve_app,
+                                                                                         tmp_path):
+    """A1111's Defaults: the tabs' values now become those a page starts with once Easel starts again; so does the
+    checkpoint picked last, when no --default-model names one."""
     with serve_app(models_dir, outputs=tmp_path) as url, open_page(url) as page:
         set_number(page, "txt2img_steps", 7)
         page.locator("#txt2img_prompt textarea").fill("a blue square")
@@ -76,10 +79,18 @@ def test_the_tabs_values_saved_as_defaults_start_the_next_run(models_dir, serve_
         expect(page.locator("#settings_defaults_result")).to_contain_text(
             "2 defaults changed: txt2img/Prompt, txt2img/Sampling steps. They show after Easel starts again.")
         page.screenshot(path=str(ARTIFACTS / "settings-defaults.png"), full_page=True)
+        pick(page, "model_select", "tiny-sdxl")
+        config = tmp_path / "config.json"
+        for _ in range(100):  # kept by the pick's event, which may end after the picker shows it
+            if config.exists():
+                break
+            page.wait_for_timeout(100)
     assert json.loads((tmp_path / "ui-config.json").read_text()) == {"txt2img/Prompt/value": "a blue square",
                                                                      "txt2img/Sampling steps/value": 7}
-    with serve_app(models_dir, outputs=tmp_path) as url, open_page(url) as page:
+    assert json.loads(config.read_text()) == {"sd_model_checkpoint": "tiny-sdxl"}
+    with serve_app(models_dir, default_model=None, outputs=tmp_path) as url, open_page(url) as page:
+        expect(page.locator("#model_select input")).to_have_value("tiny-sdxl")
         expect(page.locator("#txt2img_steps input[type=number]")).to_have_value("7")
         expect(page.locator("#txt2img_prompt textarea")).to_have_value("a blue square")
         open_tab(page, "img2img")
-        expect(page.locator("#img2img_steps input[type=number]")).to_have_value("20")  # txt2img's only
+        expect(page.locator("#img2img_steps input[type=number]")).not_to_have_value("7")  # txt2img's only

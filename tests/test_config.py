@@ -202,3 +202,23 @@ def test_the_tabs_defaults_are_kept_under_a1111s_keys(tmp_path, caplog):
     assert json.loads(path.read_text()) == {"txt2img/Sampling method/value": "Heun", "img2img/Other/value": 1,
                                             "txt2img/Prompt/value": "a cat", "txt2img/Seed/value": 5}
     assert defaults.save(["a cat", 20, "Heun", 512, 5]) == []
+
+
+def test_the_next_start_opens_on_the_checkpoint_picked_last(models_dir, tmp_path, api_client, caplog):
+    """A1111 keeps ``sd_model_checkpoint`` in config.json: set through the API (or the model picker), the next start
+    opens on it unless --default-model names one; a kept name no longer on disk is a warning."""
+    from pipelines.services import Services, Settings
+
+    path = tmp_path / "config.json"
+    client, _ = api_client(models_dir, config_file=path)
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sdxl"}).status_code == 200
+    assert json.loads(path.read_text()) == {"sd_model_checkpoint": "tiny-sdxl"}
+
+    def start(**settings) -> str:
+        return Services.build(Settings(models_dir=models_dir, device="cpu", config_file=path,
+                                       **settings)).registry.default_name()
+
+    assert start() == "tiny-sdxl"
+    assert start(default_model="tiny-sd") == "tiny-sd"
+    path.write_text(json.dumps({"sd_model_checkpoint": "gone [0123456789]"}))
+    assert start() != "gone" and "'gone [0123456789]', is not among the models" in caplog.text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 from pipelines.checkpoints import vae_names
+from pipelines.config import CHECKPOINT
 from pipelines.errors import EaselError
 
 from . import compare, extras, image_browser, img2img, inpaint, merger, models, png_info, settings, txt2img
@@ -112,11 +113,13 @@ def build_ui(services) -> gr.Blocks:
         vae.input(set_vae, vae, None, api_name="set_vae", concurrency_id=GPU_QUEUE)
 
         def model_defaults(name: str | None):
+            """The picked model's defaults in every tab; the next start opens on it (A1111's kept checkpoint)."""
             try:
-                values = registry.resolve(name).defaults
+                info = registry.resolve(name)
             except EaselError:  # a typed name that is not a model: leave the widgets alone
                 return [gr.update()] * len(_DEFAULT_FIELDS) * len(generation_tabs)
-            return [values.get(key, gr.update()) for _ in generation_tabs for key in _DEFAULT_FIELDS]
+            services.config.keep(CHECKPOINT, info.name)
+            return [info.defaults.get(key, gr.update()) for _ in generation_tabs for key in _DEFAULT_FIELDS]
 
         model.input(model_defaults, model,
                     [tab.fields.components[k] for tab in generation_tabs for k in _DEFAULT_FIELDS],
