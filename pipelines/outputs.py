@@ -162,9 +162,9 @@ class SaveLog:
     asked for them) into ``root/images`` (numbered as every output, never over another), a row per save in
     ``root/log.csv`` (A1111's columns, from the first picture's infotext) and, for Zip, a zip of them beside them."""
 
-    def __init__(self, root: str | Path, format: str = "png"):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.writer = OutputWriter(root, format=format)
+        self.writer = OutputWriter(root)  # its format and names as the settings say (Services.configure)
         self.csv = self.root / "log.csv"
         self._lock = threading.Lock()
 
