@@ -4,8 +4,8 @@ Field names, types and defaults are A1111's (``modules/api/models.py``), so the 
 clients agree with sd-webui; unknown fields are ignored, as A1111 does. Pydantic only checks types here: value
 checks (ranges, multiples of 8, sampler names, model names) are ``GenerationRequest``'s, shared with the UI,
 and ``field_of`` names the A1111 field a ``RequestError`` is about. Fields of features this server does not
-have (scripts other than A1111's prompt list, prompt matrix, Loopback and SD upscale, face restoration, a separate
-latent mask, ...) are refused with a clear message when they ask for something, never silently ignored.
+have (scripts other than A1111's prompt list, prompt matrix, X/Y/Z plot, Loopback and SD upscale, face restoration, a
+separate latent mask, ...) are refused with a clear message when they ask for something, never silently ignored.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.request import VERSION, GenerationRequest
 from pipelines.samplers import normalize
+from pipelines.xyz import Plot, plan as plan_plot
 
 from .encoding import PayloadError, decode_image
+from .xyz_script import XYZ_SCRIPT, plot_args
 
 
 class Txt2ImgPayload(BaseModel):
@@ -187,7 +189,7 @@ _A1111_FIELDS = {
     "prompt_lines": "script_args", "prompt_matrix": "script_args", "matrix_margin": "script_args",
     "loopback": "script_name", "loopback_loops": "script_args", "loopback_final_strength": "script_args",
     "loopback_curve": "script_args", "sd_upscale": "script_name", "sd_upscale_overlap": "script_args",
-    "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args",
+    "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
 }
 
 
@@ -310,9 +312,10 @@ def _option(given: Any, option: str, options, override: dict) -> Any:
     return override.get(option, options.services.config[option]) if given is None else given
 
 
-# A1111's script names (any case): both tabs have the first two, img2img the others too
-PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, LOOPBACK_SCRIPT, SD_UPSCALE_SCRIPT = SCRIPTS = (
+# A1111's script names (any case): both tabs have the first three, img2img the others too
+PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, LOOPBACK_SCRIPT, SD_UPSCALE_SCRIPT = (
     "prompts from file or textbox", "prompt matrix", "loopback", "sd upscale")
+SCRIPTS = (PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, XYZ_SCRIPT, LOOPBACK_SCRIPT, SD_UPSCALE_SCRIPT)
 
 
 def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
@@ -363,9 +366,20 @@ def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
     return {}
 
 
+def plot_of(payload: Txt2ImgPayload, request: GenerationRequest, options) -> Plot | None:
+    """A1111's X/Y/Z plot script over ``request`` (the payload's one job), or None for no such script."""
+    if (payload.script_name or "").lower() != XYZ_SCRIPT:
+        return None
+    axes, plot_options = plot_args(list(payload.script_args),
+                                   "img2img" if isinstance(payload, Img2ImgPayload) else "txt2img",
+                                   options.checkpoint_name)
+    return plan_plot(request, axes, plot_options)
+
+
 def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[GenerationRequest]]:
     """The plan of ``payload`` (``job_plan``: one job, or with a script a job per line or combination) and its
-    validated requests, to run one after another; raises RequestError (PayloadError naming the field)."""
+    validated requests, to run one after another (an X/Y/Z plot's cells are ``plot_of`` the one); raises
+    RequestError (PayloadError naming the field)."""
     payload = apply_infotext(payload)
     _refuse_unimplemented(payload)
     override = payload.override_settings or {}

@@ -36,6 +36,7 @@ from pipelines.prompt_lines import POSITIONS
 from pipelines.prompt_matrix import JOINERS, PROMPT_TYPES
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
 from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS
+from pipelines.xyz import Plot, PlotResult, run_plot
 
 from . import PREFIX
 from .auth import ApiAuth
@@ -44,7 +45,9 @@ from .options import Options
 from .payloads import (LOOPBACK_SCRIPT, PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, SCRIPTS, SD_UPSCALE_SCRIPT,
                        ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
                        ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
-                       ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, processed_info, to_requests)
+                       ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, plot_of, processed_info,
+                       to_requests)
+from .xyz_script import XYZ_SCRIPT, axis_names
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +129,11 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
     engine = services.engine
     router = APIRouter(prefix=PREFIX, route_class=ApiRoute, dependencies=[Depends(auth)], tags=["sdapi"])
 
-    def run(payload: Txt2ImgPayload, owner: str) -> dict[str, Any]:
-        planned, requests = to_requests(payload, options)  # all checked before the first runs
+    def run_jobs(requests: list, owner: str, save: bool) -> list[GenerationResult]:
         results = []
         for request in requests:
             result = None
-            for event in services.stream(request, owner=owner, save=payload.save_images):
+            for event in services.stream(request, owner=owner, save=save):
                 if isinstance(event, GenerationResult):
                     result = event
             if result is None:  # the stream always ends with its result; this guards a broken engine
@@ -139,15 +141,33 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
             results.append(result)
             if result.interrupted:
                 break
+        return results
+
+    def run_xyz(plot: Plot, owner: str, save: bool) -> PlotResult:
+        *_, result = run_plot(services.stream, plot, owner=owner, save=save)
+        if not result.results:
+            raise ModelError("The X/Y/Z plot ended before its first picture.")
+        return result
+
+    def run(payload: Txt2ImgPayload, owner: str) -> dict[str, Any]:
+        planned, requests = to_requests(payload, options)  # all checked before the first runs
+        plot = plot_of(payload, requests[0], options)
+        if plot is None:
+            results = run_jobs(requests, owner, payload.save_images)
+            # A1111: do_not_save_grid = not save_images; a batch's grid is answered when return_grid
+            made = grids_of([planned], results, batch=payload.save_images, rows=services.config["n_rows"])
+            grids, shown = shown_grids(made, services.config["return_grid"]), results
+        else:  # A1111's answer: the grid (and the Z values' grids), then the cells' pictures when included
+            plotted = run_xyz(plot, owner, payload.save_images)
+            made = grids = plotted.grids()
+            results = plotted.cells()
+            shown = results if plot.options.sub_images else []
         if not payload.override_settings_restore_afterwards and (payload.override_settings or {}).get(
                 "sd_model_checkpoint"):
             services.registry.set_default(results[0].request.model)
-        # A1111: do_not_save_grid = not save_images; a batch's grid is answered when return_grid
-        made = grids_of([planned], results, batch=payload.save_images, rows=services.config["n_rows"])
         if payload.save_images:
             engine.save_grids(made, results[0].request.task)
-        grids = shown_grids(made, services.config["return_grid"])
-        images = [grid.image for grid in grids] + [image for result in results for image in result.images]
+        images = [grid.image for grid in grids] + [image for result in shown for image in result.images]
         return {
             "images": [encode_png(image) for image in images] if payload.send_images else [],
             "parameters": echo(payload),
@@ -324,8 +344,9 @@ def _argument(label: str, value: Any, choices: list | None = None, minimum=None,
     return {"label": label, "value": value, "minimum": minimum, "maximum": maximum, "step": step, "choices": choices}
 
 
-# The scripts (A1111's "Prompts from file or textbox" and "Prompt matrix", in both tabs, "Loopback" and "SD upscale"
-# in img2img) and their arguments, as A1111 lists them (SD upscale's upscaler: an index into ``/upscalers``).
+# The scripts (A1111's "Prompts from file or textbox", "Prompt matrix" and "X/Y/Z plot", in both tabs, "Loopback"
+# and "SD upscale" in img2img) and their arguments, as A1111 lists them (SD upscale's upscaler: an index into
+# ``/upscalers``).
 _SCRIPT_ARGS = {
     PROMPT_LIST_SCRIPT: [_argument("Iterate seed every line", False),
                          _argument("Use same random seed for all lines", False),
@@ -345,13 +366,30 @@ _SCRIPT_ARGS = {
                         _argument("Upscaler", 1),
                         _argument("Scale Factor", 2.0, minimum=1, maximum=MAX_SCALE, step=0.05)],
 }
-_TAB_SCRIPTS = {"txt2img": (PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT), "img2img": SCRIPTS}
+
+
+def _xyz_args(tab: str) -> list[dict[str, Any]]:
+    """The X/Y/Z plot's arguments as A1111 1.10 lists them: a type's choices are the tab's axes, which its index
+    counts in."""
+    def axis(letter: str, value: str) -> list[dict[str, Any]]:
+        return [_argument(f"{letter} type", value, axis_names(tab)), _argument(f"{letter} values", ""),
+                _argument(f"{letter} values", None)]
+
+    return [*axis("X", "Seed"), *axis("Y", "Nothing"), *axis("Z", "Nothing"), _argument("Draw legend", True),
+            _argument("Include Sub Images", False), _argument("Include Sub Grids", False),
+            _argument("Keep -1 for seeds", False), *(_argument(f"Vary seeds for {letter}", False) for letter in "XYZ"),
+            _argument("Grid margins (px)", 0, minimum=0, maximum=MAX_MARGIN, step=2),
+            _argument("Use text inputs instead of dropdowns", False)]
+
+
+_TAB_SCRIPTS = {"txt2img": (PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, XYZ_SCRIPT), "img2img": SCRIPTS}
 # What ``/scripts`` and ``/script-info`` answer; A1111 features Easel does not have (face restorers, built-in
 # Real-ESRGAN models: upscaler files are in ``upscalers``, extensions) are listed empty, so that a client asking for
 # them sees none rather than a 404.
 _LISTINGS = {"/scripts": {tab: list(names) for tab, names in _TAB_SCRIPTS.items()},
              "/script-info": [{"name": name, "is_alwayson": False, "is_img2img": tab == "img2img",
-                               "args": _SCRIPT_ARGS[name]} for tab, names in _TAB_SCRIPTS.items() for name in names],
+                               "args": _xyz_args(tab) if name == XYZ_SCRIPT else _SCRIPT_ARGS[name]}
+                              for tab, names in _TAB_SCRIPTS.items() for name in names],
              "/face-restorers": [], "/realesrgan-models": [], "/extensions": []}
 
 

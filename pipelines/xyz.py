@@ -3,7 +3,9 @@
 Axis values use A1111's syntax: comma lists (quoted with ``"`` when a value holds a comma), and for numbers
 ranges ``1-5`` (every whole number), ``1-10 (+2)`` (a step), ``1-10 [5]`` (that many values, evenly spread).
 Cells run with the model axis outermost, so each model is loaded once however the axes are arranged. A seed
-of -1 is drawn once, so every cell shares it unless the seed is an axis.
+of -1 is drawn once, so every cell shares it unless the seed is an axis (A1111's options: keep -1, so that every
+cell draws its own, or vary the seed along an axis). The result is answered as A1111's script answers it: the grid
+(the Z values' grids side by side), then each Z value's grid and each cell's picture when asked for.
 """
 
 from __future__ import annotations
@@ -11,17 +13,17 @@ from __future__ import annotations
 import csv
 import math
 import re
-from dataclasses import dataclass, replace
-from itertools import product
+from dataclasses import dataclass, field, replace
+from itertools import permutations, product
 from typing import Any, Callable, Iterator
 
 from PIL import Image
 
 from .engine import GenerationResult, Progress
 from .errors import RequestError
-from .grid import labelled_grid
+from .grid import Grid, labelled_grid
 from .infotext import with_params
-from .request import GenerationRequest
+from .request import MAX_SEED, GenerationRequest
 
 NUMBER = r"[+-]?\s*\d+(?:\.\d*)?"
 _RANGE = re.compile(rf"^\s*({NUMBER})\s*-\s*({NUMBER})\s*(?:\(\s*({NUMBER})\s*\)|\[\s*(\d+)\s*\])?\s*$")
@@ -40,6 +42,19 @@ def _control_weight(request: GenerationRequest, weight: float) -> dict:
     return {"controlnets": tuple(replace(u, weight=weight) if u.enabled else u for u in request.controlnets)}
 
 
+def _prompt_order(request: GenerationRequest, order: tuple[str, ...]) -> dict:
+    """A1111's "Prompt order": the axis's words, wherever they stand in the prompt, put back in ``order``."""
+    missing = [word for word in order if word not in request.prompt]
+    if missing:
+        raise RequestError(f"Prompt order: {missing[0]!r} is not in the prompt.", "xyz")
+    prompt, parts = request.prompt, []
+    for word in sorted(order, key=request.prompt.find):
+        at = prompt.find(word)
+        parts.append(prompt[:at])
+        prompt = prompt[at + len(word):]
+    return {"prompt": "".join(part + word for part, word in zip(parts, order)) + prompt}
+
+
 def _size(request: GenerationRequest, value: str) -> dict:
     parts = value.lower().replace(" ", "").split("x")
     try:
@@ -54,7 +69,7 @@ def _size(request: GenerationRequest, value: str) -> dict:
 @dataclass(frozen=True)
 class Axis:
     label: str  # as A1111 names it
-    kind: type  # int, float or str: how values are read
+    kind: type  # int, float, str, or tuple (every order of the words typed): how values are read
     apply: Callable[[GenerationRequest, Any], dict]  # the request fields a value changes
     show: Callable[[Any], str] = str  # the grid label of a value
 
@@ -75,11 +90,15 @@ AXES = {axis.label: axis for axis in (
     Axis("Schedule type", str, _field("scheduler"), lambda v: f"Schedule type: {v}"),
     Axis("Clip skip", int, _field("clip_skip"), lambda v: f"Clip skip: {v}"),
     Axis("Prompt S/R", str, lambda request, value: {}),  # done in ``apply`` (it needs the first value)
+    Axis("Prompt order", tuple, _prompt_order, ", ".join),  # each value an order of the words typed
     Axis("Styles", str, lambda request, value: {"styles": (*request.styles, value)}),
     Axis("LoRA weight", float, _lora_weight, lambda v: f"LoRA weight: {v:g}"),
     Axis("Size", str, _size),
     Axis("Denoising", float, _field("denoising_strength"), lambda v: f"Denoising: {v:g}"),
+    Axis("Initial noise multiplier", float, _field("initial_noise_multiplier"),
+         lambda v: f"Initial noise multiplier: {v:g}"),
     Axis("Hires steps", int, _field("hr_second_pass_steps"), lambda v: f"Hires steps: {v}"),
+    Axis("Hires sampler", str, _field("hr_sampler_name")),
     Axis("Hires upscaler", str, _field("hr_upscaler")),
     Axis("ControlNet weight", float, _control_weight, lambda v: f"ControlNet weight: {v:g}"),
     Axis("Refiner checkpoint", str, _field("refiner_checkpoint"), lambda v: f"Refiner: {v}"),
@@ -112,6 +131,8 @@ def parse_values(axis: str, text: str) -> list:
         raise RequestError(f"The {axis} axis has no values.", "xyz")
     if spec.kind is str:
         return items
+    if spec.kind is tuple:
+        return list(permutations(items))
     values = []
     for item in items:
         match = _RANGE.match(item)
@@ -138,6 +159,18 @@ def apply(request: GenerationRequest, axis: str, value: Any, values: list) -> Ge
     return replace(request, **AXES[axis].apply(request, value))
 
 
+@dataclass(frozen=True)
+class PlotOptions:
+    """A1111's options of the plot."""
+
+    legend: bool = True  # "Draw legend": the axes' values over the columns, beside the rows, over each Z grid
+    keep_random: bool = False  # "Keep -1 for seeds": every cell draws its own seed
+    vary_seeds: tuple[bool, bool, bool] = (False, False, False)  # "Vary seeds for X/Y/Z": + the cell's index there
+    sub_images: bool = False  # "Include Sub Images": every cell's picture after the grids
+    sub_grids: bool = False  # "Include Sub Grids": each Z value's grid after the grid of them all
+    margin: int = 0  # "Grid margins (px)"
+
+
 @dataclass
 class Plot:
     """The cells of a plot; ``order`` runs them with the model axis outermost."""
@@ -145,6 +178,7 @@ class Plot:
     axes: list[tuple[str, list]]  # (axis, values) for X, Y, Z
     cells: dict[tuple[int, int, int], GenerationRequest]
     texts: tuple[str, str, str] = ("", "", "")  # the values as typed, for X, Y, Z
+    options: PlotOptions = field(default_factory=PlotOptions)
 
     @property
     def order(self) -> list[tuple[int, int, int]]:
@@ -156,56 +190,88 @@ class Plot:
         return ["" if axis == "Nothing" else AXES[axis].show(v) for v in values]
 
 
-def plan(request: GenerationRequest, axes: list[tuple[str, str]]) -> Plot:
+def plan(request: GenerationRequest, axes: list[tuple[str, str]], options: PlotOptions = PlotOptions()) -> Plot:
     """The plot's cells for up to three (axis, values text) pairs: X, Y, Z."""
     axes = (list(axes) + [("Nothing", "")] * 3)[:3]
     parsed = [(axis, parse_values(axis, text)) for axis, text in axes]
-    parsed = [(axis, [replace(request, seed=v).with_seed().seed for v in values] if axis == "Seed" else values)
-              for axis, values in parsed]  # -1 drawn once, shared by its row or column
+    if not options.keep_random:  # -1 drawn once, shared by its row or column
+        parsed = [(axis, [replace(request, seed=v).with_seed().seed for v in values] if axis == "Seed" else values)
+                  for axis, values in parsed]
+        request = request.with_seed()
     used = [axis for axis, _ in parsed if axis != "Nothing"]
     if len(used) != len(set(used)):
         raise RequestError("Each axis type may be used once.", "xyz")
-    if math.prod(len(values) for _, values in parsed) > 256:
+    sizes = [len(values) for _, values in parsed]
+    if math.prod(sizes) > 256:
         raise RequestError("An X/Y/Z plot may have up to 256 cells.", "xyz")
-    request = replace(request.with_seed(), batch_size=1, batch_count=1)
+    request = replace(request, batch_size=1, batch_count=1)
+    strides = (1, sizes[0], sizes[0] * sizes[1])  # A1111's: a cell's seed moves on by its index along each axis
     cells = {}
-    for key in product(*(range(len(values)) for _, values in parsed)):
+    for key in product(*(range(size) for size in sizes)):
         cell = request
         for (axis, values), i in zip(parsed, key):
             cell = apply(cell, axis, values[i], values)
+        offset = sum(i * stride for i, stride, vary in zip(key, strides, options.vary_seeds) if vary)
+        if offset and cell.seed >= 0:
+            cell = replace(cell, seed=(cell.seed + offset) % (MAX_SEED + 1))
         cells[key] = cell
-    return Plot(parsed, cells, tuple(text for _, text in axes))
+    return Plot(parsed, cells, tuple(text for _, text in axes), options)
 
 
 @dataclass
 class PlotResult:
     plot: Plot
-    images: dict[tuple[int, int, int], Image.Image]
-    infotexts: dict[tuple[int, int, int], str]
+    results: dict[tuple[int, int, int], GenerationResult]  # each cell's that ran
     interrupted: bool = False
 
-    def grids(self, margin: int = 0) -> list[Image.Image]:
-        """One labelled grid per Z value (X across, Y down), titled with the Z value, ``margin`` pixels between
-        cells."""
-        (_, xs), (_, ys), (_, zs) = self.plot.axes
-        x_labels, y_labels, z_labels = (self.plot.labels(i) for i in range(3))
-        return [labelled_grid([[self.images.get((x, y, z)) for x in range(len(xs))] for y in range(len(ys))],
-                              x_labels, y_labels if any(y_labels) else None, z_labels[z], margin)
-                for z in range(len(zs))]
+    @property
+    def images(self) -> dict[tuple[int, int, int], Image.Image]:
+        return {key: result.images[0] for key, result in self.results.items()}
 
-    def grid_infotexts(self) -> list[str]:
-        """Each grid's parameters as A1111 saves them: its first cell's, then ``Script: X/Y/Z plot`` and each axis's
-        type and values as typed (``X Type``, ``X Values``; for seeds also ``Fixed X Values``, the seeds run)."""
+    @property
+    def infotexts(self) -> dict[tuple[int, int, int], str]:
+        return {key: result.infotexts[0] for key, result in self.results.items()}
+
+    def _ran(self) -> list[tuple[int, int, int]]:
+        """The cells that ran in A1111's order: X fastest, then Y, then Z."""
+        return sorted(self.results, key=lambda key: key[::-1])
+
+    def cells(self) -> list[GenerationResult]:
+        return [self.results[key] for key in self._ran()]
+
+    def grids(self) -> list[Grid]:
+        """The grids in A1111's order: the grid of every Z value's grid side by side (each titled with its value),
+        then with ``sub_grids`` each Z value's own when there are several; each with its parameters."""
+        options, images = self.plot.options, self.images
+        (_, xs), (_, ys), (_, zs) = self.plot.axes
+        x_labels, y_labels, z_labels = (self.plot.labels(i) if options.legend else [] for i in range(3))
+        subs = [labelled_grid([[images.get((x, y, z)) for x in range(len(xs))] for y in range(len(ys))],
+                              x_labels, y_labels if any(y_labels) else None, z_labels[z] if z_labels else "",
+                              options.margin)
+                for z in range(len(zs))]
+        main, z_texts = self._infotexts()
+        if len(subs) == 1:
+            return [Grid(subs[0], main)]
+        everything = labelled_grid([subs], [], margin=options.margin)
+        return [Grid(everything, main)] + ([Grid(*each) for each in zip(subs, z_texts)] if options.sub_grids else [])
+
+    def _infotexts(self) -> tuple[str, list[str]]:
+        """The grids' parameters as A1111 saves them: the first cell's, then ``Script: X/Y/Z plot`` and each axis's
+        type and values as typed (``X Type``, ``X Values``; for seeds drawn once also ``Fixed X Values``, the seeds
+        run); each Z value's grid its first cell's, with the X and Y axes (empty when none of its cells ran)."""
         extra = {"Script": "X/Y/Z plot"}
         for letter, (axis, values), text in zip("XYZ", self.plot.axes, self.plot.texts):
             if axis != "Nothing":
                 extra |= {f"{letter} Type": axis, f"{letter} Values": text}
-                if axis in ("Seed", "Var. seed"):
+                if axis in ("Seed", "Var. seed") and not self.plot.options.keep_random:
                     extra[f"Fixed {letter} Values"] = ", ".join(str(value) for value in values)
-        (_, xs), (_, ys), (_, zs) = self.plot.axes
-        firsts = [next((self.infotexts[key] for key in product(range(len(xs)), range(len(ys)), [z])
-                        if key in self.infotexts), None) for z in range(len(zs))]
-        return [with_params(first, extra) if first else "" for first in firsts]
+        sub_extra = {key: value for key, value in extra.items() if not key.startswith(("Z ", "Fixed Z "))}
+        ordered = [(key[2], self.results[key].infotexts[0]) for key in self._ran()]
+        firsts: dict[int, str] = {}
+        for z, text in ordered:
+            firsts.setdefault(z, text)
+        z_texts = [with_params(firsts[z], sub_extra) if z in firsts else "" for z in range(len(self.plot.axes[2][1]))]
+        return (with_params(ordered[0][1], extra) if ordered else ""), z_texts
 
 
 @dataclass
@@ -222,12 +288,13 @@ class PlotProgress:
 def run_plot(stream: Callable[..., Iterator], plot: Plot, *, owner: Any = None,
              save: bool = True) -> Iterator[PlotProgress | PlotResult]:
     """Run every cell through ``stream`` (``Services.stream``) in ``plot.order``; progress, then the result."""
-    result = PlotResult(plot, {}, {})
+    result = PlotResult(plot, {})
     order = plot.order
     for number, key in enumerate(order):
         for event in stream(plot.cells[key], owner=owner, save=save):
             if isinstance(event, GenerationResult):
-                result.images[key], result.infotexts[key] = event.images[0], event.infotexts[0]
+                if event.images:
+                    result.results[key] = event
                 result.interrupted = event.interrupted
             else:
                 yield PlotProgress(number, len(order), event)

@@ -40,19 +40,28 @@ def open_page(url: str, height: int = 1100) -> Iterator:
             browser.close()
 
 
-def set_number(page, elem_id: str, value: float) -> None:
-    """Type a value into a Gradio number or slider box and leave it, so the app receives it; again when the box
-    takes its first value back (a box in an accordion just opened can, while it mounts)."""
-    box = page.locator(f"#{elem_id} input[type=number]")
+def _type_into(box, text: str) -> None:
+    """Type ``text`` into a box and leave it, so the app receives it; again when the box takes its first value back
+    (a box in an accordion just opened can, while it mounts)."""
     for _ in range(3):
-        box.fill(str(value))
+        box.fill(text)
         box.blur()
         try:
-            expect(box).to_have_value(str(value), timeout=5_000)
+            expect(box).to_have_value(text, timeout=5_000)
             return
         except AssertionError:
             continue
-    expect(box).to_have_value(str(value))
+    expect(box).to_have_value(text)
+
+
+def set_number(page, elem_id: str, value: float) -> None:
+    """Type a value into a Gradio number or slider box (``_type_into``)."""
+    _type_into(page.locator(f"#{elem_id} input[type=number]"), str(value))
+
+
+def set_text(page, elem_id: str, text: str) -> None:
+    """Type a text into a Gradio textbox (``_type_into``)."""
+    _type_into(page.locator(f"#{elem_id} textarea, #{elem_id} input").first, text)
 
 
 def set_numbers(page, values: dict[str, float]) -> None:

@@ -184,6 +184,38 @@ def test_prompt_matrix_answers_its_grid_first(alice, api_server):
     assert any(path.parent.parent.name == "txt2img-grids" for path in outputs.rglob("*.png"))
 
 
+XYZ_NOTHING = [0, "", None, 0, "", None]  # A1111's Y and Z axes unused
+
+
+def test_xyz_plot_answers_its_grid_then_the_cells_as_a1111s_script(alice, api_server):
+    """Axis types by index into A1111 1.10's list (4: Steps) or by name; a dropdown's values; "Include Sub Images";
+    "Vary seeds for X"; seeds drawn once; the grid saved with the plot's parameters."""
+    outputs = api_server[1]
+    before = set(outputs.rglob("*.png"))
+    body = ok(alice.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "seed": -1, **SMALL, "save_images": True, "script_name": "X/Y/Z plot",
+        "script_args": [4, "1, 2", None, "CFG Scale", "", ["1", "7"], 0, "", None,
+                        True, True, False, False, True, False, False, 0, False]}))
+    info = json.loads(body["info"])
+    assert len(body["images"]) == 1 + 4 and info["index_of_first_image"] == 1
+    grid, cells = decode(body["images"][0]), [decode(image) for image in body["images"][1:]]
+    assert grid.width > 2 * 64 and grid.height > 2 * 64  # labelled
+    seed = info["all_seeds"][0]
+    assert info["all_seeds"] == [seed, seed + 1, seed, seed + 1]  # X fastest, the seed varied along X
+    params = [parse_infotext(text)[2] for text in info["infotexts"]]
+    assert [(p["Steps"], p["CFG scale"]) for p in params[1:]] == [("1", "1"), ("2", "1"), ("1", "7"), ("2", "7")]
+    assert info["infotexts"][0].endswith(', Script: X/Y/Z plot, X Type: Steps, X Values: "1, 2", Y Type: CFG Scale, '
+                                         'Y Values: "1,7"') and cells[3].info["parameters"] == info["infotexts"][4]
+    saved = set(outputs.rglob("*.png")) - before
+    assert sorted(path.parent.parent.name for path in saved) == ["txt2img-grids"] + ["txt2img-images"] * 4
+    title = next(model["title"] for model in ok(alice.get("/sdapi/v1/sd-models")) if model["model_name"] == "tiny-sd")
+    bare = ok(alice.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "seed": 3, **SMALL, "script_name": "x/y/z plot",
+        "script_args": ["Steps", "1, 2", None, "Checkpoint name", "", [title], 0, "", None, False]}))  # A1111's older
+    assert len(bare["images"]) == 1 and decode(bare["images"][0]).size == (2 * 64, 64)  # no legend
+    assert json.loads(bare["info"])["sd_model_name"] == "tiny-sd"  # the checkpoint's title read as A1111's
+
+
 def test_loopback_and_sd_upscale_run_as_a1111s_img2img_scripts(alice):
     source = b64_png(Image.new("RGB", (64, 64), (200, 40, 40)))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -450,7 +482,16 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [{"module": "canny"}]}}},
      "alwayson_scripts.controlnet.args"),  # no model
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts.ADetailer"),
-    ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_name"),
+    ("txt2img", {"prompt": "x", "script_name": "Poor man's outpainting"}, "script_name"),
+    ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_args"),  # no axes
+    ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": [23, "0, 1", None, *XYZ_NOTHING]},
+     "script_args"),  # A1111's Eta
+    ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": [42, "1", None, *XYZ_NOTHING]},
+     "script_args"),  # past the list
+    ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": ["Steps", "few", None, *XYZ_NOTHING]},
+     "script_args"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "script_name": "x/y/z plot",
+                 "script_args": ["Steps", "1", None, *XYZ_NOTHING, True, False, False, False, 9000]}, "script_args"),
     ("txt2img", {"prompt": "x", "script_name": "Prompts from file or textbox", "script_args": [1]}, "script_args"),
     ("txt2img", {"prompt": "x", "script_name": "prompt matrix", "script_args": [True]}, "script_args"),
     ("txt2img", {"prompt": "x", "script_name": "prompt matrix", "script_args": [True, False]}, "prompt"),  # no |

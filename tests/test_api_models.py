@@ -74,11 +74,19 @@ def test_memory_in_a1111_shape(served):
 
 def test_the_scripts_are_listed_and_features_easel_does_not_have_are_listed_empty(served):
     client, _ = served
-    scripts = ["prompts from file or textbox", "prompt matrix", "loopback", "sd upscale"]
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": scripts[:2], "img2img": scripts}
+    scripts = ["prompts from file or textbox", "prompt matrix", "x/y/z plot", "loopback", "sd upscale"]
+    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": scripts[:3], "img2img": scripts}
     info = client.get("/sdapi/v1/script-info").json()
     assert [(item["name"], item["is_img2img"]) for item in info] == [
-        (scripts[0], False), (scripts[1], False), *((name, True) for name in scripts)]
+        *((name, False) for name in scripts[:3]), *((name, True) for name in scripts)]
+    txt2img_xyz, img2img_xyz = info[2]["args"], info[5]["args"]
+    assert [arg["label"] for arg in txt2img_xyz[9:]] == [
+        "Draw legend", "Include Sub Images", "Include Sub Grids", "Keep -1 for seeds", "Vary seeds for X",
+        "Vary seeds for Y", "Vary seeds for Z", "Grid margins (px)", "Use text inputs instead of dropdowns"]
+    # a type's index counts in A1111 1.10's list of the tab's axes
+    assert txt2img_xyz[0]["choices"][:6] == ["Nothing", "Seed", "Var. seed", "Var. strength", "Steps", "Hires steps"]
+    assert txt2img_xyz[0]["choices"].index("Size") == 41 and img2img_xyz[3]["choices"].index("Size") == 40
+    assert img2img_xyz[6]["choices"][5:8] == ["CFG Scale", "Image CFG Scale", "Prompt S/R"]
     assert [arg["label"] for arg in info[-2]["args"]] == [
         "Loops", "Final denoising strength", "Denoising strength curve", "Append interrogated prompt at each iteration"]
     assert [arg["label"] for arg in info[-1]["args"]] == ["Info", "Tile overlap", "Upscaler", "Scale Factor"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, open_tab, pick, set_number
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, open_tab, pick, set_number, set_text
 from playwright.sync_api import expect
 
 
@@ -57,11 +57,13 @@ def test_xyz_plot(page):
     white gaps of at least 40 px between them. The grid carries its parameters with the axes (A1111's) and is saved
     to txt2img-grids, where the Image Browser finds it."""
     page.locator("#xyz_plot").get_by_text("X/Y/Z plot").first.click()
-    page.locator("#xyz_x_values textarea, #xyz_x_values input").first.fill("1-3")
     set_number(page, "xyz_margin", 40)
+    set_text(page, "xyz_x_values", "1-3")
+    expect(page.locator("#xyz_margin input[type=number]")).to_have_value("40")  # both kept while the panel mounted
     page.locator("#xyz_run").click()
-    grid = page.locator("#xyz_gallery img")
+    grid = page.locator("#xyz_gallery .thumbnail-lg img")  # the gallery's items (the grid also opened above them)
     expect(grid).to_have_count(1, timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#xyz_gallery [data-testid=detailed-image]")).to_be_visible()
     expect(page.locator("#xyz_files a")).to_have_count(1)
     grid.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "compare_xyz.png"), full_page=True, animations="disabled")
@@ -80,3 +82,23 @@ def test_xyz_plot(page):
     page.locator("#browser_gallery .thumbnail-item").first.click()
     expect(page.locator("#browser_file textarea")).to_have_value(re.compile(r"^txt2img-grids/"))
     expect(page.locator("#browser_text textarea")).to_have_value(exported.info["parameters"])
+
+
+def test_xyz_plot_options(page):
+    """A1111's options: without "Draw legend" the grid is the pictures alone; "Include Sub Grids" adds each Z value's
+    grid after the grid of them all, "Include Sub Images" every cell's picture after the grids."""
+    open_tab(page, "Compare")
+    set_text(page, "xyz_x_values", "1-2")
+    pick(page, "xyz_z_type", "CFG Scale")
+    set_text(page, "xyz_z_values", "1, 7")
+    set_number(page, "xyz_margin", 0)
+    for name in ("legend", "sub_grids", "sub_images"):
+        page.locator(f"#xyz_{name} input").click()
+    page.locator("#xyz_run").click()
+    pictures = page.locator("#xyz_gallery .thumbnail-lg img")
+    expect(pictures).to_have_count(1 + 2 + 4, timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#xyz_files a")).to_have_count(3)
+    page.screenshot(path=str(ARTIFACTS / "compare_xyz_options.png"), full_page=True, animations="disabled")
+    sizes = [Image.open(io.BytesIO(page.request.get(pictures.nth(i).get_attribute("src")).body())).size
+             for i in range(7)]
+    assert sizes == [(4 * 64, 64), (2 * 64, 64), (2 * 64, 64)] + [(64, 64)] * 4

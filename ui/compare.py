@@ -12,10 +12,10 @@ import gradio as gr
 
 from pipelines.compare import COLUMNS, MAX_MODELS, CompareProgress, comparison_requests, run_comparison
 from pipelines.errors import EaselError
-from pipelines.grid import MAX_MARGIN, Grid, grid_margin
+from pipelines.grid import MAX_MARGIN, grid_margin
 from pipelines.infotext import png_metadata
 from pipelines.request import TASKS, GenerationRequest
-from pipelines.xyz import AXES, PlotProgress, plan, run_plot
+from pipelines.xyz import AXES, PlotOptions, PlotProgress, plan, run_plot
 
 from . import controlnet
 from .common import FIT, GPU_QUEUE, FieldSet, prompt_boxes, sampling_controls, wire_token_counters
@@ -89,10 +89,16 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
                                         elem_id=f"xyz_{letter}_type"))
                 axes.append(gr.Textbox("10, 20, 30" if letter == "x" else "", label=f"{letter.upper()} values",
                                        scale=3, elem_id=f"xyz_{letter}_values"))
+        with gr.Row():  # A1111's options, under its labels
+            flags = [gr.Checkbox(value, label=label, elem_id=f"xyz_{name}") for name, label, value in (
+                ("legend", "Draw legend", True), ("keep_random", "Keep -1 for seeds", False),
+                ("vary_x", "Vary seeds for X", False), ("vary_y", "Vary seeds for Y", False),
+                ("vary_z", "Vary seeds for Z", False), ("sub_images", "Include Sub Images", False),
+                ("sub_grids", "Include Sub Grids", False))]
         margin = gr.Slider(0, MAX_MARGIN, value=0, step=2, label="Grid margins (px)", elem_id="xyz_margin")
         xyz_run = gr.Button("Run X/Y/Z plot", variant="primary", elem_id="xyz_run")
-        grids = gr.Gallery(label="Grids (one per Z value)", columns=1, object_fit="contain", height=512,
-                           preview=True, format="png", elem_id="xyz_gallery")
+        grids = gr.Gallery(label="Grid (then each Z value's and each cell's, when included)", columns=1,
+                           object_fit="contain", height=512, preview=True, format="png", elem_id="xyz_gallery")
         grid_files = gr.File(label="Grid PNGs", file_count="multiple", elem_id="xyz_files")
 
     def owner(request: gr.Request | None):
@@ -127,11 +133,14 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
         }
 
     def xyz_plot(values: dict, model_name: str, x_type: str, x_values: str, y_type: str, y_values: str,
-                 z_type: str, z_values: str, margin: float, request: gr.Request, progress=gr.Progress()):
+                 z_type: str, z_values: str, legend: bool, keep_random: bool, vary_x: bool, vary_y: bool,
+                 vary_z: bool, sub_images: bool, sub_grids: bool, margin: float, request: gr.Request,
+                 progress=gr.Progress()):
         try:
-            margin = grid_margin(margin or 0, "xyz_margin")
+            options = PlotOptions(legend, keep_random, (vary_x, vary_y, vary_z), sub_images, sub_grids,
+                                  grid_margin(margin or 0, "xyz_margin"))
             plot = plan(_base_request(values, model_name or ""),
-                        [(x_type, x_values), (y_type, y_values), (z_type, z_values)])
+                        [(x_type, x_values), (y_type, y_values), (z_type, z_values)], options)
             for event in run_plot(services.stream, plot, owner=owner(request)):
                 if isinstance(event, PlotProgress):
                     progress(event.fraction, desc=f"Cell {event.cell + 1}/{event.cells}: step {event.step.step}/"
@@ -141,17 +150,18 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         # saved as A1111 saves them (txt2img-grids or img2img-grids, with their parameters), and offered for download
-        saved = [Grid(*each) for each in zip(result.grids(margin), result.grid_infotexts())]
+        saved = result.grids()
         services.engine.save_grids(saved, next(iter(result.plot.cells.values())).task)
         folder, paths = _export_dir(), []
         for number, (grid, infotext, _) in enumerate(saved):
             paths.append(str(folder / f"xyz-grid-{number}.png"))
             grid.save(paths[-1], pnginfo=png_metadata(infotext))
-        yield {grids: paths, grid_files: paths}
+        cells = [cell.images[0] for cell in result.cells()] if options.sub_images else []
+        yield {grids: gr.update(value=paths + cells, selected_index=0), grid_files: paths}  # the grid opened
 
     run.click(fields.named(compare), fields.inputs, [gallery, table, note, files, last_seed], api_name="compare",
               concurrency_id=GPU_QUEUE, concurrency_limit=1)
-    xyz_run.click(fields.named(xyz_plot), [*fields.inputs, model, *axes, margin], [grids, grid_files],
+    xyz_run.click(fields.named(xyz_plot), [*fields.inputs, model, *axes, *flags, margin], [grids, grid_files],
                   api_name="xyz_plot", concurrency_id=GPU_QUEUE, concurrency_limit=1)
 
     def stop(request: gr.Request):
