@@ -22,6 +22,7 @@ from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.request import VERSION, GenerationRequest
 from pipelines.samplers import normalize
+from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
 from pipelines.xyz import Plot, plan as plan_plot
 
 from .encoding import PayloadError, decode_image
@@ -181,6 +182,8 @@ class PNGInfoResponse(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
+SOFT_INPAINTING_SCRIPT = "soft inpainting"  # A1111's always-on script, in img2img
+SOFT_INPAINTING_FIELD = f"alwayson_scripts.{SOFT_INPAINTING_SCRIPT}.args"
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -190,6 +193,7 @@ _A1111_FIELDS = {
     "loopback": "script_name", "loopback_loops": "script_args", "loopback_final_strength": "script_args",
     "loopback_curve": "script_args", "sd_upscale": "script_name", "sd_upscale_overlap": "script_args",
     "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
+    **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
 }
 
 
@@ -203,7 +207,7 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
         raise PayloadError(field, message)
 
     for name in payload.alwayson_scripts:
-        if name.lower() != "controlnet":
+        if name.lower() not in ("controlnet", SOFT_INPAINTING_SCRIPT):
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
     if payload.script_name and payload.script_name.lower() not in SCRIPTS:
         refuse("script_name", f"Script {payload.script_name!r} not found; this server has "
@@ -224,12 +228,30 @@ def mix_items(payload: Txt2ImgPayload) -> list:
             for index, item in enumerate(payload.mix or [])]
 
 
+def _always_on_args(payload: Txt2ImgPayload, name: str) -> Any:
+    """An always-on script's ``args`` (``alwayson_scripts``' keys in any case; ``{"args": [...]}`` or the list)."""
+    script = next((value for key, value in payload.alwayson_scripts.items() if key.lower() == name), None)
+    return script.get("args", []) if isinstance(script, dict) else script or []
+
+
+def soft_inpainting_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """A1111's ``alwayson_scripts["soft inpainting"].args``: [enabled, schedule bias, preservation strength,
+    transition contrast boost, mask influence, difference threshold, difference contrast] (the later ones may be
+    left out), as request fields."""
+    args = _always_on_args(payload, SOFT_INPAINTING_SCRIPT)
+    if not isinstance(args, list) or len(args) > 1 + len(SOFT_SETTINGS):
+        raise PayloadError(SOFT_INPAINTING_FIELD, "Soft inpainting takes [enabled, schedule bias, preservation "
+                                                  "strength, transition contrast boost, mask influence, difference "
+                                                  "threshold, difference contrast].")
+    return {"soft_inpainting": bool(args and args[0]),
+            **{setting.field: value for setting, value in zip(SOFT_SETTINGS, args[1:])}}
+
+
 def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
     """The ControlNet extension's ``alwayson_scripts.controlnet.args`` as unit dicts with decoded pictures
     (``image`` may be base64 or ``{"image": base64, "mask": ...}``; ``input_image`` is its older name)."""
     field = "alwayson_scripts.controlnet.args"
-    script = next((v for k, v in payload.alwayson_scripts.items() if k.lower() == "controlnet"), None)
-    units = script.get("args", []) if isinstance(script, dict) else script or []
+    units = _always_on_args(payload, "controlnet")
     if not isinstance(units, list) or not all(isinstance(unit, dict) for unit in units):
         raise PayloadError(field, 'Expected {"args": [unit, ...]} with each unit a JSON object.')
     decoded = []
@@ -435,6 +457,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
             initial_noise_multiplier=_option(payload.initial_noise_multiplier, "initial_noise_multiplier", options,
                                              override),
             color_correction=_option(None, "img2img_color_correction", options, override),
+            **soft_inpainting_values(payload),
         )
     planned = plan({**values, **_script_values(payload, options)})  # an empty prompt list is no list: the one job
     return planned, [GenerationRequest.from_values(job) for job in planned.jobs]

@@ -7,9 +7,10 @@ flag: the current step finishes, the rest are skipped, and what was reached is d
 img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A1111, they run
 ``steps x denoising strength`` steps. ControlNet units (``Controls``) add their maps, weights and step ranges to
 the call, and their control-mode hooks around it. The request's step cache (``step_cache``) wraps the call too, and
-the fast modes in use (step cache, quantised weights) are labelled in the infotext. Variation seeds, seed resize and
-the noise multiplier shape the pass's noise (``variation.shaping``). Prompt edits and a refiner change
-the UNet's text (and the refiner its UNet) from a step on, through the step callback (``conditioning``).
+the fast modes in use (step cache, quantised weights) are labelled in the infotext. Soft inpainting blends the
+latents after each step and lays the pictures over the original as it says (``soft_inpainting``). Variation seeds,
+seed resize and the noise multiplier shape the pass's noise (``variation.shaping``). Prompt edits and a refiner
+change the UNet's text (and the refiner its UNet) from a step on, through the step callback (``conditioning``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Callable
 
 import torch
 from diffusers.utils.torch_utils import get_module_execution_device
+from PIL import Image
 
 from . import kandinsky, speed, step_cache
 from .conditioning import StepConditioning
@@ -28,7 +30,9 @@ from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .images import TaskImages
+from .latent_blend import LatentBlend
 from .request import GenerationRequest
+from .soft_inpainting import SoftBlend
 from .stats import RunStats, clock
 from .upscalers import ImageUpscaler, upscale_latents
 from .variation import latent_layout, shaping
@@ -56,8 +60,10 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     runs = request.steps if images is None else max(1, int(request.steps * request.denoising_strength))
     conditioning = StepConditioning(pipe, request, embeddings, len(seeds), runs, refiner)
     conditioning.record(extra_params, warnings)
-    steps = _Steps(on_step, should_stop, timed=stats is not None, conditioning=conditioning)
     task = images.pipeline_arguments(request) if images else {"width": request.width, "height": request.height}
+    soft = (_soft_blend(pipe, request, images, seeds, task)
+            if request.soft_inpainting and images is not None and images.mask is not None else None)
+    steps = _Steps(on_step, should_stop, timed=stats is not None, blend=soft, conditioning=conditioning)
     if images is not None and images.resize_latents:
         task["image"] = encode_resized(pipe, images.image, request.output_size)
     if controls is not None:
@@ -85,7 +91,19 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         return result.images
     if images is None:
         return list(result.images)
-    return images.finish(result.images, request)
+    return images.finish(result.images, request, soft and soft.overlay_masks(result.images[0].size))
+
+
+def _soft_blend(pipe, request: GenerationRequest, images: TaskImages, seeds: list[int], task: dict) -> SoftBlend:
+    """Soft inpainting's step blend over what the pipeline denoises: the picture, or with "only masked" the region
+    diffusers crops (found as it finds it). The pipeline's own blending is given every grey pixel to leave free."""
+    task["mask_image"] = free = images.mask.point(lambda value: 255 if value else 0)
+    pictures, mask, region = images.pictures(len(seeds)), images.mask, None
+    if request.inpaint_full_res:
+        size = images.image.size
+        region = pipe.mask_processor.get_crop_region(free, *size, pad=request.inpaint_full_res_padding)
+        pictures, mask = [picture.crop(region).resize(size, Image.LANCZOS) for picture in pictures], mask.crop(region)
+    return SoftBlend(encode_pictures(pipe, pictures), mask, seeds, request, region)
 
 
 class _Stopped(Exception):
@@ -179,11 +197,14 @@ def _run_kandinsky(pipe, request: GenerationRequest, seeds: list[int], *, images
                    stats: RunStats | None):
     """``run_pipeline`` for a combined Kandinsky 2.2 pipeline: the prior (or an image mix), then its decoder with
     the engine's fresh scheduler, the same seeds, progress, interrupt and (inpainting) masked latent blending."""
+    if request.soft_inpainting and images is not None and images.mask is not None:
+        raise RequestError("Soft inpainting is not available for Kandinsky 2.2: turn it off.", "soft_inpainting")
     decoder = pipe.decoder_pipe
     decoder.scheduler = pipe.scheduler  # the engine's fresh scheduler was set on the combined pipeline
     size = images.pictures(1)[0].size if images else (request.width, request.height)
     kandinsky.check_size(size, latent_layout(decoder)[0])
-    blend = kandinsky.LatentBlend(decoder, images, seeds) if images and images.mask is not None else None
+    blend = (LatentBlend(kandinsky.encode(decoder, images.image), images.mask, seeds)
+             if images and images.mask is not None else None)
     steps = _Steps(on_step, should_stop, timed=stats is not None, blend=blend)
     if request.mix and extra_params is not None:
         extra_params["Image mix"] = kandinsky.mix_infotext(request.mix)

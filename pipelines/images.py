@@ -146,15 +146,18 @@ class TaskImages:
                 arguments["padding_mask_crop"] = request.inpaint_full_res_padding
         return arguments
 
-    def finish(self, results: list[Image.Image], request: GenerationRequest) -> list[Image.Image]:
+    def finish(self, results: list[Image.Image], request: GenerationRequest,
+               masks: list[Image.Image] | None = None) -> list[Image.Image]:
         """Colour correction when asked for (each picture to its own original); then keep unmasked pixels exactly as
-        they were (diffusers already does so for "only masked")."""
+        they were (diffusers already does so for "only masked"), or lay each picture over its original through its
+        own mask (soft inpainting's)."""
         if request.corrects_colours:
             references = _each(self.colours or self.original, len(results))
             results = [match_colours(result, reference) for result, reference in zip(results, references)]
-        if self.mask is None or request.inpaint_full_res:
+        if self.mask is None or (request.inpaint_full_res and masks is None):
             return list(results)
-        return [Image.composite(result.convert("RGB"), self.original, self.mask) for result in results]
+        return [Image.composite(result.convert("RGB"), original, mask) for result, original, mask in
+                zip(results, _each(self.original, len(results)), masks or [self.mask] * len(results))]
 
 
 def _each(pictures: Image.Image | list[Image.Image], count: int) -> list[Image.Image]:

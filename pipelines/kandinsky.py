@@ -15,7 +15,7 @@ autoencoder) paints it. ``generate.run_pipeline`` runs both; this module holds t
 - **Image mixing.** ``MixItem``s (prompts and pictures with weights) go through the prior's ``interpolate``:
   their image embeddings are summed with those weights and the decoder paints the blend.
 - **Inpainting** with the ordinary (4-channel) decoder is img2img plus masked latent blending after each step
-  (``LatentBlend``), as SD's pipelines do for ordinary UNets; the engine's prepared mask and its exact
+  (``latent_blend.LatentBlend``), as SD's pipelines do for ordinary UNets; the engine's prepared mask and its exact
   composite of the unmasked pixels apply as for every model.
 """
 
@@ -180,25 +180,11 @@ def check_size(size: tuple[int, int], movq_scale: int) -> None:
                            f"{size[0]}x{size[1]} is not one.", "width")
 
 
-class LatentBlend:
-    """Inpainting with an ordinary decoder: after each step, the latents outside the mask are put back to the
-    original picture's, noised to the next step's level with each image's own seeded noise."""
+@torch.no_grad()
+def encode(decoder, picture: Image.Image) -> torch.Tensor:
+    """A picture's MoVQ latents (inpainting's ``LatentBlend`` puts them back outside the mask)."""
+    from diffusers.utils.torch_utils import get_module_execution_device
 
-    @torch.no_grad()
-    def __init__(self, decoder, images: TaskImages, seeds: list[int]):
-        from diffusers.utils.torch_utils import get_module_execution_device
-
-        movq = decoder.movq
-        device = get_module_execution_device(movq)
-        pixels = decoder.image_processor.preprocess(images.image, images.image.height, images.image.width)
-        self.original = movq.encode(pixels.to(device, movq.dtype))["latents"]
-        height, width = self.original.shape[-2:]
-        mask = np.asarray(images.mask.convert("L").resize((width, height), Image.BILINEAR), dtype=np.float32) / 255
-        self.keep = (1 - torch.from_numpy(mask))[None, None].to(device, self.original.dtype)
-        self.noise = torch.cat([torch.randn(self.original.shape, generator=torch.Generator("cpu").manual_seed(seed))
-                                for seed in seeds]).to(device, self.original.dtype)
-
-    def __call__(self, scheduler, timestep, latents: torch.Tensor) -> torch.Tensor:
-        later = scheduler.timesteps[scheduler.timesteps < timestep]
-        original = scheduler.add_noise(self.original, self.noise, later[:1]) if len(later) else self.original
-        return self.keep * original + (1 - self.keep) * latents
+    movq = decoder.movq
+    pixels = decoder.image_processor.preprocess(picture, picture.height, picture.width)
+    return movq.encode(pixels.to(get_module_execution_device(movq), movq.dtype))["latents"]

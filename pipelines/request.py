@@ -21,6 +21,7 @@ from .extras import NONE as NO_UPSCALER
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
 from .samplers import normalize
+from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 
 TASKS = ("txt2img", "img2img", "inpaint")
@@ -137,6 +138,14 @@ class GenerationRequest:
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
     outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)  # pixels added left, right, up, down (inpaint task)
+    # A1111's soft inpainting (pipelines/soft_inpainting.py): the mask's grey levels kept; its settings' defaults
+    soft_inpainting: bool = False
+    soft_schedule_bias: float = SOFT_SETTINGS[0].default
+    soft_preservation: float = SOFT_SETTINGS[1].default
+    soft_contrast_boost: float = SOFT_SETTINGS[2].default
+    soft_mask_influence: float = SOFT_SETTINGS[3].default
+    soft_difference_threshold: float = SOFT_SETTINGS[4].default
+    soft_difference_contrast: float = SOFT_SETTINGS[5].default
     # Hires fix (txt2img), A1111's names: a second img2img pass over the upscaled first pass.
     enable_hr: bool = False
     hr_scale: float = 2.0
@@ -228,6 +237,7 @@ class GenerationRequest:
         names = (self.styles,) if isinstance(self.styles, str) else self.styles or ()
         set_(self, "styles", tuple(str(name) for name in names))
         set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
+        self._check_soft_inpainting()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
         set_(self, "scheduler", schedule)
@@ -236,6 +246,18 @@ class GenerationRequest:
         set_(self, "adapters", tuple(self.adapters))
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
         self._check_scripts()
+
+    def _check_soft_inpainting(self) -> None:
+        """Its settings in A1111's slider ranges, checked whether or not it is on (tasks without a mask pass it
+        over, as A1111's)."""
+        set_ = object.__setattr__
+        for setting in SOFT_SETTINGS:
+            value = finite_number(getattr(self, setting.field), setting.label, setting.field)
+            if not setting.low <= value <= setting.high:
+                raise RequestError(f"Soft inpainting's {setting.label.lower()} goes from {setting.low:g} to "
+                                   f"{setting.high:g}, got {value:g}.", setting.field)
+            set_(self, setting.field, value)
+        set_(self, "soft_inpainting", bool(self.soft_inpainting))
 
     def _check_scripts(self) -> None:
         """Loopback's and SD upscale's settings, checked whether or not they are on (a later switch must not
@@ -479,6 +501,9 @@ class GenerationRequest:
             "Mask mode": "Inpaint not masked" if self.inpainting_mask_invert else None,
             "Masked content": MASKED_CONTENT[self.inpainting_fill],
             "Outpaint": self._outpaint_history() if any(self.outpaint) else None,
+            SOFT_INPAINTING: True if self.soft_inpainting else None,
+            **{setting.key: getattr(self, setting.field) if self.soft_inpainting else None
+               for setting in SOFT_SETTINGS},
         }
 
     def _hires_params(self) -> dict:
@@ -533,5 +558,7 @@ class GenerationRequest:
                                                                                "seed_resize_from_w")
         values["tiling"] = params.get("Tiling") == "True"
         values["color_correction"] = params.get("Color correction") == "True"
+        values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
+        values.update({setting.field: params[setting.key] for setting in SOFT_SETTINGS if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)

@@ -235,6 +235,18 @@ def test_loopback_and_sd_upscale_run_as_a1111s_img2img_scripts(alice):
     assert params["SD upscale upscaler"] == "Nearest" and params["SD upscale overlap"] == "16"
 
 
+def test_soft_inpainting_as_a1111s_always_on_script(alice):
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    body = ok(alice.post("/sdapi/v1/img2img", json={
+        "prompt": "a blue square", "init_images": [b64_png(Image.new("RGB", (64, 64), (200, 40, 40)))],
+        "mask": b64_png(mask), "mask_blur": 8, "seed": 5, **SMALL,
+        "alwayson_scripts": {"Soft Inpainting": {"args": [True, 2, 0.5]}}}))  # the later ones left out
+    params = parse_infotext(json.loads(body["info"])["infotexts"][0])[2]
+    assert params["Soft inpainting enabled"] == "True" and params["Soft inpainting schedule bias"] == "2"
+    assert params["Soft inpainting difference contrast"] == "2"  # A1111's default
+
+
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
     source = Image.new("RGB", (96, 80), (200, 40, 40))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -511,6 +523,11 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
                  "script_args": [None, 16, "Magic", 2]}, "script_args"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "script_name": "SD upscale", "script_args": [16, 1, 2]},
      "script_args"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "mask": PNG,
+                 "alwayson_scripts": {"soft inpainting": {"args": [True, 1, 0.5, 40]}}},
+     "alwayson_scripts.soft inpainting.args"),  # past the transition contrast boost's slider
+    ("img2img", {"prompt": "x", "init_images": [PNG], "alwayson_scripts": {"soft inpainting": {"args": 3}}},
+     "alwayson_scripts.soft inpainting.args"),
     ("img2img", {"prompt": "x"}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": [base64.b64encode(b"hello, not an image").decode()]}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": ["data:image/png;base64,%%%"]}, "init_images"),

@@ -545,6 +545,22 @@ def test_inpaint_with_a_mask_drawn_by_mouse(page, png_dir):
     assert infotext.startswith("a blue square") and "Mask blur: 4" in infotext and "Masked content: original" in infotext
     page.screenshot(path=str(ARTIFACTS / "inpaint.png"), full_page=True, animations="disabled")
 
+    # A1111's soft inpainting, in its accordion: on, with a schedule bias of 2, and read back by ↙️ from the gallery
+    page.locator("#soft_inpainting").get_by_text("Soft inpainting").first.click()
+    page.locator("#soft_inpainting_enabled input").check()
+    set_number(page, "soft_inpainting_schedule_bias", 2)
+    infotext = generate_in(page, "inpaint")
+    assert "Soft inpainting enabled: True, Soft inpainting schedule bias: 2, Soft inpainting preservation " \
+           "strength: 0.5," in infotext
+    page.locator("#soft_inpainting").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "inpaint_soft.png"), full_page=True, animations="disabled")
+    page.locator("#soft_inpainting_enabled input").uncheck()
+    set_number(page, "soft_inpainting_schedule_bias", 1)
+    prompt.fill("")
+    page.locator("#inpaint_read_parameters").click()
+    expect(page.locator("#soft_inpainting_schedule_bias input[type=number]")).to_have_value("2")
+    expect(page.locator("#soft_inpainting_enabled input")).to_be_checked()
+
 
 def test_models_tab(page):
     open_tab(page, "Models")

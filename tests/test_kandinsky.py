@@ -137,6 +137,8 @@ def test_img2img_and_inpaint_keep_the_size_and_the_unmasked_pixels(engine):
     assert inpaint.images[0].size == (64, 64)
     assert np.array_equal(out[:8], pixels(source)[:8])  # outside the mask: the original, exactly
     assert np.abs(out[24:40, 24:40] - pixels(source)[24:40, 24:40]).mean() > 5  # inside: repainted
+    with pytest.raises(RequestError, match="Soft inpainting is not available for Kandinsky"):
+        engine.generate(make(task="inpaint", init_image=source, mask=mask, soft_inpainting=True))
 
 
 def test_loopback_and_sd_upscale_run_the_decoder_per_loop_and_per_tile(engine):

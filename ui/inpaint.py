@@ -1,8 +1,8 @@
 """The inpaint tab: paint a mask over an image (or upload one) and repaint only that part, or outpaint.
 
 The editor's paint becomes the mask here (in A1111's inpaint sketch the start's colours too: ``ui/editor.py``);
-everything else about masks (size, blur, inversion, masked content, only-masked cropping, composing the original
-back) happens in the engine.
+everything else about masks (size, blur, inversion, masked content, only-masked cropping, soft inpainting, composing
+the original back) happens in the engine.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import gradio as gr
 
 from pipelines.errors import RequestError
 from pipelines.request import MASKED_CONTENT
+from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
 
 from .common import FIT, FieldSet, GenerationTab, generation_tab
 from .editor import paint_mask, painted, sketch_editor
@@ -43,6 +44,14 @@ def _inputs(fields: FieldSet) -> dict:
                                                 label="Inpaint area", elem_id="inpaint_area"))
         fields.add("inpaint_full_res_padding", gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
                                                          elem_id="inpaint_padding"))
+    with gr.Accordion("Soft inpainting", open=False, elem_id="soft_inpainting"):  # A1111's, under its labels
+        fields.add("soft_inpainting", gr.Checkbox(False, label="Soft inpainting", elem_id="soft_inpainting_enabled",
+                                                  info="blend new content by the mask's grey levels: a high mask "
+                                                       "blur is recommended"))
+        for setting in SOFT_SETTINGS:
+            fields.add(setting.field, gr.Slider(setting.low, setting.high, value=setting.default, step=setting.step,
+                                                label=setting.label, info=setting.info,
+                                                elem_id=setting.field.replace("soft_", "soft_inpainting_")))
     with gr.Accordion("Outpaint: extend the canvas", open=False):
         with gr.Row():
             for side in OUTPAINT_SIDES:

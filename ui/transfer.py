@@ -12,6 +12,7 @@ from pipelines.errors import EaselError
 from pipelines.infotext import parse_infotext
 from pipelines.registry import TITLE
 from pipelines.request import NO_CHECKPOINT, GenerationRequest
+from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
 
 from .common import GenerationTab, gallery_picture, opened_picture, size_multiple_of_8
 from .txt2img import SAME
@@ -23,7 +24,8 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
                "denoising_strength", "step_cache", "tiling", "subseed", "subseed_strength", "seed_resize_from_w",
                "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
-               "initial_noise_multiplier", "color_correction")
+               "initial_noise_multiplier", "color_correction", "soft_inpainting",
+               *(setting.field for setting in SOFT_SETTINGS))
 
 
 def _shown(services, name: str, value):
