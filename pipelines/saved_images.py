@@ -2,7 +2,7 @@
 found by words in their parameters, and small copies to show many at once.
 
 A picture's parameters and thumbnail are read once per file version (path, size and modification time), so paging
-through a folder of thousands opens each file once.
+through a folder of thousands opens each file once. A picture can be deleted, with the ``.txt`` of its parameters.
 """
 
 from __future__ import annotations
@@ -66,6 +66,22 @@ def saved_images(root: str | Path, folder: str = ALL, search: str = "") -> list[
     if words:
         images = [image for image in images if all(word in image.parameters.lower() for word in words)]
     return sorted(images, key=lambda image: (image.mtime_ns, image.path.name), reverse=True)
+
+
+def delete(root: str | Path, image: SavedImage) -> list[Path]:
+    """Delete a saved picture and the ``.txt`` of its parameters beside it (A1111's ``save_txt``); only a file
+    inside one of ``FOLDERS`` (never through a link out of them). The files removed."""
+    path, root = image.path.resolve(), Path(root).resolve()
+    if not any(path.is_relative_to(root / name) for name in FOLDERS.values()):
+        raise ValueError(f"{image.path} is not a picture of the outputs folder.")
+    removed = []
+    for file in (path, path.with_suffix(".txt")):
+        try:
+            file.unlink()
+        except FileNotFoundError:  # gone already, or no .txt
+            continue
+        removed.append(file)
+    return removed
 
 
 @lru_cache(maxsize=65536)

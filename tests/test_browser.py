@@ -440,6 +440,26 @@ def test_image_browser_finds_a_saved_picture_and_sends_it(page):
     expect(where).to_contain_text("No picture matches these words.")
     expect(thumbnails).to_have_count(0)
 
+    # Delete, asked again first: "Keep it" keeps it, "Delete it" removes it from the disk and the listing
+    page.locator("#browser_search textarea").fill("GREEN triangle")
+    page.locator("#browser_search textarea").press("Enter")
+    expect(thumbnails).to_have_count(1)
+    thumbnails.first.click()
+    expect(page.locator("#browser_file textarea")).to_have_value(re.compile(r"-77\.png$"))
+    page.locator("#browser_delete").click()
+    question = page.locator("#browser_delete_question")
+    expect(question).to_contain_text(re.compile(r"Delete txt2img-images/[\d-]+/\d{5}-77\.png \(and its \.txt\)\?"))
+    page.locator("#browser_delete_cancel").click()
+    expect(question).to_be_hidden()
+    page.locator("#browser_refresh").click()
+    expect(thumbnails).to_have_count(1)
+    page.locator("#browser_delete").click()
+    page.screenshot(path=str(ARTIFACTS / "image_browser_delete.png"), full_page=True, animations="disabled")
+    page.locator("#browser_delete_confirm").click()
+    expect(where).to_contain_text("No picture matches these words.")
+    expect(page.locator("#browser_file textarea")).to_have_value("")
+    expect(question).to_be_hidden()
+
 
 def _png(png_dir) -> Path:
     return _shared.get("png") or _make_gradient(png_dir / "gradient.png")

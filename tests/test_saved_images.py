@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipelines.outputs import OutputWriter
-from pipelines.saved_images import THUMBNAIL, saved_images
+from pipelines.saved_images import THUMBNAIL, delete, saved_images
 from ui.image_browser import PAGE_SIZE, _page
 
 DAY = datetime.date(2026, 11, 1)
@@ -83,3 +83,20 @@ def test_pages_stay_within_the_pictures_there_are(tmp_path):
     assert _page(tmp_path, "All", "", None)[1][0].path.name == "00000-0.png"  # the newest
     assert _page(tmp_path, "All", "green", 1)[1:] == ([], 1, "No picture matches these words.")
     assert _page(tmp_path / "empty", "All", "", 1)[3] == "No pictures saved here yet."
+
+
+def test_delete_removes_the_picture_and_its_text_and_nothing_outside(outputs, tmp_path_factory):
+    root, paths = outputs
+    paths["old"].with_suffix(".txt").write_text("its parameters")
+    old = next(image for image in saved_images(root) if image.path == paths["old"])
+    assert delete(root, old) == [paths["old"].resolve(), paths["old"].with_suffix(".txt").resolve()]
+    assert not paths["old"].exists() and paths["old"] not in [image.path for image in saved_images(root)]
+    assert delete(root, old) == []  # gone already: nothing to do
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "keep.png"
+    Image.new("RGB", (8, 8)).save(elsewhere)
+    link = paths["grid"].parent / "link.png"
+    link.symlink_to(elsewhere)
+    linked = next(image for image in saved_images(root) if image.path == link)
+    with pytest.raises(ValueError, match="not a picture of the outputs folder"):
+        delete(root, linked)
+    assert elsewhere.exists()

@@ -1,6 +1,6 @@
 """The Image Browser tab (A1111's image browser extension, InvokeAI's gallery): every picture saved under the
 outputs folder, newest first, a page at a time, by folder and by words in its parameters; the picked one at full
-size with its parameters, and the PNG Info tab's "Send to" buttons.
+size with its parameters, the PNG Info tab's "Send to" buttons, and Delete (once asked again).
 
 The page's files stay on the server (a State), so the browser can only pick among them, never name a path.
 """
@@ -11,9 +11,9 @@ import math
 
 import gradio as gr
 
-from pipelines.saved_images import ALL, FOLDERS, SavedImage, saved_images
+from pipelines.saved_images import ALL, FOLDERS, SavedImage, delete, saved_images
 
-from .common import FIT, REFRESH
+from .common import CLEAR, FIT, REFRESH
 from .png_info import Wiring, png_info, send_buttons
 
 PAGE_SIZE = 36
@@ -60,7 +60,14 @@ def build(services, model: gr.Dropdown, tabs: gr.Tabs, tab: gr.Tab) -> Wiring:
             file = gr.Textbox(label="File", interactive=False, elem_id="browser_file")
             text = gr.Textbox(label="Parameters", lines=8, interactive=False, elem_id="browser_text")
             wire = send_buttons(services, model, tabs, "browser", image, text)
+            remove = gr.Button(f"{CLEAR} Delete", size="sm", variant="stop", elem_id="browser_delete")
+            with gr.Column(visible=False) as asking:
+                question = gr.Markdown(elem_id="browser_delete_question")
+                with gr.Row():
+                    really = gr.Button("Delete it", size="sm", variant="stop", elem_id="browser_delete_confirm")
+                    keep = gr.Button("Keep it", size="sm", elem_id="browser_delete_cancel")
     shown = gr.State([])  # the SavedImages on the page, in the gallery's order
+    picked = gr.State(None)  # the SavedImage shown on the right
 
     def show(turn: int | None):  # None: from the first page
         def handler(folder_name: str, words: str, page: float | None):
@@ -73,8 +80,25 @@ def build(services, model: gr.Dropdown, tabs: gr.Tabs, tab: gr.Tab) -> Wiring:
         event(show(turn), [folder, search, number], listing, api_visibility="private")
 
     def pick(images: list[SavedImage], evt: gr.SelectData):
-        picked = images[evt.index]
-        return str(picked.path), str(picked.path.relative_to(root)), png_info(str(picked.path))
+        chosen = images[evt.index]
+        return str(chosen.path), str(chosen.path.relative_to(root)), png_info(str(chosen.path)), chosen
 
-    gallery.select(pick, shown, [image, file, text], api_visibility="private")
+    gallery.select(pick, shown, [image, file, text, picked], api_visibility="private")
+
+    def ask(chosen: SavedImage | None):
+        if chosen is None:
+            raise gr.Error("Pick a picture to delete first.", print_exception=False)
+        where = chosen.path.relative_to(root)
+        return gr.Column(visible=True), f"Delete **{where}** (and its .txt)? It cannot be undone."
+
+    def remove_picked(chosen: SavedImage | None, folder_name: str, words: str, page: float | None):
+        if chosen is not None:
+            delete(root, chosen)
+            gr.Info(f"Deleted {chosen.path.relative_to(root)}.")
+        return (*_page(root, folder_name, words, page), None, "", "", None, gr.Column(visible=False))
+
+    remove.click(ask, picked, [asking, question], api_visibility="private")
+    keep.click(lambda: gr.Column(visible=False), None, asking, api_visibility="private")
+    really.click(remove_picked, [picked, folder, search, number], [*listing, image, file, text, picked, asking],
+                 api_visibility="private")
     return wire
