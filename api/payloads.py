@@ -23,10 +23,9 @@ from pipelines.job_plan import Plan, plan
 from pipelines.request import VERSION, GenerationRequest
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
-from pipelines.xyz import Plot, plan as plan_plot
 
 from .encoding import PayloadError, decode_image
-from .xyz_script import XYZ_SCRIPT, plot_args
+from .xyz_script import XYZ_SCRIPT, plot_values
 
 
 class Txt2ImgPayload(BaseModel):
@@ -193,6 +192,7 @@ _A1111_FIELDS = {
     "loopback": "script_name", "loopback_loops": "script_args", "loopback_final_strength": "script_args",
     "loopback_curve": "script_args", "sd_upscale": "script_name", "sd_upscale_overlap": "script_args",
     "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
+    "xyz_margin": "script_args",
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
 }
 
@@ -346,8 +346,12 @@ def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
     without the third). Prompt matrix: [put variable parts at start, different seeds, "positive"/"negative",
     "comma"/"space", grid margin in pixels] (the later ones may be left out). Loopback: [loops, final denoising
     strength, curve, append interrogated prompt ("None" only)] (the later ones may be left out). SD upscale: [its
-    info text (unread), tile overlap, upscaler (an index into ``/upscalers``, or its name), scale factor]."""
+    info text (unread), tile overlap, upscaler (an index into ``/upscalers``, or its name), scale factor]. X/Y/Z
+    plot: ``xyz_script.plot_values``."""
     args, name = list(payload.script_args), (payload.script_name or "").lower()
+    if name == XYZ_SCRIPT:
+        return plot_values(args, "img2img" if isinstance(payload, Img2ImgPayload) else "txt2img",
+                           options.checkpoint_name)
     if name == LOOPBACK_SCRIPT:
         if not 1 <= len(args) <= 4:
             raise PayloadError("script_args", "Loopback takes [loops, final denoising strength, denoising strength "
@@ -388,20 +392,10 @@ def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
     return {}
 
 
-def plot_of(payload: Txt2ImgPayload, request: GenerationRequest, options) -> Plot | None:
-    """A1111's X/Y/Z plot script over ``request`` (the payload's one job), or None for no such script."""
-    if (payload.script_name or "").lower() != XYZ_SCRIPT:
-        return None
-    axes, plot_options = plot_args(list(payload.script_args),
-                                   "img2img" if isinstance(payload, Img2ImgPayload) else "txt2img",
-                                   options.checkpoint_name)
-    return plan_plot(request, axes, plot_options)
-
-
 def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[GenerationRequest]]:
     """The plan of ``payload`` (``job_plan``: one job, or with a script a job per line or combination) and its
-    validated requests, to run one after another (an X/Y/Z plot's cells are ``plot_of`` the one); raises
-    RequestError (PayloadError naming the field)."""
+    validated requests, to run one after another (an X/Y/Z plot's cells are made from the one, ``Plan.xyz``);
+    raises RequestError (PayloadError naming the field)."""
     payload = apply_infotext(payload)
     _refuse_unimplemented(payload)
     override = payload.override_settings or {}

@@ -36,7 +36,7 @@ from pipelines.prompt_lines import POSITIONS
 from pipelines.prompt_matrix import JOINERS, PROMPT_TYPES
 from pipelines.samplers import SAMPLERS, SCHEDULE_TYPES
 from pipelines.upscalers import LATENT_UPSCALERS, MODEL_UPSCALERS
-from pipelines.xyz import Plot, PlotResult, run_plot
+from pipelines.xyz import Plot, PlotResult, plan as plan_plot, run_plot
 
 from . import PREFIX
 from .auth import ApiAuth
@@ -45,8 +45,7 @@ from .options import Options
 from .payloads import (LOOPBACK_SCRIPT, PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, SCRIPTS, SD_UPSCALE_SCRIPT,
                        ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
                        ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
-                       ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, plot_of, processed_info,
-                       to_requests)
+                       ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, processed_info, to_requests)
 from .xyz_script import XYZ_SCRIPT, axis_names
 
 log = logging.getLogger(__name__)
@@ -151,7 +150,7 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     def run(payload: Txt2ImgPayload, owner: str) -> dict[str, Any]:
         planned, requests = to_requests(payload, options)  # all checked before the first runs
-        plot = plot_of(payload, requests[0], options)
+        plot = plan_plot(requests[0], *planned.xyz) if planned.xyz else None
         if plot is None:
             results = run_jobs(requests, owner, payload.save_images)
             # A1111: do_not_save_grid = not save_images; a batch's grid is answered when return_grid

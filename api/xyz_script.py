@@ -1,15 +1,12 @@
-"""A1111's "X/Y/Z plot" script through ``/sdapi/v1/txt2img`` and ``img2img``: its ``script_args`` read into Easel's
-plot (``pipelines/xyz.py``). A1111 names an axis by its index in its tab's part of the axis list (1.10's, below);
-Easel also takes the axis's name, which does not change between A1111's versions."""
+"""A1111's "X/Y/Z plot" script through ``/sdapi/v1/txt2img`` and ``img2img``: its ``script_args`` read as the values
+of a tab's X/Y/Z plot panel (``pipelines/xyz.py``). A1111 names an axis by its index in its tab's part of the axis
+list (1.10's, below); Easel also takes the axis's name, which does not change between A1111's versions."""
 
 from __future__ import annotations
 
 import csv
 import io
 from typing import Any, Callable
-
-from pipelines.grid import grid_margin
-from pipelines.xyz import PlotOptions
 
 from .encoding import PayloadError
 
@@ -65,26 +62,24 @@ def _axis(kind: Any, letter: str, tab: str) -> str:
                                       f"{tab}'s axis list (0-{len(names) - 1}, /script-info).")
 
 
-def plot_args(args: list, tab: str, checkpoint_name: Callable[[str], str]) -> tuple[list[tuple[str, str]],
-                                                                                   PlotOptions]:
-    """The axes (name, values text) and the options of A1111's ``script_args``; a checkpoint axis's values are
-    A1111's checkpoint references (titles, names or hashes), made names by ``checkpoint_name``."""
+def plot_values(args: list, tab: str, checkpoint_name: Callable[[str], str]) -> dict[str, Any]:
+    """A1111's ``script_args`` as the values of a tab's X/Y/Z plot panel (``xyz.from_values``); a checkpoint axis's
+    values are A1111's checkpoint references (titles, names or hashes), made names by ``checkpoint_name``."""
     if len(args) < 9:
         raise PayloadError("script_args", USAGE + ".")
     layout = _LAYOUTS[0] if len(args) > 13 and isinstance(args[13], bool) else _LAYOUTS[1]
     given = {"legend": True, "margin": 0, **dict(zip(layout, args[9:]))}
-    axes = []
-    for letter, at in zip("XYZ", (0, 3, 6)):
+    values = {"xyz": True, **{f"xyz_{name}": value for name, value in given.items() if name != "csv_mode"}}
+    for letter, at in zip("xyz", (0, 3, 6)):
         text, dropdown = args[at + 1], args[at + 2]
         if not isinstance(text, (str, type(None))) or not isinstance(dropdown, (list, type(None))):
-            raise PayloadError("script_args", f"{letter} values are a text and a list (its dropdown's). {USAGE}.")
-        axis, values = _axis(args[at], letter, tab), dropdown if dropdown and not given.get("csv_mode") else text or ""
+            raise PayloadError("script_args", f"{letter.upper()} values are a text and a list (its dropdown's). "
+                                              f"{USAGE}.")
+        axis = _axis(args[at], letter.upper(), tab)
+        chosen = dropdown if dropdown and not given.get("csv_mode") else text or ""
         if axis in ("Checkpoint name", "Refiner checkpoint"):
-            items = values if isinstance(values, list) else next(csv.reader([values], skipinitialspace=True))
-            values = [checkpoint_name(item) if str(item).strip() not in ("", "None") else item for item in items]
-        axes.append((axis, _csv_line(values) if isinstance(values, list) else values))
-    options = PlotOptions(bool(given["legend"]), bool(given.get("keep_random")),
-                          tuple(bool(given.get(name)) for name in ("vary_x", "vary_y", "vary_z")),
-                          bool(given.get("sub_images")), bool(given.get("sub_grids")),
-                          grid_margin(given["margin"], "script_args"))
-    return axes, options
+            items = chosen if isinstance(chosen, list) else next(csv.reader([chosen], skipinitialspace=True))
+            chosen = [checkpoint_name(item) if str(item).strip() not in ("", "None") else item for item in items]
+        values |= {f"xyz_{letter}_type": axis, f"xyz_{letter}_values": _csv_line(chosen) if isinstance(chosen, list)
+                   else chosen}
+    return values

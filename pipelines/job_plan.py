@@ -1,6 +1,6 @@
 """What a tab's values run as: a job per line of a prompt list, a job per combination of a prompt matrix (and its
-grid after them), or the one job (Loopback and SD upscale, img2img's scripts, run their passes inside it). A1111
-offers these as scripts, one at a time. The grids that lead a gallery are made here too: a matrix's, Loopback's, and
+grid after them), or the one job (Loopback and SD upscale, img2img's scripts, run their passes inside it; the X/Y/Z
+plot runs its cells from it: ``Plan.xyz``). A1111 offers these as scripts, one at a time. The grids that lead a gallery are made here too: a matrix's, Loopback's, and
 a plain job's of its pictures (A1111's, with its ``n_rows``; its ``return_grid`` decides whether a gallery shows it)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import prompt_lines, prompt_matrix
+from . import prompt_lines, prompt_matrix, xyz
 from .errors import RequestError
 from .grid import Grid, batch_grid, labelled_grid
 from .img2img_scripts import loopback_history
@@ -21,19 +21,21 @@ class Plan:
     jobs: list[dict[str, Any]]
     script: str | None = None  # the one script the values tick, by name
     matrix: prompt_matrix.PromptMatrix | None = None
+    xyz: tuple | None = None  # the X/Y/Z plot's axes and options (``xyz.from_values``), run over the one job
 
 
 def plan(values: dict[str, Any]) -> Plan:
-    matrix = prompt_matrix.from_values(values)
+    matrix, plot = prompt_matrix.from_values(values), xyz.from_values(values)
     scripts = [name for name, on in (("a prompt list", (values.get("prompt_lines") or "").strip()),
-                                     ("a prompt matrix", matrix), ("Loopback", values.get("loopback")),
-                                     ("SD upscale", values.get("sd_upscale"))) if on]
+                                     ("a prompt matrix", matrix), ("the X/Y/Z plot", plot),
+                                     ("Loopback", values.get("loopback")), ("SD upscale", values.get("sd_upscale")))
+               if on]
     if len(scripts) > 1:
         raise RequestError(f"{', '.join(scripts[:-1])} and {scripts[-1]} cannot run together (A1111 runs one script "
                            "at a time): turn all but one off.", "script_name")
     script = scripts[0] if scripts else None
     if matrix is None:
-        return Plan(values, prompt_lines.expand(values), script)
+        return Plan(values, prompt_lines.expand(values), script, xyz=plot)
     return Plan(values, matrix.jobs(values), script, matrix)
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from .engine import GenerationResult, Progress
 from .errors import RequestError
-from .grid import Grid, labelled_grid
+from .grid import Grid, grid_margin, labelled_grid
 from .infotext import with_params
 from .request import MAX_SEED, GenerationRequest
 
@@ -169,6 +169,21 @@ class PlotOptions:
     sub_images: bool = False  # "Include Sub Images": every cell's picture after the grids
     sub_grids: bool = False  # "Include Sub Grids": each Z value's grid after the grid of them all
     margin: int = 0  # "Grid margins (px)"
+
+
+def from_values(values: dict[str, Any]) -> tuple[list[tuple[str, str]], PlotOptions] | None:
+    """The plot a tab's values (or an API request's script arguments) ask for with ``xyz`` ticked: its axes (type,
+    values text) and options, from ``xyz_x_type``, ``xyz_x_values``, ... ``xyz_margin``; None when not ticked."""
+    if not values.get("xyz"):
+        return None
+    axes = [(values.get(f"xyz_{letter}_type") or "Nothing", values.get(f"xyz_{letter}_values") or "")
+            for letter in "xyz"]
+    vary = tuple(bool(values.get(f"xyz_vary_{letter}")) for letter in "xyz")
+    options = PlotOptions(legend=bool(values.get("xyz_legend", True)), keep_random=bool(values.get("xyz_keep_random")),
+                          vary_seeds=vary, sub_images=bool(values.get("xyz_sub_images")),
+                          sub_grids=bool(values.get("xyz_sub_grids")),
+                          margin=grid_margin(values.get("xyz_margin") or 0, "xyz_margin"))
+    return axes, options
 
 
 @dataclass

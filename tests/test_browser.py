@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, open_tab, pick,
-                             set_number, set_numbers)
+                             set_number, set_numbers, set_text)
 from playwright.sync_api import expect
 
 PROMPT = "a red circle on a white background"
@@ -400,6 +400,26 @@ def test_png_info_round_trip(page, png_dir):
     page.locator("#pnginfo_send_to_extras").click()
     expect(page.get_by_role("tab", name="Extras", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("#extras_image img").first).to_be_visible()
+
+
+def test_xyz_plot_as_a_txt2img_script(page, tmp_path):
+    """A1111's X/Y/Z plot in txt2img, its box ticked: steps 1 and 2 across make one labelled grid in the gallery,
+    with the plot's parameters; unticked, Generate makes a picture again."""
+    _txt2img_tab(page)
+    _set_prompt(page, "a red circle for the plot")
+    page.locator("#txt2img_xyz_panel").get_by_text("X/Y/Z plot").first.click()
+    set_text(page, "txt2img_xyz_x_values", "1, 2")
+    page.locator("#txt2img_xyz input").check()
+    infotext = generate_in(page, "txt2img")
+    assert infotext.startswith("a red circle for the plot\nSteps: 1,")  # the first cell's, then the plot's
+    assert infotext.endswith(', Script: X/Y/Z plot, X Type: Steps, X Values: "1, 2"')
+    expect(page.locator("#txt2img_gallery img")).to_have_count(1)
+    expect(page.locator("#txt2img_gallery img[alt='Grid']")).to_have_count(1)
+    with Image.open(gallery_png(page, "txt2img", tmp_path / "grid.png")) as grid:
+        assert grid.width == 2 * 64 and grid.height > 64  # two cells across, their labels over them
+    page.screenshot(path=str(ARTIFACTS / "txt2img_xyz.png"), full_page=True, animations="disabled")
+    page.locator("#txt2img_xyz input").uncheck()
+    assert "Script" not in generate_in(page, "txt2img")
 
 
 def test_image_browser_finds_a_saved_picture_and_sends_it(page):

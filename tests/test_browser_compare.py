@@ -57,9 +57,9 @@ def test_xyz_plot(page):
     white gaps of at least 40 px between them. The grid carries its parameters with the axes (A1111's) and is saved
     to txt2img-grids, where the Image Browser finds it."""
     page.locator("#xyz_plot").get_by_text("X/Y/Z plot").first.click()
-    set_number(page, "xyz_margin", 40)
-    set_text(page, "xyz_x_values", "1-3")
-    expect(page.locator("#xyz_margin input[type=number]")).to_have_value("40")  # both kept while the panel mounted
+    set_number(page, "compare_xyz_margin", 40)
+    set_text(page, "compare_xyz_x_values", "1-3")
+    expect(page.locator("#compare_xyz_margin input[type=number]")).to_have_value("40")  # kept while the panel mounted
     page.locator("#xyz_run").click()
     grid = page.locator("#xyz_gallery .thumbnail-lg img")  # the gallery's items (the grid also opened above them)
     expect(grid).to_have_count(1, timeout=GENERATION_TIMEOUT_MS)
@@ -76,7 +76,7 @@ def test_xyz_plot(page):
 
     open_tab(page, "Image Browser")
     pick(page, "browser_folder", "txt2img grids")
-    page.locator("#browser_search textarea").fill("X/Y/Z")
+    page.locator("#browser_search textarea").fill("X/Y/Z 1-3")  # this plot's (other modules' plots share the app)
     page.locator("#browser_search textarea").press("Enter")
     expect(page.locator("#browser_where")).to_contain_text("pictures 1-1 of 1,")
     page.locator("#browser_gallery .thumbnail-item").first.click()
@@ -88,12 +88,12 @@ def test_xyz_plot_options(page):
     """A1111's options: without "Draw legend" the grid is the pictures alone; "Include Sub Grids" adds each Z value's
     grid after the grid of them all, "Include Sub Images" every cell's picture after the grids."""
     open_tab(page, "Compare")
-    set_text(page, "xyz_x_values", "1-2")
-    pick(page, "xyz_z_type", "CFG Scale")
-    set_text(page, "xyz_z_values", "1, 7")
-    set_number(page, "xyz_margin", 0)
+    set_text(page, "compare_xyz_x_values", "1-2")
+    pick(page, "compare_xyz_z_type", "CFG Scale")
+    set_text(page, "compare_xyz_z_values", "1, 7")
+    set_number(page, "compare_xyz_margin", 0)
     for name in ("legend", "sub_grids", "sub_images"):
-        page.locator(f"#xyz_{name} input").click()
+        page.locator(f"#compare_xyz_{name} input").click()
     page.locator("#xyz_run").click()
     pictures = page.locator("#xyz_gallery .thumbnail-lg img")
     expect(pictures).to_have_count(1 + 2 + 4, timeout=GENERATION_TIMEOUT_MS)

@@ -160,3 +160,23 @@ def test_a_grid_keeps_the_seeds_drawn_for_its_axis():
     assert [grid.infotext for grid in grids] == [fixed + ', Z Type: Steps, Z Values: "2, 4"', fixed, ""]
     kept = plan(request(), [("Seed", "-1, 3")], PlotOptions(keep_random=True))
     assert "Fixed" not in PlotResult(kept, _results(kept, {(1, 0, 0): "a\nSteps: 2"})).grids()[0].infotext
+
+
+def test_a_tabs_values_ask_for_a_plot_and_it_runs_as_one_script():
+    """``from_values`` reads the panel's fields (the API's script arguments become the same); the job plan runs the
+    plot over its one job, never beside another script."""
+    from pipelines.job_plan import plan as plan_jobs
+    from pipelines.xyz import from_values
+
+    assert from_values({"xyz": False, "xyz_x_type": "Steps"}) is None
+    axes, options = from_values({"xyz": True, "xyz_x_type": "Steps", "xyz_x_values": "1, 2", "xyz_y_type": None,
+                                 "xyz_legend": False, "xyz_vary_y": True, "xyz_margin": 8})
+    assert axes == [("Steps", "1, 2"), ("Nothing", ""), ("Nothing", "")]
+    assert options == PlotOptions(legend=False, vary_seeds=(False, True, False), margin=8)
+    with pytest.raises(RequestError, match="Grid margins go from 0 to 500"):
+        from_values({"xyz": True, "xyz_margin": 501})
+    values = {"prompt": "a red circle", "xyz": True, "xyz_x_type": "Steps", "xyz_x_values": "1, 2"}
+    planned = plan_jobs(values)
+    assert len(planned.jobs) == 1 and planned.xyz[0][0] == ("Steps", "1, 2")
+    with pytest.raises(RequestError, match="a prompt matrix and the X/Y/Z plot cannot run together"):
+        plan_jobs({**values, "prompt": "a|b", "prompt_matrix": True})

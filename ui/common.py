@@ -312,43 +312,69 @@ def generation_handler(services, panel: OutputPanel, task: str,
 
     ``prepare`` turns the tab's widget values into request values (an image editor's layers into a mask, say),
     or into a list of them (a batch of init images); each runs as its plan says (``job_plan``: a job per line of a
-    prompt list, per combination of a prompt matrix; its grid, or a batch's, comes first in the gallery). The jobs
-    run one after another in the same queue slot.
+    prompt list, per combination of a prompt matrix, per cell of an X/Y/Z plot; its grid, or a batch's, comes first
+    in the gallery). The jobs run one after another in the same queue slot.
     It builds the request, streams the engine's progress (bar and live preview) and finishes with the gallery,
     the selected image's infotext, every image's infotext and the seed used. Bad input becomes a
     ``gr.Error`` with the engine's message, never a traceback.
     """
+    from pipelines import xyz
     from pipelines.engine import GenerationResult
-    from pipelines.errors import EaselError
+    from pipelines.errors import EaselError, RequestError
     from pipelines.request import GenerationRequest
+
+    def run_jobs(jobs: list, owner, progress):
+        """The jobs one after another (progress and previews as they come); their results."""
+        done: list[GenerationResult] = []
+        for number, job in enumerate(jobs, 1):
+            for event in services.stream(job, owner=owner):
+                if isinstance(event, GenerationResult):
+                    done.append(event)
+                    continue
+                label = f"Batch {event.batch + 1}/{event.batch_count}, step {event.step}/{event.steps}"
+                progress(event.fraction, desc=f"Image {number}/{len(jobs)}: {label}" if len(jobs) > 1 else label)
+                if event.preview is not None:
+                    yield {panel.preview: gr.update(visible=True, value=event.preview)}
+            if done[-1].interrupted:
+                break
+        return done
+
+    def run_plot(plot, owner, progress):
+        """The X/Y/Z plot's cells (progress and previews as they come); its result."""
+        for event in xyz.run_plot(services.stream, plot, owner=owner):
+            if isinstance(event, xyz.PlotResult):
+                return event
+            progress(event.fraction, desc=f"Cell {event.cell + 1}/{event.cells}: step {event.step.step}/"
+                                          f"{event.step.steps}")
+            if event.step.preview is not None:
+                yield {panel.preview: gr.update(visible=True, value=event.step.preview)}
 
     # track_tqdm: a model downloading from the Hub on first use shows its download bars in the tab's progress
     def generate(values: dict, model_name: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+        owner = request.session_hash if request else None
         try:
             prepared = prepare(values) if prepare else values
             plans = [job_plan.plan(v) for v in (prepared if isinstance(prepared, list) else [prepared])]
             jobs = [GenerationRequest.from_values({"model": model_name, **job, "task": task})  # a line may name one
                     for each in plans for job in each.jobs]
-            done: list[GenerationResult] = []
-            for number, job in enumerate(jobs, 1):
-                for event in services.stream(job, owner=request.session_hash if request else None):
-                    if isinstance(event, GenerationResult):
-                        done.append(event)
-                        continue
-                    label = f"Batch {event.batch + 1}/{event.batch_count}, step {event.step}/{event.steps}"
-                    progress(event.fraction, desc=f"Image {number}/{len(jobs)}: {label}" if len(jobs) > 1 else label)
-                    if event.preview is not None:
-                        yield {panel.preview: gr.update(visible=True, value=event.preview)}
-                if done[-1].interrupted:
-                    break
+            if plans[0].xyz is None:
+                done = yield from run_jobs(jobs, owner, progress)
+                made = job_plan.grids(plans, done, rows=services.config["n_rows"])
+                grids, shown = job_plan.shown(made, services.config["return_grid"]), done
+            else:  # the X/Y/Z plot: A1111's answer, its grid first, then each Z value's and each cell's when asked
+                if len(plans) > 1:
+                    raise RequestError("The X/Y/Z plot runs on one picture, not a batch folder.", "xyz")
+                plot = xyz.plan(jobs[0], *plans[0].xyz)
+                result = yield from run_plot(plot, owner, progress)
+                made = grids = result.grids()
+                done = result.cells()
+                shown = done if plot.options.sub_images else []
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        made = job_plan.grids(plans, done, rows=services.config["n_rows"])
         services.engine.save_grids(made, task)
-        grids = job_plan.shown(made, services.config["return_grid"])
-        images = [grid.image for grid in grids] + [image for result in done for image in result.images]
-        infotexts = [grid.infotext for grid in grids] + [text for result in done for text in result.infotexts]
-        seeds = [seed for result in done for seed in result.seeds]
+        images = [grid.image for grid in grids] + [image for result in shown for image in result.images]
+        infotexts = [grid.infotext for grid in grids] + [text for result in shown for text in result.infotexts]
+        seeds = [seed for result in shown for seed in result.seeds]
         captions = [GRID] * len(grids) + [f"Seed {seed}" for seed in seeds]
         for warning in dict.fromkeys(w for result in done for w in result.warnings):  # files left out, once each
             gr.Warning(warning)
@@ -357,7 +383,7 @@ def generation_handler(services, panel: OutputPanel, task: str,
             panel.preview: gr.update(visible=False, value=None),
             panel.infotext: infotexts[0] if infotexts else "",
             panel.infotexts: infotexts,
-            panel.last_seed: seeds[0] if seeds else -1,
+            panel.last_seed: done[0].seeds[0] if done and done[0].seeds else -1,
             panel.selected: -1,  # none picked
             panel.download: gr.update(visible=False, value=None),  # an earlier job's saved files
         }
@@ -432,7 +458,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
                    prepare: Callable[[dict], dict | list[dict]] | None = None) -> GenerationTab:
     """The body every generation tab shares: prompts (with the Networks cards under them) and buttons, the task's
     own inputs above the sampling controls, and the output panel; wired to the engine."""
-    from . import controlnet, img2img_scripts, networks  # they use this module's icons and fields
+    from . import controlnet, img2img_scripts, networks, xyz_panel  # they use this module's icons and fields
 
     fields = FieldSet(task)
     with gr.Row():
@@ -456,6 +482,8 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             refiner_controls(services, fields)
             prompt_list_controls(fields)
             prompt_matrix_controls(fields)
+            with gr.Accordion("X/Y/Z plot", open=False, elem_id=f"{task}_xyz_panel"):
+                xyz_panel.controls(fields)
             if task != "txt2img":
                 img2img_scripts.build(services, fields, task)
             inputs["controlnet"] = controlnet.build(services, fields, services.settings.controlnet_units)

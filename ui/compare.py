@@ -12,12 +12,11 @@ import gradio as gr
 
 from pipelines.compare import COLUMNS, MAX_MODELS, CompareProgress, comparison_requests, run_comparison
 from pipelines.errors import EaselError
-from pipelines.grid import MAX_MARGIN, grid_margin
 from pipelines.infotext import png_metadata
 from pipelines.request import TASKS, GenerationRequest
-from pipelines.xyz import AXES, PlotOptions, PlotProgress, plan, run_plot
+from pipelines.xyz import PlotProgress, from_values, plan, run_plot
 
-from . import controlnet
+from . import controlnet, xyz_panel
 from .common import FIT, GPU_QUEUE, FieldSet, prompt_boxes, sampling_controls, wire_token_counters
 
 
@@ -82,20 +81,7 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
             files = gr.File(label="Exports: CSV, JSON, grid PNG", file_count="multiple", elem_id="compare_files")
     with gr.Accordion("X/Y/Z plot (the settings above; the model picked at the top unless an axis names models)",
                       open=False, elem_id="xyz_plot"):
-        axes = []
-        for letter, axis in zip("xyz", ("Steps", "Nothing", "Nothing")):
-            with gr.Row():
-                axes.append(gr.Dropdown(list(AXES), value=axis, label=f"{letter.upper()} type", scale=1,
-                                        elem_id=f"xyz_{letter}_type"))
-                axes.append(gr.Textbox("10, 20, 30" if letter == "x" else "", label=f"{letter.upper()} values",
-                                       scale=3, elem_id=f"xyz_{letter}_values"))
-        with gr.Row():  # A1111's options, under its labels
-            flags = [gr.Checkbox(value, label=label, elem_id=f"xyz_{name}") for name, label, value in (
-                ("legend", "Draw legend", True), ("keep_random", "Keep -1 for seeds", False),
-                ("vary_x", "Vary seeds for X", False), ("vary_y", "Vary seeds for Y", False),
-                ("vary_z", "Vary seeds for Z", False), ("sub_images", "Include Sub Images", False),
-                ("sub_grids", "Include Sub Grids", False))]
-        margin = gr.Slider(0, MAX_MARGIN, value=0, step=2, label="Grid margins (px)", elem_id="xyz_margin")
+        xyz_panel.controls(fields, toggle=False)
         xyz_run = gr.Button("Run X/Y/Z plot", variant="primary", elem_id="xyz_run")
         grids = gr.Gallery(label="Grid (then each Z value's and each cell's, when included)", columns=1,
                            object_fit="contain", height=512, preview=True, format="png", elem_id="xyz_gallery")
@@ -132,15 +118,9 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
             last_seed: requests[0].seed,
         }
 
-    def xyz_plot(values: dict, model_name: str, x_type: str, x_values: str, y_type: str, y_values: str,
-                 z_type: str, z_values: str, legend: bool, keep_random: bool, vary_x: bool, vary_y: bool,
-                 vary_z: bool, sub_images: bool, sub_grids: bool, margin: float, request: gr.Request,
-                 progress=gr.Progress()):
+    def xyz_plot(values: dict, model_name: str, request: gr.Request, progress=gr.Progress()):
         try:
-            options = PlotOptions(legend, keep_random, (vary_x, vary_y, vary_z), sub_images, sub_grids,
-                                  grid_margin(margin or 0, "xyz_margin"))
-            plot = plan(_base_request(values, model_name or ""),
-                        [(x_type, x_values), (y_type, y_values), (z_type, z_values)], options)
+            plot = plan(_base_request(values, model_name or ""), *from_values({**values, "xyz": True}))
             for event in run_plot(services.stream, plot, owner=owner(request)):
                 if isinstance(event, PlotProgress):
                     progress(event.fraction, desc=f"Cell {event.cell + 1}/{event.cells}: step {event.step.step}/"
@@ -156,12 +136,12 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
         for number, (grid, infotext, _) in enumerate(saved):
             paths.append(str(folder / f"xyz-grid-{number}.png"))
             grid.save(paths[-1], pnginfo=png_metadata(infotext))
-        cells = [cell.images[0] for cell in result.cells()] if options.sub_images else []
+        cells = [cell.images[0] for cell in result.cells()] if plot.options.sub_images else []
         yield {grids: gr.update(value=paths + cells, selected_index=0), grid_files: paths}  # the grid opened
 
     run.click(fields.named(compare), fields.inputs, [gallery, table, note, files, last_seed], api_name="compare",
               concurrency_id=GPU_QUEUE, concurrency_limit=1)
-    xyz_run.click(fields.named(xyz_plot), [*fields.inputs, model, *axes, *flags, margin], [grids, grid_files],
+    xyz_run.click(fields.named(xyz_plot), [*fields.inputs, model], [grids, grid_files],
                   api_name="xyz_plot", concurrency_id=GPU_QUEUE, concurrency_limit=1)
 
     def stop(request: gr.Request):

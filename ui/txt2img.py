@@ -71,7 +71,8 @@ def _wire_upscale(tab: GenerationTab, model: gr.Dropdown) -> None:
         for update in tab.generate({**values, "firstpass_image": picture, "enable_hr": True, "width": width,
                                     "height": height, "seed": made.seed, "subseed": made.subseed,
                                     "subseed_strength": made.subseed_strength, "batch_size": 1, "batch_count": 1,
-                                    "prompt_lines": "", "prompt_matrix": False}, model_name, request, progress):
+                                    "prompt_lines": "", "prompt_matrix": False, "xyz": False}, model_name, request,
+                                   progress):
             if len(update.get(panel.gallery) or ()) == 1 and len(infotexts) == len(gallery):  # the result
                 update = {**update, panel.selected: index,
                           panel.gallery: [*gallery[:index], *update[panel.gallery], *gallery[index + 1:]],
