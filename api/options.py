@@ -22,7 +22,7 @@ from pipelines.upscalers import LATENT_UPSCALERS, upscaler_names
 
 from .encoding import PayloadError
 
-READ_ONLY = {"outdir_samples": "", "enable_pnginfo": True}  # decided by --outputs-dir, and always so
+READ_ONLY = {"outdir_samples": ""}  # decided by --outputs-dir
 
 
 class Options:

@@ -73,6 +73,8 @@ OPTIONS = (
     Option("directories_filename_pattern", "Directory name pattern", SAVING, DIRECTORY_PATTERN,
            info="under txt2img-images and the others; / nests folders; empty: [prompt_words]. Tokens as above",
            check_text=filenames.check),
+    Option("enable_pnginfo", "Save text information about generation parameters as chunks to png files", SAVING,
+           True, info="also the EXIF of JPEG and WebP files; off: the gallery's and the API's pictures carry none"),
     Option("save_txt", "Create a text file next to every image with generation parameters", SAVING, False),
     Option("jpeg_quality", "Quality for saved jpeg and webp images", SAVING, QUALITY, low=1, high=100),
     Option("grid_save", "Always save all generated image grids", SAVING, True),

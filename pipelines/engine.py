@@ -98,6 +98,7 @@ class Engine:
         self.writer = writer
         self.preview_every = preview_every
         self.grid_save = True  # A1111's grid_save: grids are saved (pipelines/config.py)
+        self.pnginfo = True  # A1111's enable_pnginfo: pictures carry their parameters (the gallery's, the API's)
         self._device_lock = threading.Lock()
         self._job: Job | None = None
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
@@ -138,7 +139,8 @@ class Engine:
                 hires = hires_info and self._lease_partner(held, hires_info, request)
                 for image, seed, made_by in self._pictures(model, pipe, job, controls, hires, refiner, on_progress):
                     text = made_by.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
-                    image.info["parameters"] = text
+                    if self.pnginfo:
+                        image.info["parameters"] = text
                     result.images.append(image)
                     result.infotexts.append(text)
                     result.seeds.append(seed)

@@ -5,7 +5,8 @@ its ``parameters`` text chunk, or JPEG or WebP (at ``jpeg_quality``) with it in 
 puts it and PNG Info reads it back; ``samples_filename_pattern``, what follows the number in a picture's name
 (``pipelines/filenames.py``; grids and Extras' pictures are named by their number alone, as A1111's by default);
 ``save_to_dirs`` and ``directories_filename_pattern``, the folders under a category's (the date by default);
-``save_txt``, the infotext also in a ``.txt`` file of the same name. What the Save and Zip buttons under a gallery
+``enable_pnginfo``, the infotext inside the file at all; ``save_txt``, the infotext also in a ``.txt`` file of the
+same name. What the Save and Zip buttons under a gallery
 keep goes to ``root/log`` with A1111's ``log.csv`` (``SaveLog``).
 
 A file, once written, is never overwritten and never seen half-written, even with several threads or
@@ -73,6 +74,7 @@ class OutputWriter:
         self.save_to_dirs = True
         self.directory_pattern = DIRECTORY_PATTERN  # directories_filename_pattern: "/" nests folders
         self.save_txt = False
+        self.pnginfo = True  # enable_pnginfo: the parameters in the file (PNG text, or JPEG's and WebP's EXIF)
         self._lock = threading.Lock()
         self._next: dict[Path, int] = {}
 
@@ -146,6 +148,8 @@ class OutputWriter:
                     rescan = True  # someone else (another process, or a file added by hand) took that name
 
     def _write(self, file, image: Image.Image, infotext: str, chunks: dict[str, str]) -> None:
+        if not self.pnginfo:
+            infotext, chunks = "", {}
         if self.format == "png":
             image.save(file, format="PNG", pnginfo=png_metadata(infotext, **chunks))
         else:  # no alpha in a JPEG: pictures are RGB here anyway

@@ -127,10 +127,10 @@ class Services:
         for writer in (self.engine.writer, self.saved.writer):
             writer.format, writer.quality = options["samples_format"], options["jpeg_quality"]
             writer.pattern, writer.save_txt = options["samples_filename_pattern"], options["save_txt"]
-            writer.save_to_dirs = options["save_to_dirs"]
+            writer.save_to_dirs, writer.pnginfo = options["save_to_dirs"], options["enable_pnginfo"]
             writer.directory_pattern = options["directories_filename_pattern"]
         self.engine.writer.enabled = options["samples_save"]  # the Save buttons' writer always saves: the user asked
-        self.engine.grid_save = options["grid_save"]
+        self.engine.grid_save, self.engine.pnginfo = options["grid_save"], options["enable_pnginfo"]
         every = options["show_progress_every_n_steps"]
         self.engine.preview_every = max(every, 0) if options["live_previews_enable"] else 0
         return changed

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
-from browser_support import ARTIFACTS, generate_in, open_page, open_tab, pick, set_number
+from browser_support import ARTIFACTS, gallery_png, generate_in, open_page, open_tab, pick, set_number
+from pipelines.infotext import read_infotext
 from playwright.sync_api import expect
 
 
@@ -31,6 +33,7 @@ def test_settings_change_how_pictures_are_saved_and_are_kept(served):
         page.locator("#setting_samples_format").get_by_label("jpg", exact=True).check()
         _text_box(page, "samples_filename_pattern").fill("[seed]-[nope]")
         page.locator("#setting_save_txt input[type=checkbox]").check()
+        page.locator("#setting_enable_pnginfo input[type=checkbox]").uncheck()
         open_tab(page, "Stable Diffusion")
         set_number(page, "setting_CLIP_stop_at_last_layers", 2)
         page.locator("#settings_submit").click()
@@ -43,7 +46,8 @@ def test_settings_change_how_pictures_are_saved_and_are_kept(served):
         _text_box(page, "samples_filename_pattern").fill("[seed]-[prompt_words]")
         page.locator("#settings_submit").click()
         expect(page.locator("#settings_result")).to_contain_text(
-            "4 settings changed: samples_format, samples_filename_pattern, save_txt, CLIP_stop_at_last_layers.")
+            "5 settings changed: samples_format, samples_filename_pattern, enable_pnginfo, save_txt, "
+            "CLIP_stop_at_last_layers.")
         page.screenshot(path=str(ARTIFACTS / "settings.png"), full_page=True)
 
         open_tab(page, "txt2img")
@@ -51,13 +55,16 @@ def test_settings_change_how_pictures_are_saved_and_are_kept(served):
         page.locator("#txt2img_prompt textarea").fill("a red circle")
         infotext = generate_in(page, "txt2img")
         assert "Clip skip: 2" in infotext
+        with Image.open(gallery_png(page, "txt2img", outputs / "gallery.png")) as shown:
+            assert "parameters" not in shown.info  # enable_pnginfo off: not in the gallery's picture either
     seed = infotext.split("Seed: ")[1].split(",")[0]
     [picture] = (outputs / "txt2img-images").rglob("*.jpg")
     assert picture.name == f"00000-{seed}-a red circle.jpg"
     assert picture.with_suffix(".txt").read_text() == infotext
+    assert read_infotext(Image.open(picture)) is None  # nor in the file's EXIF
     assert json.loads((outputs / "config.json").read_text()) == {
         "samples_format": "jpg", "samples_filename_pattern": "[seed]-[prompt_words]", "save_txt": True,
-        "CLIP_stop_at_last_layers": 2}
+        "enable_pnginfo": False, "CLIP_stop_at_last_layers": 2}
 
     with open_page(url) as page:  # a page opened later shows them
         expect(page.locator("#txt2img_clip_skip input[type=number]")).to_have_value("2")

@@ -1,7 +1,9 @@
 """A1111's settings (``pipelines/config.py``), kept in config.json, and the saving options they drive: file name
 patterns, text files beside pictures, the JPEG quality; the tabs' saved defaults (A1111's ui-config.json)."""
 
+import base64
 import datetime
+import io
 import json
 from types import SimpleNamespace
 
@@ -11,6 +13,7 @@ from PIL import Image
 from pipelines.config import OPTIONS, Config
 from pipelines.errors import RequestError
 from pipelines.filenames import file_stem
+from pipelines.infotext import read_infotext
 from pipelines.outputs import OutputWriter
 
 INFOTEXT = ('a red circle, on "white": big\nNegative prompt: blue/green\n'
@@ -165,9 +168,16 @@ def test_the_api_options_change_how_pictures_are_saved_and_keep_it(models_dir, t
         response = client.post("/sdapi/v1/options", json={"samples_format": "webp", **bad})
         assert response.status_code == 422 and response.json()["field"] == next(iter(bad)), response.text
     assert client.post("/sdapi/v1/options", json={"outdir_samples": "/tmp"}).status_code == 422
+    # A1111's enable_pnginfo off: the API's pictures (and the saved ones) carry no parameters
+    assert client.post("/sdapi/v1/options", json={"enable_pnginfo": False, "samples_save": True}).status_code == 200
+    response = client.post("/sdapi/v1/txt2img", json={**job, "batch_size": 1}).json()
+    picture = Image.open(io.BytesIO(base64.b64decode(response["images"][0])))
+    assert "parameters" not in picture.info and json.loads(response["info"])["infotexts"][0].startswith("a cat")
+    newest = max((out / "txt2img-images").rglob("*.jpg"), key=lambda file: file.stat().st_mtime_ns)
+    assert read_infotext(Image.open(newest)) is None and newest.with_suffix(".txt").read_text().startswith("a cat")
     kept = json.loads(path.read_text())
-    assert kept == {**changes, "return_grid": False, "grid_save": False, "samples_save": False,
-                    "live_previews_enable": False}
+    assert kept == {**changes, "return_grid": False, "grid_save": False, "samples_save": True,
+                    "live_previews_enable": False, "enable_pnginfo": False}
 
 
 def test_the_tabs_defaults_are_kept_under_a1111s_keys(tmp_path, caplog):

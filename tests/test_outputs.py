@@ -75,6 +75,17 @@ def test_jpeg_and_webp_carry_the_infotext_in_exif_as_a1111s_do(tmp_path, format,
         OutputWriter(tmp_path, format="gif")
 
 
+@pytest.mark.parametrize("format", ["png", "jpg"])
+def test_without_pnginfo_a_file_carries_no_parameters_but_its_txt_does(tmp_path, format):
+    """A1111's enable_pnginfo off: no PNG text (nor other chunks), no EXIF comment; the .txt, asked for, still."""
+    writer = OutputWriter(tmp_path, format=format)
+    writer.pnginfo, writer.save_txt = False, True
+    path = writer.save(_image(), "a cat\nSteps: 20, Seed: 5", seed=5, when=DAY, postprocessing="x")
+    with Image.open(path) as saved:
+        assert read_infotext(saved) is None and "postprocessing" not in saved.info
+    assert path.with_suffix(".txt").read_text() == "a cat\nSteps: 20, Seed: 5"
+
+
 def test_concurrent_saves_never_collide(tmp_path):
     # Two writers share the folder, as two processes would; the same seed makes every number clash a name clash.
     writers = [OutputWriter(tmp_path), OutputWriter(tmp_path)]
