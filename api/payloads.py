@@ -22,7 +22,7 @@ from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.request import VERSION, GenerationRequest
 from pipelines.samplers import normalize
-from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
+from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 
 from .encoding import PayloadError, decode_image
 from .xyz_script import XYZ_SCRIPT, plot_values
@@ -295,6 +295,10 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
             override.setdefault(option, params[key])
     if override:
         update["override_settings"] = override
+    if params.get(SOFT_INPAINTING) == "True" and not _always_on_args(payload, SOFT_INPAINTING_SCRIPT):
+        # A1111 fills an always-on script's arguments from the infotext too
+        args = [True, *(params.get(setting.key, setting.default) for setting in SOFT_SETTINGS)]
+        update["alwayson_scripts"] = {**payload.alwayson_scripts, SOFT_INPAINTING_SCRIPT: {"args": args}}
     try:
         return type(payload).model_validate({**payload.model_dump(), **update})
     except ValidationError as exc:

@@ -245,6 +245,10 @@ def test_soft_inpainting_as_a1111s_always_on_script(alice):
     params = parse_infotext(json.loads(body["info"])["infotexts"][0])[2]
     assert params["Soft inpainting enabled"] == "True" and params["Soft inpainting schedule bias"] == "2"
     assert params["Soft inpainting difference contrast"] == "2"  # A1111's default
+    again = ok(alice.post("/sdapi/v1/img2img", json={  # A1111 1.9's infotext fills the script's arguments too
+        "infotext": json.loads(body["info"])["infotexts"][0], "init_images": [b64_png(Image.new("RGB", (64, 64)))],
+        "mask": b64_png(mask), "mask_blur": 8, **SMALL}))
+    assert parse_infotext(json.loads(again["info"])["infotexts"][0])[2]["Soft inpainting schedule bias"] == "2"
 
 
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
