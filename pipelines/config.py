@@ -67,7 +67,8 @@ OPTIONS = (
     Option("samples_format", "File format for images", SAVING, "png", choices=tuple(FORMATS)),
     Option("samples_filename_pattern", "Images filename pattern", SAVING, "",
            info=f"after the number; empty: {filenames.DEFAULT}. Tokens: "
-                + ", ".join(f"[{name}]" for name in filenames.TOKENS),
+                + ", ".join(f"[{name}]" for name in filenames.TOKENS)
+                + "; [datetime<%Y%m%d_%H%M%S><Europe/Paris>] takes a format and a time zone",
            check_text=filenames.check),
     Option("save_to_dirs", "Save images to a subdirectory", SAVING, True),
     Option("directories_filename_pattern", "Directory name pattern", SAVING, DIRECTORY_PATTERN,

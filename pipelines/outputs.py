@@ -127,7 +127,7 @@ class OutputWriter:
         folder = self.root / category
         if self.save_to_dirs:
             now = datetime.datetime.combine(when, datetime.time()) if when else None
-            for part in (self.directory_pattern or "[prompt_words]").split("/"):
+            for part in re.split(r"/(?![^\[]*\])", self.directory_pattern or "[prompt_words]"):  # not in [...]
                 if part.strip() and (name := file_stem(part, infotext, now=now)):
                     folder /= name
         return folder

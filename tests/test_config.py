@@ -3,6 +3,7 @@ patterns, text files beside pictures, the JPEG quality; the tabs' saved defaults
 
 import base64
 import datetime
+import hashlib
 import io
 import json
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ from PIL import Image
 
 from pipelines.config import OPTIONS, Config
 from pipelines.errors import RequestError
-from pipelines.filenames import file_stem
+from pipelines.filenames import check, file_stem
 from pipelines.infotext import read_infotext
 from pipelines.outputs import OutputWriter
 
@@ -92,6 +93,19 @@ def test_file_name_patterns_take_the_pictures_parameters_safely():
     assert file_stem("[negative_prompt]", INFOTEXT) == "blue_green"  # never a path
     assert file_stem("../[SEED]/x", INFOTEXT, seed=9) == "_9_x"  # the seed given wins; tokens in any case
     assert len(file_stem("[prompt][prompt][prompt]", "x" * 500 + "\nSteps: 1, Seed: 1, Size: 8x8").encode()) == 200
+    # A1111's [datetime<format><zone>] (a value's "/" made "_"), hashes of the prompts, the VAE's file
+    utc = datetime.datetime(2026, 11, 23, 9, 8, 7, tzinfo=datetime.timezone.utc)
+    assert file_stem("[datetime<%Y/%m-%H%M>] [datetime<%H><Asia/Tokyo>]", INFOTEXT, now=utc) == "2026_11-0908 18"
+    assert file_stem("[prompt_hash] [negative_prompt_hash]", INFOTEXT) == " ".join(
+        hashlib.sha256(text.encode()).hexdigest()[:8] for text in ('a red circle, on "white": big', "blue/green"))
+    assert file_stem("[full_prompt_hash]", INFOTEXT) == hashlib.sha256(
+        b'a red circle, on "white": big blue/green').hexdigest()[:8]
+    assert file_stem("[vae_filename]", INFOTEXT + ", VAE: sdxl_vae.safetensors") == "sdxl_vae.safetensors"
+    assert file_stem("[vae_filename]", INFOTEXT) == "NoneType"  # A1111's word for none
+    for bad, message in (("[datetime<%H><Mars/Olympus>]", "Unknown time zone 'Mars/Olympus'"),
+                         ("[seed<%H>]", r"Only \[datetime\] takes a <format>")):
+        with pytest.raises(RequestError, match=message):
+            check(bad, "samples_filename_pattern")
 
 
 def test_the_writer_names_pictures_by_the_pattern_and_writes_their_text_beside_them(tmp_path):
@@ -118,12 +132,15 @@ def test_directory_patterns_name_the_folders_under_each_category(tmp_path):
     writer.directory_pattern = "[model_name]/../[sampler]//"
     assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5).parent == (
         tmp_path / "txt2img-images" / "easel" / "Euler a")
+    writer.directory_pattern = "[datetime<%Y/%m>]/[seed]"  # a "/" in a token's format is no folder of its own
+    assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5, when=day).parent == (
+        tmp_path / "txt2img-images" / "2026_11" / "5")
     writer.directory_pattern = ""  # A1111's [prompt_words]
     assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5).parent.name == "a red circle on white big"
     writer.save_to_dirs = False
     (tmp_path / "txt2img-images" / "x.png").mkdir()  # a folder named like a picture is not one
     assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5).parent == tmp_path / "txt2img-images"
-    assert len(saved_images(tmp_path, "txt2img")) == 4
+    assert len(saved_images(tmp_path, "txt2img")) == 5
 
 
 def test_the_jpeg_quality_setting_reaches_the_file(tmp_path):
