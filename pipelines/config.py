@@ -60,8 +60,10 @@ class Option:
         return self.check_text(value, self.key) if self.check_text else value
 
 
-SAVING, GALLERY, PREVIEWS, SD, IMG2IMG, NETWORKS = ("Saving images/grids", "Gallery", "Live previews",
-                                                     "Stable Diffusion", "img2img", "Extra Networks")
+SAVING, GALLERY, PREVIEWS, SD, IMG2IMG, NETWORKS, UI = ("Saving images/grids", "Gallery", "Live previews",
+                                                         "Stable Diffusion", "img2img", "Extra Networks",
+                                                         "User interface")
+SOUND = "notification.mp3"  # A1111's notification sound: beside the settings file (A1111's root, by default)
 OPTIONS = (
     Option("samples_save", "Always save all generated images", SAVING, True),
     Option("samples_format", "File format for images", SAVING, "png", choices=tuple(FORMATS)),
@@ -94,6 +96,9 @@ OPTIONS = (
            info="the img2img and inpaint tabs' and the API's default"),
     Option("extra_networks_default_multiplier", "Default multiplier for extra networks", NETWORKS, 1.0, low=0.0,
            high=2.0, info="the weight a card's tag gets when its network has no preferred weight"),
+    Option("notification_audio", "Play notification sound after image generation", UI, True,
+           info=f"{SOUND} should be beside the settings file (config.json); the pages opened after a change play it"),
+    Option("notification_volume", "Notification sound volume", UI, 100, low=0, high=100, info="in %"),
 )
 BY_KEY = {option.key: option for option in OPTIONS}
 CHECKPOINT = "sd_model_checkpoint"  # kept as the last one picked, the model the next start opens on

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import gradio as gr
 from pipelines.checkpoints import vae_names
-from pipelines.config import CHECKPOINT
+from pipelines.config import CHECKPOINT, SOUND
 from pipelines.errors import EaselError
 
 from . import compare, extras, image_browser, img2img, inpaint, merger, models, png_info, settings, txt2img
@@ -48,6 +49,23 @@ def _vae_choices(registry) -> dict:
     return {"choices": ["Automatic", *names], "value": registry.vae or "Automatic", "visible": bool(names)}
 
 
+def _notification_sound(services) -> None:
+    """A1111's notification sound: ``notification.mp3`` beside the settings file, an ``<audio>`` that ui/notify.js
+    plays when a job ends, with the settings' volume; the settings are read as a page opens (A1111 asks for a reload)
+    and the file as Easel starts."""
+    sound = services.config.path.parent / SOUND if services.config.path else None
+    if sound is None or not sound.is_file():
+        return
+    gr.set_static_paths([str(sound)])
+
+    def tag() -> str:
+        on, volume = services.config["notification_audio"], services.config["notification_volume"]
+        return (f'<audio id="easel_notification_sound" src="/gradio_api/file={html.escape(str(sound))}" '
+                f'preload="auto" data-play="{str(on).lower()}" data-volume="{volume / 100:g}"></audio>')
+
+    gr.HTML(tag, container=False, padding=False, elem_id="easel_notification")
+
+
 def build_ui(services) -> gr.Blocks:
     registry = services.registry
     names = registry.names()
@@ -82,6 +100,7 @@ def build_ui(services) -> gr.Blocks:
                 models.build(services)
             with gr.Tab("Settings", id="settings"):
                 settings.build(services, demo, [t2i, i2i, inp])
+        _notification_sound(services)  # under the tabs: an <audio> takes no room, its block a row's gap
         generation_tabs = [t2i, i2i, inp]
         targets = {
             "img2img": SendTarget(i2i.inputs["image"], "img2img", size=i2i.size),

@@ -2,7 +2,8 @@
 // beside the model picker asks the browser for leave to notify; from then on a generation job that ends while the
 // page is in the background (another window or tab has the focus) shows a notification: how many pictures it made,
 // the first as its picture, or that it failed. Clicking the notification brings the page back. A job's end is the
-// "easel-job-end" event that ui/common.py dispatches, with the gallery the job left.
+// "easel-job-end" event that ui/common.py dispatches, with the gallery the job left. A1111's notification sound
+// (notification.mp3, ui/layout.py) plays at every job's end while its setting is on.
 () => {
   const BUTTON = "request_notifications";
   const supported = "Notification" in window;
@@ -30,6 +31,14 @@
 
   document.addEventListener("click", (event) => {
     if (supported && event.target.closest?.(`#${BUTTON}`)) Notification.requestPermission().then(describe);
+  });
+
+  document.addEventListener("easel-job-end", () => {  // A1111's sound, after every job, in front or not
+    const sound = document.getElementById("easel_notification_sound");
+    if (!sound || sound.dataset.play !== "true") return;
+    sound.volume = Number(sound.dataset.volume);
+    sound.currentTime = 0;
+    sound.play().catch(() => {});  // a browser that plays nothing before the user has clicked: no sound
   });
 
   document.addEventListener("easel-job-end", (event) => {

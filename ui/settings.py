@@ -53,7 +53,7 @@ def build(services, demo: gr.Blocks, generation_tabs: list) -> None:
             changed = services.configure(dict(zip(widgets, values)))
         except RequestError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        text = f"{len(changed)} settings changed" + (f": {', '.join(changed)}." if changed else ".")
+        text = f"{_count(changed, 'setting')} changed" + (f": {', '.join(changed)}." if changed else ".")
         return [text, *(services.config[key] if key in changed else gr.update() for key, _ in linked)]
 
     apply.click(apply_settings, list(widgets.values()), [result, *(component for _, component in linked)],
@@ -70,6 +70,10 @@ def build(services, demo: gr.Blocks, generation_tabs: list) -> None:
     demo.load(refresh, None, [component for _, component in shown], api_visibility="private")
 
 
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
 def _defaults_section(ui_defaults: UiDefaults) -> None:
     gr.Markdown("The txt2img, img2img and inpaint tabs' fields as they are now become the values they start with "
                 "(A1111's ui-config.json); pages show them after Easel starts again. A field back at Easel's own "
@@ -81,7 +85,7 @@ def _defaults_section(ui_defaults: UiDefaults) -> None:
         changed = ui_defaults.save(list(values))
         if not changed:
             return "No defaults changed."
-        return (f"{len(changed)} defaults changed: {', '.join(key.removesuffix('/value') for key in changed)}. "
+        return (f"{_count(changed, 'default')} changed: {', '.join(key.removesuffix('/value') for key in changed)}. "
                 "They show after Easel starts again.")
 
     # the fields' values as the page holds them (a choice by its value, not the index some handlers take), which is
