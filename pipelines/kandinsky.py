@@ -35,7 +35,6 @@ from .prompts import BREAK, BREAK_WEIGHT, composable_parts, extract_networks, pa
 from .samplers import SAMPLERS, normalize
 
 if TYPE_CHECKING:
-    from .images import TaskImages
     from .registry import ModelInfo
     from .request import GenerationRequest
 
