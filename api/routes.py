@@ -166,7 +166,7 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
             services.registry.set_default(results[0].request.model)
         if payload.save_images:
             engine.save_grids(made, results[0].request.task)
-        images = [grid.image for grid in grids] + [image for result in shown for image in result.images]
+        images = engine.grid_pictures(grids) + [image for result in shown for image in result.images]
         return {
             "images": [encode_png(image) for image in images] if payload.send_images else [],
             "parameters": echo(payload),

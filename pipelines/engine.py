@@ -184,6 +184,13 @@ class Engine:
         return [self.writer.save(grid.image, grid.infotext, None, category) if self.grid_save else None
                 for grid in grids]
 
+    def grid_pictures(self, grids: list[Grid]) -> list[Image.Image]:
+        """The grids' pictures as a gallery or the API shows them: each with its parameters, as A1111's, unless
+        ``pnginfo`` is off."""
+        for grid in grids if self.pnginfo else ():
+            grid.image.info["parameters"] = grid.infotext
+        return [grid.image for grid in grids]
+
     def _upscaled(self, image: Image.Image, name: str, size: tuple[int, int]) -> Image.Image:
         """``image`` by one upscaler; an upscaler file runs until the picture reaches ``size`` (x4 for 8x: twice)."""
         if name == extras.NONE:

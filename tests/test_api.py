@@ -181,6 +181,7 @@ def test_prompt_matrix_answers_its_grid_first(alice, api_server):
     pictures = [decode(image) for image in body["images"][1:]]
     assert grid.size == PromptMatrix(margin=24).grid({"prompt": "a house|at night|old"}, pictures).size  # margins
     assert grid.width >= 2 * 64 + 24 and grid.height > 2 * 64 + 24 and info["infotexts"][0] == info["infotexts"][1]
+    assert grid.info["parameters"] == info["infotexts"][0]  # A1111's: a grid answered carries its parameters
     assert any(path.parent.parent.name == "txt2img-grids" for path in outputs.rglob("*.png"))
 
 
@@ -206,6 +207,7 @@ def test_xyz_plot_answers_its_grid_then_the_cells_as_a1111s_script(alice, api_se
     assert [(p["Steps"], p["CFG scale"]) for p in params[1:]] == [("1", "1"), ("2", "1"), ("1", "7"), ("2", "7")]
     assert info["infotexts"][0].endswith(', Script: X/Y/Z plot, X Type: Steps, X Values: "1, 2", Y Type: CFG Scale, '
                                          'Y Values: "1,7"') and cells[3].info["parameters"] == info["infotexts"][4]
+    assert grid.info["parameters"] == info["infotexts"][0]
     saved = set(outputs.rglob("*.png")) - before
     assert sorted(path.parent.parent.name for path in saved) == ["txt2img-grids"] + ["txt2img-images"] * 4
     title = next(model["title"] for model in ok(alice.get("/sdapi/v1/sd-models")) if model["model_name"] == "tiny-sd")

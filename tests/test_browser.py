@@ -417,6 +417,7 @@ def test_xyz_plot_as_a_txt2img_script(page, tmp_path):
     expect(page.locator("#txt2img_gallery img[alt='Grid']")).to_have_count(1)
     with Image.open(gallery_png(page, "txt2img", tmp_path / "grid.png")) as grid:
         assert grid.width == 2 * 64 and grid.height > 64  # two cells across, their labels over them
+        assert grid.info["parameters"] == infotext  # the grid's picture carries them, as A1111's
     page.screenshot(path=str(ARTIFACTS / "txt2img_xyz.png"), full_page=True, animations="disabled")
     page.locator("#txt2img_xyz input").uncheck()
     assert "Script" not in generate_in(page, "txt2img")

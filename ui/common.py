@@ -372,7 +372,7 @@ def generation_handler(services, panel: OutputPanel, task: str,
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         services.engine.save_grids(made, task)
-        images = [grid.image for grid in grids] + [image for result in shown for image in result.images]
+        images = services.engine.grid_pictures(grids) + [image for result in shown for image in result.images]
         infotexts = [grid.infotext for grid in grids] + [text for result in shown for text in result.infotexts]
         seeds = [seed for result in shown for seed in result.seeds]
         captions = [GRID] * len(grids) + [f"Seed {seed}" for seed in seeds]
