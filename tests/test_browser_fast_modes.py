@@ -34,16 +34,20 @@ def test_live_preview_shows_while_generating(page):
     set_number(page, "txt2img_steps", 150)  # the app previews every 5 steps: time to see several
     info = page.locator("#txt2img_info textarea")
     before = info.input_value()
+    # each preview that loads: its size and its shown height, read as it loads (under load a preview can be replaced
+    # by the next, or by the finished picture, before a look from here finds it loaded)
+    page.evaluate("""() => {
+        window.previewLoads = [];
+        document.addEventListener("load", (event) => {
+            const img = event.target;
+            if (img.closest?.("#txt2img_preview")) {
+                window.previewLoads.push([img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().height]);
+            }
+        }, true);
+    }""")
     page.locator("#txt2img_generate").click()
-    preview = page.locator("#txt2img_preview img").first
-    expect(preview).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
-    # once a preview has loaded (each is a new src): its size and its shown height, read at one moment, as the
-    # finished picture may replace it any time after
-    *natural, shown = page.wait_for_function("""() => {
-        const img = document.querySelector("#txt2img_preview img");
-        const shown = img ? img.getBoundingClientRect().height : 0;
-        return img && img.complete && img.naturalWidth > 0 && shown > 0 && [img.naturalWidth, img.naturalHeight, shown];
-    }""").json_value()
+    *natural, shown = page.wait_for_function("() => window.previewLoads.find((load) => load[2] > 0)",
+                                             timeout=GENERATION_TIMEOUT_MS).json_value()
     page.screenshot(path=str(ARTIFACTS / "live_preview.png"), full_page=True, animations="disabled")
     assert natural == [32, 32]  # tiny-sd's latents at 64x64: the server sends one pixel per latent
     assert shown >= 4 * natural[1]  # and the browser scales it to the panel
