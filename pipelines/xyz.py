@@ -299,6 +299,9 @@ class PlotProgress:
     def fraction(self) -> float:
         return (self.cell + self.step.fraction) / self.cells
 
+    def describe(self) -> str:
+        return f"Cell {self.cell + 1}/{self.cells}: step {self.step.step}/{self.step.steps}"
+
 
 def run_plot(stream: Callable[..., Iterator], plot: Plot, *, owner: Any = None,
              save: bool = True) -> Iterator[PlotProgress | PlotResult]:

@@ -344,8 +344,7 @@ def generation_handler(services, panel: OutputPanel, task: str,
         for event in xyz.run_plot(services.stream, plot, owner=owner):
             if isinstance(event, xyz.PlotResult):
                 return event
-            progress(event.fraction, desc=f"Cell {event.cell + 1}/{event.cells}: step {event.step.step}/"
-                                          f"{event.step.steps}")
+            progress(event.fraction, desc=event.describe())
             if event.step.preview is not None:
                 yield {panel.preview: gr.update(visible=True, value=event.step.preview)}
 

@@ -123,8 +123,7 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
             plot = plan(_base_request(values, model_name or ""), *from_values({**values, "xyz": True}))
             for event in run_plot(services.stream, plot, owner=owner(request)):
                 if isinstance(event, PlotProgress):
-                    progress(event.fraction, desc=f"Cell {event.cell + 1}/{event.cells}: step {event.step.step}/"
-                                                  f"{event.step.steps}")
+                    progress(event.fraction, desc=event.describe())
                 else:
                     result = event
         except EaselError as exc:
