@@ -23,6 +23,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.checkpoints import VAE_DIR, vae_names
+from pipelines.config import batch_layout
 from pipelines.embeddings import expected_shape
 from pipelines.engine import GenerationResult
 from pipelines.errors import EaselError, ModelError, RequestError
@@ -154,7 +155,7 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         if plot is None:
             results = run_jobs(requests, owner, payload.save_images)
             # A1111: do_not_save_grid = not save_images; a batch's grid is answered when return_grid
-            made = grids_of([planned], results, batch=payload.save_images, rows=services.config["n_rows"])
+            made = grids_of([planned], results, batch=payload.save_images, layout=batch_layout(services.config))
             grids, shown = shown_grids(made, services.config["return_grid"]), results
         else:  # A1111's answer: the grid (and the Z values' grids), then the cells' pictures when included
             plotted = run_xyz(plot, owner, payload.save_images)

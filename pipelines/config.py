@@ -19,6 +19,7 @@ from typing import Any, Callable
 from . import filenames
 from .atomic import read_json_object, write_json_object
 from .errors import RequestError
+from .grid import BatchLayout
 from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
 
@@ -60,29 +61,39 @@ class Option:
         return self.check_text(value, self.key) if self.check_text else value
 
 
-SAVING, GALLERY, PREVIEWS, SD, IMG2IMG, NETWORKS, UI = ("Saving images/grids", "Gallery", "Live previews",
-                                                         "Stable Diffusion", "img2img", "Extra Networks",
-                                                         "User interface")
+SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, NETWORKS, UI = (
+    "Saving images/grids", "Saving to a directory", "Gallery", "Live previews", "Stable Diffusion", "img2img",
+    "Extra Networks", "User interface")
 SOUND = "notification.mp3"  # A1111's notification sound: beside the settings file (A1111's root, by default)
 OPTIONS = (
     Option("samples_save", "Always save all generated images", SAVING, True),
     Option("samples_format", "File format for images", SAVING, "png", choices=tuple(FORMATS)),
     Option("samples_filename_pattern", "Images filename pattern", SAVING, "",
-           info=f"after the number; empty: {filenames.DEFAULT}. Tokens: "
-                + ", ".join(f"[{name}]" for name in filenames.TOKENS)
-                + "; [datetime<%Y%m%d_%H%M%S><Europe/Paris>] takes a format and a time zone",
+           info=f"after the number; empty: {filenames.DEFAULT} ({filenames.DEFAULT_UNSORTED} when not saved to a "
+                "subdirectory). Tokens: " + ", ".join(f"[{name}]" for name in filenames.TOKENS)
+                + "; [datetime<%Y%m%d_%H%M%S><Europe/Paris>] takes a format and a time zone, the hashes a length "
+                  "([image_hash<8>]), [hasprompt<cat|dog><red>] words the prompt holds (or another's)",
            check_text=filenames.check),
-    Option("save_to_dirs", "Save images to a subdirectory", SAVING, True),
-    Option("directories_filename_pattern", "Directory name pattern", SAVING, DIRECTORY_PATTERN,
-           info="under txt2img-images and the others; / nests folders; empty: [prompt_words]. Tokens as above",
-           check_text=filenames.check),
+    Option("save_images_add_number", "Add number to filename when saving", SAVING, True,
+           info="off: a name already taken gets -1, -2 (nothing is written over)"),
     Option("enable_pnginfo", "Save text information about generation parameters as chunks to png files", SAVING,
            True, info="also the EXIF of JPEG and WebP files; off: the gallery's and the API's pictures carry none"),
     Option("save_txt", "Create a text file next to every image with generation parameters", SAVING, False),
     Option("jpeg_quality", "Quality for saved jpeg and webp images", SAVING, QUALITY, low=1, high=100),
     Option("grid_save", "Always save all generated image grids", SAVING, True),
+    Option("grid_format", "File format for grids", SAVING, "png", choices=tuple(FORMATS)),
+    Option("grid_extended_filename", "Add extended info (seed, prompt) to filename when saving grid", SAVING, False,
+           info="the images filename pattern after the grid's number; the X/Y/Z plot's and prompt matrix's always"),
+    Option("grid_only_if_multiple", "Do not save grids consisting of one picture", SAVING, True,
+           info="off: a job of one picture has a grid of it too, saved and shown"),
+    Option("grid_prevent_empty_spots", "Prevent empty spots in grid (when set to autodetect)", SAVING, False),
     Option("n_rows", "Grid row count; use -1 for autodetect and 0 for it to be same as batch size", SAVING, -1,
            low=-1, high=16),
+    Option("save_to_dirs", "Save images to a subdirectory", DIRECTORIES, True),
+    Option("grid_save_to_dirs", "Save grids to a subdirectory", DIRECTORIES, True),
+    Option("directories_filename_pattern", "Directory name pattern", DIRECTORIES, DIRECTORY_PATTERN,
+           info="under txt2img-images and the others; / nests folders; empty: [prompt_words]. The images filename "
+                "pattern's tokens", check_text=filenames.check),
     Option("return_grid", "Show grid in gallery", GALLERY, True),
     Option("live_previews_enable", "Show live previews of the created image", PREVIEWS, True),
     Option("show_progress_every_n_steps", "Live preview display period", PREVIEWS, 5, low=-1, high=32,
@@ -162,3 +173,8 @@ class Config:
                 self._stored.update({key: checked[key] for key in changed})
                 write_json_object(self.path, self._stored)
         return changed
+
+
+def batch_layout(config: Config) -> BatchLayout:
+    """How the settings lay out the grid of a job's pictures."""
+    return BatchLayout(config["n_rows"], config["grid_prevent_empty_spots"], not config["grid_only_if_multiple"])

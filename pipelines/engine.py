@@ -7,6 +7,7 @@ seeding, scheduler choice, metadata, outputs and interrupt behave the same every
 from __future__ import annotations
 
 import contextvars
+import datetime
 import math
 import queue
 import threading
@@ -25,11 +26,12 @@ from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .extras import ExtrasRequest
+from .filenames import Naming
 from .generate import decode_latents, encode_pictures, run_pipeline, run_upscaler
 from .grid import Grid
 from .images import TaskImages
 from .img2img_scripts import Tiles
-from .infotext import read_infotext
+from .infotext import parse_infotext, read_infotext
 from .kandinsky import FAMILY as KANDINSKY, check_request as check_model_family
 from .networks import Networks
 from .outputs import OutputWriter
@@ -97,7 +99,8 @@ class Engine:
         self.registry = registry
         self.writer = writer
         self.preview_every = preview_every
-        self.grid_save = True  # A1111's grid_save: grids are saved (pipelines/config.py)
+        self.grid_writer = OutputWriter(writer.root)  # A1111's grid_save, grid_format, grid_save_to_dirs (config.py)
+        self.grid_extended = False  # A1111's grid_extended_filename: a job's grid named by the pattern too
         self.pnginfo = True  # A1111's enable_pnginfo: pictures carry their parameters (the gallery's, the API's)
         self._device_lock = threading.Lock()
         self._job: Job | None = None
@@ -112,7 +115,7 @@ class Engine:
                  cancel: threading.Event | None = None, save: bool = True) -> GenerationResult:
         """Run the whole job; ``cancel`` (set from any thread, even before the job starts) stops it.
         ``save=False`` keeps this job's images out of the outputs folder (A1111's API ``save_images``)."""
-        request = self.styles.apply(request)
+        typed, request = request, self.styles.apply(request)
         info = self.registry.resolve(request.model)
         if info.inpainting and request.task != "inpaint":
             raise RequestError(f"{info.name} is an inpainting model: use it for inpainting, or pick another model "
@@ -127,6 +130,8 @@ class Engine:
             check_upscaler(request.sd_upscale_upscaler, extras.names(self.registry.models_dir), "sd_upscale_upscaler")
         request = replace(request.with_seed(), model=info.name)
         result = GenerationResult(request=request)
+        naming = Naming(typed.prompt, typed.styles, tuple(request.seeds()), request.batch_size, request.batch_count,
+                        datetime.datetime.now())  # what the pictures' file names can say of their job
         with self._device_lock, self.registry.lease(info.name) as model, ExitStack() as held:
             started = self._start_stats(model, request, result.stats)
             self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings,
@@ -141,11 +146,11 @@ class Engine:
                     text = made_by.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
                     if self.pnginfo:
                         image.info["parameters"] = text
+                    category, named = _OUTPUT_CATEGORY[request.task], replace(naming, index=len(result.images))
+                    result.paths.append(self.writer.save(image, text, seed, category, naming=named) if save else None)
                     result.images.append(image)
                     result.infotexts.append(text)
                     result.seeds.append(seed)
-                    category = _OUTPUT_CATEGORY[request.task]
-                    result.paths.append(self.writer.save(image, text, seed, category) if save else None)
                 result.interrupted = job.interrupt.is_set()
             except torch.OutOfMemoryError:
                 self.registry.release_memory()
@@ -179,10 +184,16 @@ class Engine:
 
     def save_grids(self, grids: list[Grid], task: str) -> list[Path | None]:
         """Grids of jobs' pictures (a prompt matrix's) with their infotexts, where A1111 keeps them:
-        ``txt2img-grids`` or ``img2img-grids``; none unless ``grid_save``."""
+        ``txt2img-grids`` or ``img2img-grids`` (none when the grid writer is off, A1111's ``grid_save``). As
+        A1111's, a script's grid is named by the file name pattern after its number (with its first picture's seed),
+        a job's grid with ``grid_extended`` only."""
         category = _OUTPUT_CATEGORY[task].replace("-images", "-grids")
-        return [self.writer.save(grid.image, grid.infotext, None, category) if self.grid_save else None
-                for grid in grids]
+        return [self.grid_writer.save(grid.image, grid.infotext, self._grid_seed(grid), category,
+                                      basename=grid.basename) for grid in grids]
+
+    def _grid_seed(self, grid: Grid) -> int | None:
+        seed = parse_infotext(grid.infotext)[2].get("Seed", "")
+        return int(seed) if (self.grid_extended or grid.named_in_full) and seed.isdigit() else None
 
     def grid_pictures(self, grids: list[Grid]) -> list[Image.Image]:
         """The grids' pictures as a gallery or the API shows them: each with its parameters, as A1111's, unless

@@ -4,6 +4,7 @@ it; a batch's grid is the same without labels."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
@@ -19,6 +20,20 @@ class Grid(NamedTuple):
     image: Image.Image
     infotext: str  # what it is saved with: its first picture's, as A1111's
     batch: bool = False  # a plain job's grid of its pictures, which A1111's return_grid shows or not
+    basename: str = "grid"  # its file's name before the number, A1111's: grid-0000.png, xyz_grid-0000-5.png
+
+    @property
+    def named_in_full(self) -> bool:
+        """Whether A1111 names it by the file name pattern too whatever its grid_extended_filename: a script's
+        (the X/Y/Z plot's, the prompt matrix's) is."""
+        return self.basename != "grid"
+
+
+class BatchLayout(NamedTuple):
+    """A1111's settings for the grid of a job's pictures."""
+    rows: int = -1  # n_rows: -1 round(sqrt(n)), 0 the batch size
+    no_empty_spots: bool = False  # grid_prevent_empty_spots: with -1, the most rows up to sqrt(n) that divide n
+    single: bool = False  # a grid of one picture too (grid_only_if_multiple off)
 
 
 def _font(size: int):
@@ -71,10 +86,12 @@ def labelled_grid(rows: list[list[Image.Image | None]], column_labels: list[str]
     return grid
 
 
-def batch_grid(images: list[Image.Image], rows: int = -1, batch_size: int = 1) -> Image.Image:
-    """A1111's grid of a job's pictures, unlabelled, in order: ``rows`` rows (its ``n_rows`` setting: -1 is
-    round(sqrt(n)), 0 the batch size), as many columns as they need."""
-    rows = batch_size if rows == 0 else rows if rows > 0 else round(len(images) ** 0.5)
+def batch_grid(images: list[Image.Image], layout: BatchLayout = BatchLayout(), batch_size: int = 1) -> Image.Image:
+    """A1111's grid of a job's pictures, unlabelled, in order: the rows ``layout`` says, as many columns as they
+    need."""
+    rows = batch_size if layout.rows == 0 else layout.rows if layout.rows > 0 else round(len(images) ** 0.5)
+    if layout.rows < 0 and layout.no_empty_spots:
+        rows = next(count for count in range(math.isqrt(len(images)), 0, -1) if len(images) % count == 0)
     rows = max(1, min(rows, len(images)))
     columns = -(-len(images) // rows)
     return labelled_grid([images[row * columns:(row + 1) * columns] for row in range(rows)], [])

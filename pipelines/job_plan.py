@@ -10,7 +10,7 @@ from typing import Any
 
 from . import prompt_lines, prompt_matrix, xyz
 from .errors import RequestError
-from .grid import Grid, batch_grid, labelled_grid
+from .grid import BatchLayout, Grid, batch_grid, labelled_grid
 from .img2img_scripts import loopback_history
 from .request import MAX_SEED
 
@@ -39,23 +39,23 @@ def plan(values: dict[str, Any]) -> Plan:
     return Plan(values, matrix.jobs(values), script, matrix)
 
 
-def grids(plans: list[Plan], results: list, batch: bool = True, rows: int = -1) -> list[Grid]:
+def grids(plans: list[Plan], results: list, batch: bool = True, layout: BatchLayout = BatchLayout()) -> list[Grid]:
     """Each matrix's grid, each Loopback job's (``img2img_scripts.loopback_history``) and, with ``batch``, a plain
-    job's of its two or more pictures in ``rows`` rows (A1111's, which its prompt list, SD upscale and img2img batch
-    folders leave out: only one plan runs no script), from the jobs' ``results`` in order (fewer after an
-    interrupt)."""
+    job's of its two or more pictures (or one, with ``layout.single``) as ``layout`` says (A1111's, which its prompt
+    list, SD upscale and img2img batch folders leave out: only one plan runs no script), from the jobs' ``results``
+    in order (fewer after an interrupt)."""
     made, start = [], 0
     for each in plans:
         taken = results[start:start + len(each.jobs)]
         start += len(each.jobs)
         if not taken or not taken[0].infotexts:
             continue
-        if batch and each.script is None and len(plans) == 1 and len(taken[0].images) > 1:
-            grid = batch_grid(taken[0].images, rows, taken[0].request.batch_size)
+        if batch and each.script is None and len(plans) == 1 and len(taken[0].images) > 1 - layout.single:
+            grid = batch_grid(taken[0].images, layout, taken[0].request.batch_size)
             made.append(Grid(grid, taken[0].infotexts[0], batch=True))
         elif each.matrix is not None:
             pictures = [image for result in taken for image in result.images]
-            made.append(Grid(each.matrix.grid(each.values, pictures), taken[0].infotexts[0]))
+            made.append(Grid(each.matrix.grid(each.values, pictures), taken[0].infotexts[0], basename="prompt_matrix"))
         elif taken[0].request.loopback:
             result, request = taken[0], taken[0].request
             offsets = [(seed - request.seed) % (MAX_SEED + 1) for seed in result.seeds]

@@ -3,8 +3,9 @@
 The writer's settings are A1111's (``pipelines/config.py`` sets them): ``samples_format``, PNG with the infotext in
 its ``parameters`` text chunk, or JPEG or WebP (at ``jpeg_quality``) with it in the EXIF UserComment, where A1111
 puts it and PNG Info reads it back; ``samples_filename_pattern``, what follows the number in a picture's name
-(``pipelines/filenames.py``; grids and Extras' pictures are named by their number alone, as A1111's by default);
-``save_to_dirs`` and ``directories_filename_pattern``, the folders under a category's (the date by default);
+(``pipelines/filenames.py``; Extras' pictures are named by their number alone, grids ``grid-0000.png``, as A1111's);
+``save_images_add_number``, the number at all (off, a name already taken gets ``-1``, ``-2``: never one over
+another); ``save_to_dirs`` and ``directories_filename_pattern``, the folders under a category's (the date by default);
 ``enable_pnginfo``, the infotext inside the file at all; ``save_txt``, the infotext also in a ``.txt`` file of the
 same name. What the Save and Zip buttons under a gallery
 keep goes to ``root/log`` with A1111's ``log.csv`` (``SaveLog``).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import itertools
 import os
 import re
 import tempfile
@@ -29,7 +31,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from PIL import Image
 
-from pipelines.filenames import file_stem
+from pipelines.filenames import DEFAULT, DEFAULT_UNSORTED, Naming, file_stem
 from pipelines.infotext import exif_metadata, parse_infotext, png_metadata
 
 _LEADING_NUMBER = re.compile(r"^(\d+)")
@@ -53,9 +55,21 @@ def _written(folder: Path, write: Callable[[BinaryIO], None]) -> Iterator[str]:
         os.unlink(temp)
 
 
-def _next_number_on_disk(folder: Path) -> int:
-    """One past the highest leading number among the folder's files (0 when there are none), as A1111 does."""
-    numbers = [int(m.group(1)) for name in os.listdir(folder) if (m := _LEADING_NUMBER.match(name))]
+def _linked(temp: str, path: Path) -> bool:
+    """Whether ``temp`` now also has the name ``path``: False, and nothing written, when a file has it already."""
+    try:
+        os.link(temp, path)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _next_number_on_disk(folder: Path, basename: str) -> int:
+    """One past the highest number among the folder's files (0 when there are none), as A1111 does: the leading one,
+    or the one after ``basename-`` (``grid-0004.png``)."""
+    prefix = f"{basename}-" if basename else ""
+    numbers = [int(m.group(1)) for name in os.listdir(folder)
+               if name.startswith(prefix) and (m := _LEADING_NUMBER.match(name[len(prefix):]))]
     return max(numbers, default=-1) + 1
 
 
@@ -75,16 +89,18 @@ class OutputWriter:
         self.directory_pattern = DIRECTORY_PATTERN  # directories_filename_pattern: "/" nests folders
         self.save_txt = False
         self.pnginfo = True  # enable_pnginfo: the parameters in the file (PNG text, or JPEG's and WebP's EXIF)
+        self.add_number = True  # save_images_add_number
         self._lock = threading.Lock()
-        self._next: dict[Path, int] = {}
+        self._next: dict[tuple[Path, str], int] = {}
 
-    def _reserve(self, folder: Path, rescan: bool) -> int:
+    def _reserve(self, folder: Path, basename: str, rescan: bool) -> int:
         """Hand out a number no other thread of this writer holds; rescan after another writer beat us to one."""
+        key = (folder, basename)
         with self._lock:
-            number = self._next.get(folder, 0)
-            if rescan or folder not in self._next:
-                number = max(number, _next_number_on_disk(folder))
-            self._next[folder] = number + 1
+            number = self._next.get(key, 0)
+            if rescan or key not in self._next:
+                number = max(number, _next_number_on_disk(folder, basename))
+            self._next[key] = number + 1
             return number
 
     def save(
@@ -94,19 +110,22 @@ class OutputWriter:
         seed: int | None,
         category: str = "txt2img-images",
         when: datetime.date | None = None,
+        naming: Naming | None = None,
+        basename: str = "",
         **chunks: str,
     ) -> Path | None:
         """Save ``image`` with its infotext (and other text ``chunks``) and return the final path, or None when
-        saving is disabled. The name is the next number, then, where there is a seed, the file name pattern's text."""
+        saving is disabled. The name is ``basename`` (A1111's ``grid``), the next number, then, where there is a seed,
+        the file name pattern's text for the picture and the job it was made in (``naming``)."""
         if not self.enabled:
             return None
-        stem = None if seed is None else file_stem(self.pattern, infotext, seed)
-        path = self._place(self._folder(category, infotext, when), f".{self.format}", stem,
+        pattern = self.pattern or (DEFAULT if self.save_to_dirs else DEFAULT_UNSORTED)
+        stem = None if seed is None else file_stem(pattern, infotext, seed, naming=naming, image=image)
+        path = self._place(self._folder(category, infotext, when, naming, image), f".{self.format}", basename, stem,
                            lambda file: self._write(file, image, infotext, chunks))
         if self.save_txt:
             with _written(path.parent, lambda file: file.write(infotext.encode("utf-8"))) as temp:
-                with contextlib.suppress(FileExistsError):  # a file of that name already: never written over
-                    os.link(temp, path.with_suffix(".txt"))
+                _linked(temp, path.with_suffix(".txt"))  # a file of that name already: never written over
         return path
 
     def save_zip(self, files: list[Path], category: str) -> Path | None:
@@ -118,34 +137,42 @@ class OutputWriter:
             with zipfile.ZipFile(file, "w") as archive:
                 for path in files:
                     archive.write(path, path.name)
-        return self._place(self._folder(category, "", None), ".zip", None, write)
+        return self._place(self._folder(category, "", None), ".zip", "", None, write)
 
-    def _folder(self, category: str, infotext: str, when: datetime.date | None) -> Path:
+    def _folder(self, category: str, infotext: str, when: datetime.date | None, naming: Naming | None = None,
+                image: Image.Image | None = None) -> Path:
         """Where a file goes: its category's folder and, with ``save_to_dirs``, the directory pattern's folders under
-        it, for the picture's parameters and the day (``when``, else today); an empty pattern is A1111's
+        it, for the picture, its job and the day (``when``, else today); an empty pattern is A1111's
         [prompt_words]."""
         folder = self.root / category
         if self.save_to_dirs:
             now = datetime.datetime.combine(when, datetime.time()) if when else None
             for part in re.split(r"/(?![^\[]*\])", self.directory_pattern or "[prompt_words]"):  # not in [...]
-                if part.strip() and (name := file_stem(part, infotext, now=now)):
+                if part.strip() and (name := file_stem(part, infotext, now=now, naming=naming, image=image)):
                     folder /= name
         return folder
 
-    def _place(self, folder: Path, suffix: str, stem: str | None, write: Callable[[BinaryIO], None]) -> Path:
-        """Write a file in full under a temporary name, then link it to the next free number (and ``stem``): never
-        half-written, never over another."""
+    def _names(self, folder: Path, suffix: str, basename: str, stem: str | None) -> Iterator[str]:
+        """The names to try in turn, each after the one before was taken: the next number (after ``basename``, in
+        four digits as A1111's) and ``stem``; or, without ``add_number``, ``stem``, ``stem-1``, ..."""
+        if stem and not self.add_number:
+            yield f"{stem}{suffix}"
+            yield from (f"{stem}-{count}{suffix}" for count in itertools.count(1))
+        rescan = False
+        while True:
+            number = self._reserve(folder, basename, rescan)
+            name = f"{basename}-{number:04d}" if basename else f"{number:05d}"
+            yield f"{name}-{stem}{suffix}" if stem else f"{name}{suffix}"
+            rescan = True  # someone else (another process, or a file added by hand) took that name
+
+    def _place(self, folder: Path, suffix: str, basename: str, stem: str | None,
+               write: Callable[[BinaryIO], None]) -> Path:
+        """Write a file in full under a temporary name, then link it to the first free name: never half-written,
+        never over another."""
         folder.mkdir(parents=True, exist_ok=True)
         with _written(folder, write) as temp:
-            rescan = False
-            while True:
-                number = self._reserve(folder, rescan)
-                final = folder / (f"{number:05d}-{stem}{suffix}" if stem else f"{number:05d}{suffix}")
-                try:
-                    os.link(temp, final)
-                    return final
-                except FileExistsError:
-                    rescan = True  # someone else (another process, or a file added by hand) took that name
+            return next(folder / name for name in self._names(folder, suffix, basename, stem)
+                        if _linked(temp, folder / name))
 
     def _write(self, file, image: Image.Image, infotext: str, chunks: dict[str, str]) -> None:
         if not self.pnginfo:

@@ -124,13 +124,17 @@ class Services:
         the networks' weight) are read from ``config`` there."""
         changed = self.config.update(values) if values else []
         options = self.config
-        for writer in (self.engine.writer, self.saved.writer):
+        engine, grids = self.engine, self.engine.grid_writer
+        for writer in (engine.writer, grids, self.saved.writer):
             writer.format, writer.quality = options["samples_format"], options["jpeg_quality"]
             writer.pattern, writer.save_txt = options["samples_filename_pattern"], options["save_txt"]
             writer.save_to_dirs, writer.pnginfo = options["save_to_dirs"], options["enable_pnginfo"]
-            writer.directory_pattern = options["directories_filename_pattern"]
-        self.engine.writer.enabled = options["samples_save"]  # the Save buttons' writer always saves: the user asked
-        self.engine.grid_save, self.engine.pnginfo = options["grid_save"], options["enable_pnginfo"]
+            writer.directory_pattern, writer.add_number = (options["directories_filename_pattern"],
+                                                           options["save_images_add_number"])
+        engine.writer.enabled = options["samples_save"]  # the Save buttons' writer always saves: the user asked
+        grids.enabled, grids.format, grids.save_to_dirs = (options["grid_save"], options["grid_format"],
+                                                           options["grid_save_to_dirs"])
+        engine.grid_extended, engine.pnginfo = options["grid_extended_filename"], options["enable_pnginfo"]
         every = options["show_progress_every_n_steps"]
         self.engine.preview_every = max(every, 0) if options["live_previews_enable"] else 0
         return changed

@@ -28,6 +28,7 @@ from .request import MAX_SEED, GenerationRequest
 NUMBER = r"[+-]?\s*\d+(?:\.\d*)?"
 _RANGE = re.compile(rf"^\s*({NUMBER})\s*-\s*({NUMBER})\s*(?:\(\s*({NUMBER})\s*\)|\[\s*(\d+)\s*\])?\s*$")
 _LORA_TAG = re.compile(r"<lora:([^:>]+)(?::[^>]*)?>")
+BASENAME = "xyz_grid"  # the grids' file names, A1111's: xyz_grid-0000-5.png
 
 
 def _lora_weight(request: GenerationRequest, weight: float) -> dict:
@@ -266,9 +267,10 @@ class PlotResult:
                 for z in range(len(zs))]
         main, z_texts = self._infotexts()
         if len(subs) == 1:
-            return [Grid(subs[0], main)]
+            return [Grid(subs[0], main, basename=BASENAME)]
         everything = labelled_grid([subs], [], margin=options.margin)
-        return [Grid(everything, main)] + ([Grid(*each) for each in zip(subs, z_texts)] if options.sub_grids else [])
+        z_grids = [Grid(sub, text, basename=BASENAME) for sub, text in zip(subs, z_texts)] if options.sub_grids else []
+        return [Grid(everything, main, basename=BASENAME), *z_grids]
 
     def _infotexts(self) -> tuple[str, list[str]]:
         """The grids' parameters as A1111 saves them: the first cell's, then ``Script: X/Y/Z plot`` and each axis's

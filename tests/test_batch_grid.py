@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.grid import batch_grid
+from pipelines.grid import BatchLayout, batch_grid
 from pipelines.job_plan import grids, plan
 
 COLOURS = ["red", "green", "blue", "yellow", "purple"]
@@ -31,7 +31,14 @@ def test_round_sqrt_rows_and_the_pictures_in_order(count, rows, columns):
                                                                  (0, 2, 2, 3), (0, 1, 1, 5)])
 def test_the_n_rows_setting(n_rows, batch_size, rows, columns):
     """A1111's ``n_rows``: that many rows (at most one a picture), or with 0 as many as the batch size."""
-    assert batch_grid(pictures(5), n_rows, batch_size).size == (64 * columns, 48 * rows)
+    assert batch_grid(pictures(5), BatchLayout(n_rows), batch_size).size == (64 * columns, 48 * rows)
+
+
+@pytest.mark.parametrize("count, rows, columns", [(5, 1, 5), (4, 2, 2), (3, 1, 3), (2, 1, 2)])
+def test_no_empty_spots_takes_the_most_rows_that_divide_the_pictures(count, rows, columns):
+    """A1111's grid_prevent_empty_spots (with n_rows -1): no blank cell at the end of the last row."""
+    grid = batch_grid(pictures(count), BatchLayout(no_empty_spots=True))
+    assert grid.size == (64 * columns, 48 * rows)
 
 
 def result(count: int, **request) -> SimpleNamespace:
@@ -40,10 +47,12 @@ def result(count: int, **request) -> SimpleNamespace:
 
 
 def test_a_plain_job_of_two_or_more_pictures_has_a_grid_with_the_first_pictures_infotext():
-    [(grid, text, batch)] = grids([plan({"prompt": "x"})], [result(3)])
-    assert grid.size == (128, 96) and text == "picture 0" and batch
-    assert grids([plan({"prompt": "x"})], [result(3)], rows=1)[0].image.size == (192, 48)
+    [(grid, text, batch, basename)] = grids([plan({"prompt": "x"})], [result(3)])
+    assert grid.size == (128, 96) and text == "picture 0" and batch and basename == "grid"
+    assert grids([plan({"prompt": "x"})], [result(3)], layout=BatchLayout(1))[0].image.size == (192, 48)
     assert grids([plan({"prompt": "x"})], [result(1)]) == []  # one picture: no grid (A1111's grid_only_if_multiple)
+    [(grid, *_)] = grids([plan({"prompt": "x"})], [result(1)], layout=BatchLayout(single=True))
+    assert grid.size == (64, 48)
     assert grids([plan({"prompt": "x"})], [result(2)], batch=False) == []  # the API without save_images
 
 

@@ -1,7 +1,8 @@
 """Browser tests of the Settings tab (A1111's): change how pictures are saved and the tabs' clip skip, see a bad
 file name pattern refused with a message, generate, find the picture saved as the settings say, and open the page
-again to find them kept; save the tabs' values as their defaults and pick a checkpoint, start again and find both.
-Each app runs alone (its own outputs folder and settings files), so no other test sees its settings."""
+again to find them kept; search the options; save the tabs' values as their defaults and pick a checkpoint, start
+again and find both. Each app runs alone (its own outputs folder and settings files), so no other test sees its
+settings."""
 
 from __future__ import annotations
 
@@ -71,6 +72,44 @@ def test_settings_change_how_pictures_are_saved_and_are_kept(served):
         open_tab(page, "Settings")
         expect(page.locator("#setting_samples_format").get_by_label("jpg", exact=True)).to_be_checked()
         expect(_text_box(page, "samples_filename_pattern")).to_have_value("[seed]-[prompt_words]")
+
+
+def test_the_search_keeps_the_matching_options_and_their_sections(served):
+    """A1111's settings search: what is typed picks the options (by label, description or key) and the sections
+    that hold them, the first opened, the others greyed out; nothing found says so; an empty box brings every one
+    back."""
+    url, _ = served
+    with open_page(url) as page:
+        open_tab(page, "Settings")
+
+        def section(name: str):
+            return page.locator("#settings_sections").get_by_role("tab", name=name, exact=True)
+
+        section("img2img").click()  # a section without a match, left for the first that has one
+        search = page.locator("#settings_search textarea, #settings_search input").first
+        search.fill("grid")
+        expect(page.locator("#settings_search_result")).to_contain_text("8 settings found.")
+        expect(section("Saving images/grids")).to_have_attribute("aria-selected", "true")
+        expect(page.locator("#setting_grid_format")).to_be_visible()
+        expect(page.locator("#setting_samples_format")).to_be_hidden()
+        for greyed in ("img2img", "Stable Diffusion", "Defaults"):
+            expect(section(greyed)).to_be_disabled()
+        page.screenshot(path=str(ARTIFACTS / "settings-search.png"), full_page=True)
+        section("Saving to a directory").click()
+        expect(page.locator("#setting_grid_save_to_dirs")).to_be_visible()
+        expect(page.locator("#setting_save_to_dirs")).to_be_hidden()
+        section("Gallery").click()
+        expect(page.locator("#setting_return_grid")).to_be_visible()
+        search.fill("clip_stop")  # a key
+        expect(section("Stable Diffusion")).to_have_attribute("aria-selected", "true")
+        expect(page.locator("#setting_CLIP_stop_at_last_layers")).to_be_visible()
+        search.fill("nothing like it")
+        expect(page.locator("#settings_search_result")).to_contain_text("No setting holds 'nothing like it'.")
+        search.fill("")
+        for name in ("img2img", "Defaults", "Saving images/grids"):
+            expect(section(name)).to_be_enabled()
+        section("Saving images/grids").click()
+        expect(page.locator("#setting_samples_format")).to_be_visible()
 
 
 def test_the_tabs_values_saved_as_defaults_and_the_checkpoint_picked_start_the_next_run(models_dir, serve_app,

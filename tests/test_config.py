@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import io
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 
 from pipelines.config import OPTIONS, Config
 from pipelines.errors import RequestError
-from pipelines.filenames import check, file_stem
+from pipelines.filenames import Naming, check, file_stem
 from pipelines.infotext import read_infotext
 from pipelines.outputs import OutputWriter
 
@@ -83,7 +84,7 @@ def test_a_flags_value_wins_for_the_run_and_is_never_written(tmp_path):
 
 def test_file_name_patterns_take_the_pictures_parameters_safely():
     when = datetime.datetime(2026, 11, 23, 9, 8, 7)
-    assert file_stem("", INFOTEXT) == "5"  # A1111's [seed] when empty
+    assert file_stem("[none]", INFOTEXT) == ""  # A1111's name that is the number alone
     assert file_stem("[seed]-[steps]-[cfg]-[sampler]-[width]x[height]", INFOTEXT) == "5-20-7-Euler a-64x48"
     assert file_stem("[model_name] [model_hash] [date] [datetime]", INFOTEXT, now=when) == (
         "easel 0123456789 2026-11-23 20261123090807")
@@ -100,12 +101,36 @@ def test_file_name_patterns_take_the_pictures_parameters_safely():
         hashlib.sha256(text.encode()).hexdigest()[:8] for text in ('a red circle, on "white": big', "blue/green"))
     assert file_stem("[full_prompt_hash]", INFOTEXT) == hashlib.sha256(
         b'a red circle, on "white": big blue/green').hexdigest()[:8]
-    assert file_stem("[vae_filename]", INFOTEXT + ", VAE: sdxl_vae.safetensors") == "sdxl_vae.safetensors"
+    assert file_stem("[vae_filename]", INFOTEXT + ", VAE: sdxl_vae.safetensors") == "sdxl_vae"
     assert file_stem("[vae_filename]", INFOTEXT) == "NoneType"  # A1111's word for none
     for bad, message in (("[datetime<%H><Mars/Olympus>]", "Unknown time zone 'Mars/Olympus'"),
-                         ("[seed<%H>]", r"Only \[datetime\] takes a <format>")):
+                         ("[seed<%H>]", r"\[seed\] takes no <arguments>"),
+                         ("[prompt_hash<4><5>]", r"takes 1 <argument>;"),
+                         ("[image_hash<x>]", "a hash's length is a whole number")):
         with pytest.raises(RequestError, match=message):
             check(bad, "samples_filename_pattern")
+
+
+def test_file_name_patterns_say_the_job_and_the_picture():
+    """A1111's tokens that read the job (its styles, seeds, batch, start) and the picture itself; a token with no
+    value is left out with the text before it ([batch_number] alone in its batch, [denoising] in txt2img)."""
+    picture = Image.new("RGB", (64, 48), "red")
+    started = datetime.datetime(2026, 11, 23, 9, 8, 7)
+    job = Naming("a red circle", ("Photo", "Film"), (5, 6, 7, 8), batch_size=2, batch_count=2, started=started)
+    second = replace(job, index=3)  # the second picture of the second batch
+    assert file_stem("[seed]-[seed_first]-[seed_last]-[batch_number]-[generation]", INFOTEXT) == "5-5-[generation]"
+    assert file_stem("[seed]-[seed_first]-[seed_last]-[batch_size]", INFOTEXT, 8, naming=second) == "8-5-8-2"
+    assert file_stem("[seed] [batch_number] [generation_number]", INFOTEXT, 8, naming=second) == "8 2 4"
+    assert file_stem("[seed] [batch_number] [generation_number]", INFOTEXT, 5, naming=Naming()) == "5"
+    assert file_stem("[styles]: [prompt_no_styles]", INFOTEXT, naming=job) == "Photo, Film_ a red circle"
+    assert file_stem("[styles]", INFOTEXT) == "None"
+    assert file_stem("[job_timestamp]", INFOTEXT, naming=job) == "20261123090807"
+    assert file_stem("[seed]-[denoising]-[clip_skip]", INFOTEXT) == "5-1"
+    assert file_stem("[denoising]", INFOTEXT + ", Denoising strength: 0.75") == "0.75"
+    assert file_stem("[hasprompt<circle><square|round><RED>]", INFOTEXT) == "circleroundred"
+    assert file_stem("[width]x[height] [image_hash<6>]", INFOTEXT, image=picture) == (
+        "64x48 " + hashlib.sha256(picture.tobytes()).hexdigest()[:6])
+    assert file_stem("[prompt_hash<3>]", INFOTEXT) == hashlib.sha256(b'a red circle, on "white": big').hexdigest()[:3]
 
 
 def test_the_writer_names_pictures_by_the_pattern_and_writes_their_text_beside_them(tmp_path):
@@ -114,10 +139,18 @@ def test_the_writer_names_pictures_by_the_pattern_and_writes_their_text_beside_t
     path = writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5)
     assert path.name == "00000-5-a red circle on white big.png"
     assert path.with_suffix(".txt").read_text() == INFOTEXT
-    grid = writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=None, category="txt2img-grids")
-    assert grid.name == "00000.png"  # grids keep their number alone, as A1111's
+    grid = writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=None, category="txt2img-images", basename="grid")
+    assert grid.name == "grid-0000.png" and grid.parent == path.parent  # A1111's, numbered apart from the pictures
     again = writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5)
     assert again.name.startswith("00001-") and path.with_suffix(".txt").read_text() == INFOTEXT
+    writer.add_number, writer.pattern = False, "[seed]"  # A1111's save_images_add_number off: never one over another
+    assert [writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5).name for _ in range(3)] == [
+        "5.png", "5-1.png", "5-2.png"]
+    writer.pattern = "[none]"  # nothing to name it by: the number after all, as A1111's
+    assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5).name == "00002.png"
+    writer.add_number, writer.pattern, writer.save_to_dirs = True, "", False  # A1111's default without folders
+    assert writer.save(Image.new("RGB", (8, 8)), INFOTEXT, seed=5, category="img2img-images").name == (
+        "00000-5-a red circle, on _white__ big.png")
 
 
 def test_directory_patterns_name_the_folders_under_each_category(tmp_path):
@@ -173,10 +206,10 @@ def test_the_api_options_change_how_pictures_are_saved_and_keep_it(models_dir, t
     assert run() == 3  # the grid first, in one row
     pictures = sorted(path.name for path in (out / "txt2img-images").rglob("*.*"))
     assert pictures == ["00000-7-1.jpg", "00000-7-1.txt", "00001-8-1.jpg", "00001-8-1.txt"]
-    [grid] = (out / "txt2img-grids").rglob("*.jpg")
-    assert Image.open(grid).size == (128, 64)
+    [grid] = (out / "txt2img-grids").rglob("*.png")
+    assert Image.open(grid).size == (128, 64) and grid.name == "grid-0000.png"  # A1111's grid_format is its own
     assert client.post("/sdapi/v1/options", json={"return_grid": False, "grid_save": False}).status_code == 200
-    assert run() == 2 and len(list((out / "txt2img-grids").rglob("*.jpg"))) == 1
+    assert run() == 2 and len(list((out / "txt2img-grids").rglob("*.png"))) == 1
     response = client.post("/sdapi/v1/options", json={"samples_save": False, "live_previews_enable": False})
     assert response.status_code == 200
     assert run() == 2 and len(list((out / "txt2img-images").rglob("*.jpg"))) == 4
@@ -195,6 +228,34 @@ def test_the_api_options_change_how_pictures_are_saved_and_keep_it(models_dir, t
     kept = json.loads(path.read_text())
     assert kept == {**changes, "return_grid": False, "grid_save": False, "samples_save": True,
                     "live_previews_enable": False, "enable_pnginfo": False}
+
+
+def test_the_grid_settings_and_the_jobs_tokens_name_and_place_what_is_saved(models_dir, tmp_path, api_client):
+    """A1111's grid_format, grid_extended_filename, grid_save_to_dirs, grid_only_if_multiple and
+    save_images_add_number, and a job's tokens in its pictures' names (a grid has no batch number)."""
+    out = tmp_path / "out"
+    client, _ = api_client(models_dir, outputs_dir=out, save_outputs=None, config_file=tmp_path / "config.json")
+    changes = {"grid_format": "webp", "grid_extended_filename": True, "grid_save_to_dirs": False,
+               "save_to_dirs": False, "samples_filename_pattern": "[seed]-[batch_number]-[generation_number]"}
+    assert client.post("/sdapi/v1/options", json=changes).status_code == 200
+    job = {"prompt": "a cat", "steps": 1, "width": 64, "height": 64, "batch_size": 2, "n_iter": 2, "seed": 7,
+           "save_images": True}
+
+    def run(**changed) -> int:
+        response = client.post("/sdapi/v1/txt2img", json={**job, **changed})
+        assert response.status_code == 200, response.text
+        return len(response.json()["images"])
+
+    assert run() == 5
+    assert sorted(path.name for path in (out / "txt2img-images").iterdir()) == [
+        "00000-7-1-1.png", "00001-8-2-2.png", "00002-9-1-3.png", "00003-10-2-4.png"]
+    assert [path.name for path in (out / "txt2img-grids").iterdir()] == ["grid-0000-7.webp"]
+    changes = {"grid_only_if_multiple": False, "save_images_add_number": False, "samples_filename_pattern": "[seed]"}
+    assert client.post("/sdapi/v1/options", json=changes).status_code == 200
+    assert run(batch_size=1, n_iter=1) == 2 and run(batch_size=1, n_iter=1) == 2  # a grid of the one picture
+    assert {"7.png", "7-1.png"} < {path.name for path in (out / "txt2img-images").iterdir()}
+    assert sorted(path.name for path in (out / "txt2img-grids").iterdir()) == [
+        "7-1.webp", "7.webp", "grid-0000-7.webp"]  # named as A1111 names them: without the number, no "grid"
 
 
 def test_the_tabs_defaults_are_kept_under_a1111s_keys(tmp_path, caplog):

@@ -280,11 +280,22 @@ def test_grids_are_saved_where_a1111_keeps_them(engine):
     first, second = engine.save_grids([Grid(grid, "a\nSteps: 1"), Grid(grid, "b\nSteps: 2")], "inpaint")
     assert first.parent.parent.name == "img2img-grids" and read_infotext(Image.open(first)) == "a\nSteps: 1"
     assert first != second and read_infotext(Image.open(second)) == "b\nSteps: 2"
-    engine.grid_save = False  # A1111's grid_save off
+    assert first.name == "grid-0000.png" and second.name == "grid-0001.png"  # A1111's names
+    # a script's grid is named in full (its first picture's seed by the images' pattern), a job's with
+    # A1111's grid_extended_filename
+    seeded = "a\nSteps: 1, Sampler: Euler, Seed: 5, Size: 8x8"
+    [plot] = engine.save_grids([Grid(grid, seeded, basename="xyz_grid")], "txt2img")
+    assert plot.name == "xyz_grid-0000-5.png"
+    engine.grid_extended = True
+    try:
+        assert engine.save_grids([Grid(grid, seeded)], "txt2img")[0].name == "grid-0001-5.png"
+    finally:
+        engine.grid_extended = False
+    engine.grid_writer.enabled = False  # A1111's grid_save off
     try:
         assert engine.save_grids([Grid(grid, "c\nSteps: 1")], "txt2img") == [None]
     finally:
-        engine.grid_save = True
+        engine.grid_writer.enabled = True
 
 
 def test_latents_that_become_nan_are_a_message_not_a_black_picture(engine):

@@ -114,9 +114,9 @@ def test_each_loop_paints_over_the_last_at_its_strength_and_each_chain_starts_ag
     for made_picture, expected in zip(made.images[:3], (first, second, chain)):
         assert np.array_equal(pixels(made_picture), pixels(expected))
     assert np.abs(pixels(made.images[1]) - pixels(made.images[0])).mean() > 1  # the second loop changed it
-    [(grid, text, _)] = grids([plan({"loopback": True})], [made])  # A1111's history: each chain's last picture
+    [(grid, text, *_)] = grids([plan({"loopback": True})], [made])  # A1111's history: each chain's last picture
     assert grid.width >= 2 * 64 and grid.height > 64 and text == made.infotexts[0]
-    [(single, _, _)] = grids([plan({"loopback": True})], [engine.generate(request(
+    [(single, *_)] = grids([plan({"loopback": True})], [engine.generate(request(
         prompt=blue, init_image=circle, loopback=True, loopback_loops=3, denoising_strength=0.6))])
     assert single.width >= 3 * 64  # one chain: every loop
     assert loopback_history([0, 1, 2], 3, [0.6, 0.5, 0.4]) == [(0, "Loop 1: 0.6"), (1, "Loop 2: 0.5"),

@@ -102,7 +102,7 @@ def test_grid_per_z_value_with_labels_and_each_model_loaded_once(models_dir, tmp
     assert len(grids) == 0  # each Z value's grid only with "Include Sub Grids"
     _, *grids = PlotResult(replace(plot, options=PlotOptions(sub_grids=True)), result.results).grids()
     assert len(grids) == 2
-    for z, (grid, _, _) in enumerate(grids):
+    for z, (grid, *_) in enumerate(grids):
         assert grid.height > 2 * 64 and grid.width > 2 * 64  # labels on top and at the left
         left, top = grid.width - 2 * 64, grid.height - 2 * 64
         pixels = np.asarray(grid.convert("L"))

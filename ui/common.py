@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipelines import job_plan, prompt_lines, prompt_matrix
 from pipelines.clip_tokenizer import load_tokenizer
+from pipelines.config import batch_layout
 from pipelines.grid import MAX_MARGIN
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -358,7 +359,7 @@ def generation_handler(services, panel: OutputPanel, task: str,
                     for each in plans for job in each.jobs]
             if plans[0].xyz is None:
                 done = yield from run_jobs(jobs, owner, progress)
-                made = job_plan.grids(plans, done, rows=services.config["n_rows"])
+                made = job_plan.grids(plans, done, layout=batch_layout(services.config))
                 grids, shown = job_plan.shown(made, services.config["return_grid"]), done
             else:  # the X/Y/Z plot: A1111's answer, its grid first, then each Z value's and each cell's when asked
                 if len(plans) > 1:

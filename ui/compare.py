@@ -132,7 +132,7 @@ def build(services, model: gr.Dropdown, defaults: dict) -> None:
         saved = result.grids()
         services.engine.save_grids(saved, next(iter(result.plot.cells.values())).task)
         folder, paths = _export_dir(), []
-        for number, (grid, infotext, _) in enumerate(saved):
+        for number, (grid, infotext, *_) in enumerate(saved):
             paths.append(str(folder / f"xyz-grid-{number}.png"))
             grid.save(paths[-1], pnginfo=png_metadata(infotext))
         cells = [cell.images[0] for cell in result.cells()] if plot.options.sub_images else []

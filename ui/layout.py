@@ -23,7 +23,8 @@ BELL = "\U0001f514"  # A1111's "Request browser notifications" (ui/notify.js)
 # of fewer than a row (Gradio widens a gallery's cells to fill the row, then the rows to fill its height). Generate
 # forever's menu and its running button.
 CSS = """.easel-fit img { object-fit: contain; width: 100%; height: 100%; }
-#browser_gallery .grid-container { grid-template-columns: repeat(""" + str(image_browser.COLUMNS) + """, minmax(0, 1fr));
+#browser_gallery .grid-container {
+  grid-template-columns: repeat(""" + str(image_browser.COLUMNS) + """, minmax(0, 1fr));
   grid-template-rows: none; grid-auto-rows: auto; }
 .easel-forever { outline: 3px dashed var(--color-accent); outline-offset: 2px; }
 .easel-menu { position: absolute; z-index: 1000; background: var(--background-fill-primary);

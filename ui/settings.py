@@ -1,5 +1,6 @@
 """The Settings tab (A1111's): every option of ``pipelines/config.py`` by section, under A1111's labels and element ids
-(``setting_<key>``), changed by *Apply settings* and kept in ``config.json``; each takes effect at once.
+(``setting_<key>``), changed by *Apply settings* and kept in ``config.json``; each takes effect at once. A1111's
+search box above the sections keeps the options (and the sections) that match what is typed.
 
 Options that are a generation field's default (clip skip, img2img's noise multiplier and colour correction) also set
 that field in the tabs, when applied and when a page opens. Its *Defaults* section keeps the tabs' other fields' values
@@ -36,13 +37,16 @@ def build(services, demo: gr.Blocks, generation_tabs: list) -> None:
     ui_defaults.apply()
     apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")  # above the sections, as A1111's
     result = gr.Markdown(elem_id="settings_result")
-    with gr.Tabs(elem_id="settings_sections"):
+    search = gr.Textbox(placeholder="Search...", show_label=False, max_lines=1, elem_id="settings_search")
+    found = gr.Markdown(elem_id="settings_search_result")
+    sections = {}
+    with gr.Tabs(elem_id="settings_sections") as tabs:
         for section in SECTIONS:
-            with gr.Tab(section):
+            with gr.Tab(section, id=f"settings_{section}") as sections[section]:
                 for option in OPTIONS:
                     if option.section == section:
                         widgets[option.key] = _widget(services, option)
-        with gr.Tab("Defaults"):
+        with gr.Tab("Defaults") as defaults:
             _defaults_section(ui_defaults)
     # the tabs' fields an option is the default of, with the value each was built with
     linked = [(option.key, component) for option in OPTIONS if option.request_field
@@ -58,6 +62,23 @@ def build(services, demo: gr.Blocks, generation_tabs: list) -> None:
 
     apply.click(apply_settings, list(widgets.values()), [result, *(component for _, component in linked)],
                 api_name="apply_settings")
+
+    def searched(text: str):
+        """A1111's search: the options whose label, description or key holds ``text``, the others hidden, and the
+        sections that hold one (the first opened), the others greyed out; all of them again for an empty box. (A1111
+        lists them on one page: Gradio makes an unopened tab's content only when it opens, and does not hide an
+        unselected tab.)"""
+        text = text.strip().lower()
+        matches = {option.key for option in OPTIONS if text in f"{option.label} {option.info} {option.key}".lower()}
+        note = (f"{_count(matches, 'setting')} found." if matches else f"No setting holds {text!r}.") if text else ""
+        narrowed = bool(text and matches)
+        held = [section for section in SECTIONS if any(o.key in matches for o in OPTIONS if o.section == section)]
+        return [gr.Tabs(selected=f"settings_{held[0]}") if narrowed else gr.update(), note,
+                *(gr.Tab(interactive=section in held or not narrowed) for section in SECTIONS),
+                gr.Tab(interactive=not text), *(gr.update(visible=o.key in matches or not narrowed) for o in OPTIONS)]
+
+    search.change(searched, search, [tabs, found, *sections.values(), defaults, *widgets.values()], queue=False,
+                  show_progress="hidden", api_visibility="private")
 
     shown = [*widgets.items(), *linked]
 
