@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="same as --memory-mode medvram")
     parser.add_argument("--lowvram", dest="memory_mode", action="store_const", const="lowvram",
                         help="same as --memory-mode lowvram")
-    parser.add_argument("--vae", help="a VAE in models/VAE for every model whose easel.json names none")
+    parser.add_argument("--vae", help="a VAE in models/VAE for every model whose easel.json names none (default: the "
+                                      "one picked last, kept in the settings file; Automatic: each model's own)")
     parser.add_argument("--controlnet-units", type=int, choices=range(1, 11), default=3, metavar="1-10",
                         help="ControlNet units in each generation tab")
     parser.add_argument("--default-model", default=None,

@@ -14,6 +14,7 @@ import re
 import threading
 from typing import Any
 
+from pipelines.checkpoints import AUTOMATIC
 from pipelines.config import CHECKPOINT
 from pipelines.errors import ModelError, RequestError
 from pipelines.hashing import short_hash
@@ -81,7 +82,7 @@ class Options:
     # -- /options ------------------------------------------------------------------------------------------
     def current(self) -> dict[str, Any]:
         return {"sd_model_checkpoint": self.title(self.registry.default_name()),
-                "sd_vae": self.registry.vae or "Automatic", **self.services.config.values(), **READ_ONLY}
+                "sd_vae": self.registry.vae or AUTOMATIC, **self.services.config.values(), **READ_ONLY}
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply A1111 options, none when one is refused; unknown keys are ignored (as A1111 does), read-only ones
@@ -101,7 +102,7 @@ class Options:
                     raise PayloadError("sd_model_checkpoint", str(exc)) from None
             if "sd_vae" in values:  # models/VAE's file or folder name for every model whose easel.json names none
                 try:
-                    self.services.engine.set_vae(values["sd_vae"])
+                    self.services.set_vae(values["sd_vae"])
                 except ModelError as exc:
                     raise PayloadError("sd_vae", str(exc)) from None
             self.services.configure(settings)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".safetensors", ".ckpt", ".pt")
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "models" / "configs"
 VAE_DIR = "VAE"
-OWN_VAE = ("", "None", "Automatic")  # A1111's choices that keep the checkpoint's own VAE
+AUTOMATIC = "Automatic"  # A1111's word for the checkpoint's own VAE
+OWN_VAE = ("", "None", AUTOMATIC)  # A1111's choices that keep it
 _UNET = "model.diffusion_model."
 _DOWNSAMPLE = re.compile(re.escape(_UNET) + r"input_blocks\.(\d+)\.0\.op\.")
 

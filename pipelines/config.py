@@ -5,8 +5,9 @@ restart.
 The file is A1111's format (one JSON object), so A1111's own reads in: keys Easel does not know stay in the file as
 they are, and a value Easel cannot use is passed over with a warning (its default used instead). Flags that decide an
 option for a run (``--no-save``, ``--samples-format``) set it without writing it: the file holds only what a user
-changed. ``Services.configure`` puts the values to work. The file also keeps the checkpoint last picked
-(``sd_model_checkpoint``, as A1111's), which the next start opens on unless ``--default-model`` names one.
+changed. ``Services.configure`` puts the values to work. The file also keeps the checkpoint and the VAE last picked
+(``sd_model_checkpoint`` and ``sd_vae``, as A1111's), which the next start opens on unless ``--default-model`` or
+``--vae`` names one.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ OPTIONS = (
 )
 BY_KEY = {option.key: option for option in OPTIONS}
 CHECKPOINT = "sd_model_checkpoint"  # kept as the last one picked, the model the next start opens on
+VAE = "sd_vae"  # kept as the last one picked, the VAE the next start uses (A1111's "Automatic": each model's own)
 SECTIONS = tuple(dict.fromkeys(option.section for option in OPTIONS))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from . import kandinsky
-from .checkpoints import (check_vae, checkpoint_files, detect, load_checkpoint, load_controlnet_file,
+from .checkpoints import (OWN_VAE, check_vae, checkpoint_files, detect, load_checkpoint, load_controlnet_file,
                           override_vae)
 from .errors import ModelError, RequestError
 from .hashing import short_hash, weight_files
@@ -226,7 +226,7 @@ class Registry:
         # Evicted models wait in CPU RAM (up to this many bytes) when the device is not the CPU itself.
         self.park = torch.device(device).type != "cpu"
         self.ram_budget = default_budget("cpu")
-        self.vae = vae
+        self.vae = None if vae in OWN_VAE else vae  # a name of models/VAE, checked when a model loads with it
         self.speed = speed or SpeedOptions()
         self.offline = offline
         self._default_model = default_model

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import CHECKPOINT, Config
+from .checkpoints import AUTOMATIC, OWN_VAE, vae_names
+from .config import CHECKPOINT, VAE, Config
 from .engine import Engine, GenerationResult, Progress
 from .outputs import OutputWriter, SaveLog
 from .registry import TITLE, Registry
@@ -71,6 +72,18 @@ def resolve_dtype(name: str, device: str, fast: bool = False):
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
+def _kept_vae(config: Config, settings: Settings) -> str | None:
+    """The VAE the settings file keeps (A1111's ``sd_vae``), when it is still in models/VAE; a warning otherwise."""
+    kept = config.kept(VAE)
+    if not isinstance(kept, str) or kept in OWN_VAE:
+        return None
+    if kept in vae_names(settings.models_dir):
+        return kept
+    config.warnings.append(f"The VAE {settings.config_file} names, {kept!r}, is not in models/VAE; starting with "
+                           "each model's own.")
+    return None
+
+
 def _gpu_decorator() -> Callable:
     try:
         import spaces
@@ -95,11 +108,12 @@ class Services:
         flags = {"samples_save": settings.save_outputs, "samples_format": settings.samples_format,
                  "show_progress_every_n_steps": settings.preview_every}
         config = Config(settings.config_file, {key: value for key, value in flags.items() if value is not None})
+        vae = settings.vae if settings.vae is not None else _kept_vae(config, settings)
         registry = Registry(settings.models_dir, device=device,
                             dtype=resolve_dtype(settings.dtype, device, settings.fast),
                             memory_budget=budget, offline=settings.offline,
                             default_model=settings.default_model or DEFAULT_MODEL,
-                            catalog=settings.catalog, memory_mode=settings.memory_mode, vae=settings.vae,
+                            catalog=settings.catalog, memory_mode=settings.memory_mode, vae=vae,
                             speed=SpeedOptions.from_flags(settings.fast, settings.compile, settings.compile_mode,
                                                           settings.weights, settings.compile_sizes))
         kept = config.kept(CHECKPOINT)
@@ -117,6 +131,12 @@ class Services:
                        _gpu_decorator()(engine.stream))
         services.configure()
         return services
+
+    def set_vae(self, name: str | None) -> None:
+        """A1111's SD VAE: a VAE of models/VAE for every model whose easel.json names none ("Automatic": each
+        model's own), kept for the next start as A1111 keeps it."""
+        self.engine.set_vae(name)
+        self.config.keep(VAE, self.registry.vae or AUTOMATIC)
 
     def configure(self, values: dict[str, Any] | None = None) -> list[str]:
         """Set A1111 options (``values``: none when one is refused, with a RequestError naming it) and put them all to

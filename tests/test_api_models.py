@@ -1,4 +1,4 @@
-"""The API's model management, in-process on a folder of its own: VAEs (listed, switched through ``sd_vae``),
+"""The API's model management, in-process on a folder of its own: VAEs (listed, switched through ``sd_vae``, kept),
 unload and reload of checkpoints, memory, and the listings of A1111 features Easel does not have."""
 
 import json
@@ -52,6 +52,27 @@ def test_sd_vae_lists_models_vae_and_switches_every_model_without_its_own(served
         assert client.post("/sdapi/v1/options", json={"sd_vae": "Automatic"}).status_code == 200
     back, info = picture(client)
     assert "VAE:" not in info["infotexts"][0] and np.array_equal(own, back)
+
+
+def test_the_vae_picked_is_kept_for_the_next_start(served, api_client, tmp_path, caplog):
+    """A1111 keeps ``sd_vae`` in config.json: the next start uses it unless --vae names one; one no longer in
+    models/VAE is a warning, A1111's "Automatic" each model's own."""
+    from pipelines.services import Services, Settings
+
+    root, path = served[1].registry.models_dir, tmp_path / "config.json"
+    client, _ = api_client(root, config_file=path)
+    assert client.post("/sdapi/v1/options", json={"sd_vae": "other"}).status_code == 200
+    assert json.loads(path.read_text()) == {"sd_vae": "other"}
+
+    def start(**settings) -> str | None:
+        return Services.build(Settings(models_dir=root, device="cpu", config_file=path, **settings)).registry.vae
+
+    assert start() == "other"
+    assert start(vae="Automatic") is None
+    path.write_text(json.dumps({"sd_vae": "gone.safetensors"}))
+    assert start() is None and "'gone.safetensors', is not in models/VAE" in caplog.text
+    path.write_text(json.dumps({"sd_vae": "Automatic"}))
+    assert start() is None
 
 
 def test_unload_frees_the_models_and_reload_brings_the_current_one_back(served):

@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 import gradio as gr
-from pipelines.checkpoints import vae_names
+from pipelines.checkpoints import AUTOMATIC, vae_names
 from pipelines.config import CHECKPOINT, SOUND
 from pipelines.errors import EaselError
 
@@ -47,7 +47,7 @@ def _vae_choices(registry) -> dict:
     """A1111's SD VAE setting: a VAE from models/VAE for every model whose easel.json names none, or each model's
     own ("Automatic"); shown only when models/VAE holds one."""
     names = vae_names(registry.models_dir)
-    return {"choices": ["Automatic", *names], "value": registry.vae or "Automatic", "visible": bool(names)}
+    return {"choices": [AUTOMATIC, *names], "value": registry.vae or AUTOMATIC, "visible": bool(names)}
 
 
 def _notification_sound(services) -> None:
@@ -126,7 +126,7 @@ def build_ui(services) -> gr.Blocks:
 
         def set_vae(name: str):
             try:
-                services.engine.set_vae(name)
+                services.set_vae(name)
             except EaselError as exc:
                 raise gr.Error(str(exc), print_exception=False) from None
 
