@@ -77,6 +77,8 @@ OPTIONS = (
            check_text=filenames.check),
     Option("save_images_add_number", "Add number to filename when saving", SAVING, True,
            info="off: a name already taken gets -1, -2 (nothing is written over)"),
+    Option("save_images_before_highres_fix", "Save a copy of image before applying highres fix.", SAVING, False,
+           info="the first pass's pictures too, named as the others with -before-highres-fix at the end"),
     Option("enable_pnginfo", "Save text information about generation parameters as chunks to png files", SAVING,
            True, info="also the EXIF of JPEG and WebP files; off: the gallery's and the API's pictures carry none"),
     Option("save_txt", "Create a text file next to every image with generation parameters", SAVING, False),

@@ -92,6 +92,8 @@ class Job:
     extra_params: dict = field(default_factory=dict)  # A1111's extra_generation_params (infotext), e.g. Lora hashes
     warnings: list[str] = field(default_factory=list)
     stats: RunStats = field(default_factory=RunStats)
+    save: bool = True  # its pictures go to the outputs folder
+    naming: Naming = field(default_factory=Naming)  # what their file names can say of the job
 
 
 class Engine:
@@ -101,6 +103,7 @@ class Engine:
         self.preview_every = preview_every
         self.grid_writer = OutputWriter(writer.root)  # A1111's grid_save, grid_format, grid_save_to_dirs (config.py)
         self.grid_extended = False  # A1111's grid_extended_filename: a job's grid named by the pattern too
+        self.save_before_hires = False  # A1111's save_images_before_highres_fix
         self.pnginfo = True  # A1111's enable_pnginfo: pictures carry their parameters (the gallery's, the API's)
         self._device_lock = threading.Lock()
         self._job: Job | None = None
@@ -131,11 +134,11 @@ class Engine:
         request = replace(request.with_seed(), model=info.name)
         result = GenerationResult(request=request)
         naming = Naming(typed.prompt, typed.styles, tuple(request.seeds()), request.batch_size, request.batch_count,
-                        datetime.datetime.now())  # what the pictures' file names can say of their job
+                        datetime.datetime.now())
         with self._device_lock, self.registry.lease(info.name) as model, ExitStack() as held:
             started = self._start_stats(model, request, result.stats)
             self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings,
-                                  stats=result.stats)
+                                  stats=result.stats, save=save, naming=naming)
             try:
                 controls = self._controls(held, model, request, job)
                 pipe = model.pipeline(request.task, controls and list(controls.models))
@@ -146,8 +149,7 @@ class Engine:
                     text = made_by.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
                     if self.pnginfo:
                         image.info["parameters"] = text
-                    category, named = _OUTPUT_CATEGORY[request.task], replace(naming, index=len(result.images))
-                    result.paths.append(self.writer.save(image, text, seed, category, naming=named) if save else None)
+                    result.paths.append(self._save(job, image, text, seed, index=len(result.images)))
                     result.images.append(image)
                     result.infotexts.append(text)
                     result.seeds.append(seed)
@@ -162,6 +164,15 @@ class Engine:
                 self._job = None
                 self._finish_stats(result.stats, started)
         return result
+
+    def _save(self, job: Job, image: Image.Image, infotext: str, seed: int, index: int | None = None,
+              suffix: str = "") -> Path | None:
+        """A picture of ``job`` (the ``index``-th it made, None for another of its pictures) saved where its task's
+        go, unless the job is not saved; where it went."""
+        if not job.save:
+            return None
+        return self.writer.save(image, infotext, seed, _OUTPUT_CATEGORY[job.request.task],
+                                naming=replace(job.naming, index=index), suffix=suffix)
 
     def postprocess(self, request: ExtrasRequest, save: bool = True) -> tuple[Image.Image, str, Path | None]:
         """The Extras tab's upscale, on the device lock (upscaler files run on the device): the picture, A1111's
@@ -379,6 +390,10 @@ class Engine:
             first = encode_pictures(pipe, given) if latent else given
         else:
             first = self._pass(model, pipe, request, job, seeds, on_step, latent_output=latent, controls=controls)
+            if self.save_before_hires:  # A1111's save_images_before_highres_fix: the first pass's pictures too
+                for picture, seed in zip(decode_latents(pipe, first) if latent else first, seeds):
+                    text = request.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
+                    self._save(job, picture, text, seed, suffix="-before-highres-fix")
         if job.interrupt.is_set() or job.skip.is_set():
             return decode_latents(pipe, first) if latent else first
         second = request.hires_pass()

@@ -112,15 +112,18 @@ class OutputWriter:
         when: datetime.date | None = None,
         naming: Naming | None = None,
         basename: str = "",
+        suffix: str = "",
         **chunks: str,
     ) -> Path | None:
         """Save ``image`` with its infotext (and other text ``chunks``) and return the final path, or None when
         saving is disabled. The name is ``basename`` (A1111's ``grid``), the next number, then, where there is a seed,
-        the file name pattern's text for the picture and the job it was made in (``naming``)."""
+        the file name pattern's text for the picture and the job it was made in (``naming``), then ``suffix``
+        (A1111's ``-before-highres-fix``)."""
         if not self.enabled:
             return None
         pattern = self.pattern or (DEFAULT if self.save_to_dirs else DEFAULT_UNSORTED)
-        stem = None if seed is None else file_stem(pattern, infotext, seed, naming=naming, image=image)
+        named = "" if seed is None else file_stem(pattern, infotext, seed, naming=naming, image=image)
+        stem = named + suffix or None
         path = self._place(self._folder(category, infotext, when, naming, image), f".{self.format}", basename, stem,
                            lambda file: self._write(file, image, infotext, chunks))
         if self.save_txt:

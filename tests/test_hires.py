@@ -63,6 +63,29 @@ def test_a_given_first_pass_stands_for_the_first_pass(engine):
     assert [image.size for image in latent.images] == [(128, 128)] * 2
 
 
+def test_a_copy_before_the_hires_fix_is_saved_when_asked(engine):
+    """A1111's save_images_before_highres_fix: each first-pass picture is saved too (the picture the job makes
+    without the hires fix), named as the others with -before-highres-fix at the end, with the job's parameters;
+    the job's own pictures are the hires ones."""
+    from pipelines.infotext import read_infotext
+
+    engine.save_before_hires = True
+    try:
+        result = engine.generate(hires(batch_size=2, seed=21))
+    finally:
+        engine.save_before_hires = False
+    before = sorted(result.paths[0].parent.glob("*-before-highres-fix.png"))
+    assert [path.name.split("-", 1)[1] for path in before] == ["21-before-highres-fix.png", "22-before-highres-fix.png"]
+    assert [Image.open(path).size for path in result.paths] == [(128, 128)] * 2
+    plain = engine.generate(hires(batch_size=2, seed=21, enable_hr=False))
+    for path, picture in zip(before, plain.images):
+        with Image.open(path) as saved:
+            assert np.array_equal(np.asarray(saved), np.asarray(picture))
+            assert "Seed: " in read_infotext(saved) and "Hires upscale: 2" in read_infotext(saved)
+    folder = engine.generate(hires(seed=23)).paths[0].parent
+    assert not list(folder.glob("*-23-before-highres-fix.png"))  # off: none
+
+
 def test_interrupt_in_the_first_pass_returns_the_first_pass(engine):
     def on_progress(event):
         if event.step == 2:
