@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, set_number
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, set_number, set_numbers
 from playwright.sync_api import expect
 
 
@@ -30,8 +30,9 @@ def test_step_cache_labels_the_infotext(page):
 
 
 def test_live_preview_shows_while_generating(page):
-    set_number(page, "txt2img_step_cache", 0)
-    set_number(page, "txt2img_steps", 150)  # the app previews every 5 steps: time to see several
+    # the app previews every 5 steps: time to see several (both checked kept: under load a box's value that had not
+    # reached the app by the click ran a 4-step job, which shows no preview at all)
+    set_numbers(page, {"txt2img_step_cache": 0, "txt2img_steps": 150})
     info = page.locator("#txt2img_info textarea")
     before = info.input_value()
     # each preview that loads: its size and its shown height, read as it loads (under load a preview can be replaced
