@@ -178,8 +178,8 @@ class Engine:
         """The Extras tab's upscale, on the device lock (upscaler files run on the device): the picture, A1111's
         postprocessing text, and where it was saved (``extras-images``, with the picture's own parameters)."""
         known = extras.names(self.registry.models_dir)
-        for name, field in ((request.upscaler_1, "upscaler_1"), (request.upscaler_2, "upscaler_2")):
-            check_upscaler(name, known, field)
+        for name, key in ((request.upscaler_1, "upscaler_1"), (request.upscaler_2, "upscaler_2")):
+            check_upscaler(name, known, key)
         source = request.image.convert("RGB")
         with self._device_lock:
             made = [(self._upscaled(source, name, request.target(source.size)), name, share)
