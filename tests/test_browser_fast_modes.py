@@ -30,9 +30,10 @@ def test_step_cache_labels_the_infotext(page):
 
 
 def test_live_preview_shows_while_generating(page):
-    # the app previews every 5 steps: time to see several (both checked kept: under load a box's value that had not
-    # reached the app by the click ran a 4-step job, which shows no preview at all)
-    set_numbers(page, {"txt2img_step_cache": 0, "txt2img_steps": 150})
+    # the app previews every 5 steps: time to see several, at a size whose steps leave a preview time to load (at
+    # 64x64 a busy CI machine replaced each before its picture arrived, and none ever loaded); both boxes checked kept
+    sizes = {"txt2img_width": 256, "txt2img_height": 256}
+    set_numbers(page, {"txt2img_step_cache": 0, "txt2img_steps": 40, **sizes})
     info = page.locator("#txt2img_info textarea")
     before = info.input_value()
     # each preview that loads: its size and its shown height, read as it loads (under load a preview can be replaced
@@ -50,8 +51,8 @@ def test_live_preview_shows_while_generating(page):
     *natural, shown = page.wait_for_function("() => window.previewLoads.find((load) => load[2] > 0)",
                                              timeout=GENERATION_TIMEOUT_MS).json_value()
     page.screenshot(path=str(ARTIFACTS / "live_preview.png"), full_page=True, animations="disabled")
-    assert natural == [32, 32]  # tiny-sd's latents at 64x64: the server sends one pixel per latent
-    assert shown >= 4 * natural[1]  # and the browser scales it to the panel
+    assert natural == [128, 128]  # tiny-sd's latents at 256x256: the server sends one pixel per latent
+    assert shown >= 1.8 * natural[1]  # and the browser scales it to the panel
     expect(info).not_to_have_value(before, timeout=GENERATION_TIMEOUT_MS)
     expect(page.locator("#txt2img_preview")).to_be_hidden()  # the finished picture replaces it
-    set_number(page, "txt2img_steps", 4)
+    set_numbers(page, {"txt2img_steps": 4, "txt2img_width": 64, "txt2img_height": 64})
