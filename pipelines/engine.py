@@ -203,6 +203,7 @@ class Engine:
                                       basename=grid.basename) for grid in grids]
 
     def _grid_seed(self, grid: Grid) -> int | None:
+        """The seed a grid's name says (its first picture's), or None for a name that is its number alone."""
         seed = parse_infotext(grid.infotext)[2].get("Seed", "")
         return int(seed) if (self.grid_extended or grid.named_in_full) and seed.isdigit() else None
 
@@ -390,7 +391,7 @@ class Engine:
             first = encode_pictures(pipe, given) if latent else given
         else:
             first = self._pass(model, pipe, request, job, seeds, on_step, latent_output=latent, controls=controls)
-            if self.save_before_hires:  # A1111's save_images_before_highres_fix: the first pass's pictures too
+            if self.save_before_hires and job.save:  # A1111's save_images_before_highres_fix: the first pass too
                 for picture, seed in zip(decode_latents(pipe, first) if latent else first, seeds):
                     text = request.infotext(seed, model.info.name, model.hash, job.extra_params, model.vae)
                     self._save(job, picture, text, seed, suffix="-before-highres-fix")
