@@ -155,26 +155,26 @@ class OutputWriter:
                     folder /= name
         return folder
 
-    def _names(self, folder: Path, suffix: str, basename: str, stem: str | None) -> Iterator[str]:
+    def _names(self, folder: Path, extension: str, basename: str, stem: str | None) -> Iterator[str]:
         """The names to try in turn, each after the one before was taken: the next number (after ``basename``, in
         four digits as A1111's) and ``stem``; or, without ``add_number``, ``stem``, ``stem-1``, ..."""
         if stem and not self.add_number:
-            yield f"{stem}{suffix}"
-            yield from (f"{stem}-{count}{suffix}" for count in itertools.count(1))
+            yield f"{stem}{extension}"
+            yield from (f"{stem}-{count}{extension}" for count in itertools.count(1))
         rescan = False
         while True:
             number = self._reserve(folder, basename, rescan)
             name = f"{basename}-{number:04d}" if basename else f"{number:05d}"
-            yield f"{name}-{stem}{suffix}" if stem else f"{name}{suffix}"
+            yield f"{name}-{stem}{extension}" if stem else f"{name}{extension}"
             rescan = True  # someone else (another process, or a file added by hand) took that name
 
-    def _place(self, folder: Path, suffix: str, basename: str, stem: str | None,
+    def _place(self, folder: Path, extension: str, basename: str, stem: str | None,
                write: Callable[[BinaryIO], None]) -> Path:
         """Write a file in full under a temporary name, then link it to the first free name: never half-written,
         never over another."""
         folder.mkdir(parents=True, exist_ok=True)
         with _written(folder, write) as temp:
-            return next(folder / name for name in self._names(folder, suffix, basename, stem)
+            return next(folder / name for name in self._names(folder, extension, basename, stem)
                         if _linked(temp, folder / name))
 
     def _write(self, file, image: Image.Image, infotext: str, chunks: dict[str, str]) -> None:
