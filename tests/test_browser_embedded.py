@@ -40,12 +40,13 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
     expect(page.get_by_role("tab", name="img2img", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("#img2img_image img").first).to_be_visible()  # sent: a prompt typed now is kept
     page.locator("#img2img_prompt textarea").fill("a large blue circle in the center on a white background")
-    set_number(page, "img2img_denoising_strength", 0.9)
-    set_number(page, "img2img_seed", 3)
+    # both boxes checked kept (a value typed under load can miss the click), the picture judged with what ran
+    set_numbers(page, {"img2img_denoising_strength": 0.9, "img2img_seed": 3})
     infotext = generate_in(page, "img2img")
     assert "Denoising strength: 0.9" in infotext, infotext
+    assert infotext.startswith("a large blue circle") and "Seed: 3," in infotext, infotext
     redrawn = classify_file(gallery_png(page, "img2img", tmp_path / "img2img.png"))
-    assert (redrawn.colour, redrawn.background) == ("blue", "white"), redrawn
+    assert (redrawn.colour, redrawn.background) == ("blue", "white"), (redrawn, infotext)
     page.screenshot(path=str(ARTIFACTS / "embedded-img2img.png"), full_page=True, animations="disabled")
 
 
