@@ -43,6 +43,7 @@ from . import PREFIX
 from .auth import ApiAuth
 from .encoding import decode_image, encode_png
 from .options import Options
+from .training import add_routes as add_training_routes
 from .payloads import (LOOPBACK_SCRIPT, PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, SCRIPTS, SD_UPSCALE_SCRIPT,
                        ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
                        ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
@@ -310,6 +311,14 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     for path, listed in _LISTINGS.items():
         router.add_api_route(path, _listing(listed), methods=["GET"])
+
+    @router.post("/refresh-embeddings")
+    def refresh_embeddings():
+        """Embeddings are read from their folder on every call (a changed file again), so there is nothing to
+        rescan."""
+        return None
+
+    add_training_routes(router, engine)
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
     def extra_single_image(payload: ExtrasSingleImagePayload):

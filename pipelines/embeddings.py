@@ -23,9 +23,11 @@ from typing import Any
 import torch
 
 from .hashing import short_hash
-from .networks.files import NetworkError, NetworkFile, list_files, read_weights
+from .networks.files import NetworkError, NetworkFile, list_files, metadata, read_weights
 
 MAX_VECTORS = 75  # an embedding must fit in one chunk
+# What A1111 notes in an embedding file beside its vectors: its training step and the checkpoint it was made on
+NOTES = ("step", "sd_checkpoint", "sd_checkpoint_name")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,14 @@ def parts(data: dict[str, Any]) -> dict[str, torch.Tensor]:
     return vectors
 
 
+def _noted(text: dict[str, str]) -> dict[str, Any]:
+    """A1111's notes from a .safetensors file's text metadata (the step a number again)."""
+    notes: dict[str, Any] = {key: text[key] for key in NOTES if key in text}
+    if str(notes.get("step", "")).isdigit():
+        notes["step"] = int(notes["step"])
+    return notes
+
+
 class EmbeddingLibrary:
     """The embeddings folder: names for prompts, vectors per model, and A1111's listing for the API."""
 
@@ -84,11 +94,11 @@ class EmbeddingLibrary:
             try:
                 data = read_weights(item)
                 vectors = parts(data)
+                notes = {**data, **_noted(metadata(item))}  # a .safetensors file keeps them in its metadata
+                step = notes.get("step")
                 self._read[signature] = vectors, {
-                    "step": data.get("step") if isinstance(data.get("step"), int) else None,
-                    "sd_checkpoint": data.get("sd_checkpoint") if isinstance(data.get("sd_checkpoint"), str) else None,
-                    "sd_checkpoint_name": data.get("sd_checkpoint_name")
-                    if isinstance(data.get("sd_checkpoint_name"), str) else None,
+                    "step": step if isinstance(step, int) else None,
+                    **{key: notes.get(key) if isinstance(notes.get(key), str) else None for key in NOTES[1:]},
                     "shape": sum(v.shape[-1] for v in vectors.values()),
                     "vectors": len(next(iter(vectors.values()))),
                 }
@@ -100,6 +110,11 @@ class EmbeddingLibrary:
         if isinstance(found, str):
             raise NetworkError(found)
         return found
+
+    def notes(self, item: NetworkFile) -> dict[str, Any]:
+        """What A1111 notes beside a file's vectors (``NOTES``, None where it notes nothing), and their count and
+        width; NetworkError when the file is unusable."""
+        return self._contents(item)[1]
 
     def load(self, item: NetworkFile, encoders: list[tuple[str, torch.nn.Module]]) -> Embedding:
         """The embedding of ``item`` for a model's ``(part, encoder)`` pairs (see ``text_encoding``); NetworkError

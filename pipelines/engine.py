@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import weakref
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -38,7 +38,7 @@ from .outputs import OutputWriter
 from .preprocessors import Preprocessors
 from .preview import LatentPreviewer
 from .refiner import check as check_refiner
-from .registry import Registry
+from .registry import LoadedModel, Registry
 from .request import MAX_SEED, ORIGINAL, GenerationRequest
 from .samplers import make_scheduler
 from .stats import RunStats, clock, process_rss_peak
@@ -96,6 +96,43 @@ class Job:
     naming: Naming = field(default_factory=Naming)  # what their file names can say of the job
 
 
+def streamed(work: Callable[[Callable[[Any], None], threading.Event], Any]) -> Iterator[Any]:
+    """``work(on_progress, cancel)`` in a worker thread, yielding each progress it reports and then what it returns
+    (a job, a training run). If the consumer goes away early (a closed browser tab), ``cancel`` is set."""
+    events: queue.Queue = queue.Queue()
+    done, cancel = threading.Event(), threading.Event()
+
+    def run() -> None:
+        try:
+            events.put(_Returned(work(events.put, cancel)))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            events.put(exc)
+        finally:
+            done.set()
+
+    # The work runs in a copy of the caller's context, so what tracks progress there (Gradio's tqdm tracking of a
+    # model download, say) sees the work's progress bars too.
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), name="easel-worker", daemon=True).start()
+    try:
+        while True:
+            item = events.get()
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, _Returned):
+                yield item.value
+                return
+            yield item
+    finally:
+        if not done.is_set():
+            cancel.set()
+
+
+@dataclass(frozen=True)
+class _Returned:
+    value: Any
+
+
 class Engine:
     def __init__(self, registry: Registry, writer: OutputWriter, preview_every: int = 5):
         self.registry = registry
@@ -105,7 +142,7 @@ class Engine:
         self.grid_extended = False  # A1111's grid_extended_filename: a job's grid named by the pattern too
         self.save_before_hires = False  # A1111's save_images_before_highres_fix
         self.pnginfo = True  # A1111's enable_pnginfo: pictures carry their parameters (the gallery's, the API's)
-        self._device_lock = threading.Lock()
+        self._device_lock = threading.RLock()  # reentrant: a training run makes previews with ``generate``
         self._job: Job | None = None
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
         self.networks = Networks(registry.models_dir)
@@ -135,7 +172,7 @@ class Engine:
         result = GenerationResult(request=request)
         naming = Naming(typed.prompt, typed.styles, tuple(request.seeds()), request.batch_size, request.batch_count,
                         datetime.datetime.now())
-        with self._device_lock, self.registry.lease(info.name) as model, ExitStack() as held:
+        with self.holding(info.name) as model, ExitStack() as held:
             started = self._start_stats(model, request, result.stats)
             self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings,
                                   stats=result.stats, save=save, naming=naming)
@@ -229,8 +266,14 @@ class Engine:
     def load(self, name: str) -> str:
         """Load a model now (the Models tab, A1111's ``sd_model_checkpoint``), on the device lock as a job is: a
         compiled model's load runs pictures (``--compile-sizes``), which must not share the device with a job."""
-        with self._device_lock, self.registry.lease(name) as model:
+        with self.holding(name) as model:
             return model.info.name
+
+    @contextmanager
+    def holding(self, model: str) -> Iterator[LoadedModel]:
+        """The device to oneself (a job, a model's load, a training run) with ``model`` loaded and pinned."""
+        with self._device_lock, self.registry.lease(model) as loaded:
+            yield loaded
 
     def set_vae(self, name: str | None) -> None:
         """``Registry.set_vae`` on the device lock, between jobs: no job holds a model it unloads."""
@@ -437,37 +480,10 @@ class Engine:
 
     def stream(self, request: GenerationRequest, *, owner: Any = None,
                save: bool = True) -> Iterator[Progress | GenerationResult]:
-        """``generate`` in a worker thread, yielding its progress and then its result.
-
-        If the consumer goes away early (a closed browser tab), the job is interrupted.
-        """
-        events: queue.Queue = queue.Queue()
-        done, cancel = threading.Event(), threading.Event()
-
-        def work() -> None:
-            try:
-                events.put(self.generate(request, owner=owner, on_progress=events.put, cancel=cancel, save=save))
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                events.put(exc)
-            finally:
-                done.set()
-
-        # The job runs in a copy of the caller's context, so what tracks progress there (Gradio's tqdm tracking of
-        # a model download, say) sees the job's progress bars too.
-        context = contextvars.copy_context()
-        worker = threading.Thread(target=context.run, args=(work,), name="easel-generate", daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = events.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, GenerationResult):
-                    return
-        finally:
-            if not done.is_set():
-                cancel.set()
+        """``generate`` in a worker thread, yielding its progress and then its result (``streamed``). A generator
+        function itself: ZeroGPU's decorator (``Services``) runs those in its GPU context for as long as they yield."""
+        yield from streamed(lambda on_progress, cancel: self.generate(request, owner=owner, on_progress=on_progress,
+                                                                  cancel=cancel, save=save))
 
     def current_job(self, owner: Any = None) -> Job | None:
         """The running job; with ``owner``, only if that owner started it."""

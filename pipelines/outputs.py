@@ -142,6 +142,11 @@ class OutputWriter:
                     archive.write(path, path.name)
         return self._place(self._folder(category, "", None), ".zip", "", None, write)
 
+    def place(self, category: str, stem: str, extension: str, write: Callable[[BinaryIO], None]) -> Path:
+        """Any other file (an embedding's copy in a training log) under ``category``, named and written as a picture
+        is: never half-written, never over another."""
+        return self._place(self.root / category, extension, "", stem, write)
+
     def _folder(self, category: str, infotext: str, when: datetime.date | None, naming: Naming | None = None,
                 image: Image.Image | None = None) -> Path:
         """Where a file goes: its category's folder and, with ``save_to_dirs``, the directory pattern's folders under

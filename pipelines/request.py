@@ -86,6 +86,22 @@ def finite_number(value: Any, label: str, field: str) -> float:
     return number
 
 
+def whole_between(value: Any, label: str, field: str, low: int, high: int) -> int:
+    """``whole_number`` within ``low`` and ``high``, or a RequestError saying so."""
+    number = whole_number(value, label, field)
+    if not low <= number <= high:
+        raise RequestError(f"{label} must be between {low} and {high}, got {number}.", field)
+    return number
+
+
+def number_between(value: Any, label: str, field: str, low: float, high: float) -> float:
+    """``finite_number`` within ``low`` and ``high``, or a RequestError saying so."""
+    number = finite_number(value, label, field)
+    if not low <= number <= high:
+        raise RequestError(f"{label} must be between {low:g} and {high:g}, got {number:g}.", field)
+    return number
+
+
 def _size(text: str, field: str) -> tuple[str, str]:
     try:
         width, height = text.lower().split("x")
@@ -191,10 +207,7 @@ class GenerationRequest:
             if getattr(self, name) == word:
                 set_(self, name, "")
         for name, label, low, high in _INT_RANGES:
-            number = whole_number(getattr(self, name), label, name)
-            if not low <= number <= high:
-                raise RequestError(f"{label} must be between {low} and {high}, got {number}.", name)
-            set_(self, name, number)
+            set_(self, name, whole_between(getattr(self, name), label, name, low, high))
         for name, label in (("width", "Width"), ("height", "Height")):
             if getattr(self, name) % 8:
                 raise RequestError(f"{label} must be a multiple of 8, got {getattr(self, name)}.", name)

@@ -21,6 +21,9 @@ diffusers does. A prompt without weights, tags or embeddings and within 75 token
 Encodings are cached per text encoder by (text, clip skip, embeddings on disk, the PEFT/LoRA adapters active on
 the encoders and their scales, device, dtype, a version). Code that changes a text encoder's weights in another
 way (fusing a LoRA into them) must call ``text_encoders_changed(pipe)``, which bumps the version.
+
+The Train tab's captions (``encode_captions``) are made the same way, uncached, with gradients flowing to the vectors
+of the embedding in training.
 """
 
 from __future__ import annotations
@@ -152,17 +155,30 @@ def _cached(pipe, prompt: str, clip_skip: int, library: EmbeddingLibrary | None,
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
-    cache[key] = encoded = _encode(pipe, prompt, clip_skip, library)
+    with torch.no_grad():
+        cache[key] = encoded = _encode(pipe, prompt, clip_skip, library)
     while len(cache) > _CACHE_SIZE:
         cache.popitem(last=False)
     return encoded
 
 
-def _encode(pipe, prompt: str, clip_skip: int, library: EmbeddingLibrary | None) -> _Encoded:
+def encode_captions(pipe, captions: list[str], trained: Embedding, library: EmbeddingLibrary | None = None,
+                    clip_skip: int = 1) -> torch.Tensor:
+    """Training captions as the UNet's context (batch, 77 x chunks, width), made exactly as a prompt is, with
+    ``trained`` (whose vectors may need gradients) standing for its name, before any file of that name, and with
+    gradients wherever they are needed: textual-inversion training (``embedding_training``). SD 1.x/2.x only."""
+    encoded = [_encode(pipe, caption, clip_skip, library, trained).embeds for caption in captions]
+    length = max(embeds.shape[1] for embeds in encoded)
+    empty = _cached(pipe, "", clip_skip, None, None).embeds
+    return torch.cat([_pad(embeds, length, empty) for embeds in encoded])
+
+
+def _encode(pipe, prompt: str, clip_skip: int, library: EmbeddingLibrary | None,
+            trained: Embedding | None = None) -> _Encoded:
     encoders = _encoders(pipe)
     tokenizers = _tokenizers(pipe)
     warnings: list[str] = []
-    chunks = tokenize(tokenizers[0], prompt, _Matcher(library, tokenizers[0], encoders, warnings))
+    chunks = tokenize(tokenizers[0], prompt, _Matcher(library, tokenizers[0], encoders, warnings, trained))
     used = {embedding.name: embedding.hash for chunk in chunks for _, embedding in chunk.fixes}
     sdxl = hasattr(pipe, "text_encoder_2")
     per_encoder, pooled = [], None
@@ -174,22 +190,26 @@ def _encode(pipe, prompt: str, clip_skip: int, library: EmbeddingLibrary | None)
 
 
 class _Matcher:
-    """Finds textual-inversion embedding names among a prompt's tokens (longest name first)."""
+    """Finds textual-inversion embedding names among a prompt's tokens (longest name first); an embedding in training
+    (``trained``) comes before the files."""
 
-    def __init__(self, library, tokenizer, encoders, warnings: list[str]):
+    def __init__(self, library, tokenizer, encoders, warnings: list[str], trained: Embedding | None = None):
         self.library, self.encoders, self.warnings = library, encoders, warnings
-        self.by_first: dict[int, list[tuple[list[int], NetworkFile]]] = {}
-        for item in library.files() if library else []:
+        self.by_first: dict[int, list[tuple[list[int], NetworkFile | Embedding]]] = {}
+        found = [trained] if trained else []
+        for item in [*found, *(library.files() if library else [])]:
             ids = tokenizer(item.name, add_special_tokens=False).input_ids
             if ids:
                 self.by_first.setdefault(ids[0], []).append((ids, item))
         for candidates in self.by_first.values():
-            candidates.sort(key=lambda c: -len(c[0]))
+            candidates.sort(key=lambda c: -len(c[0]))  # stable: the trained one first among names of a length
 
     def at(self, tokens: list[int], position: int) -> tuple[Embedding, int] | None:
         """The embedding whose name starts at ``position`` and how many tokens its name takes."""
         for ids, item in self.by_first.get(tokens[position], ()):
             if tokens[position:position + len(ids)] == ids:
+                if isinstance(item, Embedding):
+                    return item, len(ids)
                 try:
                     return self.library.load(item, self.encoders), len(ids)
                 except NetworkError as exc:
@@ -262,7 +282,6 @@ def token_count(tokenizer, prompt: str, steps: int, embeddings=None) -> tuple[in
     return max(counts)
 
 
-@torch.no_grad()
 def _encode_chunk(encoder, tokenizer, chunk: _Chunk, index: int, clip_skip: int, sdxl: bool):
     """One chunk through one encoder: (weighted hidden states (1, 77, width), pooled output or None)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -76,9 +76,11 @@ def set_numbers(page, values: dict[str, float]) -> None:
     raise AssertionError(f"the boxes did not keep {values}")
 
 
-def open_tab(page, name: str) -> None:
-    """Open one of the page's tabs, and again while it is not the selected one (a click on a busy page can be lost)."""
-    tab = page.get_by_role("tab", name=name, exact=True)
+def open_tab(page, name: str, tab_id: str | None = None) -> None:
+    """Open one of the page's tabs, and again while it is not the selected one (a click on a busy page can be lost);
+    by its id where two tabs share a name (the Train tab's own Train)."""
+    tab = (page.locator(f'button[role=tab][data-tab-id="{tab_id}"]') if tab_id
+           else page.get_by_role("tab", name=name, exact=True))
     for _ in range(3):
         tab.click()
         try:

@@ -332,9 +332,21 @@ def test_loading_a_model_takes_the_device_lock(engine, monkeypatch):
 
     held, real = [], engine.registry.lease
 
+    def free_elsewhere() -> bool:  # the lock is reentrant: another thread tells whether it is held
+        taken = []
+
+        def probe():
+            taken.append(engine._device_lock.acquire(blocking=False))
+            if taken[0]:
+                engine._device_lock.release()
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+        return taken[0]
+
     @contextmanager
     def lease(name):
-        held.append(engine._device_lock.locked())
+        held.append(not free_elsewhere())
         with real(name) as model:
             yield model
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.diffusion_loss import noised, target, training_schedule
+
 
 def step_random(name: str, seed: int, step: int) -> tuple[random.Random, torch.Generator]:
     """The Python and torch generators of one training step."""
@@ -27,12 +29,12 @@ class FrozenPipeline:
     """A StableDiffusionPipeline in float32 with every module frozen, and its schedule seen as at training time."""
 
     def __init__(self, model: Path):
-        from diffusers import DDPMScheduler, StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline
 
         self.pipe = StableDiffusionPipeline.from_pretrained(model, dtype=torch.float32)
         for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.unet):
             module.requires_grad_(False)
-        self.schedule = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        self.schedule = training_schedule(self.pipe.scheduler.config)
 
     @torch.no_grad()
     def latents(self, pictures: list[Image.Image], g: torch.Generator) -> torch.Tensor:
@@ -47,12 +49,8 @@ class FrozenPipeline:
 
     def noised(self, latents: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(noisy latents, the noise, the timesteps) for a batch."""
-        noise = torch.randn(latents.shape, generator=g)
-        t = torch.randint(0, self.schedule.config.num_train_timesteps, (len(latents),), generator=g)
-        return self.schedule.add_noise(latents, noise, t), noise, t
+        return noised(self.schedule, latents, g)
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the UNet predicts: the noise, or the velocity for v-prediction models."""
-        if self.schedule.config.prediction_type == "v_prediction":
-            return self.schedule.get_velocity(latents, noise, t)
-        return noise
+        return target(self.schedule, latents, noise, t)

@@ -10,7 +10,8 @@ from pipelines.checkpoints import AUTOMATIC, vae_names
 from pipelines.config import CHECKPOINT, SOUND
 from pipelines.errors import EaselError
 
-from . import compare, extras, image_browser, img2img, inpaint, merger, models, png_info, settings, txt2img
+from . import (compare, extras, image_browser, img2img, inpaint, merger, models, png_info, settings, train,
+               txt2img)
 from .common import GPU_QUEUE, REFRESH
 from .editor import editor_value
 from .transfer import SendTarget, wire_read_parameters, wire_send_images, wire_send_parameters
@@ -97,6 +98,8 @@ def build_ui(services) -> gr.Blocks:
                 wire_browser = image_browser.build(services, model, tabs, browser_tab)
             with gr.Tab("Checkpoint Merger", id="merger"):
                 merger.build(services, model)
+            with gr.Tab("Train", id="train"):
+                train.build(services, model)
             with gr.Tab("Models", id="models"):
                 models.build(services)
             with gr.Tab("Settings", id="settings"):

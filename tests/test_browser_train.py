@@ -1,0 +1,63 @@
+"""The Train tab in a browser, on a models folder of its own: create an embedding, train it a few steps on a folder
+of pictures with previews as they come, ask for more training than Max steps allows, then interrupt a long run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from PIL import Image
+
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, open_tab, set_numbers, set_text
+from playwright.sync_api import expect
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, serve_app):
+    from training.tiny_random import build_tiny_sd
+
+    root = tmp_path_factory.mktemp("train-models")
+    build_tiny_sd().save_pretrained(root / "Stable-diffusion" / "tiny-sd")
+    data = tmp_path_factory.mktemp("train-data")
+    for index, colour in enumerate(("red", "blue", "green")):
+        Image.new("RGB", (64, 64), colour).save(data / f"{index:05d}-a {colour} field.png")
+    outputs = tmp_path_factory.mktemp("train-outputs")
+    with serve_app(root, outputs=outputs) as url, open_page(url) as page:
+        yield page, root, data, outputs
+
+
+def test_create_then_train_an_embedding_with_previews(served):
+    page, root, data, outputs = served
+    open_tab(page, "Train", "train")
+    open_tab(page, "Create embedding")
+    set_text(page, "train_embedding_name", "mine")
+    set_text(page, "train_initialization_text", "red field")
+    set_numbers(page, {"train_nvpt": 2})
+    page.locator("#train_create_embedding").click()
+    expect(page.locator("#train_create_result textarea")).to_have_value(re.compile(r"Created: .*embeddings/mine\.pt"),
+                                                                        timeout=GENERATION_TIMEOUT_MS)
+    assert (root / "embeddings" / "mine.pt").is_file()
+
+    open_tab(page, "Train", "train_train")  # the created embedding is picked there already
+    expect(page.locator("#train_embedding input")).to_have_value("mine")
+    set_text(page, "train_dataset_directory", str(data))
+    set_numbers(page, {"train_training_width": 64, "train_training_height": 64, "train_steps": 4, "train_seed": 1,
+                       "train_create_image_every": 2, "train_save_embedding_every": 2})
+    page.locator("#train_train_embedding").click()
+    progress = page.locator("#train_progress textarea")
+    expect(progress).to_have_value(re.compile(r"^Training finished at 4 steps, loss \d"), timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#train_preview img")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True, animations="disabled")
+    (log,) = (outputs / "textual_inversion").glob("*/mine")
+    assert sorted(p.name for p in (log / "images").iterdir()) == ["mine-2.png", "mine-4.png"]
+    assert sorted(p.name for p in (log / "embeddings").iterdir()) == ["mine-2.pt", "mine-4.pt"]
+
+    page.locator("#train_train_embedding").click()  # trained to step 4 already: Max steps must go up
+    toast = page.get_by_role("status").filter(has_text="trained to step 4 already")
+    expect(toast).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+
+    set_numbers(page, {"train_steps": 100000, "train_create_image_every": 0, "train_save_embedding_every": 0})
+    page.locator("#train_train_embedding").click()
+    expect(progress).to_have_value(re.compile(r"^Step \d+ of 100000: loss"), timeout=GENERATION_TIMEOUT_MS)
+    page.locator("#train_interrupt").click()
+    expect(progress).to_have_value(re.compile(r"^Training interrupted at \d+ steps"), timeout=GENERATION_TIMEOUT_MS)

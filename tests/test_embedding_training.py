@@ -1,0 +1,210 @@
+"""The Train tab's textual inversion on tiny-sd: schedules, captions, created files, training's mechanics and the
+API's two endpoints. What a trained embedding means is checked on the embedded model (test_train_embedded.py)."""
+
+import csv
+import random
+import threading
+
+import pytest
+import torch
+from PIL import Image
+
+from pipelines.embedding_training import (CreateRequest, TrainRequest, _caption, _filewords, create_embedding,
+                                          save_embedding, schedule, template_names, train_embedding)
+from pipelines.embeddings import EmbeddingLibrary
+from pipelines.engine import Engine
+from pipelines.errors import RequestError
+from pipelines.infotext import parse_infotext
+from pipelines.outputs import OutputWriter
+from pipelines.registry import Registry
+from pipelines.text_encoding import encode_captions, encode_prompts
+
+
+@pytest.fixture
+def trainer(models_dir, tmp_path):
+    """An engine on a models folder of its own (tiny-sd and tiny-sdxl linked in), so created embeddings stay here."""
+    root = tmp_path / "models"
+    (root / "Stable-diffusion").mkdir(parents=True)
+    for name in ("tiny-sd", "tiny-sdxl"):
+        (root / "Stable-diffusion" / name).symlink_to(models_dir / "Stable-diffusion" / name)
+    return Engine(Registry(root, device="cpu", default_model="tiny-sd"), OutputWriter(tmp_path / "outputs"))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index, colour in enumerate(("red", "blue", "green")):
+        Image.new("RGB", (40, 24), colour).save(folder / f"{index:05d}-a {colour} field.png")
+    (folder / "00001-a blue field.txt").write_text("blue, wide, flat\n")
+    (folder / "notes.md").write_text("not a picture")
+    return folder
+
+
+def test_schedules_read_as_a1111_reads_them():
+    assert schedule("0.005", 1000, "Learning rate", "learn_rate") == [(0.005, 1000)]
+    assert schedule("0.05:100, 0.005:1000, 0.0005", 5000, "Learning rate", "learn_rate") == [
+        (0.05, 100), (0.005, 1000), (0.0005, 5000)]
+    assert schedule("0.1:10000, 0.01", 500, "Learning rate", "learn_rate") == [(0.1, 500)]  # cut at max steps
+    for bad in ("", "fast", "0.05:100, 0.005:50", "-1", "0.1:x", "nan"):
+        with pytest.raises(RequestError) as caught:
+            schedule(bad, 1000, "Learning rate", "learn_rate")
+        assert caught.value.field == "learn_rate"
+    assert TrainRequest("x", "d", learn_rate="0.01:30, 0.001:60", steps=1000).last_step == 60
+
+
+@pytest.mark.parametrize("values, field", [
+    ({"log_directory": "../elsewhere"}, "log_directory"), ({"log_directory": "/tmp"}, "log_directory"),
+    ({"varsize": True, "batch_size": 2}, "batch_size"), ({"template_filename": "mine.txt"}, "template_filename"),
+    ({"training_width": 100}, "training_width"), ({"latent_sampling_method": "sometimes"}, "latent_sampling_method"),
+    ({"clip_grad_mode": "value", "clip_grad_value": "big"}, "clip_grad_value"), ({"tag_drop_out": 2}, "tag_drop_out"),
+    ({"embedding_name": " "}, "embedding_name"), ({"steps": 0}, "steps"), ({"batch_size": "many"}, "batch_size"),
+])
+def test_a_training_request_names_what_it_cannot_use(values, field):
+    with pytest.raises(RequestError) as caught:
+        TrainRequest(**{"embedding_name": "x", "data_root": "d", **values})
+    assert caught.value.field == field
+
+
+def test_captions_come_from_text_files_or_names_and_tags_shuffle_or_drop(dataset):
+    assert _caption(dataset / "00000-a red field.png") == "a red field"
+    assert _caption(dataset / "00001-a blue field.png") == "blue, wide, flat"
+    plain = TrainRequest("x", "d")
+    assert _filewords("blue, wide, flat", plain, random.Random(0)) == "blue, wide, flat"
+    shuffled = {_filewords("a, b, c, d", TrainRequest("x", "d", shuffle_tags=True), random.Random(seed))
+                for seed in range(20)}
+    assert len(shuffled) > 5 and all(sorted(s.split(", ")) == ["a", "b", "c", "d"] for s in shuffled)
+    dropped = [_filewords("a, b, c, d", TrainRequest("x", "d", tag_drop_out=0.5), random.Random(seed))
+               for seed in range(20)]
+    kept = [[tag for tag in d.split(", ") if tag] for d in dropped]
+    assert any(len(tags) < 4 for tags in kept) and all(set(tags) <= set("abcd") for tags in kept)
+    assert "style_filewords.txt" in template_names() and "subject.txt" in template_names()
+
+
+def test_create_embedding_starts_from_the_init_words_and_keeps_old_files(trainer):
+    path = create_embedding(trainer, CreateRequest("mine", "red circle", 3))
+    assert path == trainer.registry.models_dir / "embeddings" / "mine.pt"
+    data = torch.load(path, weights_only=True)
+    with trainer.registry.lease("tiny-sd") as model:
+        table = model.pipe.text_encoder.get_input_embeddings().weight
+        ids = model.pipe.tokenizer("red circle", add_special_tokens=False).input_ids
+        hash_ = model.hash
+    vectors = data["string_to_param"]["*"]
+    assert torch.equal(vectors, table[[ids[0], ids[0], ids[1]]].detach())  # A1111: vector i takes word i*n/count
+    assert (data["name"], data["step"], data["sd_checkpoint"], data["sd_checkpoint_name"]) == (
+        "mine", 0, hash_, "tiny-sd")
+    with pytest.raises(RequestError, match="exists"):
+        create_embedding(trainer, CreateRequest("mine", "blue"))
+    create_embedding(trainer, CreateRequest("mine", "", 2, overwrite_old=True))
+    assert torch.equal(torch.load(path, weights_only=True)["string_to_param"]["*"], torch.zeros(2, table.shape[1]))
+    with pytest.raises(RequestError, match="SD 1.x and 2.x"):
+        create_embedding(trainer, CreateRequest("wide", model="tiny-sdxl"))
+    for bad in ("", "../up", "a/b", "<x>"):
+        with pytest.raises(RequestError):
+            CreateRequest(bad)
+
+
+def test_a_safetensors_embedding_keeps_its_step_in_metadata(tmp_path):
+    folder = tmp_path / "embeddings"
+    save_embedding(folder / "kept.safetensors", torch.ones(2, 32), "kept", 40, ("abc", "tiny-sd"))
+    library = EmbeddingLibrary(tmp_path)
+    (item,) = library.files()
+    assert library.notes(item)["step"] == 40 and library.notes(item)["sd_checkpoint_name"] == "tiny-sd"
+    assert library.listing(None)["loaded"]["kept"]["step"] == 40
+
+
+def test_captions_encode_as_prompts_do_with_gradients_to_the_vectors(trainer):
+    create_embedding(trainer, CreateRequest("mine", "red circle", 2))
+    (item,) = trainer.embeddings.files()
+    with trainer.registry.lease("tiny-sd") as model:
+        pipe = model.pipe
+        fixed = trainer.embeddings.load(item, [("", pipe.text_encoder)])
+        as_prompt = encode_prompts(pipe, "a mine square", "", library=trainer.embeddings).kwargs["prompt_embeds"]
+        vectors = torch.nn.Parameter(fixed.vectors[0].clone())
+        trained = type(fixed)("mine", (vectors,), "")
+        context = encode_captions(pipe, ["a mine square", "mine"], trained, trainer.embeddings)
+        assert torch.allclose(context[:1], as_prompt, atol=1e-6)
+        context.square().sum().backward()
+    assert vectors.grad is not None and vectors.grad.abs().sum() > 0
+
+
+def test_training_logs_copies_pictures_and_loss_and_goes_on_from_its_step(trainer, dataset):
+    create_embedding(trainer, CreateRequest("mine", "*", 2))
+    seen = []
+    request = TrainRequest("mine", str(dataset), training_width=64, training_height=64, steps=4, batch_size=2,
+                           learn_rate="0.05:2, 0.01", create_image_every=2, save_embedding_every=3, seed=1,
+                           template_filename="subject_filewords.txt")
+    before = torch.load(trainer.registry.models_dir / "embeddings" / "mine.pt", weights_only=True)
+    done = train_embedding(trainer, request, on_progress=seen.append)
+    assert [(p.step, p.learn_rate) for p in seen] == [(1, 0.05), (2, 0.05), (3, 0.01), (4, 0.01)]
+    assert [p.preview is not None for p in seen] == [False, True, False, True]
+    saved = torch.load(done.path, weights_only=True)
+    assert saved["step"] == 4 and not torch.equal(saved["string_to_param"]["*"], before["string_to_param"]["*"])
+    assert [p.name for p in done.copies] == ["mine-3.pt"]
+    assert torch.load(done.copies[0], weights_only=True)["step"] == 3
+    assert [path.relative_to(done.log_dir).as_posix() for _, path in done.previews] == ["images/mine-2.png",
+                                                                                         "images/mine-4.png"]
+    with Image.open(done.previews[0][1]) as picture:
+        prompt, _, params = parse_infotext(picture.info["parameters"])
+    assert "mine" in prompt and params["Size"] == "64x64" and params["Steps"] == "20"
+    assert done.log_dir.parent.parent == trainer.writer.root / "textual_inversion"
+    rows = list(csv.DictReader(open(done.log_dir / "textual_inversion_loss.csv")))
+    assert [row["step"] for row in rows] == ["2", "3", "4"] and float(rows[-1]["loss"]) > 0
+    assert done.message.startswith("Training finished at 4 steps") and not done.interrupted
+    assert not any(trainer.writer.root.glob("txt2img-images/**/*.png"))  # previews stay in the log
+    with trainer.registry.lease("tiny-sd") as model:  # only the vectors learnt
+        assert all(p.grad is None for m in (model.pipe.unet, model.pipe.text_encoder) for p in m.parameters())
+    with pytest.raises(RequestError, match="trained to step 4"):
+        train_embedding(trainer, request)
+    again = train_embedding(trainer, TrainRequest("mine", str(dataset), training_width=64, training_height=64,
+                                                  steps=5, save_embedding_every=3, create_image_every=0, seed=1))
+    assert again.step == 5 and torch.load(again.path, weights_only=True)["step"] == 5
+    assert again.copies == []  # step 5 only: no copy is due
+
+
+def test_an_interrupted_run_saves_where_it_got_to(trainer, dataset):
+    create_embedding(trainer, CreateRequest("mine"))
+    stop = threading.Event()
+    done = train_embedding(trainer, TrainRequest("mine", str(dataset), training_width=64, training_height=64,
+                                                 steps=50, create_image_every=0, save_embedding_every=0,
+                                                 latent_sampling_method="random", clip_grad_mode="norm"),
+                           on_progress=lambda p: p.step == 3 and stop.set(), cancel=stop)
+    assert done.interrupted and done.step == 3 and done.message.startswith("Training interrupted at 3 steps")
+    assert torch.load(done.path, weights_only=True)["step"] == 3
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"embedding_name": "nothing"}, "No embedding named 'nothing'"),
+    ({"data_root": "/no/such/folder"}, "not a folder"),
+    ({"batch_size": 4}, "fewer than the batch size 4"),
+    ({"model": "tiny-sdxl"}, "SD 1.x and 2.x"),
+])
+def test_training_refuses_what_it_cannot_train_on(trainer, dataset, values, message):
+    create_embedding(trainer, CreateRequest("mine"))
+    with pytest.raises(RequestError, match=message):
+        train_embedding(trainer, TrainRequest(**{"embedding_name": "mine", "data_root": str(dataset), "steps": 2,
+                                                 **values}))
+
+
+def test_the_api_creates_and_trains_as_a1111s(api_client, trainer, dataset, tmp_path):
+    client, _ = api_client(trainer.registry.models_dir, outputs_dir=tmp_path / "api-outputs")
+    made = client.post("/sdapi/v1/create/embedding", json={"name": "viaapi", "init_text": "red", "overwrite_old": False,
+                                                           "num_vectors_per_token": 2})
+    assert made.status_code == 200 and made.json()["info"].endswith("embeddings/viaapi.pt")
+    again = client.post("/sdapi/v1/create/embedding", json={"name": "viaapi"})
+    assert again.status_code == 422 and again.json()["field"] == "name"
+    payload = {"embedding_name": "viaapi", "learn_rate": 0.01, "batch_size": 1, "gradient_step": 2,
+               "data_root": str(dataset), "log_directory": "textual_inversion", "training_width": 64,
+               "training_height": 64, "varsize": False, "steps": 2, "clip_grad_mode": "value", "clip_grad_value": 0.1,
+               "shuffle_tags": False, "tag_drop_out": 0, "latent_sampling_method": "deterministic", "use_weight": False,
+               "create_image_every": 0, "save_embedding_every": 0, "template_filename": "style.txt",
+               "save_image_with_stored_embedding": True, "preview_from_txt2img": False, "preview_prompt": ""}
+    trained = client.post("/sdapi/v1/train/embedding", json=payload)
+    assert trained.status_code == 200
+    assert trained.json()["info"].startswith("train embedding complete: filename: ")
+    assert trained.json()["info"].endswith("viaapi.pt error: None")
+    listed = client.get("/sdapi/v1/embeddings").json()["loaded"]["viaapi"]
+    assert listed["step"] == 2 and listed["vectors"] == 2
+    refused = client.post("/sdapi/v1/train/embedding", json={**payload, "use_weight": True})
+    assert refused.status_code == 422 and refused.json()["field"] == "use_weight"
+    assert client.post("/sdapi/v1/refresh-embeddings").status_code == 200

@@ -1,0 +1,141 @@
+"""The Train tab (A1111's, for textual inversion): *Create embedding*, then *Train* it on a folder of pictures with
+the page's checkpoint, on the GPU queue, with its loss and preview pictures as they come."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from pipelines.embedding_training import (CLIP_GRAD, LATENT_SAMPLING, CreateRequest, TrainProgress, TrainRequest,
+                                          TrainResult, create_embedding, template_names, train_embedding)
+from pipelines.engine import streamed
+from pipelines.errors import EaselError
+
+from .common import FIT, GPU_QUEUE, REFRESH
+
+DEFAULT_TEMPLATE = "style_filewords.txt"
+
+
+def _embedding_names(services) -> list[str]:
+    return [item.name for item in services.engine.embeddings.files()]
+
+
+def build(services, model: gr.Dropdown) -> None:
+    engine = services.engine
+    running: dict[str, threading.Event] = {}  # session -> its run's stop switch (Interrupt)
+
+    with gr.Tabs():
+        with gr.Tab("Create embedding", id="train_create"):
+            name = gr.Textbox(label="Name", elem_id="train_embedding_name")
+            init_text = gr.Textbox("*", label="Initialization text", elem_id="train_initialization_text",
+                                   info="Each vector starts from a word of this text (empty: zeros).")
+            vectors = gr.Slider(1, 75, value=1, step=1, label="Number of vectors per token", elem_id="train_nvpt")
+            overwrite = gr.Checkbox(False, label="Overwrite Old Embedding", elem_id="train_overwrite_old_embedding")
+            create = gr.Button("Create embedding", variant="primary", elem_id="train_create_embedding")
+            created = gr.Textbox(label="Result", interactive=False, elem_id="train_create_result")
+        with gr.Tab("Train", id="train_train"):
+            with gr.Row():
+                with gr.Column():
+                    with gr.Row():
+                        embedding = gr.Dropdown(_embedding_names(services), label="Embedding",
+                                                elem_id="train_embedding", allow_custom_value=True, scale=4)
+                        refresh = gr.Button(REFRESH, elem_id="train_refresh_embeddings", scale=0, min_width=48)
+                    learn_rate = gr.Textbox("0.005", label="Embedding Learning rate",
+                                            elem_id="train_embedding_learn_rate",
+                                            info="A number, or rates with the step each lasts until: 0.05:100, 0.005")
+                    with gr.Row():
+                        clip_mode = gr.Dropdown(list(CLIP_GRAD), value="disabled", label="Gradient Clipping",
+                                                elem_id="train_clip_grad_mode")
+                        clip_value = gr.Textbox("0.1", label="Clipping value", elem_id="train_clip_grad_value")
+                    with gr.Row():
+                        batch_size = gr.Number(1, label="Batch size", precision=0, elem_id="train_batch_size")
+                        gradient_step = gr.Number(1, label="Gradient accumulation steps", precision=0,
+                                                  elem_id="train_gradient_step")
+                    data_root = gr.Textbox(label="Dataset directory", elem_id="train_dataset_directory",
+                                           placeholder="A folder on the server: pictures, each with an optional .txt "
+                                                       "caption beside it")
+                    log_directory = gr.Textbox("textual_inversion", label="Log directory",
+                                               elem_id="train_log_directory", info="A folder inside the outputs folder")
+                    template = gr.Dropdown(template_names(), value=DEFAULT_TEMPLATE, label="Prompt template",
+                                           elem_id="train_template_file")
+                    with gr.Row():
+                        width = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id="train_training_width")
+                        height = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id="train_training_height")
+                    varsize = gr.Checkbox(False, label="Do not resize images", elem_id="train_varsize")
+                    with gr.Row():
+                        steps = gr.Number(100000, label="Max steps", precision=0, elem_id="train_steps")
+                        seed = gr.Number(-1, label="Seed", precision=0, elem_id="train_seed")
+                    with gr.Row():
+                        image_every = gr.Number(500, label="Save an image to log directory every N steps, 0 to disable",
+                                                precision=0, elem_id="train_create_image_every")
+                        save_every = gr.Number(500, precision=0, elem_id="train_save_embedding_every",
+                                               label="Save a copy of embedding to log directory every N steps, "
+                                                     "0 to disable")
+                    shuffle = gr.Checkbox(False, label="Shuffle tags by ',' when creating prompts",
+                                          elem_id="train_shuffle_tags")
+                    drop_out = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Drop out tags when creating prompts",
+                                         elem_id="train_tag_drop_out")
+                    sampling = gr.Radio(list(LATENT_SAMPLING), value="once", label="Choose latent sampling method",
+                                        elem_id="train_latent_sampling_method")
+                    with gr.Row():
+                        interrupt = gr.Button("Interrupt", elem_id="train_interrupt")
+                        train = gr.Button("Train Embedding", variant="primary", elem_id="train_train_embedding")
+                with gr.Column():
+                    status = gr.Textbox(label="Progress", interactive=False, lines=2, elem_id="train_progress")
+                    preview = gr.Image(label="Latest preview", type="pil", format="png", interactive=False,
+                                       elem_id="train_preview", height=360, elem_classes=FIT)
+
+    def names() -> gr.Dropdown:
+        return gr.Dropdown(choices=_embedding_names(services))
+
+    def make(new_name, init, count, replace_old, model_name):
+        try:
+            path = create_embedding(engine, CreateRequest(new_name, init or "", count, replace_old, model_name or ""))
+        except EaselError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        return f"Created: {path}", gr.Dropdown(choices=_embedding_names(services), value=path.stem)
+
+    create.click(make, [name, init_text, vectors, overwrite, model], [created, embedding], api_name="create_embedding",
+                 concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    refresh.click(names, None, embedding, api_visibility="private")
+
+    def run(picked, rate, mode, clip, batch, accumulate, folder, log, template_file, w, h, keep_size, max_steps,
+            run_seed, every_image, every_copy, shuffle_tags, drop, sampling_method, model_name,
+            request: gr.Request):
+        owner = request.session_hash if request else ""
+        try:
+            train_request = TrainRequest(
+                picked or "", folder or "", model=model_name or "", learn_rate=rate, batch_size=batch,
+                gradient_step=accumulate, log_directory=log, training_width=w, training_height=h, varsize=keep_size,
+                steps=max_steps, clip_grad_mode=mode, clip_grad_value=clip, shuffle_tags=shuffle_tags,
+                tag_drop_out=drop, latent_sampling_method=sampling_method, create_image_every=every_image,
+                save_embedding_every=every_copy, template_filename=template_file, seed=run_seed)
+
+            def work(on_progress, cancel):
+                running[owner] = cancel
+                return train_embedding(engine, train_request, on_progress, cancel)
+
+            for event in streamed(work):
+                if isinstance(event, TrainResult):
+                    yield event.message, gr.update()
+                elif isinstance(event, TrainProgress):
+                    text = (f"Step {event.step} of {event.steps}: loss {event.loss:.4f}, "
+                            f"learning rate {event.learn_rate:g}")
+                    yield text, event.preview if event.preview is not None else gr.update()
+        except EaselError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        finally:
+            running.pop(owner, None)
+
+    train.click(run, [embedding, learn_rate, clip_mode, clip_value, batch_size, gradient_step, data_root,
+                      log_directory, template, width, height, varsize, steps, seed, image_every, save_every, shuffle,
+                      drop_out, sampling, model], [status, preview], api_name="train_embedding",
+                concurrency_id=GPU_QUEUE, concurrency_limit=1)
+
+    def stop(request: gr.Request) -> None:
+        switch = running.get(request.session_hash if request else "")
+        if switch is not None:
+            switch.set()
+
+    interrupt.click(stop, None, None, api_name="train_interrupt", queue=False)
