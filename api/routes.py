@@ -318,7 +318,7 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         rescan."""
         return None
 
-    add_training_routes(router, engine)
+    add_training_routes(router, engine, auth)
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
     def extra_single_image(payload: ExtrasSingleImagePayload):

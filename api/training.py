@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from typing import Any, get_type_hints
 
+from fastapi import Depends
 from pydantic import BaseModel, ConfigDict, create_model
 
 from pipelines.embedding_training import CreateRequest, TrainRequest, create_embedding, train_embedding
@@ -46,7 +47,7 @@ class InfoResponse(BaseModel):
     info: str
 
 
-def add_routes(router, engine) -> None:
+def add_routes(router, engine, auth) -> None:
     @router.post("/create/embedding", response_model=InfoResponse)
     def create(payload: CreateEmbeddingPayload):
         """A1111's *Create embedding*, with the current checkpoint."""
@@ -54,12 +55,13 @@ def add_routes(router, engine) -> None:
         return {"info": f"create embedding filename: {path}"}
 
     @router.post("/train/embedding", response_model=InfoResponse)
-    def train(payload: TrainEmbeddingPayload):
-        """A1111's *Train Embedding* with the current checkpoint, to its end."""
+    def train(payload: TrainEmbeddingPayload, owner: str = Depends(auth)):
+        """A1111's *Train Embedding* with the current checkpoint, to its end (or the caller's ``interrupt``)."""
         for field, message in _NOT_HERE.items():
             if getattr(payload, field):
                 raise PayloadError(field, message)
         values = payload.model_dump(exclude=set(_NOT_HERE))
         result = train_embedding(engine, TrainRequest(**{**values, "learn_rate": str(payload.learn_rate),
-                                                         "clip_grad_value": str(payload.clip_grad_value)}))
+                                                         "clip_grad_value": str(payload.clip_grad_value)}),
+                                 owner=owner)
         return {"info": f"train embedding complete: filename: {result.path} error: None"}

@@ -376,9 +376,9 @@ def _preview(engine, request: TrainRequest, model: str, caption: str, seed: int)
 
 
 def train_embedding(engine, request: TrainRequest, on_progress: Callable[[TrainProgress], None] | None = None,
-                    cancel: threading.Event | None = None) -> TrainResult:
-    """Train the named embedding on the engine's device (no job runs meanwhile); ``cancel`` ends it after the
-    current step, the vectors saved."""
+                    cancel: threading.Event | None = None, owner: Any = None) -> TrainResult:
+    """Train the named embedding on the engine's device (no job runs meanwhile); ``cancel``, or the engine's
+    ``interrupt`` for ``owner``, ends it after the current step, the vectors saved."""
     cancel = cancel or threading.Event()
     item = _find(engine.registry.models_dir, request.embedding_name)
     if item is None:
@@ -388,7 +388,7 @@ def train_embedding(engine, request: TrainRequest, on_progress: Callable[[TrainP
     clips = request.clip_values() if request.clip_grad_mode != "disabled" else []
     seed = request.seed if request.seed >= 0 else random.randint(0, MAX_SEED)
     rng, g = random.Random(seed), torch.Generator().manual_seed(seed)
-    with engine.holding(request.model) as model:
+    with engine.holding(request.model) as model, engine.stoppable(owner, cancel):
         pipe, unet = model.pipe, model.pipe.unet
         encoder = _encoder(pipe, model.info.name)
         try:

@@ -144,6 +144,7 @@ class Engine:
         self.pnginfo = True  # A1111's enable_pnginfo: pictures carry their parameters (the gallery's, the API's)
         self._device_lock = threading.RLock()  # reentrant: a training run makes previews with ``generate``
         self._job: Job | None = None
+        self._runs: dict[int, tuple[Any, threading.Event]] = {}  # runs other than jobs (training): owner, stop
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
         self.networks = Networks(registry.models_dir)
         self.embeddings = EmbeddingLibrary(registry.models_dir)  # textual inversion, words in prompts
@@ -491,11 +492,22 @@ class Engine:
         return job if job is not None and (owner is None or job.owner == owner) else None
 
     def interrupt(self, owner: Any = None) -> bool:
-        """Stop the running job after its current step; with ``owner``, only that owner's job."""
+        """Stop the running job or training run after its current step; with ``owner``, only that owner's."""
         job = self.current_job(owner)
-        if job is not None:
-            job.interrupt.set()
-        return job is not None
+        stops = [job.interrupt] if job is not None else []
+        stops += [stop for who, stop in list(self._runs.values()) if owner is None or who == owner]
+        for stop in stops:
+            stop.set()
+        return bool(stops)
+
+    @contextmanager
+    def stoppable(self, owner: Any, stop: threading.Event) -> Iterator[None]:
+        """A run that is not a job (a training run), which ``interrupt`` stops for its owner as it stops a job."""
+        self._runs[id(stop)] = (owner, stop)
+        try:
+            yield
+        finally:
+            self._runs.pop(id(stop), None)
 
     def skip(self, owner: Any = None) -> bool:
         """End the current batch of the running job after its current step and go on with the next."""

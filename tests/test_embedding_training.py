@@ -3,7 +3,6 @@ API's two endpoints. What a trained embedding means is checked on the embedded m
 
 import csv
 import random
-import threading
 
 import pytest
 import torch
@@ -163,14 +162,30 @@ def test_training_logs_copies_pictures_and_loss_and_goes_on_from_its_step(traine
 
 
 def test_an_interrupted_run_saves_where_it_got_to(trainer, dataset):
+    """Interrupt (the Train tab's, A1111's API's) stops its owner's run after the current step, not another's."""
     create_embedding(trainer, CreateRequest("mine"))
-    stop = threading.Event()
+    answers = []
+
+    def interrupt(progress):
+        if progress.step in (2, 3):
+            answers.append(trainer.interrupt("bob" if progress.step == 2 else "alice"))
+
     done = train_embedding(trainer, TrainRequest("mine", str(dataset), training_width=64, training_height=64,
                                                  steps=50, create_image_every=0, save_embedding_every=0,
                                                  latent_sampling_method="random", clip_grad_mode="norm"),
-                           on_progress=lambda p: p.step == 3 and stop.set(), cancel=stop)
+                           on_progress=interrupt, owner="alice")
+    assert answers == [False, True]
     assert done.interrupted and done.step == 3 and done.message.startswith("Training interrupted at 3 steps")
     assert torch.load(done.path, weights_only=True)["step"] == 3
+    assert not trainer.interrupt("alice")  # the run is over: nothing of hers to stop
+
+
+def test_pictures_kept_at_their_own_size_train_one_at_a_time(trainer, dataset):
+    """Do not resize images: each picture at its size cut to whole latents (40x24 here), never resized."""
+    create_embedding(trainer, CreateRequest("mine"))
+    done = train_embedding(trainer, TrainRequest("mine", str(dataset), varsize=True, steps=3, create_image_every=0,
+                                                 save_embedding_every=0, shuffle_tags=True, tag_drop_out=0.3))
+    assert done.step == 3 and done.loss > 0
 
 
 @pytest.mark.parametrize("values, message", [

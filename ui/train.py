@@ -3,8 +3,6 @@ the page's checkpoint, on the GPU queue, with its loss and preview pictures as t
 
 from __future__ import annotations
 
-import threading
-
 import gradio as gr
 
 from pipelines.embedding_training import (CLIP_GRAD, LATENT_SAMPLING, CreateRequest, TrainProgress, TrainRequest,
@@ -23,7 +21,6 @@ def _embedding_names(services) -> list[str]:
 
 def build(services, model: gr.Dropdown) -> None:
     engine = services.engine
-    running: dict[str, threading.Event] = {}  # session -> its run's stop switch (Interrupt)
 
     with gr.Tabs():
         with gr.Tab("Create embedding", id="train_create"):
@@ -103,7 +100,7 @@ def build(services, model: gr.Dropdown) -> None:
     def run(picked, rate, mode, clip, batch, accumulate, folder, log, template_file, w, h, keep_size, max_steps,
             run_seed, every_image, every_copy, shuffle_tags, drop, sampling_method, model_name,
             request: gr.Request):
-        owner = request.session_hash if request else ""
+        owner = request.session_hash if request else None
         try:
             train_request = TrainRequest(
                 picked or "", folder or "", model=model_name or "", learn_rate=rate, batch_size=batch,
@@ -112,11 +109,8 @@ def build(services, model: gr.Dropdown) -> None:
                 tag_drop_out=drop, latent_sampling_method=sampling_method, create_image_every=every_image,
                 save_embedding_every=every_copy, template_filename=template_file, seed=run_seed)
 
-            def work(on_progress, cancel):
-                running[owner] = cancel
-                return train_embedding(engine, train_request, on_progress, cancel)
-
-            for event in streamed(work):
+            for event in streamed(lambda on_progress, cancel: train_embedding(engine, train_request, on_progress,
+                                                                              cancel, owner)):
                 if isinstance(event, TrainResult):
                     yield event.message, gr.update()
                 elif isinstance(event, TrainProgress):
@@ -125,17 +119,13 @@ def build(services, model: gr.Dropdown) -> None:
                     yield text, event.preview if event.preview is not None else gr.update()
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        finally:
-            running.pop(owner, None)
 
     train.click(run, [embedding, learn_rate, clip_mode, clip_value, batch_size, gradient_step, data_root,
                       log_directory, template, width, height, varsize, steps, seed, image_every, save_every, shuffle,
                       drop_out, sampling, model], [status, preview], api_name="train_embedding",
                 concurrency_id=GPU_QUEUE, concurrency_limit=1)
 
-    def stop(request: gr.Request) -> None:
-        switch = running.get(request.session_hash if request else "")
-        if switch is not None:
-            switch.set()
+    def stop(request: gr.Request) -> None:  # the caller's own run, as the generation tabs' Interrupt
+        engine.interrupt(owner=request.session_hash if request else None)
 
     interrupt.click(stop, None, None, api_name="train_interrupt", queue=False)
