@@ -11,8 +11,8 @@ notes and ends at ``steps`` (or the schedule's last step). Captions are encoded 
 What a run leaves, as A1111's: the embedding file itself (saved whenever a picture is made and at the end, an
 interrupted run too), and a log folder ``<outputs>/textual_inversion/<date>/<name>/`` holding a copy of the embedding
 every ``save_embedding_every`` steps (``embeddings/<name>-<step>.pt``), a picture made through the engine with the
-latest caption every ``create_image_every`` steps (``images/<name>-<step>.png``, with its parameters) and the loss
-(``textual_inversion_loss.csv``). Files there are never written over (a second run the same day adds ``-1``).
+latest caption every ``create_image_every`` steps (``images/<name>-<step>.png``, with its parameters), the loss
+(``textual_inversion_loss.csv``) and the run's settings (``settings-<time>.json``). Files there are never written over (a second run the same day adds ``-1``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from __future__ import annotations
 import csv
 import datetime
 import itertools
+import json
 import math
 import random
 import re
 import statistics
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -356,6 +357,12 @@ class _Log:
         # no seed: the name is the suffix alone, as A1111 names previews
         return self.writer.save(image, infotext, None, "images", suffix=f"{self.name}-{step}")
 
+    def settings(self, values: dict[str, Any]) -> Path:
+        """A run's settings as it starts (A1111's ``settings-<time>.json``), to repeat or compare runs by."""
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
+        text = json.dumps(values, indent=4, ensure_ascii=False).encode("utf-8")
+        return self.writer.place("", f"settings-{stamp}", ".json", lambda file: file.write(text))
+
     def loss(self, step: int, epoch: int, loss: float, rate: float) -> None:
         path = self.folder / LOSS_FILE
         new = not path.exists()
@@ -401,7 +408,8 @@ def train_embedding(engine, request: TrainRequest, on_progress: Callable[[TrainP
                                "steps")
         for module in (unet, pipe.vae, encoder):
             module.requires_grad_(False)  # only the vectors learn (elsewhere the model only makes pictures)
-        batches = _batches(_pictures(pipe, request, g), request.batch_size, rng)
+        pictures = _pictures(pipe, request, g)
+        batches = _batches(pictures, request.batch_size, rng)
         device = get_module_execution_device(unet)  # where it runs, even offloaded (low-memory modes)
         vectors = torch.nn.Parameter(start.clone().to(device))
         trained = Embedding(item.name, (vectors,), "")
@@ -410,6 +418,8 @@ def train_embedding(engine, request: TrainRequest, on_progress: Callable[[TrainP
         diffusion = training_schedule(pipe.scheduler.config)
         checkpoint = (model.hash or "", model.info.name)
         log = _Log(engine, request, item.name)
+        log.settings({**asdict(request), "seed": seed, "model": model.info.name, "model_hash": model.hash,
+                      "initial_step": step, "pictures": len(pictures)})
         result = TrainResult(item.name, item.path, step, None, log.folder)
         losses: list[float] = []
         epoch, logged = 0, False

@@ -2,6 +2,7 @@
 API's two endpoints. What a trained embedding means is checked on the embedded model (test_train_embedded.py)."""
 
 import csv
+import json
 import random
 
 import pytest
@@ -150,6 +151,10 @@ def test_training_logs_copies_pictures_and_loss_and_goes_on_from_its_step(traine
     rows = list(csv.DictReader(open(done.log_dir / "textual_inversion_loss.csv")))
     assert [row["step"] for row in rows] == ["2", "3", "4"] and float(rows[-1]["loss"]) > 0
     assert done.message.startswith("Training finished at 4 steps") and not done.interrupted
+    (settings,) = done.log_dir.glob("settings-*.json")
+    noted = json.loads(settings.read_text())
+    assert (noted["seed"], noted["learn_rate"], noted["model"], noted["initial_step"], noted["pictures"]) == (
+        1, "0.05:2, 0.01", "tiny-sd", 0, 3)
     assert not any(trainer.writer.root.glob("txt2img-images/**/*.png"))  # previews stay in the log
     with trainer.registry.lease("tiny-sd") as model:  # only the vectors learnt
         assert all(p.grad is None for m in (model.pipe.unet, model.pipe.text_encoder) for p in m.parameters())
