@@ -43,11 +43,11 @@ from . import PREFIX
 from .auth import ApiAuth
 from .encoding import decode_image, encode_png
 from .options import Options
-from .training import add_routes as add_training_routes
 from .payloads import (LOOPBACK_SCRIPT, PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, SCRIPTS, SD_UPSCALE_SCRIPT,
                        ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
                        ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
                        ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, processed_info, to_requests)
+from .training import add_routes as add_training_routes
 from .xyz_script import XYZ_SCRIPT, axis_names
 
 log = logging.getLogger(__name__)

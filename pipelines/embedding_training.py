@@ -39,6 +39,7 @@ from .diffusion_loss import noised, target, training_schedule
 from .embeddings import MAX_VECTORS, Embedding
 from .errors import RequestError
 from .networks.files import KINDS, NetworkError, NetworkFile, list_files
+from .outputs import OutputWriter
 from .request import MAX_SEED, GenerationRequest, number_between, whole_between
 from .text_encoding import encode_captions
 
@@ -342,8 +343,6 @@ class _Log:
     taken name)."""
 
     def __init__(self, engine, request: TrainRequest, name: str):
-        from .outputs import OutputWriter
-
         day = datetime.date.today().isoformat()
         self.folder = engine.writer.root / request.log_directory / day / name
         self.writer = OutputWriter(self.folder, format=engine.writer.format)

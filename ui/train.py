@@ -7,6 +7,7 @@ import gradio as gr
 
 from pipelines.embedding_training import (CLIP_GRAD, LATENT_SAMPLING, CreateRequest, TrainProgress, TrainRequest,
                                           TrainResult, create_embedding, template_names, train_embedding)
+from pipelines.embeddings import MAX_VECTORS
 from pipelines.engine import streamed
 from pipelines.errors import EaselError
 
@@ -27,7 +28,7 @@ def build(services, model: gr.Dropdown) -> None:
             name = gr.Textbox(label="Name", elem_id="train_embedding_name")
             init_text = gr.Textbox("*", label="Initialization text", elem_id="train_initialization_text",
                                    info="Each vector starts from a word of this text (empty: zeros).")
-            vectors = gr.Slider(1, 75, value=1, step=1, label="Number of vectors per token", elem_id="train_nvpt")
+            vectors = gr.Slider(1, MAX_VECTORS, value=1, step=1, label="Number of vectors per token", elem_id="train_nvpt")
             overwrite = gr.Checkbox(False, label="Overwrite Old Embedding", elem_id="train_overwrite_old_embedding")
             create = gr.Button("Create embedding", variant="primary", elem_id="train_create_embedding")
             created = gr.Textbox(label="Result", interactive=False, elem_id="train_create_result")
