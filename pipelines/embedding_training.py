@@ -391,6 +391,7 @@ def train_embedding(engine, request: TrainRequest, on_progress: Callable[[TrainP
         raise RequestError(f"No embedding named {request.embedding_name!r} in the embeddings folder: make one under "
                            "Create embedding.", "embedding_name")
     lines, rates = _template_lines(request.template_filename), request.learn_rates()
+    last = rates[-1][1]  # ``request.last_step``, read once
     clips = request.clip_values() if request.clip_grad_mode != "disabled" else []
     seed = request.seed if request.seed >= 0 else random.randint(0, MAX_SEED)
     rng, g = random.Random(seed), torch.Generator().manual_seed(seed)
@@ -402,7 +403,7 @@ def train_embedding(engine, request: TrainRequest, on_progress: Callable[[TrainP
         except NetworkError as exc:
             raise RequestError(str(exc), "embedding_name") from None
         step = engine.embeddings.notes(item)["step"] or 0
-        if step >= request.last_step:
+        if step >= last:
             raise RequestError(f"{item.name} has been trained to step {step} already: raise Max steps above it.",
                                "steps")
         for module in (unet, pipe.vae, encoder):
@@ -422,7 +423,7 @@ def train_embedding(engine, request: TrainRequest, on_progress: Callable[[TrainP
         result = TrainResult(item.name, item.path, step, None, log.folder)
         losses: list[float] = []
         epoch, logged = 0, False
-        while step < request.last_step and not cancel.is_set():
+        while step < last and not cancel.is_set():
             rate = _at(rates, step)
             for group in optimizer.param_groups:
                 group["lr"] = rate
@@ -463,8 +464,8 @@ def train_embedding(engine, request: TrainRequest, on_progress: Callable[[TrainP
             if logged:
                 log.loss(step, epoch, result.loss, rate)
             if on_progress is not None:
-                on_progress(TrainProgress(step, request.last_step, result.loss, rate, preview))
-        result.interrupted = step < request.last_step
+                on_progress(TrainProgress(step, last, result.loss, rate, preview))
+        result.interrupted = step < last
         save_embedding(item.path, vectors, item.name, step, checkpoint)
         if not logged and result.loss is not None:
             log.loss(step, epoch, result.loss, rate)
