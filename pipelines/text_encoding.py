@@ -156,7 +156,7 @@ def _cached(pipe, prompt: str, clip_skip: int, library: EmbeddingLibrary | None,
         cache.move_to_end(key)
         return cache[key]
     with torch.no_grad():
-        cache[key] = encoded = _encode(pipe, prompt, clip_skip, library)
+        cache[key] = encoded = _encode(pipe, prompt, clip_skip, _matcher(pipe, library))
     while len(cache) > _CACHE_SIZE:
         cache.popitem(last=False)
     return encoded
@@ -167,18 +167,23 @@ def encode_captions(pipe, captions: list[str], trained: Embedding, library: Embe
     """Training captions as the UNet's context (batch, 77 x chunks, width), made exactly as a prompt is, with
     ``trained`` (whose vectors may need gradients) standing for its name, before any file of that name, and with
     gradients wherever they are needed: textual-inversion training (``embedding_training``). SD 1.x/2.x only."""
-    encoded = [_encode(pipe, caption, clip_skip, library, trained).embeds for caption in captions]
+    matcher = _matcher(pipe, library, trained)  # the embeddings folder read once for the batch
+    encoded = [_encode(pipe, caption, clip_skip, matcher).embeds for caption in captions]
     length = max(embeds.shape[1] for embeds in encoded)
     empty = _cached(pipe, "", clip_skip, None, None).embeds
     return torch.cat([_pad(embeds, length, empty) for embeds in encoded])
 
 
-def _encode(pipe, prompt: str, clip_skip: int, library: EmbeddingLibrary | None,
-            trained: Embedding | None = None) -> _Encoded:
+def _matcher(pipe, library: EmbeddingLibrary | None, trained: Embedding | None = None) -> _Matcher:
+    return _Matcher(library, _tokenizers(pipe)[0], _encoders(pipe), [], trained)
+
+
+def _encode(pipe, prompt: str, clip_skip: int, matcher: _Matcher) -> _Encoded:
+    """``prompt`` through the model's encoders, its embedding names found by ``matcher`` (whose refusals the
+    encoding reports)."""
     encoders = _encoders(pipe)
     tokenizers = _tokenizers(pipe)
-    warnings: list[str] = []
-    chunks = tokenize(tokenizers[0], prompt, _Matcher(library, tokenizers[0], encoders, warnings, trained))
+    chunks = tokenize(tokenizers[0], prompt, matcher)
     used = {embedding.name: embedding.hash for chunk in chunks for _, embedding in chunk.fixes}
     sdxl = hasattr(pipe, "text_encoder_2")
     per_encoder, pooled = [], None
@@ -186,7 +191,7 @@ def _encode(pipe, prompt: str, clip_skip: int, library: EmbeddingLibrary | None,
         encoded = [_encode_chunk(encoder, tokenizer, chunk, index, clip_skip, sdxl) for chunk in chunks]
         per_encoder.append(torch.cat([z for z, _ in encoded], dim=1))
         pooled = encoded[0][1]  # SDXL: text_encoder_2's (the last encoder's) first chunk; SD: None
-    return _Encoded(torch.cat(per_encoder, dim=-1), pooled, used, tuple(warnings))
+    return _Encoded(torch.cat(per_encoder, dim=-1), pooled, used, tuple(matcher.warnings))
 
 
 class _Matcher:
