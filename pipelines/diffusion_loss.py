@@ -1,4 +1,4 @@
-"""What denoising trainers share (the Train tab's textual inversion, the adapters of ``training/``): latents noised at
+"""What denoising trainers share (the Train tab's runs, the adapters of ``training/``): latents noised at
 random timesteps of the model's training schedule, and what the UNet should predict for them. Noise and timesteps
 come from a CPU generator, so a seeded run is the same run on any device."""
 

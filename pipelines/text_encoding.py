@@ -162,11 +162,11 @@ def _cached(pipe, prompt: str, clip_skip: int, library: EmbeddingLibrary | None,
     return encoded
 
 
-def encode_captions(pipe, captions: list[str], trained: Embedding, library: EmbeddingLibrary | None = None,
+def encode_captions(pipe, captions: list[str], trained: Embedding | None, library: EmbeddingLibrary | None = None,
                     clip_skip: int = 1) -> torch.Tensor:
     """Training captions as the UNet's context (batch, 77 x chunks, width), made exactly as a prompt is, with
     ``trained`` (whose vectors may need gradients) standing for its name, before any file of that name, and with
-    gradients wherever they are needed: textual-inversion training (``embedding_training``). SD 1.x/2.x only."""
+    gradients wherever they are needed: the Train tab's runs (``training_run``). SD 1.x/2.x only."""
     matcher = _matcher(pipe, library, trained)  # the embeddings folder read once for the batch
     encoded = [_encode(pipe, caption, clip_skip, matcher).embeds for caption in captions]
     length = max(embeds.shape[1] for embeds in encoded)

@@ -148,3 +148,33 @@ def api_server(models_dir, tmp_path_factory):
     demo = app.launch(args, block=False)
     yield demo.local_url.rstrip("/"), outputs
     demo.close()
+
+
+@pytest.fixture
+def trainer(models_dir, tmp_path):
+    """An engine on a models folder of its own (tiny-sd and tiny-sdxl linked in), so the Train tab's created files
+    stay here."""
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+    from pipelines.registry import Registry
+
+    root = tmp_path / "models"
+    (root / "Stable-diffusion").mkdir(parents=True)
+    for name in ("tiny-sd", "tiny-sdxl"):
+        (root / "Stable-diffusion" / name).symlink_to(models_dir / "Stable-diffusion" / name)
+    return Engine(Registry(root, device="cpu", default_model="tiny-sd"), OutputWriter(tmp_path / "outputs"))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A training folder: three plain pictures (40x24) named by their captions, one with a .txt caption, and a file
+    that is not a picture."""
+    from PIL import Image
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index, colour in enumerate(("red", "blue", "green")):
+        Image.new("RGB", (40, 24), colour).save(folder / f"{index:05d}-a {colour} field.png")
+    (folder / "00001-a blue field.txt").write_text("blue, wide, flat\n")
+    (folder / "notes.md").write_text("not a picture")
+    return folder

@@ -1,5 +1,6 @@
 """The Train tab in a browser, on a models folder of its own: create an embedding, train it a few steps on a folder
-of pictures with previews as they come, ask for more training than Max steps allows, then interrupt a long run."""
+of pictures with previews as they come, ask for more training than Max steps allows, then interrupt a long run; create
+a hypernetwork and train it on the same fields."""
 
 from __future__ import annotations
 
@@ -61,3 +62,44 @@ def test_create_then_train_an_embedding_with_previews(served):
     expect(progress).to_have_value(re.compile(r"^Step \d+ of 100000: loss"), timeout=GENERATION_TIMEOUT_MS)
     page.locator("#train_interrupt").click()
     expect(progress).to_have_value(re.compile(r"^Training interrupted at \d+ steps"), timeout=GENERATION_TIMEOUT_MS)
+
+
+def test_create_then_train_a_hypernetwork(served):
+    """Modules offers A1111's widths and the checkpoint's own (tiny-sd: 8 for its text, 16 for its attention),
+    ticked; the hypernetwork trains on the Train sub-tab's shared fields at its own learning rate."""
+    page, root, data, outputs = served
+    open_tab(page, "Train", "train")
+    open_tab(page, "Create hypernetwork")
+    modules = page.locator("#train_new_hypernetwork_sizes")
+    for width in ("768", "1024", "320", "640", "1280", "8", "16"):
+        expect(modules.get_by_label(width, exact=True)).to_be_visible()
+    for width in ("8", "16", "768"):
+        expect(modules.get_by_label(width, exact=True)).to_be_checked()
+    expect(modules.get_by_label("1024", exact=True)).not_to_be_checked()
+    set_text(page, "train_new_hypernetwork_name", "style")
+    set_text(page, "train_new_hypernetwork_layer_structure", "1, 1.5, 1")
+    page.locator("#train_create_hypernetwork").click()
+    expect(page.locator("#train_create_hypernetwork_result textarea")).to_have_value(
+        re.compile(r"Created: .*hypernetworks/style\.pt"), timeout=GENERATION_TIMEOUT_MS)
+    page.screenshot(path=str(ARTIFACTS / "train_hypernetwork_create.png"), full_page=True, animations="disabled")
+
+    open_tab(page, "Train", "train_train")
+    expect(page.locator("#train_hypernetwork input")).to_have_value("style")
+    set_text(page, "train_dataset_directory", str(data))
+    set_text(page, "train_hypernetwork_learn_rate", "0.001")
+    set_numbers(page, {"train_training_width": 64, "train_training_height": 64, "train_steps": 2, "train_seed": 1,
+                       "train_create_image_every": 2, "train_save_embedding_every": 2})
+    page.locator("#train_train_hypernetwork").click()
+    progress = page.locator("#train_progress textarea")
+    expect(progress).to_have_value(re.compile(r"^Training finished at 2 steps, loss \d.*Hypernetwork saved to .*"
+                                              r"style\.pt"), timeout=GENERATION_TIMEOUT_MS)
+    page.screenshot(path=str(ARTIFACTS / "train_hypernetwork.png"), full_page=True, animations="disabled")
+    (log,) = (outputs / "textual_inversion").glob("*/style")
+    assert [p.name for p in (log / "hypernetworks").iterdir()] == ["style-2.pt"]
+    assert [p.name for p in (log / "images").iterdir()] == ["style-2.png"]
+    assert (log / "hypernetwork_loss.csv").is_file()
+
+    open_tab(page, "Create hypernetwork", "train_create_hypernetwork_tab")  # a taken name is refused, not replaced
+    page.locator("#train_create_hypernetwork").click()
+    expect(page.get_by_role("status").filter(has_text="A hypernetwork named 'style' exists")).to_be_visible(
+        timeout=GENERATION_TIMEOUT_MS)

@@ -1,5 +1,5 @@
-"""The Train tab's textual inversion on tiny-sd: schedules, captions, created files, training's mechanics and the
-API's two endpoints. What a trained embedding means is checked on the embedded model (test_train_embedded.py)."""
+"""The Train tab's textual inversion on tiny-sd (``trainer`` and ``dataset``: conftest): schedules, captions, created
+files, training's mechanics and the API's two endpoints. What a trained embedding means is checked on the embedded model (test_train_embedded.py)."""
 
 import csv
 import json
@@ -9,36 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.embedding_training import (CreateRequest, TrainRequest, _caption, _filewords, create_embedding,
-                                          save_embedding, schedule, template_names, train_embedding)
+from pipelines.embedding_training import (CreateRequest, TrainEmbeddingRequest, create_embedding, save_embedding,
+                                          train_embedding)
 from pipelines.embeddings import EmbeddingLibrary
-from pipelines.engine import Engine
 from pipelines.errors import RequestError
 from pipelines.infotext import parse_infotext
-from pipelines.outputs import OutputWriter
-from pipelines.registry import Registry
 from pipelines.text_encoding import encode_captions, encode_prompts
+from pipelines.training_run import _caption, _filewords, schedule, template_names
 
 
-@pytest.fixture
-def trainer(models_dir, tmp_path):
-    """An engine on a models folder of its own (tiny-sd and tiny-sdxl linked in), so created embeddings stay here."""
-    root = tmp_path / "models"
-    (root / "Stable-diffusion").mkdir(parents=True)
-    for name in ("tiny-sd", "tiny-sdxl"):
-        (root / "Stable-diffusion" / name).symlink_to(models_dir / "Stable-diffusion" / name)
-    return Engine(Registry(root, device="cpu", default_model="tiny-sd"), OutputWriter(tmp_path / "outputs"))
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for index, colour in enumerate(("red", "blue", "green")):
-        Image.new("RGB", (40, 24), colour).save(folder / f"{index:05d}-a {colour} field.png")
-    (folder / "00001-a blue field.txt").write_text("blue, wide, flat\n")
-    (folder / "notes.md").write_text("not a picture")
-    return folder
+def _request(name: str, data_root: str, **values) -> TrainEmbeddingRequest:
+    return TrainEmbeddingRequest(embedding_name=name, data_root=data_root, **values)
 
 
 def test_schedules_read_as_a1111_reads_them():
@@ -50,7 +31,7 @@ def test_schedules_read_as_a1111_reads_them():
         with pytest.raises(RequestError) as caught:
             schedule(bad, 1000, "Learning rate", "learn_rate")
         assert caught.value.field == "learn_rate"
-    assert TrainRequest("x", "d", learn_rate="0.01:30, 0.001:60", steps=1000).last_step == 60
+    assert _request("x", "d", learn_rate="0.01:30, 0.001:60", steps=1000).last_step == 60
 
 
 @pytest.mark.parametrize("values, field", [
@@ -62,19 +43,19 @@ def test_schedules_read_as_a1111_reads_them():
 ])
 def test_a_training_request_names_what_it_cannot_use(values, field):
     with pytest.raises(RequestError) as caught:
-        TrainRequest(**{"embedding_name": "x", "data_root": "d", **values})
+        TrainEmbeddingRequest(**{"embedding_name": "x", "data_root": "d", **values})
     assert caught.value.field == field
 
 
 def test_captions_come_from_text_files_or_names_and_tags_shuffle_or_drop(dataset):
     assert _caption(dataset / "00000-a red field.png") == "a red field"
     assert _caption(dataset / "00001-a blue field.png") == "blue, wide, flat"
-    plain = TrainRequest("x", "d")
+    plain = _request("x", "d")
     assert _filewords("blue, wide, flat", plain, random.Random(0)) == "blue, wide, flat"
-    shuffled = {_filewords("a, b, c, d", TrainRequest("x", "d", shuffle_tags=True), random.Random(seed))
+    shuffled = {_filewords("a, b, c, d", _request("x", "d", shuffle_tags=True), random.Random(seed))
                 for seed in range(20)}
     assert len(shuffled) > 5 and all(sorted(s.split(", ")) == ["a", "b", "c", "d"] for s in shuffled)
-    dropped = [_filewords("a, b, c, d", TrainRequest("x", "d", tag_drop_out=0.5), random.Random(seed))
+    dropped = [_filewords("a, b, c, d", _request("x", "d", tag_drop_out=0.5), random.Random(seed))
                for seed in range(20)]
     kept = [[tag for tag in d.split(", ") if tag] for d in dropped]
     assert any(len(tags) < 4 for tags in kept) and all(set(tags) <= set("abcd") for tags in kept)
@@ -131,9 +112,9 @@ def test_captions_encode_as_prompts_do_with_gradients_to_the_vectors(trainer):
 def test_training_logs_copies_pictures_and_loss_and_goes_on_from_its_step(trainer, dataset):
     create_embedding(trainer, CreateRequest("mine", "*", 2))
     seen = []
-    request = TrainRequest("mine", str(dataset), training_width=64, training_height=64, steps=4, batch_size=2,
-                           learn_rate="0.05:2, 0.01", create_image_every=2, save_embedding_every=3, seed=1,
-                           template_filename="subject_filewords.txt")
+    request = _request("mine", str(dataset), training_width=64, training_height=64, steps=4, batch_size=2,
+                       learn_rate="0.05:2, 0.01", create_image_every=2, save_embedding_every=3, seed=1,
+                       template_filename="subject_filewords.txt")
     before = torch.load(trainer.registry.models_dir / "embeddings" / "mine.pt", weights_only=True)
     done = train_embedding(trainer, request, on_progress=seen.append)
     assert [(p.step, p.learn_rate) for p in seen] == [(1, 0.05), (2, 0.05), (3, 0.01), (4, 0.01)]
@@ -160,8 +141,8 @@ def test_training_logs_copies_pictures_and_loss_and_goes_on_from_its_step(traine
         assert all(p.grad is None for m in (model.pipe.unet, model.pipe.text_encoder) for p in m.parameters())
     with pytest.raises(RequestError, match="trained to step 4"):
         train_embedding(trainer, request)
-    again = train_embedding(trainer, TrainRequest("mine", str(dataset), training_width=64, training_height=64,
-                                                  steps=5, save_embedding_every=3, create_image_every=0, seed=1))
+    again = train_embedding(trainer, _request("mine", str(dataset), training_width=64, training_height=64, steps=5,
+                                              save_embedding_every=3, create_image_every=0, seed=1))
     assert again.step == 5 and torch.load(again.path, weights_only=True)["step"] == 5
     assert again.copies == []  # step 5 only: no copy is due
 
@@ -175,9 +156,9 @@ def test_an_interrupted_run_saves_where_it_got_to(trainer, dataset):
         if progress.step in (2, 3):
             answers.append(trainer.interrupt("bob" if progress.step == 2 else "alice"))
 
-    done = train_embedding(trainer, TrainRequest("mine", str(dataset), training_width=64, training_height=64,
-                                                 steps=50, create_image_every=0, save_embedding_every=0,
-                                                 latent_sampling_method="random", clip_grad_mode="norm"),
+    done = train_embedding(trainer, _request("mine", str(dataset), training_width=64, training_height=64, steps=50,
+                                             create_image_every=0, save_embedding_every=0,
+                                             latent_sampling_method="random", clip_grad_mode="norm"),
                            on_progress=interrupt, owner="alice")
     assert answers == [False, True]
     assert done.interrupted and done.step == 3 and done.message.startswith("Training interrupted at 3 steps")
@@ -188,8 +169,8 @@ def test_an_interrupted_run_saves_where_it_got_to(trainer, dataset):
 def test_pictures_kept_at_their_own_size_train_one_at_a_time(trainer, dataset):
     """Do not resize images: each picture at its size cut to whole latents (40x24 here), never resized."""
     create_embedding(trainer, CreateRequest("mine"))
-    done = train_embedding(trainer, TrainRequest("mine", str(dataset), varsize=True, steps=3, create_image_every=0,
-                                                 save_embedding_every=0, shuffle_tags=True, tag_drop_out=0.3))
+    done = train_embedding(trainer, _request("mine", str(dataset), varsize=True, steps=3, create_image_every=0,
+                                             save_embedding_every=0, shuffle_tags=True, tag_drop_out=0.3))
     assert done.step == 3 and done.loss > 0
 
 
@@ -202,8 +183,8 @@ def test_pictures_kept_at_their_own_size_train_one_at_a_time(trainer, dataset):
 def test_training_refuses_what_it_cannot_train_on(trainer, dataset, values, message):
     create_embedding(trainer, CreateRequest("mine"))
     with pytest.raises(RequestError, match=message):
-        train_embedding(trainer, TrainRequest(**{"embedding_name": "mine", "data_root": str(dataset), "steps": 2,
-                                                 **values}))
+        train_embedding(trainer, TrainEmbeddingRequest(**{"embedding_name": "mine", "data_root": str(dataset),
+                                                          "steps": 2, **values}))
 
 
 def test_the_api_creates_and_trains_as_a1111s(api_client, trainer, dataset, tmp_path):

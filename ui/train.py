@@ -1,23 +1,35 @@
-"""The Train tab (A1111's, for textual inversion): *Create embedding*, then *Train* it on a folder of pictures with
-the page's checkpoint, on the GPU queue, with its loss and preview pictures as they come."""
+"""The Train tab (A1111's): *Create embedding* and *Create hypernetwork*, then *Train* either on a folder of pictures
+with the page's checkpoint, on the GPU queue, with its loss and preview pictures as they come. The two trainings share
+every field but the file's name and learning rate, as in A1111's tab."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from pipelines.embedding_training import (CLIP_GRAD, LATENT_SAMPLING, CreateRequest, TrainProgress, TrainRequest,
-                                          TrainResult, create_embedding, template_names, train_embedding)
+from pipelines.embedding_training import CreateRequest, TrainEmbeddingRequest, create_embedding, train_embedding
 from pipelines.embeddings import MAX_VECTORS
 from pipelines.engine import streamed
 from pipelines.errors import EaselError
+from pipelines.hypernetwork_training import (DEFAULT_SIZES, SIZES, CreateHypernetworkRequest,
+                                             TrainHypernetworkRequest, create_hypernetwork, model_widths,
+                                             train_hypernetwork)
+from pipelines.networks.hypernetwork import ACTIVATION_NAMES, WEIGHT_INITS
+from pipelines.training_run import CLIP_GRAD, LATENT_SAMPLING, TrainProgress, TrainResult, template_names
 
 from .common import FIT, GPU_QUEUE, REFRESH
 
 DEFAULT_TEMPLATE = "style_filewords.txt"
 
 
-def _embedding_names(services) -> list[str]:
-    return [item.name for item in services.engine.embeddings.files()]
+def _names(services, kind: str) -> list[str]:
+    """The files of ``kind`` ("embedding", "hypernet") by name, read from disk now."""
+    return [item.name for item in services.engine.networks.files(kind)]
+
+
+def _modules(services, model_name: str | None) -> dict:
+    """*Modules*' choices and ticks: A1111's widths, then the checkpoint's own widths when they differ (ticked)."""
+    extra = [w for w in model_widths(services.engine.registry, model_name or "") if w not in SIZES]
+    return {"choices": [str(w) for w in (*SIZES, *extra)], "value": [str(w) for w in (*DEFAULT_SIZES, *extra)]}
 
 
 def build(services, model: gr.Dropdown) -> None:
@@ -28,20 +40,60 @@ def build(services, model: gr.Dropdown) -> None:
             name = gr.Textbox(label="Name", elem_id="train_embedding_name")
             init_text = gr.Textbox("*", label="Initialization text", elem_id="train_initialization_text",
                                    info="Each vector starts from a word of this text (empty: zeros).")
-            vectors = gr.Slider(1, MAX_VECTORS, value=1, step=1, label="Number of vectors per token", elem_id="train_nvpt")
+            vectors = gr.Slider(1, MAX_VECTORS, value=1, step=1, label="Number of vectors per token",
+                                elem_id="train_nvpt")
             overwrite = gr.Checkbox(False, label="Overwrite Old Embedding", elem_id="train_overwrite_old_embedding")
             create = gr.Button("Create embedding", variant="primary", elem_id="train_create_embedding")
             created = gr.Textbox(label="Result", interactive=False, elem_id="train_create_result")
+        with gr.Tab("Create hypernetwork", id="train_create_hypernetwork_tab"):
+            new_hypernetwork = gr.Textbox(label="Name", elem_id="train_new_hypernetwork_name")
+            sizes = gr.CheckboxGroup(label="Modules", elem_id="train_new_hypernetwork_sizes",
+                                     info="The text's width (768 SD 1.x, 1024 SD 2.x) and the UNet's channels; then "
+                                          "the checkpoint's own when they differ",
+                                     **_modules(services, model.value))
+            layer_structure = gr.Textbox("1, 2, 1", label="Enter hypernetwork layer structure",
+                                         elem_id="train_new_hypernetwork_layer_structure",
+                                         placeholder="1st and last digit must be 1. ex:'1, 2, 1'")
+            with gr.Row():
+                activation = gr.Dropdown(list(ACTIVATION_NAMES), value="linear", label="Select activation function "
+                                         "of hypernetwork. Recommended : Swish / Linear(none)",
+                                         elem_id="train_new_hypernetwork_activation_func")
+                weight_init = gr.Dropdown(list(WEIGHT_INITS), value="Normal",
+                                          label="Select Layer weights initialization. Recommended: Kaiming for relu-"
+                                                "like, Xavier for sigmoid-like, Normal otherwise",
+                                          elem_id="train_new_hypernetwork_weight_init")
+            with gr.Row():
+                layer_norm = gr.Checkbox(False, label="Add layer normalization",
+                                         elem_id="train_new_hypernetwork_add_layer_norm")
+                use_dropout = gr.Checkbox(False, label="Use dropout", elem_id="train_new_hypernetwork_use_dropout")
+            dropout_structure = gr.Textbox("0, 0, 0", label="Enter hypernetwork Dropout structure (or empty). "
+                                           "Recommended : 0~0.35 incrementing sequence: 0, 0.05, 0.15",
+                                           elem_id="train_new_hypernetwork_dropout_structure")
+            overwrite_hypernetwork = gr.Checkbox(False, label="Overwrite Old Hypernetwork",
+                                                 elem_id="train_overwrite_old_hypernetwork")
+            create_hypernetwork_button = gr.Button("Create hypernetwork", variant="primary",
+                                                   elem_id="train_create_hypernetwork")
+            hypernetwork_created = gr.Textbox(label="Result", interactive=False,
+                                              elem_id="train_create_hypernetwork_result")
         with gr.Tab("Train", id="train_train"):
             with gr.Row():
                 with gr.Column():
                     with gr.Row():
-                        embedding = gr.Dropdown(_embedding_names(services), label="Embedding",
+                        embedding = gr.Dropdown(_names(services, "embedding"), label="Embedding",
                                                 elem_id="train_embedding", allow_custom_value=True, scale=4)
                         refresh = gr.Button(REFRESH, elem_id="train_refresh_embeddings", scale=0, min_width=48)
-                    learn_rate = gr.Textbox("0.005", label="Embedding Learning rate",
-                                            elem_id="train_embedding_learn_rate",
-                                            info="A number, or rates with the step each lasts until: 0.05:100, 0.005")
+                    with gr.Row():
+                        hypernetwork = gr.Dropdown(_names(services, "hypernet"), label="Hypernetwork",
+                                                   elem_id="train_hypernetwork", allow_custom_value=True, scale=4)
+                        refresh_hypernetworks = gr.Button(REFRESH, elem_id="train_refresh_hypernetworks", scale=0,
+                                                          min_width=48)
+                    with gr.Row():
+                        learn_rate = gr.Textbox("0.005", label="Embedding Learning rate",
+                                                elem_id="train_embedding_learn_rate",
+                                                info="A number, or rates with the step each lasts until: "
+                                                     "0.05:100, 0.005")
+                        hypernetwork_rate = gr.Textbox("0.00001", label="Hypernetwork Learning rate",
+                                                       elem_id="train_hypernetwork_learn_rate")
                     with gr.Row():
                         clip_mode = gr.Dropdown(list(CLIP_GRAD), value="disabled", label="Gradient Clipping",
                                                 elem_id="train_clip_grad_mode")
@@ -69,7 +121,7 @@ def build(services, model: gr.Dropdown) -> None:
                                                 precision=0, elem_id="train_create_image_every")
                         save_every = gr.Number(500, precision=0, elem_id="train_save_embedding_every",
                                                label="Save a copy of embedding to log directory every N steps, "
-                                                     "0 to disable")
+                                                     "0 to disable", info="(of the hypernetwork, when training one)")
                     shuffle = gr.Checkbox(False, label="Shuffle tags by ',' when creating prompts",
                                           elem_id="train_shuffle_tags")
                     drop_out = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Drop out tags when creating prompts",
@@ -78,53 +130,82 @@ def build(services, model: gr.Dropdown) -> None:
                                         elem_id="train_latent_sampling_method")
                     with gr.Row():
                         interrupt = gr.Button("Interrupt", elem_id="train_interrupt")
+                        train_hypernetwork_button = gr.Button("Train Hypernetwork", variant="primary",
+                                                              elem_id="train_train_hypernetwork")
                         train = gr.Button("Train Embedding", variant="primary", elem_id="train_train_embedding")
                 with gr.Column():
                     status = gr.Textbox(label="Progress", interactive=False, lines=2, elem_id="train_progress")
                     preview = gr.Image(label="Latest preview", type="pil", format="png", interactive=False,
                                        elem_id="train_preview", height=360, elem_classes=FIT)
 
-    def names() -> gr.Dropdown:
-        return gr.Dropdown(choices=_embedding_names(services))
+    def lister(kind: str):
+        return lambda: gr.Dropdown(choices=_names(services, kind))
 
     def make(new_name, init, count, replace_old, model_name):
         try:
             path = create_embedding(engine, CreateRequest(new_name, init or "", count, replace_old, model_name or ""))
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        return f"Created: {path}", gr.Dropdown(choices=_embedding_names(services), value=path.stem)
+        return f"Created: {path}", gr.Dropdown(choices=_names(services, "embedding"), value=path.stem)
 
     create.click(make, [name, init_text, vectors, overwrite, model], [created, embedding], api_name="create_embedding",
                  concurrency_id=GPU_QUEUE, concurrency_limit=1)
-    refresh.click(names, None, embedding, api_visibility="private")
+    refresh.click(lister("embedding"), None, embedding, api_visibility="private")
+    refresh_hypernetworks.click(lister("hypernet"), None, hypernetwork, api_visibility="private")
 
-    def run(picked, rate, mode, clip, batch, accumulate, folder, log, template_file, w, h, keep_size, max_steps,
-            run_seed, every_image, every_copy, shuffle_tags, drop, sampling_method, model_name,
-            request: gr.Request):
-        owner = request.session_hash if request else None
+    def make_hypernetwork(new_name, modules, layers, activation_func, init, norm, dropout, dropouts, replace_old):
         try:
-            train_request = TrainRequest(
-                picked or "", folder or "", model=model_name or "", learn_rate=rate, batch_size=batch,
-                gradient_step=accumulate, log_directory=log, training_width=w, training_height=h, varsize=keep_size,
-                steps=max_steps, clip_grad_mode=mode, clip_grad_value=clip, shuffle_tags=shuffle_tags,
-                tag_drop_out=drop, latent_sampling_method=sampling_method, create_image_every=every_image,
-                save_embedding_every=every_copy, template_filename=template_file, seed=run_seed)
-
-            for event in streamed(lambda on_progress, cancel: train_embedding(engine, train_request, on_progress,
-                                                                              cancel, owner)):
-                if isinstance(event, TrainResult):
-                    yield event.message, gr.update()
-                elif isinstance(event, TrainProgress):
-                    text = (f"Step {event.step} of {event.steps}: loss {event.loss:.4f}, "
-                            f"learning rate {event.learn_rate:g}")
-                    yield text, event.preview if event.preview is not None else gr.update()
+            path = create_hypernetwork(engine, CreateHypernetworkRequest(
+                new_name, tuple(modules or ()), replace_old, layers or "", activation_func, init, norm, dropout,
+                dropouts or ""))
         except EaselError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        return f"Created: {path}", gr.Dropdown(choices=_names(services, "hypernet"), value=path.stem)
 
-    train.click(run, [embedding, learn_rate, clip_mode, clip_value, batch_size, gradient_step, data_root,
-                      log_directory, template, width, height, varsize, steps, seed, image_every, save_every, shuffle,
-                      drop_out, sampling, model], [status, preview], api_name="train_embedding",
-                concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    model.change(lambda name: gr.CheckboxGroup(**_modules(services, name)), model, sizes, api_visibility="private")
+    create_hypernetwork_button.click(
+        make_hypernetwork, [new_hypernetwork, sizes, layer_structure, activation, weight_init, layer_norm,
+                            use_dropout, dropout_structure, overwrite_hypernetwork],
+        [hypernetwork_created, hypernetwork], api_name="create_hypernetwork")
+
+    def runner(request_class, train_file):
+        """The click of *Train Embedding* or *Train Hypernetwork*: the picked file at its rate, the shared fields."""
+
+        def run(picked, rate, mode, clip, batch, accumulate, folder, log, template_file, w, h, keep_size, max_steps,
+                run_seed, every_image, every_copy, shuffle_tags, drop, sampling_method, model_name,
+                request: gr.Request):
+            owner = request.session_hash if request else None
+            try:
+                train_request = request_class(**{request_class.NAME_FIELD: picked or "",
+                                                  request_class.SAVE_FIELD: every_copy},
+                                              data_root=folder or "", model=model_name or "", learn_rate=rate,
+                                              batch_size=batch, gradient_step=accumulate, log_directory=log,
+                                              training_width=w, training_height=h, varsize=keep_size,
+                                              steps=max_steps, clip_grad_mode=mode, clip_grad_value=clip,
+                                              shuffle_tags=shuffle_tags, tag_drop_out=drop,
+                                              latent_sampling_method=sampling_method,
+                                              create_image_every=every_image, template_filename=template_file,
+                                              seed=run_seed)
+                for event in streamed(lambda on_progress, cancel: train_file(engine, train_request, on_progress,
+                                                                             cancel, owner)):
+                    if isinstance(event, TrainResult):
+                        yield event.message, gr.update()
+                    elif isinstance(event, TrainProgress):
+                        text = (f"Step {event.step} of {event.steps}: loss {event.loss:.4f}, "
+                                f"learning rate {event.learn_rate:g}")
+                        yield text, event.preview if event.preview is not None else gr.update()
+            except EaselError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+
+        return run
+
+    shared = [clip_mode, clip_value, batch_size, gradient_step, data_root, log_directory, template, width, height,
+              varsize, steps, seed, image_every, save_every, shuffle, drop_out, sampling, model]
+    train.click(runner(TrainEmbeddingRequest, train_embedding), [embedding, learn_rate, *shared], [status, preview],
+                api_name="train_embedding", concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    train_hypernetwork_button.click(runner(TrainHypernetworkRequest, train_hypernetwork),
+                                    [hypernetwork, hypernetwork_rate, *shared], [status, preview],
+                                    api_name="train_hypernetwork", concurrency_id=GPU_QUEUE, concurrency_limit=1)
 
     def stop(request: gr.Request) -> None:  # the caller's own run, as the generation tabs' Interrupt
         engine.interrupt(owner=request.session_hash if request else None)

@@ -7,6 +7,9 @@ text, self-attention its own pixels). The context goes through ``x + mlp(x) * mu
 from the file's ``layer_structure``, activation, layer norm and dropout settings exactly as A1111 builds it, so
 the ``linear.N`` keys land where they were trained.
 
+``Hypernetwork.create`` makes a new one as A1111 does (its weight initialisations) and ``state`` is the file A1111
+writes, for the Train tab (``hypernetwork_training``).
+
 ``installed`` swaps the UNet's attention processors for ``HypernetworkProcessor`` for one pass and puts the
 originals back afterwards. The processor is ``AttnProcessor2_0`` for the 3-d sequences of the UNet's
 transformer blocks (the only attention SD and SDXL UNets have), with the context transform added.
@@ -19,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from diffusers.utils.torch_utils import get_module_execution_device
 from torch import nn
 
 from .files import NetworkError, NetworkFile, read_weights
@@ -28,6 +32,8 @@ _ACTIVATIONS = {"relu": nn.ReLU, "leakyrelu": nn.LeakyReLU, "elu": nn.ELU, "swis
 _ACTIVATIONS.update({name.lower(): cls for name, cls in vars(nn.modules.activation).items()  # as A1111 does
                      if isinstance(cls, type) and cls.__module__ == nn.modules.activation.__name__
                      and name.lower() not in _ACTIVATIONS})
+ACTIVATION_NAMES = ("linear", *_ACTIVATIONS)  # "linear": none
+WEIGHT_INITS = ("Normal", "KaimingUniform", "KaimingNormal", "XavierUniform", "XavierNormal")  # A1111's, its order
 _OLD_KEYS = {"linear1.bias": "linear.0.bias", "linear1.weight": "linear.0.weight",
              "linear2.bias": "linear.1.bias", "linear2.weight": "linear.1.weight"}
 
@@ -42,8 +48,8 @@ def _dropout_structure(data: dict) -> list[float]:
     return [0] + [0.3] * (len(layers) - 3) + [0.3 if data.get("last_layer_dropout", False) else 0] + [0]
 
 
-def _mlp(width: int, data: dict, state: dict) -> nn.Sequential:
-    """A1111's ``HypernetworkModule.linear`` for one width, with the file's weights (eval mode)."""
+def _mlp(width: int, data: dict) -> nn.Sequential:
+    """A1111's ``HypernetworkModule.linear`` for one width, as the file's settings describe it."""
     structure = list(data.get("layer_structure") or [1, 2, 1])
     dropout = _dropout_structure(data)
     activation = data.get("activation_func")
@@ -61,11 +67,32 @@ def _mlp(width: int, data: dict, state: dict) -> nn.Sequential:
             layers.append(nn.LayerNorm(size))
         if dropout[i + 1] > 0:
             layers.append(nn.Dropout(p=dropout[i + 1]))
-    mlp = nn.Sequential(*layers)
+    return nn.Sequential(*layers)
+
+
+def _loaded(mlp: nn.Sequential, state: dict) -> nn.Sequential:
     holder = nn.Module()  # A1111's keys carry the prefix of its module's ``linear`` attribute
     holder.linear = mlp
     holder.load_state_dict({_OLD_KEYS.get(k, k): v for k, v in state.items()})
-    return mlp.eval().requires_grad_(False)
+    return mlp
+
+
+def _initialised(mlp: nn.Sequential, weight_init: str, activation: str | None) -> nn.Sequential:
+    """A new MLP's weights as A1111 starts them: ``Normal`` (std 0.01, zero biases; layer norms always), or Xavier
+    or Kaiming (fitted to leaky ReLU when that is the activation, else ReLU) with zero biases."""
+    gain = {"nonlinearity": "leaky_relu" if activation == "leakyrelu" else "relu"}
+    starts = {"XavierUniform": (nn.init.xavier_uniform_, {}), "XavierNormal": (nn.init.xavier_normal_, {}),
+              "KaimingUniform": (nn.init.kaiming_uniform_, gain), "KaimingNormal": (nn.init.kaiming_normal_, gain)}
+    with torch.no_grad():
+        for layer in mlp:
+            if isinstance(layer, nn.LayerNorm) or (isinstance(layer, nn.Linear) and weight_init == "Normal"):
+                nn.init.normal_(layer.weight, std=0.01)
+            elif isinstance(layer, nn.Linear):
+                start, options = starts[weight_init]
+                start(layer.weight, **options)
+            if isinstance(layer, (nn.Linear, nn.LayerNorm)):
+                nn.init.zeros_(layer.bias)
+    return mlp
 
 
 def widths(data: dict) -> list[int]:
@@ -80,24 +107,52 @@ def context_width(data: dict) -> int | None:
 
 
 class Hypernetwork:
-    """The (key MLP, value MLP) pair for each width of one file."""
+    """The (key MLP, value MLP) pair for each width of one file, and the file's other entries (``notes``: its
+    settings, ``step``, ``name``, checkpoint), which a saved copy keeps."""
 
-    def __init__(self, name: str, layers: dict[int, tuple[nn.Sequential, nn.Sequential]]):
+    def __init__(self, name: str, layers: dict[int, tuple[nn.Sequential, nn.Sequential]], notes: dict | None = None):
         self.name = name
         self.layers = layers
+        self.notes = notes or {}
 
     @classmethod
     def load(cls, item: NetworkFile) -> "Hypernetwork":
+        """The file's networks, for generating (evaluation mode, no gradients)."""
         data = read_weights(item)
         if not widths(data):
             raise NetworkError(f"{item.label} is not an A1111 hypernetwork (no per-width layers).")
         try:
-            layers = {w: tuple(_mlp(w, data, dict(state)) for state in data[w][:2]) for w in widths(data)}
+            layers = {w: tuple(_loaded(_mlp(w, data), dict(state)) for state in data[w][:2]) for w in widths(data)}
         except (ValueError, TypeError, KeyError, RuntimeError) as exc:
             raise NetworkError(f"{item.label} does not hold the layers it describes: {exc}") from None
         if any(len(pair) != 2 for pair in layers.values()):
             raise NetworkError(f"{item.label} lacks a key or value network for some width.")
-        return cls(item.name, layers)
+        network = cls(item.name, layers, {k: v for k, v in data.items() if not isinstance(k, int)})
+        network.train(False)
+        return network
+
+    @classmethod
+    def create(cls, name: str, sizes: Sequence[int], settings: dict) -> "Hypernetwork":
+        """A new hypernetwork with A1111's ``settings`` (``layer_structure``, ``activation_func``,
+        ``weight_initialization``, ``is_layer_norm``, ``use_dropout``, ``dropout_structure``, ...) for each width."""
+        init, activation = settings.get("weight_initialization", "Normal"), settings.get("activation_func")
+        layers = {w: tuple(_initialised(_mlp(w, settings), init, activation) for _ in range(2)) for w in sizes}
+        return cls(name, layers, {**settings, "name": name, "step": 0})
+
+    def train(self, training: bool) -> list[nn.Parameter]:
+        """Dropout and gradients on (training) or off; the parameters."""
+        parameters = []
+        for pair in self.layers.values():
+            for mlp in pair:
+                mlp.train(training).requires_grad_(training)
+                parameters.extend(mlp.parameters())
+        return parameters
+
+    def state(self, **notes) -> dict:
+        """The networks in A1111's file layout, with the notes and these changes to them."""
+        layers = {w: tuple({f"linear.{k}": v.detach().float().cpu() for k, v in mlp.state_dict().items()}
+                           for mlp in pair) for w, pair in self.layers.items()}
+        return {**layers, **self.notes, **notes}
 
     def to(self, device) -> "Hypernetwork":
         for pair in self.layers.values():
@@ -151,8 +206,9 @@ class HypernetworkProcessor:
 def installed(unet, networks: Sequence[tuple[Hypernetwork, float]]) -> Iterator[None]:
     """The hypernetworks on every attention layer of ``unet`` for the block; its own processors after it."""
     saved = unet.attn_processors
+    device = get_module_execution_device(unet)  # where it runs, even offloaded (low-memory modes)
     for network, _ in networks:
-        network.to(unet.device)
+        network.to(device)
     unet.set_attn_processor(HypernetworkProcessor(networks))
     try:
         yield
