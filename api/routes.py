@@ -187,8 +187,11 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
 
     @router.get("/progress", response_model=ProgressResponse)
     async def progress(skip_current_image: bool = False, owner: str = Depends(auth)):
-        """Progress of the caller's own running job (nothing of other users' jobs)."""
+        """Progress of the caller's own running job or training run (nothing of other users')."""
         job = engine.current_job(owner)
+        run = engine.current_run(owner) if job is None else None
+        if run is not None:
+            return _run_progress(run, skip_current_image)
         if job is None or job.progress is None:
             return {"progress": 0.0, "eta_relative": 0.0, "state": _state(job), "current_image": None,
                     "textinfo": None if job is None else "Waiting..."}
@@ -318,7 +321,7 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         rescan."""
         return None
 
-    add_training_routes(router, engine, auth)
+    add_training_routes(router, engine, services.config, auth)
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
     def extra_single_image(payload: ExtrasSingleImagePayload):
@@ -427,6 +430,20 @@ def _state(job) -> dict[str, Any]:
         "sampling_step": progress.step if progress else 0,
         "sampling_steps": progress.steps if progress else job.request.steps,
     }
+
+
+def _run_progress(run, skip_current_image: bool) -> dict[str, Any]:
+    """A training run's progress as A1111 reports one: its steps counted as the state's jobs, the loss in
+    ``textinfo``, the latest preview as the current image."""
+    elapsed = time.monotonic() - run.started
+    done = run.step - run.first  # this run's steps, which time the rest
+    started = datetime.datetime.now() - datetime.timedelta(seconds=elapsed)
+    state = {**_state(None), "interrupted": run.stop.is_set(), "job": run.job, "job_count": run.steps,
+             "job_no": run.step, "job_timestamp": started.strftime("%Y%m%d%H%M%S")}
+    image = run.preview if not skip_current_image else None
+    return {"progress": run.step / run.steps, "eta_relative": elapsed * (run.steps - run.step) / done if done else 0.0,
+            "state": state, "current_image": encode_png(image) if image is not None else None,
+            "textinfo": run.textinfo or "Preparing the dataset..."}
 
 
 _IGNORED_ITEMS = {"parameters", "exif", "icc_profile", "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi",

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from pipelines.embedding_training import CreateRequest, TrainEmbeddingRequest, create_embedding, train_embedding
 from pipelines.hypernetwork_training import (DEFAULT_SIZES, CreateHypernetworkRequest, TrainHypernetworkRequest,
                                              create_hypernetwork, train_hypernetwork)
-from pipelines.training_run import TrainRequest
+from pipelines.training_run import SETTINGS, TrainRequest, configured
 
 from .encoding import PayloadError
 
@@ -54,10 +54,11 @@ _NOT_HERE = {"use_weight": "Using the PNG alpha channel as loss weight is not av
 def _train_payload(request_class: type[TrainRequest]) -> type[BaseModel]:
     """A1111's arguments of its ``train_embedding`` or ``train_hypernetwork`` (its clients send them all): the request's
     fields under A1111's names, the model left to the current checkpoint; the schedules also as numbers, as A1111's
-    clients send them; and the A1111 fields Easel refuses (``_NOT_HERE``). ``seed`` is Easel's (-1: random)."""
+    clients send them; and the A1111 fields Easel refuses (``_NOT_HERE``). ``seed`` is Easel's (-1: random); the
+    Training settings come from the options (``/sdapi/v1/options``), as A1111's do."""
     hints = get_type_hints(request_class)
     found: dict[str, Any] = {f.name: (hints[f.name], ... if f.default is MISSING else f.default)
-                             for f in fields(request_class) if f.name != "model"}
+                             for f in fields(request_class) if f.name != "model" and f.name not in SETTINGS}
     found.update(learn_rate=(str | float, found["learn_rate"][1]), clip_grad_value=(str | float, "0.1"))
     return create_model(f"{request_class.__name__}Payload", __config__=ConfigDict(extra="ignore"), **found,
                         **{name: (bool, False) for name in _NOT_HERE})
@@ -67,7 +68,7 @@ class InfoResponse(BaseModel):
     info: str
 
 
-def add_routes(router, engine, auth) -> None:
+def add_routes(router, engine, config, auth) -> None:
     @router.post("/create/embedding", response_model=InfoResponse)
     def create(payload: CreateEmbeddingPayload):
         """A1111's *Create embedding*, with the current checkpoint."""
@@ -90,7 +91,8 @@ def add_routes(router, engine, auth) -> None:
                     raise PayloadError(field, message)
             values = payload.model_dump(exclude=set(_NOT_HERE))
             result = train(engine, request_class(**{**values, "learn_rate": str(payload.learn_rate),
-                                                    "clip_grad_value": str(payload.clip_grad_value)}), owner=owner)
+                                                    "clip_grad_value": str(payload.clip_grad_value)},
+                                                 **configured(config)), owner=owner)
             return {"info": f"train {kind} complete: filename: {result.path} error: None"}
 
         run.__annotations__["payload"] = payload_class  # a class made here, which FastAPI cannot find by its name

@@ -23,6 +23,7 @@ from .errors import RequestError
 from .grid import BatchLayout
 from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
+from .training_run import MAX_REPEATS, check_word_regex
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Option:
     default: Any  # its type is the option's: bool, int, float or str
     choices: tuple[str, ...] = ()
     low: float | None = None
-    high: float | None = None
+    high: float | None = None  # none: no upper bound (a number field, not a slider)
     info: str = ""
     request_field: str | None = None  # the request field it is the default of (a number: checked as a request's)
     check_text: Callable[[str, str], str] | None = None  # a text's own check (value, key) -> value
@@ -57,14 +58,16 @@ class Option:
             raise RequestError(f"{self.label} must be text, got {value!r}.", self.key)
         if self.choices and value not in self.choices:
             raise RequestError(f"{self.label} must be one of {', '.join(self.choices)}, got {value!r}.", self.key)
-        if self.low is not None and not self.low <= value <= self.high:
+        if self.high is None and self.low is not None and value < self.low:
+            raise RequestError(f"{self.label} must be at least {self.low:g}, got {value!r}.", self.key)
+        if self.high is not None and not self.low <= value <= self.high:
             raise RequestError(f"{self.label} goes from {self.low:g} to {self.high:g}, got {value!r}.", self.key)
         return self.check_text(value, self.key) if self.check_text else value
 
 
-SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, NETWORKS, UI = (
+SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, TRAINING, NETWORKS, UI = (
     "Saving images/grids", "Saving to a directory", "Gallery", "Live previews", "Stable Diffusion", "img2img",
-    "Extra Networks", "User interface")
+    "Training", "Extra Networks", "User interface")
 SOUND = "notification.mp3"  # A1111's notification sound: beside the settings file (A1111's root, by default)
 OPTIONS = (
     Option("samples_save", "Always save all generated images", SAVING, True),
@@ -108,6 +111,15 @@ OPTIONS = (
     Option("img2img_color_correction", "Apply color correction to img2img results to match original colors.",
            IMG2IMG, False, request_field="color_correction",
            info="the img2img and inpaint tabs' and the API's default"),
+    Option("training_write_csv_every", "Save an csv containing the loss to log directory every N steps, 0 to disable",
+           TRAINING, 500, low=0, info="and at a run's last step"),
+    Option("training_image_repeats_per_epoch", "Number of repeats for a single input image per epoch; used only for "
+           "displaying epoch number", TRAINING, 1, low=1, high=MAX_REPEATS),
+    Option("save_training_settings_to_txt", "Save textual inversion and hypernet settings to a text file whenever "
+           "training starts.", TRAINING, True, info="settings-<time>.json in the run's log folder"),
+    Option("dataset_filename_word_regex", "Filename word regex", TRAINING, "", check_text=check_word_regex,
+           info="a caption read from a file name is the words it finds (empty: the whole name)"),
+    Option("dataset_filename_join_string", "Filename join string", TRAINING, " "),
     Option("extra_networks_default_multiplier", "Default multiplier for extra networks", NETWORKS, 1.0, low=0.0,
            high=2.0, info="the weight a card's tag gets when its network has no preferred weight"),
     Option("notification_audio", "Play notification sound after image generation", UI, True,

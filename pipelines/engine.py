@@ -96,6 +96,22 @@ class Job:
     naming: Naming = field(default_factory=Naming)  # what their file names can say of the job
 
 
+@dataclass
+class Run:
+    """A run that is not a job (a training run), as others may see it: whose it is, its stop switch, how far it got
+    (A1111's ``state``: ``job`` is "train-embedding" or "train-hypernetwork", counted in ``steps``)."""
+
+    owner: Any
+    stop: threading.Event
+    job: str
+    steps: int
+    first: int = 0  # the step it started from (a file trained before goes on from its step)
+    step: int = 0
+    started: float = field(default_factory=time.monotonic)
+    textinfo: str = ""
+    preview: Image.Image | None = None  # the latest picture it made
+
+
 def streamed(work: Callable[[Callable[[Any], None], threading.Event], Any]) -> Iterator[Any]:
     """``work(on_progress, cancel)`` in a worker thread, yielding each progress it reports and then what it returns
     (a job, a training run). If the consumer goes away early (a closed browser tab), ``cancel`` is set."""
@@ -144,7 +160,7 @@ class Engine:
         self.pnginfo = True  # A1111's enable_pnginfo: pictures carry their parameters (the gallery's, the API's)
         self._device_lock = threading.RLock()  # reentrant: a training run makes previews with ``generate``
         self._job: Job | None = None
-        self._runs: dict[int, tuple[Any, threading.Event]] = {}  # runs other than jobs (training): owner, stop
+        self._runs: dict[int, Run] = {}  # runs other than jobs (training)
         self._previewers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # VAE -> its fitted previewer
         self.networks = Networks(registry.models_dir)
         self.embeddings = EmbeddingLibrary(registry.models_dir)  # textual inversion, words in prompts
@@ -495,19 +511,26 @@ class Engine:
         """Stop the running job or training run after its current step; with ``owner``, only that owner's."""
         job = self.current_job(owner)
         stops = [job.interrupt] if job is not None else []
-        stops += [stop for who, stop in list(self._runs.values()) if owner is None or who == owner]
+        stops += [run.stop for run in self._owned_runs(owner)]
         for stop in stops:
             stop.set()
         return bool(stops)
 
+    def _owned_runs(self, owner: Any) -> list[Run]:
+        return [run for run in list(self._runs.values()) if owner is None or run.owner == owner]
+
+    def current_run(self, owner: Any = None) -> Run | None:
+        """The running training run; with ``owner``, only if that owner started it."""
+        return next(iter(self._owned_runs(owner)), None)
+
     @contextmanager
-    def stoppable(self, owner: Any, stop: threading.Event) -> Iterator[None]:
-        """A run that is not a job (a training run), which ``interrupt`` stops for its owner as it stops a job."""
-        self._runs[id(stop)] = (owner, stop)
+    def running(self, run: Run) -> Iterator[Run]:
+        """``run`` seen by ``current_run`` (the API's progress) and stopped by ``interrupt`` for its owner, as a job."""
+        self._runs[id(run)] = run
         try:
-            yield
+            yield run
         finally:
-            self._runs.pop(id(stop), None)
+            self._runs.pop(id(run), None)
 
     def skip(self, owner: Any = None) -> bool:
         """End the current batch of the running job after its current step and go on with the next."""

@@ -13,8 +13,10 @@ What a run leaves, as A1111's: the trained file itself (saved whenever a picture
 interrupted run too), and a log folder ``<outputs>/<log directory>/<date>/<name>/`` holding a copy of the file every
 ``save_*_every`` steps (``embeddings/<name>-<step>.pt`` or ``hypernetworks/...``), a picture made through the engine
 with the latest caption every ``create_image_every`` steps (``images/<name>-<step>.png``, with its parameters), the
-loss (``textual_inversion_loss.csv`` or ``hypernetwork_loss.csv``) and the run's settings (``settings-<time>.json``).
-Files there are never written over (a second run the same day adds ``-1``).
+loss every ``training_write_csv_every`` steps and at the end (``textual_inversion_loss.csv`` or
+``hypernetwork_loss.csv``) and the run's settings (``settings-<time>.json``). Files there are never written over (a
+second run the same day adds ``-1``). A1111's Training settings (``SETTINGS``) are fields of the request, which the
+tab and the API fill from the Settings tab.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
 from .diffusion_loss import noised, target, training_schedule
+from .engine import Run
 from .errors import RequestError
 from .networks.files import NetworkFile, list_files
 from .outputs import OutputWriter
@@ -50,6 +53,11 @@ LATENT_SAMPLING = ("once", "deterministic", "random")
 CLIP_GRAD = ("disabled", "value", "norm")
 PICTURES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_SIZE = 2048
+MAX_REPEATS = 1000
+# A1111's Training settings that runs read, by their option keys (``pipelines.config``), and the Easel fields of a
+# ``TrainRequest`` that hold them
+SETTINGS = ("training_write_csv_every", "training_image_repeats_per_epoch", "save_training_settings_to_txt",
+            "dataset_filename_word_regex", "dataset_filename_join_string")
 _NAME = re.compile(r"^[\w][\w .+-]{0,99}$")  # a file stem that tokenizes to itself: no path, no brackets
 _LEADING_NUMBER = re.compile(r"^[-\d]+\s*")  # A1111 drops "00012-" from "00012-a red car.png"
 
@@ -92,6 +100,20 @@ def schedule(text: str, steps: int, label: str, field_name: str) -> list[tuple[f
 
 def _at(pairs: list[tuple[float, int]], step: int) -> float:
     return next((value for value, end in pairs if step < end), pairs[-1][0])
+
+
+def configured(config) -> dict[str, Any]:
+    """The Training settings of the Settings tab (``pipelines.config``), as a request's fields."""
+    return {key: config[key] for key in SETTINGS}
+
+
+def check_word_regex(text: str, field_name: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise RequestError(f"The filename word regex {text!r} is not a regular expression: {exc}.",
+                           field_name) from None
+    return text
 
 
 def check_name(name: str, kind: str) -> str:
@@ -144,6 +166,12 @@ class TrainRequest:
     create_image_every: int = 500
     template_filename: str = "style_filewords.txt"
     seed: int = -1
+    # A1111's Training settings (``SETTINGS``), which the tab and the API take from the Settings tab
+    training_write_csv_every: int = 500
+    training_image_repeats_per_epoch: int = 1
+    save_training_settings_to_txt: bool = True
+    dataset_filename_word_regex: str = ""
+    dataset_filename_join_string: str = " "
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -157,7 +185,9 @@ class TrainRequest:
                                        ("steps", "Max steps", 1, 10**7),
                                        ("create_image_every", "Save an image every N steps", 0, 10**7),
                                        (self.SAVE_FIELD, f"Save a copy of {self.KIND} every N steps", 0, 10**7),
-                                       ("seed", "Seed", -1, MAX_SEED)):
+                                       ("seed", "Seed", -1, MAX_SEED),
+                                       ("training_write_csv_every", "Save the loss every N steps", 0, 10**7),
+                                       ("training_image_repeats_per_epoch", "Repeats per epoch", 1, MAX_REPEATS)):
             set_(self, name, whole_between(getattr(self, name), label, name, low, high))
         for name, label in (("training_width", "Width"), ("training_height", "Height")):
             if getattr(self, name) % 8:
@@ -175,6 +205,7 @@ class TrainRequest:
             raise RequestError(f"The log directory {self.log_directory!r} must be a folder inside the outputs folder.",
                                "log_directory")
         set_(self, "log_directory", str(log))
+        check_word_regex(self.dataset_filename_word_regex, "dataset_filename_word_regex")
         self.learn_rates()
         if self.clip_grad_mode != "disabled":
             self.clip_values()
@@ -207,11 +238,16 @@ class _Picture:
     spread: torch.Tensor  # the latent distribution's std, scaled ("random" sampling)
 
 
-def _caption(path: Path) -> str:
+def _caption(path: Path, request: TrainRequest) -> str:
+    """The ``.txt`` beside the picture, else its file name: without its leading number, underscores read as
+    spaces; with a word regex, the words it finds joined by the join string (A1111's filename settings)."""
     beside = path.with_suffix(".txt")
     if beside.is_file():
         return beside.read_text(encoding="utf-8", errors="replace").strip()
-    return _LEADING_NUMBER.sub("", path.stem).replace("_", " ").strip()
+    text = _LEADING_NUMBER.sub("", path.stem).replace("_", " ").strip()
+    if request.dataset_filename_word_regex:
+        text = request.dataset_filename_join_string.join(re.findall(request.dataset_filename_word_regex, text))
+    return text
 
 
 def _pictures(pipe, request: TrainRequest, g: torch.Generator) -> list[_Picture]:
@@ -243,7 +279,7 @@ def _pictures(pipe, request: TrainRequest, g: torch.Generator) -> list[_Picture]
         mean, spread = dist.mean.float() * scale, dist.std.float() * scale
         if request.latent_sampling_method == "once":
             mean = mean + spread * torch.randn(mean.shape, generator=g).to(mean.device)
-        pictures.append(_Picture(_caption(path), mean, spread))
+        pictures.append(_Picture(_caption(path, request), mean, spread))
     return pictures
 
 
@@ -383,29 +419,32 @@ def run(engine, request: TrainRequest, begin: Callable[[Any, torch.device], Trai
     clips = request.clip_values() if request.clip_grad_mode != "disabled" else []
     seed = request.seed if request.seed >= 0 else random.randint(0, MAX_SEED)
     rng, g = random.Random(seed), torch.Generator().manual_seed(seed)
-    with engine.holding(request.model) as model, engine.stoppable(owner, cancel):
+    status = Run(owner, cancel, f"train-{request.KIND}", last)
+    with engine.holding(request.model) as model, engine.running(status):
         pipe, unet = model.pipe, model.pipe.unet
         encoder = check_model(pipe, model.info.name, f"{request.KIND.capitalize()}s")
         device = get_module_execution_device(unet)  # where it runs, even offloaded (low-memory modes)
         trainee = begin(pipe, device)
-        step = trainee.step
+        step = status.first = status.step = trainee.step
         if step >= last:
             raise RequestError(f"{trainee.name} has been trained to step {step} already: raise Max steps above it.",
                                "steps")
         for module in (unet, pipe.vae, encoder):
             module.requires_grad_(False)  # only the trainee learns (elsewhere the model only makes pictures)
         pictures = _pictures(pipe, request, g)
-        batches = _batches(pictures, request.batch_size, rng)
+        batches = _batches(pictures * request.training_image_repeats_per_epoch, request.batch_size, rng)
         optimizer = torch.optim.AdamW(trainee.parameters, lr=_at(rates, step), weight_decay=trainee.weight_decay)
         scaler = torch.amp.GradScaler(device.type, enabled=unet.dtype == torch.float16)
         diffusion = training_schedule(pipe.scheduler.config)
         checkpoint = (model.hash or "", model.info.name)
         log = _Log(engine, request, trainee)
-        log.settings({**asdict(request), "seed": seed, "model": model.info.name, "model_hash": model.hash,
-                      "initial_step": step, "pictures": len(pictures), **trainee.described()})
+        if request.save_training_settings_to_txt:
+            log.settings({**asdict(request), "seed": seed, "model": model.info.name, "model_hash": model.hash,
+                          "initial_step": step, "pictures": len(pictures), **trainee.described()})
         result = TrainResult(request.KIND, trainee.name, trainee.path, step, None, log.folder)
         losses: list[float] = []
         epoch, logged = 0, False
+        csv_every = request.training_write_csv_every
         while step < last and not cancel.is_set():
             rate = _at(rates, step)
             for group in optimizer.param_groups:
@@ -445,13 +484,15 @@ def run(engine, request: TrainRequest, begin: Callable[[Any, torch.device], Trai
                 preview, infotext = _preview(engine, request, model.info.name, trainee.preview_prompt(captions[0]),
                                              rng.randint(0, MAX_SEED))
                 result.previews.append((preview, log.picture(step, preview, infotext)))
-            logged = copy or picture
+            logged = csv_every > 0 and step % csv_every == 0
             if logged:
                 log.loss(step, epoch, result.loss, rate)
+            status.step, status.preview = step, status.preview if preview is None else preview
+            status.textinfo = f"Loss: {result.loss:.7f}, step: {step}, last prompt: {captions[0]}"
             if on_progress is not None:
                 on_progress(TrainProgress(step, last, result.loss, rate, preview))
         result.interrupted = step < last
         trainee.save(step, checkpoint)
-        if not logged and result.loss is not None:
+        if csv_every > 0 and not logged and result.loss is not None:  # the last step's loss too
             log.loss(step, epoch, result.loss, rate)
     return result

@@ -1,6 +1,6 @@
 """The Train tab in a browser, on a models folder of its own: create an embedding, train it a few steps on a folder
 of pictures with previews as they come, ask for more training than Max steps allows, then interrupt a long run; create
-a hypernetwork and train it on the same fields."""
+a hypernetwork and train it on the same fields, with A1111's Training settings changed in the Settings tab."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def test_create_then_train_an_embedding_with_previews(served):
     page.locator("#train_train_embedding").click()  # trained to step 4 already: Max steps must go up
     toast = page.get_by_role("status").filter(has_text="trained to step 4 already")
     expect(toast).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    toast.get_by_role("button", name="Close", exact=True).click()
 
     set_numbers(page, {"train_steps": 100000, "train_create_image_every": 0, "train_save_embedding_every": 0})
     page.locator("#train_train_embedding").click()
@@ -83,6 +84,16 @@ def test_create_then_train_a_hypernetwork(served):
         re.compile(r"Created: .*hypernetworks/style\.pt"), timeout=GENERATION_TIMEOUT_MS)
     page.screenshot(path=str(ARTIFACTS / "train_hypernetwork_create.png"), full_page=True, animations="disabled")
 
+    open_tab(page, "Settings")  # A1111's Training settings: the loss at every step, no settings file
+    open_tab(page, "Training")
+    set_numbers(page, {"setting_training_write_csv_every": 1})
+    page.locator("#setting_save_training_settings_to_txt input[type=checkbox]").uncheck()
+    page.locator("#settings_submit").click()
+    expect(page.locator("#settings_result")).to_contain_text(
+        "2 settings changed: training_write_csv_every, save_training_settings_to_txt.")
+    page.screenshot(path=str(ARTIFACTS / "settings_training.png"), full_page=True, animations="disabled")
+
+    open_tab(page, "Train", "train")
     open_tab(page, "Train", "train_train")
     expect(page.locator("#train_hypernetwork input")).to_have_value("style")
     set_text(page, "train_dataset_directory", str(data))
@@ -97,7 +108,8 @@ def test_create_then_train_a_hypernetwork(served):
     (log,) = (outputs / "textual_inversion").glob("*/style")
     assert [p.name for p in (log / "hypernetworks").iterdir()] == ["style-2.pt"]
     assert [p.name for p in (log / "images").iterdir()] == ["style-2.png"]
-    assert (log / "hypernetwork_loss.csv").is_file()
+    assert (log / "hypernetwork_loss.csv").read_text().count("\n") == 3  # the header and steps 1 and 2
+    assert not any(log.glob("settings-*.json"))
 
     open_tab(page, "Create hypernetwork", "train_create_hypernetwork_tab")  # a taken name is refused, not replaced
     page.locator("#train_create_hypernetwork").click()

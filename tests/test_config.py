@@ -50,6 +50,8 @@ def test_a_refused_value_changes_nothing_and_names_the_option(tmp_path):
                           ({"CLIP_stop_at_last_layers": 0.5}, "CLIP_stop_at_last_layers"),
                           ({"initial_noise_multiplier": 2}, "initial_noise_multiplier"),
                           ({"samples_filename_pattern": "[seed]-[colour]"}, "samples_filename_pattern"),
+                          ({"training_write_csv_every": -1}, "training_write_csv_every"),
+                          ({"dataset_filename_word_regex": "[a-"}, "dataset_filename_word_regex"),
                           ({"samples_format": "gif"}, "samples_format")):
         with pytest.raises(RequestError) as caught:
             config.update(values)

@@ -4,6 +4,8 @@ files, training's mechanics and the API's two endpoints. What a trained embeddin
 import csv
 import json
 import random
+import threading
+import time
 
 import pytest
 import torch
@@ -48,9 +50,11 @@ def test_a_training_request_names_what_it_cannot_use(values, field):
 
 
 def test_captions_come_from_text_files_or_names_and_tags_shuffle_or_drop(dataset):
-    assert _caption(dataset / "00000-a red field.png") == "a red field"
-    assert _caption(dataset / "00001-a blue field.png") == "blue, wide, flat"
     plain = _request("x", "d")
+    assert _caption(dataset / "00000-a red field.png", plain) == "a red field"
+    assert _caption(dataset / "00001-a blue field.png", plain) == "blue, wide, flat"
+    words = _request("x", "d", dataset_filename_word_regex=r"\w+", dataset_filename_join_string="+")
+    assert _caption(dataset / "00002-a green field!.png", words) == "a+green+field"  # A1111's filename settings
     assert _filewords("blue, wide, flat", plain, random.Random(0)) == "blue, wide, flat"
     shuffled = {_filewords("a, b, c, d", _request("x", "d", shuffle_tags=True), random.Random(seed))
                 for seed in range(20)}
@@ -114,7 +118,8 @@ def test_training_logs_copies_pictures_and_loss_and_goes_on_from_its_step(traine
     seen = []
     request = _request("mine", str(dataset), training_width=64, training_height=64, steps=4, batch_size=2,
                        learn_rate="0.05:2, 0.01", create_image_every=2, save_embedding_every=3, seed=1,
-                       template_filename="subject_filewords.txt")
+                       template_filename="subject_filewords.txt", training_write_csv_every=2,
+                       training_image_repeats_per_epoch=2)
     before = torch.load(trainer.registry.models_dir / "embeddings" / "mine.pt", weights_only=True)
     done = train_embedding(trainer, request, on_progress=seen.append)
     assert [(p.step, p.learn_rate) for p in seen] == [(1, 0.05), (2, 0.05), (3, 0.01), (4, 0.01)]
@@ -130,7 +135,8 @@ def test_training_logs_copies_pictures_and_loss_and_goes_on_from_its_step(traine
     assert "mine" in prompt and params["Size"] == "64x64" and params["Steps"] == "20"
     assert done.log_dir.parent.parent == trainer.writer.root / "textual_inversion"
     rows = list(csv.DictReader(open(done.log_dir / "textual_inversion_loss.csv")))
-    assert [row["step"] for row in rows] == ["2", "3", "4"] and float(rows[-1]["loss"]) > 0
+    # every 2 steps; 3 pictures twice an epoch make 3 batches of 2 (once: 1, and step 4 would be in epoch 3)
+    assert [(row["step"], row["epoch"]) for row in rows] == [("2", "0"), ("4", "1")] and float(rows[-1]["loss"]) > 0
     assert done.message.startswith("Training finished at 4 steps") and not done.interrupted
     (settings,) = done.log_dir.glob("settings-*.json")
     noted = json.loads(settings.read_text())
@@ -142,9 +148,12 @@ def test_training_logs_copies_pictures_and_loss_and_goes_on_from_its_step(traine
     with pytest.raises(RequestError, match="trained to step 4"):
         train_embedding(trainer, request)
     again = train_embedding(trainer, _request("mine", str(dataset), training_width=64, training_height=64, steps=5,
-                                              save_embedding_every=3, create_image_every=0, seed=1))
+                                              save_embedding_every=3, create_image_every=0, seed=1,
+                                              save_training_settings_to_txt=False, training_write_csv_every=0))
     assert again.step == 5 and torch.load(again.path, weights_only=True)["step"] == 5
     assert again.copies == []  # step 5 only: no copy is due
+    assert again.log_dir == done.log_dir and len(list(done.log_dir.glob("settings-*.json"))) == 1  # none this time
+    assert len(list(csv.DictReader(open(done.log_dir / "textual_inversion_loss.csv")))) == 2  # nor a loss row
 
 
 def test_an_interrupted_run_saves_where_it_got_to(trainer, dataset):
@@ -200,8 +209,14 @@ def test_the_api_creates_and_trains_as_a1111s(api_client, trainer, dataset, tmp_
                "shuffle_tags": False, "tag_drop_out": 0, "latent_sampling_method": "deterministic", "use_weight": False,
                "create_image_every": 0, "save_embedding_every": 0, "template_filename": "style.txt",
                "save_image_with_stored_embedding": True, "preview_from_txt2img": False, "preview_prompt": ""}
+    options = {"training_write_csv_every": 1, "save_training_settings_to_txt": False}  # A1111's Training settings
+    assert client.post("/sdapi/v1/options", json=options).status_code == 200
+    bad = client.post("/sdapi/v1/options", json={"dataset_filename_word_regex": "(unclosed"})
+    assert bad.status_code == 422 and bad.json()["field"] == "dataset_filename_word_regex"
     trained = client.post("/sdapi/v1/train/embedding", json=payload)
     assert trained.status_code == 200
+    (log,) = (tmp_path / "api-outputs" / "textual_inversion").glob("*/viaapi")
+    assert len(list(csv.DictReader(open(log / "textual_inversion_loss.csv")))) == 2 and not any(log.glob("settings*"))
     assert trained.json()["info"].startswith("train embedding complete: filename: ")
     assert trained.json()["info"].endswith("viaapi.pt error: None")
     listed = client.get("/sdapi/v1/embeddings").json()["loaded"]["viaapi"]
@@ -209,3 +224,29 @@ def test_the_api_creates_and_trains_as_a1111s(api_client, trainer, dataset, tmp_
     refused = client.post("/sdapi/v1/train/embedding", json={**payload, "use_weight": True})
     assert refused.status_code == 422 and refused.json()["field"] == "use_weight"
     assert client.post("/sdapi/v1/refresh-embeddings").status_code == 200
+
+
+def test_the_apis_progress_follows_a_training_run_that_interrupt_stops(api_client, trainer, dataset, tmp_path):
+    """As A1111 reports training: the steps as the state's jobs, the loss in ``textinfo``; then ``interrupt``."""
+    client, _ = api_client(trainer.registry.models_dir, outputs_dir=tmp_path / "api-outputs")
+    assert client.post("/sdapi/v1/create/embedding", json={"name": "polled"}).status_code == 200
+    answers = {}
+    payload = {"embedding_name": "polled", "data_root": str(dataset), "training_width": 64, "training_height": 64,
+               "steps": 100000, "create_image_every": 3, "save_embedding_every": 0}
+    thread = threading.Thread(target=lambda: answers.update(trained=client.post("/sdapi/v1/train/embedding",
+                                                                                json=payload)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    seen = client.get("/sdapi/v1/progress").json()
+    while seen["state"]["job_no"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = client.get("/sdapi/v1/progress").json()
+    assert (seen["state"]["job"], seen["state"]["job_count"]) == ("train-embedding", 100000)
+    assert seen["progress"] == seen["state"]["job_no"] / 100000 and seen["eta_relative"] > 0
+    assert seen["textinfo"].startswith("Loss: ") and "polled" in seen["textinfo"]  # the latest caption names it
+    assert seen["current_image"]  # the preview made at step 3
+    assert client.post("/sdapi/v1/interrupt").status_code == 200
+    thread.join(120)
+    assert answers["trained"].status_code == 200
+    assert client.get("/sdapi/v1/progress").json()["state"]["job"] == ""  # nothing runs any more
+    assert 3 <= torch.load(trainer.registry.models_dir / "embeddings" / "polled.pt")["step"] < 100000

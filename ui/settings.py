@@ -24,9 +24,12 @@ def _widget(services, option: Option) -> gr.components.Component:
         return gr.Checkbox(value, **common)
     if option.choices:
         return gr.Radio(list(option.choices), value=value, **common)
-    if option.low is not None:
+    if option.high is not None:
         step = 1 if isinstance(option.default, int) else 0.01
         return gr.Slider(option.low, option.high, value=value, step=step, **common)
+    if option.low is not None:
+        return gr.Number(value, precision=0 if isinstance(option.default, int) else None, minimum=option.low,
+                         **common)
     return gr.Textbox(value, **common)
 
 

@@ -14,7 +14,8 @@ from pipelines.hypernetwork_training import (DEFAULT_SIZES, SIZES, CreateHyperne
                                              TrainHypernetworkRequest, create_hypernetwork, model_widths,
                                              train_hypernetwork)
 from pipelines.networks.hypernetwork import ACTIVATION_NAMES, WEIGHT_INITS
-from pipelines.training_run import CLIP_GRAD, LATENT_SAMPLING, TrainProgress, TrainResult, template_names
+from pipelines.training_run import (CLIP_GRAD, LATENT_SAMPLING, TrainProgress, TrainResult, configured,
+                                   template_names)
 
 from .common import FIT, GPU_QUEUE, REFRESH
 
@@ -185,7 +186,7 @@ def build(services, model: gr.Dropdown) -> None:
                                               shuffle_tags=shuffle_tags, tag_drop_out=drop,
                                               latent_sampling_method=sampling_method,
                                               create_image_every=every_image, template_filename=template_file,
-                                              seed=run_seed)
+                                              seed=run_seed, **configured(services.config))
                 for event in streamed(lambda on_progress, cancel: train_file(engine, train_request, on_progress,
                                                                              cancel, owner)):
                     if isinstance(event, TrainResult):
