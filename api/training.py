@@ -17,8 +17,6 @@ from pipelines.hypernetwork_training import (DEFAULT_SIZES, CreateHypernetworkRe
                                              create_hypernetwork, train_hypernetwork)
 from pipelines.training_run import SETTINGS, TrainRequest, configured
 
-from .encoding import PayloadError
-
 
 class CreateEmbeddingPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -45,23 +43,16 @@ class CreateHypernetworkPayload(BaseModel):
     dropout_structure: str | list[float] | None = None
 
 
-# A1111 features of training this server does not have: asked for, they are refused rather than ignored
-_NOT_HERE = {"use_weight": "Using the PNG alpha channel as loss weight is not available on this server.",
-             "preview_from_txt2img": "Previews from txt2img's parameters are not available on this server: previews "
-                                     "use the latest caption."}
-
-
 def _train_payload(request_class: type[TrainRequest]) -> type[BaseModel]:
     """A1111's arguments of its ``train_embedding`` or ``train_hypernetwork`` (its clients send them all): the request's
     fields under A1111's names, the model left to the current checkpoint; the schedules also as numbers, as A1111's
-    clients send them; and the A1111 fields Easel refuses (``_NOT_HERE``). ``seed`` is Easel's (-1: random); the
-    Training settings come from the options (``/sdapi/v1/options``), as A1111's do."""
+    clients send them. ``seed`` is Easel's (-1: random); the Training settings come from the options
+    (``/sdapi/v1/options``), as A1111's do; what else A1111 takes (``save_image_with_stored_embedding``) is ignored."""
     hints = get_type_hints(request_class)
     found: dict[str, Any] = {f.name: (hints[f.name], ... if f.default is MISSING else f.default)
                              for f in fields(request_class) if f.name != "model" and f.name not in SETTINGS}
     found.update(learn_rate=(str | float, found["learn_rate"][1]), clip_grad_value=(str | float, "0.1"))
-    return create_model(f"{request_class.__name__}Payload", __config__=ConfigDict(extra="ignore"), **found,
-                        **{name: (bool, False) for name in _NOT_HERE})
+    return create_model(f"{request_class.__name__}Payload", __config__=ConfigDict(extra="ignore"), **found)
 
 
 class InfoResponse(BaseModel):
@@ -86,10 +77,7 @@ def add_routes(router, engine, config, auth) -> None:
         payload_class = _train_payload(request_class)
 
         def run(payload, owner: str = Depends(auth)):
-            for field, message in _NOT_HERE.items():
-                if getattr(payload, field):
-                    raise PayloadError(field, message)
-            values = payload.model_dump(exclude=set(_NOT_HERE))
+            values = payload.model_dump()
             result = train(engine, request_class(**{**values, "learn_rate": str(payload.learn_rate),
                                                     "clip_grad_value": str(payload.clip_grad_value)},
                                                  **configured(config)), owner=owner)

@@ -31,10 +31,11 @@ import re
 import statistics
 import threading
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, ContextManager, Iterator
 
+import numpy as np
 import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
@@ -60,6 +61,10 @@ SETTINGS = ("training_write_csv_every", "training_image_repeats_per_epoch", "sav
             "dataset_filename_word_regex", "dataset_filename_join_string")
 _NAME = re.compile(r"^[\w][\w .+-]{0,99}$")  # a file stem that tokenizes to itself: no path, no brackets
 _LEADING_NUMBER = re.compile(r"^[-\d]+\s*")  # A1111 drops "00012-" from "00012-a red car.png"
+# a preview's request field -> the training request's (A1111's API names)
+PREVIEW_FIELDS = {"prompt": "preview_prompt", "negative_prompt": "preview_negative_prompt", "steps": "preview_steps",
+                   "sampler": "preview_sampler_name", "cfg_scale": "preview_cfg_scale", "seed": "preview_seed",
+                   "width": "preview_width", "height": "preview_height"}
 
 
 def template_names() -> list[str]:
@@ -165,6 +170,17 @@ class TrainRequest:
     latent_sampling_method: str = "once"
     create_image_every: int = 500
     template_filename: str = "style_filewords.txt"
+    use_weight: bool = False  # the PNG alpha channel as the loss's weight
+    # A1111's *Read parameters (prompt, etc...) from txt2img tab when making previews*, and those parameters
+    preview_from_txt2img: bool = False
+    preview_prompt: str = ""
+    preview_negative_prompt: str = ""
+    preview_steps: int = 20
+    preview_sampler_name: str = "Euler a"
+    preview_cfg_scale: float = 7.0
+    preview_seed: int = -1
+    preview_width: int = 512
+    preview_height: int = 512
     seed: int = -1
     # A1111's Training settings (``SETTINGS``), which the tab and the API take from the Settings tab
     training_write_csv_every: int = 500
@@ -206,6 +222,8 @@ class TrainRequest:
                                "log_directory")
         set_(self, "log_directory", str(log))
         check_word_regex(self.dataset_filename_word_regex, "dataset_filename_word_regex")
+        if self.preview_from_txt2img:
+            self.preview("", "", 0)
         self.learn_rates()
         if self.clip_grad_mode != "disabled":
             self.clip_values()
@@ -214,6 +232,18 @@ class TrainRequest:
     @property
     def name(self) -> str:
         return getattr(self, self.NAME_FIELD)
+
+    def preview(self, model: str, caption: str, seed: int) -> GenerationRequest:
+        """The picture a run makes: of its latest caption with ``seed``, 20 steps at the training size, or from the
+        preview parameters (txt2img's)."""
+        if not self.preview_from_txt2img:
+            return GenerationRequest(prompt=caption, model=model, width=self.training_width,
+                                     height=self.training_height, steps=20, seed=seed)
+        try:
+            return GenerationRequest(model=model, **{name: getattr(self, field_name)
+                                                     for name, field_name in PREVIEW_FIELDS.items()})
+        except RequestError as exc:
+            raise RequestError(f"Preview: {exc}", PREVIEW_FIELDS.get(exc.field, exc.field)) from None
 
     @property
     def save_every(self) -> int:
@@ -236,6 +266,7 @@ class _Picture:
     caption: str  # the tags of ``[filewords]``
     mean: torch.Tensor  # (1, 4, h/8, w/8), scaled
     spread: torch.Tensor  # the latent distribution's std, scaled ("random" sampling)
+    weight: torch.Tensor | None = None  # as ``mean``, averaging 1: the loss's weight per latent (``use_weight``)
 
 
 def _caption(path: Path, request: TrainRequest) -> str:
@@ -266,7 +297,7 @@ def _pictures(pipe, request: TrainRequest, g: torch.Generator) -> list[_Picture]
     for path in paths:
         try:
             with Image.open(path) as opened:
-                image = opened.convert("RGB")
+                image = opened.convert("RGBA" if request.use_weight else "RGB")
         except (OSError, Image.DecompressionBombError) as exc:
             raise RequestError(f"{path.name} in the dataset cannot be read as a picture: {exc}", "data_root") from None
         if request.varsize:
@@ -274,13 +305,24 @@ def _pictures(pipe, request: TrainRequest, g: torch.Generator) -> list[_Picture]
         else:
             image = image.resize((request.training_width, request.training_height), Image.BICUBIC)
         with torch.no_grad():
-            pixels = pipe.image_processor.preprocess(image).to(device, vae.dtype)
+            pixels = pipe.image_processor.preprocess(image.convert("RGB")).to(device, vae.dtype)
             dist = vae.encode(pixels).latent_dist
         mean, spread = dist.mean.float() * scale, dist.std.float() * scale
         if request.latent_sampling_method == "once":
             mean = mean + spread * torch.randn(mean.shape, generator=g).to(mean.device)
-        pictures.append(_Picture(_caption(path, request), mean, spread))
+        weight = _weight(image.getchannel("A"), mean) if request.use_weight else None
+        pictures.append(_Picture(_caption(path, request), mean, spread, weight))
     return pictures
+
+
+def _weight(alpha: Image.Image, latents: torch.Tensor) -> torch.Tensor:
+    """A1111's loss weight from a picture's alpha: the alpha at the latents' size, less its least value, over its
+    mean (opaque pixels count, transparent ones do not); a picture without transparency weighs 1 everywhere."""
+    small = alpha.resize((latents.shape[-1], latents.shape[-2]), Image.BICUBIC)
+    weight = torch.tensor(np.asarray(small, dtype=np.float32))
+    weight = weight - weight.min()
+    weight = weight / weight.mean() if weight.max() > 0 else torch.ones_like(weight)
+    return weight.to(latents.device).expand_as(latents[0])[None]
 
 
 def _filewords(caption: str, request: TrainRequest, rng: random.Random) -> str:
@@ -400,11 +442,9 @@ class _Log:
             rows.writerow([step, epoch, f"{loss:.7f}", f"{rate:g}"])
 
 
-def _preview(engine, request: TrainRequest, model: str, prompt: str, seed: int) -> tuple[Image.Image, str]:
-    """A picture of ``prompt`` with the trained file as it is now, made as txt2img makes one (20 steps, the training
-    size), not saved with the outputs."""
-    made = engine.generate(GenerationRequest(prompt=prompt, model=model, width=request.training_width,
-                                             height=request.training_height, steps=20, seed=seed), save=False)
+def _preview(engine, request: GenerationRequest) -> tuple[Image.Image, str]:
+    """The picture with the trained file as it is now, made as txt2img makes one, not saved with the outputs."""
+    made = engine.generate(request, save=False)
     return made.images[0], made.infotexts[0]
 
 
@@ -460,7 +500,10 @@ def run(engine, request: TrainRequest, begin: Callable[[Any, torch.device], Trai
                 noisy, noise, t = noised(diffusion, latents, g)
                 with trainee.applied(unet):
                     prediction = unet(noisy, t, context).sample
-                error = torch.nn.functional.mse_loss(prediction.float(), target(diffusion, latents, noise, t).float())
+                squared = (prediction.float() - target(diffusion, latents, noise, t).float()) ** 2
+                if request.use_weight:
+                    squared = squared * torch.cat([p.weight for p in batch]).to(device)
+                error = squared.mean()
                 scaler.scale(error / request.gradient_step).backward()
                 loss += error.item() / request.gradient_step
             if clips:
@@ -481,8 +524,8 @@ def run(engine, request: TrainRequest, begin: Callable[[Any, torch.device], Trai
             preview = None
             if picture:
                 trainee.save(step, checkpoint)  # what the engine reads
-                preview, infotext = _preview(engine, request, model.info.name, trainee.preview_prompt(captions[0]),
-                                             rng.randint(0, MAX_SEED))
+                asked = request.preview(model.info.name, captions[0], rng.randint(0, MAX_SEED))
+                preview, infotext = _preview(engine, replace(asked, prompt=trainee.preview_prompt(asked.prompt)))
                 result.previews.append((preview, log.picture(step, preview, infotext)))
             logged = csv_every > 0 and step % csv_every == 0
             if logged:

@@ -93,9 +93,14 @@ def test_create_then_train_a_hypernetwork(served):
         "2 settings changed: training_write_csv_every, save_training_settings_to_txt.")
     page.screenshot(path=str(ARTIFACTS / "settings_training.png"), full_page=True, animations="disabled")
 
+    open_tab(page, "txt2img")  # the previews' parameters (A1111's Read parameters from txt2img)
+    set_text(page, "txt2img_prompt", "a style square")
+    set_numbers(page, {"txt2img_steps": 3, "txt2img_width": 64, "txt2img_height": 64, "txt2img_seed": 7})
     open_tab(page, "Train", "train")
     open_tab(page, "Train", "train_train")
     expect(page.locator("#train_hypernetwork input")).to_have_value("style")
+    page.locator("#train_preview_from_txt2img input[type=checkbox]").check()
+    page.locator("#train_use_weight input[type=checkbox]").check()
     set_text(page, "train_dataset_directory", str(data))
     set_text(page, "train_hypernetwork_learn_rate", "0.001")
     set_numbers(page, {"train_training_width": 64, "train_training_height": 64, "train_steps": 2, "train_seed": 1,
@@ -108,6 +113,9 @@ def test_create_then_train_a_hypernetwork(served):
     (log,) = (outputs / "textual_inversion").glob("*/style")
     assert [p.name for p in (log / "hypernetworks").iterdir()] == ["style-2.pt"]
     assert [p.name for p in (log / "images").iterdir()] == ["style-2.png"]
+    with Image.open(log / "images" / "style-2.png") as picture:
+        parameters = picture.info["parameters"]
+    assert parameters.startswith("a style square <hypernet:style:1>\nSteps: 3,") and "Seed: 7," in parameters
     assert (log / "hypernetwork_loss.csv").read_text().count("\n") == 3  # the header and steps 1 and 2
     assert not any(log.glob("settings-*.json"))
 

@@ -1,5 +1,6 @@
 """The Train tab's textual inversion on tiny-sd (``trainer`` and ``dataset``: conftest): schedules, captions, created
-files, training's mechanics and the API's two endpoints. What a trained embedding means is checked on the embedded model (test_train_embedded.py)."""
+files, training's mechanics (what both trainers share among them) and the API's endpoints and progress. What a
+trained embedding means is checked on the embedded model (test_train_embedded.py)."""
 
 import csv
 import json
@@ -17,7 +18,7 @@ from pipelines.embeddings import EmbeddingLibrary
 from pipelines.errors import RequestError
 from pipelines.infotext import parse_infotext
 from pipelines.text_encoding import encode_captions, encode_prompts
-from pipelines.training_run import _caption, _filewords, schedule, template_names
+from pipelines.training_run import _caption, _filewords, _weight, schedule, template_names
 
 
 def _request(name: str, data_root: str, **values) -> TrainEmbeddingRequest:
@@ -87,6 +88,23 @@ def test_create_embedding_starts_from_the_init_words_and_keeps_old_files(trainer
     for bad in ("", "../up", "a/b", "<x>"):
         with pytest.raises(RequestError):
             CreateRequest(bad)
+
+
+def test_the_png_alpha_weighs_the_loss_as_a1111s(trainer, dataset):
+    """Transparent latents weigh 0, opaque ones the rest (the mean is 1); a picture without transparency weighs 1."""
+    alpha = Image.new("L", (64, 64), 0)
+    alpha.paste(255, (32, 0, 64, 64))
+    weight = _weight(alpha, torch.zeros(1, 4, 8, 8))
+    assert weight.shape == (1, 4, 8, 8) and weight.mean().item() == pytest.approx(1.0)
+    assert weight[..., :3].abs().max() < 0.05 and weight[..., 5:].min() > 1.9
+    assert torch.equal(_weight(Image.new("L", (64, 64), 255), torch.zeros(1, 4, 8, 8)), torch.ones(1, 4, 8, 8))
+    picture = Image.new("RGBA", (64, 64), (255, 0, 0, 255))
+    picture.putalpha(alpha)
+    picture.save(dataset / "00003-a half red field.png")
+    create_embedding(trainer, CreateRequest("mine"))
+    done = train_embedding(trainer, _request("mine", str(dataset), training_width=64, training_height=64, steps=2,
+                                             use_weight=True, create_image_every=0, save_embedding_every=0))
+    assert done.step == 2 and done.loss > 0
 
 
 def test_a_safetensors_embedding_keeps_its_step_in_metadata(tmp_path):
@@ -221,8 +239,15 @@ def test_the_api_creates_and_trains_as_a1111s(api_client, trainer, dataset, tmp_
     assert trained.json()["info"].endswith("viaapi.pt error: None")
     listed = client.get("/sdapi/v1/embeddings").json()["loaded"]["viaapi"]
     assert listed["step"] == 2 and listed["vectors"] == 2
-    refused = client.post("/sdapi/v1/train/embedding", json={**payload, "use_weight": True})
-    assert refused.status_code == 422 and refused.json()["field"] == "use_weight"
+    previews = {"preview_from_txt2img": True, "preview_prompt": "a viaapi square", "preview_steps": 3,
+                "preview_sampler_name": "DDIM", "preview_cfg_scale": 5, "preview_seed": 11, "preview_width": 64,
+                "preview_height": 64, "create_image_every": 1, "steps": 3, "use_weight": True}
+    assert client.post("/sdapi/v1/train/embedding", json={**payload, **previews}).status_code == 200
+    with Image.open(log / "images" / "viaapi-3.png") as picture:
+        prompt, _, params = parse_infotext(picture.info["parameters"])
+    assert (prompt, params["Steps"], params["Sampler"], params["Seed"]) == ("a viaapi square", "3", "DDIM", "11")
+    refused = client.post("/sdapi/v1/train/embedding", json={**payload, **previews, "preview_sampler_name": "Nope"})
+    assert refused.status_code == 422 and refused.json()["field"] == "preview_sampler_name"
     assert client.post("/sdapi/v1/refresh-embeddings").status_code == 200
 
 

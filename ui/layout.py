@@ -99,7 +99,7 @@ def build_ui(services) -> gr.Blocks:
             with gr.Tab("Checkpoint Merger", id="merger"):
                 merger.build(services, model)
             with gr.Tab("Train", id="train"):
-                train.build(services, model)
+                train.build(services, model, t2i.fields.components)
             with gr.Tab("Models", id="models"):
                 models.build(services)
             with gr.Tab("Settings", id="settings"):

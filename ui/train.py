@@ -14,10 +14,10 @@ from pipelines.hypernetwork_training import (DEFAULT_SIZES, SIZES, CreateHyperne
                                              TrainHypernetworkRequest, create_hypernetwork, model_widths,
                                              train_hypernetwork)
 from pipelines.networks.hypernetwork import ACTIVATION_NAMES, WEIGHT_INITS
-from pipelines.training_run import (CLIP_GRAD, LATENT_SAMPLING, TrainProgress, TrainResult, configured,
-                                   template_names)
+from pipelines.training_run import (CLIP_GRAD, LATENT_SAMPLING, PREVIEW_FIELDS, TrainProgress, TrainResult,
+                                   configured, template_names)
 
-from .common import FIT, GPU_QUEUE, REFRESH
+from .common import FIT, GPU_QUEUE, REFRESH, FieldSet
 
 DEFAULT_TEMPLATE = "style_filewords.txt"
 
@@ -33,7 +33,8 @@ def _modules(services, model_name: str | None) -> dict:
     return {"choices": [str(w) for w in (*SIZES, *extra)], "value": [str(w) for w in (*DEFAULT_SIZES, *extra)]}
 
 
-def build(services, model: gr.Dropdown) -> None:
+def build(services, model: gr.Dropdown, txt2img: dict) -> None:
+    """The tab; ``txt2img``: that tab's fields by name, which previews can read (A1111's *Read parameters*)."""
     engine = services.engine
 
     with gr.Tabs():
@@ -129,6 +130,11 @@ def build(services, model: gr.Dropdown) -> None:
                                          elem_id="train_tag_drop_out")
                     sampling = gr.Radio(list(LATENT_SAMPLING), value="once", label="Choose latent sampling method",
                                         elem_id="train_latent_sampling_method")
+                    use_weight = gr.Checkbox(False, label="Use PNG alpha channel as loss weight",
+                                             elem_id="train_use_weight",
+                                             info="transparent parts of a picture teach nothing")
+                    from_txt2img = gr.Checkbox(False, label="Read parameters (prompt, etc...) from txt2img tab when "
+                                               "making previews", elem_id="train_preview_from_txt2img")
                     with gr.Row():
                         interrupt = gr.Button("Interrupt", elem_id="train_interrupt")
                         train_hypernetwork_button = gr.Button("Train Hypernetwork", variant="primary",
@@ -169,24 +175,27 @@ def build(services, model: gr.Dropdown) -> None:
                             use_dropout, dropout_structure, overwrite_hypernetwork],
         [hypernetwork_created, hypernetwork], api_name="create_hypernetwork")
 
-    def runner(request_class, train_file):
-        """The click of *Train Embedding* or *Train Hypernetwork*: the picked file at its rate, the shared fields."""
+    shared = {"clip_grad_mode": clip_mode, "clip_grad_value": clip_value, "batch_size": batch_size,
+              "gradient_step": gradient_step, "data_root": data_root, "log_directory": log_directory,
+              "template_filename": template, "training_width": width, "training_height": height, "varsize": varsize,
+              "steps": steps, "seed": seed, "create_image_every": image_every, "shuffle_tags": shuffle,
+              "tag_drop_out": drop_out, "latent_sampling_method": sampling, "use_weight": use_weight,
+              "preview_from_txt2img": from_txt2img, "model": model,
+              **{field: txt2img[name] for name, field in PREVIEW_FIELDS.items()}}
 
-        def run(picked, rate, mode, clip, batch, accumulate, folder, log, template_file, w, h, keep_size, max_steps,
-                run_seed, every_image, every_copy, shuffle_tags, drop, sampling_method, model_name,
-                request: gr.Request):
+    def runner(request_class, train_file, picked: gr.Dropdown, rate: gr.Textbox) -> tuple:
+        """The click of *Train Embedding* or *Train Hypernetwork*: the picked file at its rate, the shared fields
+        (by the request's field names)."""
+        fields = FieldSet("train")
+        for name, component in {request_class.NAME_FIELD: picked, "learn_rate": rate,
+                                request_class.SAVE_FIELD: save_every, **shared}.items():
+            fields.add(name, component)
+
+        def run(values: dict, request: gr.Request):
             owner = request.session_hash if request else None
             try:
-                train_request = request_class(**{request_class.NAME_FIELD: picked or "",
-                                                  request_class.SAVE_FIELD: every_copy},
-                                              data_root=folder or "", model=model_name or "", learn_rate=rate,
-                                              batch_size=batch, gradient_step=accumulate, log_directory=log,
-                                              training_width=w, training_height=h, varsize=keep_size,
-                                              steps=max_steps, clip_grad_mode=mode, clip_grad_value=clip,
-                                              shuffle_tags=shuffle_tags, tag_drop_out=drop,
-                                              latent_sampling_method=sampling_method,
-                                              create_image_every=every_image, template_filename=template_file,
-                                              seed=run_seed, **configured(services.config))
+                train_request = request_class(**{k: "" if v is None else v for k, v in values.items()},
+                                              **configured(services.config))
                 for event in streamed(lambda on_progress, cancel: train_file(engine, train_request, on_progress,
                                                                              cancel, owner)):
                     if isinstance(event, TrainResult):
@@ -198,15 +207,14 @@ def build(services, model: gr.Dropdown) -> None:
             except EaselError as exc:
                 raise gr.Error(str(exc), print_exception=False) from None
 
-        return run
+        return fields.named(run), fields.inputs
 
-    shared = [clip_mode, clip_value, batch_size, gradient_step, data_root, log_directory, template, width, height,
-              varsize, steps, seed, image_every, save_every, shuffle, drop_out, sampling, model]
-    train.click(runner(TrainEmbeddingRequest, train_embedding), [embedding, learn_rate, *shared], [status, preview],
-                api_name="train_embedding", concurrency_id=GPU_QUEUE, concurrency_limit=1)
-    train_hypernetwork_button.click(runner(TrainHypernetworkRequest, train_hypernetwork),
-                                    [hypernetwork, hypernetwork_rate, *shared], [status, preview],
-                                    api_name="train_hypernetwork", concurrency_id=GPU_QUEUE, concurrency_limit=1)
+    for button, (handler, inputs), api_name in (
+            (train, runner(TrainEmbeddingRequest, train_embedding, embedding, learn_rate), "train_embedding"),
+            (train_hypernetwork_button, runner(TrainHypernetworkRequest, train_hypernetwork, hypernetwork,
+                                               hypernetwork_rate), "train_hypernetwork")):
+        button.click(handler, inputs, [status, preview], api_name=api_name, concurrency_id=GPU_QUEUE,
+                     concurrency_limit=1)
 
     def stop(request: gr.Request) -> None:  # the caller's own run, as the generation tabs' Interrupt
         engine.interrupt(owner=request.session_hash if request else None)
