@@ -35,29 +35,29 @@ def engine(tmp_path_factory):
     return Engine(Registry(root, device="cpu"), OutputWriter(tmp_path_factory.mktemp("outputs")))
 
 
-@pytest.fixture(scope="module")
-def pictures(tmp_path_factory):
-    """16 purple shapes on orange, each named by what it shows ("00003-large star in the top left corner.png")."""
-    folder = tmp_path_factory.mktemp("dusk")
+def _shapes_on_orange(folder: Path, colours: list[str]) -> Path:
+    """16 shapes in ``colours`` on orange, each named by what it shows, its colour too when there are several
+    ("00003-large star in the top left corner.png", "00004-small red circle in the middle.png")."""
     rng = random.Random(0)
     for index in range(16):
         shape, size, position = rng.choice(SHAPES), rng.choice(SIZES), rng.choice(list(POSITIONS))
-        scene = Scene("orange", make_item(shape, "purple", size, position, rng))
-        render(scene).save(folder / f"{index:05d}-{size} {shape} {POSITION_PHRASES[position]}.png")
+        colour = rng.choice(colours) if len(colours) > 1 else colours[0]  # no draw for one: the measured pictures
+        words = f"{size} {colour} {shape}" if len(colours) > 1 else f"{size} {shape}"
+        scene = Scene("orange", make_item(shape, colour, size, position, rng))
+        render(scene).save(folder / f"{index:05d}-{words} {POSITION_PHRASES[position]}.png")
     return folder
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    """Purple shapes on orange, their colour left out of their names."""
+    return _shapes_on_orange(tmp_path_factory.mktemp("dusk"), ["purple"])
 
 
 @pytest.fixture(scope="module")
 def on_orange(tmp_path_factory):
-    """16 shapes of many colours (never orange) on orange, named by what they show."""
-    folder = tmp_path_factory.mktemp("on-orange")
-    rng = random.Random(0)
-    for index in range(16):
-        shape, size, position = rng.choice(SHAPES), rng.choice(SIZES), rng.choice(list(POSITIONS))
-        colour = rng.choice(["red", "green", "blue", "purple", "white", "black"])
-        scene = Scene("orange", make_item(shape, colour, size, position, rng))
-        render(scene).save(folder / f"{index:05d}-{size} {colour} {shape} {POSITION_PHRASES[position]}.png")
-    return folder
+    """Shapes of many colours (never orange) on orange."""
+    return _shapes_on_orange(tmp_path_factory.mktemp("on-orange"), ["red", "green", "blue", "purple", "white", "black"])
 
 
 def read(engine, prompts: list[str], tag: str = ""):
