@@ -16,11 +16,11 @@ import torch
 from .atomic import replace_file
 from .embeddings import MAX_VECTORS, Embedding
 from .errors import RequestError
-from .networks.files import KINDS, NetworkError, NetworkFile
+from .networks.files import NetworkError, NetworkFile
 from .request import whole_between
 from .text_encoding import encode_captions
 from .training_run import (Trainee, TrainProgress, TrainRequest, TrainResult, check_model, check_name, find_file,
-                           run)
+                           new_file, run)
 
 STAR_TOKEN = 265  # the token id of "*" in CLIP's vocabulary, which A1111's .pt files name their vectors by
 
@@ -64,11 +64,7 @@ class CreateRequest:
 def create_embedding(engine, request: CreateRequest) -> Path:
     """The new file (``embeddings/<name>.pt``, or the file of that name when overwriting). Each vector starts from
     the init text's token at the same place along it (A1111's rule); no init text: zeros."""
-    models_dir = engine.registry.models_dir
-    existing = find_file(models_dir, "embedding", request.name)
-    if existing and not request.overwrite_old:
-        raise RequestError(f"An embedding named {request.name!r} exists ({existing.path.name}); tick Overwrite Old "
-                           "Embedding to replace it.", "name")
+    path = new_file(engine.registry.models_dir, "embedding", request.name, request.overwrite_old)
     with engine.holding(request.model) as model:
         encoder = check_model(model.pipe, model.info.name, "Embeddings")
         ids = model.pipe.tokenizer(request.init_text, add_special_tokens=False).input_ids if request.init_text else []
@@ -76,7 +72,6 @@ def create_embedding(engine, request: CreateRequest) -> Path:
         count = request.num_vectors_per_token
         vectors = (table[[ids[i * len(ids) // count] for i in range(count)]] if ids
                    else torch.zeros(count, table.shape[1]))
-        path = existing.path if existing else models_dir / KINDS["embedding"][0] / f"{request.name}.pt"
         save_embedding(path, vectors, request.name, 0, (model.hash or "", model.info.name))
     return path
 

@@ -17,9 +17,10 @@ import torch
 
 from .atomic import replace_file
 from .errors import EaselError, RequestError
-from .networks.files import KINDS, NetworkError, NetworkFile
+from .networks.files import NetworkError, NetworkFile
 from .networks.hypernetwork import ACTIVATION_NAMES, WEIGHT_INITS, Hypernetwork, installed
-from .training_run import Trainee, TrainProgress, TrainRequest, TrainResult, check_name, find_file, run
+from .training_run import (Trainee, TrainProgress, TrainRequest, TrainResult, check_name, find_file, new_file,
+                           run)
 
 SIZES = (768, 1024, 320, 640, 1280)  # A1111's "Modules": text-context widths (SD 1.x, 2.x), then UNet channels
 DEFAULT_SIZES = (768, 320, 640, 1280)
@@ -120,12 +121,7 @@ def save_hypernetwork(path: Path, data: dict[str, Any]) -> None:
 
 def create_hypernetwork(engine, request: CreateHypernetworkRequest) -> Path:
     """The new file (``hypernetworks/<name>.pt``, replacing one of that name when overwriting); no model is needed."""
-    models_dir = engine.registry.models_dir
-    existing = find_file(models_dir, "hypernet", request.name)
-    if existing and not request.overwrite_old:
-        raise RequestError(f"A hypernetwork named {request.name!r} exists ({existing.path.name}); tick Overwrite Old "
-                           "Hypernetwork to replace it.", "name")
-    path = existing.path if existing else models_dir / KINDS["hypernet"][0] / f"{request.name}.pt"
+    path = new_file(engine.registry.models_dir, "hypernet", request.name, request.overwrite_old)
     save_hypernetwork(path, Hypernetwork.create(request.name, request.enable_sizes, request.settings()).state())
     return path
 

@@ -43,7 +43,7 @@ from PIL import Image
 from .diffusion_loss import noised, target, training_schedule
 from .engine import Run
 from .errors import RequestError
-from .networks.files import NetworkFile, list_files
+from .networks.files import KINDS, LABELS, NetworkFile, list_files
 from .outputs import OutputWriter
 from .request import MAX_SEED, GenerationRequest, number_between, whole_between
 from .text_encoding import encode_captions
@@ -133,6 +133,19 @@ def check_name(name: str, kind: str) -> str:
 def find_file(models_dir: Path, kind: str, name: str) -> NetworkFile | None:
     """The file of ``kind`` (the networks' kinds: "embedding", "hypernet") named ``name``, if there is one."""
     return next((item for item in list_files(models_dir, kind) if item.name == name), None)
+
+
+def new_file(models_dir: Path, kind: str, name: str, overwrite: bool) -> Path:
+    """Where *Create embedding* or *Create hypernetwork* writes ``name`` (``kind``: "embedding", "hypernet"): a new
+    ``.pt`` in the kind's folder, or the file of that name when ``overwrite`` (else it is refused)."""
+    existing = find_file(models_dir, kind, name)
+    if existing is None:
+        return Path(models_dir) / KINDS[kind][0] / f"{name}.pt"
+    noun = LABELS[kind]
+    if not overwrite:
+        raise RequestError(f"{'An' if noun[0] in 'AEIOU' else 'A'} {noun.lower()} named {name!r} exists "
+                           f"({existing.path.name}); tick Overwrite Old {noun} to replace it.", "name")
+    return existing.path
 
 
 def check_model(pipe, model_name: str, what: str):
