@@ -328,8 +328,8 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         """The Extras tab's upscale of one picture (not saved, as A1111's API); ``html_info`` is its
         postprocessing text."""
         (request,) = extras_requests(payload, [decode_image(payload.image, "image")])
-        image, text, _ = engine.postprocess(request, save=False)
-        return {"html_info": text, "image": encode_png(image)}
+        done = engine.postprocess(request, save=False)
+        return {"html_info": done.text, "image": encode_png(done.images[0])}
 
     @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse)
     def extra_batch_images(payload: ExtrasBatchImagesPayload):
@@ -337,7 +337,8 @@ def create_router(services, users: list[tuple[str, str]] | None = None) -> APIRo
         pictures = [decode_image(item.get("data"), f"imageList[{index}].data")
                     for index, item in enumerate(payload.imageList)]
         done = [engine.postprocess(request, save=False) for request in extras_requests(payload, pictures)]
-        return {"html_info": done[0][1] if done else "", "images": [encode_png(image) for image, _, _ in done]}
+        return {"html_info": done[0].text if done else "",
+                "images": [encode_png(image) for made in done for image in made.images]}
 
     @router.post("/png-info", response_model=PNGInfoResponse)
     def png_info(payload: PNGInfoPayload):

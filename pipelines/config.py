@@ -86,6 +86,8 @@ OPTIONS = (
            True, info="also the EXIF of JPEG and WebP files; off: the gallery's and the API's pictures carry none"),
     Option("save_txt", "Create a text file next to every image with generation parameters", SAVING, False),
     Option("jpeg_quality", "Quality for saved jpeg and webp images", SAVING, QUALITY, low=1, high=100),
+    Option("use_original_name_batch", "Use original name for output filename during batch process in extras tab",
+           SAVING, True, info="the source's name, then -1, -2 for the pictures made of it (nothing is written over)"),
     Option("grid_save", "Always save all generated image grids", SAVING, True),
     Option("grid_format", "File format for grids", SAVING, "png", choices=tuple(FORMATS)),
     Option("grid_extended_filename", "Add extended info (seed, prompt) to filename when saving grid", SAVING, False,

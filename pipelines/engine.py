@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterator
 import torch
 from PIL import Image
 
-from . import extras
+from . import extras, postprocessing
 from .controlnet import Controls, check_family, control_map
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
-from .extras import ExtrasRequest
+from .extras import ExtrasRequest, Postprocessed
 from .filenames import Naming
 from .generate import decode_latents, encode_pictures, run_pipeline, run_upscaler
 from .grid import Grid
@@ -158,6 +158,7 @@ class Engine:
         self.grid_extended = False  # A1111's grid_extended_filename: a job's grid named by the pattern too
         self.save_before_hires = False  # A1111's save_images_before_highres_fix
         self.pnginfo = True  # A1111's enable_pnginfo: pictures carry their parameters (the gallery's, the API's)
+        self.original_names = True  # A1111's use_original_name_batch: Extras' batch results named by their sources
         self._device_lock = threading.RLock()  # reentrant: a training run makes previews with ``generate``
         self._job: Job | None = None
         self._runs: dict[int, Run] = {}  # runs other than jobs (training)
@@ -228,9 +229,12 @@ class Engine:
         return self.writer.save(image, infotext, seed, _OUTPUT_CATEGORY[job.request.task],
                                 naming=replace(job.naming, index=index), suffix=suffix)
 
-    def postprocess(self, request: ExtrasRequest, save: bool = True) -> tuple[Image.Image, str, Path | None]:
-        """The Extras tab's upscale, on the device lock (upscaler files run on the device): the picture, A1111's
-        postprocessing text, and where it was saved (``extras-images``, with the picture's own parameters)."""
+    def postprocess(self, request: ExtrasRequest, save: bool = True) -> Postprocessed:
+        """The Extras tab's work on one picture, the upscale on the device lock (upscaler files run on the device),
+        then the operations after it (``ExtrasRequest.operations``): the pictures made with A1111's postprocessing
+        text, where each was saved and what was left undone. Each picture keeps the source's parameters; saved in
+        ``request.output_dir`` itself (no dated folder, as A1111's Extras), named by the source's file name in a
+        batch with ``original_names``, with the source's caption beside it."""
         known = extras.names(self.registry.models_dir)
         for name, key in ((request.upscaler_1, "upscaler_1"), (request.upscaler_2, "upscaler_2")):
             check_upscaler(name, known, key)
@@ -242,10 +246,21 @@ class Engine:
         image = pictures[0][0]
         if len(pictures) > 1:
             image = Image.blend(image, pictures[1][0].resize(image.size, Image.LANCZOS), pictures[1][1])
-        text, parameters = request.infotext(), read_infotext(request.image) or ""
-        image.info.update(parameters=parameters, postprocessing=text)
-        path = self.writer.save(image, parameters, None, "extras-images", postprocessing=text) if save else None
-        return image, text, path
+        done = Postprocessed(request.infotext())
+        pieces = postprocessing.apply(image, request.operations(done.notes))
+        parameters = read_infotext(request.image) or ""
+        stem = Path(request.image_name).stem if request.image_name and self.original_names else None
+        for piece in pieces:
+            if self.pnginfo:
+                piece.image.info.update(parameters=parameters, postprocessing=done.text)
+            tags = "-".join(piece.tags)
+            path = self.writer.save(piece.image, parameters, None, request.output_dir, name=stem, dirs=False,
+                                    suffix=f"-{tags}" if stem and tags else tags, postprocessing=done.text,
+                                    text=request.caption if request.caption and not piece.final else None) \
+                if save else None
+            done.images.append(piece.image)
+            done.paths.append(path)
+        return done
 
     def save_grids(self, grids: list[Grid], task: str) -> list[Path | None]:
         """Grids of jobs' pictures (a prompt matrix's) with their infotexts, where A1111 keeps them:

@@ -113,21 +113,29 @@ class OutputWriter:
         naming: Naming | None = None,
         basename: str = "",
         suffix: str = "",
+        name: str | None = None,
+        dirs: bool = True,
+        text: str | None = None,
         **chunks: str,
     ) -> Path | None:
         """Save ``image`` with its infotext (and other text ``chunks``) and return the final path, or None when
         saving is disabled. The name is ``basename`` (A1111's ``grid``), the next number, then, where there is a seed,
         the file name pattern's text for the picture and the job it was made in (``naming``), then ``suffix``
-        (A1111's ``-before-highres-fix``)."""
+        (A1111's ``-before-highres-fix``); or ``name`` and ``suffix`` without a number (A1111's forced file name:
+        ``-1``, ``-2`` when taken). ``dirs`` off puts it in the category's folder itself (A1111's Extras). The
+        ``.txt`` beside it holds ``text`` when given (a caption), else the infotext when ``save_txt`` is on."""
         if not self.enabled:
             return None
         pattern = self.pattern or (DEFAULT if self.save_to_dirs else DEFAULT_UNSORTED)
-        named = "" if seed is None else file_stem(pattern, infotext, seed, naming=naming, image=image)
+        named = name if name is not None else "" if seed is None else file_stem(pattern, infotext, seed,
+                                                                                naming=naming, image=image)
         stem = named + suffix or None
-        path = self._place(self._folder(category, infotext, when, naming, image), f".{self.format}", basename, stem,
-                           lambda file: self._write(file, image, infotext, chunks))
-        if self.save_txt:
-            with _written(path.parent, lambda file: file.write(infotext.encode("utf-8"))) as temp:
+        folder = self._folder(category, infotext, when, naming, image) if dirs else self.root / category
+        path = self._place(folder, f".{self.format}", basename, stem,
+                           lambda file: self._write(file, image, infotext, chunks), numbered=name is None)
+        if text is not None or self.save_txt:
+            content = (infotext if text is None else text).encode("utf-8")
+            with _written(path.parent, lambda file: file.write(content)) as temp:
                 _linked(temp, path.with_suffix(".txt"))  # a file of that name already: never written over
         return path
 
@@ -160,10 +168,12 @@ class OutputWriter:
                     folder /= name
         return folder
 
-    def _names(self, folder: Path, extension: str, basename: str, stem: str | None) -> Iterator[str]:
+    def _names(self, folder: Path, extension: str, basename: str, stem: str | None,
+               numbered: bool = True) -> Iterator[str]:
         """The names to try in turn, each after the one before was taken: the next number (after ``basename``, in
-        four digits as A1111's) and ``stem``; or, without ``add_number``, ``stem``, ``stem-1``, ..."""
-        if stem and not self.add_number:
+        four digits as A1111's) and ``stem``; or, without ``add_number`` (or ``numbered``), ``stem``, ``stem-1``,
+        ..."""
+        if stem and not (self.add_number and numbered):
             yield f"{stem}{extension}"
             yield from (f"{stem}-{count}{extension}" for count in itertools.count(1))
         rescan = False
@@ -174,12 +184,12 @@ class OutputWriter:
             rescan = True  # someone else (another process, or a file added by hand) took that name
 
     def _place(self, folder: Path, extension: str, basename: str, stem: str | None,
-               write: Callable[[BinaryIO], None]) -> Path:
+               write: Callable[[BinaryIO], None], numbered: bool = True) -> Path:
         """Write a file in full under a temporary name, then link it to the first free name: never half-written,
         never over another."""
         folder.mkdir(parents=True, exist_ok=True)
         with _written(folder, write) as temp:
-            return next(folder / name for name in self._names(folder, extension, basename, stem)
+            return next(folder / name for name in self._names(folder, extension, basename, stem, numbered)
                         if _linked(temp, folder / name))
 
     def _write(self, file, image: Image.Image, infotext: str, chunks: dict[str, str]) -> None:

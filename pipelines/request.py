@@ -17,12 +17,12 @@ from typing import Any, Mapping
 from . import infotext as infotext_format
 from .controlnet import ControlUnit
 from .errors import RequestError
-from .extras import NONE as NO_UPSCALER
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
+from .upscalers import NONE as NO_UPSCALER
 
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1

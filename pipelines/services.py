@@ -156,6 +156,7 @@ class Services:
                                                            options["grid_save_to_dirs"])
         engine.grid_extended, engine.pnginfo = options["grid_extended_filename"], options["enable_pnginfo"]
         engine.save_before_hires = options["save_images_before_highres_fix"]
+        engine.original_names = options["use_original_name_batch"]
         every = options["show_progress_every_n_steps"]
         self.engine.preview_every = max(every, 0) if options["live_previews_enable"] else 0
         return changed

@@ -20,6 +20,7 @@ from PIL import Image
 
 from .errors import ModelError, RequestError
 
+NONE = "None"  # A1111's upscaler that leaves the picture as it is (Extras, SD upscale)
 LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (nearest)": "nearest", "Latent (bicubic)": "bicubic"}
 PIXEL_UPSCALERS = {"Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
 UPSCALER_DIR = "upscalers"

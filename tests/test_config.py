@@ -212,10 +212,11 @@ def test_the_api_options_change_how_pictures_are_saved_and_keep_it(models_dir, t
     assert Image.open(grid).size == (128, 64) and grid.name == "grid-0000.png"  # A1111's grid_format is its own
     assert client.post("/sdapi/v1/options", json={"return_grid": False, "grid_save": False}).status_code == 200
     assert run() == 2 and len(list((out / "txt2img-grids").rglob("*.png"))) == 1
-    response = client.post("/sdapi/v1/options", json={"samples_save": False, "live_previews_enable": False})
+    response = client.post("/sdapi/v1/options", json={"samples_save": False, "live_previews_enable": False,
+                                                      "use_original_name_batch": False})
     assert response.status_code == 200
     assert run() == 2 and len(list((out / "txt2img-images").rglob("*.jpg"))) == 4
-    assert services.engine.preview_every == 0
+    assert services.engine.preview_every == 0 and services.engine.original_names is False
     for bad in ({"jpeg_quality": 0}, {"samples_filename_pattern": "[nope]"}, {"return_grid": "yes"}):
         response = client.post("/sdapi/v1/options", json={"samples_format": "webp", **bad})
         assert response.status_code == 422 and response.json()["field"] == next(iter(bad)), response.text
@@ -229,7 +230,7 @@ def test_the_api_options_change_how_pictures_are_saved_and_keep_it(models_dir, t
     assert read_infotext(Image.open(newest)) is None and newest.with_suffix(".txt").read_text().startswith("a cat")
     kept = json.loads(path.read_text())
     assert kept == {**changes, "return_grid": False, "grid_save": False, "samples_save": True,
-                    "live_previews_enable": False, "enable_pnginfo": False}
+                    "live_previews_enable": False, "use_original_name_batch": False, "enable_pnginfo": False}
 
 
 def test_the_grid_settings_and_the_jobs_tokens_name_and_place_what_is_saved(models_dir, tmp_path, api_client):
