@@ -122,6 +122,9 @@ OPTIONS = (
     Option("dataset_filename_word_regex", "Filename word regex", TRAINING, "", check_text=check_word_regex,
            info="a caption read from a file name is the words it finds (empty: the whole name)"),
     Option("dataset_filename_join_string", "Filename join string", TRAINING, " "),
+    Option("save_optimizer_state", "Saves Optimizer state as separate *.optim file. Training of embedding or HN can "
+           "be resumed with the matching optim file.", TRAINING, False,
+           info="beside the trained file, each time it is saved; a run goes on from it while the file is unchanged"),
     Option("extra_networks_default_multiplier", "Default multiplier for extra networks", NETWORKS, 1.0, low=0.0,
            high=2.0, info="the weight a card's tag gets when its network has no preferred weight"),
     Option("notification_audio", "Play notification sound after image generation", UI, True,

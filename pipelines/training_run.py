@@ -26,6 +26,7 @@ import datetime
 import itertools
 import json
 import math
+import pickle
 import random
 import re
 import statistics
@@ -40,9 +41,11 @@ import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
+from .atomic import replace_file
 from .diffusion_loss import noised, target, training_schedule
 from .engine import Run
 from .errors import RequestError
+from .hashing import short_hash
 from .networks.files import KINDS, LABELS, NetworkFile, list_files
 from .outputs import OutputWriter
 from .request import MAX_SEED, GenerationRequest, number_between, whole_between
@@ -58,7 +61,7 @@ MAX_REPEATS = 1000
 # A1111's Training settings that runs read, by their option keys (``pipelines.config``), and the Easel fields of a
 # ``TrainRequest`` that hold them
 SETTINGS = ("training_write_csv_every", "training_image_repeats_per_epoch", "save_training_settings_to_txt",
-            "dataset_filename_word_regex", "dataset_filename_join_string")
+            "dataset_filename_word_regex", "dataset_filename_join_string", "save_optimizer_state")
 _NAME = re.compile(r"^[\w][\w .+-]{0,99}$")  # a file stem that tokenizes to itself: no path, no brackets
 _LEADING_NUMBER = re.compile(r"^[-\d]+\s*")  # A1111 drops "00012-" from "00012-a red car.png"
 # a preview's request field -> the training request's (A1111's API names)
@@ -201,6 +204,7 @@ class TrainRequest:
     save_training_settings_to_txt: bool = True
     dataset_filename_word_regex: str = ""
     dataset_filename_join_string: str = " "
+    save_optimizer_state: bool = False  # the optimizer's state kept beside the file (``.optim``), and read back
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -371,12 +375,14 @@ class TrainResult:
     interrupted: bool = False
     previews: list[tuple[Image.Image, Path]] = field(default_factory=list)
     copies: list[Path] = field(default_factory=list)  # the file's copies in the log folder
+    notes: list[str] = field(default_factory=list)  # what the run says besides (the optimizer's state read back)
 
     @property
     def message(self) -> str:
         ended = "Training interrupted" if self.interrupted else "Training finished"
         loss = f", loss {self.loss:.4f}" if self.loss is not None else ""
-        return f"{ended} at {self.step} steps{loss}. {self.kind.capitalize()} saved to {self.path}."
+        return " ".join([f"{ended} at {self.step} steps{loss}. {self.kind.capitalize()} saved to {self.path}.",
+                         *self.notes])
 
 
 def _batches(pictures: list[_Picture], size: int, rng: random.Random) -> Iterator[tuple[int, list[_Picture]]]:
@@ -417,6 +423,38 @@ class Trainee:
     def described(self) -> dict[str, Any]:
         """What the run's settings file notes of the trainee besides the request."""
         return {}
+
+
+def _optimizer_file(path: Path) -> Path:
+    """Where A1111 keeps a trained file's optimizer state: beside it, ``.optim`` after its whole name."""
+    return path.with_name(path.name + ".optim")
+
+
+def _resume(optimizer: torch.optim.Optimizer, path: Path) -> str:
+    """The optimizer's state kept beside ``path`` loaded into ``optimizer``, when it was kept with the file as it
+    is now (its hash); what happened, for the run's message."""
+    kept = _optimizer_file(path)
+    if not kept.is_file():
+        return ""
+    try:
+        saved = torch.load(kept, map_location="cpu", weights_only=True)
+        if saved.get("hash") != short_hash(path):
+            return f"{kept.name} was kept with another state of {path.name}: the optimizer started afresh."
+        optimizer.load_state_dict(saved["optimizer_state_dict"])
+    except (OSError, RuntimeError, KeyError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+        return f"{kept.name} cannot be read ({exc}): the optimizer started afresh."
+    return f"The optimizer went on from the state in {kept.name}."
+
+
+def _save(trainee: Trainee, optimizer: torch.optim.Optimizer, step: int, checkpoint: tuple[str, str],
+          keep_optimizer: bool) -> None:
+    """The trained file, and with ``keep_optimizer`` the optimizer's state beside it with the file's hash (A1111's
+    ``save_optimizer_state``), each written atomically."""
+    trainee.save(step, checkpoint)
+    if keep_optimizer:
+        state = {"hash": short_hash(trainee.path), "optimizer_name": type(optimizer).__name__,
+                 "optimizer_state_dict": optimizer.state_dict()}
+        replace_file(_optimizer_file(trainee.path), lambda file: torch.save(state, file))
 
 
 class _Log:
@@ -487,6 +525,7 @@ def run(engine, request: TrainRequest, begin: Callable[[Any, torch.device], Trai
         pictures = _pictures(pipe, request, g)
         batches = _batches(pictures * request.training_image_repeats_per_epoch, request.batch_size, rng)
         optimizer = torch.optim.AdamW(trainee.parameters, lr=_at(rates, step), weight_decay=trainee.weight_decay)
+        resumed = _resume(optimizer, trainee.path) if request.save_optimizer_state else ""
         scaler = torch.amp.GradScaler(device.type, enabled=unet.dtype == torch.float16)
         diffusion = training_schedule(pipe.scheduler.config)
         checkpoint = (model.hash or "", model.info.name)
@@ -494,7 +533,8 @@ def run(engine, request: TrainRequest, begin: Callable[[Any, torch.device], Trai
         if request.save_training_settings_to_txt:
             log.settings({**asdict(request), "seed": seed, "model": model.info.name, "model_hash": model.hash,
                           "initial_step": step, "pictures": len(pictures), **trainee.described()})
-        result = TrainResult(request.KIND, trainee.name, trainee.path, step, None, log.folder)
+        result = TrainResult(request.KIND, trainee.name, trainee.path, step, None, log.folder,
+                             notes=[resumed] if resumed else [])
         losses: list[float] = []
         epoch, logged = 0, False
         csv_every = request.training_write_csv_every
@@ -536,7 +576,7 @@ def run(engine, request: TrainRequest, begin: Callable[[Any, torch.device], Trai
                 result.copies.append(log.copy(step, trainee.data(step, checkpoint)))
             preview = None
             if picture:
-                trainee.save(step, checkpoint)  # what the engine reads
+                _save(trainee, optimizer, step, checkpoint, request.save_optimizer_state)  # what the engine reads
                 asked = request.preview(model.info.name, captions[0], rng.randint(0, MAX_SEED))
                 preview, infotext = _preview(engine, replace(asked, prompt=trainee.preview_prompt(asked.prompt)))
                 result.previews.append((preview, log.picture(step, preview, infotext)))
@@ -548,7 +588,7 @@ def run(engine, request: TrainRequest, begin: Callable[[Any, torch.device], Trai
             if on_progress is not None:
                 on_progress(TrainProgress(step, last, result.loss, rate, preview))
         result.interrupted = step < last
-        trainee.save(step, checkpoint)
+        _save(trainee, optimizer, step, checkpoint, request.save_optimizer_state)
         if csv_every > 0 and not logged and result.loss is not None:  # the last step's loss too
             log.loss(step, epoch, result.loss, rate)
     return result

@@ -84,13 +84,14 @@ def test_create_then_train_a_hypernetwork(served):
         re.compile(r"Created: .*hypernetworks/style\.pt"), timeout=GENERATION_TIMEOUT_MS)
     page.screenshot(path=str(ARTIFACTS / "train_hypernetwork_create.png"), full_page=True, animations="disabled")
 
-    open_tab(page, "Settings")  # A1111's Training settings: the loss at every step, no settings file
+    open_tab(page, "Settings")  # A1111's Training settings: the loss at every step, no settings file, the .optim
     open_tab(page, "Training")
     set_numbers(page, {"setting_training_write_csv_every": 1})
     page.locator("#setting_save_training_settings_to_txt input[type=checkbox]").uncheck()
+    page.locator("#setting_save_optimizer_state input[type=checkbox]").check()
     page.locator("#settings_submit").click()
     expect(page.locator("#settings_result")).to_contain_text(
-        "2 settings changed: training_write_csv_every, save_training_settings_to_txt.")
+        "3 settings changed: training_write_csv_every, save_training_settings_to_txt, save_optimizer_state.")
     page.screenshot(path=str(ARTIFACTS / "settings_training.png"), full_page=True, animations="disabled")
 
     open_tab(page, "txt2img")  # the previews' parameters (A1111's Read parameters from txt2img)
@@ -118,6 +119,7 @@ def test_create_then_train_a_hypernetwork(served):
     assert parameters.startswith("a style square <hypernet:style:1>\nSteps: 3,") and "Seed: 7," in parameters
     assert (log / "hypernetwork_loss.csv").read_text().count("\n") == 3  # the header and steps 1 and 2
     assert not any(log.glob("settings-*.json"))
+    assert (root / "hypernetworks" / "style.pt.optim").is_file()  # A1111's save_optimizer_state
 
     open_tab(page, "Create hypernetwork", "train_create_hypernetwork_tab")  # a taken name is refused, not replaced
     page.locator("#train_create_hypernetwork").click()

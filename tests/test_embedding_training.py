@@ -193,6 +193,33 @@ def test_an_interrupted_run_saves_where_it_got_to(trainer, dataset):
     assert not trainer.interrupt("alice")  # the run is over: nothing of hers to stop
 
 
+def test_the_optimizers_state_is_kept_beside_the_file_and_goes_on_while_the_file_is_unchanged(trainer, dataset):
+    """A1111's save_optimizer_state: AdamW's state in ``mine.pt.optim`` with the file's hash; a later run goes on
+    from it (Adam's step count too), one after the file changed starts afresh, and with the setting off neither."""
+    create_embedding(trainer, CreateRequest("mine", "*", 1))
+
+    def run(steps: int, keep: bool = True):
+        return train_embedding(trainer, _request("mine", str(dataset), training_width=64, training_height=64,
+                                                 steps=steps, create_image_every=0, save_embedding_every=0, seed=1,
+                                                 save_training_settings_to_txt=False, training_write_csv_every=0,
+                                                 save_optimizer_state=keep))
+
+    def adam_steps(path) -> list[float]:
+        kept = torch.load(path.with_name(path.name + ".optim"), weights_only=True)
+        assert kept["optimizer_name"] == "AdamW"
+        return [float(state["step"]) for state in kept["optimizer_state_dict"]["state"].values()]
+
+    first = run(2)
+    assert adam_steps(first.path) == [2.0] and first.message.endswith(".pt.")
+    assert "went on from the state in mine.pt.optim" in run(4).message and adam_steps(first.path) == [4.0]
+    vectors = torch.load(first.path, weights_only=True)["string_to_param"]["*"]
+    save_embedding(first.path, vectors + 0.1, "mine", 4, ("", ""))  # changed since its state was kept
+    assert "another state of mine.pt: the optimizer started afresh" in run(5).message
+    assert adam_steps(first.path) == [1.0]
+    off = run(6, keep=False)
+    assert off.message.endswith(".pt.") and adam_steps(first.path) == [1.0]  # not read, not written
+
+
 def test_pictures_kept_at_their_own_size_train_one_at_a_time(trainer, dataset):
     """Do not resize images: each picture at its size cut to whole latents (40x24 here), never resized."""
     create_embedding(trainer, CreateRequest("mine"))
