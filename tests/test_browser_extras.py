@@ -44,8 +44,8 @@ def test_a_folder_becomes_a_split_flipped_and_captioned_training_set(served, tmp
     page.locator("#extras_flipped_copies input").check()
     page.locator("#extras_generate").click()
     expect(page.locator("#extras_info textarea")).to_have_value(
-        "Postprocess upscale to: 128x128, Postprocess crop to fit: True, Postprocess upscaler: None",
-        timeout=GENERATION_TIMEOUT_MS)
+        "Postprocess upscale to: 128x128, Postprocess crop to fit: True, Postprocess upscaler: None\n"
+        f"6 pictures from 2 sources, saved in {outputs / 'training-set'}", timeout=GENERATION_TIMEOUT_MS)
     expect(page.locator("#extras_result img")).to_have_count(6)  # beach: 2 pieces and their copies; field and its
     page.screenshot(path=str(ARTIFACTS / "extras_batch.png"), full_page=True, animations="disabled")
     folder = outputs / "training-set"
@@ -75,8 +75,9 @@ def test_uploaded_pictures_are_processed_and_named_after_their_files(served, tmp
     page.locator("#extras_split_oversized input").uncheck()
     page.locator("#extras_flipped_copies input").uncheck()
     page.locator("#extras_generate").click()
-    expect(page.locator("#extras_info textarea")).to_have_value("Postprocess upscale by: 2, Postprocess upscaler: None",
-                                                                timeout=GENERATION_TIMEOUT_MS)
+    expect(page.locator("#extras_info textarea")).to_have_value(
+        "Postprocess upscale by: 2, Postprocess upscaler: None\n"
+        f"2 pictures from 2 sources, saved in {outputs / 'extras-images'}", timeout=GENERATION_TIMEOUT_MS)
     expect(page.locator("#extras_result img")).to_have_count(2)
     assert sorted(path.name for path in (outputs / "extras-images").iterdir()) == ["left.png", "right.png"]
 

@@ -78,16 +78,18 @@ def build(services) -> gr.Image:
                 sources = extras.sources(paths)
             else:
                 sources = extras.sources(extras.folder_files(folder))
-            shown, texts, count = [], [], 0
+            shown, notes, count, made = [], {}, 0, 0
             for picture, name, caption in sources:
                 settings = extras.ExtrasRequest(**{**values, "image": picture, "image_name": name, "caption": caption,
                                                    "output_dir": values["output_dir"] if extras_mode == 2 else ""})
                 done = services.engine.postprocess(settings)
-                count += 1
-                texts = [done.text, *dict.fromkeys([*texts[1:], *done.notes])]
+                count, made = count + 1, made + len(done.images)
+                notes.update(dict.fromkeys(done.notes))
                 if extras_mode != 2 or show_results:
                     shown.extend(done.images)
-                yield shown, "\n".join(texts)
+                saved = [f"{made} pictures from {count} sources, saved in {done.paths[0].parent}"] \
+                    if extras_mode and done.paths[0] else []
+                yield shown, "\n".join([done.text, *notes, *saved])
             if not count:
                 raise RequestError("The batch holds no pictures.", "input_dir")
         except EaselError as exc:
