@@ -20,7 +20,8 @@ from pipelines.errors import RequestError
 from pipelines.extras import ExtrasRequest
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
-from pipelines.request import VERSION, GenerationRequest
+from pipelines.regions import DIVIDE_MODE
+from pipelines.request import REGIONAL_FIELDS, VERSION, GenerationRequest, regional_values
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 
@@ -183,6 +184,8 @@ class PNGInfoResponse(BaseModel):
 
 SOFT_INPAINTING_SCRIPT = "soft inpainting"  # A1111's always-on script, in img2img
 SOFT_INPAINTING_FIELD = f"alwayson_scripts.{SOFT_INPAINTING_SCRIPT}.args"
+REGIONAL_SCRIPT = "regional prompter"  # hako-mikan's extension, its script title in any case
+REGIONAL_FIELD = f"alwayson_scripts.{REGIONAL_SCRIPT}.args"
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -194,6 +197,7 @@ _A1111_FIELDS = {
     "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
     "xyz_margin": "script_args",
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
+    **{name: REGIONAL_FIELD for name in REGIONAL_FIELDS},
 }
 
 
@@ -207,7 +211,7 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
         raise PayloadError(field, message)
 
     for name in payload.alwayson_scripts:
-        if name.lower() not in ("controlnet", SOFT_INPAINTING_SCRIPT):
+        if name.lower() not in ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT):
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
     if payload.script_name and payload.script_name.lower() not in SCRIPTS:
         refuse("script_name", f"Script {payload.script_name!r} not found; this server has "
@@ -245,6 +249,32 @@ def soft_inpainting_values(payload: Txt2ImgPayload) -> dict[str, Any]:
                                                   "threshold, difference contrast].")
     return {"soft_inpainting": bool(args and args[0]),
             **{setting.field: value for setting, value in zip(SOFT_SETTINGS, args[1:])}}
+
+
+def regional_prompter_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """The extension's ``alwayson_scripts["Regional Prompter"].args``, in its order: [active, debug, mode, matrix
+    submode, mask submode, prompt submode, ratios, base ratios, use base, use common, use common negative,
+    generation mode, options, ...] (the later ones, its LoRA and mask settings, are not read; its flip of ``,`` and
+    ``;``, the 20th, is). Its Matrix mode runs, in Latent mode whatever the generation mode says."""
+    args = _always_on_args(payload, REGIONAL_SCRIPT)
+    if not isinstance(args, list):
+        raise PayloadError(REGIONAL_FIELD, "Regional Prompter takes a list of arguments, the extension's order.")
+    if not (args and args[0]):
+        return {}
+    args = [*args, *[None] * (20 - len(args))]
+    if (args[2] or DIVIDE_MODE) != DIVIDE_MODE:
+        raise PayloadError(REGIONAL_FIELD, f"Regional Prompter's {args[2]} mode is not available on this server; "
+                                           f"its {DIVIDE_MODE} mode is.")
+    if args[10] or args[12]:
+        raise PayloadError(REGIONAL_FIELD, "Regional Prompter's common negative prompt and options are not available "
+                                           "on this server: one negative prompt guides the whole picture.")
+    ratios = str(args[6] if args[6] is not None else "1,1")
+    if args[19]:
+        ratios = ratios.translate(str.maketrans(",;", ";,"))
+    given = {"RP Active": "True", "RP Matrix submode": args[3] or "Columns", "RP Ratios": ratios,
+             "RP Base Ratios": str(args[7] if args[7] is not None else "0.2"),
+             "RP Use Base": str(bool(args[8])), "RP Use Common": str(bool(args[9]))}
+    return regional_values(given)
 
 
 def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
@@ -295,10 +325,17 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
             override.setdefault(option, params[key])
     if override:
         update["override_settings"] = override
+    scripts = dict(payload.alwayson_scripts)  # A1111 fills an always-on script's arguments from the infotext too
     if params.get(SOFT_INPAINTING) == "True" and not _always_on_args(payload, SOFT_INPAINTING_SCRIPT):
-        # A1111 fills an always-on script's arguments from the infotext too
-        args = [True, *(params.get(setting.key, setting.default) for setting in SOFT_SETTINGS)]
-        update["alwayson_scripts"] = {**payload.alwayson_scripts, SOFT_INPAINTING_SCRIPT: {"args": args}}
+        scripts[SOFT_INPAINTING_SCRIPT] = {"args": [True, *(params.get(setting.key, setting.default)
+                                                            for setting in SOFT_SETTINGS)]}
+    regional = regional_values(params)
+    if regional and not _always_on_args(payload, REGIONAL_SCRIPT):
+        scripts[REGIONAL_SCRIPT] = {"args": [True, False, DIVIDE_MODE, regional.get("rp_splitting"), None, None,
+                                             regional.get("rp_ratios"), regional.get("rp_base_ratios"),
+                                             regional.get("rp_use_base"), regional.get("rp_use_common")]}
+    if scripts != payload.alwayson_scripts:
+        update["alwayson_scripts"] = scripts
     try:
         return type(payload).model_validate({**payload.model_dump(), **update})
     except ValidationError as exc:
@@ -424,6 +461,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "task": "txt2img",
         "denoising_strength": 0.75 if payload.denoising_strength is None else payload.denoising_strength,
         "controlnets": control_units(payload),
+        **regional_prompter_values(payload),
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
         "tiling": bool(payload.tiling),

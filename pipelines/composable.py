@@ -7,7 +7,8 @@ runs the real UNet once, on a batch whose prompted half is repeated for each par
 hands the pipeline ``[uncond, uncond + sum(weight_i x (cond_i - uncond))]``; the pipeline's own CFG then makes A1111's
 sum. Without CFG (scale 1, no unprompted half) it hands the weighted sum of the parts. Everything else the UNet is
 given per picture (SDXL's added conditions, ControlNet's residuals) is repeated with the prompted half, so the
-combination works in every UNet pipeline (txt2img, img2img, inpainting, ControlNet, the refiner's switch).
+combination works in every UNet pipeline (txt2img, img2img, inpainting, ControlNet, the refiner's switch). A
+part's weight may be a ``regions.Area`` (Regional Prompter): its weight at each latent pixel.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
+from .regions import Area
 from .text_encoding import Parts
 
 
@@ -62,8 +64,15 @@ class ComposedUNet:
         out = unet(repeat(sample), repeat(timestep), encoder_hidden_states=texts(encoder_hidden_states, 1),
                    added_cond_kwargs=added, return_dict=False, **repeat(kwargs))[0]
         uncond, conds = out[:unprompted], out[unprompted:].unflatten(0, (count, images))
-        weights = torch.tensor([part[0] for part in parts], device=out.device, dtype=out.dtype)
-        weights = weights.view(count, *[1] * (conds.ndim - 1))
+        weights = _weights([part[0] for part in parts], out).view(count, 1, 1, *out.shape[-2:])
         combined = uncond + (weights * (conds - uncond)).sum(0) if unprompted else (weights * conds).sum(0)
         result = torch.cat([uncond, combined])
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+
+
+def _weights(weights: list, like: torch.Tensor) -> torch.Tensor:
+    """Each part's weight at every pixel of ``like``'s grid: a number everywhere, an area's own map."""
+    height, width = like.shape[-2:]
+    maps = [weight.map(height, width) if isinstance(weight, Area) else torch.full((height, width), float(weight))
+            for weight in weights]
+    return torch.stack(maps).to(like.device, like.dtype)

@@ -5,8 +5,8 @@ refiner means another UNet, with its own encoding of the texts, after its switch
 pipeline is called with the first step's text, and the step callback, after each step, replaces what changes for
 the next one (the UNet, and the conditioning tensors the denoising loop reads), built as the pipeline builds them.
 Every text is encoded before the pass starts, for each model that will read it. A text of composable parts
-(``a AND b:0.5``) puts a ``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the
-UNet and the parts of the step from here.
+(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``) puts a ``composable.ComposedUNet`` in the
+pipeline's UNet's place for the pass, which reads the UNet and the parts of the step from here.
 
 Steps count the sampler steps this pass runs (an img2img pass: steps x denoising strength), so ``[a:b:0.5]`` is
 half of what runs; A1111 counts img2img's against all its steps.
@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 
 from .composable import ComposedUNet
-from .prompts import prompt_schedule
+from .prompts import composable_parts, prompt_schedule
 from .refiner import switch_step, time_ids
 from .text_encoding import Parts, PromptEmbeds, encode_prompts
 
@@ -43,8 +43,9 @@ class StepConditioning:
         self.texts = _texts(request, steps)
         self.switch = switch_step(steps, request.refiner_switch_at) if refiner is not None else None
         models = [pipe] + ([refiner.pipe] if self.switch is not None else [])
+        split = request.regions.parts if request.regions else composable_parts
         self.encoded: dict[tuple[int, int], PromptEmbeds] = {
-            (m, t): encode_prompts(model, prompt, negative, request.clip_skip, embeddings)
+            (m, t): encode_prompts(model, prompt, negative, request.clip_skip, embeddings, split)
             for m, model in enumerate(models) for t, (_, prompt, negative) in enumerate(self.texts)}
         self.now = (0, 0)  # (model, text) of the next step
         self.switched = False

@@ -165,6 +165,8 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
                                                           "models; remove the <lora:...>/<hypernet:...> tags."),
         (len(composable_parts(request.prompt)) > 1, "prompt", "Composable prompts (AND) are not available for "
                                                                "Kandinsky 2.2 models; write one prompt."),
+        (request.regional_prompter, "regional_prompter", "Regional Prompter is not available for Kandinsky 2.2 "
+                                                         "models: turn it off."),
     )
     for refused, field, message in refusals:
         if refused:

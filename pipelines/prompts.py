@@ -13,6 +13,11 @@ then reads the word ``BREAK`` as text).
 
 ``composable_parts`` splits a prompt into A1111's composable-diffusion parts: ``AND`` (a whole word, in capitals)
 separates them, and a part ending in ``:number`` has that weight (1 otherwise); ``composable.py`` guides by each.
+
+``regional_prompt`` reads the Regional Prompter extension's keywords (``regions.py`` lays the parts out): the text
+before ``ADDCOMM`` goes in front of every part, the text before ``ADDBASE`` guides the whole picture, and the rest
+is split into cells by ``ADDROW`` and ``ADDCOL`` or, without those, by ``BREAK``; ``AND`` counts as ``BREAK``, as
+the extension converts it.
 """
 
 from __future__ import annotations
@@ -128,6 +133,49 @@ def composable_parts(prompt: str) -> list[tuple[str, float]]:
         text, weight = _PART_WEIGHT.match(part).groups()
         parts.append((text, 1.0 if weight is None else float(weight)))
     return parts
+
+
+REGION_WORDS = ("ADDCOMM", "ADDBASE", "ADDROW", "ADDCOL", BREAK, "AND")
+
+
+def _word(word: str) -> re.Pattern:
+    return re.compile(rf"\s*\b{word}\b\s*")
+
+
+@dataclass(frozen=True)
+class RegionalPrompt:
+    """A Regional Prompter prompt's texts: ``cells`` by outer group (rows or columns, as the caller's ``outer``
+    word says), each group's cells in order; ``flat`` when only ``BREAK`` separated them (one group)."""
+
+    common: str
+    base: str | None
+    cells: tuple[tuple[str, ...], ...]
+    flat: bool
+
+
+def has_regions(prompt: str) -> bool:
+    """Whether the prompt has a keyword the extension acts on (it stays off for a prompt without one)."""
+    return any(_word(word).search(prompt) for word in REGION_WORDS)
+
+
+def regional_prompt(prompt: str, outer: str, inner: str, use_common: bool = False,
+                    use_base: bool = False) -> RegionalPrompt:
+    """The texts of ``prompt``: ``outer`` and ``inner`` are ``ADDROW`` and ``ADDCOL`` in the order the splitting
+    nests them. *Use common prompt* and *Use base prompt* take the first ``BREAK`` part when the keyword is
+    missing, as in the extension."""
+    text = _word("AND").sub(f" {BREAK} ", prompt)
+    taken = {}
+    for word, wanted in (("ADDCOMM", use_common), ("ADDBASE", use_base)):
+        for separator in (word, BREAK) if wanted else (word,):
+            first, *rest = _word(separator).split(text, maxsplit=1)
+            if rest:
+                taken[word], text = first.strip(), rest[0]
+                break
+    flat = not _word(outer).search(text) and not _word(inner).search(text)
+    groups = ([_word(BREAK).split(text)] if flat
+              else [_word(inner).split(group) for group in _word(outer).split(text)])
+    return RegionalPrompt(taken.get("ADDCOMM", ""), taken.get("ADDBASE"),
+                          tuple(tuple(cell.strip() for cell in group) for group in groups), flat)
 
 
 # -- prompt editing (A1111's scheduling: [from:to:when], [to:when], [from::when], [a|b]) --------------------------

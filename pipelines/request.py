@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import astuple, dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -19,6 +19,8 @@ from .controlnet import ControlUnit
 from .errors import RequestError
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
+from .prompts import has_regions
+from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -57,6 +59,8 @@ RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resiz
 LATENT_RESIZE = 3
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 ORIGINAL = MASKED_CONTENT.index("original")
+# The request's Regional Prompter fields: on, then its settings in ``regions.RegionalSettings``' order
+REGIONAL_FIELDS = ("regional_prompter", "rp_splitting", "rp_ratios", "rp_base_ratios", "rp_use_base", "rp_use_common")
 # A1111's words for "no second checkpoint" (its UI's first choice, what its API sends): "" here
 NO_CHECKPOINT = {"hr_checkpoint_name": "Use same checkpoint", "refiner_checkpoint": "None"}
 
@@ -188,6 +192,14 @@ class GenerationRequest:
     sd_upscale_overlap: int = 64
     sd_upscale_scale: float = 2.0
     sd_upscale_upscaler: str = "Lanczos"  # an Extras upscaler; "None" keeps the picture's size
+    # The Regional Prompter extension's Matrix mode (pipelines/regions.py): cells of the picture guided by the
+    # prompt's parts; its keys (``rp_...``) hold its panel's values
+    regional_prompter: bool = False
+    rp_splitting: str = "Columns"
+    rp_ratios: str = "1,1"
+    rp_base_ratios: str = "0.2"
+    rp_use_base: bool = False
+    rp_use_common: bool = False
     controlnets: tuple = ()  # ControlUnit (or the extension's API dicts, made into units here)
     mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
@@ -251,6 +263,7 @@ class GenerationRequest:
         set_(self, "styles", tuple(str(name) for name in names))
         set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
         self._check_soft_inpainting()
+        self._check_regions()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
         set_(self, "scheduler", schedule)
@@ -271,6 +284,24 @@ class GenerationRequest:
                                    f"{setting.high:g}, got {value:g}.", setting.field)
             set_(self, setting.field, value)
         set_(self, "soft_inpainting", bool(self.soft_inpainting))
+
+    def _check_regions(self) -> None:
+        """Regional Prompter's settings, checked whether or not it is on, and the prompt's regions against them
+        when it is (a style's words come later, and are checked as the pass encodes them)."""
+        set_ = object.__setattr__
+        settings = RegionalSettings.checked(*(getattr(self, name) for name in REGIONAL_FIELDS[1:]))
+        for name, value in zip(REGIONAL_FIELDS[1:], astuple(settings)):
+            set_(self, name, value)
+        set_(self, "regional_prompter", bool(self.regional_prompter))
+        if self.regional_prompter:
+            settings.parts(self.prompt)
+
+    @property
+    def regions(self) -> RegionalSettings | None:
+        """Regional Prompter's settings while it is on."""
+        if not self.regional_prompter:
+            return None
+        return RegionalSettings(*(getattr(self, name) for name in REGIONAL_FIELDS[1:]))
 
     def _check_scripts(self) -> None:
         """Loopback's and SD upscale's settings, checked whether or not they are on (a later switch must not
@@ -495,6 +526,7 @@ class GenerationRequest:
             "RNG": "CPU",
             "Step cache": self.step_cache if self.step_cache > 1 else None,
             "Tiling": True if self.tiling else None,
+            **self._regional_params(),
             **(self._inpaint_params() if self.task == "inpaint" else {}),
             **(self._hires_params() if self.enable_hr else {}),
             "Final denoising strength": self.loopback_final_strength if self.loopback else None,  # A1111's keys
@@ -505,6 +537,14 @@ class GenerationRequest:
             "Version": VERSION,
         }
         return infotext_format.format_infotext(self.prompt, self.negative_prompt, params)
+
+    def _regional_params(self) -> dict:
+        """The extension's keys, when it acts on the prompt (it writes none for a prompt without its keywords)."""
+        if not (self.regional_prompter and has_regions(self.prompt)):
+            return {}
+        return {"RP Active": True, "RP Divide mode": DIVIDE_MODE, "RP Matrix submode": self.rp_splitting,
+                "RP Calc Mode": CALC_MODE, "RP Ratios": self.rp_ratios, "RP Base Ratios": self.rp_base_ratios,
+                "RP Use Base": self.rp_use_base, "RP Use Common": self.rp_use_common}
 
     def _inpaint_params(self) -> dict:
         return {
@@ -572,6 +612,24 @@ class GenerationRequest:
         values["tiling"] = params.get("Tiling") == "True"
         values["color_correction"] = params.get("Color correction") == "True"
         values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
+        values.update(regional_values(params))
         values.update({setting.field: params[setting.key] for setting in SOFT_SETTINGS if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)
+
+
+# Regional Prompter's infotext keys -> request fields (A1111 pastes them into the extension's panel).
+RP_KEYS = (("RP Matrix submode", "rp_splitting"), ("RP Ratios", "rp_ratios"),
+           ("RP Base Ratios", "rp_base_ratios"), ("RP Use Base", "rp_use_base"), ("RP Use Common", "rp_use_common"))
+
+
+def regional_values(params: Mapping[str, str]) -> dict[str, Any]:
+    """The request fields of an infotext's Regional Prompter keys (its Matrix mode's; the others are not built).
+    Its *Generation mode* is not read: Latent is the only one here."""
+    if params.get("RP Active") != "True" or params.get("RP Divide mode", DIVIDE_MODE) != DIVIDE_MODE:
+        return {}
+    values: dict[str, Any] = {"regional_prompter": True}
+    for key, name in RP_KEYS:
+        if key in params:
+            values[name] = params[key] == "True" if name.startswith("rp_use") else params[key]
+    return values

@@ -31,6 +31,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from diffusers.utils.torch_utils import get_module_execution_device
@@ -63,7 +64,7 @@ class _Encoded:
     warnings: tuple[str, ...]
 
 
-Parts = tuple[tuple[float, torch.Tensor, torch.Tensor | None], ...]  # composable parts: (weight, embeds, pooled)
+Parts = tuple[tuple[Any, torch.Tensor, torch.Tensor | None], ...]  # composable parts: (weight, embeds, pooled)
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,13 @@ def _tokenizers(pipe) -> list:
 
 
 def encode_prompts(pipe, prompt: str, negative_prompt: str, clip_skip: int = 1,
-                   library: EmbeddingLibrary | None = None) -> PromptEmbeds:
+                   library: EmbeddingLibrary | None = None,
+                   split: Callable[[str], list[tuple[str, Any]]] = composable_parts) -> PromptEmbeds:
     """The pipeline's text arguments for ``prompt`` and ``negative_prompt`` (A1111 ``Clip skip`` N); a prompt of
-    composable parts (``a AND b:0.5``) also gives each part's encoding (``PromptEmbeds.parts``)."""
+    composable parts (``a AND b:0.5``, or Regional Prompter's regions: ``split``) also gives each part's encoding
+    (``PromptEmbeds.parts``)."""
     state = library.state() if library else None  # the embeddings on disk, read once per call
-    parts = composable_parts(prompt)
+    parts = split(prompt)
     positives = [_cached(pipe, text, clip_skip, library, state) for text, _ in parts]
     positive = positives[0]
     negative = _cached(pipe, negative_prompt, clip_skip, library, state)

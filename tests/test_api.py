@@ -253,6 +253,28 @@ def test_soft_inpainting_as_a1111s_always_on_script(alice):
     assert parse_infotext(json.loads(again["info"])["infotexts"][0])[2]["Soft inpainting schedule bias"] == "2"
 
 
+def test_regional_prompter_as_the_extensions_always_on_script(alice):
+    """Its arguments in the extension's order: active, debug, mode, matrix submode, mask submode, prompt submode,
+    ratios, base ratios, use base, use common, ...; its default Attention mode runs as Latent."""
+    args = [True, False, "Matrix", "Columns", "Mask", "Prompt", "2,1", "0.2", False, False, False, "Attention", [],
+            "0", "0", "0.4", None, "0", "0", False]
+    prompt = "a red circle BREAK a blue square"
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": prompt, "seed": 5, **SMALL,
+                                                     "alwayson_scripts": {"Regional Prompter": {"args": args}}}))
+    infotext = json.loads(body["info"])["infotexts"][0]
+    params = parse_infotext(infotext)[2]
+    assert (params["RP Active"], params["RP Ratios"], params["RP Calc Mode"]) == ("True", "2,1", "Latent")
+    flipped = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a ADDCOL b ADDROW c", "seed": 5, **SMALL,
+                                                       "alwayson_scripts": {"regional prompter": {"args": [
+                                                           *args[:6], "1;2;1,1;1", *args[7:19], True]}}}))
+    assert parse_infotext(json.loads(flipped["info"])["infotexts"][0])[2]["RP Ratios"] == "1,2,1;1,1"  # its flip
+    again = ok(alice.post("/sdapi/v1/txt2img", json={"infotext": infotext, **SMALL}))  # read back from the infotext
+    assert json.loads(again["info"])["infotexts"][0] == infotext
+    off = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": prompt, "seed": 5, **SMALL, "alwayson_scripts": {
+        "Regional Prompter": {"args": [False, *args[1:]]}}}))
+    assert "RP Active" not in json.loads(off["info"])["infotexts"][0]
+
+
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
     source = Image.new("RGB", (96, 80), (200, 40, 40))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -500,6 +522,10 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [{"module": "canny"}]}}},
      "alwayson_scripts.controlnet.args"),  # no model
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts.ADetailer"),
+    ("txt2img", {"prompt": "a BREAK b BREAK c", "alwayson_scripts": {"Regional Prompter": {"args": [
+        True, False, "Matrix", "Columns", "Mask", "Prompt", "1,1"]}}}, "alwayson_scripts.regional prompter.args"),
+    ("txt2img", {"prompt": "a BREAK b", "alwayson_scripts": {"Regional Prompter": {"args": [True, False, "Mask"]}}},
+     "alwayson_scripts.regional prompter.args"),  # its Mask mode is not built
     ("txt2img", {"prompt": "x", "script_name": "Poor man's outpainting"}, "script_name"),
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_args"),  # no axes
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": [23, "0, 1", None, *XYZ_NOTHING]},

@@ -359,6 +359,32 @@ def test_variation_seed(page):
     assert "Seed resize from: 32x32," in infotext
 
 
+def test_regional_prompter_draws_its_regions_and_generates_with_them(page):
+    _txt2img_tab(page)
+    page.locator("#txt2img_regional_prompter").get_by_text("Regional Prompter", exact=True).click()
+    expect(page.locator("#txt2img_rp_ratios")).to_be_visible()
+    set_text(page, "txt2img_rp_ratios", "2,x")
+    page.locator("#txt2img_rp_visualize").click()
+    toast = page.get_by_role("status").filter(has_text="holds 'x', not a number")
+    expect(toast).to_be_visible()
+    toast.get_by_role("button", name="Close", exact=True).click()
+    set_text(page, "txt2img_rp_ratios", "2,1")
+    page.locator("#txt2img_rp_visualize").click()
+    expect(page.locator("#txt2img_rp_template textarea")).to_have_value("region 0 ADDCOL\nregion 1")
+    expect(page.locator("#txt2img_rp_areas img")).to_be_visible()
+    _set_prompt(page, "a red circle BREAK a blue square")
+    page.locator("#txt2img_rp_active input").check()
+    try:
+        infotext = generate_in(page, "txt2img")
+        page.locator("#txt2img_regional_prompter").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "regional_prompter.png"), full_page=True, animations="disabled")
+    finally:
+        page.locator("#txt2img_rp_active input").uncheck()
+        page.locator("#txt2img_regional_prompter").get_by_text("Regional Prompter", exact=True).click()
+    assert ('RP Active: True, RP Divide mode: Matrix, RP Matrix submode: Columns, RP Calc Mode: Latent, '
+            'RP Ratios: "2,1"') in infotext
+
+
 def test_png_info_round_trip(page, png_dir):
     png = _shared.get("png")
     if png is None:  # run on its own: make the image first

@@ -211,3 +211,15 @@ def test_prompt_editing_places_with_the_first_text_and_colours_with_the_second(e
 def test_the_heavier_composable_part_wins(engine, prompt, colour):
     """A1111's composable diffusion: each part guides by its weight, whichever comes first."""
     assert [classify(paint(engine, prompt, seed)).colour for seed in range(3)] == [colour] * 3
+
+
+@pytest.mark.parametrize("splitting", ["Columns", "Rows"])
+def test_regional_prompter_gives_each_half_its_own_background(engine, splitting):
+    """Two halves, each with its own background colour, each more of its own colour than the other's (the
+    extension's Latent mode; Euler, deterministic: the ancestral sampler's noise blurs the border). One prompt
+    naming both makes neither. ``benchmarks/regional_prompter.py`` measures it over more pairs and seeds."""
+    from benchmarks.regional_prompter import follows
+
+    cases = [("red", "blue", 0), ("yellow", "blue", 0), ("white", "red", 0), ("black", "orange", 1)]
+    assert [follows(engine, *case, splitting, regional=True) for case in cases] == [True] * 4
+    assert [follows(engine, *case, splitting, regional=False) for case in cases] == [False] * 4

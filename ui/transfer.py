@@ -11,7 +11,7 @@ import gradio as gr
 from pipelines.errors import EaselError
 from pipelines.infotext import parse_infotext
 from pipelines.registry import TITLE
-from pipelines.request import NO_CHECKPOINT, GenerationRequest
+from pipelines.request import NO_CHECKPOINT, REGIONAL_FIELDS, GenerationRequest
 from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
 
 from .common import GenerationTab, gallery_picture, opened_picture, size_multiple_of_8
@@ -25,7 +25,7 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "denoising_strength", "step_cache", "tiling", "subseed", "subseed_strength", "seed_resize_from_w",
                "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
                "initial_noise_multiplier", "color_correction", "soft_inpainting",
-               *(setting.field for setting in SOFT_SETTINGS))
+               *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS)
 
 
 def _shown(services, name: str, value):
