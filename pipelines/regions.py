@@ -68,13 +68,15 @@ class RegionalSettings:
     @classmethod
     def checked(cls, splitting: Any, ratios: Any, base_ratios: Any, use_base: Any,
                 use_common: Any) -> "RegionalSettings":
+        """The panel's values as widgets, JSON or an infotext give them, each checked (the ratios' grammar too,
+        whatever the prompt)."""
         splitting = _OLD_SPLITTINGS.get(str(splitting), str(splitting))
         if splitting not in SPLITTINGS:
             raise RequestError(f"Regional Prompter's main splitting is {' or '.join(SPLITTINGS)}, got {splitting!r}.",
                                "rp_splitting")
         settings = cls(splitting, str(ratios or "").strip(), str(base_ratios or "").strip(), bool(use_base),
                        bool(use_common))
-        settings.shape()  # the ratio's own grammar, whatever the prompt
+        settings.shape()
         _numbers(settings.base_ratios or "0", "base ratio", "rp_base_ratios", (0.0, 1.0), "[,;]")
         return settings
 
