@@ -77,7 +77,7 @@ class RegionalSettings:
         settings = cls(splitting, str(ratios or "").strip(), str(base_ratios or "").strip(), bool(use_base),
                        bool(use_common))
         settings.shape()
-        _numbers(settings.base_ratios or "0", "base ratio", "rp_base_ratios", (0.0, 1.0), "[,;]")
+        settings._base_numbers()
         return settings
 
     def parts(self, prompt: str) -> list[tuple[str, float | Area]]:
@@ -108,8 +108,11 @@ class RegionalSettings:
         """The cells of each outer group that the ratio alone describes (one group in one dimension)."""
         return [len(inner) or 1 for _, inner in self._sizes(None)]
 
+    def _base_numbers(self) -> list[float]:
+        return _numbers(self.base_ratios or "0", "base ratio", "rp_base_ratios", (0.0, 1.0), "[,;]")
+
     def _base_shares(self, count: int) -> list[float]:
-        shares = _numbers(self.base_ratios or "0", "base ratio", "rp_base_ratios", (0.0, 1.0), "[,;]")
+        shares = self._base_numbers()
         if len(shares) not in (1, count):
             raise RequestError(f"Regional Prompter's base ratio takes one number or one per region ({count}), got "
                                f"{self.base_ratios!r}.", "rp_base_ratios")
