@@ -11,6 +11,7 @@ separate latent mask, ...) are refused with a clear message when they ask for so
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from pipelines.extras import ExtrasRequest
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.regions import DIVIDE_MODE
-from pipelines.request import REGIONAL_FIELDS, VERSION, GenerationRequest, regional_values
+from pipelines.request import DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, regional_values
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 
@@ -186,6 +187,9 @@ SOFT_INPAINTING_SCRIPT = "soft inpainting"  # A1111's always-on script, in img2i
 SOFT_INPAINTING_FIELD = f"alwayson_scripts.{SOFT_INPAINTING_SCRIPT}.args"
 REGIONAL_SCRIPT = "regional prompter"  # hako-mikan's extension, its script title in any case
 REGIONAL_FIELD = f"alwayson_scripts.{REGIONAL_SCRIPT}.args"
+DYNAMIC_SCRIPT = "dynamic prompts"  # adieyal's extension; its title has its version after it (Dynamic Prompts v2.17.1)
+DYNAMIC_FIELD = f"alwayson_scripts.{DYNAMIC_SCRIPT}.args"
+ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT)
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -198,6 +202,7 @@ _A1111_FIELDS = {
     "xyz_margin": "script_args",
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
     **{name: REGIONAL_FIELD for name in REGIONAL_FIELDS},
+    **{name: DYNAMIC_FIELD for name in DYNAMIC_FIELDS},
 }
 
 
@@ -211,7 +216,7 @@ def _refuse_unimplemented(payload: Txt2ImgPayload) -> None:
         raise PayloadError(field, message)
 
     for name in payload.alwayson_scripts:
-        if name.lower() not in ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT):
+        if _script(name) not in ALWAYS_ON:
             refuse(f"alwayson_scripts.{name}", f"Always-on script {name!r} is not available on this server.")
     if payload.script_name and payload.script_name.lower() not in SCRIPTS:
         refuse("script_name", f"Script {payload.script_name!r} not found; this server has "
@@ -232,9 +237,15 @@ def mix_items(payload: Txt2ImgPayload) -> list:
             for index, item in enumerate(payload.mix or [])]
 
 
+def _script(title: str) -> str:
+    """An always-on script's name in ``ALWAYS_ON``: its title in any case, without a version at its end."""
+    return re.sub(r"\s+v\d+(\.\d+)*$", "", title.strip().lower())
+
+
 def _always_on_args(payload: Txt2ImgPayload, name: str) -> Any:
-    """An always-on script's ``args`` (``alwayson_scripts``' keys in any case; ``{"args": [...]}`` or the list)."""
-    script = next((value for key, value in payload.alwayson_scripts.items() if key.lower() == name), None)
+    """An always-on script's ``args`` (``alwayson_scripts``' keys as ``_script`` reads them; ``{"args": [...]}`` or
+    the list)."""
+    script = next((value for key, value in payload.alwayson_scripts.items() if _script(key) == name), None)
     return script.get("args", []) if isinstance(script, dict) else script or []
 
 
@@ -275,6 +286,34 @@ def regional_prompter_values(payload: Txt2ImgPayload) -> dict[str, Any]:
              "RP Base Ratios": str(args[7] if args[7] is not None else "0.2"),
              "RP Use Base": str(bool(args[8])), "RP Use Common": str(bool(args[9]))}
     return regional_values(given)
+
+
+# The Dynamic Prompts extension's arguments this server does not offer, by their place in its list.
+_DYNAMIC_REFUSED = ((3, "Magic prompt"), (4, "I'm feeling lucky"), (5, "Attention grabber"), (13, "Jinja2 templates"),
+                    (14, "Don't generate images"))
+
+
+def dynamic_prompts_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """The extension's ``alwayson_scripts["Dynamic Prompts v2.17.1"].args`` (any version), in its order: [enabled,
+    combinatorial, combinatorial batches, magic prompt, I'm feeling lucky, attention grabber, min and max attention,
+    magic prompt length and creativity, fixed seed, unlink seed from prompt, don't apply to negative prompts (a prompt
+    magic setting), Jinja2 templates, don't generate images, max generations, ...], as request fields. Left out: the
+    extension's defaults (on), as A1111 runs an always-on script."""
+    args = _always_on_args(payload, DYNAMIC_SCRIPT)
+    if not isinstance(args, list):
+        raise PayloadError(DYNAMIC_FIELD, "Dynamic Prompts takes a list of arguments, the extension's order.")
+    if not args:
+        return {}
+    args = [*args, *[None] * (16 - len(args))]
+    if not args[0]:
+        return {"dynamic_prompts": False}
+    refused = [name for index, name in _DYNAMIC_REFUSED if args[index]]
+    if refused:
+        raise PayloadError(DYNAMIC_FIELD, f"Dynamic Prompts' {refused[0]} is not available on this server; its "
+                                          "templates, wildcards and combinatorial generation are.")
+    return {"dynamic_prompts": True, "dp_combinatorial": bool(args[1]),
+            "dp_combinatorial_batches": 1 if args[2] is None else args[2], "dp_fixed_seed": bool(args[10]),
+            "dp_unlink_seed": bool(args[11]), "dp_max_generations": args[15] or 0}
 
 
 def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
@@ -462,6 +501,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "denoising_strength": 0.75 if payload.denoising_strength is None else payload.denoising_strength,
         "controlnets": control_units(payload),
         **regional_prompter_values(payload),
+        **dynamic_prompts_values(payload),
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
         "tiling": bool(payload.tiling),
@@ -515,18 +555,16 @@ def processed_info(results: list, grid_infotexts: list[str] = ()) -> str:
     request = results[0].request
     seeds = [seed for result in results for seed in result.seeds]
     infotexts = [text for result in results for text in result.infotexts]
-    written = parse_infotext(infotexts[0])[2] if infotexts else {}
+    pictures = [parse_infotext(text) for text in infotexts]  # each picture's own prompts (Dynamic Prompts')
+    written = pictures[0][2] if pictures else {}
     subseeds = [result.request.subseed_for(seed) if result.request.subseed_strength else -1
                 for result in results for seed in result.seeds]
 
-    def each(name: str) -> list:
-        return [getattr(result.request, name) for result in results for _ in result.seeds]
-
     return json.dumps({
         "prompt": request.prompt,
-        "all_prompts": each("prompt"),
+        "all_prompts": [prompt for prompt, _, _ in pictures],
         "negative_prompt": request.negative_prompt,
-        "all_negative_prompts": each("negative_prompt"),
+        "all_negative_prompts": [negative for _, negative, _ in pictures],
         "seed": request.seed,
         "all_seeds": seeds,
         "subseed": subseeds[0] if subseeds else -1,

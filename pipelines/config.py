@@ -65,9 +65,9 @@ class Option:
         return self.check_text(value, self.key) if self.check_text else value
 
 
-SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, TRAINING, NETWORKS, UI = (
+SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, TRAINING, NETWORKS, DYNAMIC, UI = (
     "Saving images/grids", "Saving to a directory", "Gallery", "Live previews", "Stable Diffusion", "img2img",
-    "Training", "Extra Networks", "User interface")
+    "Training", "Extra Networks", "Dynamic Prompts", "User interface")
 SOUND = "notification.mp3"  # A1111's notification sound: beside the settings file (A1111's root, by default)
 OPTIONS = (
     Option("samples_save", "Always save all generated images", SAVING, True),
@@ -127,6 +127,10 @@ OPTIONS = (
            info="beside the trained file, each time it is saved; a run goes on from it while the file is unchanged"),
     Option("extra_networks_default_multiplier", "Default multiplier for extra networks", NETWORKS, 1.0, low=0.0,
            high=2.0, info="the weight a card's tag gets when its network has no preferred weight"),
+    Option("dp_ignore_whitespace", "Ignore whitespace in prompts: All newlines, tabs, and multiple spaces are "
+           "replaced by a single space", DYNAMIC, False, info="in the prompts Dynamic Prompts makes of templates"),
+    Option("dp_write_raw_template", "Save template to metadata: Write prompt template into the PNG metadata", DYNAMIC,
+           False, info="Template: and Negative Template: lines after the parameters of a picture made of templates"),
     Option("notification_audio", "Play notification sound after image generation", UI, True,
            info=f"{SOUND} should be beside the settings file (config.json); the pages opened after a change play it"),
     Option("notification_volume", "Notification sound volume", UI, 100, low=0, high=100, info="in %"),

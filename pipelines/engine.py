@@ -23,6 +23,7 @@ from PIL import Image
 
 from . import extras, postprocessing
 from .controlnet import Controls, check_family, control_map
+from .dynamic_prompts import Wildcards, templates
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
 from .extras import ExtrasRequest, Postprocessed
@@ -159,6 +160,7 @@ class Engine:
         self.save_before_hires = False  # A1111's save_images_before_highres_fix
         self.pnginfo = True  # A1111's enable_pnginfo: pictures carry their parameters (the gallery's, the API's)
         self.original_names = True  # A1111's use_original_name_batch: Extras' batch results named by their sources
+        self.write_templates = False  # Dynamic Prompts' dp_write_raw_template: the templates in the infotext
         self._device_lock = threading.RLock()  # reentrant: a training run makes previews with ``generate``
         self._job: Job | None = None
         self._runs: dict[int, Run] = {}  # runs other than jobs (training)
@@ -166,6 +168,7 @@ class Engine:
         self.networks = Networks(registry.models_dir)
         self.embeddings = EmbeddingLibrary(registry.models_dir)  # textual inversion, words in prompts
         self.styles = StyleLibrary(registry.models_dir)  # styles.csv, written into prompts before a job
+        self.wildcards = Wildcards(registry.models_dir)  # Dynamic Prompts: templates resolved after the styles
         self.preprocessors = Preprocessors(registry.models_dir)  # ControlNet modules, results cached
 
     def generate(self, request: GenerationRequest, *, owner: Any = None,
@@ -186,7 +189,7 @@ class Engine:
                                    "the hires checkpoint")
         if request.sd_upscale:
             check_upscaler(request.sd_upscale_upscaler, extras.names(self.registry.models_dir), "sd_upscale_upscaler")
-        request = replace(request.with_seed(), model=info.name)
+        request = self.wildcards.resolved(replace(request.with_seed(), model=info.name))
         result = GenerationResult(request=request)
         naming = Naming(typed.prompt, typed.styles, tuple(request.seeds()), request.batch_size, request.batch_count,
                         datetime.datetime.now())
@@ -194,6 +197,8 @@ class Engine:
             started = self._start_stats(model, request, result.stats)
             self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings,
                                   stats=result.stats, save=save, naming=naming)
+            if self.write_templates:
+                job.extra_params.update(templates(request))
             try:
                 controls = self._controls(held, model, request, job)
                 pipe = model.pipeline(request.task, controls and list(controls.models))
@@ -394,28 +399,33 @@ class Engine:
                 return self._step_reporter(model, job, batch * passes + index, request.batch_count * passes,
                                            on_progress)
 
-            batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
+            first = batch * request.pictures_per_batch
             if request.sd_upscale:
                 seed = (request.seed + batch) % (MAX_SEED + 1)
-                yield self._sd_upscale(model, pipe, job, tiles, crops, seed, on_step, refiner), seed, request
+                [(made_by, _)] = request.prompted(first, [seed])
+                yield self._sd_upscale(model, pipe, job, made_by, tiles, crops, seed, on_step, refiner), seed, made_by
             elif request.loopback:
-                yield from self._loopback(model, pipe, job, batch, on_step, controls, refiner)
+                [(made_by, _)] = request.prompted(first, [request.seed])
+                yield from self._loopback(model, pipe, job, made_by, batch, on_step, controls, refiner)
             else:
-                if request.enable_hr:
-                    images = self._hires(model, pipe, job, batch_seeds, on_step(0), controls, hires, refiner)
-                else:
-                    images = self._pass(model, pipe, request, job, batch_seeds, on_step(0), images=task_images,
-                                        controls=controls, refiner=refiner)
-                yield from ((image, seed, request) for image, seed in zip(images, batch_seeds))
+                for made_by, run_seeds in request.prompted(first, seeds[first:first + request.batch_size]):
+                    if request.enable_hr:
+                        images = self._hires(model, pipe, job, made_by, run_seeds, on_step(0), controls, hires,
+                                             refiner)
+                    else:
+                        images = self._pass(model, pipe, made_by, job, run_seeds, on_step(0), images=task_images,
+                                            controls=controls, refiner=refiner)
+                    yield from ((image, seed, made_by) for image, seed in zip(images, run_seeds))
+                    if job.skip.is_set() or job.interrupt.is_set():
+                        break
             job.skip.clear()
             if job.interrupt.is_set():
                 return
 
-    def _loopback(self, model, pipe, job: Job, batch: int, on_step, controls: Controls | None,
-                  refiner) -> Iterator[tuple[Image.Image, int, GenerationRequest]]:
-        """One chain of Loopback's loops: each picture is the next loop's init image, at the loop's strength (colour
-        correction keeps the first loop's colours, as A1111's does)."""
-        request = job.request
+    def _loopback(self, model, pipe, job: Job, request: GenerationRequest, batch: int, on_step,
+                  controls: Controls | None, refiner) -> Iterator[tuple[Image.Image, int, GenerationRequest]]:
+        """One chain of Loopback's loops (``request``: with the chain's prompts): each picture is the next loop's init
+        image, at the loop's strength (colour correction keeps the first loop's colours, as A1111's does)."""
         picture = request.init_image
         for loop, strength in enumerate(request.loopback_strengths):
             made_by = replace(request, init_image=picture, denoising_strength=strength,
@@ -437,10 +447,11 @@ class Engine:
         tiles = Tiles.cover(size, (request.width, request.height), request.sd_upscale_overlap)
         return tiles, tiles.crops(upscaled if upscaled.size == size else upscaled.resize(size, Image.LANCZOS))
 
-    def _sd_upscale(self, model, pipe, job: Job, tiles: Tiles, crops: list[Image.Image], seed: int, on_step,
-                    refiner) -> Image.Image:
-        """One SD upscale picture: every tile repainted (batch size tiles a pass), then blended back."""
-        request, size = job.request, job.request.batch_size
+    def _sd_upscale(self, model, pipe, job: Job, request: GenerationRequest, tiles: Tiles, crops: list[Image.Image],
+                    seed: int, on_step, refiner) -> Image.Image:
+        """One SD upscale picture (``request``: with its prompts): every tile repainted (batch size tiles a pass),
+        then blended back."""
+        size = request.batch_size
         painted = list(crops)
         for index, start in enumerate(range(0, len(crops), size)):
             part = crops[start:start + size]
@@ -451,14 +462,13 @@ class Engine:
                 break
         return tiles.combine(painted)
 
-    def _hires(self, model, pipe, job: Job, seeds: list[int], on_step, controls: Controls | None, hires,
-               refiner) -> list[Image.Image]:
+    def _hires(self, model, pipe, job: Job, request: GenerationRequest, seeds: list[int], on_step,
+               controls: Controls | None, hires, refiner) -> list[Image.Image]:
         """Hires fix: the first pass, an upscale (of latents or pictures), then an img2img pass over it (with the
         same ControlNets, their maps stretched to the new size), on the hires checkpoint when there is one (latents
         go over to its latent space through pictures when the two autoencoders differ). The refiner, as A1111's
         default, takes over the second pass only. A first-pass image (A1111's ``firstpass_image``, its ✨ button)
-        stands for the first pass, at the request's size."""
-        request = job.request
+        stands for the first pass, at the request's size. ``request``: with the pictures' prompts."""
         latent = is_latent(request.hr_upscaler)
         if request.firstpass_image is not None:  # A1111's firstpass_image: the first pass given, for every seed
             given = [request.firstpass_image.convert("RGB").resize((request.width, request.height), Image.LANCZOS)

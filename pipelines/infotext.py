@@ -16,6 +16,9 @@ from PIL.PngImagePlugin import PngInfo
 
 PNG_KEY = "parameters"
 NEGATIVE_PREFIX = "Negative prompt:"
+# Keys written on lines of their own after the parameters, in this order (the Dynamic Prompts extension's templates)
+LINE_KEYS = ("Template", "Negative Template")
+_LINE_KEY = re.compile(rf"^({'|'.join(LINE_KEYS)}): ", re.MULTILINE)
 
 # One "Key: value" pair; the value is either a JSON string literal or runs to the next comma.
 _PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -62,16 +65,16 @@ class NameHashes(dict):
 
 def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
     """Build the text exactly as A1111's ``create_infotext`` does; params keep their given order."""
-    parts = []
+    parts, lines = [], "".join(f"\n{key}: {params[key]}" for key in LINE_KEYS if params.get(key))
     for key, value in params.items():
-        if value is None:
+        if value is None or key in LINE_KEYS:
             continue
         text = _format_value(value)
         if text == "":
             continue
         parts.append(key if key == text else f"{key}: {_quote(text)}")
     negative = f"\n{NEGATIVE_PREFIX} {negative_prompt}" if negative_prompt else ""
-    return f"{prompt}{negative}\n{', '.join(parts)}".strip()
+    return f"{prompt}{negative}\n{', '.join(parts)}".strip() + lines
 
 
 def with_params(infotext: str, params: Mapping[str, object]) -> str:
@@ -84,9 +87,14 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     """Split infotext into (prompt, negative prompt, params) with A1111's parser rules.
 
     The last line is the params line only when it holds at least 3 "Key: value" pairs, so a prompt that
-    merely contains a colon is not mistaken for parameters. Values stay strings, in file order.
+    merely contains a colon is not mistaken for parameters. Values stay strings, in file order; the ``LINE_KEYS``
+    lines after the parameters line are among them (A1111 leaves them to the extension that wrote them).
     """
-    *lines, last = text.strip().split("\n")
+    lines = text.strip().split("\n")
+    after = next((i for i in range(len(lines) - 1, 0, -1)
+                  if _LINE_KEY.match(lines[i]) and len(_PARAM_RE.findall(lines[i - 1])) >= 3), len(lines))
+    block = _LINE_KEY.split("\n".join(lines[after:]))[1:]  # key, value, key, value...
+    *lines, last = lines[:after]
     if len(_PARAM_RE.findall(last)) < 3:
         lines.append(last)
         last = ""
@@ -101,6 +109,7 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
 
     # An empty value is what A1111 drops too (it never writes one).
     params = {key: _unquote(value) for key, value in _PARAM_RE.findall(last) if value}
+    params.update((key, value.strip()) for key, value in zip(block[::2], block[1::2]))
     return prompt, negative, params
 
 

@@ -18,6 +18,9 @@ separates them, and a part ending in ``:number`` has that weight (1 otherwise); 
 before ``ADDCOMM`` goes in front of every part, the text before ``ADDBASE`` guides the whole picture, and the rest
 is split into cells by ``ADDROW`` and ``ADDCOL`` or, without those, by ``BREAK``; ``AND`` counts as ``BREAK``, as
 the extension converts it.
+
+``is_template`` says whether a prompt has the Dynamic Prompts extension's syntax (``{a|b}``, ``__wildcard__``), which
+its library reads (``dynamic_prompts.py``) before any of the above.
 """
 
 from __future__ import annotations
@@ -151,6 +154,14 @@ class RegionalPrompt:
     base: str | None
     cells: tuple[tuple[str, ...], ...]
     flat: bool
+
+
+WILDCARD_WRAP = "__"
+
+
+def is_template(prompt: str) -> bool:
+    """Whether Dynamic Prompts would read the prompt (it leaves one without braces or wildcards as it is)."""
+    return "{" in prompt or WILDCARD_WRAP in prompt
 
 
 def has_regions(prompt: str) -> bool:

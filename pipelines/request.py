@@ -19,7 +19,7 @@ from .controlnet import ControlUnit
 from .errors import RequestError
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
-from .prompts import has_regions
+from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
@@ -29,6 +29,8 @@ from .upscalers import NONE as NO_UPSCALER
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
 MAX_NOISE_MULTIPLIER = 1.5  # A1111's slider
+MAX_BATCH_COUNT = 100
+MAX_GENERATIONS, MAX_COMBINATORIAL_BATCHES = 1000, 10  # Dynamic Prompts' sliders
 VERSION = "easel-0.1.0"
 
 # (field, label, low, high) for the whole-number fields, checked in this order.
@@ -37,7 +39,7 @@ _INT_RANGES = (
     ("width", "Width", 64, 4096),
     ("height", "Height", 64, 4096),
     ("batch_size", "Batch size", 1, 8),
-    ("batch_count", "Batch count", 1, 100),
+    ("batch_count", "Batch count", 1, MAX_BATCH_COUNT),
     ("clip_skip", "Clip skip", 1, 12),
     ("seed", "Seed", -1, MAX_SEED),
     ("subseed", "Variation seed", -1, MAX_SEED),
@@ -53,12 +55,17 @@ _INT_RANGES = (
     ("step_cache", "Step cache", 0, MAX_STEP_CACHE),
     ("loopback_loops", "Loops", 1, MAX_LOOPS),
     ("sd_upscale_overlap", "Tile overlap", 0, MAX_OVERLAP),
+    ("dp_max_generations", "Max generations", 0, MAX_GENERATIONS),
+    ("dp_combinatorial_batches", "Combinatorial batches", 1, MAX_COMBINATORIAL_BATCHES),
 )
 EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 LATENT_RESIZE = 3
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 ORIGINAL = MASKED_CONTENT.index("original")
+# The request's Dynamic Prompts fields: on, then its settings (``dynamic_prompts`` reads them)
+DYNAMIC_FIELDS = ("dynamic_prompts", "dp_combinatorial", "dp_max_generations", "dp_combinatorial_batches",
+                  "dp_fixed_seed", "dp_unlink_seed")
 # The request's Regional Prompter fields: on, then its settings in ``regions.RegionalSettings``' order
 REGIONAL_FIELDS = ("regional_prompter", "rp_splitting", "rp_ratios", "rp_base_ratios", "rp_use_base", "rp_use_common")
 # A1111's words for "no second checkpoint" (its UI's first choice, what its API sends): "" here
@@ -200,6 +207,18 @@ class GenerationRequest:
     rp_base_ratios: str = "0.2"
     rp_use_base: bool = False
     rp_use_common: bool = False
+    # The Dynamic Prompts extension (pipelines/dynamic_prompts.py): the prompts are templates ({red|blue},
+    # __wildcards__) that each picture resolves; on by default, as the extension is (a plain prompt is no template)
+    dynamic_prompts: bool = True
+    dp_combinatorial: bool = False
+    dp_max_generations: int = 0  # combinatorial: at most this many prompts, 0 for all
+    dp_combinatorial_batches: int = 1  # combinatorial: each prompt this many times
+    dp_fixed_seed: bool = False  # every picture the job's seed
+    dp_unlink_seed: bool = False  # random prompts not drawn from the seed
+    # Each picture's prompt and negative prompt, in the job's order, where the engine resolved templates; empty: the
+    # prompts themselves
+    all_prompts: tuple[str, ...] = ()
+    all_negative_prompts: tuple[str, ...] = ()
     controlnets: tuple = ()  # ControlUnit (or the extension's API dicts, made into units here)
     mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
@@ -262,6 +281,13 @@ class GenerationRequest:
         names = (self.styles,) if isinstance(self.styles, str) else self.styles or ()
         set_(self, "styles", tuple(str(name) for name in names))
         set_(self, "inpainting_mask_invert", bool(self.inpainting_mask_invert))
+        for name in (*DYNAMIC_FIELDS[:2], *DYNAMIC_FIELDS[4:]):
+            set_(self, name, bool(getattr(self, name)))
+        set_(self, "all_prompts", tuple(map(str, self.all_prompts)))
+        set_(self, "all_negative_prompts", tuple(map(str, self.all_negative_prompts)))
+        if len(self.all_negative_prompts) != len(self.all_prompts):
+            raise RequestError("Every picture needs a prompt and a negative prompt: all_prompts and "
+                               "all_negative_prompts differ in length.", "all_negative_prompts")
         self._check_soft_inpainting()
         self._check_regions()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
@@ -484,7 +510,39 @@ class GenerationRequest:
 
     @property
     def image_count(self) -> int:
-        return self.batch_size * self.batch_count
+        """The pictures' own prompts count them (a combinatorial job's last batch may be short)."""
+        return len(self.all_prompts) or self.batch_size * self.batch_count
+
+    @property
+    def templated(self) -> bool:
+        """Dynamic Prompts reads the prompts: it is on and they are templates."""
+        return self.dynamic_prompts and (is_template(self.prompt) or is_template(self.negative_prompt))
+
+    @property
+    def combinatorial(self) -> bool:
+        """Dynamic Prompts makes every combination of the templates: the pictures are counted by them."""
+        return self.templated and self.dp_combinatorial
+
+    @property
+    def pictures_per_batch(self) -> int:
+        """The pictures of a batch that have prompts of their own: one Loopback chain's, one SD upscale picture's
+        (its batch size counts tiles), else the batch size."""
+        return 1 if self.loopback or self.sd_upscale else self.batch_size
+
+    def prompted(self, start: int, seeds: list[int]) -> list[tuple["GenerationRequest", list[int]]]:
+        """The pictures from the ``start``-th on, one per seed, in runs of one prompt (resolved templates differ
+        from picture to picture): each run's request, with its prompts, and its seeds."""
+        if not self.all_prompts:
+            return [(self, list(seeds))]
+        runs: list[tuple[tuple[str, str], list[int]]] = []
+        for index, seed in enumerate(seeds, start):
+            prompts = self.all_prompts[index], self.all_negative_prompts[index]
+            if runs and runs[-1][0] == prompts:
+                runs[-1][1].append(seed)
+            else:
+                runs.append((prompts, [seed]))
+        return [(replace(self, prompt=prompt, negative_prompt=negative, all_prompts=(), all_negative_prompts=()),
+                 seeds) for (prompt, negative), seeds in runs]
 
     def with_seed(self) -> "GenerationRequest":
         """The same request with -1 replaced by a concrete random seed (and variation seed, when one is used)."""
@@ -497,7 +555,9 @@ class GenerationRequest:
         return (self.subseed + seed - self.seed) % (MAX_SEED + 1)
 
     def seeds(self) -> list[int]:
-        """A1111's rule: image i of the whole job uses seed + i."""
+        """A1111's rule: image i of the whole job uses seed + i (Dynamic Prompts' *Fixed seed*: the seed)."""
+        if self.dp_fixed_seed and self.all_prompts:
+            return [self.seed] * self.image_count
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.image_count)]
 
     def infotext(self, seed: int, model_name: str, model_hash: str | None = None,

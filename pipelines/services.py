@@ -157,6 +157,8 @@ class Services:
         engine.grid_extended, engine.pnginfo = options["grid_extended_filename"], options["enable_pnginfo"]
         engine.save_before_hires = options["save_images_before_highres_fix"]
         engine.original_names = options["use_original_name_batch"]
+        engine.write_templates, engine.wildcards.ignore_whitespace = (options["dp_write_raw_template"],
+                                                                      options["dp_ignore_whitespace"])
         every = options["show_progress_every_n_steps"]
         self.engine.preview_every = max(every, 0) if options["live_previews_enable"] else 0
         return changed

@@ -209,6 +209,9 @@ class Plot:
 def plan(request: GenerationRequest, axes: list[tuple[str, str]], options: PlotOptions = PlotOptions()) -> Plot:
     """The plot's cells for up to three (axis, values text) pairs: X, Y, Z."""
     axes = (list(axes) + [("Nothing", "")] * 3)[:3]
+    if request.combinatorial:
+        raise RequestError("The X/Y/Z plot's cells are one picture each: turn Dynamic Prompts' combinatorial "
+                           "generation off (each cell then draws its prompts by its seed).", "dp_combinatorial")
     parsed = [(axis, parse_values(axis, text)) for axis, text in axes]
     if not options.keep_random:  # -1 drawn once, shared by its row or column
         parsed = [(axis, [replace(request, seed=v).with_seed().seed for v in values] if axis == "Seed" else values)

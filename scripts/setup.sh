@@ -20,7 +20,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/pip install -q --disable-pip-version-check --no-deps open_clip_torch==3.3.0 2>&1 \
     | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import diffusers, gradio, transformers, torch, importlib.util as u; assert u.find_spec('open_clip')" \
+  .venv/bin/python -c "import diffusers, dynamicprompts, gradio, transformers, torch, importlib.util as u; assert u.find_spec('open_clip')" \
     || { echo "setup: the Python packages did not install; see the pip output above" >&2; exit 1; }
   echo "$wanted" > "$stamp"
 fi

@@ -275,6 +275,33 @@ def test_regional_prompter_as_the_extensions_always_on_script(alice):
     assert "RP Active" not in json.loads(off["info"])["infotexts"][0]
 
 
+def test_dynamic_prompts_as_the_extensions_always_on_script(alice):
+    """On when left out, as A1111 runs the extension: each picture of a template gets its own prompt (``all_prompts``,
+    the infotexts); its arguments, in the extension's order under its title with a version, turn combinatorial
+    generation on, or the extension off."""
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a {red|blue} circle", "seed": 5, "batch_size": 3,
+                                                     **SMALL}))
+    info = json.loads(body["info"])
+    assert info["prompt"] == "a {red|blue} circle" and set(info["all_prompts"]) <= {"a red circle", "a blue circle"}
+    assert [parse_infotext(text)[0] for text in info["infotexts"]] == info["all_prompts"]
+    args = [True, True, 1, False, False, False, 1.1, 1.5, 100, 0.7, False, False, True, False, False, 0]
+    every = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={
+        "prompt": "a {red|blue|green} circle", "negative_prompt": "dark", "seed": 5, **SMALL,
+        "alwayson_scripts": {"Dynamic Prompts v2.17.1": {"args": args}}}))["info"])
+    assert every["all_prompts"] == ["a red circle", "a blue circle", "a green circle"]
+    assert every["all_negative_prompts"] == ["dark"] * 3 and every["all_seeds"] == [5, 6, 7]
+    off = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a {red|blue} circle", "seed": 5, **SMALL,
+                                                                "alwayson_scripts": {"dynamic prompts": {"args": [
+                                                                    False, *args[1:]]}}}))["info"])
+    assert off["all_prompts"] == ["a {red|blue} circle"]
+    ok(alice.post("/sdapi/v1/options", json={"dp_write_raw_template": True}))  # the extension's setting
+    try:
+        kept = json.loads(ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a {red|blue} circle", **SMALL}))["info"])
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"dp_write_raw_template": False}))
+    assert kept["infotexts"][0].endswith("Version: easel-0.1.0\nTemplate: a {red|blue} circle")
+
+
 def test_img2img_with_a_data_url_and_inpaint_with_a_mask(alice):
     source = Image.new("RGB", (96, 80), (200, 40, 40))
     body = ok(alice.post("/sdapi/v1/img2img", json={
@@ -526,6 +553,15 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
         True, False, "Matrix", "Columns", "Mask", "Prompt", "1,1"]}}}, "alwayson_scripts.regional prompter.args"),
     ("txt2img", {"prompt": "a BREAK b", "alwayson_scripts": {"Regional Prompter": {"args": [True, False, "Mask"]}}},
      "alwayson_scripts.regional prompter.args"),  # its Mask mode is not built
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"Dynamic Prompts v2.17.1": {"args": [True, False, 1, True]}}},
+     "alwayson_scripts.dynamic prompts.args"),  # its Magic prompt is a download
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"Dynamic Prompts": {"args": "on"}}},
+     "alwayson_scripts.dynamic prompts.args"),
+    ("txt2img", {"prompt": "a {red|blue"}, "prompt"),  # Dynamic Prompts cannot read it
+    ("txt2img", {"prompt": "a __nothing__"}, "prompt"),  # no wildcard file
+    ("txt2img", {"prompt": "{1|2|3|4|5|6|7|8|9|10} {1|2|3|4|5|6|7|8|9|10} {a|b}", "alwayson_scripts": {
+        "Dynamic Prompts": {"args": [True, True, 1, *[False] * 12, 1000]}}},
+     "alwayson_scripts.dynamic prompts.args"),  # past 100 batches
     ("txt2img", {"prompt": "x", "script_name": "Poor man's outpainting"}, "script_name"),
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_args"),  # no axes
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": [23, "0, 1", None, *XYZ_NOTHING]},

@@ -263,6 +263,40 @@ def test_a_prompt_matrix_makes_a_picture_per_combination_and_their_grid(page, tm
     assert classify_file(tmp_path / "with.png").background == "black"
 
 
+def test_dynamic_prompts_a_wildcard_picked_then_every_combination(page, tmp_path):
+    """Dynamic Prompts: a wildcard picked in its panel goes into the prompt; with combinatorial generation the
+    template makes a picture per combination of the shipped colours (models/wildcards/colors.txt, in the order of
+    their names) and two backgrounds, after their grid, each what its own prompt says."""
+    page.reload()
+    open_tab(page, "txt2img")
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("a large")
+    page.locator("#txt2img_dynamic_prompts").get_by_text("Dynamic Prompts", exact=True).click()
+    page.locator("#txt2img_dp_wildcards input").click()
+    page.locator("#txt2img_dp_wildcards").get_by_role("option", name="colors", exact=True).click()
+    expect(prompt).to_have_value("a large __colors__")
+    prompt.fill("a large __colors__ circle in the center on a {white|black} background")
+    set_number(page, "txt2img_seed", 3)
+    combinatorial = page.locator("#txt2img_dp_combinatorial input")
+    combinatorial.check()
+    try:
+        infotext = generate_in(page, "txt2img")
+        pictures = page.locator("#txt2img_gallery img")
+        expect(pictures).to_have_count(13)
+        page.locator("#txt2img_dynamic_prompts").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "embedded-dynamic-prompts.png"), full_page=True, animations="disabled")
+        drawn = []
+        for index in range(1, 13):
+            (tmp_path / f"{index}.png").write_bytes(page.request.get(pictures.nth(index).get_attribute("src")).body())
+            drawn.append(classify_file(tmp_path / f"{index}.png"))
+    finally:
+        combinatorial.uncheck()
+    assert infotext.startswith("a large blue circle in the center on a white background\n"), infotext
+    colours = sorted((MODELS / "wildcards" / "colors.txt").read_text().split())  # a wildcard's values, sorted
+    assert [(d.colour, d.background) for d in drawn] == [(colour, background) for colour in colours
+                                                         for background in ("white", "black")], drawn
+
+
 def test_loopback_then_sd_upscale_in_img2img(page, tmp_path):
     """Loopback: three loops towards "blue" at a rising strength, their grid and each picture in the gallery, the
     last one blue.

@@ -17,6 +17,7 @@ if not (ROOT / "models" / "Stable-diffusion" / MODEL / "model_index.json").is_fi
     pytest.skip("the embedded model is not in models/", allow_module_level=True)
 
 from pipelines.engine import Engine  # noqa: E402
+from pipelines.infotext import parse_infotext  # noqa: E402
 from pipelines.outputs import OutputWriter  # noqa: E402
 from pipelines.registry import Registry  # noqa: E402
 from pipelines.request import GenerationRequest  # noqa: E402
@@ -211,6 +212,27 @@ def test_prompt_editing_places_with_the_first_text_and_colours_with_the_second(e
 def test_the_heavier_composable_part_wins(engine, prompt, colour):
     """A1111's composable diffusion: each part guides by its weight, whichever comes first."""
     assert [classify(paint(engine, prompt, seed)).colour for seed in range(3)] == [colour] * 3
+
+
+def test_dynamic_prompts_give_each_picture_of_a_batch_its_own_colour(engine):
+    """A wildcard of the shipped ones (models/wildcards): each picture of one batch in the colour its own prompt
+    names, and the picture its prompt alone makes with its seed."""
+    result = engine.generate(GenerationRequest(prompt="a large __colors__ circle on a white background", model=MODEL,
+                                               width=64, height=64, steps=20, seed=3, batch_size=4))
+    prompts = [parse_infotext(text)[0] for text in result.infotexts]
+    colours = [prompt.split()[2] for prompt in prompts]
+    assert len(set(colours)) > 1 and [classify(image).colour for image in result.images] == colours, prompts
+    alone = np.asarray(paint(engine, prompts[1], result.seeds[1]), dtype=int)
+    assert np.abs(alone - np.asarray(result.images[1], dtype=int)).mean() < 1
+
+
+def test_dynamic_prompts_combinatorial_makes_every_combination_in_order(engine):
+    result = engine.generate(GenerationRequest(prompt="a large {red|blue|yellow} square on a {white|black} background",
+                                               model=MODEL, width=64, height=64, steps=20, seed=1, batch_size=4,
+                                               dp_combinatorial=True))
+    assert len(result.images) == 6 and result.seeds == list(range(1, 7))  # two batches, the second of two
+    seen = [(picture.colour, picture.background) for picture in map(classify, result.images)]
+    assert seen == [(colour, background) for colour in ("red", "blue", "yellow") for background in ("white", "black")]
 
 
 @pytest.mark.parametrize("splitting", ["Columns", "Rows"])

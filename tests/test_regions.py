@@ -142,10 +142,14 @@ def test_hires_fix_keeps_the_regions_at_its_size(engine):
 
 
 def test_regions_of_one_text_are_that_text(engine):
+    """The same latents up to float32 rounding of the weighted sums (1.4e-5 seen on one CPU, where 1e-5 is the
+    default tolerance); another text differs by far more."""
     plain = latents(engine, prompt="a red circle", regional_prompter=False)
-    torch.testing.assert_close(latents(engine, prompt="a red circle BREAK a red circle", rp_ratios="3,1"), plain)
+    close = {"atol": 1e-4, "rtol": 1e-4}
+    torch.testing.assert_close(latents(engine, prompt="a red circle BREAK a red circle", rp_ratios="3,1"), plain,
+                               **close)
     torch.testing.assert_close(latents(engine, prompt="a red circle ADDBASE a red circle BREAK a red circle",
-                                       rp_base_ratios="0.4,0.9"), plain)
+                                       rp_base_ratios="0.4,0.9"), plain, **close)
     assert not torch.allclose(latents(engine), plain)
 
 

@@ -459,7 +459,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     """The body every generation tab shares: prompts (with the Networks cards under them) and buttons, the task's
     own inputs above the sampling controls, and the output panel; wired to the engine."""
     # they use this module's icons and fields
-    from . import controlnet, img2img_scripts, networks, regions, xyz_panel
+    from . import controlnet, dynamic_prompts, img2img_scripts, networks, regions, xyz_panel
 
     fields = FieldSet(task)
     with gr.Row():
@@ -481,6 +481,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             buttons = sampling_controls(fields, defaults)
             wire_token_counters(services, fields)
             refiner_controls(services, fields)
+            dynamic_prompts.build(services, fields)
             regions.build(fields)
             prompt_list_controls(fields)
             prompt_matrix_controls(fields)

@@ -43,7 +43,7 @@ def build(services, demo: gr.Blocks, generation_tabs: list) -> None:
     search = gr.Textbox(placeholder="Search...", show_label=False, max_lines=1, elem_id="settings_search")
     found = gr.Markdown(elem_id="settings_search_result")
     sections = {}
-    with gr.Tabs(elem_id="settings_sections") as tabs:
+    with gr.Tabs(overflow_behavior="wrap", elem_id="settings_sections") as tabs:  # every section in sight, as A1111's
         for section in SECTIONS:
             with gr.Tab(section, id=f"settings_{section}") as sections[section]:
                 for option in OPTIONS:
