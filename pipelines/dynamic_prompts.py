@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from dataclasses import replace
 from itertools import cycle, islice
 from pathlib import Path
@@ -44,19 +43,19 @@ def templates(request: GenerationRequest) -> dict[str, str]:
 
 
 class Wildcards:
-    """The wildcard files (read again for every job, so edits need no restart) and the templates resolved by them."""
+    """The wildcard files (read afresh for every job, so edits need no restart) and the templates resolved by them."""
 
     def __init__(self, models_dir: str | Path):
         self.folder = Path(models_dir) / FOLDER
         self.ignore_whitespace = False  # the Settings tab's: newlines, tabs and runs of spaces become one space
-        self._manager = WildcardManager(self.folder)
-        self._lock = threading.Lock()  # the manager's cache is not made for threads
+
+    def _manager(self) -> WildcardManager:
+        """A manager of the files as they are now (it caches what it reads; a folder not made yet holds none)."""
+        return WildcardManager(self.folder if self.folder.is_dir() else None)
 
     def names(self) -> list[str]:
         """Every wildcard's name, as a prompt writes it between ``__``."""
-        with self._lock:
-            self._manager.clear_cache()
-            return sorted(self._manager.get_collection_names())
+        return sorted(self._manager().get_collection_names())
 
     def resolved(self, request: GenerationRequest) -> GenerationRequest:
         """``request`` (its seed drawn) with every picture's prompts when they are templates and Dynamic Prompts is
@@ -65,19 +64,17 @@ class Wildcards:
             return request
         per_batch = request.pictures_per_batch
         batches = request.dp_combinatorial_batches if request.combinatorial else 1
-        with self._lock:
-            self._manager.clear_cache()
-            if request.combinatorial:
-                generator = CombinatorialPromptGenerator(self._manager, ignore_whitespace=self.ignore_whitespace)
-                room = MAX_BATCH_COUNT * per_batch // batches
-                count = min(request.dp_max_generations or room + 1, room + 1)
-            else:
-                generator = RandomPromptGenerator(self._manager, seed=request.seed,
-                                                  unlink_seed_from_prompt=request.dp_unlink_seed,
-                                                  ignore_whitespace=self.ignore_whitespace)
-                room = count = request.batch_count * per_batch
-            made = [_made(generator, text, count, field) * batches
-                    for text, field in ((request.prompt, "prompt"), (request.negative_prompt, "negative_prompt"))]
+        if request.combinatorial:
+            generator = CombinatorialPromptGenerator(self._manager(), ignore_whitespace=self.ignore_whitespace)
+            room = MAX_BATCH_COUNT * per_batch // batches
+            count = min(request.dp_max_generations or room + 1, room + 1)
+        else:
+            generator = RandomPromptGenerator(self._manager(), seed=request.seed,
+                                              unlink_seed_from_prompt=request.dp_unlink_seed,
+                                              ignore_whitespace=self.ignore_whitespace)
+            room = count = request.batch_count * per_batch
+        made = [_made(generator, text, count, field) * batches
+                for text, field in ((request.prompt, "prompt"), (request.negative_prompt, "negative_prompt"))]
         if max(map(len, made)) > room * batches:
             raise RequestError(f"Combinatorial generation makes more than {MAX_BATCH_COUNT} batches of {per_batch} "
                                "here: set Max generations, or raise the batch size.", "dp_max_generations")

@@ -40,12 +40,9 @@ def build(services, fields: FieldSet) -> None:
             picker = gr.Dropdown(wildcards.names(), value=None, label=f"Wildcards ({folder})",
                                  info="the one picked goes into the prompt", elem_id=f"{p}_dp_wildcards")
     prompt = fields.components["prompt"]
-
-    def inserted(name: str | None, text: str):
-        if not name:
-            return gr.update(), None
-        return " ".join(part for part in (text.rstrip(), f"{WILDCARD_WRAP}{name}{WILDCARD_WRAP}") if part), None
-
     private = {"api_visibility": "private"}
     picker.focus(lambda: gr.Dropdown(choices=wildcards.names()), None, picker, **private)
-    picker.input(inserted, [picker, prompt], [prompt, picker], **private)
+    # in the page itself: nothing on its way from the server can undo what is typed next
+    picker.input(None, [picker, prompt], [prompt, picker], **private,
+                 js=f"(name, text) => [name ? [text.trimEnd(), '{WILDCARD_WRAP}' + name + '{WILDCARD_WRAP}']"
+                    ".filter(Boolean).join(' ') : text, null]")
