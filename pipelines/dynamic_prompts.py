@@ -1,9 +1,9 @@
 """Dynamic Prompts (adieyal's sd-dynamic-prompts for A1111, on its ``dynamicprompts`` library, which InvokeAI uses
 too): the prompt and the negative prompt are templates from which each picture of a job gets prompts of its own.
 
-``{red|blue|green}`` picks one, ``{2$$a|b|c}`` two joined by ", ", ``{0.5::a|2::b}`` by weight; ``__colors__`` a
+``{red|blue|green}`` picks one, ``{2$$a|b|c}`` two joined by ",", ``{0.5::a|2::b}`` by weight; ``__colors__`` a
 line of ``colors.txt`` in the models folder's ``wildcards`` (``__animals/cats__`` from a sub-folder, ``__animals/*__``
-from any there; YAML and JSON files too), nested as deep as wanted.
+from any there; YAML and JSON files too; the library sorts a file's lines), nested as deep as wanted.
 
 Random mode (the extension's default): the job's pictures take the prompts a generator seeded with the job's seed
 draws, in order, so a seed gives the same prompts again (*Unlink seed from prompt*: drawn unseeded); the negative
