@@ -1,8 +1,8 @@
 """A1111's "Prompt matrix": a picture for every combination of a prompt's optional parts, and the grid that labels them.
 
-The prompt (or, as a "negative" matrix, the negative prompt) is split at "|": the first part is in every picture,
-each other part in or out, so n optional parts make 2^n pictures; picture i holds part k when bit k of i is set
-(A1111's order). The optional parts go after the first (``position`` "end") or before it ("start"), joined by ", "
+The prompt (or, as a "negative" matrix, the negative prompt) is split at "|" (outside Dynamic Prompts' braces, so a
+template's ``{a|b}`` stays whole in its part): the first part is in every picture, each other part in or out, so n
+optional parts make 2^n pictures; picture i holds part k when bit k of i is set (A1111's order). The optional parts go after the first (``position`` "end") or before it ("start"), joined by ", "
 or " ". Each picture is a job of one image; they share the seed, or with ``different_seeds`` picture i takes
 seed + i. The grid has the first half of the optional parts across and the rest down (A1111's 2^(n // 2) rows),
 each label saying which parts are in (+) and out (-), with ``margin`` pixels between the cells.
@@ -18,6 +18,7 @@ from PIL import Image
 
 from .errors import RequestError
 from .grid import grid_margin, labelled_grid
+from .prompts import matrix_parts
 from .request import MAX_SEED, whole_number
 
 POSITIONS = ("end", "start")
@@ -39,7 +40,7 @@ class PromptMatrix:
         return "negative_prompt" if self.negative else "prompt"
 
     def parts(self, values: dict[str, Any]) -> list[str]:
-        parts = [part.strip().strip(",").strip() for part in str(values.get(self.field) or "").split("|")]
+        parts = [part.strip().strip(",").strip() for part in matrix_parts(str(values.get(self.field) or ""))]
         if len(parts) < 2:
             where = "negative prompt" if self.negative else "prompt"
             raise RequestError(f"The prompt matrix needs optional parts in the {where}, after a |: "

@@ -20,7 +20,8 @@ is split into cells by ``ADDROW`` and ``ADDCOL`` or, without those, by ``BREAK``
 the extension converts it.
 
 ``is_template`` says whether a prompt has the Dynamic Prompts extension's syntax (``{a|b}``, ``__wildcard__``), which
-its library reads (``dynamic_prompts.py``) before any of the above.
+its library reads (``dynamic_prompts.py``) before any of the above; ``matrix_parts`` splits a prompt matrix's prompt
+around it.
 """
 
 from __future__ import annotations
@@ -162,6 +163,18 @@ WILDCARD_WRAP = "__"
 def is_template(prompt: str) -> bool:
     """Whether Dynamic Prompts would read the prompt (it leaves one without braces or wildcards as it is)."""
     return "{" in prompt or WILDCARD_WRAP in prompt
+
+
+def matrix_parts(prompt: str) -> list[str]:
+    """The prompt split at each ``|`` for A1111's prompt matrix, but not inside Dynamic Prompts' braces: ``a
+    {red|blue} house|at night`` has two parts (A1111 splits at every ``|``, which breaks such a template)."""
+    parts, depth, start = [], 0, 0
+    for at, char in enumerate(prompt):
+        depth = max(depth + (char == "{") - (char == "}"), 0)
+        if char == "|" and not depth:
+            parts.append(prompt[start:at])
+            start = at + 1
+    return [*parts, prompt[start:]]
 
 
 def has_regions(prompt: str) -> bool:

@@ -27,6 +27,11 @@ def test_every_combination_in_a1111s_order_with_one_seed_or_one_each():
     assert len({job["seed"] for job in drawn}) == 1 and drawn[0]["seed"] >= 0  # drawn once for the grid
 
 
+def test_dynamic_prompts_braces_stay_whole_in_their_part():
+    jobs = PromptMatrix().jobs({"prompt": "a {red|blue} house|at {dusk|night}", "seed": 1})
+    assert [job["prompt"] for job in jobs] == ["a {red|blue} house", "a {red|blue} house, at {dusk|night}"]
+
+
 def test_the_grid_lays_the_pictures_out_as_a1111():
     """Three parts: two across (4 columns), one down (2 rows), labels on top and at the left; a missing picture
     (interrupted) leaves its cell blank."""
