@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipelines.cfg_rescale import RESCALE
 from pipelines.errors import RequestError
 from pipelines.extras import ExtrasRequest
+from pipelines.freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.regions import DIVIDE_MODE
@@ -185,11 +187,12 @@ class PNGInfoResponse(BaseModel):
 
 SOFT_INPAINTING_SCRIPT = "soft inpainting"  # A1111's always-on script, in img2img
 SOFT_INPAINTING_FIELD = f"alwayson_scripts.{SOFT_INPAINTING_SCRIPT}.args"
+FREEU_SCRIPT, RESCALE_SCRIPT = "freeu", "rescalecfg"  # Easel's FreeU; Forge Neo's RescaleCFG
 REGIONAL_SCRIPT = "regional prompter"  # hako-mikan's extension, its script title in any case
 REGIONAL_FIELD = f"alwayson_scripts.{REGIONAL_SCRIPT}.args"
 DYNAMIC_SCRIPT = "dynamic prompts"  # adieyal's extension; its title has its version after it (Dynamic Prompts v2.17.1)
 DYNAMIC_FIELD = f"alwayson_scripts.{DYNAMIC_SCRIPT}.args"
-ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT)
+ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, RESCALE_SCRIPT)
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -201,6 +204,8 @@ _A1111_FIELDS = {
     "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
     "xyz_margin": "script_args",
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
+    **{name: f"alwayson_scripts.{FREEU_SCRIPT}.args" for name in ("freeu", *(s.field for s in FREEU_SETTINGS))},
+    RESCALE.field: f"alwayson_scripts.{RESCALE_SCRIPT}.args",
     **{name: REGIONAL_FIELD for name in REGIONAL_FIELDS},
     **{name: DYNAMIC_FIELD for name in DYNAMIC_FIELDS},
 }
@@ -249,17 +254,42 @@ def _always_on_args(payload: Txt2ImgPayload, name: str) -> Any:
     return script.get("args", []) if isinstance(script, dict) else script or []
 
 
-def soft_inpainting_values(payload: Txt2ImgPayload) -> dict[str, Any]:
-    """A1111's ``alwayson_scripts["soft inpainting"].args``: [enabled, schedule bias, preservation strength,
-    transition contrast boost, mask influence, difference threshold, difference contrast] (the later ones may be
-    left out), as request fields."""
-    args = _always_on_args(payload, SOFT_INPAINTING_SCRIPT)
-    if not isinstance(args, list) or len(args) > 1 + len(SOFT_SETTINGS):
-        raise PayloadError(SOFT_INPAINTING_FIELD, "Soft inpainting takes [enabled, schedule bias, preservation "
-                                                  "strength, transition contrast boost, mask influence, difference "
-                                                  "threshold, difference contrast].")
-    return {"soft_inpainting": bool(args and args[0]),
-            **{setting.field: value for setting, value in zip(SOFT_SETTINGS, args[1:])}}
+class SettingScript(NamedTuple):
+    """An always-on script whose args are [enabled, *its settings' values] (without a ``switch``: the values)."""
+    name: str  # as ``_script`` reads its title
+    switch: str | None  # the request field that turns it on
+    key: str  # the infotext key that says it was on
+    settings: tuple
+
+
+SOFT_INPAINTING_ARGS = SettingScript(SOFT_INPAINTING_SCRIPT, "soft_inpainting", SOFT_INPAINTING, SOFT_SETTINGS)
+FREEU_ARGS = SettingScript(FREEU_SCRIPT, "freeu", FREEU, FREEU_SETTINGS)
+RESCALE_ARGS = SettingScript(RESCALE_SCRIPT, None, RESCALE.key, (RESCALE,))
+
+
+def setting_values(payload: Txt2ImgPayload, script: SettingScript) -> dict[str, Any]:
+    """``alwayson_scripts[script].args`` as request fields; the later values may be left out. Soft inpainting
+    (A1111's, img2img): [enabled, schedule bias, preservation strength, transition contrast boost, mask influence,
+    difference threshold, difference contrast]; FreeU: [enabled, b1, b2, s1, s2] (Forge's order); RescaleCFG (Forge
+    Neo's): [factor]."""
+    args = _always_on_args(payload, script.name)
+    names = [*([script.switch] if script.switch else []), *(setting.field for setting in script.settings)]
+    if not isinstance(args, list) or len(args) > len(names):
+        labels = [*(["enabled"] if script.switch else []), *(setting.label.lower() for setting in script.settings)]
+        raise PayloadError(f"alwayson_scripts.{script.name}.args", f"{script.name} takes [{', '.join(labels)}].")
+    values = dict(zip(names, args))
+    if script.switch:
+        values[script.switch] = bool(values.get(script.switch))
+    return values
+
+
+def _infotext_args(params: dict[str, str], script: SettingScript) -> list | None:
+    """The script's args an infotext's keys give (A1111 fills a script's arguments from the infotext too)."""
+    on = params.get(script.key) == "True" if script.switch else script.key in params
+    if not on:
+        return None
+    return [*([True] if script.switch else []), *(params.get(setting.key, setting.default)
+                                                  for setting in script.settings)]
 
 
 def regional_prompter_values(payload: Txt2ImgPayload) -> dict[str, Any]:
@@ -365,9 +395,10 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     if override:
         update["override_settings"] = override
     scripts = dict(payload.alwayson_scripts)  # A1111 fills an always-on script's arguments from the infotext too
-    if params.get(SOFT_INPAINTING) == "True" and not _always_on_args(payload, SOFT_INPAINTING_SCRIPT):
-        scripts[SOFT_INPAINTING_SCRIPT] = {"args": [True, *(params.get(setting.key, setting.default)
-                                                            for setting in SOFT_SETTINGS)]}
+    for script in (SOFT_INPAINTING_ARGS, FREEU_ARGS, RESCALE_ARGS):
+        args = _infotext_args(params, script)
+        if args and not _always_on_args(payload, script.name):
+            scripts[script.name] = {"args": args}
     regional = regional_values(params)
     if regional and not _always_on_args(payload, REGIONAL_SCRIPT):
         scripts[REGIONAL_SCRIPT] = {"args": [True, False, DIVIDE_MODE, regional.get("rp_splitting"), None, None,
@@ -502,6 +533,8 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "controlnets": control_units(payload),
         **regional_prompter_values(payload),
         **dynamic_prompts_values(payload),
+        **setting_values(payload, FREEU_ARGS),
+        **setting_values(payload, RESCALE_ARGS),
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
         "tiling": bool(payload.tiling),
@@ -533,7 +566,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
             initial_noise_multiplier=_option(payload.initial_noise_multiplier, "initial_noise_multiplier", options,
                                              override),
             color_correction=_option(None, "img2img_color_correction", options, override),
-            **soft_inpainting_values(payload),
+            **setting_values(payload, SOFT_INPAINTING_ARGS),
         )
     planned = plan({**values, **_script_values(payload, options)})  # an empty prompt list is no list: the one job
     return planned, [GenerationRequest.from_values(job) for job in planned.jobs]

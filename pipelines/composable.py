@@ -9,6 +9,9 @@ sum. Without CFG (scale 1, no unprompted half) it hands the weighted sum of the 
 given per picture (SDXL's added conditions, ControlNet's residuals) is repeated with the prompted half, so the
 combination works in every UNet pipeline (txt2img, img2img, inpainting, ControlNet, the refiner's switch). A
 part's weight may be a ``regions.Area`` (Regional Prompter): its weight at each latent pixel.
+
+Rescale CFG (``cfg_rescale``) needs the unprompted and prompted predictions of each step too, so ``ComposedUNet``
+also stands in for a pass with it (a text of one part is the UNet's own call) and rescales what it hands the pipeline.
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ from typing import Callable
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
+from .cfg_rescale import Rescale
 from .regions import Area
 from .text_encoding import Parts
 
 
 class ComposedUNet:
-    """The pipeline's UNet for a pass with composable parts. ``current`` gives the UNet and the parts of the next
-    call (prompt editing and the refiner change them between steps); ``images`` is the batch's picture count. Any
-    other attribute is the UNet's own."""
+    """The pipeline's UNet for a pass with composable parts or Rescale CFG. ``current`` gives the UNet and the parts
+    of the next call (prompt editing and the refiner change them between steps); ``images`` is the batch's picture
+    count; ``rescale`` the pass's Rescale CFG, if any. Any other attribute is the UNet's own."""
 
-    def __init__(self, current: Callable[[], tuple[torch.nn.Module, Parts]], images: int):
-        self._current, self._images = current, images
+    def __init__(self, current: Callable[[], tuple[torch.nn.Module, Parts]], images: int,
+                 rescale: Rescale | None = None):
+        self._current, self._images, self._rescale = current, images, rescale
 
     def __getattr__(self, name: str):
         return getattr(self._current()[0], name)
@@ -36,11 +41,21 @@ class ComposedUNet:
     def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, *,
                  added_cond_kwargs: dict | None = None, return_dict: bool = True, **kwargs):
         unet, parts = self._current()
-        if not parts:
-            return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                        added_cond_kwargs=added_cond_kwargs, return_dict=return_dict, **kwargs)
+        unprompted = sample.shape[0] - self._images  # the CFG half: 0 without CFG
+        if parts:
+            result = self._composed(unet, parts, unprompted, sample, timestep, encoder_hidden_states,
+                                    added_cond_kwargs, kwargs)
+        else:
+            result = unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                          added_cond_kwargs=added_cond_kwargs, return_dict=False, **kwargs)[0]
+        if self._rescale and unprompted:
+            result = self._rescale(result, sample, timestep, self._images)
+        return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+
+    def _composed(self, unet, parts: Parts, unprompted: int, sample: torch.Tensor, timestep,
+                  encoder_hidden_states: torch.Tensor, added_cond_kwargs: dict | None, kwargs: dict) -> torch.Tensor:
+        """``[uncond, uncond + sum(weight_i x (cond_i - uncond))]`` from one UNet call on the repeated batch."""
         batch, images, count = sample.shape[0], self._images, len(parts)
-        unprompted = batch - images  # the CFG half: 0 without CFG
 
         def repeat(value):
             """A per-picture value: its unprompted half, then its prompted half once per part."""
@@ -66,8 +81,7 @@ class ComposedUNet:
         uncond, conds = out[:unprompted], out[unprompted:].unflatten(0, (count, images))
         weights = _weights([part[0] for part in parts], out).view(count, 1, 1, *out.shape[-2:])
         combined = uncond + (weights * (conds - uncond)).sum(0) if unprompted else (weights * conds).sum(0)
-        result = torch.cat([uncond, combined])
-        return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+        return torch.cat([uncond, combined])
 
 
 def _weights(weights: list, like: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,9 @@ refiner means another UNet, with its own encoding of the texts, after its switch
 pipeline is called with the first step's text, and the step callback, after each step, replaces what changes for
 the next one (the UNet, and the conditioning tensors the denoising loop reads), built as the pipeline builds them.
 Every text is encoded before the pass starts, for each model that will read it. A text of composable parts
-(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``) puts a ``composable.ComposedUNet`` in the
-pipeline's UNet's place for the pass, which reads the UNet and the parts of the step from here.
+(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), or Rescale CFG, puts a
+``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the UNet and the parts of the
+step from here.
 
 Steps count the sampler steps this pass runs (an img2img pass: steps x denoising strength), so ``[a:b:0.5]`` is
 half of what runs; A1111 counts img2img's against all its steps.
@@ -19,6 +20,7 @@ from typing import Iterator
 
 import torch
 
+from .cfg_rescale import Rescale
 from .composable import ComposedUNet
 from .prompts import composable_parts, prompt_schedule
 from .refiner import switch_step, time_ids
@@ -50,7 +52,8 @@ class StepConditioning:
         self.now = (0, 0)  # (model, text) of the next step
         self.switched = False
         self.unets = [model.unet for model in models]
-        self.composed = any(encoded.parts for encoded in self.encoded.values())
+        self.rescale = Rescale(request.rescale_cfg, request.cfg_scale, pipe.scheduler) if request.rescale_cfg else None
+        self.stand_in = self.rescale is not None or any(encoded.parts for encoded in self.encoded.values())
 
     @property
     def first(self) -> PromptEmbeds:
@@ -79,7 +82,7 @@ class StepConditioning:
         (model, text), switching = following, following[0] != self.now[0]
         self.now = following
         if switching:
-            if not self.composed:  # a ComposedUNet follows ``now`` itself
+            if not self.stand_in:  # a ComposedUNet follows ``now`` itself
                 pipeline.unet = self.refiner.pipe.unet
             self.switched = True
         kwargs = self.encoded[model, text].kwargs
@@ -106,10 +109,10 @@ class StepConditioning:
     @contextmanager
     def restoring(self, pipe) -> Iterator[None]:
         """The pass's own UNet back on ``pipe`` after it, whatever happened; a ``ComposedUNet`` in its place
-        during the pass when a text has composable parts."""
+        during the pass when a text has composable parts or the pass rescales its CFG."""
         unet = pipe.unet
-        if self.composed:
-            pipe.unet = ComposedUNet(self.current, self.images)
+        if self.stand_in:
+            pipe.unet = ComposedUNet(self.current, self.images, self.rescale)
         try:
             yield
         finally:

@@ -11,6 +11,8 @@ the fast modes in use (step cache, quantised weights) are labelled in the infote
 latents after each step and lays the pictures over the original as it says (``soft_inpainting``). Variation seeds,
 seed resize and the noise multiplier shape the pass's noise (``variation.shaping``). Prompt edits and a refiner
 change the UNet's text (and the refiner its UNet) from a step on, through the step callback (``conditioning``).
+FreeU is set on the pass's UNets for the call (``freeu``); Rescale CFG rescales each step's predictions
+(``cfg_rescale``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
-from . import kandinsky, speed, step_cache
+from . import freeu, kandinsky, speed, step_cache
 from .conditioning import StepConditioning
 from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
@@ -72,6 +74,7 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     started = clock() if stats is not None else 0.0
     with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext(), \
             step_cache.cached(pipe, request.step_cache), conditioning.restoring(pipe), \
+            freeu.applied(conditioning.unets, request), \
             shaping(pipe, request, seeds, generators, task, picture=images is not None):
         result = pipe(
             **conditioning.first.kwargs,

@@ -167,6 +167,10 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
                                                                "Kandinsky 2.2 models; write one prompt."),
         (request.regional_prompter, "regional_prompter", "Regional Prompter is not available for Kandinsky 2.2 "
                                                          "models: turn it off."),
+        (request.rescale_cfg, "rescale_cfg", "Rescale CFG is not available for Kandinsky 2.2 models (its decoder "
+                                             "also predicts its noise's variance): set it to 0."),
+        (request.freeu, "freeu", "FreeU is not available for Kandinsky 2.2 models (diffusers has it for the blocks of "
+                                 "SD and SDXL UNets only): turn it off."),
     )
     for refused, field, message in refusals:
         if refused:

@@ -15,8 +15,10 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from . import infotext as infotext_format
+from .cfg_rescale import RESCALE
 from .controlnet import ControlUnit
 from .errors import RequestError
+from .freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
 from .prompts import has_regions, is_template
@@ -223,6 +225,13 @@ class GenerationRequest:
     mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
     tiling: bool = False  # seamless tiling: circular padding (pipelines/tiling.py)
+    rescale_cfg: float = RESCALE.default  # Rescale CFG (pipelines/cfg_rescale.py): 0 = off
+    # FreeU (pipelines/freeu.py): on, and its factors
+    freeu: bool = False
+    freeu_b1: float = FREEU_SETTINGS[0].default
+    freeu_b2: float = FREEU_SETTINGS[1].default
+    freeu_s1: float = FREEU_SETTINGS[2].default
+    freeu_s2: float = FREEU_SETTINGS[3].default
     styles: tuple[str, ...] = ()  # names in the models folder's styles.csv, written into the prompts by the engine
     # Parts that later features fill.
     adapters: tuple = ()
@@ -277,6 +286,7 @@ class GenerationRequest:
                                "raise the strength or the steps.", "denoising_strength")
         set_(self, "inpaint_full_res", bool(self.inpaint_full_res))
         set_(self, "tiling", bool(self.tiling))
+        set_(self, "freeu", bool(self.freeu))
         set_(self, "color_correction", bool(self.color_correction))
         names = (self.styles,) if isinstance(self.styles, str) else self.styles or ()
         set_(self, "styles", tuple(str(name) for name in names))
@@ -288,7 +298,10 @@ class GenerationRequest:
         if len(self.all_negative_prompts) != len(self.all_prompts):
             raise RequestError("Every picture needs a prompt and a negative prompt: all_prompts and "
                                "all_negative_prompts differ in length.", "all_negative_prompts")
-        self._check_soft_inpainting()
+        self._check_settings(SOFT_SETTINGS, "soft inpainting")
+        set_(self, "soft_inpainting", bool(self.soft_inpainting))
+        self._check_settings(FREEU_SETTINGS, "FreeU")
+        self._check_settings((RESCALE,))
         self._check_regions()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
@@ -299,17 +312,13 @@ class GenerationRequest:
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
         self._check_scripts()
 
-    def _check_soft_inpainting(self) -> None:
-        """Its settings in A1111's slider ranges, checked whether or not it is on (tasks without a mask pass it
-        over, as A1111's)."""
-        set_ = object.__setattr__
-        for setting in SOFT_SETTINGS:
-            value = finite_number(getattr(self, setting.field), setting.label, setting.field)
-            if not setting.low <= value <= setting.high:
-                raise RequestError(f"Soft inpainting's {setting.label.lower()} goes from {setting.low:g} to "
-                                   f"{setting.high:g}, got {value:g}.", setting.field)
-            set_(self, setting.field, value)
-        set_(self, "soft_inpainting", bool(self.soft_inpainting))
+    def _check_settings(self, settings: tuple, owner: str = "") -> None:
+        """An extension's numbers in its sliders' ranges, checked whether or not it is on (soft inpainting's too
+        where the task has no mask, as A1111's)."""
+        for setting in settings:
+            label = f"{setting.label} ({owner})" if owner else setting.label
+            value = number_between(getattr(self, setting.field), label, setting.field, setting.low, setting.high)
+            object.__setattr__(self, setting.field, value)
 
     def _check_regions(self) -> None:
         """Regional Prompter's settings, checked whether or not it is on, and the prompt's regions against them
@@ -586,6 +595,9 @@ class GenerationRequest:
             "RNG": "CPU",
             "Step cache": self.step_cache if self.step_cache > 1 else None,
             "Tiling": True if self.tiling else None,
+            RESCALE.key: self.rescale_cfg or None,
+            FREEU: True if self.freeu else None,
+            **{setting.key: getattr(self, setting.field) if self.freeu else None for setting in FREEU_SETTINGS},
             **self._regional_params(),
             **(self._inpaint_params() if self.task == "inpaint" else {}),
             **(self._hires_params() if self.enable_hr else {}),
@@ -672,8 +684,10 @@ class GenerationRequest:
         values["tiling"] = params.get("Tiling") == "True"
         values["color_correction"] = params.get("Color correction") == "True"
         values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
+        values["freeu"] = params.get(FREEU) == "True"
         values.update(regional_values(params))
-        values.update({setting.field: params[setting.key] for setting in SOFT_SETTINGS if setting.key in params})
+        values.update({setting.field: params[setting.key] for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE)
+                       if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)
 

@@ -108,3 +108,10 @@ def sampler_names() -> list[str]:
 
 def schedule_type_names() -> list[str]:
     return list(SCHEDULE_TYPES)
+
+
+def alpha_bar(scheduler, timestep) -> float:
+    """The share of signal in the UNet's input at ``timestep`` (its cumulative alpha), for every scheduler: the
+    nearest of its training timesteps (Karras schedules pass fractional ones)."""
+    alphas = scheduler.alphas_cumprod
+    return float(alphas[min(max(round(float(timestep)), 0), len(alphas) - 1)])

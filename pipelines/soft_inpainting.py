@@ -12,29 +12,16 @@ instead of through the painted mask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
 from .latent_blend import LatentBlend
+from .samplers import alpha_bar
+from .script_settings import Setting
 
 ENABLED = "Soft inpainting enabled"  # A1111's infotext key
-
-
-@dataclass(frozen=True)
-class Setting:
-    field: str  # the request's
-    label: str  # A1111's slider
-    key: str  # A1111's infotext key
-    default: float
-    low: float
-    high: float
-    step: float
-    info: str  # A1111's
-
-
+# A1111's sliders, labels and help lines
 SETTINGS = (
     Setting("soft_schedule_bias", "Schedule bias", "Soft inpainting schedule bias", 1.0, 0.0, 8.0, 0.1,
             "Shifts when preservation of original content occurs during denoising."),
@@ -53,8 +40,7 @@ SETTINGS = (
 
 def _sigma(scheduler, timestep) -> float:
     """The noise level of ``timestep`` as a k-diffusion sigma, for every scheduler (from its alphas)."""
-    alphas = scheduler.alphas_cumprod
-    alpha = float(alphas[min(max(round(float(timestep)), 0), len(alphas) - 1)])
+    alpha = alpha_bar(scheduler, timestep)
     return ((1 - alpha) / alpha) ** 0.5
 
 

@@ -19,8 +19,10 @@ from typing import Any, Callable, Iterator
 
 from PIL import Image
 
+from .cfg_rescale import RESCALE
 from .engine import GenerationResult, Progress
 from .errors import RequestError
+from .freeu import SETTINGS as FREEU_SETTINGS
 from .grid import Grid, grid_margin, labelled_grid
 from .infotext import with_params
 from .request import MAX_SEED, GenerationRequest
@@ -75,35 +77,43 @@ class Axis:
     show: Callable[[Any], str] = str  # the grid label of a value
 
 
-def _field(name: str) -> Callable[[GenerationRequest, Any], dict]:
-    return lambda request, value: {name: value}
+def _field(name: str, **also: Any) -> Callable[[GenerationRequest, Any], dict]:
+    """The axis's value into the request field ``name`` (and ``also``'s fields: FreeU's factors turn it on)."""
+    return lambda request, value: {**also, name: value}
+
+
+def _labelled(label: str, spec: str = "g") -> Callable[[Any], str]:
+    """A grid label: the axis's name and the value (``spec``: a number's format; "d" for whole ones, "s" for text)."""
+    return lambda value: f"{label}: {value:{spec}}"
 
 
 AXES = {axis.label: axis for axis in (
     Axis("Nothing", str, lambda request, value: {}),
     Axis("Checkpoint name", str, _field("model")),
-    Axis("Seed", int, _field("seed"), lambda v: f"Seed: {v}"),
-    Axis("Var. seed", int, _field("subseed"), lambda v: f"Var. seed: {v}"),
-    Axis("Var. strength", float, _field("subseed_strength"), lambda v: f"Var. strength: {v:g}"),
-    Axis("Steps", int, _field("steps"), lambda v: f"Steps: {v}"),
-    Axis("CFG Scale", float, _field("cfg_scale"), lambda v: f"CFG Scale: {v:g}"),
+    Axis("Seed", int, _field("seed"), _labelled("Seed", "d")),
+    Axis("Var. seed", int, _field("subseed"), _labelled("Var. seed", "d")),
+    Axis("Var. strength", float, _field("subseed_strength"), _labelled("Var. strength")),
+    Axis("Steps", int, _field("steps"), _labelled("Steps", "d")),
+    Axis("CFG Scale", float, _field("cfg_scale"), _labelled("CFG Scale")),
     Axis("Sampler", str, _field("sampler")),
-    Axis("Schedule type", str, _field("scheduler"), lambda v: f"Schedule type: {v}"),
-    Axis("Clip skip", int, _field("clip_skip"), lambda v: f"Clip skip: {v}"),
+    Axis("Schedule type", str, _field("scheduler"), _labelled("Schedule type", "s")),
+    Axis("Clip skip", int, _field("clip_skip"), _labelled("Clip skip", "d")),
     Axis("Prompt S/R", str, lambda request, value: {}),  # done in ``apply`` (it needs the first value)
     Axis("Prompt order", tuple, _prompt_order, ", ".join),  # each value an order of the words typed
     Axis("Styles", str, lambda request, value: {"styles": (*request.styles, value)}),
-    Axis("LoRA weight", float, _lora_weight, lambda v: f"LoRA weight: {v:g}"),
+    Axis("LoRA weight", float, _lora_weight, _labelled("LoRA weight")),
     Axis("Size", str, _size),
-    Axis("Denoising", float, _field("denoising_strength"), lambda v: f"Denoising: {v:g}"),
-    Axis("Initial noise multiplier", float, _field("initial_noise_multiplier"),
-         lambda v: f"Initial noise multiplier: {v:g}"),
-    Axis("Hires steps", int, _field("hr_second_pass_steps"), lambda v: f"Hires steps: {v}"),
+    Axis("Denoising", float, _field("denoising_strength"), _labelled("Denoising")),
+    Axis("Initial noise multiplier", float, _field("initial_noise_multiplier"), _labelled("Initial noise multiplier")),
+    Axis("Hires steps", int, _field("hr_second_pass_steps"), _labelled("Hires steps", "d")),
     Axis("Hires sampler", str, _field("hr_sampler_name")),
     Axis("Hires upscaler", str, _field("hr_upscaler")),
-    Axis("ControlNet weight", float, _control_weight, lambda v: f"ControlNet weight: {v:g}"),
-    Axis("Refiner checkpoint", str, _field("refiner_checkpoint"), lambda v: f"Refiner: {v}"),
-    Axis("Refiner switch at", float, _field("refiner_switch_at"), lambda v: f"Refiner switch at: {v:g}"),
+    Axis("ControlNet weight", float, _control_weight, _labelled("ControlNet weight")),
+    Axis("Refiner checkpoint", str, _field("refiner_checkpoint"), _labelled("Refiner", "s")),
+    Axis("Refiner switch at", float, _field("refiner_switch_at"), _labelled("Refiner switch at")),
+    Axis(RESCALE.label, float, _field(RESCALE.field), _labelled(RESCALE.label)),
+    *(Axis(setting.key, float, _field(setting.field, freeu=True), _labelled(setting.key))
+      for setting in FREEU_SETTINGS),
 )}
 
 

@@ -15,10 +15,13 @@ import gradio as gr
 from PIL import Image
 
 from pipelines import job_plan, prompt_lines, prompt_matrix
+from pipelines.cfg_rescale import RESCALE
 from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.config import batch_layout
+from pipelines.freeu import SETTINGS as FREEU_SETTINGS
 from pipelines.grid import MAX_MARGIN
 from pipelines.samplers import sampler_names, schedule_type_names
+from pipelines.script_settings import Setting
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
 from pipelines.text_encoding import CHUNK, token_count
 
@@ -162,6 +165,25 @@ def prompt_matrix_controls(fields: FieldSet) -> None:
                                                   elem_id=f"{p}_matrix_margin"))
 
 
+def setting_slider(fields: FieldSet, setting: Setting, elem_id: str, **options) -> gr.Slider:
+    """The slider of an extension's setting (``pipelines/script_settings.py``), under its label and help."""
+    return fields.add(setting.field, gr.Slider(setting.low, setting.high, value=setting.default, step=setting.step,
+                                               label=setting.label, info=setting.info, elem_id=elem_id, **options))
+
+
+def freeu_controls(fields: FieldSet) -> None:
+    """FreeU's panel (``pipelines/freeu.py``): on, and its four factors."""
+    p = fields.prefix
+    with gr.Accordion("FreeU", open=False, elem_id=f"{p}_freeu"):
+        fields.add("freeu", gr.Checkbox(False, label="Enabled", elem_id=f"{p}_freeu_enabled",
+                                        info="more detail at no cost: the UNet's backbone amplified, its skip "
+                                             "connections' low frequencies damped"))
+        for pair in (FREEU_SETTINGS[:2], FREEU_SETTINGS[2:]):  # the backbone's, the skip connections'
+            with gr.Row():
+                for setting in pair:
+                    setting_slider(fields, setting, f"{p}_{setting.field}")
+
+
 def refiner_controls(services, fields: FieldSet) -> None:
     """A1111's Refiner panel: a model that takes over the pass once "switch at" of its steps are done."""
     p = fields.prefix
@@ -174,8 +196,8 @@ def refiner_controls(services, fields: FieldSet) -> None:
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG, seed (with a variation seed and seed resize), clip skip, step cache and
-    tiling; returns the helper buttons."""
+    """Sampler, steps, size, batch, CFG (and Rescale CFG), seed (with a variation seed and seed resize), clip skip,
+    step cache and tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -195,8 +217,10 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
             fields.add("batch_count", gr.Slider(1, 100, value=1, step=1, label="Batch count",
                                                 elem_id=f"{p}_batch_count"))
             fields.add("batch_size", gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{p}_batch_size"))
-    fields.add("cfg_scale", gr.Slider(0.0, 30.0, value=defaults.get("cfg_scale", 7.0), step=0.5, label="CFG Scale",
-                                      elem_id=f"{p}_cfg_scale"))
+    with gr.Row():
+        fields.add("cfg_scale", gr.Slider(0.0, 30.0, value=defaults.get("cfg_scale", 7.0), step=0.5,
+                                          label="CFG Scale", elem_id=f"{p}_cfg_scale", scale=3))
+        setting_slider(fields, RESCALE, f"{p}_rescale_cfg_scale", scale=2)  # Forge Neo's, beside CFG
     with gr.Row():
         fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
         dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)
@@ -481,6 +505,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             buttons = sampling_controls(fields, defaults)
             wire_token_counters(services, fields)
             refiner_controls(services, fields)
+            freeu_controls(fields)
             dynamic_prompts.build(services, fields)
             regions.build(fields)
             prompt_list_controls(fields)

@@ -13,7 +13,7 @@ from pipelines.errors import RequestError
 from pipelines.request import MASKED_CONTENT
 from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
 
-from .common import FIT, FieldSet, GenerationTab, generation_tab
+from .common import FIT, FieldSet, GenerationTab, generation_tab, setting_slider
 from .editor import paint_mask, painted, sketch_editor
 from .img2img import resize_and_strength, sized
 
@@ -49,9 +49,7 @@ def _inputs(fields: FieldSet) -> dict:
                                                   info="blend new content by the mask's grey levels: a high mask "
                                                        "blur is recommended"))
         for setting in SOFT_SETTINGS:
-            fields.add(setting.field, gr.Slider(setting.low, setting.high, value=setting.default, step=setting.step,
-                                                label=setting.label, info=setting.info,
-                                                elem_id=setting.field.replace("soft_", "soft_inpainting_")))
+            setting_slider(fields, setting, setting.field.replace("soft_", "soft_inpainting_"))
     with gr.Accordion("Outpaint: extend the canvas", open=False):
         with gr.Row():
             for side in OUTPAINT_SIDES:

@@ -1,0 +1,66 @@
+"""FreeU and Rescale CFG on the embedded model: how often a picture keeps the colour its prompt asks for as the CFG
+scale rises, with and without Rescale CFG and FreeU, and what each costs a picture.
+
+    .venv/bin/python -m benchmarks.freeu_rescale [--seeds 6] [--runs 5]
+
+"kept" counts pictures whose colour (training/classify.py) is the prompt's, of colours x seeds, prompts "a large
+<colour> circle in the center on a white background"; red is the colour that burns first. Seconds are medians of
+warm, interleaved runs (``cpu_generate_overhead.interleaved_medians``) of one 64 x 64, 20-step picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+COLOURS = ("red", "orange", "blue", "green")
+MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from benchmarks.cpu_generate_overhead import interleaved_medians
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+    from pipelines.registry import Registry
+    from pipelines.request import GenerationRequest
+    from training.classify import classify
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    engine = Engine(Registry(ROOT / "models"), OutputWriter(Path(tempfile.mkdtemp()), enabled=False))
+
+    def picture(colour: str, seed: int, cfg: float, values: dict):
+        return engine.generate(GenerationRequest(
+            prompt=f"a large {colour} circle in the center on a white background", model="easel-shapes", width=64,
+            height=64, steps=20, sampler="Euler a", cfg_scale=cfg, seed=seed, **values)).images[0]
+
+    print(f"kept colour, of {len(COLOURS)} colours x {args.seeds} seeds (red alone in brackets)")
+    print(f"| CFG | {' | '.join(MODES)} |")
+    print(f"|---|{'---|' * len(MODES)}")
+    for cfg in (7, 15, 20, 25):
+        cells = []
+        for values in MODES.values():
+            kept = [[classify(picture(colour, seed, cfg, values)).colour == colour for seed in range(args.seeds)]
+                    for colour in COLOURS]
+            cells.append(f"{sum(map(sum, kept))} ({sum(kept[0])})")
+        print(f"| {cfg} | {' | '.join(cells)} |")
+    seconds = interleaved_medians({name: lambda values=values: picture("red", 0, 7, values)
+                                   for name, values in MODES.items()}, args.runs)
+    print("\n| mode | s a picture |\n|---|---|")
+    for name, value in seconds.items():
+        print(f"| {name} | {value:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

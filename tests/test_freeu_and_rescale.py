@@ -1,0 +1,144 @@
+"""FreeU and Rescale CFG (``pipelines/freeu.py``, ``pipelines/cfg_rescale.py``) on tiny random pipelines: the rules
+themselves against diffusers' own code, every UNet pipeline, the request's checks and infotext, the X/Y/Z axes.
+What they do to a picture is checked on the embedded model (``test_embedded_model.py``)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import EulerDiscreteScheduler
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+from PIL import Image
+
+from pipelines.cfg_rescale import Rescale
+from pipelines.engine import Engine
+from pipelines.errors import RequestError
+from pipelines.generate import run_pipeline
+from pipelines.outputs import OutputWriter
+from pipelines.request import GenerationRequest
+from pipelines.xyz import plan
+from training.tiny_random import build_tiny_sd
+
+SCALE, PHI = 9.0, 0.7
+
+
+def guided(pair: torch.Tensor) -> torch.Tensor:
+    """What a pipeline's CFG makes of ``[unprompted, prompted]``."""
+    unprompted, prompted = pair.chunk(2)
+    return unprompted + SCALE * (prompted - unprompted)
+
+
+def test_a_v_prediction_is_rescaled_by_diffusers_rule():
+    torch.manual_seed(0)
+    out, sample = torch.randn(4, 4, 8, 8), torch.randn(2, 4, 8, 8).repeat(2, 1, 1, 1)
+    handed = Rescale(PHI, SCALE, EulerDiscreteScheduler(prediction_type="v_prediction"))(out, sample,
+                                                                                         torch.tensor(500.0), 2)
+    expected = rescale_noise_cfg(guided(out), out[2:], guidance_rescale=PHI)
+    assert torch.allclose(guided(handed), expected, atol=1e-5)
+    assert not torch.allclose(guided(out), expected, atol=1e-2)  # it does rescale
+
+
+def test_an_epsilon_prediction_is_rescaled_as_its_v_prediction():
+    """As ComfyUI does: the rule on the v-predictions at the step's noise level; an inpainting UNet's input has
+    the latents first."""
+    torch.manual_seed(0)
+    scheduler = EulerDiscreteScheduler(prediction_type="epsilon")
+    out, latents = torch.randn(4, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    sample = torch.cat([latents, torch.randn(2, 5, 8, 8)], dim=1).repeat(2, 1, 1, 1)
+    handed = Rescale(PHI, SCALE, scheduler)(out, sample, torch.tensor(300.0), 2)
+    signal = scheduler.alphas_cumprod[300]
+
+    def as_v(epsilon: torch.Tensor) -> torch.Tensor:
+        return (epsilon - (1 - signal).sqrt() * latents) / signal.sqrt()
+
+    expected = rescale_noise_cfg(as_v(guided(out)), as_v(out[2:]), guidance_rescale=PHI)
+    assert torch.allclose(as_v(guided(handed)), expected, atol=1e-4)
+
+
+def small(**values) -> GenerationRequest:
+    return GenerationRequest(**{"prompt": "a red circle", "negative_prompt": "blue", "steps": 3, "width": 64,
+                                "height": 64, "cfg_scale": SCALE, "sampler": "Euler", **values})
+
+
+def test_a_v_prediction_pipeline_makes_the_picture_of_diffusers_guidance_rescale():
+    pipe = build_tiny_sd()
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    ours = run_pipeline(pipe, small(rescale_cfg=PHI), [1, 2], latent_output=True)
+    theirs = pipe(prompt="a red circle", negative_prompt="blue", num_inference_steps=3, width=64, height=64,
+                  guidance_scale=SCALE, guidance_rescale=PHI, num_images_per_prompt=2, output_type="latent",
+                  generator=[torch.Generator().manual_seed(seed) for seed in (1, 2)]).images
+    plain = run_pipeline(pipe, small(), [1, 2], latent_output=True)
+    assert (ours - theirs).abs().max() < 1e-4 < (plain - theirs).abs().max()
+    assert type(pipe.unet).__name__ == "UNet2DConditionModel"  # its own UNet back after the pass
+
+
+@pytest.fixture(scope="module")
+def engine(registry, tmp_path_factory):
+    return Engine(registry, OutputWriter(tmp_path_factory.mktemp("out"), enabled=False))
+
+
+def pixels(result) -> np.ndarray:
+    return np.asarray(result.images[0], dtype=float)
+
+
+@pytest.mark.parametrize("values", [
+    {"model": "tiny-sd"},
+    {"model": "tiny-sdxl", "prompt": "a red circle AND a blue square:0.5"},  # composable parts
+    {"model": "tiny-sd", "task": "img2img", "init_image": Image.new("RGB", (64, 64), "red"),
+     "denoising_strength": 0.7},
+    {"model": "tiny-sd", "task": "inpaint", "init_image": Image.new("RGB", (64, 64), "red"),
+     "mask": Image.new("L", (64, 64), 255), "denoising_strength": 1.0},
+], ids=["txt2img", "composable-sdxl", "img2img", "inpaint"])
+def test_rescale_and_freeu_change_every_unet_pipelines_picture_but_not_unguided_ones(engine, values):
+    plain = engine.generate(small(seed=3, **values))
+    rescaled = engine.generate(small(seed=3, rescale_cfg=PHI, **values))
+    freeu = engine.generate(small(seed=3, freeu=True, **values))
+    # a random model's prompted and unprompted predictions are alike, so the rescale's change is small
+    assert not np.array_equal(pixels(rescaled), pixels(plain))
+    assert not np.array_equal(pixels(freeu), pixels(plain))
+    assert "Rescale CFG: 0.7" in rescaled.infotexts[0] and "Rescale CFG" not in plain.infotexts[0]
+    unguided = [engine.generate(small(seed=3, cfg_scale=1.0, **values, **extra))
+                for extra in ({}, {"rescale_cfg": PHI})]
+    assert np.array_equal(*map(pixels, unguided))  # no unprompted half: nothing to rescale
+
+
+def test_freeu_is_diffusers_own_for_the_pass_and_taken_off_after():
+    pipe = build_tiny_sd()
+    request = small(freeu=True, freeu_b1=1.5, freeu_s2=0.5)
+    ours = run_pipeline(pipe, request, [1], latent_output=True)
+    assert all(getattr(block, "b1", None) is None for block in pipe.unet.up_blocks)
+    pipe.unet.enable_freeu(s1=0.9, s2=0.5, b1=1.5, b2=1.4)
+    theirs = run_pipeline(pipe, replace(request, freeu=False), [1], latent_output=True)
+    pipe.unet.disable_freeu()
+    plain = run_pipeline(pipe, replace(request, freeu=False), [1], latent_output=True)
+    assert torch.equal(ours, theirs) and not torch.allclose(ours, plain)
+
+
+def test_the_infotext_says_what_ran_and_reads_back():
+    request = small(seed=5, model="m", rescale_cfg=0.5, freeu=True, freeu_b1=1.1, freeu_s1=0.75)
+    text = request.infotext(5, "m")
+    assert "Rescale CFG: 0.5, FreeU: True, FreeU B1: 1.1, FreeU B2: 1.4, FreeU S1: 0.75, FreeU S2: 0.2" in text
+    assert GenerationRequest.from_infotext(text, sampler="Euler") == request
+    plain = small(seed=5, freeu_b1=1.9).infotext(5, "m")  # off: the factors are not written
+    assert "FreeU" not in plain and "Rescale" not in plain
+    assert not GenerationRequest.from_infotext(plain).freeu
+
+
+@pytest.mark.parametrize("values, field, message", [
+    ({"rescale_cfg": 1.5}, "rescale_cfg", "Rescale CFG must be between 0 and 1, got 1.5"),
+    ({"rescale_cfg": "much"}, "rescale_cfg", "Rescale CFG must be a number"),
+    ({"freeu_b1": 3}, "freeu_b1", r"B1 \(FreeU\) must be between 0.01 and 2, got 3"),
+    ({"freeu_s2": 0}, "freeu_s2", r"S2 \(FreeU\) must be between 0.01 and 4, got 0"),  # 0 would turn it off
+    ({"soft_contrast_boost": 40}, "soft_contrast_boost", r"Transition contrast boost \(soft inpainting\)"),
+])
+def test_out_of_range_settings_are_refused_naming_the_field(values, field, message):
+    with pytest.raises(RequestError, match=message) as caught:
+        small(**values)
+    assert caught.value.field == field
+
+
+def test_the_xyz_axes_set_the_factor_and_freeus_turn_it_on():
+    cells = plan(small(), [("Rescale CFG", "0-1 [3]"), ("FreeU B1", "1.2, 1.5")]).cells
+    assert [cells[i, 0, 0].rescale_cfg for i in range(3)] == [0.0, 0.5, 1.0]
+    assert (cells[0, 1, 0].freeu, cells[0, 1, 0].freeu_b1, cells[0, 1, 0].freeu_b2) == (True, 1.5, 1.4)
