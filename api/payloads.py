@@ -23,6 +23,7 @@ from pipelines.extras import ExtrasRequest
 from pipelines.freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
+from pipelines.pag import PAG
 from pipelines.regions import DIVIDE_MODE
 from pipelines.request import DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, regional_values
 from pipelines.samplers import normalize
@@ -188,11 +189,14 @@ class PNGInfoResponse(BaseModel):
 SOFT_INPAINTING_SCRIPT = "soft inpainting"  # A1111's always-on script, in img2img
 SOFT_INPAINTING_FIELD = f"alwayson_scripts.{SOFT_INPAINTING_SCRIPT}.args"
 FREEU_SCRIPT, RESCALE_SCRIPT = "freeu", "rescalecfg"  # Easel's FreeU; Forge Neo's RescaleCFG
+PAG_SCRIPT = "perturbedattentionguidance integrated"  # Forge's
+PAG_FIELD = f"alwayson_scripts.{PAG_SCRIPT}.args"
 REGIONAL_SCRIPT = "regional prompter"  # hako-mikan's extension, its script title in any case
 REGIONAL_FIELD = f"alwayson_scripts.{REGIONAL_SCRIPT}.args"
 DYNAMIC_SCRIPT = "dynamic prompts"  # adieyal's extension; its title has its version after it (Dynamic Prompts v2.17.1)
 DYNAMIC_FIELD = f"alwayson_scripts.{DYNAMIC_SCRIPT}.args"
-ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, RESCALE_SCRIPT)
+ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, RESCALE_SCRIPT,
+             PAG_SCRIPT)
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -206,6 +210,7 @@ _A1111_FIELDS = {
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
     **{name: f"alwayson_scripts.{FREEU_SCRIPT}.args" for name in ("freeu", *(s.field for s in FREEU_SETTINGS))},
     RESCALE.field: f"alwayson_scripts.{RESCALE_SCRIPT}.args",
+    PAG.field: PAG_FIELD,
     **{name: REGIONAL_FIELD for name in REGIONAL_FIELDS},
     **{name: DYNAMIC_FIELD for name in DYNAMIC_FIELDS},
 }
@@ -290,6 +295,23 @@ def _infotext_args(params: dict[str, str], script: SettingScript) -> list | None
         return None
     return [*([True] if script.switch else []), *(params.get(setting.key, setting.default)
                                                   for setting in script.settings)]
+
+
+def pag_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """Forge's ``alwayson_scripts["PerturbedAttentionGuidance Integrated"].args``: [enabled, scale, attenuation,
+    start step, end step] (the later ones may be left out; Forge's scale is 3). PAG here runs at one scale over every
+    step, so an attenuation or a shorter span is refused."""
+    args = _always_on_args(payload, PAG_SCRIPT)
+    if not isinstance(args, list) or len(args) > 5:
+        raise PayloadError(PAG_FIELD, "PerturbedAttentionGuidance takes [enabled, scale, attenuation, start step, "
+                                      "end step].")
+    enabled, scale, attenuation, start, end = [*args, *(None, 3.0, 0, 0, 1)[len(args):]]
+    if not enabled:
+        return {}
+    if (attenuation, start, end) != (0, 0, 1):
+        raise PayloadError(PAG_FIELD, "PAG's attenuation and start and end steps are not available on this server: "
+                                      "it guides every step at its scale (attenuation 0, start 0, end 1).")
+    return {PAG.field: scale}
 
 
 def regional_prompter_values(payload: Txt2ImgPayload) -> dict[str, Any]:
@@ -399,6 +421,8 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
         args = _infotext_args(params, script)
         if args and not _always_on_args(payload, script.name):
             scripts[script.name] = {"args": args}
+    if PAG.key in params and not _always_on_args(payload, PAG_SCRIPT):
+        scripts[PAG_SCRIPT] = {"args": [True, params[PAG.key]]}
     regional = regional_values(params)
     if regional and not _always_on_args(payload, REGIONAL_SCRIPT):
         scripts[REGIONAL_SCRIPT] = {"args": [True, False, DIVIDE_MODE, regional.get("rp_splitting"), None, None,
@@ -535,6 +559,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         **dynamic_prompts_values(payload),
         **setting_values(payload, FREEU_ARGS),
         **setting_values(payload, RESCALE_ARGS),
+        **pag_values(payload),
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
         "tiling": bool(payload.tiling),

@@ -10,8 +10,9 @@ given per picture (SDXL's added conditions, ControlNet's residuals) is repeated 
 combination works in every UNet pipeline (txt2img, img2img, inpainting, ControlNet, the refiner's switch). A
 part's weight may be a ``regions.Area`` (Regional Prompter): its weight at each latent pixel.
 
-Rescale CFG (``cfg_rescale``) needs the unprompted and prompted predictions of each step too, so ``ComposedUNet``
-also stands in for a pass with it (a text of one part is the UNet's own call) and rescales what it hands the pipeline.
+Rescale CFG (``cfg_rescale``) needs the unprompted and prompted predictions of each step too, and PAG (``pag``) a
+second, perturbed, prediction, so ``ComposedUNet`` also stands in for a pass with them (a text of one part is the
+UNet's own call): it adds PAG's push to the prompted prediction it hands the pipeline, then rescales both.
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from .cfg_rescale import Rescale
+from .pag import perturbed
 from .regions import Area
 from .text_encoding import Parts
 
 
 class ComposedUNet:
-    """The pipeline's UNet for a pass with composable parts or Rescale CFG. ``current`` gives the UNet and the parts
-    of the next call (prompt editing and the refiner change them between steps); ``images`` is the batch's picture
-    count; ``rescale`` the pass's Rescale CFG, if any. Any other attribute is the UNet's own."""
+    """The pipeline's UNet for a pass with composable parts, Rescale CFG or PAG. ``current`` gives the UNet and the
+    parts of the next call (prompt editing and the refiner change them between steps); ``images`` is the batch's
+    picture count; ``scale`` the pass's CFG scale, ``rescale`` its Rescale CFG (if any), ``pag`` its PAG scale. Any
+    other attribute is the UNet's own."""
 
-    def __init__(self, current: Callable[[], tuple[torch.nn.Module, Parts]], images: int,
-                 rescale: Rescale | None = None):
-        self._current, self._images, self._rescale = current, images, rescale
+    def __init__(self, current: Callable[[], tuple[torch.nn.Module, Parts]], images: int, scale: float = 1.0,
+                 rescale: Rescale | None = None, pag: float = 0.0):
+        self._current, self._images, self._scale, self._rescale, self._pag = current, images, scale, rescale, pag
 
     def __getattr__(self, name: str):
         return getattr(self._current()[0], name)
@@ -41,31 +44,45 @@ class ComposedUNet:
     def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, *,
                  added_cond_kwargs: dict | None = None, return_dict: bool = True, **kwargs):
         unet, parts = self._current()
-        unprompted = sample.shape[0] - self._images  # the CFG half: 0 without CFG
-        if parts:
-            result = self._composed(unet, parts, unprompted, sample, timestep, encoder_hidden_states,
-                                    added_cond_kwargs, kwargs)
+        images, unprompted = self._images, sample.shape[0] - self._images  # the CFG half: 0 without CFG
+        inputs = (sample, timestep, encoder_hidden_states, added_cond_kwargs, kwargs)
+        if self._pag:
+            result, worse = self._with_perturbed(unet, parts, inputs, unprompted)
+            prompted = result[unprompted:]
+            push = (prompted - worse) * (self._pag / self._scale if unprompted else self._pag)
+            result = torch.cat([result[:unprompted], prompted + push])
         else:
-            result = unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                          added_cond_kwargs=added_cond_kwargs, return_dict=False, **kwargs)[0]
+            result = self._predict(unet, parts, *inputs)
         if self._rescale and unprompted:
-            result = self._rescale(result, sample, timestep, self._images)
+            result = self._rescale(result, sample, timestep, images)
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
 
-    def _composed(self, unet, parts: Parts, unprompted: int, sample: torch.Tensor, timestep,
-                  encoder_hidden_states: torch.Tensor, added_cond_kwargs: dict | None, kwargs: dict) -> torch.Tensor:
-        """``[uncond, uncond + sum(weight_i x (cond_i - uncond))]`` from one UNet call on the repeated batch."""
+    def _with_perturbed(self, unet, parts: Parts, inputs: tuple, unprompted: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's predictions (``_predict``) and PAG's perturbed ones of its prompted rows: from the same call,
+        the prompted rows again at the batch's end (as diffusers), or with parts from a call of their own (their
+        combination reads the unprompted rows too)."""
+        batch = inputs[0].shape[0]
+        if parts:
+            result = self._predict(unet, parts, *inputs)
+            with perturbed(unet, first=0):
+                return result, self._predict(unet, parts, *inputs)[unprompted:]
+        with perturbed(unet, first=batch):
+            both = self._predict(unet, parts, *_per_picture(inputs, batch, lambda t: torch.cat([t, t[unprompted:]])))
+        return both[:batch], both[batch:]
+
+    def _predict(self, unet, parts: Parts, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
+                 added_cond_kwargs: dict | None, kwargs: dict) -> torch.Tensor:
+        """The UNet's own output for the batch, or with parts ``[uncond, uncond + sum(weight_i x (cond_i -
+        uncond))]`` (without CFG the weighted sum alone) from one UNet call on the repeated batch."""
+        if not parts:
+            return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                        added_cond_kwargs=added_cond_kwargs, return_dict=False, **kwargs)[0]
         batch, images, count = sample.shape[0], self._images, len(parts)
+        unprompted = batch - images
 
         def repeat(value):
             """A per-picture value: its unprompted half, then its prompted half once per part."""
-            if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
-                return torch.cat([value[:unprompted], *[value[unprompted:]] * count])
-            if isinstance(value, tuple | list):
-                return type(value)(repeat(item) for item in value)
-            if isinstance(value, dict):
-                return {key: repeat(item) for key, item in value.items()}
-            return value
+            return _per_picture(value, batch, lambda t: torch.cat([t[:unprompted], *[t[unprompted:]] * count]))
 
         def texts(negative: torch.Tensor, index: int) -> torch.Tensor:
             """The unprompted half as given, then each part's tensor (``index`` 1: embeds, 2: pooled) per picture."""
@@ -82,6 +99,18 @@ class ComposedUNet:
         weights = _weights([part[0] for part in parts], out).view(count, 1, 1, *out.shape[-2:])
         combined = uncond + (weights * (conds - uncond)).sum(0) if unprompted else (weights * conds).sum(0)
         return torch.cat([uncond, combined])
+
+
+def _per_picture(value, batch: int, change: Callable[[torch.Tensor], torch.Tensor]):
+    """``value`` with ``change`` made to each of its tensors of one row per picture of the ``batch`` (in tuples,
+    lists and dicts too: SDXL's added conditions, ControlNet's residuals)."""
+    if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
+        return change(value)
+    if isinstance(value, tuple | list):
+        return type(value)(_per_picture(item, batch, change) for item in value)
+    if isinstance(value, dict):
+        return {key: _per_picture(item, batch, change) for key, item in value.items()}
+    return value
 
 
 def _weights(weights: list, like: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ refiner means another UNet, with its own encoding of the texts, after its switch
 pipeline is called with the first step's text, and the step callback, after each step, replaces what changes for
 the next one (the UNet, and the conditioning tensors the denoising loop reads), built as the pipeline builds them.
 Every text is encoded before the pass starts, for each model that will read it. A text of composable parts
-(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), or Rescale CFG, puts a
+(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG or PAG put a
 ``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the UNet and the parts of the
 step from here.
 
@@ -22,6 +22,8 @@ import torch
 
 from .cfg_rescale import Rescale
 from .composable import ComposedUNet
+from .errors import RequestError
+from .pag import self_attentions
 from .prompts import composable_parts, prompt_schedule
 from .refiner import switch_step, time_ids
 from .text_encoding import Parts, PromptEmbeds, encode_prompts
@@ -52,8 +54,12 @@ class StepConditioning:
         self.now = (0, 0)  # (model, text) of the next step
         self.switched = False
         self.unets = [model.unet for model in models]
+        self.scale, self.pag = request.cfg_scale, request.pag_scale
         self.rescale = Rescale(request.rescale_cfg, request.cfg_scale, pipe.scheduler) if request.rescale_cfg else None
-        self.stand_in = self.rescale is not None or any(encoded.parts for encoded in self.encoded.values())
+        if self.pag and not all(map(self_attentions, self.unets)):
+            raise RequestError("PAG needs self-attention in the UNet's middle block, and this model has none "
+                               "(KOALA-700M was distilled without that block): set PAG scale to 0.", "pag_scale")
+        self.stand_in = bool(self.rescale or self.pag or any(encoded.parts for encoded in self.encoded.values()))
 
     @property
     def first(self) -> PromptEmbeds:
@@ -109,10 +115,10 @@ class StepConditioning:
     @contextmanager
     def restoring(self, pipe) -> Iterator[None]:
         """The pass's own UNet back on ``pipe`` after it, whatever happened; a ``ComposedUNet`` in its place
-        during the pass when a text has composable parts or the pass rescales its CFG."""
+        during the pass when a text has composable parts or the pass rescales its CFG or uses PAG."""
         unet = pipe.unet
         if self.stand_in:
-            pipe.unet = ComposedUNet(self.current, self.images, self.rescale)
+            pipe.unet = ComposedUNet(self.current, self.images, self.scale, self.rescale, self.pag)
         try:
             yield
         finally:

@@ -171,6 +171,7 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
                                              "also predicts its noise's variance): set it to 0."),
         (request.freeu, "freeu", "FreeU is not available for Kandinsky 2.2 models (diffusers has it for the blocks of "
                                  "SD and SDXL UNets only): turn it off."),
+        (request.pag_scale, "pag_scale", "PAG is not available for Kandinsky 2.2 models: set PAG scale to 0."),
     )
     for refused, field, message in refusals:
         if refused:

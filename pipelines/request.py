@@ -21,6 +21,7 @@ from .errors import RequestError
 from .freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
+from .pag import PAG
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
 from .samplers import normalize
@@ -226,6 +227,7 @@ class GenerationRequest:
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
     tiling: bool = False  # seamless tiling: circular padding (pipelines/tiling.py)
     rescale_cfg: float = RESCALE.default  # Rescale CFG (pipelines/cfg_rescale.py): 0 = off
+    pag_scale: float = PAG.default  # Perturbed-Attention Guidance (pipelines/pag.py): 0 = off
     # FreeU (pipelines/freeu.py): on, and its factors
     freeu: bool = False
     freeu_b1: float = FREEU_SETTINGS[0].default
@@ -301,7 +303,7 @@ class GenerationRequest:
         self._check_settings(SOFT_SETTINGS, "soft inpainting")
         set_(self, "soft_inpainting", bool(self.soft_inpainting))
         self._check_settings(FREEU_SETTINGS, "FreeU")
-        self._check_settings((RESCALE,))
+        self._check_settings((RESCALE, PAG))
         self._check_regions()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
@@ -596,6 +598,7 @@ class GenerationRequest:
             "Step cache": self.step_cache if self.step_cache > 1 else None,
             "Tiling": True if self.tiling else None,
             RESCALE.key: self.rescale_cfg or None,
+            PAG.key: self.pag_scale or None,
             FREEU: True if self.freeu else None,
             **{setting.key: getattr(self, setting.field) if self.freeu else None for setting in FREEU_SETTINGS},
             **self._regional_params(),
@@ -686,7 +689,7 @@ class GenerationRequest:
         values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
         values["freeu"] = params.get(FREEU) == "True"
         values.update(regional_values(params))
-        values.update({setting.field: params[setting.key] for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE)
+        values.update({setting.field: params[setting.key] for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG)
                        if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)

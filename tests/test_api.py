@@ -253,21 +253,23 @@ def test_soft_inpainting_as_a1111s_always_on_script(alice):
     assert parse_infotext(json.loads(again["info"])["infotexts"][0])[2]["Soft inpainting schedule bias"] == "2"
 
 
-def test_freeu_and_rescale_cfg_as_always_on_scripts(alice):
+def test_freeu_rescale_cfg_and_pag_as_always_on_scripts(alice):
     """FreeU's args in Forge's order (enabled, b1, b2, s1, s2; the later ones may be left out), Forge Neo's
-    RescaleCFG's [factor]; both read back from the infotext."""
+    RescaleCFG's [factor], Forge's PerturbedAttentionGuidance's [enabled, scale, attenuation, start, end]; all read
+    back from the infotext."""
     body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 5, **SMALL, "alwayson_scripts": {
-        "FreeU": {"args": [True, 1.2]}, "RescaleCFG": {"args": [0.7]}}}))
+        "FreeU": {"args": [True, 1.2]}, "RescaleCFG": {"args": [0.7]},
+        "PerturbedAttentionGuidance Integrated": {"args": [True, 2.5, 0, 0, 1]}}}))
     infotext = json.loads(body["info"])["infotexts"][0]
     params = parse_infotext(infotext)[2]
-    assert (params["FreeU"], params["FreeU B1"], params["FreeU B2"], params["Rescale CFG"]) == ("True", "1.2", "1.4",
-                                                                                               "0.7")
+    assert (params["FreeU"], params["FreeU B1"], params["FreeU B2"], params["Rescale CFG"], params["PAG scale"]) == (
+        "True", "1.2", "1.4", "0.7", "2.5")
     again = ok(alice.post("/sdapi/v1/txt2img", json={"infotext": infotext, **SMALL}))
     assert json.loads(again["info"])["infotexts"][0] == infotext
     off = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", **SMALL, "alwayson_scripts": {
-        "freeu": {"args": [False, 1.2]}, "rescalecfg": {"args": [0]}}}))
-    assert "FreeU" not in json.loads(off["info"])["infotexts"][0]
-    assert "Rescale CFG" not in json.loads(off["info"])["infotexts"][0]
+        "freeu": {"args": [False, 1.2]}, "rescalecfg": {"args": [0]},
+        "perturbedattentionguidance integrated": {"args": [False, 3]}}}))
+    assert not {"FreeU", "Rescale CFG", "PAG scale"} & set(parse_infotext(json.loads(off["info"])["infotexts"][0])[2])
 
 
 def test_regional_prompter_as_the_extensions_always_on_script(alice):
@@ -617,6 +619,10 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"RescaleCFG": {"args": [0.7, 1]}}},
      "alwayson_scripts.rescalecfg.args"),
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"RescaleCFG": {"args": [2]}}}, "alwayson_scripts.rescalecfg.args"),
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"PerturbedAttentionGuidance Integrated": {"args": [
+        True, 3, 50]}}}, "alwayson_scripts.perturbedattentionguidance integrated.args"),  # an attenuation
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"PerturbedAttentionGuidance Integrated": {"args": [
+        True, -3]}}}, "alwayson_scripts.perturbedattentionguidance integrated.args"),
     ("img2img", {"prompt": "x"}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": [base64.b64encode(b"hello, not an image").decode()]}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": ["data:image/png;base64,%%%"]}, "init_images"),

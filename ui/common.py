@@ -19,6 +19,7 @@ from pipelines.cfg_rescale import RESCALE
 from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.config import batch_layout
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
+from pipelines.pag import PAG
 from pipelines.grid import MAX_MARGIN
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.script_settings import Setting
@@ -196,8 +197,8 @@ def refiner_controls(services, fields: FieldSet) -> None:
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG (and Rescale CFG), seed (with a variation seed and seed resize), clip skip,
-    step cache and tiling; returns the helper buttons."""
+    """Sampler, steps, size, batch, CFG (with Rescale CFG and PAG), seed (with a variation seed and seed resize),
+    clip skip, step cache and tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -217,10 +218,11 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
             fields.add("batch_count", gr.Slider(1, 100, value=1, step=1, label="Batch count",
                                                 elem_id=f"{p}_batch_count"))
             fields.add("batch_size", gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{p}_batch_size"))
-    with gr.Row():
-        fields.add("cfg_scale", gr.Slider(0.0, 30.0, value=defaults.get("cfg_scale", 7.0), step=0.5,
-                                          label="CFG Scale", elem_id=f"{p}_cfg_scale", scale=3))
-        setting_slider(fields, RESCALE, f"{p}_rescale_cfg_scale", scale=2)  # Forge Neo's, beside CFG
+    fields.add("cfg_scale", gr.Slider(0.0, 30.0, value=defaults.get("cfg_scale", 7.0), step=0.5, label="CFG Scale",
+                                      elem_id=f"{p}_cfg_scale"))
+    with gr.Row():  # under CFG, as Forge Neo's Rescale CFG
+        setting_slider(fields, RESCALE, f"{p}_rescale_cfg_scale")
+        setting_slider(fields, PAG, f"{p}_pag_scale")
     with gr.Row():
         fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
         dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)

@@ -1,5 +1,5 @@
-"""FreeU and Rescale CFG (``pipelines/freeu.py``, ``pipelines/cfg_rescale.py``) on tiny random pipelines: the rules
-themselves against diffusers' own code, every UNet pipeline, the request's checks and infotext, the X/Y/Z axes.
+"""FreeU, Rescale CFG and PAG (``pipelines/freeu.py``, ``cfg_rescale.py``, ``pag.py``) on tiny random pipelines: the
+rules themselves against diffusers' own code, every UNet pipeline, the request's checks and infotext, the X/Y/Z axes.
 What they do to a picture is checked on the embedded model (``test_embedded_model.py``)."""
 
 from dataclasses import replace
@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler
+from diffusers import EulerDiscreteScheduler, StableDiffusionPAGPipeline, StableDiffusionXLPAGPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from PIL import Image
 
@@ -18,7 +18,8 @@ from pipelines.generate import run_pipeline
 from pipelines.outputs import OutputWriter
 from pipelines.request import GenerationRequest
 from pipelines.xyz import plan
-from training.tiny_random import build_tiny_sd
+from training.single_file import build_tiny_sdxl_like
+from training.tiny_random import build_tiny_sd, build_tiny_sdxl
 
 SCALE, PHI = 9.0, 0.7
 
@@ -90,14 +91,13 @@ def pixels(result) -> np.ndarray:
     {"model": "tiny-sd", "task": "inpaint", "init_image": Image.new("RGB", (64, 64), "red"),
      "mask": Image.new("L", (64, 64), 255), "denoising_strength": 1.0},
 ], ids=["txt2img", "composable-sdxl", "img2img", "inpaint"])
-def test_rescale_and_freeu_change_every_unet_pipelines_picture_but_not_unguided_ones(engine, values):
+def test_rescale_freeu_and_pag_change_every_unet_pipelines_picture(engine, values):
     plain = engine.generate(small(seed=3, **values))
-    rescaled = engine.generate(small(seed=3, rescale_cfg=PHI, **values))
-    freeu = engine.generate(small(seed=3, freeu=True, **values))
-    # a random model's prompted and unprompted predictions are alike, so the rescale's change is small
-    assert not np.array_equal(pixels(rescaled), pixels(plain))
-    assert not np.array_equal(pixels(freeu), pixels(plain))
-    assert "Rescale CFG: 0.7" in rescaled.infotexts[0] and "Rescale CFG" not in plain.infotexts[0]
+    for extra in ({"rescale_cfg": PHI}, {"freeu": True}, {"pag_scale": 3.0}, {"pag_scale": 3.0, "cfg_scale": 1.0}):
+        # a random model's predictions are alike whatever it is given, so the changes are small
+        changed = engine.generate(small(seed=3, **{**values, **extra}))
+        assert not np.array_equal(pixels(changed), pixels(plain)), extra
+    assert "Rescale CFG" not in plain.infotexts[0] and "PAG" not in plain.infotexts[0]
     unguided = [engine.generate(small(seed=3, cfg_scale=1.0, **values, **extra))
                 for extra in ({}, {"rescale_cfg": PHI})]
     assert np.array_equal(*map(pixels, unguided))  # no unprompted half: nothing to rescale
@@ -115,10 +115,34 @@ def test_freeu_is_diffusers_own_for_the_pass_and_taken_off_after():
     assert torch.equal(ours, theirs) and not torch.allclose(ours, plain)
 
 
+@pytest.mark.parametrize("build, reference", [(build_tiny_sd, StableDiffusionPAGPipeline),
+                                              (build_tiny_sdxl, StableDiffusionXLPAGPipeline)], ids=["sd", "sdxl"])
+@pytest.mark.parametrize("scale", [SCALE, 1.0], ids=["cfg", "no-cfg"])
+def test_pag_makes_the_picture_of_diffusers_pag_pipelines(build, reference, scale):
+    pipe = build()
+    ours = run_pipeline(pipe, small(cfg_scale=scale, pag_scale=3.0), [1, 2], latent_output=True)
+    theirs = reference(**pipe.components, pag_applied_layers=["mid"])(
+        prompt="a red circle", negative_prompt="blue", num_inference_steps=3, width=64, height=64,
+        guidance_scale=scale, pag_scale=3.0, num_images_per_prompt=2, output_type="latent",
+        generator=[torch.Generator().manual_seed(seed) for seed in (1, 2)]).images
+    plain = run_pipeline(pipe, small(cfg_scale=scale), [1, 2], latent_output=True)
+    assert (ours - theirs).abs().max() < 1e-4 < (plain - theirs).abs().max()
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"AttnProcessor2_0"}  # put back
+
+
+def test_pag_on_a_unet_without_a_middle_block_is_refused():
+    """KOALA-700M's UNet has no middle block, so nothing for PAG to perturb."""
+    pipe = build_tiny_sdxl_like(mid_block=False)
+    with pytest.raises(RequestError, match="PAG needs self-attention in the UNet's middle block") as caught:
+        run_pipeline(pipe, small(pag_scale=3.0), [1], latent_output=True)
+    assert caught.value.field == "pag_scale"
+
+
 def test_the_infotext_says_what_ran_and_reads_back():
-    request = small(seed=5, model="m", rescale_cfg=0.5, freeu=True, freeu_b1=1.1, freeu_s1=0.75)
+    request = small(seed=5, model="m", rescale_cfg=0.5, pag_scale=2.5, freeu=True, freeu_b1=1.1, freeu_s1=0.75)
     text = request.infotext(5, "m")
-    assert "Rescale CFG: 0.5, FreeU: True, FreeU B1: 1.1, FreeU B2: 1.4, FreeU S1: 0.75, FreeU S2: 0.2" in text
+    assert "Rescale CFG: 0.5, PAG scale: 2.5, FreeU: True, FreeU B1: 1.1, FreeU B2: 1.4, FreeU S1: 0.75, FreeU S2: " \
+           "0.2" in text
     assert GenerationRequest.from_infotext(text, sampler="Euler") == request
     plain = small(seed=5, freeu_b1=1.9).infotext(5, "m")  # off: the factors are not written
     assert "FreeU" not in plain and "Rescale" not in plain
@@ -128,6 +152,7 @@ def test_the_infotext_says_what_ran_and_reads_back():
 @pytest.mark.parametrize("values, field, message", [
     ({"rescale_cfg": 1.5}, "rescale_cfg", "Rescale CFG must be between 0 and 1, got 1.5"),
     ({"rescale_cfg": "much"}, "rescale_cfg", "Rescale CFG must be a number"),
+    ({"pag_scale": -1}, "pag_scale", "PAG scale must be between 0 and 100, got -1"),
     ({"freeu_b1": 3}, "freeu_b1", r"B1 \(FreeU\) must be between 0.01 and 2, got 3"),
     ({"freeu_s2": 0}, "freeu_s2", r"S2 \(FreeU\) must be between 0.01 and 4, got 0"),  # 0 would turn it off
     ({"soft_contrast_boost": 40}, "soft_contrast_boost", r"Transition contrast boost \(soft inpainting\)"),
@@ -139,6 +164,7 @@ def test_out_of_range_settings_are_refused_naming_the_field(values, field, messa
 
 
 def test_the_xyz_axes_set_the_factor_and_freeus_turn_it_on():
-    cells = plan(small(), [("Rescale CFG", "0-1 [3]"), ("FreeU B1", "1.2, 1.5")]).cells
+    cells = plan(small(), [("Rescale CFG", "0-1 [3]"), ("FreeU B1", "1.2, 1.5"), ("PAG scale", "0, 3")]).cells
     assert [cells[i, 0, 0].rescale_cfg for i in range(3)] == [0.0, 0.5, 1.0]
     assert (cells[0, 1, 0].freeu, cells[0, 1, 0].freeu_b1, cells[0, 1, 0].freeu_b2) == (True, 1.5, 1.4)
+    assert (cells[0, 0, 0].pag_scale, cells[0, 0, 1].pag_scale) == (0.0, 3.0)
