@@ -23,6 +23,7 @@ from pipelines.extras import ExtrasRequest
 from pipelines.freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
+from pipelines.negative_guidance import NGMS
 from pipelines.pag import PAG
 from pipelines.regions import DIVIDE_MODE
 from pipelines.request import DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, regional_values
@@ -393,7 +394,8 @@ _INFOTEXT_FIELDS = (("Steps", "steps"), ("Sampler", "sampler_name"), ("Schedule 
                     ("CFG scale", "cfg_scale"), ("Seed", "seed"), ("Denoising strength", "denoising_strength"),
                     ("Tiling", "tiling"), ("Variation seed", "subseed"),
                     ("Variation seed strength", "subseed_strength"), ("Refiner", "refiner_checkpoint"),
-                    ("Refiner switch at", "refiner_switch_at"), ("Noise multiplier", "initial_noise_multiplier"))
+                    ("Refiner switch at", "refiner_switch_at"), ("Noise multiplier", "initial_noise_multiplier"),
+                    (NGMS.key, NGMS.field))
 
 
 def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
@@ -551,6 +553,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "batch_size": payload.batch_size,
         "batch_count": payload.n_iter,
         "clip_skip": _option(None, "CLIP_stop_at_last_layers", options, override),
+        NGMS.field: _option(payload.s_min_uncond, NGMS.field, options, override),
         "model": options.checkpoint_name(override.get("sd_model_checkpoint")),
         "task": "txt2img",
         "denoising_strength": 0.75 if payload.denoising_strength is None else payload.denoising_strength,

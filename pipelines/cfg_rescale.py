@@ -39,7 +39,7 @@ class Rescale:
         if self.v_prediction:
             v = predicted
         else:
-            signal = alpha_bar(self.scheduler, timestep.flatten()[0] if torch.is_tensor(timestep) else timestep)
+            signal = alpha_bar(self.scheduler, timestep)
             a, b = signal ** 0.5, (1 - signal) ** 0.5
             latents = sample[:, :out.shape[1]].float()
             v = (predicted - b * latents) / a  # the epsilon prediction as a v-prediction

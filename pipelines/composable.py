@@ -10,33 +10,51 @@ given per picture (SDXL's added conditions, ControlNet's residuals) is repeated 
 combination works in every UNet pipeline (txt2img, img2img, inpainting, ControlNet, the refiner's switch). A
 part's weight may be a ``regions.Area`` (Regional Prompter): its weight at each latent pixel.
 
-Rescale CFG (``cfg_rescale``) needs the unprompted and prompted predictions of each step too, and PAG (``pag``) a
-second, perturbed, prediction, so ``ComposedUNet`` also stands in for a pass with them (a text of one part is the
-UNet's own call): it adds PAG's push to the prompted prediction it hands the pipeline, then rescales both.
+Rescale CFG (``cfg_rescale``) needs the unprompted and prompted predictions of each step too, PAG (``pag``) a second,
+perturbed, prediction, and A1111's negative guidance minimum sigma (``negative_guidance``) leaves the unprompted one
+out of some calls, so ``ComposedUNet`` also stands in for a pass with them (a text of one part is the UNet's own
+call): it adds PAG's push to the prompted prediction it hands the pipeline, then rescales both.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from .cfg_rescale import Rescale
+from .negative_guidance import skips
 from .pag import perturbed
 from .regions import Area
 from .text_encoding import Parts
 
 
-class ComposedUNet:
-    """The pipeline's UNet for a pass with composable parts, Rescale CFG or PAG. ``current`` gives the UNet and the
-    parts of the next call (prompt editing and the refiner change them between steps); ``images`` is the batch's
-    picture count; ``scale`` the pass's CFG scale, ``rescale`` its Rescale CFG (if any), ``pag`` its PAG scale. Any
-    other attribute is the UNet's own."""
+@dataclass(frozen=True)
+class Guidance:
+    """What a pass does to its guidance besides composable parts: Rescale CFG (``rescale``), PAG's scale (``pag``) and
+    A1111's negative guidance minimum sigma (``skip_below``), with the pass's CFG ``scale`` and ``scheduler``."""
+    scheduler: Any = None
+    scale: float = 1.0
+    rescale: Rescale | None = None
+    pag: float = 0.0
+    skip_below: float = 0.0
 
-    def __init__(self, current: Callable[[], tuple[torch.nn.Module, Parts]], images: int, scale: float = 1.0,
-                 rescale: Rescale | None = None, pag: float = 0.0):
-        self._current, self._images, self._scale, self._rescale, self._pag = current, images, scale, rescale, pag
+    @property
+    def active(self) -> bool:
+        return bool(self.rescale or self.pag or self.skip_below)
+
+
+class ComposedUNet:
+    """The pipeline's UNet for a pass with composable parts or an active ``Guidance``. ``current`` gives the UNet and
+    the parts of the next call (prompt editing and the refiner change them between steps); ``images`` is the batch's
+    picture count. Any other attribute is the UNet's own."""
+
+    def __init__(self, current: Callable[[], tuple[torch.nn.Module, Parts]], images: int,
+                 guidance: Guidance = Guidance()):
+        self._current, self._images, self._guidance, self._calls = current, images, guidance, 0
+        self.skipped = 0  # calls whose unprompted half was left out (NGMS)
 
     def __getattr__(self, name: str):
         return getattr(self._current()[0], name)
@@ -44,18 +62,31 @@ class ComposedUNet:
     def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, *,
                  added_cond_kwargs: dict | None = None, return_dict: bool = True, **kwargs):
         unet, parts = self._current()
-        images, unprompted = self._images, sample.shape[0] - self._images  # the CFG half: 0 without CFG
+        guidance, batch = self._guidance, sample.shape[0]
+        unprompted = batch - self._images  # the CFG half: 0 without CFG
         inputs = (sample, timestep, encoder_hidden_states, added_cond_kwargs, kwargs)
-        if self._pag:
-            result, worse = self._with_perturbed(unet, parts, inputs, unprompted)
-            prompted = result[unprompted:]
-            push = (prompted - worse) * (self._pag / self._scale if unprompted else self._pag)
-            result = torch.cat([result[:unprompted], prompted + push])
-        else:
-            result = self._predict(unet, parts, *inputs)
-        if self._rescale and unprompted:
-            result = self._rescale(result, sample, timestep, images)
+        skip = bool(unprompted) and skips(self._calls, guidance.skip_below, guidance.scheduler, timestep)
+        self._calls += 1
+        if skip:  # the prompted rows alone, their prediction then in both halves
+            inputs, unprompted = _per_picture(inputs, batch, lambda t: t[unprompted:]), 0
+            self.skipped += 1
+        result = self._pushed(unet, parts, inputs, unprompted)
+        if skip:
+            result = torch.cat([result, result])
+        elif guidance.rescale and unprompted:
+            result = guidance.rescale(result, sample, timestep, self._images)
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+
+    def _pushed(self, unet, parts: Parts, inputs: tuple, unprompted: int) -> torch.Tensor:
+        """The predictions for ``inputs`` (``_predict``), with PAG's push added to the prompted ones, divided by the
+        CFG scale the pipeline's guidance multiplies it by."""
+        pag = self._guidance.pag
+        if not pag:
+            return self._predict(unet, parts, *inputs)
+        result, worse = self._with_perturbed(unet, parts, inputs, unprompted)
+        prompted = result[unprompted:]
+        push = (prompted - worse) * (pag / self._guidance.scale if unprompted else pag)
+        return torch.cat([result[:unprompted], prompted + push])
 
     def _with_perturbed(self, unet, parts: Parts, inputs: tuple, unprompted: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's predictions (``_predict``) and PAG's perturbed ones of its prompted rows: from the same call,

@@ -5,7 +5,7 @@ refiner means another UNet, with its own encoding of the texts, after its switch
 pipeline is called with the first step's text, and the step callback, after each step, replaces what changes for
 the next one (the UNet, and the conditioning tensors the denoising loop reads), built as the pipeline builds them.
 Every text is encoded before the pass starts, for each model that will read it. A text of composable parts
-(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG or PAG put a
+(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG, PAG or NGMS put a
 ``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the UNet and the parts of the
 step from here.
 
@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 
 from .cfg_rescale import Rescale
-from .composable import ComposedUNet
+from .composable import ComposedUNet, Guidance
 from .errors import RequestError
 from .pag import self_attentions
 from .prompts import composable_parts, prompt_schedule
@@ -44,6 +44,7 @@ class StepConditioning:
 
     def __init__(self, pipe, request, embeddings, images: int, steps: int, refiner=None):
         self.pipe, self.refiner, self.images, self.steps = pipe, refiner, images, steps
+        self.switch_at = request.refiner_switch_at
         self.texts = _texts(request, steps)
         self.switch = switch_step(steps, request.refiner_switch_at) if refiner is not None else None
         models = [pipe] + ([refiner.pipe] if self.switch is not None else [])
@@ -54,12 +55,13 @@ class StepConditioning:
         self.now = (0, 0)  # (model, text) of the next step
         self.switched = False
         self.unets = [model.unet for model in models]
-        self.scale, self.pag = request.cfg_scale, request.pag_scale
-        self.rescale = Rescale(request.rescale_cfg, request.cfg_scale, pipe.scheduler) if request.rescale_cfg else None
-        if self.pag and not all(map(self_attentions, self.unets)):
+        rescale = Rescale(request.rescale_cfg, request.cfg_scale, pipe.scheduler) if request.rescale_cfg else None
+        self.guidance = Guidance(pipe.scheduler, request.cfg_scale, rescale, request.pag_scale, request.s_min_uncond)
+        if request.pag_scale and not all(map(self_attentions, self.unets)):
             raise RequestError("PAG needs self-attention in the UNet's middle block, and this model has none "
                                "(KOALA-700M was distilled without that block): set PAG scale to 0.", "pag_scale")
-        self.stand_in = bool(self.rescale or self.pag or any(encoded.parts for encoded in self.encoded.values()))
+        self.stand_in = self.guidance.active or any(encoded.parts for encoded in self.encoded.values())
+        self.composed: ComposedUNet | None = None  # the stand-in of the pass, once it began
 
     @property
     def first(self) -> PromptEmbeds:
@@ -69,6 +71,14 @@ class StepConditioning:
         """Embeddings used (``TI hashes``) and refused, of every text the pass may read."""
         for text in self.encoded.values():
             text.record(extra_params, warnings)
+
+    def ran(self) -> dict:
+        """The infotext keys of what the pass did, as A1111 writes them once they happen: the refiner's switch, and
+        the unprompted half left out of a call (NGMS)."""
+        params = {"Refiner": self.refiner.title, "Refiner switch at": self.switch_at} if self.switched else {}
+        if self.composed is not None and self.composed.skipped:
+            params["NGMS"] = self.guidance.skip_below
+        return params
 
     def inputs(self, pipe) -> list[str]:
         """The callback tensors to be handed (those this pipeline's loop reads back), when anything changes."""
@@ -115,10 +125,10 @@ class StepConditioning:
     @contextmanager
     def restoring(self, pipe) -> Iterator[None]:
         """The pass's own UNet back on ``pipe`` after it, whatever happened; a ``ComposedUNet`` in its place
-        during the pass when a text has composable parts or the pass rescales its CFG or uses PAG."""
+        during the pass when a text has composable parts or the pass's ``Guidance`` is active."""
         unet = pipe.unet
         if self.stand_in:
-            pipe.unet = ComposedUNet(self.current, self.images, self.scale, self.rescale, self.pag)
+            pipe.unet = self.composed = ComposedUNet(self.current, self.images, self.guidance)
         try:
             yield
         finally:

@@ -21,6 +21,7 @@ from . import filenames
 from .atomic import read_json_object, write_json_object
 from .errors import RequestError
 from .grid import BatchLayout
+from .negative_guidance import NGMS
 from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
 from .training_run import MAX_REPEATS, check_word_regex
@@ -65,9 +66,9 @@ class Option:
         return self.check_text(value, self.key) if self.check_text else value
 
 
-SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, TRAINING, NETWORKS, DYNAMIC, UI = (
+SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, OPTIMIZATIONS, TRAINING, NETWORKS, DYNAMIC, UI = (
     "Saving images/grids", "Saving to a directory", "Gallery", "Live previews", "Stable Diffusion", "img2img",
-    "Training", "Extra Networks", "Dynamic Prompts", "User interface")
+    "Optimizations", "Training", "Extra Networks", "Dynamic Prompts", "User interface")
 SOUND = "notification.mp3"  # A1111's notification sound: beside the settings file (A1111's root, by default)
 OPTIONS = (
     Option("samples_save", "Always save all generated images", SAVING, True),
@@ -113,6 +114,8 @@ OPTIONS = (
     Option("img2img_color_correction", "Apply color correction to img2img results to match original colors.",
            IMG2IMG, False, request_field="color_correction",
            info="the img2img and inpaint tabs' and the API's default"),
+    Option(NGMS.field, NGMS.label, OPTIMIZATIONS, NGMS.default, low=NGMS.low, high=NGMS.high,
+           request_field=NGMS.field, info="the generation tabs' and the API's default: " + NGMS.info),
     Option("training_write_csv_every", "Save an csv containing the loss to log directory every N steps, 0 to disable",
            TRAINING, 500, low=0, info="and at a run's last step"),
     Option("training_image_repeats_per_epoch", "Number of repeats for a single input image per epoch; used only for "

@@ -88,8 +88,8 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
             output_type="latent" if latent_output else "pil",
         )
     steps.record(stats, started)
-    if conditioning.switched and extra_params is not None:
-        extra_params.update({"Refiner": refiner.title, "Refiner switch at": request.refiner_switch_at})
+    if extra_params is not None:
+        extra_params.update(conditioning.ran())
     if latent_output:
         return result.images
     if images is None:

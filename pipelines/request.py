@@ -21,6 +21,7 @@ from .errors import RequestError
 from .freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
+from .negative_guidance import NGMS
 from .pag import PAG
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
@@ -228,6 +229,7 @@ class GenerationRequest:
     tiling: bool = False  # seamless tiling: circular padding (pipelines/tiling.py)
     rescale_cfg: float = RESCALE.default  # Rescale CFG (pipelines/cfg_rescale.py): 0 = off
     pag_scale: float = PAG.default  # Perturbed-Attention Guidance (pipelines/pag.py): 0 = off
+    s_min_uncond: float = NGMS.default  # A1111's negative guidance minimum sigma (pipelines/negative_guidance.py)
     # FreeU (pipelines/freeu.py): on, and its factors
     freeu: bool = False
     freeu_b1: float = FREEU_SETTINGS[0].default
@@ -303,7 +305,7 @@ class GenerationRequest:
         self._check_settings(SOFT_SETTINGS, "soft inpainting")
         set_(self, "soft_inpainting", bool(self.soft_inpainting))
         self._check_settings(FREEU_SETTINGS, "FreeU")
-        self._check_settings((RESCALE, PAG))
+        self._check_settings((RESCALE, PAG, NGMS))
         self._check_regions()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
@@ -689,8 +691,8 @@ class GenerationRequest:
         values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
         values["freeu"] = params.get(FREEU) == "True"
         values.update(regional_values(params))
-        values.update({setting.field: params[setting.key] for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG)
-                       if setting.key in params})
+        values.update({setting.field: params[setting.key]
+                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS) if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)
 

@@ -111,7 +111,7 @@ def schedule_type_names() -> list[str]:
 
 
 def alpha_bar(scheduler, timestep) -> float:
-    """The share of signal in the UNet's input at ``timestep`` (its cumulative alpha), for every scheduler: the
-    nearest of its training timesteps (Karras schedules pass fractional ones)."""
-    alphas = scheduler.alphas_cumprod
-    return float(alphas[min(max(round(float(timestep)), 0), len(alphas) - 1)])
+    """The share of signal in the UNet's input at ``timestep`` (its cumulative alpha; a tensor's first value), for
+    every scheduler: the nearest of its training timesteps (Karras schedules pass fractional ones)."""
+    alphas, value = scheduler.alphas_cumprod, timestep.flatten()[0] if hasattr(timestep, "flatten") else timestep
+    return float(alphas[min(max(round(float(value)), 0), len(alphas) - 1)])

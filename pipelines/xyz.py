@@ -25,6 +25,7 @@ from .errors import RequestError
 from .freeu import SETTINGS as FREEU_SETTINGS
 from .grid import Grid, grid_margin, labelled_grid
 from .infotext import with_params
+from .negative_guidance import NGMS
 from .pag import PAG
 from .request import MAX_SEED, GenerationRequest
 
@@ -112,7 +113,7 @@ AXES = {axis.label: axis for axis in (
     Axis("ControlNet weight", float, _control_weight, _labelled("ControlNet weight")),
     Axis("Refiner checkpoint", str, _field("refiner_checkpoint"), _labelled("Refiner", "s")),
     Axis("Refiner switch at", float, _field("refiner_switch_at"), _labelled("Refiner switch at")),
-    *(Axis(setting.label, float, _field(setting.field), _labelled(setting.label)) for setting in (RESCALE, PAG)),
+    *(Axis(setting.label, float, _field(setting.field), _labelled(setting.label)) for setting in (RESCALE, PAG, NGMS)),
     *(Axis(setting.key, float, _field(setting.field, freeu=True), _labelled(setting.key))
       for setting in FREEU_SETTINGS),
 )}

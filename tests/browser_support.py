@@ -60,8 +60,15 @@ def set_number(page, elem_id: str, value: float) -> None:
 
 
 def set_text(page, elem_id: str, text: str) -> None:
-    """Type a text into a Gradio textbox (``_type_into``)."""
-    _type_into(page.locator(f"#{elem_id} textarea, #{elem_id} input").first, text)
+    """Type a text into a Gradio textbox (``_type_into``), and again if it took its first value back after (a box of
+    an accordion just opened can, under load, after its own check passed: as ``set_numbers``)."""
+    box = page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+    for _ in range(3):
+        _type_into(box, text)
+        page.wait_for_timeout(500)
+        if box.input_value() == text:
+            return
+    raise AssertionError(f"the box {elem_id} did not keep {text!r}")
 
 
 def set_numbers(page, values: dict[str, float]) -> None:

@@ -154,6 +154,26 @@ def test_img2img_takes_variation_seeds_noise_multiplier_and_colour_correction_fr
     assert "Color correction" not in infotext()
 
 
+def test_negative_guidance_minimum_sigma_from_payload_options_or_override(alice):
+    """A1111's ``s_min_uncond``: the payload's, else ``override_settings``', else the option; ``NGMS`` in the
+    infotext once a call left the unprompted half out (SMALL's 3 steps: the second call is under sigma 15)."""
+    def infotext(**payload):
+        body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 3, **SMALL, **payload}))
+        return json.loads(body["info"])["infotexts"][0]
+
+    assert "NGMS: 15," in infotext(s_min_uncond=15)
+    assert "NGMS: 14," in infotext(override_settings={"s_min_uncond": 14})
+    try:
+        ok(alice.post("/sdapi/v1/options", json={"s_min_uncond": 13}))
+        assert "NGMS: 13," in infotext() and "NGMS: 12," in infotext(s_min_uncond=12)
+        assert "NGMS: 11," in infotext(infotext="x\nSteps: 3, Seed: 3, NGMS: 11")  # read from an infotext
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"s_min_uncond": 0}))
+    assert "NGMS" not in infotext()
+    response = alice.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "s_min_uncond": 16})
+    assert response.status_code == 422 and response.json()["field"] == "s_min_uncond"
+
+
 def test_prompts_from_file_or_textbox_runs_a_job_per_line(alice):
     """A1111's script through ``script_name``/``script_args``: every line's pictures in one response, seeds
     iterated per line by the images a line makes."""

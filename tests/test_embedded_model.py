@@ -204,6 +204,22 @@ def test_pag_changes_the_picture_not_what_it_shows_with_or_without_cfg(engine):
         paint(engine, prompt, model="easel-shapes-koala", pag_scale=3)
 
 
+def test_ngms_saves_unet_rows_and_keeps_what_is_drawn(engine):
+    """A1111's negative guidance minimum sigma at 2: the odd calls under that noise level guide by the prompt alone
+    (rows of the UNet's batches counted), and the pictures show what the plain ones show."""
+    from unet_calls import UNetCalls
+
+    prompt = "a large red circle on the left on a white background"
+    for seed in range(3):
+        with UNetCalls(engine, MODEL) as calls:
+            picture = paint(engine, prompt, seed, s_min_uncond=2)
+        rows = sum(call["sample"].shape[0] for call in calls[MODEL])
+        assert rows == 34  # 20 calls of 2 rows, 6 of them under sigma 2 and odd: 15 % less UNet work
+        seen, plain = classify(picture), classify(paint(engine, prompt, seed))
+        assert (seen.colour, seen.shape, seen.position) == (plain.colour, plain.shape, plain.position) == \
+            ("red", "circle", "left")
+
+
 def test_the_shipped_styles_change_what_is_drawn(engine):
     """models/styles.csv: "Night" puts the shape on black, "No red" keeps red out of the picture."""
     night = classify(paint(engine, "a red circle", styles=("Night",)))

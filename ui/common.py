@@ -19,6 +19,7 @@ from pipelines.cfg_rescale import RESCALE
 from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.config import batch_layout
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
+from pipelines.negative_guidance import NGMS
 from pipelines.pag import PAG
 from pipelines.grid import MAX_MARGIN
 from pipelines.samplers import sampler_names, schedule_type_names
@@ -197,7 +198,7 @@ def refiner_controls(services, fields: FieldSet) -> None:
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG (with Rescale CFG and PAG), seed (with a variation seed and seed resize),
+    """Sampler, steps, size, batch, CFG (with Rescale CFG, PAG and NGMS), seed (with a variation seed and seed resize),
     clip skip, step cache and tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
@@ -223,6 +224,7 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
     with gr.Row():  # under CFG, as Forge Neo's Rescale CFG
         setting_slider(fields, RESCALE, f"{p}_rescale_cfg_scale")
         setting_slider(fields, PAG, f"{p}_pag_scale")
+    setting_slider(fields, NGMS, f"{p}_s_min_uncond")  # A1111's Optimizations setting sets its default
     with gr.Row():
         fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
         dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)

@@ -1,6 +1,7 @@
-"""FreeU, Rescale CFG and PAG (``pipelines/freeu.py``, ``cfg_rescale.py``, ``pag.py``) on tiny random pipelines: the
-rules themselves against diffusers' own code, every UNet pipeline, the request's checks and infotext, the X/Y/Z axes.
-What they do to a picture is checked on the embedded model (``test_embedded_model.py``)."""
+"""FreeU, Rescale CFG, PAG and A1111's negative guidance minimum sigma (``pipelines/freeu.py``, ``cfg_rescale.py``,
+``pag.py``, ``negative_guidance.py``) on tiny random pipelines: the rules themselves against diffusers' own code, every
+UNet pipeline, the request's checks and infotext, the X/Y/Z axes. What they do to a picture is checked on the embedded
+model (``test_embedded_model.py``)."""
 
 from dataclasses import replace
 
@@ -165,6 +166,27 @@ def test_out_of_range_settings_are_refused_naming_the_field(values, field, messa
 
 def test_the_xyz_axes_set_the_factor_and_freeus_turn_it_on():
     cells = plan(small(), [("Rescale CFG", "0-1 [3]"), ("FreeU B1", "1.2, 1.5"), ("PAG scale", "0, 3")]).cells
+    assert plan(small(), [("Negative Guidance minimum sigma", "2")]).cells[0, 0, 0].s_min_uncond == 2.0
     assert [cells[i, 0, 0].rescale_cfg for i in range(3)] == [0.0, 0.5, 1.0]
     assert (cells[0, 1, 0].freeu, cells[0, 1, 0].freeu_b1, cells[0, 1, 0].freeu_b2) == (True, 1.5, 1.4)
     assert (cells[0, 0, 0].pag_scale, cells[0, 0, 1].pag_scale) == (0.0, 3.0)
+
+
+def test_ngms_leaves_the_unprompted_half_out_of_every_other_call_below_its_sigma(engine):
+    """A1111's rule: odd calls at a noise level under the setting; written into the infotext once it happened."""
+    from unet_calls import UNetCalls
+
+    def rows(**values) -> tuple[list[int], str]:
+        with UNetCalls(engine, "tiny-sd") as calls:
+            result = engine.generate(small(model="tiny-sd", steps=4, seed=3, **values))
+        return [call["sample"].shape[0] for call in calls["tiny-sd"]], result.infotexts[0]
+
+    plain, infotext = rows()
+    assert plain == [2, 2, 2, 2] and "NGMS" not in infotext
+    skipped, infotext = rows(s_min_uncond=15)  # above SD's first sigma (14.6): every odd call
+    assert skipped == [2, 1, 2, 1] and "NGMS: 15" in infotext
+    assert GenerationRequest.from_infotext(infotext).s_min_uncond == 15
+    late, infotext = rows(s_min_uncond=1)  # only the last steps are under sigma 1
+    assert late == [2, 2, 2, 1] and "NGMS: 1" in infotext
+    never, infotext = rows(s_min_uncond=0.01)  # set, but never under it: A1111 writes nothing
+    assert never == [2, 2, 2, 2] and "NGMS" not in infotext

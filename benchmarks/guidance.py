@@ -1,7 +1,7 @@
-"""FreeU, Rescale CFG and PAG on the embedded model: how often a picture keeps the colour its prompt asks for as the
-CFG scale rises, with each of them and without, and what each costs a picture.
+"""FreeU, Rescale CFG, PAG and NGMS on the embedded model: how often a picture keeps the colour its prompt asks for
+as the CFG scale rises, with each of them and without, and what each costs a picture.
 
-    .venv/bin/python -m benchmarks.freeu_rescale_pag [--seeds 6] [--runs 5]
+    .venv/bin/python -m benchmarks.guidance [--seeds 6] [--runs 5]
 
 "kept" counts pictures whose colour (training/classify.py) is the prompt's, of colours x seeds, prompts "a large
 <colour> circle in the center on a white background"; red is the colour that burns first. Seconds are medians of
@@ -19,7 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 COLOURS = ("red", "orange", "blue", "green")
-MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True}, "PAG 3": {"pag_scale": 3}}
+MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True}, "PAG 3": {"pag_scale": 3},
+         "NGMS 2": {"s_min_uncond": 2}}
 
 
 def main(argv: list[str] | None = None) -> None:
