@@ -80,7 +80,7 @@ def main() -> None:
 
     print(f"model {info.name}, {size}x{size}, {args.steps} steps, Euler a, CFG 7, torch threads "
           f"{torch.get_num_threads()}, median of {args.runs} warm runs")
-    print(f"| path | s / image |\n|---|---|")
+    print("| path | s / image |\n|---|---|")
     for name, seconds in timings.items():
         print(f"| {name} | {seconds:.3f} |")
     ratio = timings["Easel generate"] / timings["bare diffusers"]

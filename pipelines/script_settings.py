@@ -1,6 +1,6 @@
-"""A number an extension's panel sets (soft inpainting's sliders, FreeU's, Rescale CFG): the request field that holds
-it, the label and infotext key the extension gives it, its default and its slider's range, in one place that the
-request's check, the infotext, the API and the panel all read."""
+"""A number an extension's panel sets (soft inpainting's sliders, FreeU's, Rescale CFG, PAG's scale, A1111's NGMS):
+the request field that holds it, the label and infotext key the extension gives it, its default and its slider's
+range, in one place that the request's check, the infotext, the API and the panel all read."""
 
 from __future__ import annotations
 

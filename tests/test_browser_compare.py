@@ -7,7 +7,6 @@ import csv
 import io
 import itertools
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest

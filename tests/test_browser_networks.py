@@ -6,7 +6,6 @@ a hypernetwork file for their cards, and another tiny VAE in models/VAE)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from pipelines.errors import RequestError
-from pipelines.images import TaskImages, fill_masked, match_colours, prepare_mask, resize_image
+from pipelines.images import fill_masked, match_colours, prepare_mask, resize_image
 from pipelines.request import GenerationRequest
 
 
