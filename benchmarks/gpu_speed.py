@@ -19,7 +19,10 @@ and generates:
   ``--fast, medvram``;
 - the fast modes, each on top of ``--fast`` and not exact: ``step cache 3`` (DeepCache-style, ``step_cache.py``),
   ``--weights int8`` and ``--weights fp8`` (weight-only storage, ``quantize.py``; the UNet MiB column shows the
-  memory they save), ``--weights int8-fast`` and ``--weights fp8-fast`` (the Linear layers also multiply in 8 bits).
+  memory they save), ``--weights int8-fast`` and ``--weights fp8-fast`` (the Linear layers also multiply in 8 bits);
+- the guidance settings, each on top of ``--fast``: ``Rescale CFG 0.7``, ``FreeU``, ``PAG 3`` and ``NGMS 2``
+  (``cfg_rescale.py``, ``freeu.py``, ``pag.py``, ``negative_guidance.py``); a model that refuses one (Kandinsky 2.2
+  all but NGMS, KOALA-700M PAG) has no row for it.
 
 ``--with compile=true compile_mode=reduce-overhead`` (any SpeedOptions fields) sets options on every Easel row,
 named in the row: the fast modes compiled, say. Kandinsky 2.2's decoder gets every row; its attention layers
@@ -61,6 +64,7 @@ from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir  # noqa:
 from torch._inductor.utils import clear_caches  # noqa: E402
 
 from benchmarks.random_pipelines import SPECS, TINY_SIZE, Spec, architectures, saved  # noqa: E402
+from pipelines.errors import RequestError  # noqa: E402
 from pipelines.preview import LatentPreviewer  # noqa: E402
 from pipelines.quantize import MODES, tensor_bytes  # noqa: E402
 from pipelines.speed import SpeedOptions, attention_order, optimise  # noqa: E402
@@ -77,9 +81,12 @@ class Config:
     dtype: str
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     memory_mode: str = "normal"
-    step_cache: int = 0
+    request: tuple = ()  # (field, value) pairs the row sets on the request: a fast mode's, a guidance setting's
 
 
+# Sampling changes measured on top of --fast (``guidance:`` rows): what each costs a picture
+GUIDANCE = (("Rescale CFG 0.7", ("rescale_cfg", 0.7)), ("FreeU", ("freeu", True)), ("PAG 3", ("pag_scale", 3.0)),
+            ("NGMS 2", ("s_min_uncond", 2.0)))
 # --quick keeps these rows: the baseline, the app's default path, compiled (regions, CUDA graphs), low memory.
 QUICK = ("diffusers", "+ fused QKV", "+ compile", "+ CUDA graphs", "--fast, medvram")
 
@@ -106,8 +113,9 @@ def ladder(cuda: bool, compile: bool, backend: str, only: tuple[str, ...] = (),
                                replace(compiled, compile_mode="reduce-overhead", cudnn_attention=True)))
     if cuda:
         rows.append(Config("--fast, medvram", True, "bfloat16", fast, "medvram"))
-    rows += [Config("fast mode: step cache 3", True, "bfloat16", fast, step_cache=3),
-             *(Config(f"fast mode: --weights {mode}", True, "bfloat16", replace(fast, weights=mode)) for mode in MODES)]
+    rows += [Config("fast mode: step cache 3", True, "bfloat16", fast, request=(("step_cache", 3),)),
+             *(Config(f"fast mode: --weights {mode}", True, "bfloat16", replace(fast, weights=mode)) for mode in MODES),
+             *(Config(f"guidance: {name}", True, "bfloat16", fast, request=(fields,)) for name, fields in GUIDANCE)]
     if only:
         rows = [row for row in rows if row.name.startswith(only)]
     if changes:
@@ -233,7 +241,7 @@ def run_config(config: Config, spec: Spec, folder: Path, args, device: str,
         engine = Engine(registry, OutputWriter(out_dir, enabled=False))
         request = GenerationRequest(prompt=PROMPT, sampler=spec.sampler, steps=args.steps, cfg_scale=spec.cfg,
                                     width=args.size, height=args.size, seed=SEED, model=folder.name,
-                                    step_cache=config.step_cache)
+                                    **dict(config.request))
 
         def load():
             with registry.lease(folder.name) as model:
@@ -320,6 +328,10 @@ def run_model(spec: Spec, args, device: str, arch: dict, rate: float, out_dir: P
         try:
             with tempfile.TemporaryDirectory() as kernels, temporary_cache_dir(kernels):  # a cold compile per row
                 row, latents, step = run_config(config, spec, folder, args, device, out_dir)
+        except RequestError as refused:  # a setting the model does not take (PAG without a middle block)
+            print(f"{spec.name} / {config.name} refused: {refused}", file=sys.stderr, flush=True)
+            free(device)
+            continue
         except Exception as error:  # one broken optimisation must not cost the rest of a GPU lease
             rows.append({"model": spec.name, "config": config.name, "error": f"{type(error).__name__}: {error}",
                          "ok": False})

@@ -2,9 +2,10 @@
 compile with the quick eager backend, the fast modes) prints the table, writes the JSON and finds the Easel path
 equal to diffusers and each optimisation's one-step error at bf16's level; the fast modes differ a little and
 quantised weights take about half the UNet's bf16 bytes; Easel's rows measure the live preview; the compiled row its
-first call after a restart. A row that raises is reported and the ladder goes on; ``--with`` sets speed options on
-Easel's rows. benchmarks/attention_backends.py records a forward's attention calls and times them;
-benchmarks/compile_time.py compiles the UNet each of its ways and finds the uncompiled UNet's output."""
+first call after a restart; the guidance rows run, and the one the model refuses (PAG) is left out. A row that raises
+is reported and the ladder goes on; ``--with`` sets speed options on Easel's rows. benchmarks/attention_backends.py
+records a forward's attention calls and times them; benchmarks/compile_time.py compiles the UNet each of its ways and
+finds the uncompiled UNet's output."""
 
 import json
 
@@ -23,17 +24,21 @@ def test_tiny_run(tmp_path, capsys):
                                            "+ fused QKV (--fast)", "+ compile (--compile)",
                                            "fast mode: step cache 3", "fast mode: --weights int8",
                                            "fast mode: --weights fp8", "fast mode: --weights int8-fast",
-                                           "fast mode: --weights fp8-fast"]
+                                           "fast mode: --weights fp8-fast", "guidance: Rescale CFG 0.7",
+                                           "guidance: FreeU", "guidance: NGMS 2"]  # KOALA-700M refuses PAG
     assert rows[1]["rel_err"] < 1e-5 and rows[1]["step_err"] == 0  # Easel's path computes what diffusers does
-    exact, fast_modes = rows[:6], rows[6:]
+    exact, fast_modes, guidance = rows[:6], rows[6:11], rows[11:]
     assert all(r["ok"] and r["rel_err"] < 0.1 and r["latency_s"] > 0 and r["floor_s"] > 0 for r in exact)
     assert all(0 < r["step_err"] < 0.05 for r in exact[2:])  # bf16's error in one UNet call
     assert all(r["ok"] and 0 < r["rel_err"] < 1 for r in fast_modes)  # measured, not exact
+    assert all(r["ok"] and r["rel_err"] > 0 and r["latency_s"] > 0 for r in guidance)  # another picture, timed
     assert rows[5]["compile_s"] is not None and rows[5]["restart_first_call_s"] > 0  # compiled again, as restarted
     assert all(r["restart_first_call_s"] is None for i, r in enumerate(rows) if i != 5)
     assert all(r["unet_mib"] < 0.6 * rows[4]["unet_mib"] for r in fast_modes[1:])  # bf16 -> 8 bits (+ scales)
     assert all(0 < r["preview_pct"] < 100 for r in rows[1:]) and rows[0]["preview_pct"] is None  # Easel's rows
-    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("| koala_700m | fast mode: --weights fp8-fast")
+    printed = capsys.readouterr()
+    assert printed.out.rstrip().splitlines()[-1].startswith("| koala_700m | guidance: NGMS 2")
+    assert "koala_700m / guidance: PAG 3 refused: PAG needs self-attention" in printed.err
 
 
 def test_a_row_that_raises_is_reported_and_fails_the_run(tmp_path, monkeypatch, capsys):
