@@ -1,6 +1,6 @@
 """FreeU (Si et al., 2023, "FreeU: Free Lunch in Diffusion U-Net"): on the UNet decoder's two deepest stages, the
 backbone's features (the first half of their channels) are amplified by B1 and B2, and the skip connections' lowest
-frequencies damped by S1 and S2, for more detail and less over-smoothing, at no cost in time or training. ComfyUI's
+frequencies damped by S1 and S2, for more detail and less over-smoothing, with no training and little time. ComfyUI's
 FreeU node, Forge's *FreeU Integrated* and the sd-webui-freeu extension have it.
 
 The UNet's own implementation is diffusers' (``UNet2DConditionModel.enable_freeu``: the paper's first version,

@@ -19,9 +19,9 @@ from pipelines.cfg_rescale import RESCALE
 from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.config import batch_layout
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
+from pipelines.grid import MAX_MARGIN
 from pipelines.negative_guidance import NGMS
 from pipelines.pag import PAG
-from pipelines.grid import MAX_MARGIN
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.script_settings import Setting
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -167,10 +167,10 @@ def prompt_matrix_controls(fields: FieldSet) -> None:
                                                   elem_id=f"{p}_matrix_margin"))
 
 
-def setting_slider(fields: FieldSet, setting: Setting, elem_id: str, **options) -> gr.Slider:
+def setting_slider(fields: FieldSet, setting: Setting, elem_id: str) -> gr.Slider:
     """The slider of an extension's setting (``pipelines/script_settings.py``), under its label and help."""
     return fields.add(setting.field, gr.Slider(setting.low, setting.high, value=setting.default, step=setting.step,
-                                               label=setting.label, info=setting.info, elem_id=elem_id, **options))
+                                               label=setting.label, info=setting.info, elem_id=elem_id))
 
 
 def freeu_controls(fields: FieldSet) -> None:
@@ -178,8 +178,8 @@ def freeu_controls(fields: FieldSet) -> None:
     p = fields.prefix
     with gr.Accordion("FreeU", open=False, elem_id=f"{p}_freeu"):
         fields.add("freeu", gr.Checkbox(False, label="Enabled", elem_id=f"{p}_freeu_enabled",
-                                        info="more detail at no cost: the UNet's backbone amplified, its skip "
-                                             "connections' low frequencies damped"))
+                                        info="more detail: the UNet's backbone amplified, its skip connections' "
+                                             "low frequencies damped"))
         for pair in (FREEU_SETTINGS[:2], FREEU_SETTINGS[2:]):  # the backbone's, the skip connections'
             with gr.Row():
                 for setting in pair:
