@@ -5,7 +5,7 @@ RescaleCFG node, Forge's *Rescale CFG* and InvokeAI's *CFG Rescale Multiplier* h
 
 The paper rescales v-predictions, and so does ComfyUI (and Forge, its port) whatever the model predicts; diffusers'
 ``guidance_rescale`` rescales the model's own output, which for an epsilon model (SD 1.x, SDXL) barely changes a
-picture (measured on the embedded model: ``tests/test_cfg_rescale.py``). Here, as in ComfyUI, an epsilon prediction
+picture (on the embedded model at CFG 25 it kept red in 1 of 4 seeds, this rule in 5 of 6). Here, as in ComfyUI, an epsilon prediction
 is turned into a v-prediction at the step's noise level, rescaled, and turned back; for a v-prediction model it is
 diffusers' rule exactly. With ``u`` and ``c`` the unprompted and prompted v-predictions, the pipeline's guidance by
 ``g = u + scale x (c - u)`` becomes ``g x k`` with ``k = phi x std(c) / std(g) + 1 - phi`` per picture; as the
@@ -24,28 +24,23 @@ from .script_settings import Setting
 RESCALE = Setting("rescale_cfg", "Rescale CFG", "Rescale CFG", 0.0, 0.0, 1.0, 0.05, "0 = off; 0.7 at a high CFG")
 
 
-class Rescale:
-    """Rescale CFG by ``phi`` for a pass guided by ``scale``, on the noise levels of its ``scheduler``."""
-
-    def __init__(self, phi: float, scale: float, scheduler):
-        self.phi, self.scale, self.scheduler = phi, scale, scheduler
-        self.v_prediction = scheduler.config.get("prediction_type") == "v_prediction"
-
-    def __call__(self, out: torch.Tensor, sample: torch.Tensor, timestep, images: int) -> torch.Tensor:
-        """A CFG batch's predictions ``out`` (``[unprompted, prompted]``, ``images`` each) for the UNet's input
-        ``sample`` (its first channels: the latents; an inpainting UNet's input has more) at ``timestep``, scaled so
-        that the pipeline's guidance is rescaled; computed in float32."""
-        predicted = out.float()
-        if self.v_prediction:
-            v = predicted
-        else:
-            signal = alpha_bar(self.scheduler, timestep)
-            a, b = signal ** 0.5, (1 - signal) ** 0.5
-            latents = sample[:, :out.shape[1]].float()
-            v = (predicted - b * latents) / a  # the epsilon prediction as a v-prediction
-        unprompted, prompted = v[:images], v[images:]
-        guided = unprompted + self.scale * (prompted - unprompted)
-        dims = list(range(1, out.ndim))
-        factor = self.phi * prompted.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True) + 1 - self.phi
-        v = v * factor.repeat(2, *[1] * len(dims))
-        return (v if self.v_prediction else a * v + b * latents).to(out.dtype)
+def rescaled(out: torch.Tensor, sample: torch.Tensor, timestep, images: int, phi: float, scale: float,
+             scheduler) -> torch.Tensor:
+    """A CFG batch's predictions ``out`` (``[unprompted, prompted]``, ``images`` each) for the UNet's input
+    ``sample`` (its first channels: the latents; an inpainting UNet's input has more) at ``timestep`` of
+    ``scheduler``, scaled so that the pipeline's guidance by ``scale`` is rescaled by ``phi``; computed in float32."""
+    predicted = out.float()
+    v_prediction = scheduler.config.get("prediction_type") == "v_prediction"
+    if v_prediction:
+        v = predicted
+    else:
+        signal = alpha_bar(scheduler, timestep)
+        a, b = signal ** 0.5, (1 - signal) ** 0.5
+        latents = sample[:, :out.shape[1]].float()
+        v = (predicted - b * latents) / a  # the epsilon prediction as a v-prediction
+    unprompted, prompted = v[:images], v[images:]
+    guided = unprompted + scale * (prompted - unprompted)
+    dims = list(range(1, out.ndim))
+    factor = phi * prompted.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True) + 1 - phi
+    v = v * factor.repeat(2, *[1] * len(dims))
+    return (v if v_prediction else a * v + b * latents).to(out.dtype)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
-from .cfg_rescale import Rescale
+from .cfg_rescale import rescaled
 from .negative_guidance import skips
 from .pag import perturbed
 from .regions import Area
@@ -33,11 +33,12 @@ from .text_encoding import Parts
 
 @dataclass(frozen=True)
 class Guidance:
-    """What a pass does to its guidance besides composable parts: Rescale CFG (``rescale``), PAG's scale (``pag``) and
-    A1111's negative guidance minimum sigma (``skip_below``), with the pass's CFG ``scale`` and ``scheduler``."""
+    """What a pass does to its guidance besides composable parts: Rescale CFG's factor (``rescale``), PAG's scale
+    (``pag``) and A1111's negative guidance minimum sigma (``skip_below``), with the pass's CFG ``scale`` and
+    ``scheduler``."""
     scheduler: Any = None
     scale: float = 1.0
-    rescale: Rescale | None = None
+    rescale: float = 0.0
     pag: float = 0.0
     skip_below: float = 0.0
 
@@ -74,7 +75,8 @@ class ComposedUNet:
         if skip:
             result = torch.cat([result, result])
         elif guidance.rescale and unprompted:
-            result = guidance.rescale(result, sample, timestep, self._images)
+            result = rescaled(result, sample, timestep, self._images, guidance.rescale, guidance.scale,
+                              guidance.scheduler)
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
 
     def _pushed(self, unet, parts: Parts, inputs: tuple, unprompted: int) -> torch.Tensor:

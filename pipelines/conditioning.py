@@ -20,7 +20,6 @@ from typing import Iterator
 
 import torch
 
-from .cfg_rescale import Rescale
 from .composable import ComposedUNet, Guidance
 from .errors import RequestError
 from .pag import self_attentions
@@ -55,8 +54,8 @@ class StepConditioning:
         self.now = (0, 0)  # (model, text) of the next step
         self.switched = False
         self.unets = [model.unet for model in models]
-        rescale = Rescale(request.rescale_cfg, request.cfg_scale, pipe.scheduler) if request.rescale_cfg else None
-        self.guidance = Guidance(pipe.scheduler, request.cfg_scale, rescale, request.pag_scale, request.s_min_uncond)
+        self.guidance = Guidance(pipe.scheduler, request.cfg_scale, request.rescale_cfg, request.pag_scale,
+                                 request.s_min_uncond)
         if request.pag_scale and not all(map(self_attentions, self.unets)):
             raise RequestError("PAG needs self-attention in the UNet's middle block, and this model has none "
                                "(KOALA-700M was distilled without that block): set PAG scale to 0.", "pag_scale")

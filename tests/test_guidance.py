@@ -12,7 +12,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPAGPipeline, Stable
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 from PIL import Image
 
-from pipelines.cfg_rescale import Rescale
+from pipelines.cfg_rescale import rescaled
 from pipelines.engine import Engine
 from pipelines.errors import RequestError
 from pipelines.generate import run_pipeline
@@ -34,8 +34,8 @@ def guided(pair: torch.Tensor) -> torch.Tensor:
 def test_a_v_prediction_is_rescaled_by_diffusers_rule():
     torch.manual_seed(0)
     out, sample = torch.randn(4, 4, 8, 8), torch.randn(2, 4, 8, 8).repeat(2, 1, 1, 1)
-    handed = Rescale(PHI, SCALE, EulerDiscreteScheduler(prediction_type="v_prediction"))(out, sample,
-                                                                                         torch.tensor(500.0), 2)
+    handed = rescaled(out, sample, torch.tensor(500.0), 2, PHI, SCALE,
+                      EulerDiscreteScheduler(prediction_type="v_prediction"))
     expected = rescale_noise_cfg(guided(out), out[2:], guidance_rescale=PHI)
     assert torch.allclose(guided(handed), expected, atol=1e-5)
     assert not torch.allclose(guided(out), expected, atol=1e-2)  # it does rescale
@@ -48,7 +48,7 @@ def test_an_epsilon_prediction_is_rescaled_as_its_v_prediction():
     scheduler = EulerDiscreteScheduler(prediction_type="epsilon")
     out, latents = torch.randn(4, 4, 8, 8), torch.randn(2, 4, 8, 8)
     sample = torch.cat([latents, torch.randn(2, 5, 8, 8)], dim=1).repeat(2, 1, 1, 1)
-    handed = Rescale(PHI, SCALE, scheduler)(out, sample, torch.tensor(300.0), 2)
+    handed = rescaled(out, sample, torch.tensor(300.0), 2, PHI, SCALE, scheduler)
     signal = scheduler.alphas_cumprod[300]
 
     def as_v(epsilon: torch.Tensor) -> torch.Tensor:
