@@ -1,8 +1,8 @@
 """A1111's prompt syntax, parsed by our own code (compel reads a different grammar).
 
 ``extract_networks`` takes the extra-network tags out of a prompt: ``<lora:name:w>``,
-``<lora:name:te_w:unet_w>`` (or named ``te=``/``unet=``) and ``<hypernet:name:w>``, weight 1 when left out, as
-A1111's ``extra_networks.parse_prompt`` does. Other ``<...>`` text stays in the prompt.
+``<lora:name:te_w:unet_w>`` (or named ``te=``/``unet=``; ``<lyco:...>`` is the same tag) and ``<hypernet:name:w>``,
+weight 1 when left out, as A1111's ``extra_networks.parse_prompt`` does. Other ``<...>`` text stays in the prompt.
 
 ``parse_prompt_attention`` follows A1111's ``prompt_parser.parse_prompt_attention``: ``(x)`` multiplies the
 weight by 1.1, ``[x]`` divides it by 1.1, ``(x:1.5)`` multiplies it by 1.5; brackets nest and multiply;
@@ -34,7 +34,7 @@ from typing import Literal
 BREAK = "BREAK"  # a parsed piece ``(BREAK, BREAK_WEIGHT)`` marks a forced chunk boundary
 BREAK_WEIGHT = -1.0
 
-_NETWORK_TAG = re.compile(r"<(lora|hypernet):([^>]+)>")
+_NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^>]+)>")  # "lyco": A1111's old name for LyCORIS files
 _ATTENTION = re.compile(r"""
 \\\(|\\\)|\\\[|\\]|\\\\|\\|   # escapes (a lone backslash vanishes, as in A1111)
 \(|\[|
@@ -74,7 +74,8 @@ def extract_networks(prompt: str) -> tuple[str, list[NetworkUse]]:
             raise ValueError(f"{match.group(0)}: the weight is not a number")
         if kind == "hypernet":
             unet = te
-        uses.append(NetworkUse(kind, positional[0].strip() if positional else "", te, unet))
+        uses.append(NetworkUse("lora" if kind == "lyco" else kind, positional[0].strip() if positional else "", te,
+                               unet))
         return ""
 
     return _NETWORK_TAG.sub(take, prompt), uses

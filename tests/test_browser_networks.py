@@ -10,6 +10,7 @@ import re
 import pytest
 
 from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, pick, set_number
+from lora_files import kohya_lora, lycoris_from_lora
 from playwright.sync_api import expect
 
 
@@ -33,6 +34,7 @@ def app_url(tmp_path_factory, serve_app):
             weights[f"unet.{name}.lora_A.weight"] = torch.randn(2, module.in_features, generator=g)
             weights[f"unet.{name}.lora_B.weight"] = torch.randn(module.out_features, 2, generator=g)
     save_file(weights, root / "Lora" / "stripes.safetensors")
+    save_file(lycoris_from_lora(kohya_lora(build_tiny_sd(), 1), "LoHa"), root / "Lora" / "weave.safetensors")
     Image.new("RGB", (64, 64), (200, 40, 160)).save(root / "Lora" / "stripes.preview.png")
     (root / "Lora" / "stripes.json").write_text('{"description": "Stripes for tests", "sd version": "SD1"}')
     save_file({"emb_params": torch.zeros(3, 8)}, root / "embeddings" / "shiny.safetensors")  # three vectors
@@ -53,11 +55,12 @@ def test_click_a_lora_card_then_generate(page):
     prompt.fill("a red circle")
     page.locator("#txt2img_networks").get_by_text("Networks").first.click()
     cards = page.locator("#txt2img_networks_cards")
-    for caption in ("stripes · LoRA · context 8", "shiny · Embedding · context 8", "grain · Hypernetwork"):
+    for caption in ("stripes · LoRA · context 8", "shiny · Embedding · context 8", "grain · Hypernetwork",
+                    "weave · LoRA · context 8 LoHa"):
         expect(cards).to_contain_text(caption)
     page.locator("#txt2img_networks_search input, #txt2img_networks_search textarea").first.fill("lora")
     expect(cards).not_to_contain_text("shiny")
-    expect(cards.locator("img")).to_have_count(1)
+    expect(cards.locator("img")).to_have_count(2)
     cards.locator("img").first.evaluate("e => e.complete || new Promise(done => e.addEventListener('load', done))")
     page.screenshot(path=str(ARTIFACTS / "networks-cards.png"), full_page=True, animations="disabled")
 
@@ -71,6 +74,23 @@ def test_click_a_lora_card_then_generate(page):
     text = info.input_value()
     assert text.startswith("a red circle <lora:stripes:1>\n") and 'Lora hashes: "stripes: ' in text, text
     page.screenshot(path=str(ARTIFACTS / "networks-generated.png"), full_page=True, animations="disabled")
+
+
+def test_a_loha_card_then_generate(page):
+    """A LyCORIS file is a LoRA card too, its algorithm in its caption; its tag applies it."""
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("a red circle")
+    cards = page.locator("#txt2img_networks_cards")
+    if not cards.is_visible():
+        page.locator("#txt2img_networks").get_by_text("Networks").first.click()
+    page.locator("#txt2img_networks_search input, #txt2img_networks_search textarea").first.fill("loha")
+    expect(cards.locator("img")).to_have_count(1)
+    cards.locator("img").first.click()
+    expect(prompt).to_have_value("a red circle <lora:weave:1>")
+    text = generate_in(page, "txt2img")
+    assert 'Lora hashes: "weave: ' in text, text
+    expect(page.locator(".toast-body").filter(has_text="weave")).to_have_count(0)  # no file left out
+    page.screenshot(path=str(ARTIFACTS / "networks-loha.png"), full_page=True, animations="disabled")
 
 
 def test_the_token_counter_counts_an_embedding_as_its_vectors(page):

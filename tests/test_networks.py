@@ -16,43 +16,7 @@ from pipelines.hashing import network_hash
 from pipelines.outputs import OutputWriter
 from pipelines.registry import Registry
 from pipelines.request import GenerationRequest
-
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "q_proj", "k_proj", "v_proj", "out_proj")
-
-
-def lora_layers(pipe, seed: int, rank: int = 2, scale: float = 0.5):
-    """(component, module name, down, up) for every attention projection of the UNet and text encoders."""
-    g = torch.Generator().manual_seed(seed)
-    for component in ("unet", "text_encoder", "text_encoder_2"):
-        model = getattr(pipe, component, None)
-        for name, module in (model.named_modules() if model is not None else ()):
-            if name.endswith(LORA_TARGETS) and isinstance(module, torch.nn.Linear):
-                yield (component, name, torch.randn(rank, module.in_features, generator=g) * scale,
-                       torch.randn(module.out_features, rank, generator=g) * scale)
-
-
-def kohya_lora(pipe, seed: int) -> dict:
-    """kohya/A1111 key names (``lora_unet_…``, ``lora_te_…``/``lora_te1_``/``lora_te2_``) with alpha = rank."""
-    te_prefix = {"text_encoder": "lora_te1_" if hasattr(pipe, "text_encoder_2") else "lora_te_",
-                 "text_encoder_2": "lora_te2_", "unet": "lora_unet_"}
-    weights = {}
-    for component, name, down, up in lora_layers(pipe, seed):
-        # kohya names CLIP layers by their transformers-4 path (text_model.encoder...), which transformers 5's
-        # CLIPTextModel no longer has
-        path = name if component == "unet" or name.startswith("text_model.") else f"text_model.{name}"
-        key = te_prefix[component] + path.replace(".", "_")
-        weights.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up,
-                        f"{key}.alpha": torch.tensor(float(down.shape[0]))})
-    return weights
-
-
-def diffusers_lora(pipe, seed: int) -> dict:
-    """diffusers/PEFT key names (``unet.….lora_A.weight``); no alpha, so the scale is 1 as with kohya's alpha = rank."""
-    weights = {}
-    for component, name, down, up in lora_layers(pipe, seed):
-        weights.update({f"{component}.{name}.lora_A.weight": down, f"{component}.{name}.lora_B.weight": up})
-    return weights
-
+from lora_files import diffusers_lora, kohya_lora
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):

@@ -1,10 +1,11 @@
-"""Extra networks (A1111's name): LoRA and hypernetworks, applied to a model around each sampling pass.
+"""Extra networks (A1111's name): LoRA (and LyCORIS) and hypernetworks, applied to a model around each sampling pass.
 
 ``Networks.applied(model, request, job)`` reads the ``<lora:name:w>``, ``<lora:name:te:unet>`` and
 ``<hypernet:name:w>`` tags of the pass's prompt (``pipelines.prompts.extract_networks``), loads LoRA files into
-the model once (they stay, switched off, for later requests), switches on the ones this prompt names, installs
-its hypernetworks, and yields the request with the tags removed from the prompt. On leaving, every LoRA is
-switched off and the UNet's own attention processors are back, whatever happened inside. A file that cannot be
+the model once (they stay, switched off, for later requests), switches on the ones this prompt names, adds the
+changes of its LyCORIS files (LoHa, LoKr...) to the weights (``lycoris``), installs its hypernetworks, and yields
+the request with the tags removed from the prompt. On leaving, every LoRA is switched off, the weights and the
+UNet's own attention processors are back, whatever happened inside. A file that cannot be
 used is skipped with a warning naming it (``job.warnings``); the LoRAs that applied are listed with their hashes
 under ``Lora hashes`` in ``job.extra_params`` (the infotext).
 
@@ -25,9 +26,9 @@ from ..errors import RequestError
 from ..hashing import network_hash
 from ..infotext import NameHashes
 from ..prompts import extract_networks
-from . import hypernetwork, lora
+from . import hypernetwork, lora, lycoris
 from .files import (KINDS, LABELS, USER_METADATA, NetworkError, NetworkFile, describe, family_name, find,
-                    list_files, metadata)
+                    list_files, metadata, tensor_shapes)
 
 __all__ = ["KINDS", "LABELS", "USER_METADATA", "NetworkError", "NetworkFile", "Networks", "describe", "metadata"]
 
@@ -54,38 +55,44 @@ class Networks:
             raise RequestError(str(exc), "prompt") from None
         pipe = model.pipe
         weights: dict[str, tuple[float, float]] = {}
+        patches: list[tuple[lycoris.LoadedLycoris, float, float]] = []
         hypernets: list[tuple[hypernetwork.Hypernetwork, float]] = []
         for use in uses:
             try:
                 item = find(self.models_dir, use.kind, use.name)
                 if use.kind == "lora":
                     loaded = self._lora(pipe, item)
-                    weights[loaded.adapter] = (use.te_weight, use.unet_weight)
+                    if isinstance(loaded, lycoris.LoadedLycoris):
+                        patches.append((loaded, use.te_weight, use.unet_weight))
+                    else:
+                        weights[loaded.adapter] = (use.te_weight, use.unet_weight)
                     job.extra_params.setdefault("Lora hashes", NameHashes())[use.name] = network_hash(item.path)
                     if loaded.share < 0.995:
-                        _warn(job, f"{item.label} applied to {loaded.share:.0%} of its layers: this model lacks the "
-                                   "blocks the rest were made for (KOALA's UNets drop some of SDXL's).")
+                        _warn(job, f"{item.label} applied to {loaded.share:.0%} of its layers: {loaded.shortfall}.")
                 else:
                     hypernets.append((self._hypernet(pipe, item), use.unet_weight))
             except NetworkError as exc:
                 _warn(job, str(exc))
         with ExitStack() as stack:
             stack.enter_context(lora.active(pipe, weights))
+            stack.enter_context(lycoris.applied(pipe, patches))
             if hypernets:
                 stack.enter_context(hypernetwork.installed(pipe.unet, hypernets))
             yield replace(request, prompt=prompt)
 
-    def _lora(self, pipe, item: NetworkFile) -> lora.LoadedLora:
-        """The file's adapter in ``pipe``, loaded on first use and again when the file has changed."""
+    def _lora(self, pipe, item: NetworkFile) -> lora.LoadedLora | lycoris.LoadedLycoris:
+        """The file's adapter in ``pipe`` (its layers matched to ``pipe``'s, for a LyCORIS file), loaded on first use
+        and again when the file has changed."""
         with self._lock:
             loaded = self._loras.setdefault(pipe, {})
             known = loaded.get(item.name)
             if known is not None and known.signature == item.signature:
                 return known
-            if known is not None:
+            if isinstance(known, lora.LoadedLora):
                 lora.forget(pipe, known.adapter)
-                del loaded[item.name]
-            loaded[item.name] = lora.load(pipe, item)
+            loaded.pop(item.name, None)
+            reader = lycoris if lycoris.is_lycoris(tensor_shapes(item)) else lora
+            loaded[item.name] = reader.load(pipe, item)
             return loaded[item.name]
 
     def _hypernet(self, pipe, item: NetworkFile) -> hypernetwork.Hypernetwork:

@@ -42,6 +42,11 @@ def context_width(shapes: Mapping[str, tuple]) -> int | None:
 
 
 def family(shapes: Mapping[str, tuple]) -> str:
+    """What a card shows: the model family, and the algorithms of a LyCORIS file ("SD 1.x LoHa")."""
+    from . import lycoris
+
+    if lycoris.is_lycoris(shapes):
+        return f"{family_name(lycoris.context_width(shapes))} {lycoris.algorithms(shapes)}".strip()
     width = context_width(shapes)
     if width is None and any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in shapes):
         return "SDXL"  # a text-encoder-only SDXL LoRA
@@ -111,6 +116,7 @@ class LoadedLora:
     signature: tuple  # the file's, when it was loaded
     adapter: str
     share: float  # of the file's layers that found their layer in the model
+    shortfall: str = "this model lacks the blocks the rest were made for (KOALA's UNets drop some of SDXL's)"
 
 
 def load(pipe, item: NetworkFile) -> LoadedLora:
