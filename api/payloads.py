@@ -207,7 +207,7 @@ _A1111_FIELDS = {
     "loopback": "script_name", "loopback_loops": "script_args", "loopback_final_strength": "script_args",
     "loopback_curve": "script_args", "sd_upscale": "script_name", "sd_upscale_overlap": "script_args",
     "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
-    "xyz_margin": "script_args",
+    "xyz_margin": "script_args", "tiling_axes": "script_args",
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
     **{name: f"alwayson_scripts.{FREEU_SCRIPT}.args" for name in ("freeu", *(s.field for s in FREEU_SETTINGS))},
     RESCALE.field: f"alwayson_scripts.{RESCALE_SCRIPT}.args",
@@ -471,10 +471,11 @@ def _option(given: Any, option: str, options, override: dict) -> Any:
     return override.get(option, options.services.config[option]) if given is None else given
 
 
-# A1111's script names (any case): both tabs have the first three, img2img the others too
-PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, LOOPBACK_SCRIPT, SD_UPSCALE_SCRIPT = (
-    "prompts from file or textbox", "prompt matrix", "loopback", "sd upscale")
-SCRIPTS = (PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, XYZ_SCRIPT, LOOPBACK_SCRIPT, SD_UPSCALE_SCRIPT)
+# A1111's script names (any case): both tabs have the first three and the Asymmetric tiling extension's, img2img the
+# others too
+PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, LOOPBACK_SCRIPT, SD_UPSCALE_SCRIPT, TILING_SCRIPT = (
+    "prompts from file or textbox", "prompt matrix", "loopback", "sd upscale", "asymmetric tiling")
+SCRIPTS = (PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, XYZ_SCRIPT, TILING_SCRIPT, LOOPBACK_SCRIPT, SD_UPSCALE_SCRIPT)
 
 
 def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
@@ -484,7 +485,8 @@ def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
     "comma"/"space", grid margin in pixels] (the later ones may be left out). Loopback: [loops, final denoising
     strength, curve, append interrogated prompt ("None" only)] (the later ones may be left out). SD upscale: [its
     info text (unread), tile overlap, upscaler (an index into ``/upscalers``, or its name), scale factor]. X/Y/Z
-    plot: ``xyz_script.plot_values``."""
+    plot: ``xyz_script.plot_values``. Asymmetric tiling: [tile X, tile Y] (the Tiling field then unread, as there).
+    """
     args, name = list(payload.script_args), (payload.script_name or "").lower()
     if name == XYZ_SCRIPT:
         return plot_values(args, "img2img" if isinstance(payload, Img2ImgPayload) else "txt2img",
@@ -517,6 +519,11 @@ def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
                                               "random seed for all lines, insert prompts at (start or end), the text].")
         return {"prompt_lines": args[3], "lines_iterate_seed": bool(args[0]), "lines_same_seed": bool(args[1]),
                 "lines_position": str(args[2])}
+    if name == TILING_SCRIPT:
+        if len(args) != 2:
+            raise PayloadError("script_args", "Asymmetric tiling takes [tile X, tile Y].")
+        tile_x, tile_y = map(bool, args)
+        return {"tiling": tile_x or tile_y, "tiling_axes": "both" if tile_x and tile_y else "x" if tile_x else "y"}
     if name == PROMPT_MATRIX_SCRIPT:
         if not 2 <= len(args) <= 5:
             raise PayloadError("script_args", "Prompt matrix takes [put variable parts at start, use different seed "

@@ -44,7 +44,7 @@ from .auth import ApiAuth
 from .encoding import decode_image, encode_png
 from .options import Options
 from .payloads import (LOOPBACK_SCRIPT, PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, SCRIPTS, SD_UPSCALE_SCRIPT,
-                       ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
+                       TILING_SCRIPT, ExtrasBatchImagesPayload, ExtrasBatchImagesResponse, ExtrasSingleImagePayload,
                        ExtrasSingleImageResponse, Img2ImgPayload, ImageResponse, PNGInfoPayload, PNGInfoResponse,
                        ProgressResponse, Txt2ImgPayload, echo, extras_requests, field_of, processed_info, to_requests)
 from .training import add_routes as add_training_routes
@@ -374,6 +374,7 @@ _SCRIPT_ARGS = {
                       _argument("Final denoising strength", 0.5, minimum=0, maximum=1, step=0.01),
                       _argument("Denoising strength curve", "Linear", list(CURVES)),
                       _argument("Append interrogated prompt at each iteration", "None", ["None"])],
+    TILING_SCRIPT: [_argument("Tile X", True), _argument("Tile Y", False)],
     SD_UPSCALE_SCRIPT: [_argument("Info", None),
                         _argument("Tile overlap", 64, minimum=0, maximum=MAX_OVERLAP, step=16),
                         _argument("Upscaler", 1),
@@ -395,7 +396,7 @@ def _xyz_args(tab: str) -> list[dict[str, Any]]:
             _argument("Use text inputs instead of dropdowns", False)]
 
 
-_TAB_SCRIPTS = {"txt2img": (PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, XYZ_SCRIPT), "img2img": SCRIPTS}
+_TAB_SCRIPTS = {"txt2img": (PROMPT_LIST_SCRIPT, PROMPT_MATRIX_SCRIPT, XYZ_SCRIPT, TILING_SCRIPT), "img2img": SCRIPTS}
 # What ``/scripts`` and ``/script-info`` answer; A1111 features Easel does not have (face restorers, built-in
 # Real-ESRGAN models: upscaler files are in ``upscalers``, extensions) are listed empty, so that a client asking for
 # them sees none rather than a 404.

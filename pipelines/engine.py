@@ -202,7 +202,7 @@ class Engine:
             try:
                 controls = self._controls(held, model, request, job)
                 pipe = model.pipeline(request.task, controls and list(controls.models))
-                held.enter_context(tiled(model.pipe, request.tiling))  # every pass and decode of the job
+                held.enter_context(tiled(model.pipe, request.tiled_axes))  # every pass and decode of the job
                 refiner = refiner_info and self._lease_partner(held, refiner_info, request)
                 hires = hires_info and self._lease_partner(held, hires_info, request)
                 for image, seed, made_by in self._pictures(model, pipe, job, controls, hires, refiner, on_progress):
@@ -350,7 +350,7 @@ class Engine:
     def _lease_partner(self, held: ExitStack, info, request: GenerationRequest):
         """A second model for the rest of the job, tiled as the job's model is."""
         partner = held.enter_context(self.registry.lease(info))
-        held.enter_context(tiled(partner.pipe, request.tiling))
+        held.enter_context(tiled(partner.pipe, request.tiled_axes))
         return partner
 
     def _pass(self, model, pipe, request: GenerationRequest, job: Job, seeds: list[int], on_step, refiner=None,

@@ -28,6 +28,7 @@ from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
+from .tiling import AXES as TILING_AXES
 from .upscalers import NONE as NO_UPSCALER
 
 TASKS = ("txt2img", "img2img", "inpaint")
@@ -227,6 +228,7 @@ class GenerationRequest:
     mix: tuple = ()  # Kandinsky 2.2 image mixing: MixItem (or {"prompt"|"image": ..., "weight": w} dicts)
     step_cache: int = 0  # DeepCache-style interval (pipelines/step_cache.py): a fast mode, not exact; 0 or 1: off
     tiling: bool = False  # seamless tiling: circular padding (pipelines/tiling.py)
+    tiling_axes: str = "both"  # which edges wrap around when tiling: "both", "x" or "y"
     rescale_cfg: float = RESCALE.default  # Rescale CFG (pipelines/cfg_rescale.py): 0 = off
     pag_scale: float = PAG.default  # Perturbed-Attention Guidance (pipelines/pag.py): 0 = off
     s_min_uncond: float = NGMS.default  # A1111's negative guidance minimum sigma (pipelines/negative_guidance.py)
@@ -290,6 +292,9 @@ class GenerationRequest:
                                "raise the strength or the steps.", "denoising_strength")
         set_(self, "inpaint_full_res", bool(self.inpaint_full_res))
         set_(self, "tiling", bool(self.tiling))
+        if self.tiling_axes not in TILING_AXES:
+            raise RequestError(f"Tiling axes must be one of {', '.join(TILING_AXES)}; got {self.tiling_axes!r}.",
+                               "tiling_axes")
         set_(self, "freeu", bool(self.freeu))
         set_(self, "color_correction", bool(self.color_correction))
         names = (self.styles,) if isinstance(self.styles, str) else self.styles or ()
@@ -426,6 +431,11 @@ class GenerationRequest:
     def noise_multiplier(self) -> float:
         """The scale of the noise added to an init picture: A1111 applies its setting to img2img and inpaint only."""
         return 1.0 if self.task == "txt2img" else self.initial_noise_multiplier
+
+    @property
+    def tiled_axes(self) -> str | None:
+        """The axes whose edges wrap around (``tiling.tiled``), or None without tiling."""
+        return self.tiling_axes if self.tiling else None
 
     @property
     def corrects_colours(self) -> bool:
@@ -598,7 +608,9 @@ class GenerationRequest:
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
             "Step cache": self.step_cache if self.step_cache > 1 else None,
-            "Tiling": True if self.tiling else None,
+            "Tiling": True if self.tiled_axes == "both" else None,
+            **({"Tile X": self.tiled_axes == "x", "Tile Y": self.tiled_axes == "y"}  # the Asymmetric tiling extension's
+               if self.tiled_axes in ("x", "y") else {}),
             RESCALE.key: self.rescale_cfg or None,
             PAG.key: self.pag_scale or None,
             FREEU: True if self.freeu else None,
@@ -687,6 +699,9 @@ class GenerationRequest:
             values["seed_resize_from_w"], values["seed_resize_from_h"] = _size(params["Seed resize from"],
                                                                                "seed_resize_from_w")
         values["tiling"] = params.get("Tiling") == "True"
+        tile_x, tile_y = params.get("Tile X") == "True", params.get("Tile Y") == "True"
+        if tile_x or tile_y:
+            values.update(tiling=True, tiling_axes="both" if tile_x and tile_y else "x" if tile_x else "y")
         values["color_correction"] = params.get("Color correction") == "True"
         values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
         values["freeu"] = params.get(FREEU) == "True"

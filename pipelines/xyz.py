@@ -31,14 +31,14 @@ from .request import MAX_SEED, GenerationRequest
 
 NUMBER = r"[+-]?\s*\d+(?:\.\d*)?"
 _RANGE = re.compile(rf"^\s*({NUMBER})\s*-\s*({NUMBER})\s*(?:\(\s*({NUMBER})\s*\)|\[\s*(\d+)\s*\])?\s*$")
-_LORA_TAG = re.compile(r"<lora:([^:>]+)(?::[^>]*)?>")
+_LORA_TAG = re.compile(r"<(lora|lyco):([^:>]+)(?::[^>]*)?>")
 BASENAME = "xyz_grid"  # the grids' file names, A1111's: xyz_grid-0000-5.png
 
 
 def _lora_weight(request: GenerationRequest, weight: float) -> dict:
     if not _LORA_TAG.search(request.prompt):
         raise RequestError("The LoRA weight axis needs a <lora:name:weight> tag in the prompt.", "prompt")
-    return {"prompt": _LORA_TAG.sub(lambda m: f"<lora:{m.group(1)}:{weight:g}>", request.prompt)}
+    return {"prompt": _LORA_TAG.sub(lambda m: f"<{m.group(1)}:{m.group(2)}:{weight:g}>", request.prompt)}
 
 
 def _control_weight(request: GenerationRequest, weight: float) -> dict:

@@ -371,6 +371,16 @@ def test_the_infotext_field_fills_what_the_payload_leaves_unset(alice):
     assert "Tiling: True" in info["infotexts"][0]  # A1111's tiling, from the infotext as from the field
 
 
+def test_the_asymmetric_tiling_script_wraps_one_axis(alice):
+    """The extension's script: [tile X, tile Y]; its infotext keys, as it writes them."""
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a tree", "script_name": "Asymmetric tiling",
+                                                    "script_args": [False, True], **SMALL}))
+    assert "Tile X: False, Tile Y: True" in json.loads(body["info"])["infotexts"][0]
+    refused = alice.post("/sdapi/v1/txt2img", json={"prompt": "a tree", "script_name": "asymmetric tiling",
+                                                     "script_args": [True], **SMALL})
+    assert refused.status_code == 422 and "takes [tile X, tile Y]" in refused.text
+
+
 def test_hires_fix(alice):
     body = ok(alice.post("/sdapi/v1/txt2img", json={
         "prompt": "a red circle", "seed": 9, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Lanczos",

@@ -95,12 +95,14 @@ def test_memory_in_a1111_shape(served):
 
 def test_the_scripts_are_listed_and_features_easel_does_not_have_are_listed_empty(served):
     client, _ = served
-    scripts = ["prompts from file or textbox", "prompt matrix", "x/y/z plot", "loopback", "sd upscale"]
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": scripts[:3], "img2img": scripts}
+    scripts = ["prompts from file or textbox", "prompt matrix", "x/y/z plot", "asymmetric tiling", "loopback",
+               "sd upscale"]
+    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": scripts[:4], "img2img": scripts}
     info = client.get("/sdapi/v1/script-info").json()
     assert [(item["name"], item["is_img2img"]) for item in info] == [
-        *((name, False) for name in scripts[:3]), *((name, True) for name in scripts)]
-    txt2img_xyz, img2img_xyz = info[2]["args"], info[5]["args"]
+        *((name, False) for name in scripts[:4]), *((name, True) for name in scripts)]
+    assert [arg["label"] for arg in info[3]["args"]] == ["Tile X", "Tile Y"]
+    txt2img_xyz, img2img_xyz = info[2]["args"], info[6]["args"]
     assert [arg["label"] for arg in txt2img_xyz[9:]] == [
         "Draw legend", "Include Sub Images", "Include Sub Grids", "Keep -1 for seeds", "Vary seeds for X",
         "Vary seeds for Y", "Vary seeds for Z", "Grid margins (px)", "Use text inputs instead of dropdowns"]

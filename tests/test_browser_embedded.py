@@ -141,6 +141,25 @@ def test_tiling_box_makes_the_edges_wrap_around(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "embedded-tiling.png"), full_page=True, animations="disabled")
 
 
+def test_tiling_one_axis_wraps_that_axis_only(page, tmp_path):
+    """Tiling axes "Y only": the circle at the left edge does not run on at the right edge; the infotext has the
+    Asymmetric tiling extension's keys."""
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill("a large red circle on the left on a white background")
+    set_number(page, "txt2img_seed", 1)
+    page.locator("#txt2img_tiling input").check()
+    pick(page, "txt2img_tiling_axes", "Y only")
+    try:
+        assert "Tile X: False, Tile Y: True" in generate_in(page, "txt2img")
+        page.screenshot(path=str(ARTIFACTS / "embedded-tiling-y.png"), full_page=True, animations="disabled")
+    finally:
+        page.locator("#txt2img_tiling input").uncheck()
+        pick(page, "txt2img_tiling_axes", "both")
+    with Image.open(gallery_png(page, "txt2img", tmp_path / "tiled.png")) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=float)
+    assert np.abs(pixels[:, 0] - pixels[:, -1]).mean() > 5  # the x axis not wrapped
+
+
 def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
     """At CFG 25 seed 0's red burns to orange (tests/test_embedded_model.py); Rescale CFG 0.7, set under the CFG
     slider, keeps it red. Then FreeU, ticked in its panel, PAG and NGMS, set under CFG too, are written into the

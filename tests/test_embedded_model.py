@@ -151,10 +151,11 @@ def test_the_embedded_textual_inversion_word_gives_its_concept(engine):
     assert hits >= 5, reads  # measured: 32 of 32 over the full set
 
 
-def _wrap_seam(image: Image.Image) -> float:
-    """How much the left edge differs from the right edge: pixel difference across the wrap-around."""
+def _wrap_seam(image: Image.Image, axis: int = 1) -> float:
+    """How much the left edge differs from the right edge (axis 1; axis 0: the top from the bottom): pixel
+    difference across the wrap-around."""
     pixels = np.asarray(image, dtype=float)
-    return float(np.abs(pixels[:, 0] - pixels[:, -1]).mean())
+    return float(np.abs(pixels.take(0, axis) - pixels.take(-1, axis)).mean())
 
 
 def test_tiling_makes_a_picture_whose_edges_wrap_around(engine):
@@ -167,6 +168,25 @@ def test_tiling_makes_a_picture_whose_edges_wrap_around(engine):
     assert _wrap_seam(tiled.images[0]) < 2 < 5 < _wrap_seam(plain)
     assert "Tiling: True" in tiled.infotexts[0] and GenerationRequest.from_infotext(tiled.infotexts[0]).tiling
     assert np.array_equal(np.asarray(paint(engine, prompt, seed=1)), np.asarray(plain))
+
+
+@pytest.mark.parametrize("place, axes, wrapped, other", [("on the left", "x", 1, 0), ("at the top", "y", 0, 1)])
+def test_tiling_one_axis_wraps_that_axis_only(engine, place, axes, wrapped, other):
+    """The Asymmetric tiling extension's Tile X / Tile Y: a circle at an edge of the wrapped axis runs on at its
+    other edge; one at an edge of the other axis does not (its seam stays as without tiling)."""
+    def tiled(where: str):
+        return engine.generate(GenerationRequest(prompt=f"a large red circle {where} on a white background",
+                                                 model=MODEL, width=64, height=64, steps=20, sampler="Euler a",
+                                                 cfg_scale=7, seed=1, tiling=True, tiling_axes=axes))
+
+    across = tiled(place)
+    plain = paint(engine, f"a large red circle {place} on a white background", seed=1)
+    assert _wrap_seam(across.images[0], wrapped) < 2 < 5 < _wrap_seam(plain, wrapped)
+    elsewhere = "at the top" if axes == "x" else "on the left"
+    assert _wrap_seam(tiled(elsewhere).images[0], other) > 5
+    text = across.infotexts[0]
+    assert f"Tile X: {axes == 'x'}, Tile Y: {axes == 'y'}" in text and "Tiling:" not in text
+    assert GenerationRequest.from_infotext(text).tiled_axes == axes
 
 
 def test_rescale_cfg_keeps_red_red_at_a_burning_cfg_scale(engine):

@@ -38,10 +38,15 @@ def stability_names(weights: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
+    from diffusers import UNet2DConditionModel
+
     from training.tiny_random import build_tiny_sd, build_tiny_sdxl, save_tiny_models
 
     root = tmp_path_factory.mktemp("lyco-models")
     save_tiny_models(root)
+    koala = build_tiny_sdxl()
+    koala.unet = UNet2DConditionModel.from_config(koala.unet.config, mid_block_type=None)  # KOALA-700M's way
+    koala.save_pretrained(root / "Stable-diffusion" / "tiny-koala")
     loras = root / "Lora"
     loras.mkdir()
     sd, sdxl = build_tiny_sd(), build_tiny_sdxl()
@@ -109,10 +114,13 @@ def test_beside_a_lora_on_the_same_layers(engine):
     assert result.warnings == [] and np.abs(mixed - both_lora).max() <= 1
 
 
-def test_an_sdxl_file_in_stabilitys_block_names(engine):
+def test_an_sdxl_file_in_stabilitys_block_names_and_on_a_koala_unet(engine):
     lora, _ = run(engine, "a red circle <lora:xl:0.9>", model="tiny-sdxl")
     picture, result = run(engine, "a red circle <lora:xl-loha:0.9>", model="tiny-sdxl")
     assert result.warnings == [] and np.abs(picture - lora).max() <= 1
+    _, result = run(engine, "a red circle <lora:xl-loha:0.9>", model="tiny-koala")  # no mid block: 8 of 48 layers
+    assert result.warnings == ["LoRA 'xl-loha' (xl-loha.safetensors) applied to 83% of its layers: layers naming "
+                               "modules this model lacks (KOALA's UNets drop some of SDXL's blocks)."]
 
 
 def test_stabilitys_names_for_every_kind_of_sdxl_layer():

@@ -375,7 +375,7 @@ def test_tiling_on_a_compiled_unet_compiles_again_and_matches_eager(mode):
     compiles = []
     eager = build_tiny_sd()
     eager.set_progress_bar_config(disable=True)
-    with tiled(eager, True):
+    with tiled(eager, "both"):
         expected = latents(eager)
     pipe = build_tiny_sd()
     pipe.set_progress_bar_config(disable=True)
@@ -385,7 +385,7 @@ def test_tiling_on_a_compiled_unet_compiles_again_and_matches_eager(mode):
     try:
         plain = latents(pipe)
         before = len(compiles)
-        with tiled(pipe, True):
+        with tiled(pipe, "both"):
             torch.testing.assert_close(latents(pipe), expected, rtol=0, atol=0)
         assert len(compiles) > before and not torch.equal(plain, expected)
         torch.testing.assert_close(latents(pipe), plain, rtol=0, atol=0)

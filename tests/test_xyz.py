@@ -52,6 +52,8 @@ def test_values_change_the_requests():
     cells = plan(base, [("Prompt S/R", "red, blue"), ("LoRA weight", "0, 1.5"), ("ControlNet weight", "0.2")]).cells
     assert cells[1, 1, 0].prompt == "a blue circle <lora:outline:1.5>" and cells[1, 1, 0].negative_prompt == "blue blur"
     assert cells[0, 0, 0].prompt == "a red circle <lora:outline:0>" and cells[0, 0, 0].controlnets[0].weight == 0.2
+    lyco = plan(request(prompt="a red circle <lyco:weave:0.5:0.2>"), [("LoRA weight", "0.8")]).cells
+    assert lyco[0, 0, 0].prompt == "a red circle <lyco:weave:0.8>"  # A1111's old tag for LyCORIS files, kept
     varied = plan(request(styles=["framed"]), [("Var. strength", "0-1 [3]"), ("Var. seed", "4, 5"),
                                                ("Styles", "red")]).cells
     assert (varied[2, 1, 0].subseed_strength, varied[2, 1, 0].subseed, varied[2, 1, 0].styles) == \

@@ -249,6 +249,9 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
                                            elem_id=f"{p}_step_cache", scale=2))
         fields.add("tiling", gr.Checkbox(False, label="Tiling", info="seamless: the edges wrap around",
                                          elem_id=f"{p}_tiling", scale=1, min_width=120))
+        fields.add("tiling_axes", gr.Dropdown([("both", "both"), ("X only", "x"), ("Y only", "y")], value="both",
+                                              label="Tiling axes", info="which edges wrap",
+                                              elem_id=f"{p}_tiling_axes", scale=1, min_width=120))
     return {"swap": swap, "dice": dice, "reuse": reuse}
 
 

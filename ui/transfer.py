@@ -26,8 +26,8 @@ from .txt2img import SAME
 SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cfg_scale", "width", "height", "seed",
                "clip_skip", "enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y", "hr_upscaler",
                "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
-               "denoising_strength", "step_cache", "tiling", "subseed", "subseed_strength", "seed_resize_from_w",
-               "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
+               "denoising_strength", "step_cache", "tiling", "tiling_axes", "subseed", "subseed_strength",
+               "seed_resize_from_w", "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
                "initial_noise_multiplier", "color_correction", "soft_inpainting",
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, PAG.field, NGMS.field,
                "freeu", *(setting.field for setting in FREEU_SETTINGS))
