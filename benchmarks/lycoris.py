@@ -4,7 +4,7 @@ pictures are, and what adding the changes to a full-size UNet's weights (and put
     .venv/bin/python -m benchmarks.lycoris [--runs 5] [--unet sd15|sdxl] [--rank 8]
 
 The first table is the embedded model with its easel-outline LoRA (PEFT adapters) and that LoRA rewritten as a
-LoHa, a LoKr and a full difference (``tests/lora_files.lycoris_from_lora``; the same change, applied by adding
+LoHa, a LoKr and a full difference (``tests/network_support.lycoris_from_lora``; the same change, applied by adding
 it to the weights): seconds are medians of warm, interleaved runs of one 64 x 64, 20-step picture
 (``cpu_generate_overhead.interleaved_medians``); "max diff" is the largest pixel difference to the LoRA's picture.
 The second times ``lycoris.applied`` (compute each layer's change, keep the original on the CPU, add; then put it
@@ -25,7 +25,7 @@ from types import SimpleNamespace
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # lora_files: the LoRA-to-LyCORIS rewriting the tests check
+sys.path.insert(0, str(ROOT / "tests"))  # network_support: the LoRA-to-LyCORIS rewriting the tests check
 PROMPT = "a large red circle in the middle, white background"
 
 
@@ -34,7 +34,7 @@ def embedded_table(runs: int) -> None:
     from safetensors.torch import load_file, save_file
 
     from benchmarks.cpu_generate_overhead import interleaved_medians
-    from lora_files import kohya_from_peft, lycoris_from_lora
+    from network_support import kohya_from_peft, lycoris_from_lora
     from pipelines.engine import Engine
     from pipelines.outputs import OutputWriter
     from pipelines.registry import Registry

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, pick, set_number
-from lora_files import kohya_lora, lycoris_from_lora
+from network_support import kohya_lora, lycoris_from_lora
 from playwright.sync_api import expect
 
 

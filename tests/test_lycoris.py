@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lora_files import kohya_from_peft, kohya_lora, lycoris_from_lora
+from network_support import engine_for, kohya_from_peft, kohya_lora, lycoris_from_lora, run
 from pipelines.engine import Engine
 from pipelines.networks import describe, lycoris
 from pipelines.outputs import OutputWriter
@@ -67,20 +67,9 @@ def folders(tmp_path_factory):
     return root
 
 
-def engine_for(root, tmp_path) -> Engine:
-    return Engine(Registry(root, device="cpu", default_model="tiny-sd"), OutputWriter(tmp_path / "out", enabled=False))
-
-
 @pytest.fixture(scope="module")
 def engine(folders, tmp_path_factory):
     return engine_for(folders, tmp_path_factory.mktemp("out"))
-
-
-def run(engine, prompt: str, **values):
-    request = GenerationRequest(**{"prompt": prompt, "model": "tiny-sd", "width": 64, "height": 64, "steps": 3,
-                                   "seed": 11, "sampler": "Euler", **values})
-    result = engine.generate(request, save=False)
-    return np.asarray(result.images[0], dtype=np.int16), result
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipelines.engine import Engine
+from network_support import diffusers_lora, engine_for, kohya_lora, run
 from pipelines.hashing import network_hash
-from pipelines.outputs import OutputWriter
-from pipelines.registry import Registry
-from pipelines.request import GenerationRequest
-from lora_files import diffusers_lora, kohya_lora
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
@@ -54,21 +50,9 @@ class _Evil:
         return os.system, ("echo pwned",)
 
 
-def engine_for(root, tmp_path) -> Engine:
-    """A new registry each time: its models have never seen a LoRA."""
-    return Engine(Registry(root, device="cpu", default_model="tiny-sd"), OutputWriter(tmp_path / "out", enabled=False))
-
-
 @pytest.fixture(scope="module")
 def engine(folders, tmp_path_factory):
     return engine_for(folders, tmp_path_factory.mktemp("out"))
-
-
-def run(engine, prompt: str, **values):
-    request = GenerationRequest(**{"prompt": prompt, "model": "tiny-sd", "width": 64, "height": 64, "steps": 3,
-                                   "seed": 11, "sampler": "Euler", **values})
-    result = engine.generate(request, save=False)
-    return np.asarray(result.images[0], dtype=np.int16), result
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,14 @@
 """LoRA and LyCORIS files for tests, built from a model's own layers: the same random low-rank changes in kohya's,
-diffusers' and LyCORIS's formats, so each format's picture can be checked against another's."""
+diffusers' and LyCORIS's formats, so each format's picture can be checked against another's; and a tiny-sd engine
+that runs a prompt with them."""
 
+import numpy as np
 import torch
+
+from pipelines.engine import Engine
+from pipelines.outputs import OutputWriter
+from pipelines.registry import Registry
+from pipelines.request import GenerationRequest
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -70,3 +77,16 @@ def kohya_from_peft(weights: dict) -> dict:
         path, side, suffix = key.removeprefix("unet.").rsplit(".", 2)
         result[f"lora_unet_{path.replace('.', '_')}.{names[f'{side}.{suffix}']}"] = value
     return result
+
+
+def engine_for(root, tmp_path) -> Engine:
+    """A new registry each time: its models have never seen a LoRA."""
+    return Engine(Registry(root, device="cpu", default_model="tiny-sd"), OutputWriter(tmp_path / "out", enabled=False))
+
+
+def run(engine, prompt: str, **values):
+    """A 64 x 64, 3-step picture of ``prompt`` (tiny-sd unless ``values`` say) as int16 pixels, and the result."""
+    request = GenerationRequest(**{"prompt": prompt, "model": "tiny-sd", "width": 64, "height": 64, "steps": 3,
+                                   "seed": 11, "sampler": "Euler", **values})
+    result = engine.generate(request, save=False)
+    return np.asarray(result.images[0], dtype=np.int16), result
