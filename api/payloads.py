@@ -29,6 +29,7 @@ from pipelines.regions import DIVIDE_MODE
 from pipelines.request import DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, regional_values
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
+from pipelines.tiling import axes_of
 
 from .encoding import PayloadError, decode_image
 from .xyz_script import XYZ_SCRIPT, plot_values
@@ -522,8 +523,8 @@ def _script_values(payload: Txt2ImgPayload, options) -> dict[str, Any]:
     if name == TILING_SCRIPT:
         if len(args) != 2:
             raise PayloadError("script_args", "Asymmetric tiling takes [tile X, tile Y].")
-        tile_x, tile_y = map(bool, args)
-        return {"tiling": tile_x or tile_y, "tiling_axes": "both" if tile_x and tile_y else "x" if tile_x else "y"}
+        axes = axes_of(*map(bool, args))
+        return {"tiling": axes is not None, "tiling_axes": axes or "both"}
     if name == PROMPT_MATRIX_SCRIPT:
         if not 2 <= len(args) <= 5:
             raise PayloadError("script_args", "Prompt matrix takes [put variable parts at start, use different seed "

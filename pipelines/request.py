@@ -28,7 +28,7 @@ from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
-from .tiling import AXES as TILING_AXES
+from .tiling import AXES as TILING_AXES, axes_of
 from .upscalers import NONE as NO_UPSCALER
 
 TASKS = ("txt2img", "img2img", "inpaint")
@@ -699,9 +699,9 @@ class GenerationRequest:
             values["seed_resize_from_w"], values["seed_resize_from_h"] = _size(params["Seed resize from"],
                                                                                "seed_resize_from_w")
         values["tiling"] = params.get("Tiling") == "True"
-        tile_x, tile_y = params.get("Tile X") == "True", params.get("Tile Y") == "True"
-        if tile_x or tile_y:
-            values.update(tiling=True, tiling_axes="both" if tile_x and tile_y else "x" if tile_x else "y")
+        axes = axes_of(params.get("Tile X") == "True", params.get("Tile Y") == "True")
+        if axes:
+            values.update(tiling=True, tiling_axes=axes)
         values["color_correction"] = params.get("Color correction") == "True"
         values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
         values["freeu"] = params.get(FREEU) == "True"

@@ -17,6 +17,11 @@ from .speed import autoencoder
 AXES = ("both", "x", "y")
 
 
+def axes_of(tile_x: bool, tile_y: bool) -> str | None:
+    """The axes of the Asymmetric tiling extension's Tile X and Tile Y (None: neither, no tiling)."""
+    return "both" if tile_x and tile_y else "x" if tile_x else "y" if tile_y else None
+
+
 @contextmanager
 def tiled(pipe, axes: str | None) -> Iterator[None]:
     """Circular padding on ``axes`` ("both", "x", "y"; None: off) in ``pipe``'s UNet and autoencoder while the block
