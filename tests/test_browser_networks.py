@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, pick, set_number
+from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, pick, set_number, set_text
 from network_support import kohya_lora, lycoris_from_lora
 from playwright.sync_api import expect
 
@@ -132,8 +132,8 @@ def test_a_cards_metadata_edited_then_added_with_the_card(page):
     expect(description).to_have_value("Stripes for tests")  # A1111's name.json read: the boxes are filled
     activation = page.locator("#txt2img_network_activation").locator("textarea, input").first
     expect(activation).to_have_value("")
-    activation.fill("striped")
-    page.locator("#txt2img_network_negative").locator("textarea, input").first.fill("blurry")
+    set_text(page, "txt2img_network_activation", "striped")  # kept, should the picked card's values arrive late
+    set_text(page, "txt2img_network_negative", "blurry")
     set_number(page, "txt2img_network_weight", 0.6)
     page.locator("#txt2img_network_save").click()
     expect(page.get_by_role("status").filter(has_text="Saved stripes.json")).to_be_visible()
