@@ -26,7 +26,10 @@ from pipelines.job_plan import Plan, plan
 from pipelines.negative_guidance import NGMS
 from pipelines.pag import PAG
 from pipelines.regions import DIVIDE_MODE
-from pipelines.request import DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, regional_values
+from pipelines.request import (DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, number_between,
+                               regional_values)
+from pipelines.sampler_parameters import (CHURN, ETA_ANCESTRAL, ETA_DDIM, RHO, SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX,
+                                         SIGMA_MIN)
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from pipelines.tiling import axes_of
@@ -209,6 +212,8 @@ _A1111_FIELDS = {
     "loopback_curve": "script_args", "sd_upscale": "script_name", "sd_upscale_overlap": "script_args",
     "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
     "xyz_margin": "script_args", "tiling_axes": "script_args",
+    **{name: f"override_settings.{name}" for name in (ETA_DDIM.field, ETA_ANCESTRAL.field, SIGMA_MIN.field,
+                                                        SIGMA_MAX.field, RHO.field)},
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
     **{name: f"alwayson_scripts.{FREEU_SCRIPT}.args" for name in ("freeu", *(s.field for s in FREEU_SETTINGS))},
     RESCALE.field: f"alwayson_scripts.{RESCALE_SCRIPT}.args",
@@ -414,7 +419,7 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     update = {key: value for key, value in values.items() if key not in given}
     override = dict(payload.override_settings or {})
     for key, option in (("Model", "sd_model_checkpoint"), ("Clip skip", "CLIP_stop_at_last_layers"),
-                        ("Step cache", "step_cache")):
+                        ("Step cache", "step_cache"), *((setting.key, setting.field) for setting in SAMPLER_SETTINGS)):
         if key in params:
             override.setdefault(option, params[key])
     if override:
@@ -470,6 +475,17 @@ def _option(given: Any, option: str, options, override: dict) -> Any:
     """A request default A1111 keeps as an option: the payload's own value, else its ``override_settings``', else
     the server's option."""
     return override.get(option, options.services.config[option]) if given is None else given
+
+
+def _sampler_values(payload: Txt2ImgPayload, options, override: dict) -> dict[str, Any]:
+    """The sampler parameters: the payload's ``eta`` (for whichever eta the sampler reads, as A1111's) and sigma
+    churn fields, else ``override_settings``', else the server's options (the schedule's sigmas are options only)."""
+    if payload.eta is not None:
+        number_between(payload.eta, "Eta", "eta", ETA_DDIM.low, ETA_DDIM.high)
+    given = {ETA_DDIM.field: payload.eta, ETA_ANCESTRAL.field: payload.eta,
+             **{name: getattr(payload, name) for name in CHURN}}
+    return {setting.field: _option(given.get(setting.field), setting.field, options, override)
+            for setting in SAMPLER_SETTINGS}
 
 
 # A1111's script names (any case): both tabs have the first three and the Asymmetric tiling extension's, img2img the
@@ -562,6 +578,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "batch_count": payload.n_iter,
         "clip_skip": _option(None, "CLIP_stop_at_last_layers", options, override),
         NGMS.field: _option(payload.s_min_uncond, NGMS.field, options, override),
+        **_sampler_values(payload, options, override),
         "model": options.checkpoint_name(override.get("sd_model_checkpoint")),
         "task": "txt2img",
         "denoising_strength": 0.75 if payload.denoising_strength is None else payload.denoising_strength,

@@ -24,6 +24,7 @@ from .grid import BatchLayout
 from .negative_guidance import NGMS
 from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
+from .sampler_parameters import SETTINGS as SAMPLER_SETTINGS
 from .training_run import MAX_REPEATS, check_word_regex
 
 
@@ -66,9 +67,9 @@ class Option:
         return self.check_text(value, self.key) if self.check_text else value
 
 
-SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, OPTIMIZATIONS, TRAINING, NETWORKS, DYNAMIC, UI = (
+SAVING, DIRECTORIES, GALLERY, PREVIEWS, SD, IMG2IMG, OPTIMIZATIONS, SAMPLING, TRAINING, NETWORKS, DYNAMIC, UI = (
     "Saving images/grids", "Saving to a directory", "Gallery", "Live previews", "Stable Diffusion", "img2img",
-    "Optimizations", "Training", "Extra Networks", "Dynamic Prompts", "User interface")
+    "Optimizations", "Sampler parameters", "Training", "Extra Networks", "Dynamic Prompts", "User interface")
 SOUND = "notification.mp3"  # A1111's notification sound: beside the settings file (A1111's root, by default)
 OPTIONS = (
     Option("samples_save", "Always save all generated images", SAVING, True),
@@ -116,6 +117,9 @@ OPTIONS = (
            info="the img2img and inpaint tabs' and the API's default"),
     Option(NGMS.field, NGMS.label, OPTIMIZATIONS, NGMS.default, low=NGMS.low, high=NGMS.high,
            request_field=NGMS.field, info="the generation tabs' and the API's default: " + NGMS.info),
+    *(Option(setting.field, setting.label, SAMPLING, setting.default, low=setting.low, high=setting.high,
+             request_field=setting.field, info="the generation tabs' and the API's default: " + setting.info)
+      for setting in SAMPLER_SETTINGS),
     Option("training_write_csv_every", "Save an csv containing the loss to log directory every N steps, 0 to disable",
            TRAINING, 500, low=0, info="and at a run's last step"),
     Option("training_image_repeats_per_epoch", "Number of repeats for a single input image per epoch; used only for "

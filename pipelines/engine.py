@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 from PIL import Image
 
-from . import extras, postprocessing
+from . import extras, postprocessing, sampler_parameters
 from .controlnet import Controls, check_family, control_map
 from .dynamic_prompts import Wildcards, templates
 from .embeddings import EmbeddingLibrary
@@ -197,6 +197,7 @@ class Engine:
             started = self._start_stats(model, request, result.stats)
             self._job = job = Job(owner, request, cancel or threading.Event(), warnings=result.warnings,
                                   stats=result.stats, save=save, naming=naming)
+            job.warnings.extend(sampler_parameters.unapplied(request))
             if self.write_templates:
                 job.extra_params.update(templates(request))
             try:
@@ -357,7 +358,8 @@ class Engine:
               **options):
         """One sampling pass over a batch, with a fresh scheduler for it; ``refiner`` (a leased model) takes over at
         the request's switch (its networks applied too, as A1111 applies them to whichever model runs)."""
-        pipe.scheduler = make_scheduler(request.sampler, request.scheduler, model.pipe.scheduler.config, seeds)
+        pipe.scheduler = make_scheduler(request.sampler, request.scheduler, model.pipe.scheduler.config, seeds,
+                                        sampler_parameters.used(request))
         with self.networks.applied(model, request, job) as plain, ExitStack() as stack:  # tags out of the prompt
             if refiner is not None:
                 check_refiner(model, refiner)

@@ -25,6 +25,8 @@ from .negative_guidance import NGMS
 from .pag import PAG
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
+from .sampler_parameters import (ETA_ANCESTRAL, ETA_DDIM, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SIGMA_MAX, SIGMA_MIN,
+                                 SETTINGS as SAMPLER_SETTINGS, check_range, infotext as sampler_infotext)
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -232,6 +234,16 @@ class GenerationRequest:
     rescale_cfg: float = RESCALE.default  # Rescale CFG (pipelines/cfg_rescale.py): 0 = off
     pag_scale: float = PAG.default  # Perturbed-Attention Guidance (pipelines/pag.py): 0 = off
     s_min_uncond: float = NGMS.default  # A1111's negative guidance minimum sigma (pipelines/negative_guidance.py)
+    # A1111's sampler parameters (pipelines/sampler_parameters.py), read by the samplers that take them
+    eta_ddim: float = ETA_DDIM.default
+    eta_ancestral: float = ETA_ANCESTRAL.default
+    s_churn: float = S_CHURN.default
+    s_tmin: float = S_TMIN.default
+    s_tmax: float = S_TMAX.default  # 0: no limit
+    s_noise: float = S_NOISE.default
+    sigma_min: float = SIGMA_MIN.default  # 0: the model's
+    sigma_max: float = SIGMA_MAX.default  # 0: the model's
+    rho: float = RHO.default  # 0: the schedule's own
     # FreeU (pipelines/freeu.py): on, and its factors
     freeu: bool = False
     freeu_b1: float = FREEU_SETTINGS[0].default
@@ -310,7 +322,9 @@ class GenerationRequest:
         self._check_settings(SOFT_SETTINGS, "soft inpainting")
         set_(self, "soft_inpainting", bool(self.soft_inpainting))
         self._check_settings(FREEU_SETTINGS, "FreeU")
-        self._check_settings((RESCALE, PAG, NGMS))
+        self._check_settings((RESCALE, PAG, NGMS, *SAMPLER_SETTINGS))
+        if self.sigma_min and self.sigma_max:
+            check_range(self.sigma_min, self.sigma_max)
         self._check_regions()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
@@ -607,6 +621,7 @@ class GenerationRequest:
             "Color correction": True if self.corrects_colours else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
+            **sampler_infotext(self),
             "Step cache": self.step_cache if self.step_cache > 1 else None,
             "Tiling": True if self.tiled_axes == "both" else None,
             **({"Tile X": self.tiled_axes == "x", "Tile Y": self.tiled_axes == "y"}  # the Asymmetric tiling extension's
@@ -707,7 +722,8 @@ class GenerationRequest:
         values["freeu"] = params.get(FREEU) == "True"
         values.update(regional_values(params))
         values.update({setting.field: params[setting.key]
-                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS) if setting.key in params})
+                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS, *SAMPLER_SETTINGS)
+                       if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)
 

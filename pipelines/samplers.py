@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from .errors import RequestError
+from .sampler_parameters import tuned
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,13 @@ def _accepts(class_name: str, options: dict) -> bool:
     return all(key in params for key in options)
 
 
-def make_scheduler(sampler: str, schedule_type: str, base_config, seeds: list[int] | None = None):
-    """A fresh scheduler for one request, built from the model's scheduler config."""
+def make_scheduler(sampler: str, schedule_type: str, base_config, seeds: list[int] | None = None,
+                   parameters: Mapping[str, float] | None = None):
+    """A fresh scheduler for one request, built from the model's scheduler config; ``parameters`` are the sampler
+    parameters it reads (``sampler_parameters.used``)."""
     name, schedule = normalize(sampler, schedule_type)
     spec = SAMPLERS[name]
-    cls = _scheduler_class(spec.scheduler_class)
+    cls = tuned(_scheduler_class(spec.scheduler_class), parameters or {})
     options = {**spec.options, **SCHEDULE_TYPES[schedule]}
     if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters and seeds:
         # SDE samplers draw their Brownian noise from their own seeded tree: one seed per image.

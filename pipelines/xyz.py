@@ -28,6 +28,7 @@ from .infotext import with_params
 from .negative_guidance import NGMS
 from .pag import PAG
 from .request import MAX_SEED, GenerationRequest
+from .sampler_parameters import ETA_ANCESTRAL, ETA_DDIM, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SIGMA_MAX, SIGMA_MIN
 
 NUMBER = r"[+-]?\s*\d+(?:\.\d*)?"
 _RANGE = re.compile(rf"^\s*({NUMBER})\s*-\s*({NUMBER})\s*(?:\(\s*({NUMBER})\s*\)|\[\s*(\d+)\s*\])?\s*$")
@@ -116,6 +117,11 @@ AXES = {axis.label: axis for axis in (
     *(Axis(setting.label, float, _field(setting.field), _labelled(setting.label)) for setting in (RESCALE, PAG, NGMS)),
     *(Axis(setting.key, float, _field(setting.field, freeu=True), _labelled(setting.key))
       for setting in FREEU_SETTINGS),
+    # A1111's: eta is whichever the sampler reads; "Sigma min" and "Sigma max" bound the churn
+    Axis("Eta", float, lambda request, value: {ETA_DDIM.field: value, ETA_ANCESTRAL.field: value}, _labelled("Eta")),
+    *(Axis(name, float, _field(setting.field), _labelled(name)) for name, setting in (
+        ("Sigma Churn", S_CHURN), ("Sigma min", S_TMIN), ("Sigma max", S_TMAX), ("Sigma noise", S_NOISE),
+        ("Schedule min sigma", SIGMA_MIN), ("Schedule max sigma", SIGMA_MAX), ("Schedule rho", RHO))),
 )}
 
 

@@ -174,6 +174,29 @@ def test_negative_guidance_minimum_sigma_from_payload_options_or_override(alice)
     assert response.status_code == 422 and response.json()["field"] == "s_min_uncond"
 
 
+def test_sampler_parameters_from_payload_options_or_override(alice):
+    """A1111's ``eta`` (whichever eta the sampler reads) and sigma churn fields, else ``override_settings``', else its
+    Sampler parameters options; in the infotext where the sampler reads them, and read back from one."""
+    def params(**payload):
+        body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 3, **SMALL, **payload}))
+        return parse_infotext(json.loads(body["info"])["infotexts"][0])[2]
+
+    assert params(sampler_name="Euler a", eta=0.5)["Eta"] == "0.5"
+    assert params(sampler_name="DDIM", eta=0.5)["Eta DDIM"] == "0.5"
+    assert "Eta" not in params(sampler_name="Euler", eta=0.5)  # Euler reads no eta
+    assert params(sampler_name="Euler", s_churn=2, s_noise=0.9)["Sigma noise"] == "0.9"
+    karras = params(sampler_name="DPM++ 2M", scheduler="karras", override_settings={"sigma_max": 9.5, "rho": 5})
+    assert (karras["Schedule max sigma"], karras["Schedule rho"]) == ("9.5", "5")
+    try:
+        ok(alice.post("/sdapi/v1/options", json={"eta_ancestral": 0.25, "eta_ddim": 0.75}))
+        assert params(sampler_name="Euler a")["Eta"] == "0.25" and params(sampler_name="DDIM")["Eta DDIM"] == "0.75"
+        assert "Eta" not in params(sampler_name="Euler a", eta=1)  # the payload's wins: A1111's default
+        assert params(sampler_name="Euler a", override_settings={"eta_ancestral": 0.5})["Eta"] == "0.5"
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"eta_ancestral": 1, "eta_ddim": 0}))
+    assert params(infotext="x\nSteps: 3, Sampler: DDIM, Seed: 3, Eta DDIM: 0.7")["Eta DDIM"] == "0.7"
+
+
 def test_prompts_from_file_or_textbox_runs_a_job_per_line(alice):
     """A1111's script through ``script_name``/``script_args``: every line's pictures in one response, seeds
     iterated per line by the images a line makes."""
@@ -613,8 +636,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
      "alwayson_scripts.dynamic prompts.args"),  # past 100 batches
     ("txt2img", {"prompt": "x", "script_name": "Poor man's outpainting"}, "script_name"),
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot"}, "script_args"),  # no axes
-    ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": [23, "0, 1", None, *XYZ_NOTHING]},
-     "script_args"),  # A1111's Eta
+    ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": [21, "0, 1", None, *XYZ_NOTHING]},
+     "script_args"),  # A1111's Beta schedule alpha
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": [42, "1", None, *XYZ_NOTHING]},
      "script_args"),  # past the list
     ("txt2img", {"prompt": "x", "script_name": "x/y/z plot", "script_args": ["Steps", "few", None, *XYZ_NOTHING]},
@@ -661,6 +684,9 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("img2img", {"prompt": "x", "init_images": [PNG], "denoising_strength": 2}, "denoising_strength"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "resize_mode": 4}, "resize_mode"),
     ("txt2img", {"prompt": "x", "subseed_strength": 2}, "subseed_strength"),
+    ("txt2img", {"prompt": "x", "eta": 3}, "eta"),
+    ("txt2img", {"prompt": "x", "s_churn": -1}, "s_churn"),
+    ("txt2img", {"prompt": "x", "override_settings": {"sigma_min": 5, "sigma_max": 2}}, "override_settings.sigma_min"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "initial_noise_multiplier": 2}, "initial_noise_multiplier"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "override_settings": {"initial_noise_multiplier": "loud"}},
      "initial_noise_multiplier"),

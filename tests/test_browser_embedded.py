@@ -191,6 +191,32 @@ def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
                            "txt2img_s_min_uncond": 0})
 
 
+def test_sampler_parameters_panel_eta_0_makes_euler_a_paint_eulers_picture(page, tmp_path):
+    """A1111's "Eta for k-diffusion samplers", set in the tab's Sampler parameters panel: at 0 Euler a draws no fresh
+    noise and paints what Euler paints (its infotext saying so); Euler's has no eta (it reads none)."""
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill("a red circle on a white background")
+    page.locator("#txt2img_sampler_parameters").get_by_text("Sampler parameters", exact=True).click()
+    set_numbers(page, {"txt2img_seed": 11, "txt2img_eta_ancestral": 0})
+    try:
+        infotext = generate_in(page, "txt2img")
+        assert "Sampler: Euler a," in infotext and ", Eta: 0," in infotext, infotext
+        quiet = gallery_png(page, "txt2img", tmp_path / "eta0.png")
+        page.screenshot(path=str(ARTIFACTS / "embedded-sampler-parameters.png"), full_page=True,
+                        animations="disabled")
+        pick(page, "txt2img_sampler", "Euler")
+        infotext = generate_in(page, "txt2img")
+        assert "Sampler: Euler," in infotext and "Eta" not in infotext, infotext
+        euler = gallery_png(page, "txt2img", tmp_path / "euler.png")
+    finally:
+        set_numbers(page, {"txt2img_eta_ancestral": 1})
+        pick(page, "txt2img_sampler", "Euler a")
+    with Image.open(quiet) as a, Image.open(euler) as b:
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+    drawn = classify_file(quiet)
+    assert (drawn.colour, drawn.shape) == ("red", "circle"), drawn
+
+
 def test_prompt_editing_typed_in_the_prompt_box(page, tmp_path):
     """``[on the left:on the right:0.1]``: the place follows the text of the first 2 of 20 steps."""
     open_tab(page, "txt2img")

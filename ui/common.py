@@ -21,6 +21,7 @@ from pipelines.config import batch_layout
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
 from pipelines.grid import MAX_MARGIN
 from pipelines.negative_guidance import NGMS
+from pipelines.sampler_parameters import SETTINGS as SAMPLER_SETTINGS
 from pipelines.pag import PAG
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.script_settings import Setting
@@ -198,8 +199,8 @@ def refiner_controls(services, fields: FieldSet) -> None:
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG (with Rescale CFG, PAG and NGMS), seed (with a variation seed and seed resize),
-    clip skip, step cache and tiling; returns the helper buttons."""
+    """Sampler, steps, size, batch, CFG (with Rescale CFG, PAG and NGMS), the sampler parameters, seed (with a variation
+    seed and seed resize), clip skip, step cache and tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -225,6 +226,12 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
         setting_slider(fields, RESCALE, f"{p}_rescale_cfg_scale")
         setting_slider(fields, PAG, f"{p}_pag_scale")
     setting_slider(fields, NGMS, f"{p}_s_min_uncond")  # A1111's Optimizations setting sets its default
+    with gr.Accordion("Sampler parameters", open=False, elem_id=f"{p}_sampler_parameters"):  # A1111's settings'
+        eta_ddim, eta, churn, tmin, tmax, noise, *schedule = SAMPLER_SETTINGS
+        for row in ((eta_ddim, eta), (churn, noise), (tmin, tmax), schedule):
+            with gr.Row():
+                for setting in row:
+                    setting_slider(fields, setting, f"{p}_{setting.field}")
     with gr.Row():
         fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
         dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)

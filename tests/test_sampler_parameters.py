@@ -1,0 +1,165 @@
+"""A1111's sampler parameters (pipelines/sampler_parameters.py): eta, sigma churn and the schedule's sigmas, read by
+the samplers that take them, on the schedulers themselves and through the engine on the embedded model."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import EulerDiscreteScheduler
+
+from pipelines.errors import RequestError
+from pipelines.infotext import parse_infotext
+from pipelines.request import GenerationRequest
+from pipelines.sampler_parameters import SETTINGS, infotext, unapplied, used
+from pipelines.samplers import make_scheduler
+from pipelines.xyz import AXES
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "easel-shapes"
+BASE = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              steps_offset=1).config
+
+
+def steps_of(scheduler, eta_seed: int = 5) -> torch.Tensor:
+    """The scheduler's first step from fixed latents and a fixed prediction, its noise from ``eta_seed``."""
+    scheduler.set_timesteps(10)
+    sample, prediction = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)).unbind(0)
+    sample, prediction = sample[None] * scheduler.init_noise_sigma, prediction[None]
+    scheduler.scale_model_input(sample, scheduler.timesteps[0])
+    return scheduler.step(prediction, scheduler.timesteps[0], sample,
+                          generator=torch.Generator().manual_seed(eta_seed)).prev_sample
+
+
+def test_euler_a_at_eta_1_is_diffusers_own_and_at_eta_0_is_euler():
+    plain = steps_of(make_scheduler("Euler a", "Automatic", BASE))
+    assert torch.equal(steps_of(make_scheduler("Euler a", "Automatic", BASE, parameters={"eta_ancestral": 1.0})), plain)
+    deterministic = steps_of(make_scheduler("Euler a", "Automatic", BASE, parameters={"eta_ancestral": 0.0}))
+    assert torch.allclose(deterministic, steps_of(make_scheduler("Euler", "Automatic", BASE)), atol=1e-6)
+    half = steps_of(make_scheduler("Euler a", "Automatic", BASE, parameters={"eta_ancestral": 0.5}))
+    assert not torch.allclose(half, plain) and not torch.allclose(half, deterministic)
+    assert torch.equal(half, steps_of(make_scheduler("Euler a", "Automatic", BASE, parameters={"eta_ancestral": 0.5})))
+
+
+def test_ddim_eta_and_euler_churn_reach_the_step():
+    ddim = make_scheduler("DDIM", "Automatic", BASE, parameters={"eta_ddim": 1.0})
+    assert type(ddim).__name__ == "DDIMScheduler" and ddim.config == make_scheduler("DDIM", "Automatic", BASE).config
+    assert not torch.allclose(steps_of(ddim), steps_of(make_scheduler("DDIM", "Automatic", BASE)))
+    assert torch.equal(steps_of(ddim, eta_seed=2), steps_of(make_scheduler("DDIM", "Automatic", BASE,
+                                                                           parameters={"eta_ddim": 1.0}), eta_seed=2))
+    churned = steps_of(make_scheduler("Euler", "Automatic", BASE, parameters={"s_churn": 5.0}))
+    assert not torch.allclose(churned, steps_of(make_scheduler("Euler", "Automatic", BASE)))
+    # churn only between tmin and tmax: the first step's sigma (14.6) is over a tmax of 1
+    limited = make_scheduler("Euler", "Automatic", BASE, parameters={"s_churn": 5.0, "s_tmax": 1.0})
+    assert torch.equal(steps_of(limited), steps_of(make_scheduler("Euler", "Automatic", BASE)))
+
+
+def test_the_schedules_sigma_range_and_rho():
+    def sigmas(schedule: str, sampler: str = "Euler", **parameters) -> np.ndarray:
+        scheduler = make_scheduler(sampler, schedule, BASE, seeds=[1], parameters=parameters)
+        scheduler.set_timesteps(10)
+        return scheduler.sigmas.numpy()
+
+    karras = sigmas("Karras")
+    assert karras[0] == pytest.approx(14.6146, abs=1e-3) and karras[-2] == pytest.approx(0.0292, abs=1e-3)
+    ranged = sigmas("Karras", sigma_min=0.1, sigma_max=5.0)
+    assert ranged[0] == pytest.approx(5.0) and ranged[-2] == pytest.approx(0.1)
+    steep, flat = sigmas("Karras", rho=14.0), sigmas("Karras", rho=2.0)
+    assert steep[0] == flat[0] == pytest.approx(karras[0]) and steep[1] < karras[1] < flat[1]
+    assert sigmas("Exponential", "LMS", sigma_max=3.0)[0] == pytest.approx(3.0)  # other schedulers too
+    assert sigmas("Karras", "DPM++ SDE", sigma_max=4.0)[0] == pytest.approx(4.0)
+    with pytest.raises(RequestError, match="Schedule min sigma \\(20\\) must be under the max sigma") as caught:
+        sigmas("Karras", sigma_min=20.0)  # over the model's max
+    assert caught.value.field == "sigma_min"
+
+
+def test_what_each_sampler_reads_goes_into_the_infotext():
+    def request(sampler: str, scheduler: str = "Automatic", **values) -> GenerationRequest:
+        return GenerationRequest(sampler=sampler, scheduler=scheduler, **values)
+
+    changed = {"eta_ddim": 0.5, "eta_ancestral": 0.25, "s_churn": 2.0, "s_noise": 1.0, "sigma_max": 9.0, "rho": 3.0}
+    assert infotext(request("Euler a", **changed)) == {"Eta": 0.25}
+    assert infotext(request("DDIM", **changed)) == {"Eta DDIM": 0.5}
+    assert used(request("Euler", **changed)) == {"s_churn": 2.0}  # s_noise at its default
+    assert infotext(request("DPM++ 2M", "Karras", **changed)) == {"Schedule max sigma": 9.0, "Schedule rho": 3.0}
+    assert infotext(request("DPM++ 2M", "Exponential", **changed)) == {"Schedule max sigma": 9.0}
+    assert infotext(request("UniPC", **changed)) == {}
+    assert unapplied(request("Heun", **changed)) == [
+        "Heun runs here as at Sigma churn 0: the 2 asked for is not applied."]
+    assert unapplied(request("DPM++ 2M SDE", **changed)) == [
+        "DPM++ 2M SDE runs here as at Eta for k-diffusion samplers 1: the 0.25 asked for is not applied."]
+    assert unapplied(request("Euler a", **changed)) == []
+    hires = request("Euler a", **changed, enable_hr=True, hr_sampler_name="DDIM")  # its second pass's sampler too
+    assert infotext(hires) == {"Eta": 0.25, "Eta DDIM": 0.5}
+    assert used(hires.hires_pass()) == {"eta_ddim": 0.5}
+
+
+def test_the_request_checks_them_and_reads_them_from_an_infotext():
+    with pytest.raises(RequestError, match="Eta for DDIM must be between 0 and 1") as caught:
+        GenerationRequest(eta_ddim=2)
+    assert caught.value.field == "eta_ddim"
+    with pytest.raises(RequestError, match="Schedule min sigma \\(3\\) must be under the max sigma \\(2\\)"):
+        GenerationRequest(sigma_min=3, sigma_max=2)
+    text = GenerationRequest(prompt="x", sampler="DPM++ 2M", scheduler="Karras", sigma_min=0.05, rho=4).infotext(1, "m")
+    assert "Schedule min sigma: 0.05, Schedule rho: 4," in text
+    back = GenerationRequest.from_infotext(text)
+    assert (back.sigma_min, back.rho, back.sigma_max) == (0.05, 4.0, 0.0)
+    eta = GenerationRequest.from_infotext("x\nSteps: 5, Sampler: Euler a, Eta: 0.3, Eta DDIM: 0.6")
+    assert (eta.eta_ancestral, eta.eta_ddim) == (0.3, 0.6)
+
+
+def test_xyz_axes_set_them_as_a1111s_do():
+    request = GenerationRequest()
+    assert AXES["Eta"].apply(request, 0.4) == {"eta_ddim": 0.4, "eta_ancestral": 0.4}
+    assert AXES["Sigma min"].apply(request, 1.0) == {"s_tmin": 1.0}  # A1111's: the churn's bounds
+    assert AXES["Schedule rho"].apply(request, 3.0) == {"rho": 3.0}
+    names = ("Eta", "Sigma Churn", "Sigma min", "Sigma max", "Sigma noise", "Schedule min sigma", "Schedule max sigma",
+             "Schedule rho")
+    assert {name for axis in names for name in AXES[axis].apply(request, 0.5)} == {s.field for s in SETTINGS}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    if not (ROOT / "models" / "Stable-diffusion" / MODEL / "model_index.json").is_file():
+        pytest.skip("the embedded model is not in models/")
+    from pipelines.engine import Engine
+    from pipelines.outputs import OutputWriter
+    from pipelines.registry import Registry
+
+    return Engine(Registry(ROOT / "models"), OutputWriter(tmp_path_factory.mktemp("out"), enabled=False))
+
+
+def paint(engine, sampler: str, **values):
+    request = GenerationRequest(prompt="a red circle on a white background", model=MODEL, width=64, height=64,
+                                steps=16, sampler=sampler, cfg_scale=7, seed=11, **values)
+    result = engine.generate(request)
+    return np.asarray(result.images[0], dtype=np.int16), result
+
+
+def test_on_the_embedded_model_euler_a_at_eta_0_paints_eulers_picture(engine):
+    from training.classify import classify
+
+    euler, _ = paint(engine, "Euler")
+    ancestral, _ = paint(engine, "Euler a")
+    quiet, result = paint(engine, "Euler a", eta_ancestral=0.0)
+    assert np.abs(quiet - euler).max() <= 1 and np.abs(ancestral - euler).max() > 16
+    assert parse_infotext(result.infotexts[0])[2]["Eta"] == "0"
+    half, _ = paint(engine, "Euler a", eta_ancestral=0.5)
+    assert np.abs(half - euler).max() > 16 and np.abs(half - ancestral).max() > 16
+    from PIL import Image
+
+    for picture in (quiet, half):  # still the picture asked for
+        found = classify(Image.fromarray(picture.astype(np.uint8)))
+        assert (found.colour, found.shape) == ("red", "circle"), found
+
+
+def test_on_the_embedded_model_a_sampler_that_cannot_read_one_warns(engine):
+    plain, _ = paint(engine, "Heun")
+    churned, result = paint(engine, "Heun", s_churn=3.0)
+    assert np.array_equal(plain, churned)
+    assert result.warnings == ["Heun runs here as at Sigma churn 0: the 3 asked for is not applied."]
+    assert "Sigma churn" not in result.infotexts[0]
+    euler, _ = paint(engine, "Euler")
+    churned, result = paint(engine, "Euler", s_churn=3.0)
+    assert result.warnings == [] and "Sigma churn: 3," in result.infotexts[0]
+    assert np.abs(churned - euler).max() > 16
