@@ -10,36 +10,19 @@ warm, interleaved runs (``cpu_generate_overhead.interleaved_medians``) of one 64
 
 from __future__ import annotations
 
-import argparse
-import os
-import tempfile
-from pathlib import Path
+from benchmarks.embedded import embedded_engine
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-ROOT = Path(__file__).resolve().parent.parent
 COLOURS = ("red", "orange", "blue", "green")
 MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True}, "PAG 3": {"pag_scale": 3},
          "NGMS 2": {"s_min_uncond": 2}}
 
 
 def main(argv: list[str] | None = None) -> None:
-    import torch
-
     from benchmarks.cpu_generate_overhead import interleaved_medians
-    from pipelines.engine import Engine
-    from pipelines.outputs import OutputWriter
-    from pipelines.registry import Registry
     from pipelines.request import GenerationRequest
     from training.classify import classify
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=6)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    engine = Engine(Registry(ROOT / "models"), OutputWriter(Path(tempfile.mkdtemp()), enabled=False))
+    args, engine = embedded_engine(__doc__, argv, seeds=6)
 
     def picture(colour: str, seed: int, cfg: float, values: dict):
         return engine.generate(GenerationRequest(

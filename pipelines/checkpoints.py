@@ -1,15 +1,15 @@
 """Single-file checkpoints (A1111 / civitai original layout) and VAE overrides, loaded offline.
 
-diffusers' ``from_single_file`` needs a diffusers config tree and downloads one from the Hub unless it is given
-a local folder, so Easel ships config-only folders per kind in ``models/configs/<kind>`` (a folder of the same
-name in ``<models dir>/configs`` wins, which is how tests pair tiny files with tiny configs). The kind comes from
-the file's key names and shapes, read from the safetensors header (or a memory-mapped ``.ckpt``) without
-loading a tensor: SDXL has two text encoders under ``conditioner.embedders``; KOALA is SDXL with one resnet per
-down level (KOALA-700M without a mid block); SD2 uses OpenCLIP (``cond_stage_model.model``), SD1 CLIP
-(``cond_stage_model.transformer``); a 9-channel UNet input is an inpainting model. v-prediction is marked by a
-``v_pred`` key, a sidecar ``<name>.easel.json`` (``"prediction_type"``) or A1111's ``<name>.yaml``
-(``parameterization: "v"``); an unmarked SD2 file is probed as A1111 does. Pickled ``.ckpt``/``.pt`` files are
-only ever read with ``weights_only=True``.
+diffusers' ``from_single_file`` needs a diffusers config tree and downloads one from the Hub unless it is given a
+local folder, so Easel ships config-only folders per kind in ``models/configs/<kind>`` (a folder of the same name in
+``<models dir>/configs`` wins, which is how tests pair tiny files with tiny configs). The kind comes from the file's
+key names and shapes, read from the safetensors header (or a memory-mapped ``.ckpt``) without loading a tensor: SDXL
+has two text encoders under ``conditioner.embedders``; KOALA is SDXL with one resnet per down level (KOALA-700M
+without a mid block); SD2 uses OpenCLIP (``cond_stage_model.model``), SD1 CLIP (``cond_stage_model.transformer``); a
+9-channel UNet input is an inpainting model. v-prediction is marked by a ``v_pred`` key, a sidecar
+``<name>.easel.json`` (``"prediction_type"``) or A1111's ``<name>.yaml`` (``parameterization: "v"``); an unmarked SD2
+file is probed as A1111 does. A ``ztsnr`` key marks a model trained with zero terminal SNR, whose requests' schedulers
+then rescale the betas where they can. Pickled ``.ckpt``/``.pt`` files are only ever read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Checkpoint:
     kind: str  # the config folder: sd15, sd2, sd2-v, sdxl, koala-700m, koala-1b, or <base>-inpainting
     prediction: str | None  # "v_prediction" or "epsilon" when the file or a sidecar says; None: unknown
     options: dict  # the sidecar <name>.easel.json (per-model defaults, "vae", "prediction_type")
+    zero_snr: bool = False  # trained with zero terminal SNR: a ``ztsnr`` key (NoobAI-XL's v-prediction files)
 
 
 def _read_json(path: Path) -> dict:
@@ -121,7 +122,7 @@ def detect(path: Path) -> Checkpoint:
         kind += "-inpainting"
     elif kind == "sd2" and prediction == "v_prediction":
         kind = "sd2-v"
-    return Checkpoint(kind, prediction, options)
+    return Checkpoint(kind, prediction, options, "ztsnr" in shapes)
 
 
 def config_folder(models_dir: Path, kind: str) -> Path:
@@ -183,6 +184,8 @@ def load_checkpoint(path: Path, models_dir: Path, dtype):
         prediction = "v_prediction" if _predicts_v(pipe.unet) else "epsilon"
     if prediction and prediction != pipe.scheduler.config.get("prediction_type"):
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction)
+    if found.zero_snr:  # in the config every request's scheduler is built from, for those that can rescale betas
+        pipe.scheduler.register_to_config(rescale_betas_zero_snr=True)
     return pipe
 
 

@@ -24,7 +24,7 @@ from .grid import BatchLayout
 from .negative_guidance import NGMS
 from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
-from .sampler_parameters import SETTINGS as SAMPLER_SETTINGS
+from .sampler_parameters import NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS
 from .training_run import MAX_REPEATS, check_word_regex
 
 
@@ -120,6 +120,9 @@ OPTIONS = (
     *(Option(setting.field, setting.label, SAMPLING, setting.default, low=setting.low, high=setting.high,
              request_field=setting.field, info="the generation tabs' and the API's default: " + setting.info)
       for setting in SAMPLER_SETTINGS),
+    Option("sd_noise_schedule", "Noise schedule for sampling", SAMPLING, NOISE_SCHEDULES[0], choices=NOISE_SCHEDULES,
+           request_field="noise_schedule", info="for models trained with zero terminal SNR; the generation tabs' "
+                                                "and the API's default"),
     Option("training_write_csv_every", "Save an csv containing the loss to log directory every N steps, 0 to disable",
            TRAINING, 500, low=0, info="and at a run's last step"),
     Option("training_image_repeats_per_epoch", "Number of repeats for a single input image per epoch; used only for "

@@ -25,8 +25,9 @@ from .negative_guidance import NGMS
 from .pag import PAG
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
-from .sampler_parameters import (ETA_ANCESTRAL, ETA_DDIM, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SIGMA_MAX, SIGMA_MIN,
-                                 SETTINGS as SAMPLER_SETTINGS, check_range, infotext as sampler_infotext)
+from .sampler_parameters import (ETA_ANCESTRAL, ETA_DDIM, NOISE_SCHEDULE_KEY, NOISE_SCHEDULES, RHO, S_CHURN, S_NOISE,
+                                 S_TMAX, S_TMIN, SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX, SIGMA_MIN, check_noise_schedule,
+                                 check_range, infotext as sampler_infotext)
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -244,6 +245,7 @@ class GenerationRequest:
     sigma_min: float = SIGMA_MIN.default  # 0: the model's
     sigma_max: float = SIGMA_MAX.default  # 0: the model's
     rho: float = RHO.default  # 0: the schedule's own
+    noise_schedule: str = NOISE_SCHEDULES[0]  # "Default": the model's betas; or rescaled to zero terminal SNR
     # FreeU (pipelines/freeu.py): on, and its factors
     freeu: bool = False
     freeu_b1: float = FREEU_SETTINGS[0].default
@@ -325,6 +327,7 @@ class GenerationRequest:
         self._check_settings((RESCALE, PAG, NGMS, *SAMPLER_SETTINGS))
         if self.sigma_min and self.sigma_max:
             check_range(self.sigma_min, self.sigma_max)
+        check_noise_schedule(self.noise_schedule)
         self._check_regions()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
@@ -692,7 +695,8 @@ class GenerationRequest:
                           ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength"),
                           ("Step cache", "step_cache"), ("Variation seed", "subseed"),
                           ("Variation seed strength", "subseed_strength"), ("Refiner", "refiner_checkpoint"),
-                          ("Refiner switch at", "refiner_switch_at"), ("Noise multiplier", "initial_noise_multiplier")):
+                          ("Refiner switch at", "refiner_switch_at"), ("Noise multiplier", "initial_noise_multiplier"),
+                          (NOISE_SCHEDULE_KEY, "noise_schedule")):
             if key in params:
                 values[name] = params[key]
         if "Sampler" in params:

@@ -1,19 +1,21 @@
-"""A1111's *Sampler parameters* settings: eta, sigma churn and the noise schedule's range, on the scheduler of a pass.
+"""A1111's *Sampler parameters* settings: eta, sigma churn, the schedule's sigmas and the noise schedule, on the
+scheduler of a pass.
 
 Each sampler reads the ones its A1111 counterpart reads and this library can honour: eta for DDIM (``Eta DDIM``)
 and Euler a (``Eta``: k-diffusion's ancestral step, the share of each step's noise drawn anew; 0 is Euler); sigma
 churn, tmin, tmax and noise for Euler (diffusers' own churn, which runs the UNet at the step's sigma where
 k-diffusion runs it at the raised one); the schedule's min and max sigma for the Karras and Exponential schedule
-types, and rho for Karras. A value that differs from A1111's default goes into the infotext where it is used;
-where A1111 would use it and this sampler cannot (DPM2 a and the SDE samplers keep eta 1, Heun and DPM2 have no
-churn), the job says so in a warning.
+types, and rho for Karras; the zero terminal SNR noise schedule for the samplers whose scheduler can rescale its
+betas. A value that differs from A1111's default goes into the infotext where it is used; where A1111 would use it
+and this sampler cannot (DPM2 a and the SDE samplers keep eta 1, Heun and DPM2 have no churn, the samplers not in
+``ZERO_SNR_SAMPLERS`` keep the model's noise schedule), the job says so in a warning.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -42,6 +44,13 @@ RHO = Setting("rho", "Schedule rho", "Schedule rho", 0.0, 0.0, 20.0, 0.1,
 SETTINGS = (ETA_DDIM, ETA_ANCESTRAL, S_CHURN, S_TMIN, S_TMAX, S_NOISE, SIGMA_MIN, SIGMA_MAX, RHO)
 CHURN = tuple(setting.field for setting in (S_CHURN, S_TMIN, S_TMAX, S_NOISE))
 _BY_FIELD = {setting.field: setting for setting in SETTINGS}
+# A1111's "Noise schedule for sampling" (option sd_noise_schedule, infotext "Noise Schedule"): the model's betas, or
+# rescaled to zero terminal SNR (the last step pure noise), for models trained so; the samplers whose diffusers
+# scheduler can rescale them
+NOISE_SCHEDULE, NOISE_SCHEDULE_KEY = "noise_schedule", "Noise Schedule"
+NOISE_SCHEDULES = ("Default", "Zero Terminal SNR")
+ZERO_SNR_SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M SDE", "DDIM", "DDPM", "UniPC", "LCM")
+_DEFAULTS = {**{setting.field: setting.default for setting in SETTINGS}, NOISE_SCHEDULE: NOISE_SCHEDULES[0]}
 
 # The settings each sampler reads here, and those its A1111 counterpart reads that it cannot (it runs as if at
 # their defaults).
@@ -52,8 +61,21 @@ SCHEDULE_READS = {"Karras": (SIGMA_MIN.field, SIGMA_MAX.field, RHO.field),
                   "Exponential": (SIGMA_MIN.field, SIGMA_MAX.field)}
 
 
-def _changed(request, names: tuple[str, ...]) -> dict[str, float]:
-    return {name: getattr(request, name) for name in names if getattr(request, name) != _BY_FIELD[name].default}
+def _changed(request, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(request, name) for name in names if getattr(request, name) != _DEFAULTS[name]}
+
+
+def _reads(sampler: str, schedule: str) -> tuple[str, ...]:
+    return (READS.get(sampler, ()) + SCHEDULE_READS.get(schedule, ())
+            + ((NOISE_SCHEDULE,) if sampler in ZERO_SNR_SAMPLERS else ()))
+
+
+def _cannot_read(sampler: str) -> tuple[str, ...]:
+    return CANNOT_READ.get(sampler, ()) + (() if sampler in ZERO_SNR_SAMPLERS else (NOISE_SCHEDULE,))
+
+
+def _key(name: str) -> str:
+    return NOISE_SCHEDULE_KEY if name == NOISE_SCHEDULE else _BY_FIELD[name].key
 
 
 def _passes(request):
@@ -63,23 +85,35 @@ def _passes(request):
         yield request.hr_sampler_name, request.hr_scheduler or request.scheduler
 
 
-def used(request) -> dict[str, float]:
+def used(request) -> dict[str, Any]:
     """The settings the pass's sampler and schedule type read, where they differ from A1111's defaults."""
-    return _changed(request, READS.get(request.sampler, ()) + SCHEDULE_READS.get(request.scheduler, ()))
+    return _changed(request, _reads(request.sampler, request.scheduler))
 
 
-def infotext(request) -> dict[str, float]:
+def infotext(request) -> dict[str, Any]:
     """The settings its passes read (``used``'s) under their infotext keys."""
-    return {_BY_FIELD[name].key: value for sampler, schedule in _passes(request)
-            for name, value in _changed(request, READS.get(sampler, ()) + SCHEDULE_READS.get(schedule, ())).items()}
+    return {_key(name): value for sampler, schedule in _passes(request)
+            for name, value in _changed(request, _reads(sampler, schedule)).items()}
 
 
 def unapplied(request) -> list[str]:
     """A warning for each setting the request changes that A1111's sampler would read and this one cannot."""
     return list(dict.fromkeys(
-        f"{sampler} runs here as at {_BY_FIELD[name].label} {_BY_FIELD[name].default:g}: the {value:g} asked for is "
-        "not applied." for sampler, _ in _passes(request)
-        for name, value in _changed(request, CANNOT_READ.get(sampler, ())).items()))
+        f"{sampler} runs here with the model's noise schedule: {value} is not applied." if name == NOISE_SCHEDULE
+        else f"{sampler} runs here as at {_BY_FIELD[name].label} {_BY_FIELD[name].default:g}: the {value:g} asked "
+             "for is not applied." for sampler, _ in _passes(request)
+        for name, value in _changed(request, _cannot_read(sampler)).items()))
+
+
+def check_noise_schedule(value: str) -> None:
+    if value not in NOISE_SCHEDULES:
+        raise RequestError(f"Noise schedule must be one of {', '.join(NOISE_SCHEDULES)}; got {value!r}.",
+                           NOISE_SCHEDULE)
+
+
+def scheduler_options(values: Mapping[str, Any]) -> dict:
+    """The scheduler config options ``values`` (``used``'s) ask for: betas rescaled to zero terminal SNR."""
+    return {"rescale_betas_zero_snr": True} if values.get(NOISE_SCHEDULE) == NOISE_SCHEDULES[1] else {}
 
 
 def check_range(low: float, high: float) -> None:
@@ -89,14 +123,14 @@ def check_range(low: float, high: float) -> None:
                            "model's.", SIGMA_MIN.field)
 
 
-def tuned(cls: type, values: Mapping[str, float]) -> type:
+def tuned(cls: type, values: Mapping[str, Any]) -> type:
     """``cls``, a diffusers scheduler class, reading ``values`` (``used``'s); ``cls`` itself when there are none.
     The subclass keeps its name, so the scheduler's config is the model's own."""
     body: dict = {}
     if ETA_DDIM.field in values:
         body["step"] = _with_step_options(cls.step, {"eta": values[ETA_DDIM.field]})
     if any(name in values for name in CHURN):
-        churn = {name: values.get(name, _BY_FIELD[name].default) for name in CHURN}
+        churn = {name: values.get(name, _DEFAULTS[name]) for name in CHURN}
         churn[S_TMAX.field] = churn[S_TMAX.field] or math.inf  # A1111's 0: no limit
         body["step"] = _with_step_options(cls.step, churn)
     if ETA_ANCESTRAL.field in values:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .errors import RequestError
-from .sampler_parameters import tuned
+from .sampler_parameters import scheduler_options, tuned
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,10 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}, ("k_dpmpp_2m",)),
         Sampler("DPM++ SDE", "DPMSolverSDEScheduler", aliases=("k_dpmpp_sde",)),
         Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, ("k_dpmpp_2m_sde",)),
-        Sampler("DDIM", "DDIMScheduler", {"set_alpha_to_one": False}, ("ddim",)),
-        Sampler("DDPM", "DDPMScheduler", aliases=("ddpm",)),  # Forge's name; Kandinsky 2.2's own scheduler
+        # A1111's DDIM and DDPM never clip their prediction of the picture; diffusers' do unless a model's config
+        # says not to (SD 1.x configs without the key, the embedded model's): colours go wrong
+        Sampler("DDIM", "DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}, ("ddim",)),
+        Sampler("DDPM", "DDPMScheduler", {"clip_sample": False}, ("ddpm",)),  # Forge's name; Kandinsky 2.2's own
         Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, ("plms",)),
         Sampler("UniPC", "UniPCMultistepScheduler", aliases=("unipc",)),
         Sampler("DEIS", "DEISMultistepScheduler", aliases=("deis",)),
@@ -98,8 +100,9 @@ def make_scheduler(sampler: str, schedule_type: str, base_config, seeds: list[in
     parameters it reads (``sampler_parameters.used``)."""
     name, schedule = normalize(sampler, schedule_type)
     spec = SAMPLERS[name]
-    cls = tuned(_scheduler_class(spec.scheduler_class), parameters or {})
-    options = {**spec.options, **SCHEDULE_TYPES[schedule]}
+    parameters = parameters or {}
+    cls = tuned(_scheduler_class(spec.scheduler_class), parameters)
+    options = {**spec.options, **SCHEDULE_TYPES[schedule], **scheduler_options(parameters)}
     if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters and seeds:
         # SDE samplers draw their Brownian noise from their own seeded tree: one seed per image.
         options["noise_sampler_seed"] = seeds if len(seeds) > 1 else seeds[0]

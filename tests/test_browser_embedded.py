@@ -193,7 +193,8 @@ def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
 
 def test_sampler_parameters_panel_eta_0_makes_euler_a_paint_eulers_picture(page, tmp_path):
     """A1111's "Eta for k-diffusion samplers", set in the tab's Sampler parameters panel: at 0 Euler a draws no fresh
-    noise and paints what Euler paints (its infotext saying so); Euler's has no eta (it reads none)."""
+    noise and paints what Euler paints (its infotext saying so); Euler's has no eta (it reads none), and takes the
+    panel's zero terminal SNR noise schedule."""
     open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a red circle on a white background")
     page.locator("#txt2img_sampler_parameters").get_by_text("Sampler parameters", exact=True).click()
@@ -208,7 +209,10 @@ def test_sampler_parameters_panel_eta_0_makes_euler_a_paint_eulers_picture(page,
         infotext = generate_in(page, "txt2img")
         assert "Sampler: Euler," in infotext and "Eta" not in infotext, infotext
         euler = gallery_png(page, "txt2img", tmp_path / "euler.png")
+        page.locator("#txt2img_noise_schedule").get_by_text("Zero Terminal SNR", exact=True).click()
+        assert ", Noise Schedule: Zero Terminal SNR," in generate_in(page, "txt2img")
     finally:
+        page.locator("#txt2img_noise_schedule").get_by_text("Default", exact=True).click()
         set_numbers(page, {"txt2img_eta_ancestral": 1})
         pick(page, "txt2img_sampler", "Euler a")
     with Image.open(quiet) as a, Image.open(euler) as b:

@@ -44,6 +44,20 @@ def test_each_kind_is_detected_from_its_keys_and_shapes(ckpt_dir, kind):
     assert found.prediction == ("v_prediction" if kind == "sd2-v" else None)  # sd2-v: a v_pred key
 
 
+def test_a_ztsnr_key_makes_the_schedulers_rescale_the_betas(ckpt_dir, tmp_path):
+    """NoobAI-XL's mark of a zero terminal SNR model: every request's scheduler that can (Euler) rescales its betas."""
+    from safetensors.torch import load_file, save_file
+
+    from pipelines.samplers import make_scheduler
+
+    path = tmp_path / "ztsnr.safetensors"
+    save_file({**load_file(ckpt_dir / "Stable-diffusion" / "tiny-sd15.safetensors"), "ztsnr": torch.empty(0)}, path)
+    assert detect(path).zero_snr and not detect(ckpt_dir / "Stable-diffusion" / "tiny-sd15.safetensors").zero_snr
+    config = load_checkpoint(path, ckpt_dir, torch.float32).scheduler.config
+    assert config.rescale_betas_zero_snr is True
+    assert float(make_scheduler("Euler", "Automatic", config).alphas_cumprod[-1]) < 1e-6
+
+
 @pytest.mark.parametrize("kind", sorted(p.name for p in CONFIGS_DIR.iterdir()))
 def test_full_size_layouts_are_detected_from_the_header_alone(tmp_path, kind):
     """A header-only file (no tensor data at all) in each real architecture's original layout is identified."""

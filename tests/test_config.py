@@ -28,7 +28,7 @@ def test_defaults_are_a1111s_where_a1111_has_the_option():
             config["n_rows"], config["return_grid"], config["CLIP_stop_at_last_layers"]) == (
         True, "png", 80, True, -1, True, 1)
     assert [config[key] for key in ("eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min",
-                                    "sigma_max", "rho")] == [0, 1, 0, 0, 0, 1, 0, 0, 0]  # "Sampler parameters"
+                                    "sigma_max", "rho", "sd_noise_schedule")] == [0, 1, 0, 0, 0, 1, 0, 0, 0, "Default"]
     assert len({option.key for option in OPTIONS}) == len(OPTIONS)
 
 

@@ -11,7 +11,7 @@ from diffusers import EulerDiscreteScheduler
 from pipelines.errors import RequestError
 from pipelines.infotext import parse_infotext
 from pipelines.request import GenerationRequest
-from pipelines.sampler_parameters import SETTINGS, infotext, unapplied, used
+from pipelines.sampler_parameters import SETTINGS, ZERO_SNR_SAMPLERS, infotext, unapplied, used
 from pipelines.samplers import make_scheduler
 from pipelines.xyz import AXES
 
@@ -71,6 +71,25 @@ def test_the_schedules_sigma_range_and_rho():
     with pytest.raises(RequestError, match="Schedule min sigma \\(20\\) must be under the max sigma") as caught:
         sigmas("Karras", sigma_min=20.0)  # over the model's max
     assert caught.value.field == "sigma_min"
+
+
+def test_zero_terminal_snr_rescales_the_betas_where_the_scheduler_can():
+    from pipelines.samplers import SAMPLERS, _accepts
+
+    assert set(ZERO_SNR_SAMPLERS) == {name for name, sampler in SAMPLERS.items()  # diffusers' own list
+                                      if _accepts(sampler.scheduler_class, {"rescale_betas_zero_snr": True})}
+    for sampler in ("Euler", "DDIM"):
+        rescaled = make_scheduler(sampler, "Automatic", BASE, parameters={"noise_schedule": "Zero Terminal SNR"})
+        assert rescaled.config.rescale_betas_zero_snr is True and float(rescaled.alphas_cumprod[-1]) < 1e-6
+        assert float(make_scheduler(sampler, "Automatic", BASE).alphas_cumprod[-1]) > 1e-3
+    zero_snr = GenerationRequest(prompt="x", sampler="Euler", noise_schedule="Zero Terminal SNR")
+    assert infotext(zero_snr) == {"Noise Schedule": "Zero Terminal SNR"}
+    assert GenerationRequest.from_infotext(zero_snr.infotext(1, "m")).noise_schedule == "Zero Terminal SNR"
+    assert unapplied(GenerationRequest(sampler="Heun", noise_schedule="Zero Terminal SNR")) == [
+        "Heun runs here with the model's noise schedule: Zero Terminal SNR is not applied."]
+    with pytest.raises(RequestError, match="Noise schedule must be one of Default, Zero Terminal SNR") as caught:
+        GenerationRequest(noise_schedule="zero")
+    assert caught.value.field == "noise_schedule"
 
 
 def test_what_each_sampler_reads_goes_into_the_infotext():
@@ -151,6 +170,21 @@ def test_on_the_embedded_model_euler_a_at_eta_0_paints_eulers_picture(engine):
     for picture in (quiet, half):  # still the picture asked for
         found = classify(Image.fromarray(picture.astype(np.uint8)))
         assert (found.colour, found.shape) == ("red", "circle"), found
+
+
+def test_on_the_embedded_model_ddim_paints_the_prompt_at_either_eta(engine):
+    """DDIM's picture is the prompt's (diffusers' default clipping of its prediction turned the background green),
+    and eta 1 draws another one, still the prompt's."""
+    from PIL import Image
+
+    from training.classify import classify
+
+    plain, _ = paint(engine, "DDIM")
+    noisy, result = paint(engine, "DDIM", eta_ddim=1.0)
+    assert "Eta DDIM: 1," in result.infotexts[0] and np.abs(plain - noisy).max() > 16
+    for picture in (plain, noisy):
+        found = classify(Image.fromarray(picture.astype(np.uint8)))
+        assert (found.colour, found.shape, found.background) == ("red", "circle", "white"), found
 
 
 def test_on_the_embedded_model_a_sampler_that_cannot_read_one_warns(engine):

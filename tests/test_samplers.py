@@ -33,6 +33,9 @@ def test_options_reach_the_scheduler():
     assert make_scheduler("DPM++ 2M", "Automatic", BASE).config.algorithm_type == "dpmsolver++"
     assert make_scheduler("Euler", "SGM Uniform", BASE).config.timestep_spacing == "trailing"
     assert make_scheduler("DPM++ SDE", "Automatic", BASE, seeds=[7, 8]).config.noise_sampler_seed == [7, 8]
+    # A1111's DDIM and DDPM do not clip the predicted picture, whatever the model's config leaves out
+    assert make_scheduler("DDIM", "Automatic", BASE).config.clip_sample is False
+    assert make_scheduler("DDPM", "Automatic", BASE).config.clip_sample is False
 
 
 def test_a_fresh_scheduler_each_time():

@@ -4,6 +4,8 @@ every field but the file's name and learning rate, as in A1111's tab."""
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from pipelines.embedding_training import CreateRequest, TrainEmbeddingRequest, create_embedding, train_embedding
@@ -18,6 +20,8 @@ from pipelines.training_run import (CLIP_GRAD, LATENT_SAMPLING, PREVIEW_FIELDS, 
                                    configured, template_names)
 
 from .common import FIT, GPU_QUEUE, REFRESH, FieldSet
+
+PROGRESS_PERIOD = 0.25  # seconds between two progress lines shown
 
 DEFAULT_TEMPLATE = "style_filewords.txt"
 
@@ -196,11 +200,16 @@ def build(services, model: gr.Dropdown, txt2img: dict) -> None:
             try:
                 train_request = request_class(**{k: "" if v is None else v for k, v in values.items()},
                                               **configured(services.config))
+                shown = 0.0
                 for event in streamed(lambda on_progress, cancel: train_file(engine, train_request, on_progress,
                                                                              cancel, owner)):
                     if isinstance(event, TrainResult):
                         yield event.message, gr.update()
                     elif isinstance(event, TrainProgress):
+                        # a small model's steps come faster than a page can draw them: a few a second, and previews
+                        if event.preview is None and time.monotonic() - shown < PROGRESS_PERIOD:
+                            continue
+                        shown = time.monotonic()
                         text = (f"Step {event.step} of {event.steps}: loss {event.loss:.4f}, "
                                 f"learning rate {event.learn_rate:g}")
                         yield text, event.preview if event.preview is not None else gr.update()

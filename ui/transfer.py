@@ -31,7 +31,7 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "seed_resize_from_w", "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
                "initial_noise_multiplier", "color_correction", "soft_inpainting",
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, PAG.field, NGMS.field,
-               "freeu", *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)))
+               "freeu", *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule")
 
 
 def _shown(services, name: str, value):
