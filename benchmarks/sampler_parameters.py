@@ -27,6 +27,8 @@ MODES = {
     "DPM++ 2M Karras, rho 3": ("DPM++ 2M", "Karras", {"rho": 3.0}),
     "DPM++ 2M Karras, max sigma 5": ("DPM++ 2M", "Karras", {"sigma_max": 5.0}),
     "Euler, zero terminal SNR": ("Euler", "Automatic", {"noise_schedule": "Zero Terminal SNR"}),
+    "UniPC (A1111's bh1, order 3)": ("UniPC", "Automatic", {}),
+    "UniPC, bh2 order 2 (diffusers')": ("UniPC", "Automatic", {"uni_pc_variant": "bh2", "uni_pc_order": 2}),
 }
 
 

@@ -24,7 +24,7 @@ from .grid import BatchLayout
 from .negative_guidance import NGMS
 from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
-from .sampler_parameters import NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS
+from .sampler_parameters import MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC, UNI_PC_VARIANTS
 from .training_run import MAX_REPEATS, check_word_regex
 
 
@@ -123,6 +123,12 @@ OPTIONS = (
     Option("sd_noise_schedule", "Noise schedule for sampling", SAMPLING, NOISE_SCHEDULES[0], choices=NOISE_SCHEDULES,
            request_field="noise_schedule", info="for models trained with zero terminal SNR; the generation tabs' "
                                                 "and the API's default"),
+    Option("uni_pc_variant", "UniPC variant", SAMPLING, UNI_PC["uni_pc_variant"][1], choices=UNI_PC_VARIANTS,
+           request_field="uni_pc_variant", info="the generation tabs' and the API's default"),
+    Option("uni_pc_order", "UniPC order", SAMPLING, UNI_PC["uni_pc_order"][1], low=1, high=MAX_UNI_PC_ORDER,
+           request_field="uni_pc_order", info="must be < sampling steps; the generation tabs' and the API's default"),
+    Option("uni_pc_lower_order_final", "UniPC lower order final", SAMPLING, UNI_PC["uni_pc_lower_order_final"][1],
+           request_field="uni_pc_lower_order_final", info="the generation tabs' and the API's default"),
     Option("training_write_csv_every", "Save an csv containing the loss to log directory every N steps, 0 to disable",
            TRAINING, 500, low=0, info="and at a run's last step"),
     Option("training_image_repeats_per_epoch", "Number of repeats for a single input image per epoch; used only for "

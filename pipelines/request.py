@@ -25,9 +25,9 @@ from .negative_guidance import NGMS
 from .pag import PAG
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
-from .sampler_parameters import (ETA_ANCESTRAL, ETA_DDIM, NOISE_SCHEDULE_KEY, NOISE_SCHEDULES, RHO, S_CHURN, S_NOISE,
-                                 S_TMAX, S_TMIN, SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX, SIGMA_MIN, check_noise_schedule,
-                                 check_range, infotext as sampler_infotext)
+from .sampler_parameters import (ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, MAX_UNI_PC_ORDER, NOISE_SCHEDULE,
+                                 NOISE_SCHEDULES, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SETTINGS as SAMPLER_SETTINGS,
+                                 SIGMA_MAX, SIGMA_MIN, UNI_PC, check_choices, check_range, infotext as sampler_infotext)
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -65,6 +65,7 @@ _INT_RANGES = (
     ("sd_upscale_overlap", "Tile overlap", 0, MAX_OVERLAP),
     ("dp_max_generations", "Max generations", 0, MAX_GENERATIONS),
     ("dp_combinatorial_batches", "Combinatorial batches", 1, MAX_COMBINATORIAL_BATCHES),
+    ("uni_pc_order", "UniPC order", 1, MAX_UNI_PC_ORDER),
 )
 EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
@@ -246,6 +247,9 @@ class GenerationRequest:
     sigma_max: float = SIGMA_MAX.default  # 0: the model's
     rho: float = RHO.default  # 0: the schedule's own
     noise_schedule: str = NOISE_SCHEDULES[0]  # "Default": the model's betas; or rescaled to zero terminal SNR
+    uni_pc_variant: str = UNI_PC["uni_pc_variant"][1]
+    uni_pc_order: int = UNI_PC["uni_pc_order"][1]
+    uni_pc_lower_order_final: bool = UNI_PC["uni_pc_lower_order_final"][1]
     # FreeU (pipelines/freeu.py): on, and its factors
     freeu: bool = False
     freeu_b1: float = FREEU_SETTINGS[0].default
@@ -327,7 +331,8 @@ class GenerationRequest:
         self._check_settings((RESCALE, PAG, NGMS, *SAMPLER_SETTINGS))
         if self.sigma_min and self.sigma_max:
             check_range(self.sigma_min, self.sigma_max)
-        check_noise_schedule(self.noise_schedule)
+        check_choices(self.noise_schedule, self.uni_pc_variant)
+        set_(self, "uni_pc_lower_order_final", bool(self.uni_pc_lower_order_final))
         self._check_regions()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
@@ -696,9 +701,9 @@ class GenerationRequest:
                           ("Step cache", "step_cache"), ("Variation seed", "subseed"),
                           ("Variation seed strength", "subseed_strength"), ("Refiner", "refiner_checkpoint"),
                           ("Refiner switch at", "refiner_switch_at"), ("Noise multiplier", "initial_noise_multiplier"),
-                          (NOISE_SCHEDULE_KEY, "noise_schedule")):
+                          *((SAMPLER_KEYS[name], name) for name in (NOISE_SCHEDULE, *UNI_PC))):
             if key in params:
-                values[name] = params[key]
+                values[name] = params[key] == "True" if name == "uni_pc_lower_order_final" else params[key]
         if "Sampler" in params:
             values["sampler"] = params["Sampler"]
             values["scheduler"] = params.get("Schedule type", "Automatic")

@@ -50,11 +50,21 @@ _BY_FIELD = {setting.field: setting for setting in SETTINGS}
 NOISE_SCHEDULE, NOISE_SCHEDULE_KEY = "noise_schedule", "Noise Schedule"
 NOISE_SCHEDULES = ("Default", "Zero Terminal SNR")
 ZERO_SNR_SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M SDE", "DDIM", "DDPM", "UniPC", "LCM")
-_DEFAULTS = {**{setting.field: setting.default for setting in SETTINGS}, NOISE_SCHEDULE: NOISE_SCHEDULES[0]}
+# A1111's UniPC options (their keys are the request's fields) -> (infotext key, A1111's default, diffusers' option);
+# A1111's defaults are UniPC's here, not diffusers' (bh2, order 2). Its third variant, vary_coeff, and its skip type
+# have no diffusers counterpart.
+UNI_PC = {"uni_pc_variant": ("UniPC variant", "bh1", "solver_type"),
+          "uni_pc_order": ("UniPC order", 3, "solver_order"),
+          "uni_pc_lower_order_final": ("UniPC lower order final", True, "lower_order_final")}
+UNI_PC_VARIANTS, MAX_UNI_PC_ORDER = ("bh1", "bh2"), 50
+_DEFAULTS = {**{setting.field: setting.default for setting in SETTINGS}, NOISE_SCHEDULE: NOISE_SCHEDULES[0],
+             **{name: default for name, (_, default, _) in UNI_PC.items()}}
+KEYS = {**{setting.field: setting.key for setting in SETTINGS}, NOISE_SCHEDULE: NOISE_SCHEDULE_KEY,
+        **{name: key for name, (key, _, _) in UNI_PC.items()}}  # the infotext's
 
 # The settings each sampler reads here, and those its A1111 counterpart reads that it cannot (it runs as if at
 # their defaults).
-READS = {"DDIM": (ETA_DDIM.field,), "Euler a": (ETA_ANCESTRAL.field,), "Euler": CHURN}
+READS = {"DDIM": (ETA_DDIM.field,), "Euler a": (ETA_ANCESTRAL.field,), "Euler": CHURN, "UniPC": tuple(UNI_PC)}
 CANNOT_READ = {"DPM2 a": (ETA_ANCESTRAL.field,), "DPM++ SDE": (ETA_ANCESTRAL.field,),
                "DPM++ 2M SDE": (ETA_ANCESTRAL.field,), "Heun": CHURN, "DPM2": CHURN}
 SCHEDULE_READS = {"Karras": (SIGMA_MIN.field, SIGMA_MAX.field, RHO.field),
@@ -74,10 +84,6 @@ def _cannot_read(sampler: str) -> tuple[str, ...]:
     return CANNOT_READ.get(sampler, ()) + (() if sampler in ZERO_SNR_SAMPLERS else (NOISE_SCHEDULE,))
 
 
-def _key(name: str) -> str:
-    return NOISE_SCHEDULE_KEY if name == NOISE_SCHEDULE else _BY_FIELD[name].key
-
-
 def _passes(request):
     """(sampler, schedule type) of each pass of a request: hires fix's second has its own where it names one."""
     yield request.sampler, request.scheduler
@@ -92,7 +98,7 @@ def used(request) -> dict[str, Any]:
 
 def infotext(request) -> dict[str, Any]:
     """The settings its passes read (``used``'s) under their infotext keys."""
-    return {_key(name): value for sampler, schedule in _passes(request)
+    return {KEYS[name]: value for sampler, schedule in _passes(request)
             for name, value in _changed(request, _reads(sampler, schedule)).items()}
 
 
@@ -105,15 +111,17 @@ def unapplied(request) -> list[str]:
         for name, value in _changed(request, _cannot_read(sampler)).items()))
 
 
-def check_noise_schedule(value: str) -> None:
-    if value not in NOISE_SCHEDULES:
-        raise RequestError(f"Noise schedule must be one of {', '.join(NOISE_SCHEDULES)}; got {value!r}.",
-                           NOISE_SCHEDULE)
+def check_choices(noise_schedule: str, uni_pc_variant: str) -> None:
+    for value, choices, label, field in ((noise_schedule, NOISE_SCHEDULES, "Noise schedule", NOISE_SCHEDULE),
+                                         (uni_pc_variant, UNI_PC_VARIANTS, "UniPC variant", "uni_pc_variant")):
+        if value not in choices:
+            raise RequestError(f"{label} must be one of {', '.join(choices)}; got {value!r}.", field)
 
 
 def scheduler_options(values: Mapping[str, Any]) -> dict:
-    """The scheduler config options ``values`` (``used``'s) ask for: betas rescaled to zero terminal SNR."""
-    return {"rescale_betas_zero_snr": True} if values.get(NOISE_SCHEDULE) == NOISE_SCHEDULES[1] else {}
+    """The scheduler config options ``values`` (``used``'s) ask for: betas rescaled to zero terminal SNR, UniPC's."""
+    options = {option: values[name] for name, (_, _, option) in UNI_PC.items() if name in values}
+    return {**options, "rescale_betas_zero_snr": True} if values.get(NOISE_SCHEDULE) == NOISE_SCHEDULES[1] else options
 
 
 def check_range(low: float, high: float) -> None:

@@ -39,7 +39,10 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("DDIM", "DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}, ("ddim",)),
         Sampler("DDPM", "DDPMScheduler", {"clip_sample": False}, ("ddpm",)),  # Forge's name; Kandinsky 2.2's own
         Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, ("plms",)),
-        Sampler("UniPC", "UniPCMultistepScheduler", aliases=("unipc",)),
+        # A1111's defaults (diffusers': bh2, order 2); like A1111's, it ends at the model's least noise, not at none,
+        # where diffusers' bh1 divides by an infinite step (NaN pictures)
+        Sampler("UniPC", "UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3,
+                                                     "final_sigmas_type": "sigma_min"}, ("unipc",)),
         Sampler("DEIS", "DEISMultistepScheduler", aliases=("deis",)),
         Sampler("LCM", "LCMScheduler", aliases=("lcm",)),
     )

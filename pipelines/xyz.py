@@ -122,6 +122,7 @@ AXES = {axis.label: axis for axis in (
     *(Axis(name, float, _field(setting.field), _labelled(name)) for name, setting in (
         ("Sigma Churn", S_CHURN), ("Sigma min", S_TMIN), ("Sigma max", S_TMAX), ("Sigma noise", S_NOISE),
         ("Schedule min sigma", SIGMA_MIN), ("Schedule max sigma", SIGMA_MAX), ("Schedule rho", RHO))),
+    Axis("UniPC Order", int, _field("uni_pc_order"), _labelled("UniPC Order", "d")),
 )}
 
 

@@ -197,6 +197,7 @@ def test_sampler_parameters_from_payload_options_or_override(alice):
     assert params(infotext="x\nSteps: 3, Sampler: DDIM, Seed: 3, Eta DDIM: 0.7")["Eta DDIM"] == "0.7"
     zero_snr = params(sampler_name="Euler", override_settings={"sd_noise_schedule": "Zero Terminal SNR"})
     assert zero_snr["Noise Schedule"] == "Zero Terminal SNR"
+    assert params(sampler_name="UniPC", override_settings={"uni_pc_order": 2})["UniPC order"] == "2"
 
 
 def test_prompts_from_file_or_textbox_runs_a_job_per_line(alice):
@@ -689,6 +690,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "eta": 3}, "eta"),
     ("txt2img", {"prompt": "x", "override_settings": {"sd_noise_schedule": "ZTSNR"}},
      "override_settings.sd_noise_schedule"),
+    ("txt2img", {"prompt": "x", "override_settings": {"uni_pc_variant": "vary_coeff"}},
+     "override_settings.uni_pc_variant"),
     ("txt2img", {"prompt": "x", "s_churn": -1}, "s_churn"),
     ("txt2img", {"prompt": "x", "override_settings": {"sigma_min": 5, "sigma_max": 2}}, "override_settings.sigma_min"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "initial_noise_multiplier": 2}, "initial_noise_multiplier"),

@@ -27,8 +27,9 @@ def test_defaults_are_a1111s_where_a1111_has_the_option():
     assert (config["samples_save"], config["samples_format"], config["jpeg_quality"], config["grid_save"],
             config["n_rows"], config["return_grid"], config["CLIP_stop_at_last_layers"]) == (
         True, "png", 80, True, -1, True, 1)
-    assert [config[key] for key in ("eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min",
-                                    "sigma_max", "rho", "sd_noise_schedule")] == [0, 1, 0, 0, 0, 1, 0, 0, 0, "Default"]
+    sampling = ("eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min", "sigma_max", "rho",
+                "sd_noise_schedule", "uni_pc_variant", "uni_pc_order", "uni_pc_lower_order_final")
+    assert [config[key] for key in sampling] == [0, 1, 0, 0, 0, 1, 0, 0, 0, "Default", "bh1", 3, True]
     assert len({option.key for option in OPTIONS}) == len(OPTIONS)
 
 

@@ -92,6 +92,29 @@ def test_zero_terminal_snr_rescales_the_betas_where_the_scheduler_can():
     assert caught.value.field == "noise_schedule"
 
 
+def test_unipc_takes_a1111s_variant_order_and_lower_order_final():
+    own = make_scheduler("UniPC", "Automatic", BASE)  # A1111's defaults, not diffusers' (bh2, order 2)
+    assert (own.config.solver_type, own.config.solver_order, own.config.lower_order_final) == ("bh1", 3, True)
+    own.set_timesteps(10)
+    sample = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)) * own.init_noise_sigma
+    for timestep in own.timesteps:
+        sample = own.step(sample * 0.1, timestep, sample).prev_sample
+    assert torch.isfinite(sample).all()  # bh1 needs the last step to end above zero noise
+    request = GenerationRequest(prompt="x", sampler="UniPC", uni_pc_variant="bh2", uni_pc_order=2,
+                                uni_pc_lower_order_final=False)
+    tuned_config = make_scheduler("UniPC", "Automatic", BASE, parameters=used(request)).config
+    assert (tuned_config.solver_type, tuned_config.solver_order, tuned_config.lower_order_final) == ("bh2", 2, False)
+    assert infotext(request) == {"UniPC variant": "bh2", "UniPC order": 2, "UniPC lower order final": False}
+    back = GenerationRequest.from_infotext(request.infotext(1, "m"))
+    assert (back.uni_pc_variant, back.uni_pc_order, back.uni_pc_lower_order_final) == ("bh2", 2, False)
+    assert infotext(GenerationRequest(sampler="Euler", uni_pc_order=2)) == {}  # UniPC's alone
+    assert AXES["UniPC Order"].apply(request, 1) == {"uni_pc_order": 1}
+    with pytest.raises(RequestError, match="UniPC variant must be one of bh1, bh2; got 'vary_coeff'"):
+        GenerationRequest(uni_pc_variant="vary_coeff")
+    with pytest.raises(RequestError, match="UniPC order must be between 1 and 50"):
+        GenerationRequest(uni_pc_order=0)
+
+
 def test_what_each_sampler_reads_goes_into_the_infotext():
     def request(sampler: str, scheduler: str = "Automatic", **values) -> GenerationRequest:
         return GenerationRequest(sampler=sampler, scheduler=scheduler, **values)

@@ -21,7 +21,8 @@ from pipelines.config import batch_layout
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
 from pipelines.grid import MAX_MARGIN
 from pipelines.negative_guidance import NGMS
-from pipelines.sampler_parameters import NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS
+from pipelines.sampler_parameters import (MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC,
+                                         UNI_PC_VARIANTS)
 from pipelines.pag import PAG
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.script_settings import Setting
@@ -232,9 +233,19 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
             with gr.Row():
                 for setting in row:
                     setting_slider(fields, setting, f"{p}_{setting.field}")
-        fields.add("noise_schedule", gr.Radio(list(NOISE_SCHEDULES), value=NOISE_SCHEDULES[0], label="Noise schedule",
-                                              info="Zero Terminal SNR: for models trained so",
-                                              elem_id=f"{p}_noise_schedule"))
+        with gr.Row():
+            fields.add("noise_schedule", gr.Radio(list(NOISE_SCHEDULES), value=NOISE_SCHEDULES[0],
+                                                  label="Noise schedule", elem_id=f"{p}_noise_schedule",
+                                                  info="Zero Terminal SNR: for models trained so"))
+            fields.add("uni_pc_variant", gr.Radio(list(UNI_PC_VARIANTS), value=UNI_PC["uni_pc_variant"][1],
+                                                  label="UniPC variant", elem_id=f"{p}_uni_pc_variant"))
+        with gr.Row():
+            fields.add("uni_pc_order", gr.Slider(1, MAX_UNI_PC_ORDER, value=UNI_PC["uni_pc_order"][1], step=1,
+                                                 label="UniPC order", info="must be < sampling steps",
+                                                 elem_id=f"{p}_uni_pc_order"))
+            fields.add("uni_pc_lower_order_final", gr.Checkbox(UNI_PC["uni_pc_lower_order_final"][1],
+                                                               label="UniPC lower order final",
+                                                               elem_id=f"{p}_uni_pc_lower_order_final"))
     with gr.Row():
         fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
         dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)

@@ -15,7 +15,7 @@ from pipelines.negative_guidance import NGMS
 from pipelines.pag import PAG
 from pipelines.infotext import parse_infotext
 from pipelines.registry import TITLE
-from pipelines.sampler_parameters import SETTINGS as SAMPLER_SETTINGS
+from pipelines.sampler_parameters import SETTINGS as SAMPLER_SETTINGS, UNI_PC
 from pipelines.request import NO_CHECKPOINT, REGIONAL_FIELDS, GenerationRequest
 from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
 
@@ -31,7 +31,7 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "seed_resize_from_w", "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
                "initial_noise_multiplier", "color_correction", "soft_inpainting",
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, PAG.field, NGMS.field,
-               "freeu", *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule")
+               "freeu", *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC)
 
 
 def _shown(services, name: str, value):
