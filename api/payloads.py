@@ -422,8 +422,8 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     for key, option in (("Model", "sd_model_checkpoint"), ("Clip skip", "CLIP_stop_at_last_layers"),
                         ("Step cache", "step_cache"), (SAMPLER_KEYS[NOISE_SCHEDULE], "sd_noise_schedule"),
                         *((SAMPLER_KEYS[name], name) for name in (*(s.field for s in SAMPLER_SETTINGS), *UNI_PC))):
-        if key in params:
-            override.setdefault(option, params[key])
+        if key in params:  # an option that is on or off, from the infotext's words for it
+            override.setdefault(option, {"True": True, "False": False}.get(params[key], params[key]))
     if override:
         update["override_settings"] = override
     scripts = dict(payload.alwayson_scripts)  # A1111 fills an always-on script's arguments from the infotext too

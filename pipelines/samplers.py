@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from .errors import RequestError
 from .sampler_parameters import scheduler_options, tuned
@@ -98,7 +98,7 @@ def _accepts(class_name: str, options: dict) -> bool:
 
 
 def make_scheduler(sampler: str, schedule_type: str, base_config, seeds: list[int] | None = None,
-                   parameters: Mapping[str, float] | None = None):
+                   parameters: Mapping[str, Any] | None = None):
     """A fresh scheduler for one request, built from the model's scheduler config; ``parameters`` are the sampler
     parameters it reads (``sampler_parameters.used``)."""
     name, schedule = normalize(sampler, schedule_type)

@@ -198,6 +198,8 @@ def test_sampler_parameters_from_payload_options_or_override(alice):
     zero_snr = params(sampler_name="Euler", override_settings={"sd_noise_schedule": "Zero Terminal SNR"})
     assert zero_snr["Noise Schedule"] == "Zero Terminal SNR"
     assert params(sampler_name="UniPC", override_settings={"uni_pc_order": 2})["UniPC order"] == "2"
+    unipc = params(infotext="x\nSteps: 3, Sampler: UniPC, Seed: 3, UniPC order: 1, UniPC lower order final: False")
+    assert (unipc["UniPC order"], unipc["UniPC lower order final"]) == ("1", "False")
 
 
 def test_prompts_from_file_or_textbox_runs_a_job_per_line(alice):
