@@ -1,5 +1,6 @@
-"""A1111's sampler parameters (pipelines/sampler_parameters.py): eta, sigma churn and the schedule's sigmas, read by
-the samplers that take them, on the schedulers themselves and through the engine on the embedded model."""
+"""A1111's sampler parameters (pipelines/sampler_parameters.py): eta, sigma churn, the schedule's sigmas, the noise
+schedule and UniPC's, read by the samplers that take them, on the schedulers themselves and through the engine on the
+embedded model."""
 
 from pathlib import Path
 
