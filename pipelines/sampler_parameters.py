@@ -47,7 +47,7 @@ _BY_FIELD = {setting.field: setting for setting in SETTINGS}
 # A1111's "Noise schedule for sampling" (option sd_noise_schedule, infotext "Noise Schedule"): the model's betas, or
 # rescaled to zero terminal SNR (the last step pure noise), for models trained so; the samplers whose diffusers
 # scheduler can rescale them
-NOISE_SCHEDULE, NOISE_SCHEDULE_KEY = "noise_schedule", "Noise Schedule"
+NOISE_SCHEDULE = "noise_schedule"
 NOISE_SCHEDULES = ("Default", "Zero Terminal SNR")
 ZERO_SNR_SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DPM++ 2M SDE", "DDIM", "DDPM", "UniPC", "LCM")
 # A1111's UniPC options (their keys are the request's fields) -> (infotext key, A1111's default, diffusers' option);
@@ -59,7 +59,7 @@ UNI_PC = {"uni_pc_variant": ("UniPC variant", "bh1", "solver_type"),
 UNI_PC_VARIANTS, MAX_UNI_PC_ORDER = ("bh1", "bh2"), 50
 _DEFAULTS = {**{setting.field: setting.default for setting in SETTINGS}, NOISE_SCHEDULE: NOISE_SCHEDULES[0],
              **{name: default for name, (_, default, _) in UNI_PC.items()}}
-KEYS = {**{setting.field: setting.key for setting in SETTINGS}, NOISE_SCHEDULE: NOISE_SCHEDULE_KEY,
+KEYS = {**{setting.field: setting.key for setting in SETTINGS}, NOISE_SCHEDULE: "Noise Schedule",
         **{name: key for name, (key, _, _) in UNI_PC.items()}}  # the infotext's
 
 # The settings each sampler reads here, and those its A1111 counterpart reads that it cannot (it runs as if at
@@ -75,40 +75,33 @@ def _changed(request, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: getattr(request, name) for name in names if getattr(request, name) != _DEFAULTS[name]}
 
 
-def _reads(sampler: str, schedule: str) -> tuple[str, ...]:
-    return (READS.get(sampler, ()) + SCHEDULE_READS.get(schedule, ())
-            + ((NOISE_SCHEDULE,) if sampler in ZERO_SNR_SAMPLERS else ()))
-
-
-def _cannot_read(sampler: str) -> tuple[str, ...]:
-    return CANNOT_READ.get(sampler, ()) + (() if sampler in ZERO_SNR_SAMPLERS else (NOISE_SCHEDULE,))
-
-
 def _passes(request):
-    """(sampler, schedule type) of each pass of a request: hires fix's second has its own where it names one."""
-    yield request.sampler, request.scheduler
-    if request.enable_hr and request.hr_sampler_name:
-        yield request.hr_sampler_name, request.hr_scheduler or request.scheduler
+    """The request's passes: itself, and hires fix's second (whose sampler may be its own)."""
+    yield request
+    if request.enable_hr:
+        yield request.hires_pass()
 
 
 def used(request) -> dict[str, Any]:
     """The settings the pass's sampler and schedule type read, where they differ from A1111's defaults."""
-    return _changed(request, _reads(request.sampler, request.scheduler))
+    sampler = request.sampler
+    return _changed(request, READS.get(sampler, ()) + SCHEDULE_READS.get(request.scheduler, ())
+                    + ((NOISE_SCHEDULE,) if sampler in ZERO_SNR_SAMPLERS else ()))
 
 
 def infotext(request) -> dict[str, Any]:
     """The settings its passes read (``used``'s) under their infotext keys."""
-    return {KEYS[name]: value for sampler, schedule in _passes(request)
-            for name, value in _changed(request, _reads(sampler, schedule)).items()}
+    return {KEYS[name]: value for made in _passes(request) for name, value in used(made).items()}
 
 
 def unapplied(request) -> list[str]:
     """A warning for each setting the request changes that A1111's sampler would read and this one cannot."""
     return list(dict.fromkeys(
-        f"{sampler} runs here with the model's noise schedule: {value} is not applied." if name == NOISE_SCHEDULE
-        else f"{sampler} runs here as at {_BY_FIELD[name].label} {_BY_FIELD[name].default:g}: the {value:g} asked "
-             "for is not applied." for sampler, _ in _passes(request)
-        for name, value in _changed(request, _cannot_read(sampler)).items()))
+        f"{made.sampler} runs here with the model's noise schedule: {value} is not applied." if name == NOISE_SCHEDULE
+        else f"{made.sampler} runs here as at {_BY_FIELD[name].label} {_BY_FIELD[name].default:g}: the {value:g} "
+             "asked for is not applied." for made in _passes(request)
+        for name, value in _changed(made, CANNOT_READ.get(made.sampler, ())
+                                    + (() if made.sampler in ZERO_SNR_SAMPLERS else (NOISE_SCHEDULE,))).items()))
 
 
 def check_choices(noise_schedule: str, uni_pc_variant: str) -> None:

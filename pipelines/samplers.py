@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import RequestError
-from .sampler_parameters import scheduler_options, tuned
+from .sampler_parameters import UNI_PC, scheduler_options, tuned
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, ("plms",)),
         # A1111's defaults (diffusers': bh2, order 2); like A1111's, it ends at the model's least noise, not at none,
         # where diffusers' bh1 divides by an infinite step (NaN pictures)
-        Sampler("UniPC", "UniPCMultistepScheduler", {"solver_type": "bh1", "solver_order": 3,
+        Sampler("UniPC", "UniPCMultistepScheduler", {**{option: default for _, default, option in UNI_PC.values()},
                                                      "final_sigmas_type": "sigma_min"}, ("unipc",)),
         Sampler("DEIS", "DEISMultistepScheduler", aliases=("deis",)),
         Sampler("LCM", "LCMScheduler", aliases=("lcm",)),
