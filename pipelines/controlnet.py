@@ -5,7 +5,8 @@ init picture) and how strongly and when the control applies. ``control_map`` tur
 pipeline receives; ``control_modes`` patches each ControlNet's outputs for the extension's control modes for
 the length of one pass: "My prompt is more important" scales the residuals down towards the shallow layers
 (0.825 ** depth), "ControlNet is more important" does so too and gives the control to the conditional half of
-the classifier-free-guidance batch only.
+the classifier-free-guidance batch only. A unit whose model is an IP-Adapter (``ip_adapter``) gives the pipeline its
+picture's encodings instead of a map.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from PIL import Image, ImageOps
 
+from . import ip_adapter
 from .errors import RequestError
-from .preprocessors import NONE, PREPROCESSORS, Preprocessors, pixel_perfect_resolution
+from .preprocessors import ALIASES, NONE, PREPROCESSORS, Preprocessors, pixel_perfect_resolution
 
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
@@ -86,7 +88,8 @@ class ControlUnit:
         set_, where = object.__setattr__, f"ControlNet unit {self.index}"
         set_(self, "enabled", bool(self.enabled))
         set_(self, "model", model_name(self.model))
-        set_(self, "module", (self.module or NONE).strip())
+        module = (self.module or NONE).strip()
+        set_(self, "module", ALIASES.get(module, module))
         if self.module not in PREPROCESSORS:
             raise RequestError(f"{where}: unknown preprocessor {self.module!r}. Choose one of: "
                                f"{', '.join(PREPROCESSORS)}.", "controlnets")
@@ -152,16 +155,34 @@ def fit_map(image: Image.Image, size: tuple[int, int], resize_mode: int) -> Imag
     return ImageOps.pad(image, size, Image.LANCZOS, color=(0, 0, 0))
 
 
-def control_map(unit: ControlUnit, init_image: Image.Image | None, size: tuple[int, int],
-                preprocessors: Preprocessors) -> Image.Image:
-    """The map one unit gives its ControlNet at ``size`` (width, height)."""
+def control_source(unit: ControlUnit, init_image: Image.Image | None) -> Image.Image:
+    """The picture a unit reads: its own, or in img2img and inpaint the init picture."""
     source = unit.image if unit.image is not None else init_image
     if source is None:
         raise RequestError(f"ControlNet unit {unit.index}: upload a control image (in img2img and inpaint the "
                            "init picture is used when there is none).", "controlnets")
+    return source
+
+
+def control_map(unit: ControlUnit, init_image: Image.Image | None, size: tuple[int, int],
+                preprocessors: Preprocessors) -> Image.Image:
+    """The map one unit gives its ControlNet at ``size`` (width, height)."""
+    source = control_source(unit, init_image)
     resolution = pixel_perfect_resolution(source, *size, unit.resize_mode) if unit.pixel_perfect else unit.processor_res
     detected = preprocessors.run(unit.module, source, resolution, *unit.thresholds())
     return fit_map(detected, size, unit.resize_mode)
+
+
+def check_module(unit: ControlUnit, adapter: bool) -> None:
+    """An IP-Adapter model takes an ``ip-adapter_clip_*`` preprocessor (its CLIP image encoder), and only it does."""
+    encoder = PREPROCESSORS[unit.module].encoder
+    if adapter and not encoder:
+        raise RequestError(f"ControlNet unit {unit.index}: {unit.model!r} is an IP-Adapter; pick an ip-adapter_clip "
+                           "preprocessor for it (ip-adapter_clip_h, or ip-adapter_clip_g for SDXL's own adapters).",
+                           "controlnets")
+    if encoder and not adapter:
+        raise RequestError(f"ControlNet unit {unit.index}: the {unit.module} preprocessor is for IP-Adapter models, "
+                           f"and {unit.model!r} is a ControlNet.", "controlnets")
 
 
 def check_family(controlnet, unet, controlnet_name: str, model_name: str) -> None:
@@ -180,33 +201,46 @@ def check_family(controlnet, unet, controlnet_name: str, model_name: str) -> Non
 
 @dataclass(frozen=True)
 class Controls:
-    """The enabled units of a job, their loaded ControlNets and their maps at the pass's size."""
+    """The enabled units of a job: the ControlNet ones with their loaded ControlNets and their maps at the pass's
+    size, and the IP-Adapter ones (``ip_adapter.ImagePrompt``)."""
 
     units: tuple[ControlUnit, ...]
     models: tuple
     maps: tuple[Image.Image, ...]
+    images: tuple[ip_adapter.ImagePrompt, ...] = ()
 
     def at_size(self, size: tuple[int, int]) -> "Controls":
         """The same controls for a pass of another size (hires fix's second pass)."""
         return replace(self, maps=tuple(fit_map(m, size, 0) for m in self.maps))
 
-    def pipeline_arguments(self, init_image: bool) -> dict:
+    def pipeline_arguments(self, init_image: bool, guided: bool) -> dict:
         """The keyword arguments diffusers' ControlNet pipelines take (lists when there are several); pipelines
-        with an init image (img2img, inpaint, hires fix's second pass) take the maps as ``control_image``."""
+        with an init image (img2img, inpaint, hires fix's second pass) take the maps as ``control_image``. The
+        IP-Adapter units' encodings are the ``ip_adapter_image_embeds`` (with CFG, ``guided``, their unprompted
+        rows too)."""
+        arguments = {"ip_adapter_image_embeds": [p.embeds(guided) for p in self.images]} if self.images else {}
+        if not self.units:
+            return arguments
         single = len(self.units) == 1
 
         def per_unit(values: list):
             return values[0] if single else values
 
         return {
+            **arguments,
             "control_image" if init_image else "image": per_unit(list(self.maps)),
             "controlnet_conditioning_scale": per_unit([u.weight for u in self.units]),
             "control_guidance_start": per_unit([u.guidance_start for u in self.units]),
             "control_guidance_end": per_unit([u.guidance_end for u in self.units]),
         }
 
-    def modes(self, guided: bool):
-        return control_modes(list(self.models), list(self.units), guided)
+    @contextmanager
+    def applied(self, unet, guided: bool, progress: Callable[[], tuple[int, int]]) -> Iterator[None]:
+        """For one pass: the control modes' hooks on the ControlNets, the IP-Adapters on ``unet`` (``progress``
+        gives the step and the steps, for their control steps)."""
+        with control_modes(list(self.models), list(self.units), guided), \
+                ip_adapter.applied(unet, self.images, progress):
+            yield
 
 
 @contextmanager

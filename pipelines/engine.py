@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from . import extras, postprocessing, sampler_parameters
-from .controlnet import Controls, check_family, control_map
+from .controlnet import ControlUnit, Controls, check_family, check_module, control_map, control_source
 from .dynamic_prompts import Wildcards, templates
 from .embeddings import EmbeddingLibrary
 from .errors import ModelError, RequestError
@@ -33,10 +33,11 @@ from .grid import Grid
 from .images import TaskImages
 from .img2img_scripts import Tiles
 from .infotext import parse_infotext, read_infotext
+from .ip_adapter import KIND as IP_ADAPTER, ImagePrompt, encode
 from .kandinsky import FAMILY as KANDINSKY, check_request as check_model_family
 from .networks import Networks
 from .outputs import OutputWriter
-from .preprocessors import Preprocessors
+from .preprocessors import PREPROCESSORS, Preprocessors
 from .preview import LatentPreviewer
 from .refiner import check as check_refiner
 from .registry import LoadedModel, Registry
@@ -370,19 +371,36 @@ class Engine:
                                 stats=job.stats, refiner=refiner, **options)
 
     def _controls(self, held: ExitStack, model, request: GenerationRequest, job: Job) -> Controls | None:
-        """The job's enabled ControlNet units with their models (leased until the job ends) and maps; each
-        unit's infotext entry goes on the job."""
+        """The job's enabled ControlNet units with their models (leased until the job ends) and maps, and its
+        IP-Adapter units with their adapters and their pictures' encodings; each unit's infotext entry goes on the
+        job."""
         units = request.active_controls
         if not units:
             return None
-        nets = []
+        nets, adapted = [], []
         for unit in units:
-            net = held.enter_context(self.registry.lease(self.registry.resolve_controlnet(unit.model)))
-            check_family(net.pipe, model.pipe.unet, unit.model, model.info.name)
-            nets.append(net.pipe)
+            info = self.registry.resolve_controlnet(unit.model)
+            net = held.enter_context(self.registry.lease(info))
+            if info.kind == IP_ADAPTER:
+                adapted.append(self._image_prompt(unit, net.pipe, model, request))
+            else:
+                check_module(unit, adapter=False)
+                check_family(net.pipe, model.pipe.unet, unit.model, model.info.name)
+                nets.append((unit, net.pipe))
             job.extra_params[f"ControlNet {unit.index}"] = unit.infotext_value(net.hash)
-        maps = [control_map(unit, request.init_image, request.output_size, self.preprocessors) for unit in units]
-        return Controls(tuple(units), tuple(nets), tuple(maps))
+        maps = [control_map(unit, request.init_image, request.output_size, self.preprocessors) for unit, _ in nets]
+        return Controls(tuple(unit for unit, _ in nets), tuple(net for _, net in nets), tuple(maps), tuple(adapted))
+
+    def _image_prompt(self, unit: ControlUnit, adapter, model, request: GenerationRequest) -> ImagePrompt:
+        """An IP-Adapter unit's adapter, checked against the model, and its picture (the init picture when it has
+        none) encoded by its preprocessor's CLIP image encoder (leased for the encoding only)."""
+        check_module(unit, adapter=True)
+        adapter.check(model.pipe.unet, model.info.name)
+        encoder = PREPROCESSORS[unit.module].encoder
+        with self.registry.lease(self.registry.resolve_image_encoder(encoder)) as loaded:
+            adapter.check_encoder(loaded.pipe, unit.module)
+            unprompted, prompted = encode(loaded.pipe, adapter, control_source(unit, request.init_image))
+        return ImagePrompt(adapter, unprompted, prompted, unit.weight, unit.guidance_start, unit.guidance_end)
 
     def _pictures(self, model, pipe, job: Job, controls: Controls | None, hires, refiner,
                   on_progress) -> Iterator[tuple[Image.Image, int, GenerationRequest]]:
@@ -490,6 +508,8 @@ class Engine:
             job.extra_params["Hires checkpoint"] = hires.title
             for unit, net in zip(controls.units if controls else (), controls.models if controls else ()):
                 check_family(net, hires.pipe.unet, unit.model, hires.info.name)
+            for prompt in controls.images if controls else ():
+                prompt.adapter.check(hires.pipe.unet, hires.info.name)
             if latent and not model.shares_latents(hires):
                 first = encode_pictures(hires.pipe, decode_latents(pipe, first))
             model = hires

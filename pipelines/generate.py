@@ -6,7 +6,8 @@ progress (with latents for previews) and turns an interrupt request into diffuse
 flag: the current step finishes, the rest are skipped, and what was reached is decoded and returned.
 img2img and inpaint jobs pass their prepared images (``TaskImages``); as in A1111, they run
 ``steps x denoising strength`` steps. ControlNet units (``Controls``) add their maps, weights and step ranges to
-the call, and their control-mode hooks around it. The request's step cache (``step_cache``) wraps the call too, and
+the call, and their control-mode hooks around it; IP-Adapter units their pictures' encodings, and their adapters
+on the UNet for the call (``ip_adapter``). The request's step cache (``step_cache``) wraps the call too, and
 the fast modes in use (step cache, quantised weights) are labelled in the infotext. Soft inpainting blends the
 latents after each step and lays the pictures over the original as it says (``soft_inpainting``). Variation seeds,
 seed resize and the noise multiplier shape the pass's noise (``variation.shaping``). Prompt edits and a refiner
@@ -68,11 +69,14 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     steps = _Steps(on_step, should_stop, timed=stats is not None, blend=soft, conditioning=conditioning)
     if images is not None and images.resize_latents:
         task["image"] = encode_resized(pipe, images.image, request.output_size)
+    # diffusers' rule for a CFG batch (a UNet conditioned on the guidance scale, as LCM's, runs none)
+    guided = request.cfg_scale > 1 and getattr(conditioning.unets[0].config, "time_cond_proj_dim", None) is None
     if controls is not None:
-        task.update(controls.pipeline_arguments(init_image=images is not None))
+        task.update(controls.pipeline_arguments(init_image=images is not None, guided=guided))
     generators = _generators(seeds)
     started = clock() if stats is not None else 0.0
-    with controls.modes(guided=request.cfg_scale > 1) if controls else nullcontext(), \
+    with controls.applied(conditioning.unets[0], guided, lambda: (steps.run, pipe.num_timesteps)) if controls \
+            else nullcontext(), \
             step_cache.cached(pipe, request.step_cache), conditioning.restoring(pipe), \
             freeu.applied(conditioning.unets, request), \
             shaping(pipe, request, seeds, generators, task, picture=images is not None):

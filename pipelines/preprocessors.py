@@ -3,7 +3,9 @@
 Canny and content shuffle need no weights; the others (controlnet-aux detectors) are offered only when their
 weight files are in ``models/ControlNet/annotators/`` (the layout of the ``lllyasviel/Annotators`` Hub repo):
 a preprocessor whose files are missing is listed as unavailable with the folder to put them in, and never
-triggers a Hub download. Results are cached by input (picture bytes, module, resolution, thresholds).
+triggers a Hub download. The IP-Adapter modules (``ip-adapter_clip_h``, ``ip-adapter_clip_g``) name a CLIP image
+encoder in ``models/clip_vision`` instead (``ip_adapter``); what they show is the square the encoder reads. Results are
+cached by input (picture bytes, module, resolution, thresholds).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import RequestError
+from .ip_adapter import ENCODER_DIR, ENCODER_NAMES, HUB_FOLDERS, encoder_path
 
 ANNOTATOR_DIR = Path("ControlNet") / "annotators"
 NONE = "none"
@@ -45,6 +48,7 @@ class Preprocessor:
     threshold_a: Slider | None = None
     threshold_b: Slider | None = None
     takes_resolution: bool = True
+    encoder: str = ""  # an IP-Adapter module's CLIP image encoder (``ip_adapter.ENCODER_NAMES``)
 
 
 PREPROCESSORS = {p.name: p for p in (
@@ -70,12 +74,20 @@ PREPROCESSORS = {p.name: p for p in (
     Preprocessor("openpose_full", "OpenposeDetector", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
                  {"include_body": True, "include_hand": True, "include_face": True}),
     Preprocessor("normal_bae", "NormalBaeDetector", ("scannet.pt",)),
+    Preprocessor("ip-adapter_clip_h", takes_resolution=False, encoder="clip_h"),
+    Preprocessor("ip-adapter_clip_g", takes_resolution=False, encoder="clip_g"),
 )}
+# The extension's earlier names of the IP-Adapter modules, still in its users' API calls.
+ALIASES = {"ip-adapter_clip_sd15": "ip-adapter_clip_h", "ip-adapter_clip_sdxl": "ip-adapter_clip_g",
+           "ip-adapter_clip_sdxl_plus_vith": "ip-adapter_clip_h"}
+CLIP_SIZE = 224  # the picture side CLIP image encoders read
 
 
 def missing_weights(models_dir: Path, name: str) -> list[str]:
-    folder = models_dir / ANNOTATOR_DIR
-    return [f for f in PREPROCESSORS[name].weights if not (folder / f).is_file()]
+    folder, module = models_dir / ANNOTATOR_DIR, PREPROCESSORS[name]
+    if module.encoder:
+        return [] if encoder_path(models_dir, module.encoder) else [module.encoder]
+    return [f for f in module.weights if not (folder / f).is_file()]
 
 
 def available(models_dir: Path) -> list[str]:
@@ -87,6 +99,10 @@ def unavailable_reason(models_dir: Path, name: str) -> str | None:
     missing = missing_weights(models_dir, name)
     if not missing:
         return None
+    if encoder := PREPROCESSORS[name].encoder:
+        return (f"Preprocessor {name!r} needs the CLIP image encoder {encoder} in {models_dir / ENCODER_DIR}: a "
+                f"folder {encoder}/ with its config.json (h94/IP-Adapter's {HUB_FOLDERS[encoder]}), or "
+                f"{' or '.join(f'{stem}.safetensors' for stem in ENCODER_NAMES[encoder])}.")
     return (f"Preprocessor {name!r} needs {', '.join(missing)} in {models_dir / ANNOTATOR_DIR} "
             "(from the lllyasviel/Annotators repository).")
 
@@ -136,6 +152,8 @@ class Preprocessors:
             return image
         if module.name == INVERT:
             return ImageOps.invert(image)
+        if module.encoder:  # what the encoder sees (``ip_adapter.encode``): the picture's middle square
+            return ImageOps.fit(image, (CLIP_SIZE, CLIP_SIZE), Image.BICUBIC)
         detector = self._detector(module)
         kwargs = dict(module.options, detect_resolution=resolution, image_resolution=resolution, output_type="pil")
         if module.name == "canny":

@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from . import kandinsky
+from . import ip_adapter, kandinsky
 from .checkpoints import (OWN_VAE, check_vae, checkpoint_files, detect, load_checkpoint, load_controlnet_file,
                           override_vae)
 from .errors import ModelError, RequestError
@@ -59,7 +59,8 @@ class ModelInfo:
     family: str = "sd"  # "sd", "sdxl" (KOALA is an SDXL pipeline) or "kandinsky22"
     defaults: Mapping[str, Any] = field(default_factory=dict)
     inpainting: bool = False  # a dedicated inpainting checkpoint (9-channel UNet)
-    kind: str = "pipeline"  # or "controlnet" (a ControlNetModel that attaches to a pipeline), "upscaler file"
+    kind: str = "pipeline"  # or "controlnet" (a ControlNetModel that attaches to a pipeline), "upscaler file",
+    # ip_adapter.KIND (an IP-Adapter file) or ip_adapter.ENCODER_KIND (its CLIP image encoder)
     prior: str | None = None  # the Hub id of a separate prior (Kandinsky 2.2), which must be cached too
 
 
@@ -309,7 +310,18 @@ class Registry:
             available = ", ".join(sources) or "none"
             raise RequestError(f"Unknown ControlNet model {name!r}. Available in {self.models_dir / CONTROLNET_DIR}: "
                                f"{available}.", "controlnets")
-        return ModelInfo(name=f"{CONTROLNET_DIR}/{name}", source=str(sources[name]), local=True, kind="controlnet")
+        kind = ip_adapter.KIND if ip_adapter.is_adapter_file(sources[name]) else "controlnet"
+        return ModelInfo(name=f"{CONTROLNET_DIR}/{name}", source=str(sources[name]), local=True, kind=kind)
+
+    def resolve_image_encoder(self, encoder: str) -> ModelInfo:
+        """An IP-Adapter module's CLIP image encoder (``ip_adapter.ENCODER_NAMES``) in ``models/clip_vision``."""
+        from .preprocessors import unavailable_reason
+
+        path = ip_adapter.encoder_path(self.models_dir, encoder)
+        if path is None:
+            raise RequestError(unavailable_reason(self.models_dir, f"ip-adapter_{encoder}"), "controlnets")
+        return ModelInfo(name=f"{ip_adapter.ENCODER_DIR}/{path.name}", source=str(path), local=True,
+                         kind=ip_adapter.ENCODER_KIND)
 
     # -- residency -----------------------------------------------------------------------------------------
     def resolve_upscaler(self, name: str) -> ModelInfo:
@@ -438,6 +450,10 @@ class Registry:
         try:
             if info.kind == "upscaler file":
                 pipe = ImageUpscaler(Path(info.source))
+            elif info.kind == ip_adapter.KIND:
+                pipe = ip_adapter.read_adapter(Path(info.source), self.dtype)
+            elif info.kind == ip_adapter.ENCODER_KIND:
+                pipe = ip_adapter.read_encoder(Path(info.source), self.dtype)
             elif info.local and Path(info.source).is_file():
                 single_file = load_controlnet_file if info.kind == "controlnet" else load_checkpoint
                 pipe = single_file(Path(info.source), self.models_dir, self.dtype)

@@ -673,6 +673,35 @@ def test_controlnet_unit_preview_and_generate(page, png_dir):
     page.locator(f"{unit}_enabled input").uncheck()  # leave the page as the other tests expect it
 
 
+def test_an_ip_adapter_unit_previews_and_generates(page, png_dir):
+    """IP-Adapter in a ControlNet unit (its second): the module shows the square its CLIP encoder reads, and the
+    picture made names the adapter in its infotext."""
+    _txt2img_tab(page)
+    page.locator("#txt2img_controlnet").get_by_text("ControlNet", exact=True).first.click()
+    page.get_by_role("tab", name="ControlNet Unit 1").click()
+    unit = "#txt2img_cn1"
+    wide = Image.new("RGB", (128, 64), "white")
+    ImageDraw.Draw(wide).ellipse((40, 8, 88, 56), fill="blue")
+    wide.save(png_dir / "wide.png")
+    page.locator(f"{unit}_image input[type=file]").set_input_files(str(png_dir / "wide.png"))
+    expect(page.locator(f"{unit}_enabled input")).to_be_checked()
+    pick(page, f"{unit[1:]}_module", "ip-adapter_clip_h")
+    pick(page, f"{unit[1:]}_model", "ip-adapter_tiny-sd")
+    page.locator(f"{unit}_run_preview").click()
+    expect(page.locator(f"{unit}_preview img").first).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    (png_dir / "square.png").write_bytes(page.request.get(page.locator(f"{unit}_preview img").first
+                                                          .get_attribute("src")).body())
+    with Image.open(png_dir / "square.png") as shown:
+        assert shown.size == (224, 224) and shown.convert("RGB").getpixel((112, 112)) == (0, 0, 255)
+    _set_prompt(page, PROMPT)
+    set_number(page, "txt2img_seed", 7)
+    infotext = generate_in(page, "txt2img")
+    assert 'ControlNet 0: "Module: ip-adapter_clip_h, Model: ip-adapter_tiny-sd [' in infotext  # enabled units count
+    page.locator("#txt2img_controlnet").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "ip-adapter.png"), full_page=True, animations="disabled")
+    page.locator(f"{unit}_enabled input").uncheck()  # leave the page as the other tests expect it
+
+
 def _make_circle(path: Path) -> Path:
     image = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill="red")

@@ -177,7 +177,8 @@ def test_api_units_and_the_extension_routes(client):
                                                         "controlnet_input_images": [_b64(_circle())]}).json()
     edges = np.asarray(Image.open(io.BytesIO(base64.b64decode(detected["images"][0]))).convert("L")) > 127
     assert edges.sum() > 60
-    unit = {"enabled": True, "module": "canny", "model": models[0], "weight": 1.0, "image": _b64(_circle()),
+    model = next(m for m in models if m.startswith("tiny-sd-control ["))
+    unit = {"enabled": True, "module": "canny", "model": model, "weight": 1.0, "image": _b64(_circle()),
             "resize_mode": 1, "processor_res": 64, "threshold_a": 100, "threshold_b": 200, "guidance_start": 0.0,
             "guidance_end": 1.0, "control_mode": 0, "pixel_perfect": False}
     payload = {**SMALL, "send_images": True, "save_images": False}

@@ -150,15 +150,68 @@ def build_tiny_controlnet(pipe, seed: int = 0):
     return net
 
 
+def build_tiny_image_encoder(seed: int = 0):
+    """A CLIP image encoder (``CLIPVisionModelWithProjection``) at toy width that reads CLIP's 224 x 224 pictures."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1, image_size=224,
+        patch_size=32, projection_dim=16, hidden_act="gelu"))
+
+
+def tiny_ip_adapter(unet, encoder, plus: bool = False, seed: int = 0, inner: int = 64,
+                    queries: int = 4) -> dict[str, torch.Tensor]:
+    """A random IP-Adapter for ``unet`` reading ``encoder``'s encodings, in h94's file layout (``image_proj.*``,
+    ``ip_adapter.<n>.to_k_ip``...): plain (4 tokens from the image embedding) or ``plus`` (a resampler of the hidden
+    states, ``inner`` wide with ``queries`` queries; h94's SD 1.5 Plus is 768 and 16). Its image keys and values are
+    large enough to steer a picture."""
+    torch.manual_seed(seed)
+    cross, width = unet.config.cross_attention_dim, encoder.config.projection_dim
+    if plus:
+        width = encoder.config.hidden_size
+        shapes = {"latents": (1, queries, inner), "proj_in.weight": (inner, width), "proj_in.bias": (inner,),
+                  "proj_out.weight": (cross, inner), "proj_out.bias": (cross,), "norm_out.weight": (cross,),
+                  "norm_out.bias": (cross,)}
+        for layer in range(4):  # diffusers builds the resampler 4 layers deep
+            shapes.update({f"layers.{layer}.{key}": shape for key, shape in {
+                "0.norm1.weight": (inner,), "0.norm1.bias": (inner,), "0.norm2.weight": (inner,),
+                "0.norm2.bias": (inner,), "0.to_q.weight": (inner, inner), "0.to_kv.weight": (2 * inner, inner),
+                "0.to_out.weight": (inner, inner), "1.0.weight": (inner,), "1.0.bias": (inner,),
+                "1.1.weight": (4 * inner, inner), "1.3.weight": (inner, 4 * inner)}.items()})
+    else:
+        shapes = {"proj.weight": (4 * cross, width), "proj.bias": (4 * cross,), "norm.weight": (cross,),
+                  "norm.bias": (cross,)}
+    state = {f"image_proj.{key}": (torch.ones(shape) if "norm" in key and key.endswith("weight") else
+                                   torch.randn(shape) * 0.2) for key, shape in shapes.items()}
+    layers = [name for name in unet.attn_processors if not name.endswith("attn1.processor")]
+    modules = dict(unet.named_modules())
+    for index, name in enumerate(layers):
+        inner_width = modules[name.removesuffix(".processor")].to_k.out_features
+        for projection in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{2 * index + 1}.{projection}.weight"] = torch.randn(inner_width, cross) * 0.5
+    return state
+
+
 def save_tiny_models(models_dir: str | Path) -> dict[str, Path]:
     """Write both tiny pipelines as diffusers folders under ``models_dir/Stable-diffusion``, a ControlNet for each
-    under ``models_dir/ControlNet`` and an upscaler file, ``models_dir/ESRGAN/tiny-x4.safetensors``."""
+    and an IP-Adapter for tiny-sd (``ip-adapter_tiny-sd.safetensors``) under ``models_dir/ControlNet``, the adapter's
+    CLIP image encoder as ``models_dir/clip_vision/clip_h`` and an upscaler file,
+    ``models_dir/ESRGAN/tiny-x4.safetensors``."""
+    from safetensors.torch import save_file
+
     root, control = Path(models_dir) / "Stable-diffusion", Path(models_dir) / "ControlNet"
     paths = {"tiny-sd": root / "tiny-sd", "tiny-sdxl": root / "tiny-sdxl",
-             "tiny-sd-control": control / "tiny-sd-control", "tiny-sdxl-control": control / "tiny-sdxl-control"}
+             "tiny-sd-control": control / "tiny-sd-control", "tiny-sdxl-control": control / "tiny-sdxl-control",
+             "ip-adapter_tiny-sd": control / "ip-adapter_tiny-sd.safetensors",
+             "clip_h": Path(models_dir) / "clip_vision" / "clip_h"}
+    encoder = build_tiny_image_encoder()
+    encoder.save_pretrained(paths["clip_h"])
     for name, build in (("tiny-sd", build_tiny_sd), ("tiny-sdxl", build_tiny_sdxl)):
         pipe = build()
         pipe.save_pretrained(paths[name])
         build_tiny_controlnet(pipe).save_pretrained(paths[f"{name}-control"])
+        if name == "tiny-sd":
+            save_file(tiny_ip_adapter(pipe.unet, encoder), paths["ip-adapter_tiny-sd"])
     paths["tiny-x4"] = save_tiny_esrgan(Path(models_dir) / "ESRGAN" / "tiny-x4.safetensors")
     return paths
