@@ -70,7 +70,9 @@ def read_encoder(path: Path, dtype) -> Any:
     except KeyError as missing:
         raise ModelError(f"{path.name} is not a CLIP image encoder (no {missing} among its weights).") from None
     encoder = CLIPVisionModelWithProjection(config)
-    encoder.load_state_dict(state, strict=False)  # some files also hold the position ids buffer
+    missing = encoder.load_state_dict(state, strict=False).missing_keys  # some files hold the position ids too
+    if missing:
+        raise ModelError(f"{path.name} lacks {len(missing)} of a CLIP image encoder's weights ({missing[0]}...).")
     return encoder.to(dtype)
 
 
@@ -144,7 +146,7 @@ class IPAdapter(torch.nn.Module):
     def check(self, unet, model: str) -> None:
         """Refuse a UNet whose cross-attention layers are not those this adapter was made for."""
         layers = cross_attentions(unet)
-        if len(layers) != len(self.keys) or any(key.weight.shape != layer.to_k.weight.shape
+        if len(layers) != len(self.keys) or any(key.weight.shape != (layer.to_k.out_features, layer.to_k.in_features)
                                                 for key, (_, layer) in zip(self.keys, layers)):
             raise RequestError(f"IP-Adapter {self.name!r} was made for another kind of model than {model!r}: its "
                                f"{len(self.keys)} cross-attention layers read text {self.keys[0].in_features} wide, "
@@ -152,6 +154,7 @@ class IPAdapter(torch.nn.Module):
                                "Pick the IP-Adapter of its family (SD 1.5 or SDXL).", "controlnets")
 
     def check_encoder(self, encoder, module: str) -> None:
+        """Refuse an encoder whose encodings are not as wide as this adapter's projection reads."""
         config = encoder.config
         gives = config.hidden_size if self.hidden_states else config.projection_dim
         if gives != self.width:

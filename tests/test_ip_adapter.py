@@ -9,7 +9,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
@@ -22,7 +21,7 @@ from pipelines.outputs import OutputWriter
 from pipelines.preprocessors import Preprocessors, unavailable_reason
 from pipelines.registry import Registry
 from pipelines.request import GenerationRequest
-from training.tiny_random import build_tiny_image_encoder, build_tiny_sd, tiny_ip_adapter
+from training.tiny_random import build_tiny_image_encoder, build_tiny_sd, build_tiny_sdxl, tiny_ip_adapter
 
 SMALL = dict(prompt="a red circle", width=64, height=64, steps=4, seed=3)
 ADAPTER = "ip-adapter_tiny-sd"
@@ -54,18 +53,17 @@ def _latents(pipe, prompts=(), **values) -> torch.Tensor:
                         controls=Controls((), (), (), tuple(prompts)) if prompts else None)
 
 
-@pytest.mark.parametrize("plus", [False, True], ids=["plain", "plus"])
-def test_a_pass_makes_the_pictures_of_diffusers_load_ip_adapter(plus):
+@pytest.mark.parametrize("build, plus", [(build_tiny_sd, False), (build_tiny_sd, True), (build_tiny_sdxl, False)],
+                         ids=["sd-plain", "sd-plus", "sdxl-plain"])
+def test_a_pass_makes_the_pictures_of_diffusers_load_ip_adapter(build, plus):
     """Plain adapters read the image embedding, Plus ones the penultimate hidden states (and a black picture's for
-    the unprompted half); both exactly as diffusers' own IP-Adapter pipeline, and the UNet is its own after."""
-    pipe, encoder = build_tiny_sd(), build_tiny_image_encoder()
+    the unprompted half); both exactly as diffusers' own IP-Adapter pipelines, and the UNet is its own after."""
+    pipe, encoder = build(), build_tiny_image_encoder()
     state = _nested(tiny_ip_adapter(pipe.unet, encoder, plus=plus))
     adapter = IPAdapter(state, "tiny")
     prompt = ImagePrompt(adapter, *encode(encoder, adapter, _picture()))
     plain, ours = _latents(pipe), _latents(pipe, [prompt])
-    reference = StableDiffusionPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                                        unet=build_tiny_sd().unet, scheduler=pipe.scheduler, safety_checker=None,
-                                        feature_extractor=None, image_encoder=encoder, requires_safety_checker=False)
+    reference = type(pipe)(**{**pipe.components, "unet": build().unet, "image_encoder": encoder})
     reference.load_ip_adapter(state, subfolder=None, weight_name=None)
     theirs = reference(prompt="a red circle", negative_prompt="blue", num_inference_steps=4, width=64, height=64,
                        guidance_scale=5.0, num_images_per_prompt=2, ip_adapter_image=_picture(), output_type="latent",
