@@ -37,7 +37,7 @@ from .ip_adapter import KIND as IP_ADAPTER, ImagePrompt, encode
 from .kandinsky import FAMILY as KANDINSKY, check_request as check_model_family
 from .networks import Networks
 from .outputs import OutputWriter
-from .preprocessors import PREPROCESSORS, Preprocessors
+from .preprocessors import Preprocessors
 from .preview import LatentPreviewer
 from .refiner import check as check_refiner
 from .registry import LoadedModel, Registry
@@ -396,8 +396,7 @@ class Engine:
         none) encoded by its preprocessor's CLIP image encoder (leased for the encoding only)."""
         check_module(unit, adapter=True)
         adapter.check(model.pipe.unet, model.info.name)
-        encoder = PREPROCESSORS[unit.module].encoder
-        with self.registry.lease(self.registry.resolve_image_encoder(encoder)) as loaded:
+        with self.registry.lease(self.registry.resolve_image_encoder(unit.module)) as loaded:
             adapter.check_encoder(loaded.pipe, unit.module)
             unprompted, prompted = encode(loaded.pipe, adapter, control_source(unit, request.init_image))
         return ImagePrompt(adapter, unprompted, prompted, unit.weight, unit.guidance_start, unit.guidance_end)

@@ -1,4 +1,4 @@
-"""IP-Adapter (Ye et al., 2023): a picture as a prompt, in a ControlNet unit as the sd-webui-controlnet extension runs it.
+"""IP-Adapter (Ye et al., 2023): a picture as a prompt, in a ControlNet unit as sd-webui-controlnet runs it.
 
 A unit whose model is an IP-Adapter file in ``models/ControlNet`` (h94/IP-Adapter's layout: ``image_proj.*`` and
 ``ip_adapter.*`` weights) and whose preprocessor is an ``ip-adapter_clip_*`` module hands its picture to a CLIP image
@@ -64,7 +64,8 @@ def read_encoder(path: Path, dtype) -> Any:
         config = CLIPVisionConfig(
             hidden_size=hidden, patch_size=patch, image_size=patch * round((positions - 1) ** 0.5),
             intermediate_size=state["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
-            num_hidden_layers=1 + max(int(k.split(".")[3]) for k in state if k.startswith("vision_model.encoder.layers.")),
+            num_hidden_layers=1 + max(int(key.split(".")[3]) for key in state
+                                      if key.startswith("vision_model.encoder.layers.")),
             num_attention_heads=_HEADS.get(hidden, max(1, hidden // 64)),
             projection_dim=state["visual_projection.weight"].shape[0], hidden_act="gelu")
     except KeyError as missing:

@@ -313,13 +313,13 @@ class Registry:
         kind = ip_adapter.KIND if ip_adapter.is_adapter_file(sources[name]) else "controlnet"
         return ModelInfo(name=f"{CONTROLNET_DIR}/{name}", source=str(sources[name]), local=True, kind=kind)
 
-    def resolve_image_encoder(self, encoder: str) -> ModelInfo:
-        """An IP-Adapter module's CLIP image encoder (``ip_adapter.ENCODER_NAMES``) in ``models/clip_vision``."""
-        from .preprocessors import unavailable_reason
+    def resolve_image_encoder(self, module: str) -> ModelInfo:
+        """The CLIP image encoder an IP-Adapter preprocessor (``module``) names, in ``models/clip_vision``."""
+        from .preprocessors import PREPROCESSORS, unavailable_reason
 
-        path = ip_adapter.encoder_path(self.models_dir, encoder)
+        path = ip_adapter.encoder_path(self.models_dir, PREPROCESSORS[module].encoder)
         if path is None:
-            raise RequestError(unavailable_reason(self.models_dir, f"ip-adapter_{encoder}"), "controlnets")
+            raise RequestError(unavailable_reason(self.models_dir, module), "controlnets")
         return ModelInfo(name=f"{ip_adapter.ENCODER_DIR}/{path.name}", source=str(path), local=True,
                          kind=ip_adapter.ENCODER_KIND)
 

@@ -187,7 +187,7 @@ def test_encoder_files_adapter_files_and_what_is_refused(models_dir, tmp_path):
     (root / "clip_vision").mkdir()
     shutil.copy(single, root / "clip_vision")
     assert unavailable_reason(root, "ip-adapter_clip_h") is None
-    assert Registry(root, default_model="tiny-sd").resolve_image_encoder("clip_h").source == \
+    assert Registry(root, default_model="tiny-sd").resolve_image_encoder("ip-adapter_clip_h").source == \
         str(root / "clip_vision" / single.name)
 
 
