@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.cpu_generate_overhead import interleaved_medians
     from benchmarks.random_pipelines import architectures
     from diffusers import UNet2DConditionModel
-    from pipelines.ip_adapter import IPAdapter, ImagePrompt, applied, encode
+    from pipelines.ip_adapter import IPAdapter, ImagePrompt, applied, encode, nested
     from training.tiny_random import tiny_ip_adapter
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,11 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**VIT_H)).eval().to(device)
     started = time.perf_counter()
     flat = tiny_ip_adapter(unet, encoder, plus=args.plus, inner=768, queries=16)
-    state: dict = {"image_proj": {}, "ip_adapter": {}}
-    for key, value in flat.items():
-        part, _, name = key.partition(".")
-        state[part][name] = value
-    adapter = IPAdapter(state, "random").to(device)
+    adapter = IPAdapter(nested(flat), "random").to(device)
     built = time.perf_counter() - started
     picture = Image.new("RGB", (512, 512), "red")
     encodings = encode(encoder, adapter, picture)

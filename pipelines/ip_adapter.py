@@ -105,13 +105,20 @@ def read_adapter(path: Path, dtype) -> "IPAdapter":
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
-        state: dict[str, dict] = {"image_proj": {}, "ip_adapter": {}}
-        for key, value in load_file(path).items():
-            part, _, name = key.partition(".")
-            state.setdefault(part, {})[name] = value
+        state = nested(load_file(path))
     else:
         state = _read_pickle(str(path))
     return IPAdapter(state, path.stem).to(dtype)
+
+
+def nested(flat: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """A ``.safetensors`` adapter's tensors (``image_proj.*``, ``ip_adapter.*``) as the two dicts of a ``.bin`` one,
+    the form diffusers' ``load_ip_adapter`` takes too."""
+    state: dict[str, dict] = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in flat.items():
+        part, _, name = key.partition(".")
+        state.setdefault(part, {})[name] = value
+    return state
 
 
 class IPAdapter(torch.nn.Module):

@@ -16,7 +16,7 @@ from pipelines.controlnet import Controls
 from pipelines.engine import Engine
 from pipelines.errors import ModelError, RequestError
 from pipelines.generate import run_pipeline
-from pipelines.ip_adapter import ImagePrompt, IPAdapter, encode, read_adapter, read_encoder
+from pipelines.ip_adapter import ImagePrompt, IPAdapter, encode, nested, read_adapter, read_encoder
 from pipelines.outputs import OutputWriter
 from pipelines.preprocessors import Preprocessors, unavailable_reason
 from pipelines.registry import Registry
@@ -37,15 +37,6 @@ def _unit(**values) -> dict:
     return {"model": ADAPTER, "module": "ip-adapter_clip_h", "image": _picture(), **values}
 
 
-def _nested(flat: dict) -> dict:
-    """A flat file's tensors as the two dicts diffusers' ``load_ip_adapter`` takes."""
-    state = {"image_proj": {}, "ip_adapter": {}}
-    for key, value in flat.items():
-        part, _, name = key.partition(".")
-        state[part][name] = value
-    return state
-
-
 def _latents(pipe, prompts=(), **values) -> torch.Tensor:
     request = GenerationRequest(**{"prompt": "a red circle", "negative_prompt": "blue", "steps": 4, "width": 64,
                                    "height": 64, "cfg_scale": 5.0, "sampler": "Euler", **values})
@@ -59,7 +50,7 @@ def test_a_pass_makes_the_pictures_of_diffusers_load_ip_adapter(build, plus):
     """Plain adapters read the image embedding, Plus ones the penultimate hidden states (and a black picture's for
     the unprompted half); both exactly as diffusers' own IP-Adapter pipelines, and the UNet is its own after."""
     pipe, encoder = build(), build_tiny_image_encoder()
-    state = _nested(tiny_ip_adapter(pipe.unet, encoder, plus=plus))
+    state = nested(tiny_ip_adapter(pipe.unet, encoder, plus=plus))
     adapter = IPAdapter(state, "tiny")
     prompt = ImagePrompt(adapter, *encode(encoder, adapter, _picture()))
     plain, ours = _latents(pipe), _latents(pipe, [prompt])
@@ -78,7 +69,7 @@ def test_a_pass_makes_the_pictures_of_diffusers_load_ip_adapter(build, plus):
 
 def test_the_weight_and_the_control_steps():
     pipe, encoder = build_tiny_sd(), build_tiny_image_encoder()
-    adapter = IPAdapter(_nested(tiny_ip_adapter(pipe.unet, encoder)), "tiny")
+    adapter = IPAdapter(nested(tiny_ip_adapter(pipe.unet, encoder)), "tiny")
     encodings = encode(encoder, adapter, _picture())
 
     def made(**values):
@@ -95,8 +86,8 @@ def test_the_weight_and_the_control_steps():
 
 def test_two_adapters_and_a_blue_picture_against_a_red_one():
     pipe, encoder = build_tiny_sd(), build_tiny_image_encoder()
-    first = IPAdapter(_nested(tiny_ip_adapter(pipe.unet, encoder, seed=1)), "first")
-    second = IPAdapter(_nested(tiny_ip_adapter(pipe.unet, encoder, plus=True, seed=2)), "second")
+    first = IPAdapter(nested(tiny_ip_adapter(pipe.unet, encoder, seed=1)), "first")
+    second = IPAdapter(nested(tiny_ip_adapter(pipe.unet, encoder, plus=True, seed=2)), "second")
     red, blue = (ImagePrompt(first, *encode(encoder, first, _picture(colour))) for colour in ("red", "blue"))
     assert (_latents(pipe, [red]) - _latents(pipe, [blue])).abs().max() > 0.01  # the picture is read
     both = _latents(pipe, [red, ImagePrompt(second, *encode(encoder, second, _picture()))])
@@ -170,7 +161,7 @@ def test_encoder_files_adapter_files_and_what_is_refused(models_dir, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(from_file, encode(encoder, adapter, _picture())))
 
     pickled = tmp_path / "ip-adapter.bin"
-    torch.save(_nested(tiny_ip_adapter(build_tiny_sd().unet, encoder)), pickled)
+    torch.save(nested(tiny_ip_adapter(build_tiny_sd().unet, encoder)), pickled)
     assert torch.equal(read_adapter(pickled, torch.float32).keys[0].weight, adapter.keys[0].weight)
     wide = build_tiny_image_encoder()
     wide.config.projection_dim = 32
