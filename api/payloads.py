@@ -32,7 +32,10 @@ from pipelines.sampler_parameters import (CHURN, ETA_ANCESTRAL, ETA_DDIM, KEYS a
                                          SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX, SIGMA_MIN, UNI_PC)
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
+from pipelines.tiled_diffusion import (FIELDS as TILED_FIELDS, METHODS as TILED_METHODS, NUMBERS as TILED_NUMBERS,
+                                       from_infotext as tiled_values)
 from pipelines.tiling import axes_of
+from pipelines.upscalers import NONE as NO_UPSCALER
 
 from .encoding import PayloadError, decode_image
 from .xyz_script import XYZ_SCRIPT, plot_values
@@ -200,8 +203,10 @@ REGIONAL_SCRIPT = "regional prompter"  # hako-mikan's extension, its script titl
 REGIONAL_FIELD = f"alwayson_scripts.{REGIONAL_SCRIPT}.args"
 DYNAMIC_SCRIPT = "dynamic prompts"  # adieyal's extension; its title has its version after it (Dynamic Prompts v2.17.1)
 DYNAMIC_FIELD = f"alwayson_scripts.{DYNAMIC_SCRIPT}.args"
+TILED_SCRIPT = "tiled diffusion"  # the multidiffusion-upscaler extension's
+TILED_SCRIPT_FIELD = f"alwayson_scripts.{TILED_SCRIPT}.args"
 ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, RESCALE_SCRIPT,
-             PAG_SCRIPT)
+             PAG_SCRIPT, TILED_SCRIPT)
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -221,6 +226,7 @@ _A1111_FIELDS = {
     PAG.field: PAG_FIELD,
     **{name: REGIONAL_FIELD for name in REGIONAL_FIELDS},
     **{name: DYNAMIC_FIELD for name in DYNAMIC_FIELDS},
+    **{name: TILED_SCRIPT_FIELD for name in TILED_FIELDS},
 }
 
 
@@ -376,6 +382,38 @@ def dynamic_prompts_values(payload: Txt2ImgPayload) -> dict[str, Any]:
             "dp_unlink_seed": bool(args[11]), "dp_max_generations": args[15] or 0}
 
 
+# The extension's args up to its region control's switch: [enabled, method, overwrite size, keep input size, image
+# width, image height, tile width, tile height, overlap, tile batch size, upscaler, scale factor, noise inversion,
+# its steps, retouch, renoise strength and kernel, ControlNet tensors on the CPU, region control] and its defaults
+_TILED_DEFAULTS = (False, TILED_METHODS[0], False, True, 1024, 1024, *(number.default for number in TILED_NUMBERS), "None",
+                   2.0, False, 10, 1.0, 1.0, 64, False, False)
+
+
+def tiled_diffusion_values(payload: Txt2ImgPayload, init_image=None) -> dict[str, Any]:
+    """The extension's ``alwayson_scripts["Tiled Diffusion"].args`` as request fields: its switch, method and tiles;
+    *Overwrite image size* (txt2img) sets the size, *Keep input image size* (img2img, on by default) the init
+    picture's (to whole latent pixels). Its upscaler, noise inversion and region control are refused; moving
+    ControlNet's tensors to the CPU is a memory hint, passed over."""
+    args = _always_on_args(payload, TILED_SCRIPT)
+    if not isinstance(args, list):
+        raise PayloadError(TILED_SCRIPT_FIELD, "Tiled Diffusion takes a list of arguments, the extension's order.")
+    args = [*args[:len(_TILED_DEFAULTS)], *_TILED_DEFAULTS[len(args):]]
+    if not args[0]:
+        return {}
+    refusals = ((args[10] not in (None, "", NO_UPSCALER), "its upscaler (upscale in Extras, or with SD upscale)"),
+                (args[12], "noise inversion"), (args[18], "region prompt control"))
+    refused = next((words for on, words in refusals if on), None)
+    if refused:
+        raise PayloadError(TILED_SCRIPT_FIELD, f"Tiled Diffusion's {refused} is not available on this server; its "
+                                               "MultiDiffusion and Mixture of Diffusers tiles are.")
+    values = dict(zip(TILED_FIELDS, (True, args[1], *args[6:10])))
+    if init_image is not None and args[3]:
+        values["width"], values["height"] = (max(8, round(side / 8) * 8) for side in init_image.size)
+    elif init_image is None and args[2]:
+        values["width"], values["height"] = args[4], args[5]
+    return values
+
+
 def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
     """The ControlNet extension's ``alwayson_scripts.controlnet.args`` as unit dicts with decoded pictures
     (``image`` may be base64 or ``{"image": base64, "mask": ...}``; ``input_image`` is its older name)."""
@@ -438,6 +476,10 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
         scripts[REGIONAL_SCRIPT] = {"args": [True, False, DIVIDE_MODE, regional.get("rp_splitting"), None, None,
                                              regional.get("rp_ratios"), regional.get("rp_base_ratios"),
                                              regional.get("rp_use_base"), regional.get("rp_use_common")]}
+    tiled = tiled_values(params)
+    if tiled and not _always_on_args(payload, TILED_SCRIPT):  # at the infotext's size: not the input picture's
+        scripts[TILED_SCRIPT] = {"args": [True, tiled.get("td_method", TILED_METHODS[0]), False, False, 1024, 1024,
+                                          *(tiled.get(number.field, number.default) for number in TILED_NUMBERS)]}
     if scripts != payload.alwayson_scripts:
         update["alwayson_scripts"] = scripts
     try:
@@ -626,6 +668,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
             color_correction=_option(None, "img2img_color_correction", options, override),
             **setting_values(payload, SOFT_INPAINTING_ARGS),
         )
+    values.update(tiled_diffusion_values(payload, values.get("init_image")))
     planned = plan({**values, **_script_values(payload, options)})  # an empty prompt list is no list: the one job
     return planned, [GenerationRequest.from_values(job) for job in planned.jobs]
 

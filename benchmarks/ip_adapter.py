@@ -29,23 +29,15 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from benchmarks.cpu_generate_overhead import interleaved_medians
-    from benchmarks.random_pipelines import architectures
-    from diffusers import UNet2DConditionModel
+    from benchmarks.random_pipelines import random_unet, unet_benchmark_args
     from pipelines.ip_adapter import IPAdapter, ImagePrompt, applied, encode, nested
     from training.tiny_random import tiny_ip_adapter
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--unet", default="sd15", choices=("sd15", "sdxl"))
     parser.add_argument("--plus", action="store_true")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = unet_benchmark_args(parser, argv)
     device = torch.device(args.device)
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**architectures()["unet"][args.unet]["config"]).eval().to(device)
+    unet = random_unet(args.unet, device)
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**VIT_H)).eval().to(device)
     started = time.perf_counter()
     flat = tiny_ip_adapter(unet, encoder, plus=args.plus, inner=768, queries=16)

@@ -50,6 +50,26 @@ def architectures(path: Path = ARCHITECTURES) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def unet_benchmark_args(parser, argv: list[str] | None):
+    """A UNet benchmark's command line: ``parser``'s own options and ``--unet``, ``--runs``, ``--threads`` (set here)
+    and ``--device``."""
+    parser.add_argument("--unet", default="sd15", choices=("sd15", "sdxl"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def random_unet(name: str, device: torch.device, dtype: torch.dtype = torch.float32):
+    """architectures.json's UNet ``name`` with random weights (seed 0), for inference."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(**architectures()["unet"][name]["config"]).eval().to(device, dtype)
+
+
 def _shrink_unet(config: dict, family: str) -> dict:
     """The same block layout (levels, resnets per level, transformer depths up to 2, mid block or none) at toy
     widths, for a 64² picture."""

@@ -25,19 +25,19 @@ SIZES = {"Columns": (128, 64), "Rows": (64, 128)}  # two cells of the model's ow
 
 
 def follows(engine, first: str, second: str, seed: int, splitting: str, regional: bool,
-            sampler: str = "Euler") -> bool:
+            sampler: str = "Euler", size: tuple[int, int] | None = None, **values) -> bool:
     """Whether each half of "... on a ``first`` background BREAK ... on a ``second`` background" has more of its own
-    colour than of the other's."""
+    colour than of the other's (a picture of two cells of 64, or of ``size``; ``values``: more request fields)."""
     from pipelines.request import GenerationRequest
     from training.classify import nearest_labels
     from training.shapes import COLOURS
 
-    width, height = SIZES[splitting]
+    width, height = size or SIZES[splitting]
     prompt = " BREAK ".join(f"a small white circle in the center on a {colour} background" for colour in (first,
                                                                                                            second))
     image = engine.generate(GenerationRequest(
         prompt=prompt, model="easel-shapes", width=width, height=height, steps=20, sampler=sampler, cfg_scale=7,
-        seed=seed, regional_prompter=regional, rp_splitting=splitting)).images[0]
+        seed=seed, regional_prompter=regional, rp_splitting=splitting, **values)).images[0]
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
     halves = np.split(pixels, 2, axis=1 if splitting == "Columns" else 0)
     shares = [[np.mean(nearest_labels(half.reshape(-1, 3)) == list(COLOURS).index(colour))

@@ -13,7 +13,8 @@ part's weight may be a ``regions.Area`` (Regional Prompter): its weight at each 
 Rescale CFG (``cfg_rescale``) needs the unprompted and prompted predictions of each step too, PAG (``pag``) a second,
 perturbed, prediction, and A1111's negative guidance minimum sigma (``negative_guidance``) leaves the unprompted one
 out of some calls, so ``ComposedUNet`` also stands in for a pass with them (a text of one part is the UNet's own
-call): it adds PAG's push to the prompted prediction it hands the pipeline, then rescales both.
+call): it adds PAG's push to the prompted prediction it hands the pipeline, then rescales both. With Tiled Diffusion
+(``tiled_diffusion``) each call is made on tiles of the latents, a few to a UNet call, and their predictions blended.
 """
 
 from __future__ import annotations
@@ -29,22 +30,26 @@ from .negative_guidance import skips
 from .pag import perturbed
 from .regions import Area
 from .text_encoding import Parts
+from .tiled_diffusion import SPATIAL, Tile, TiledDiffusion, window
+
+Windows = tuple[list[Tile], int, int]  # the tiles of a UNet call and the height and width of the latents they cut
 
 
 @dataclass(frozen=True)
 class Guidance:
     """What a pass does to its guidance besides composable parts: Rescale CFG's factor (``rescale``), PAG's scale
     (``pag``) and A1111's negative guidance minimum sigma (``skip_below``), with the pass's CFG ``scale`` and
-    ``scheduler``."""
+    ``scheduler``; and Tiled Diffusion's ``tiles``."""
     scheduler: Any = None
     scale: float = 1.0
     rescale: float = 0.0
     pag: float = 0.0
     skip_below: float = 0.0
+    tiles: TiledDiffusion | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.rescale or self.pag or self.skip_below)
+        return bool(self.rescale or self.pag or self.skip_below or self.tiles)
 
 
 class ComposedUNet:
@@ -56,6 +61,7 @@ class ComposedUNet:
                  guidance: Guidance = Guidance()):
         self._current, self._images, self._guidance, self._calls = current, images, guidance, 0
         self.skipped = 0  # calls whose unprompted half was left out (NGMS)
+        self.tiled = 0  # calls made on tiles (Tiled Diffusion)
 
     def __getattr__(self, name: str):
         return getattr(self._current()[0], name)
@@ -71,7 +77,7 @@ class ComposedUNet:
         if skip:  # the prompted rows alone, their prediction then in both halves
             inputs, unprompted = _per_picture(inputs, batch, lambda t: t[unprompted:]), 0
             self.skipped += 1
-        result = self._pushed(unet, parts, inputs, unprompted)
+        result = self._tiled(unet, parts, inputs, unprompted)
         if skip:
             result = torch.cat([result, result])
         elif guidance.rescale and unprompted:
@@ -79,39 +85,80 @@ class ComposedUNet:
                               guidance.scheduler)
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
 
-    def _pushed(self, unet, parts: Parts, inputs: tuple, unprompted: int) -> torch.Tensor:
-        """The predictions for ``inputs`` (``_predict``), with PAG's push added to the prompted ones, divided by the
-        CFG scale the pipeline's guidance multiplies it by."""
+    def _tiled(self, unet, parts: Parts, inputs: tuple, unprompted: int) -> torch.Tensor:
+        """``_pushed``'s predictions, with Tiled Diffusion made tile by tile and blended by the tiles' weights. The
+        tiles of a batch are laid out as one batch of pictures: every tile's unprompted rows, then every tile's
+        prompted rows."""
+        tiles, sample = self._guidance.tiles, inputs[0]
+        height, width = sample.shape[-2:]
+        if tiles is None or len(tiles.tiles(height, width)) == 1:
+            return self._pushed(unet, parts, inputs, unprompted)
+        self.tiled += 1
+        batch = sample.shape[0]
+        pictures, out, total = batch - unprompted, None, None
+        for group in tiles.batches(height, width):
+            count = len(group)
+
+            def laid_out(value, spatial: bool = False):
+                def change(rows: torch.Tensor) -> torch.Tensor:
+                    cut = [window(rows, tile, height, width) if spatial else rows for tile in group]
+                    return torch.cat([part[:unprompted] for part in cut] + [part[unprompted:] for part in cut])
+                return _per_picture(value, batch, change)
+
+            _, timestep, texts, added, kwargs = inputs
+            tiled = (laid_out(sample, True), laid_out(timestep), laid_out(texts), laid_out(added),
+                     {key: laid_out(value, key in SPATIAL) for key, value in kwargs.items()})
+            result = self._pushed(unet, parts, tiled, unprompted * count, (group, height, width)).float()
+            if out is None:
+                out = result.new_zeros(batch, result.shape[1], height, width)
+                total = result.new_zeros(height, width)
+            for index, tile in enumerate(group):
+                rows = torch.cat([result[index * unprompted:(index + 1) * unprompted],
+                                  result[count * unprompted + index * pictures:][:pictures]])
+                weight = tiles.weight(tile)
+                weight = weight.to(out.device) if isinstance(weight, torch.Tensor) else weight
+                place = (..., slice(tile.top, tile.top + tile.height), slice(tile.left, tile.left + tile.width))
+                out[place] += rows * weight
+                total[place[1:]] += weight
+        return (out / total).to(sample.dtype)
+
+    def _pushed(self, unet, parts: Parts, inputs: tuple, unprompted: int,
+                windows: Windows | None = None) -> torch.Tensor:
+        """The predictions for ``inputs`` (``_predict``; ``windows``: they are tiles), with PAG's push added to the
+        prompted ones, divided by the CFG scale the pipeline's guidance multiplies it by."""
         pag = self._guidance.pag
         if not pag:
-            return self._predict(unet, parts, *inputs)
-        result, worse = self._with_perturbed(unet, parts, inputs, unprompted)
+            return self._predict(unet, parts, inputs, unprompted, windows)
+        result, worse = self._with_perturbed(unet, parts, inputs, unprompted, windows)
         prompted = result[unprompted:]
         push = (prompted - worse) * (pag / self._guidance.scale if unprompted else pag)
         return torch.cat([result[:unprompted], prompted + push])
 
-    def _with_perturbed(self, unet, parts: Parts, inputs: tuple, unprompted: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _with_perturbed(self, unet, parts: Parts, inputs: tuple, unprompted: int,
+                        windows: Windows | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's predictions (``_predict``) and PAG's perturbed ones of its prompted rows: from the same call,
         the prompted rows again at the batch's end (as diffusers), or with parts from a call of their own (their
         combination reads the unprompted rows too)."""
         batch = inputs[0].shape[0]
         if parts:
-            result = self._predict(unet, parts, *inputs)
+            result = self._predict(unet, parts, inputs, unprompted, windows)
             with perturbed(unet, first=0):
-                return result, self._predict(unet, parts, *inputs)[unprompted:]
+                return result, self._predict(unet, parts, inputs, unprompted, windows)[unprompted:]
         with perturbed(unet, first=batch):
-            both = self._predict(unet, parts, *_per_picture(inputs, batch, lambda t: torch.cat([t, t[unprompted:]])))
+            both = self._predict(unet, parts, _per_picture(inputs, batch, lambda t: torch.cat([t, t[unprompted:]])),
+                                 unprompted, windows)
         return both[:batch], both[batch:]
 
-    def _predict(self, unet, parts: Parts, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                 added_cond_kwargs: dict | None, kwargs: dict) -> torch.Tensor:
+    def _predict(self, unet, parts: Parts, inputs: tuple, unprompted: int, windows: Windows | None) -> torch.Tensor:
         """The UNet's own output for the batch, or with parts ``[uncond, uncond + sum(weight_i x (cond_i -
-        uncond))]`` (without CFG the weighted sum alone) from one UNet call on the repeated batch."""
+        uncond))]`` (without CFG the weighted sum alone) from one UNet call on the repeated batch; ``windows``: the
+        batch's prompted rows are tiles, in their order, each part's area cut to its tile."""
+        sample, timestep, encoder_hidden_states, added_cond_kwargs, kwargs = inputs
         if not parts:
             return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
                         added_cond_kwargs=added_cond_kwargs, return_dict=False, **kwargs)[0]
-        batch, images, count = sample.shape[0], self._images, len(parts)
-        unprompted = batch - images
+        batch, count = sample.shape[0], len(parts)
+        images = batch - unprompted
 
         def repeat(value):
             """A per-picture value: its unprompted half, then its prompted half once per part."""
@@ -129,7 +176,8 @@ class ComposedUNet:
         out = unet(repeat(sample), repeat(timestep), encoder_hidden_states=texts(encoder_hidden_states, 1),
                    added_cond_kwargs=added, return_dict=False, **repeat(kwargs))[0]
         uncond, conds = out[:unprompted], out[unprompted:].unflatten(0, (count, images))
-        weights = _weights([part[0] for part in parts], out).view(count, 1, 1, *out.shape[-2:])
+        weights = _weights([part[0] for part in parts], out, windows)
+        weights = weights.repeat_interleave(images // weights.shape[1], 1)
         combined = uncond + (weights * (conds - uncond)).sum(0) if unprompted else (weights * conds).sum(0)
         return torch.cat([uncond, combined])
 
@@ -146,9 +194,17 @@ def _per_picture(value, batch: int, change: Callable[[torch.Tensor], torch.Tenso
     return value
 
 
-def _weights(weights: list, like: torch.Tensor) -> torch.Tensor:
-    """Each part's weight at every pixel of ``like``'s grid: a number everywhere, an area's own map."""
+def _weights(weights: list, like: torch.Tensor, windows: Windows | None) -> torch.Tensor:
+    """Each part's weight at every pixel of ``like``'s grid (parts x tiles x 1 x its grid): a number everywhere, an
+    area's own map, on the whole grid or cut to each of the ``windows``' tiles."""
     height, width = like.shape[-2:]
-    maps = [weight.map(height, width) if isinstance(weight, Area) else torch.full((height, width), float(weight))
-            for weight in weights]
-    return torch.stack(maps).to(like.device, like.dtype)
+    tiles, canvas = (windows[0], windows[1:]) if windows else ([None], (height, width))
+
+    def on(weight, tile: Tile | None) -> torch.Tensor:
+        if not isinstance(weight, Area):
+            return torch.full((height, width), float(weight))
+        whole = weight.map(*canvas)
+        return whole if tile is None else window(whole, tile, *canvas)
+
+    maps = torch.stack([torch.stack([on(weight, tile) for tile in tiles]) for weight in weights])
+    return maps.unsqueeze(2).to(like.device, like.dtype)

@@ -5,7 +5,7 @@ refiner means another UNet, with its own encoding of the texts, after its switch
 pipeline is called with the first step's text, and the step callback, after each step, replaces what changes for
 the next one (the UNet, and the conditioning tensors the denoising loop reads), built as the pipeline builds them.
 Every text is encoded before the pass starts, for each model that will read it. A text of composable parts
-(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG, PAG or NGMS put a
+(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG, PAG, NGMS or Tiled Diffusion put a
 ``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the UNet and the parts of the
 step from here.
 
@@ -26,6 +26,7 @@ from .pag import self_attentions
 from .prompts import composable_parts, prompt_schedule
 from .refiner import switch_step, time_ids
 from .text_encoding import Parts, PromptEmbeds, encode_prompts
+from .tiled_diffusion import KEY as TILED_KEY
 
 TENSORS = ("prompt_embeds", "add_text_embeds", "add_time_ids")  # what the SD and SDXL loops read from a callback
 
@@ -55,7 +56,7 @@ class StepConditioning:
         self.switched = False
         self.unets = [model.unet for model in models]
         self.guidance = Guidance(pipe.scheduler, request.cfg_scale, request.rescale_cfg, request.pag_scale,
-                                 request.s_min_uncond)
+                                 request.s_min_uncond, request.tiles)
         if request.pag_scale and not all(map(self_attentions, self.unets)):
             raise RequestError("PAG needs self-attention in the UNet's middle block, and this model has none "
                                "(KOALA-700M was distilled without that block): set PAG scale to 0.", "pag_scale")
@@ -72,11 +73,13 @@ class StepConditioning:
             text.record(extra_params, warnings)
 
     def ran(self) -> dict:
-        """The infotext keys of what the pass did, as A1111 writes them once they happen: the refiner's switch, and
-        the unprompted half left out of a call (NGMS)."""
+        """The infotext keys of what the pass did, as A1111 writes them once they happen: the refiner's switch, the
+        unprompted half left out of a call (NGMS) and a call made on tiles (Tiled Diffusion's settings)."""
         params = {"Refiner": self.refiner.title, "Refiner switch at": self.switch_at} if self.switched else {}
         if self.composed is not None and self.composed.skipped:
             params["NGMS"] = self.guidance.skip_below
+        if self.composed is not None and self.composed.tiled:
+            params[TILED_KEY] = self.guidance.tiles.infotext()
         return params
 
     def inputs(self, pipe) -> list[str]:

@@ -172,6 +172,8 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
         (request.freeu, "freeu", "FreeU is not available for Kandinsky 2.2 models (diffusers has it for the blocks of "
                                  "SD and SDXL UNets only): turn it off."),
         (request.pag_scale, "pag_scale", "PAG is not available for Kandinsky 2.2 models: set PAG scale to 0."),
+        (request.tiled_diffusion, "tiled_diffusion", "Tiled Diffusion is not available for Kandinsky 2.2 models: "
+                                                     "turn it off."),
     )
     for refused, field, message in refusals:
         if refused:

@@ -31,6 +31,8 @@ from .sampler_parameters import (ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, 
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
+from .tiled_diffusion import (FIELDS as TILED_FIELDS, METHODS as TILED_METHODS, NUMBERS as TILED_NUMBERS,
+                              TiledDiffusion, from_infotext as tiled_values)
 from .tiling import AXES as TILING_AXES, axes_of
 from .upscalers import NONE as NO_UPSCALER
 
@@ -66,6 +68,7 @@ _INT_RANGES = (
     ("dp_max_generations", "Max generations", 0, MAX_GENERATIONS),
     ("dp_combinatorial_batches", "Combinatorial batches", 1, MAX_COMBINATORIAL_BATCHES),
     ("uni_pc_order", "UniPC order", 1, MAX_UNI_PC_ORDER),
+    *((number.field, number.label, number.low, number.high) for number in TILED_NUMBERS),
 )
 EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
@@ -256,6 +259,13 @@ class GenerationRequest:
     freeu_b2: float = FREEU_SETTINGS[1].default
     freeu_s1: float = FREEU_SETTINGS[2].default
     freeu_s2: float = FREEU_SETTINGS[3].default
+    # Tiled Diffusion (pipelines/tiled_diffusion.py): on, and its method and tiles (in latent pixels)
+    tiled_diffusion: bool = False
+    td_method: str = TILED_METHODS[0]
+    td_tile_width: int = TILED_NUMBERS[0].default
+    td_tile_height: int = TILED_NUMBERS[1].default
+    td_overlap: int = TILED_NUMBERS[2].default
+    td_batch_size: int = TILED_NUMBERS[3].default
     styles: tuple[str, ...] = ()  # names in the models folder's styles.csv, written into the prompts by the engine
     # Parts that later features fill.
     adapters: tuple = ()
@@ -334,6 +344,7 @@ class GenerationRequest:
         check_choices(self.noise_schedule, self.uni_pc_variant)
         set_(self, "uni_pc_lower_order_final", bool(self.uni_pc_lower_order_final))
         self._check_regions()
+        self._check_tiled()
         sampler, schedule = normalize(self.sampler, self.scheduler, ("sampler", "scheduler"))
         set_(self, "sampler", sampler)
         set_(self, "scheduler", schedule)
@@ -368,6 +379,28 @@ class GenerationRequest:
         if not self.regional_prompter:
             return None
         return RegionalSettings(*(getattr(self, name) for name in REGIONAL_FIELDS[1:]))
+
+    def _check_tiled(self) -> None:
+        """Tiled Diffusion's method (its numbers are whole numbers in ``_INT_RANGES``), and what it cannot join:
+        tiling's wrap-around (a tile's edges are not the picture's) and the step cache (its kept features would be
+        another tile's)."""
+        object.__setattr__(self, "tiled_diffusion", bool(self.tiled_diffusion))
+        if self.td_method not in TILED_METHODS:
+            raise RequestError(f"Tiled Diffusion's method is {' or '.join(TILED_METHODS)}, got {self.td_method!r}.",
+                               "td_method")
+        if self.tiled_diffusion and self.tiling:
+            raise RequestError("Tiling wraps the picture's edges around, which Tiled Diffusion's tiles do not have: "
+                               "turn one of them off.", "tiling")
+        if self.tiled_diffusion and self.step_cache > 1:
+            raise RequestError("The step cache keeps one UNet call's features for the next, which with Tiled "
+                               "Diffusion is another tile's: turn one of them off.", "step_cache")
+
+    @property
+    def tiles(self) -> TiledDiffusion | None:
+        """Tiled Diffusion's settings while it is on."""
+        if not self.tiled_diffusion:
+            return None
+        return TiledDiffusion(*(getattr(self, name) for name in TILED_FIELDS[1:]))
 
     def _check_scripts(self) -> None:
         """Loopback's and SD upscale's settings, checked whether or not they are on (a later switch must not
@@ -730,6 +763,7 @@ class GenerationRequest:
         values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
         values["freeu"] = params.get(FREEU) == "True"
         values.update(regional_values(params))
+        values.update(tiled_values(params))
         values.update({setting.field: params[setting.key]
                        for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS, *SAMPLER_SETTINGS)
                        if setting.key in params})

@@ -342,6 +342,24 @@ def test_regional_prompter_as_the_extensions_always_on_script(alice):
     assert "RP Active" not in json.loads(off["info"])["infotexts"][0]
 
 
+def test_tiled_diffusion_as_the_extensions_always_on_script(alice):
+    """Its args in the extension's order: enabled, method, overwrite size, keep input size, width, height, the tiles;
+    the infotext fills them back; img2img keeps the input picture's size."""
+    args = [True, "Mixture of Diffusers", True, True, 256, 128, 16, 16, 8, 2]
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "steps": 2, "seed": 3,
+                                                     "alwayson_scripts": {"Tiled Diffusion": {"args": args}}}))
+    info = json.loads(body["info"])
+    assert decode(body["images"][0]).size == (256, 128) and (info["width"], info["height"]) == (256, 128)
+    assert parse_infotext(info["infotexts"][0])[2]["Tiled Diffusion"] == (
+        "{'Method': 'Mixture of Diffusers', 'Tile tile width': 16, 'Tile tile height': 16, 'Tile Overlap': 8, "
+        "'Tile batch size': 2}")
+    again = ok(alice.post("/sdapi/v1/txt2img", json={"infotext": info["infotexts"][0]}))
+    assert json.loads(again["info"])["infotexts"][0] == info["infotexts"][0]
+    kept = ok(alice.post("/sdapi/v1/img2img", json={"prompt": "a red circle", "steps": 2, "init_images": [
+        b64_png(Image.new("RGB", (200, 136), "white"))], "alwayson_scripts": {"tiled diffusion": {"args": args}}}))
+    assert decode(kept["images"][0]).size == (200, 136)
+
+
 def test_dynamic_prompts_as_the_extensions_always_on_script(alice):
     """On when left out, as A1111 runs the extension: each picture of a template gets its own prompt (``all_prompts``,
     the infotexts); its arguments, in the extension's order under its title with a version, turn combinatorial
@@ -634,6 +652,11 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
      "alwayson_scripts.dynamic prompts.args"),  # its Magic prompt is a download
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"Dynamic Prompts": {"args": "on"}}},
      "alwayson_scripts.dynamic prompts.args"),
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"Tiled Diffusion": {"args": [
+        True, "MultiDiffusion", False, True, 1024, 1024, 96, 96, 48, 4, "None", 2, True]}}},
+     "alwayson_scripts.tiled diffusion.args"),  # its noise inversion is not built
+    ("txt2img", {"prompt": "x", "tiling": True, "alwayson_scripts": {"Tiled Diffusion": {"args": [True]}}},
+     "tiling"),
     ("txt2img", {"prompt": "a {red|blue"}, "prompt"),  # Dynamic Prompts cannot read it
     ("txt2img", {"prompt": "a __nothing__"}, "prompt"),  # no wildcard file
     ("txt2img", {"prompt": "{1|2|3|4|5|6|7|8|9|10} {1|2|3|4|5|6|7|8|9|10} {a|b}", "alwayson_scripts": {

@@ -191,6 +191,49 @@ def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
                            "txt2img_s_min_uncond": 0})
 
 
+def test_tiled_diffusion_panel_with_regions_keeps_each_half_its_background(page, tmp_path):
+    """Tiled Diffusion, ticked in its panel, makes a 256 x 64 picture in three tiles of 16 latents, with Regional
+    Prompter's two halves: the left red, the right blue (tests/test_embedded_model.py). Tiling with it is refused
+    with a message."""
+    from training.classify import nearest_labels
+    from training.shapes import COLOURS
+
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill(" BREAK ".join(
+        f"a small white circle in the center on a {colour} background" for colour in ("red", "blue")))
+    page.locator("#txt2img_regional_prompter").get_by_text("Regional Prompter", exact=True).click()
+    page.locator("#txt2img_rp_active input").check()
+    page.locator("#txt2img_tiled_diffusion").get_by_text("Tiled Diffusion", exact=True).click()
+    page.locator("#txt2img_td_enable input").check()
+    pick(page, "txt2img_td_method", "Mixture of Diffusers")
+    set_numbers(page, {"txt2img_td_tile_width": 16, "txt2img_td_tile_height": 16, "txt2img_td_overlap": 8,
+                       "txt2img_seed": 0, "txt2img_width": 256})
+    pick(page, "txt2img_sampler", "Euler")
+    try:
+        infotext = generate_in(page, "txt2img")
+        page.locator("#txt2img_tiled_diffusion").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "embedded-tiled-diffusion.png"), full_page=True, animations="disabled")
+        assert ("Tiled Diffusion: \"{'Method': 'Mixture of Diffusers', 'Tile tile width': 16, 'Tile tile height': 16, "
+                "'Tile Overlap': 8, 'Tile batch size': 4}\"") in infotext, infotext
+        with Image.open(gallery_png(page, "txt2img", tmp_path / "tiled.png")) as image:
+            assert image.size == (256, 64)
+            halves = np.split(np.asarray(image.convert("RGB"), dtype=float), 2, axis=1)
+        labels = [nearest_labels(half.reshape(-1, 3)) for half in halves]
+        shares = [[np.mean(found == list(COLOURS).index(colour)) for colour in ("red", "blue")] for found in labels]
+        assert shares[0][0] > shares[0][1] and shares[1][1] > shares[1][0], shares
+        page.locator("#txt2img_tiling input").check()
+        page.locator("#txt2img_generate").click()
+        toast = page.get_by_role("status").filter(has_text="Tiling wraps the picture's edges around")
+        expect(toast).to_be_visible()
+        toast.get_by_role("button", name="Close", exact=True).click()
+    finally:
+        page.locator("#txt2img_tiling input").uncheck()
+        page.locator("#txt2img_td_enable input").uncheck()
+        page.locator("#txt2img_rp_active input").uncheck()
+        set_number(page, "txt2img_width", 64)
+        pick(page, "txt2img_sampler", "Euler a")
+
+
 def test_sampler_parameters_panel_eta_0_makes_euler_a_paint_eulers_picture(page, tmp_path):
     """A1111's "Eta for k-diffusion samplers", set in the tab's Sampler parameters panel: at 0 Euler a draws no fresh
     noise and paints what Euler paints (its infotext saying so); Euler's has no eta (it reads none), and takes the

@@ -316,3 +316,17 @@ def test_regional_prompter_gives_each_half_its_own_background(engine, splitting)
     cases = [("red", "blue", 0), ("yellow", "blue", 0), ("white", "red", 0), ("black", "orange", 1)]
     assert [follows(engine, *case, splitting, regional=True) for case in cases] == [True] * 4
     assert [follows(engine, *case, splitting, regional=False) for case in cases] == [False] * 4
+
+
+@pytest.mark.parametrize("method", ["MultiDiffusion", "Mixture of Diffusers"])
+def test_tiled_diffusion_keeps_each_region_on_its_tiles(engine, method):
+    """A 256 x 64 picture (32 x 8 latents) in three tiles of 16, the middle one across the regions' border: each
+    tile takes the part of each region's area it covers, so each half keeps its own background; one prompt naming
+    both makes neither. ``benchmarks/regional_prompter.py`` (``follows``) reads the halves."""
+    from benchmarks.regional_prompter import follows
+
+    tiles = {"size": (256, 64), "tiled_diffusion": True, "td_method": method, "td_tile_width": 16,
+             "td_tile_height": 16, "td_overlap": 8}
+    cases = [("red", "blue", 0), ("yellow", "blue", 1), ("white", "red", 0), ("black", "orange", 1)]
+    assert [follows(engine, *case, "Columns", regional=True, **tiles) for case in cases] == [True] * 4
+    assert [follows(engine, *case, "Columns", regional=False, **tiles) for case in cases] == [False] * 4

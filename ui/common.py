@@ -511,7 +511,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     """The body every generation tab shares: prompts (with the Networks cards under them) and buttons, the task's
     own inputs above the sampling controls, and the output panel; wired to the engine."""
     # they use this module's icons and fields
-    from . import controlnet, dynamic_prompts, img2img_scripts, networks, regions, xyz_panel
+    from . import controlnet, dynamic_prompts, img2img_scripts, networks, regions, tiled_diffusion, xyz_panel
 
     fields = FieldSet(task)
     with gr.Row():
@@ -536,6 +536,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             freeu_controls(fields)
             dynamic_prompts.build(services, fields)
             regions.build(fields)
+            tiled_diffusion.build(fields)
             prompt_list_controls(fields)
             prompt_matrix_controls(fields)
             with gr.Accordion("X/Y/Z plot", open=False, elem_id=f"{task}_xyz_panel"):

@@ -18,6 +18,7 @@ from pipelines.registry import TITLE
 from pipelines.sampler_parameters import SETTINGS as SAMPLER_SETTINGS, UNI_PC
 from pipelines.request import NO_CHECKPOINT, REGIONAL_FIELDS, GenerationRequest
 from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
+from pipelines.tiled_diffusion import FIELDS as TILED_FIELDS
 
 from .common import GenerationTab, gallery_picture, opened_picture, size_multiple_of_8
 from .txt2img import SAME
@@ -31,7 +32,8 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "seed_resize_from_w", "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
                "initial_noise_multiplier", "color_correction", "soft_inpainting",
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, PAG.field, NGMS.field,
-               "freeu", *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC)
+               "freeu", *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC,
+               *TILED_FIELDS)
 
 
 def _shown(services, name: str, value):
