@@ -385,8 +385,8 @@ def dynamic_prompts_values(payload: Txt2ImgPayload) -> dict[str, Any]:
 # The extension's args up to its region control's switch: [enabled, method, overwrite size, keep input size, image
 # width, image height, tile width, tile height, overlap, tile batch size, upscaler, scale factor, noise inversion,
 # its steps, retouch, renoise strength and kernel, ControlNet tensors on the CPU, region control] and its defaults
-_TILED_DEFAULTS = (False, TILED_METHODS[0], False, True, 1024, 1024, *(number.default for number in TILED_NUMBERS), "None",
-                   2.0, False, 10, 1.0, 1.0, 64, False, False)
+_TILED_DEFAULTS = (False, TILED_METHODS[0], False, True, 1024, 1024, *(number.default for number in TILED_NUMBERS),
+                   NO_UPSCALER, 2.0, False, 10, 1.0, 1.0, 64, False, False)
 
 
 def tiled_diffusion_values(payload: Txt2ImgPayload, init_image=None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ KEY = "Tiled Diffusion"  # the infotext key: the settings as a dict, quoted as A
 METHODS = ("MultiDiffusion", "Mixture of Diffusers")
 # The extension's sliders (their infotext keys are the dict's), whole numbers
 NUMBERS = (
-    Setting("td_tile_width", "Latent tile width", "Tile tile width", 96, 16, 256, 16, "latent pixels (8 pixels each)"),
+    Setting("td_tile_width", "Latent tile width", "Tile tile width", 96, 16, 256, 16, "latent pixels (8 px each)"),
     Setting("td_tile_height", "Latent tile height", "Tile tile height", 96, 16, 256, 16, "latent pixels"),
     Setting("td_overlap", "Latent tile overlap", "Tile Overlap", 48, 0, 256, 4, "at least this much between tiles"),
     Setting("td_batch_size", "Latent tile batch size", "Tile batch size", 4, 1, 8, 1, "tiles to a UNet call"),
@@ -40,9 +40,9 @@ NUMBERS = (
 FIELDS = ("tiled_diffusion", "td_method", *(number.field for number in NUMBERS))  # on, then the settings' order
 # The dict's keys in the extension's earlier versions, and the flat keys of its first ones
 _OLD_KEYS = {"Latent tile width": "td_tile_width", "Latent tile height": "td_tile_height", "Overlap": "td_overlap",
-             **{f"{KEY} {word}": field for word, field in (("method", "td_method"), ("tile width", "td_tile_width"),
-                                                            ("tile height", "td_tile_height"), ("overlap", "td_overlap"),
-                                                            ("batch size", "td_batch_size"))}}
+             **{f"{KEY} {word}": field for word, field in (
+                 ("method", "td_method"), ("tile width", "td_tile_width"), ("tile height", "td_tile_height"),
+                 ("overlap", "td_overlap"), ("batch size", "td_batch_size"))}}
 # The UNet's inputs laid out on the latents' grid (at the latents' size or a fraction of it), cut to each tile:
 # ControlNet's and T2I-Adapter's residuals (the sample itself is too)
 SPATIAL = ("down_block_additional_residuals", "mid_block_additional_residual", "down_intrablock_additional_residuals")
@@ -60,10 +60,10 @@ class TiledDiffusion:
     """The extension's settings, as a request holds them (checked there)."""
 
     method: str = METHODS[0]
-    tile_width: int = 96
-    tile_height: int = 96
-    overlap: int = 48
-    batch_size: int = 4
+    tile_width: int = NUMBERS[0].default
+    tile_height: int = NUMBERS[1].default
+    overlap: int = NUMBERS[2].default
+    batch_size: int = NUMBERS[3].default
 
     def tiles(self, height: int, width: int) -> list[Tile]:
         """The tiles of a ``height`` x ``width`` latent grid, row by row; one, the whole grid, when it fits."""

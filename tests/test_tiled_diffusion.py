@@ -1,6 +1,7 @@
 """Tiled Diffusion (the multidiffusion-upscaler extension): its grid and weights, the blend of a UNet's predictions
 made tile by tile (exact for a UNet that works pixel by pixel, with CFG, regional parts and ControlNet residuals),
-the request's checks and infotext (tiny models; the API's in test_api.py, the embedded model's meaning is in test_embedded_model.py)."""
+the request's checks and infotext (tiny models; the API's are in test_api.py, the embedded model's meaning in
+test_embedded_model.py)."""
 
 import pytest
 import torch
