@@ -115,8 +115,7 @@ class ComposedUNet:
             for index, tile in enumerate(group):
                 rows = torch.cat([result[index * unprompted:(index + 1) * unprompted],
                                   result[count * unprompted + index * pictures:][:pictures]])
-                weight = tiles.weight(tile)
-                weight = weight.to(out.device) if isinstance(weight, torch.Tensor) else weight
+                weight = tiles.weight(tile, out.device)
                 place = (..., slice(tile.top, tile.top + tile.height), slice(tile.left, tile.left + tile.width))
                 out[place] += rows * weight
                 total[place[1:]] += weight

@@ -77,12 +77,13 @@ class TiledDiffusion:
         size = math.ceil(len(tiles) / count)
         return [tiles[i:i + size] for i in range(0, len(tiles), size)]
 
-    def weight(self, tile: Tile) -> torch.Tensor | float:
+    def weight(self, tile: Tile, device: torch.device) -> torch.Tensor | float:
         """A tile's weight at each of its latent pixels: 1 (MultiDiffusion), or Mixture of Diffusers' Gaussian
-        (variance 0.01 of the tile's width squared on both axes, centred as the extension centres it)."""
+        (variance 0.01 of the tile's width squared on both axes, centred as the extension centres it), made once per
+        tile size on ``device``."""
         if self.method == METHODS[0]:
             return 1.0
-        return _gaussian(tile.height, tile.width)
+        return _gaussian(tile.height, tile.width, device)
 
     def infotext(self) -> dict:
         return {"Method": self.method, **{number.key: getattr(self, number.field.removeprefix("td_"))
@@ -123,12 +124,12 @@ def _tiles(height: int, width: int, tile_height: int, tile_width: int, overlap: 
 
 
 @lru_cache(maxsize=8)
-def _gaussian(height: int, width: int) -> torch.Tensor:
+def _gaussian(height: int, width: int, device: torch.device) -> torch.Tensor:
     def bell(count: int, middle: float) -> torch.Tensor:
         offsets = torch.arange(count, dtype=torch.float64) - middle
         return torch.exp(-offsets * offsets / (width * width) / 0.02)
 
-    return torch.outer(bell(height, height / 2), bell(width, (width - 1) / 2)).float()
+    return torch.outer(bell(height, height / 2), bell(width, (width - 1) / 2)).float().to(device)
 
 
 def window(value: torch.Tensor, tile: Tile, height: int, width: int) -> torch.Tensor:

@@ -30,8 +30,9 @@ def test_the_grid_is_the_extensions():
 
 
 def test_mixture_of_diffusers_weighs_a_tile_by_a_gaussian_around_its_middle():
-    weight = TiledDiffusion(method="Mixture of Diffusers").weight(Tile(0, 0, 8, 16))
-    assert weight.shape == (8, 16) and TiledDiffusion().weight(Tile(0, 0, 8, 16)) == 1.0
+    cpu = torch.device("cpu")
+    weight = TiledDiffusion(method="Mixture of Diffusers").weight(Tile(0, 0, 8, 16), cpu)
+    assert weight.shape == (8, 16) and TiledDiffusion().weight(Tile(0, 0, 8, 16), cpu) == 1.0
     expected = torch.exp(torch.tensor(-(4.0**2 + 7.5**2) / 16**2 / 0.02)) / torch.exp(torch.tensor(-0.5**2 / 16**2
                                                                                                     / 0.02))
     torch.testing.assert_close(weight[0, 0] / weight[4].max(), expected)  # the extension's: rows centred at 4
