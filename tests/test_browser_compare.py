@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, open_tab, pick, set_number, set_text
+from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, open_page, open_tab, pick, set_number, set_numbers,
+                             set_text)
 from playwright.sync_api import expect
 
 
@@ -56,8 +57,8 @@ def test_xyz_plot(page):
     white gaps of at least 40 px between them. The grid carries its parameters with the axes (A1111's) and is saved
     to txt2img-grids, where the Image Browser finds it."""
     page.locator("#xyz_plot").get_by_text("X/Y/Z plot").first.click()
-    set_number(page, "compare_xyz_margin", 40)
     set_text(page, "compare_xyz_x_values", "1-3")
+    set_numbers(page, {"compare_xyz_margin": 40})  # again if the panel, mounting, takes it back
     expect(page.locator("#compare_xyz_margin input[type=number]")).to_have_value("40")  # kept while the panel mounted
     page.locator("#xyz_run").click()
     grid = page.locator("#xyz_gallery .thumbnail-lg img")  # the gallery's items (the grid also opened above them)
