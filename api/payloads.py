@@ -23,7 +23,7 @@ from pipelines.extras import ExtrasRequest
 from pipelines.freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
-from pipelines.negative_guidance import NGMS
+from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
 from pipelines.pag import PAG
 from pipelines.regions import DIVIDE_MODE
 from pipelines.request import (DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, number_between,
@@ -218,7 +218,7 @@ _A1111_FIELDS = {
     "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
     "xyz_margin": "script_args", "tiling_axes": "script_args",
     **{name: f"override_settings.{name}" for name in (ETA_DDIM.field, ETA_ANCESTRAL.field, SIGMA_MIN.field,
-                                                        SIGMA_MAX.field, RHO.field)},
+                                                        SIGMA_MAX.field, RHO.field, NGMS_ALL, SKIP_EARLY.field)},
     NOISE_SCHEDULE: "override_settings.sd_noise_schedule", **{name: f"override_settings.{name}" for name in UNI_PC},
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
     **{name: f"alwayson_scripts.{FREEU_SCRIPT}.args" for name in ("freeu", *(s.field for s in FREEU_SETTINGS))},
@@ -459,6 +459,7 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     override = dict(payload.override_settings or {})
     for key, option in (("Model", "sd_model_checkpoint"), ("Clip skip", "CLIP_stop_at_last_layers"),
                         ("Step cache", "step_cache"), (SAMPLER_KEYS[NOISE_SCHEDULE], "sd_noise_schedule"),
+                        (NGMS_ALL_KEY, NGMS_ALL), (SKIP_EARLY.key, SKIP_EARLY.field),
                         *((SAMPLER_KEYS[name], name) for name in (*(s.field for s in SAMPLER_SETTINGS), *UNI_PC))):
         if key in params:  # an option that is on or off, from the infotext's words for it
             override.setdefault(option, {"True": True, "False": False}.get(params[key], params[key]))
@@ -625,6 +626,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "batch_count": payload.n_iter,
         "clip_skip": _option(None, "CLIP_stop_at_last_layers", options, override),
         NGMS.field: _option(payload.s_min_uncond, NGMS.field, options, override),
+        **{name: _option(None, name, options, override) for name in (NGMS_ALL, SKIP_EARLY.field)},
         **_sampler_values(payload, options, override),
         "model": options.checkpoint_name(override.get("sd_model_checkpoint")),
         "task": "txt2img",

@@ -20,9 +20,9 @@ and generates:
 - the fast modes, each on top of ``--fast`` and not exact: ``step cache 3`` (DeepCache-style, ``step_cache.py``),
   ``--weights int8`` and ``--weights fp8`` (weight-only storage, ``quantize.py``; the UNet MiB column shows the
   memory they save), ``--weights int8-fast`` and ``--weights fp8-fast`` (the Linear layers also multiply in 8 bits);
-- the guidance settings, each on top of ``--fast``: ``Rescale CFG 0.7``, ``FreeU``, ``PAG 3`` and ``NGMS 2``
-  (``cfg_rescale.py``, ``freeu.py``, ``pag.py``, ``negative_guidance.py``); a model that refuses one (Kandinsky 2.2
-  all but NGMS, KOALA-700M PAG) has no row for it.
+- the guidance settings, each on top of ``--fast``: ``Rescale CFG 0.7``, ``FreeU``, ``PAG 3``, ``NGMS 2`` and
+  ``Skip Early CFG 0.2`` (``cfg_rescale.py``, ``freeu.py``, ``pag.py``, ``negative_guidance.py``); a model that
+  refuses one (Kandinsky 2.2 all but NGMS and Skip Early CFG, KOALA-700M PAG) has no row for it.
 
 ``--with compile=true compile_mode=reduce-overhead`` (any SpeedOptions fields) sets options on every Easel row,
 named in the row: the fast modes compiled, say. Kandinsky 2.2's decoder gets every row; its attention layers
@@ -86,7 +86,7 @@ class Config:
 
 # Sampling changes measured on top of --fast (``guidance:`` rows): what each costs a picture
 GUIDANCE = (("Rescale CFG 0.7", ("rescale_cfg", 0.7)), ("FreeU", ("freeu", True)), ("PAG 3", ("pag_scale", 3.0)),
-            ("NGMS 2", ("s_min_uncond", 2.0)))
+            ("NGMS 2", ("s_min_uncond", 2.0)), ("Skip Early CFG 0.2", ("skip_early_cond", 0.2)))
 # --quick keeps these rows: the baseline, the app's default path, compiled (regions, CUDA graphs), low memory.
 QUICK = ("diffusers", "+ fused QKV", "+ compile", "+ CUDA graphs", "--fast, medvram")
 

@@ -1,5 +1,5 @@
-"""FreeU, Rescale CFG, PAG and NGMS on the embedded model: how often a picture keeps the colour its prompt asks for
-as the CFG scale rises, with each of them and without, and what each costs a picture.
+"""FreeU, Rescale CFG, PAG, NGMS and Skip Early CFG on the embedded model: how often a picture keeps the colour its
+prompt asks for as the CFG scale rises, with each of them and without, and what each costs a picture.
 
     .venv/bin/python -m benchmarks.guidance [--seeds 6] [--runs 5]
 
@@ -14,7 +14,7 @@ from benchmarks.embedded import embedded_engine
 
 COLOURS = ("red", "orange", "blue", "green")
 MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True}, "PAG 3": {"pag_scale": 3},
-         "NGMS 2": {"s_min_uncond": 2}}
+         "NGMS 2": {"s_min_uncond": 2}, "Skip Early CFG 0.2": {"skip_early_cond": 0.2}}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,14 +11,16 @@ combination works in every UNet pipeline (txt2img, img2img, inpainting, ControlN
 part's weight may be a ``regions.Area`` (Regional Prompter): its weight at each latent pixel.
 
 Rescale CFG (``cfg_rescale``) needs the unprompted and prompted predictions of each step too, PAG (``pag``) a second,
-perturbed, prediction, and A1111's negative guidance minimum sigma (``negative_guidance``) leaves the unprompted one
-out of some calls, so ``ComposedUNet`` also stands in for a pass with them (a text of one part is the UNet's own
-call): it adds PAG's push to the prompted prediction it hands the pipeline, then rescales both. With Tiled Diffusion
-(``tiled_diffusion``) each call is made on tiles of the latents, a few to a UNet call, and their predictions blended.
+perturbed, prediction, and A1111's negative guidance minimum sigma and Skip Early CFG (``negative_guidance``) leave the
+unprompted one out of some calls, so ``ComposedUNet`` also stands in for a pass with them (a text of one part is the
+UNet's own call): it adds PAG's push to the prompted prediction it hands the pipeline, then rescales both. With
+Tiled Diffusion (``tiled_diffusion``) each call is made on tiles of the latents, a few to a UNet call, and their
+predictions blended.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,7 +28,7 @@ import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from .cfg_rescale import rescaled
-from .negative_guidance import skips
+from .negative_guidance import skipping
 from .pag import perturbed
 from .regions import Area
 from .text_encoding import Parts
@@ -38,18 +40,22 @@ Windows = tuple[list[Tile], int, int]  # the tiles of a UNet call and the height
 @dataclass(frozen=True)
 class Guidance:
     """What a pass does to its guidance besides composable parts: Rescale CFG's factor (``rescale``), PAG's scale
-    (``pag``) and A1111's negative guidance minimum sigma (``skip_below``), with the pass's CFG ``scale`` and
+    (``pag``), A1111's negative guidance minimum sigma (``skip_below``, on every call below it: ``skip_all``) and
+    Skip Early CFG (``skip_early``, a share of the pass's ``calls()``), with the pass's CFG ``scale`` and
     ``scheduler``; and Tiled Diffusion's ``tiles``."""
     scheduler: Any = None
     scale: float = 1.0
     rescale: float = 0.0
     pag: float = 0.0
     skip_below: float = 0.0
+    skip_all: bool = False
+    skip_early: float = 0.0
+    calls: Callable[[], int] | None = None
     tiles: TiledDiffusion | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.rescale or self.pag or self.skip_below or self.tiles)
+        return bool(self.rescale or self.pag or self.skip_below or self.skip_early or self.tiles)
 
 
 class ComposedUNet:
@@ -60,7 +66,7 @@ class ComposedUNet:
     def __init__(self, current: Callable[[], tuple[torch.nn.Module, Parts]], images: int,
                  guidance: Guidance = Guidance()):
         self._current, self._images, self._guidance, self._calls = current, images, guidance, 0
-        self.skipped = 0  # calls whose unprompted half was left out (NGMS)
+        self.skipped: Counter[str] = Counter()  # calls whose unprompted half was left out, by the rule's infotext key
         self.tiled = 0  # calls made on tiles (Tiled Diffusion)
 
     def __getattr__(self, name: str):
@@ -72,11 +78,11 @@ class ComposedUNet:
         guidance, batch = self._guidance, sample.shape[0]
         unprompted = batch - self._images  # the CFG half: 0 without CFG
         inputs = (sample, timestep, encoder_hidden_states, added_cond_kwargs, kwargs)
-        skip = bool(unprompted) and skips(self._calls, guidance.skip_below, guidance.scheduler, timestep)
+        skip = skipping(self._calls, guidance, timestep) if unprompted else None
         self._calls += 1
         if skip:  # the prompted rows alone, their prediction then in both halves
             inputs, unprompted = _per_picture(inputs, batch, lambda t: t[unprompted:]), 0
-            self.skipped += 1
+            self.skipped[skip] += 1
         result = self._tiled(unet, parts, inputs, unprompted)
         if skip:
             result = torch.cat([result, result])

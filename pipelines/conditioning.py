@@ -5,9 +5,9 @@ refiner means another UNet, with its own encoding of the texts, after its switch
 pipeline is called with the first step's text, and the step callback, after each step, replaces what changes for
 the next one (the UNet, and the conditioning tensors the denoising loop reads), built as the pipeline builds them.
 Every text is encoded before the pass starts, for each model that will read it. A text of composable parts
-(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG, PAG, NGMS or Tiled Diffusion put a
-``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the UNet and the parts of the
-step from here.
+(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG, PAG, NGMS, Skip Early CFG or Tiled
+Diffusion put a ``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the UNet and
+the parts of the step from here.
 
 Steps count the sampler steps this pass runs (an img2img pass: steps x denoising strength), so ``[a:b:0.5]`` is
 half of what runs; A1111 counts img2img's against all its steps.
@@ -22,6 +22,7 @@ import torch
 
 from .composable import ComposedUNet, Guidance
 from .errors import RequestError
+from .negative_guidance import NGMS, NGMS_ALL_KEY, SKIP_EARLY
 from .pag import self_attentions
 from .prompts import composable_parts, prompt_schedule
 from .refiner import switch_step, time_ids
@@ -56,7 +57,8 @@ class StepConditioning:
         self.switched = False
         self.unets = [model.unet for model in models]
         self.guidance = Guidance(pipe.scheduler, request.cfg_scale, request.rescale_cfg, request.pag_scale,
-                                 request.s_min_uncond, request.tiles)
+                                 request.s_min_uncond, request.s_min_uncond_all, request.skip_early_cond,
+                                 lambda: pipe.num_timesteps, request.tiles)
         if request.pag_scale and not all(map(self_attentions, self.unets)):
             raise RequestError("PAG needs self-attention in the UNet's middle block, and this model has none "
                                "(KOALA-700M was distilled without that block): set PAG scale to 0.", "pag_scale")
@@ -74,10 +76,16 @@ class StepConditioning:
 
     def ran(self) -> dict:
         """The infotext keys of what the pass did, as A1111 writes them once they happen: the refiner's switch, the
-        unprompted half left out of a call (NGMS) and a call made on tiles (Tiled Diffusion's settings)."""
+        unprompted half left out of a call (Skip Early CFG, NGMS) and a call made on tiles (Tiled Diffusion's
+        settings)."""
         params = {"Refiner": self.refiner.title, "Refiner switch at": self.switch_at} if self.switched else {}
-        if self.composed is not None and self.composed.skipped:
-            params["NGMS"] = self.guidance.skip_below
+        skipped = self.composed.skipped if self.composed is not None else {}
+        if SKIP_EARLY.key in skipped:
+            params[SKIP_EARLY.key] = self.guidance.skip_early
+        if NGMS.key in skipped:
+            params[NGMS.key] = self.guidance.skip_below
+            if self.guidance.skip_all:
+                params[NGMS_ALL_KEY] = True
         if self.composed is not None and self.composed.tiled:
             params[TILED_KEY] = self.guidance.tiles.infotext()
         return params

@@ -21,7 +21,7 @@ from . import filenames
 from .atomic import read_json_object, write_json_object
 from .errors import RequestError
 from .grid import BatchLayout
-from .negative_guidance import NGMS
+from .negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_LABEL, SKIP_EARLY
 from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
 from .sampler_parameters import MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC, UNI_PC_VARIANTS
@@ -115,11 +115,12 @@ OPTIONS = (
     Option("img2img_color_correction", "Apply color correction to img2img results to match original colors.",
            IMG2IMG, False, request_field="color_correction",
            info="the img2img and inpaint tabs' and the API's default"),
-    Option(NGMS.field, NGMS.label, OPTIMIZATIONS, NGMS.default, low=NGMS.low, high=NGMS.high,
-           request_field=NGMS.field, info="the generation tabs' and the API's default: " + NGMS.info),
-    *(Option(setting.field, setting.label, SAMPLING, setting.default, low=setting.low, high=setting.high,
-             request_field=setting.field, info="the generation tabs' and the API's default: " + setting.info)
-      for setting in SAMPLER_SETTINGS),
+    *(Option(setting.field, setting.label, OPTIMIZATIONS if setting is NGMS else SAMPLING, setting.default,
+             low=setting.low, high=setting.high, request_field=setting.field,
+             info="the generation tabs' and the API's default: " + setting.info)
+      for setting in (NGMS, *SAMPLER_SETTINGS, SKIP_EARLY)),
+    Option(NGMS_ALL, NGMS_ALL_LABEL, OPTIMIZATIONS, False, request_field=NGMS_ALL,
+           info="off: every other step below it; the generation tabs' and the API's default"),
     Option("sd_noise_schedule", "Noise schedule for sampling", SAMPLING, NOISE_SCHEDULES[0], choices=NOISE_SCHEDULES,
            request_field="noise_schedule", info="for models trained with zero terminal SNR; the generation tabs' "
                                                 "and the API's default"),

@@ -21,7 +21,7 @@ from .errors import RequestError
 from .freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
-from .negative_guidance import NGMS
+from .negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
 from .pag import PAG
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
@@ -238,7 +238,10 @@ class GenerationRequest:
     tiling_axes: str = "both"  # which edges wrap around when tiling: "both", "x" or "y"
     rescale_cfg: float = RESCALE.default  # Rescale CFG (pipelines/cfg_rescale.py): 0 = off
     pag_scale: float = PAG.default  # Perturbed-Attention Guidance (pipelines/pag.py): 0 = off
-    s_min_uncond: float = NGMS.default  # A1111's negative guidance minimum sigma (pipelines/negative_guidance.py)
+    # A1111's settings that ignore the negative prompt in some steps (pipelines/negative_guidance.py)
+    s_min_uncond: float = NGMS.default  # negative guidance minimum sigma
+    s_min_uncond_all: bool = False  # below it every step, not every other one
+    skip_early_cond: float = SKIP_EARLY.default  # the share of the first steps
     # A1111's sampler parameters (pipelines/sampler_parameters.py), read by the samplers that take them
     eta_ddim: float = ETA_DDIM.default
     eta_ancestral: float = ETA_ANCESTRAL.default
@@ -338,7 +341,8 @@ class GenerationRequest:
         self._check_settings(SOFT_SETTINGS, "soft inpainting")
         set_(self, "soft_inpainting", bool(self.soft_inpainting))
         self._check_settings(FREEU_SETTINGS, "FreeU")
-        self._check_settings((RESCALE, PAG, NGMS, *SAMPLER_SETTINGS))
+        self._check_settings((RESCALE, PAG, NGMS, SKIP_EARLY, *SAMPLER_SETTINGS))
+        set_(self, NGMS_ALL, bool(self.s_min_uncond_all))
         if self.sigma_min and self.sigma_max:
             check_range(self.sigma_min, self.sigma_max)
         check_choices(self.noise_schedule, self.uni_pc_variant)
@@ -762,10 +766,12 @@ class GenerationRequest:
         values["color_correction"] = params.get("Color correction") == "True"
         values["soft_inpainting"] = params.get(SOFT_INPAINTING) == "True"
         values["freeu"] = params.get(FREEU) == "True"
+        values[NGMS_ALL] = params.get(NGMS_ALL_KEY) == "True"
         values.update(regional_values(params))
         values.update(tiled_values(params))
         values.update({setting.field: params[setting.key]
-                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS, *SAMPLER_SETTINGS)
+                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS, SKIP_EARLY,
+                                       *SAMPLER_SETTINGS)
                        if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)

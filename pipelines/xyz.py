@@ -25,7 +25,7 @@ from .errors import RequestError
 from .freeu import SETTINGS as FREEU_SETTINGS
 from .grid import Grid, grid_margin, labelled_grid
 from .infotext import with_params
-from .negative_guidance import NGMS
+from .negative_guidance import NGMS, SKIP_EARLY
 from .pag import PAG
 from .request import MAX_SEED, GenerationRequest
 from .sampler_parameters import ETA_ANCESTRAL, ETA_DDIM, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SIGMA_MAX, SIGMA_MIN
@@ -114,7 +114,8 @@ AXES = {axis.label: axis for axis in (
     Axis("ControlNet weight", float, _control_weight, _labelled("ControlNet weight")),
     Axis("Refiner checkpoint", str, _field("refiner_checkpoint"), _labelled("Refiner", "s")),
     Axis("Refiner switch at", float, _field("refiner_switch_at"), _labelled("Refiner switch at")),
-    *(Axis(setting.label, float, _field(setting.field), _labelled(setting.label)) for setting in (RESCALE, PAG, NGMS)),
+    *(Axis(setting.label, float, _field(setting.field), _labelled(setting.label))
+      for setting in (RESCALE, PAG, NGMS, SKIP_EARLY)),
     *(Axis(setting.key, float, _field(setting.field, freeu=True), _labelled(setting.key))
       for setting in FREEU_SETTINGS),
     # A1111's: eta is whichever the sampler reads; "Sigma min" and "Sigma max" bound the churn

@@ -174,6 +174,29 @@ def test_negative_guidance_minimum_sigma_from_payload_options_or_override(alice)
     assert response.status_code == 422 and response.json()["field"] == "s_min_uncond"
 
 
+def test_ngms_all_steps_and_skip_early_cfg_from_options_or_override(alice):
+    """A1111's options ``s_min_uncond_all`` and ``skip_early_cond`` (no payload fields): ``override_settings``', else
+    the option's; in the infotext once they left the unprompted half out, and read from an ``infotext``."""
+    def infotext(**payload):
+        body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 3, **SMALL, **payload}))
+        return json.loads(body["info"])["infotexts"][0]
+
+    assert "NGMS: 15, NGMS all steps: True," in infotext(s_min_uncond=15, override_settings={"s_min_uncond_all": True})
+    assert "Skip Early CFG: 0.5," in infotext(override_settings={"skip_early_cond": 0.5})
+    try:
+        ok(alice.post("/sdapi/v1/options", json={"skip_early_cond": 0.4, "s_min_uncond_all": True}))
+        assert "Skip Early CFG: 0.4," in infotext() and "Skip Early CFG" not in infotext(
+            override_settings={"skip_early_cond": 0})
+        assert "NGMS all steps: True," in infotext(s_min_uncond=1)
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"skip_early_cond": 0, "s_min_uncond_all": False}))
+    assert "Skip Early CFG: 0.3, NGMS: 15, NGMS all steps: True," in infotext(
+        infotext="x\nSteps: 3, Seed: 3, Skip Early CFG: 0.3, NGMS: 15, NGMS all steps: True")
+    response = alice.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL,
+                                                     "override_settings": {"skip_early_cond": 2}})
+    assert response.status_code == 422 and response.json()["field"] == "override_settings.skip_early_cond"
+
+
 def test_sampler_parameters_from_payload_options_or_override(alice):
     """A1111's ``eta`` (whichever eta the sampler reads) and sigma churn fields, else ``override_settings``', else its
     Sampler parameters options; in the infotext where the sampler reads them, and read back from one."""

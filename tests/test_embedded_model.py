@@ -240,6 +240,25 @@ def test_ngms_saves_unet_rows_and_keeps_what_is_drawn(engine):
             ("red", "circle", "left")
 
 
+def test_skip_early_cfg_varies_what_a_vague_prompt_draws_and_keeps_what_is_asked(engine):
+    """A1111's Skip Early CFG at 0.2: the first 5 of 20 calls guide by the prompt alone (rows counted), so the
+    picture's layout forms without CFG's pull: "a circle" comes in more colours over 12 seeds (CFG draws most of
+    them black), and a prompt that names colour, shape and place still gets them."""
+    from unet_calls import UNetCalls
+
+    def colours(**values) -> list:
+        return [classify(paint(engine, "a circle", seed, **values)).colour for seed in range(12)]
+
+    plain, early = colours(), colours(skip_early_cond=0.2)
+    assert len(set(early)) > len(set(plain)) and early.count("black") < plain.count("black"), (plain, early)
+    prompt = "a large blue square in the center on a white background"
+    for seed in range(3):
+        with UNetCalls(engine, MODEL) as calls:
+            seen = classify(paint(engine, prompt, seed, skip_early_cond=0.2))
+        assert sum(call["sample"].shape[0] for call in calls[MODEL]) == 35  # 5 of 20 calls of 1 row, not 2
+        assert (seen.colour, seen.shape, seen.position) == ("blue", "square", "center"), (seed, seen)
+
+
 def test_the_shipped_styles_change_what_is_drawn(engine):
     """models/styles.csv: "Night" puts the shape on black, "No red" keeps red out of the picture."""
     night = classify(paint(engine, "a red circle", styles=("Night",)))

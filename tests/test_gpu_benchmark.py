@@ -25,7 +25,8 @@ def test_tiny_run(tmp_path, capsys):
                                            "fast mode: step cache 3", "fast mode: --weights int8",
                                            "fast mode: --weights fp8", "fast mode: --weights int8-fast",
                                            "fast mode: --weights fp8-fast", "guidance: Rescale CFG 0.7",
-                                           "guidance: FreeU", "guidance: NGMS 2"]  # KOALA-700M refuses PAG
+                                           "guidance: FreeU", "guidance: NGMS 2",
+                                           "guidance: Skip Early CFG 0.2"]  # KOALA-700M refuses PAG
     assert rows[1]["rel_err"] < 1e-5 and rows[1]["step_err"] == 0  # Easel's path computes what diffusers does
     exact, fast_modes, guidance = rows[:6], rows[6:11], rows[11:]
     assert all(r["ok"] and r["rel_err"] < 0.1 and r["latency_s"] > 0 and r["floor_s"] > 0 for r in exact)
@@ -37,7 +38,7 @@ def test_tiny_run(tmp_path, capsys):
     assert all(r["unet_mib"] < 0.6 * rows[4]["unet_mib"] for r in fast_modes[1:])  # bf16 -> 8 bits (+ scales)
     assert all(0 < r["preview_pct"] < 100 for r in rows[1:]) and rows[0]["preview_pct"] is None  # Easel's rows
     printed = capsys.readouterr()
-    assert printed.out.rstrip().splitlines()[-1].startswith("| koala_700m | guidance: NGMS 2")
+    assert printed.out.rstrip().splitlines()[-1].startswith("| koala_700m | guidance: Skip Early CFG 0.2")
     assert "koala_700m / guidance: PAG 3 refused: PAG needs self-attention" in printed.err
 
 

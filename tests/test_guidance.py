@@ -1,7 +1,7 @@
-"""FreeU, Rescale CFG, PAG and A1111's negative guidance minimum sigma (``pipelines/freeu.py``, ``cfg_rescale.py``,
-``pag.py``, ``negative_guidance.py``) on tiny random pipelines: the rules themselves against diffusers' own code, every
-UNet pipeline, the request's checks and infotext, the X/Y/Z axes. What they do to a picture is checked on the embedded
-model (``test_embedded_model.py``)."""
+"""FreeU, Rescale CFG, PAG and A1111's negative guidance minimum sigma and Skip Early CFG (``pipelines/freeu.py``,
+``cfg_rescale.py``, ``pag.py``, ``negative_guidance.py``) on tiny random pipelines: the rules themselves against
+diffusers' own code, every UNet pipeline, the request's checks and infotext, the X/Y/Z axes. What they do to a
+picture is checked on the embedded model (``test_embedded_model.py``)."""
 
 from dataclasses import replace
 
@@ -154,6 +154,8 @@ def test_the_infotext_says_what_ran_and_reads_back():
     ({"rescale_cfg": 1.5}, "rescale_cfg", "Rescale CFG must be between 0 and 1, got 1.5"),
     ({"rescale_cfg": "much"}, "rescale_cfg", "Rescale CFG must be a number"),
     ({"pag_scale": -1}, "pag_scale", "PAG scale must be between 0 and 100, got -1"),
+    ({"skip_early_cond": 1.5}, "skip_early_cond", "Ignore negative prompt during early sampling must be between 0 "
+                                                   "and 1"),
     ({"freeu_b1": 3}, "freeu_b1", r"B1 \(FreeU\) must be between 0.01 and 2, got 3"),
     ({"freeu_s2": 0}, "freeu_s2", r"S2 \(FreeU\) must be between 0.01 and 4, got 0"),  # 0 would turn it off
     ({"soft_contrast_boost": 40}, "soft_contrast_boost", r"Transition contrast boost \(soft inpainting\)"),
@@ -167,26 +169,64 @@ def test_out_of_range_settings_are_refused_naming_the_field(values, field, messa
 def test_the_xyz_axes_set_the_factor_and_freeus_turn_it_on():
     cells = plan(small(), [("Rescale CFG", "0-1 [3]"), ("FreeU B1", "1.2, 1.5"), ("PAG scale", "0, 3")]).cells
     assert plan(small(), [("Negative Guidance minimum sigma", "2")]).cells[0, 0, 0].s_min_uncond == 2.0
+    early = plan(small(), [("Ignore negative prompt during early sampling", "0, 0.3")]).cells
+    assert (early[0, 0, 0].skip_early_cond, early[1, 0, 0].skip_early_cond) == (0.0, 0.3)
     assert [cells[i, 0, 0].rescale_cfg for i in range(3)] == [0.0, 0.5, 1.0]
     assert (cells[0, 1, 0].freeu, cells[0, 1, 0].freeu_b1, cells[0, 1, 0].freeu_b2) == (True, 1.5, 1.4)
     assert (cells[0, 0, 0].pag_scale, cells[0, 0, 1].pag_scale) == (0.0, 3.0)
 
 
-def test_ngms_leaves_the_unprompted_half_out_of_every_other_call_below_its_sigma(engine):
-    """A1111's rule: odd calls at a noise level under the setting; written into the infotext once it happened."""
+def unet_rows(engine, **values) -> tuple[list[int], str]:
+    """The rows of each tiny-sd UNet call of a 4-step picture, and its infotext."""
     from unet_calls import UNetCalls
 
-    def rows(**values) -> tuple[list[int], str]:
-        with UNetCalls(engine, "tiny-sd") as calls:
-            result = engine.generate(small(model="tiny-sd", steps=4, seed=3, **values))
-        return [call["sample"].shape[0] for call in calls["tiny-sd"]], result.infotexts[0]
+    with UNetCalls(engine, "tiny-sd") as calls:
+        result = engine.generate(small(model="tiny-sd", steps=4, seed=3, **values))
+    return [call["sample"].shape[0] for call in calls["tiny-sd"]], result.infotexts[0]
 
-    plain, infotext = rows()
+
+def test_ngms_leaves_the_unprompted_half_out_of_every_other_call_below_its_sigma(engine):
+    """A1111's rule: odd calls at a noise level under the setting (every call with *all steps*); written into the
+    infotext once it happened."""
+    plain, infotext = unet_rows(engine)
     assert plain == [2, 2, 2, 2] and "NGMS" not in infotext
-    skipped, infotext = rows(s_min_uncond=15)  # above SD's first sigma (14.6): every odd call
-    assert skipped == [2, 1, 2, 1] and "NGMS: 15" in infotext
+    skipped, infotext = unet_rows(engine, s_min_uncond=15)  # above SD's first sigma (14.6): every odd call
+    assert skipped == [2, 1, 2, 1] and "NGMS: 15" in infotext and "NGMS all steps" not in infotext
     assert GenerationRequest.from_infotext(infotext).s_min_uncond == 15
-    late, infotext = rows(s_min_uncond=1)  # only the last steps are under sigma 1
+    late, infotext = unet_rows(engine, s_min_uncond=1)  # only the last steps are under sigma 1
     assert late == [2, 2, 2, 1] and "NGMS: 1" in infotext
-    never, infotext = rows(s_min_uncond=0.01)  # set, but never under it: A1111 writes nothing
+    never, infotext = unet_rows(engine, s_min_uncond=0.01)  # set, but never under it: A1111 writes nothing
     assert never == [2, 2, 2, 2] and "NGMS" not in infotext
+    every, infotext = unet_rows(engine, s_min_uncond=15, s_min_uncond_all=True)
+    assert every == [1, 1, 1, 1] and "NGMS: 15, NGMS all steps: True" in infotext
+    assert GenerationRequest.from_infotext(infotext).s_min_uncond_all
+    assert unet_rows(engine, s_min_uncond_all=True) == ([2, 2, 2, 2], plain_infotext(engine))  # without NGMS: nothing
+
+
+def plain_infotext(engine) -> str:
+    return engine.generate(small(model="tiny-sd", steps=4, seed=3)).infotexts[0]
+
+
+def test_skip_early_cfg_leaves_the_unprompted_half_out_of_the_first_share_of_the_passs_calls(engine):
+    """A1111's rule: while the calls made are at most the setting's share of the pass's calls (the first always),
+    before NGMS's; second-order samplers' and img2img's calls counted as made."""
+    early, infotext = unet_rows(engine, skip_early_cond=0.5)  # calls 0, 1, 2 of 4 (2 / 4 <= 0.5)
+    assert early == [1, 1, 1, 2] and "Skip Early CFG: 0.5" in infotext
+    assert GenerationRequest.from_infotext(infotext).skip_early_cond == 0.5
+    both, infotext = unet_rows(engine, skip_early_cond=0.25, s_min_uncond=15)  # then NGMS's odd call 3
+    assert both == [1, 1, 2, 1] and "NGMS: 15" in infotext and "Skip Early CFG: 0.25" in infotext
+    heun, _ = unet_rows(engine, skip_early_cond=0.5, sampler="Heun")  # 7 calls for 4 steps: 0 to 3 (3 / 7)
+    assert heun == [1, 1, 1, 1, 2, 2, 2]
+    picture = {"task": "img2img", "init_image": Image.new("RGB", (64, 64), "red"), "denoising_strength": 0.5}
+    assert unet_rows(engine, skip_early_cond=0.5, **picture)[0] == [1, 1]  # 2 calls: 0 and 1 (1 / 2)
+    unguided, infotext = unet_rows(engine, skip_early_cond=0.5, cfg_scale=1.0)  # no unprompted half: nothing
+    assert unguided == [1, 1, 1, 1] and "Skip Early CFG" not in infotext
+
+
+def test_skip_early_cfg_on_every_call_is_the_picture_without_cfg(engine):
+    """Every call guided by the prompt alone: the picture of CFG scale 1, to the pixel; 0 is the plain picture."""
+    skipped = engine.generate(small(model="tiny-sd", seed=3, skip_early_cond=1.0))
+    assert np.array_equal(pixels(skipped), pixels(engine.generate(small(model="tiny-sd", seed=3, cfg_scale=1.0))))
+    plain = engine.generate(small(model="tiny-sd", seed=3))
+    assert np.array_equal(pixels(engine.generate(small(model="tiny-sd", seed=3, skip_early_cond=0))), pixels(plain))
+    assert not np.array_equal(pixels(skipped), pixels(plain))

@@ -20,7 +20,7 @@ from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.config import batch_layout
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
 from pipelines.grid import MAX_MARGIN
-from pipelines.negative_guidance import NGMS
+from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_LABEL, SKIP_EARLY
 from pipelines.sampler_parameters import (MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC,
                                          UNI_PC_VARIANTS)
 from pipelines.pag import PAG
@@ -200,8 +200,8 @@ def refiner_controls(services, fields: FieldSet) -> None:
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG (with Rescale CFG, PAG and NGMS), the sampler parameters, seed (with a variation
-    seed and seed resize), clip skip, step cache and tiling; returns the helper buttons."""
+    """Sampler, steps, size, batch, CFG (with Rescale CFG, PAG, NGMS and Skip Early CFG), the sampler parameters, seed
+    (with a variation seed and seed resize), clip skip, step cache and tiling; returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -226,7 +226,11 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
     with gr.Row():  # under CFG, as Forge Neo's Rescale CFG
         setting_slider(fields, RESCALE, f"{p}_rescale_cfg_scale")
         setting_slider(fields, PAG, f"{p}_pag_scale")
-    setting_slider(fields, NGMS, f"{p}_s_min_uncond")  # A1111's Optimizations setting sets its default
+    with gr.Row():  # A1111's Optimizations and Sampler parameters settings set their defaults
+        with gr.Column():
+            setting_slider(fields, NGMS, f"{p}_s_min_uncond")
+            fields.add(NGMS_ALL, gr.Checkbox(False, label=NGMS_ALL_LABEL, elem_id=f"{p}_s_min_uncond_all"))
+        setting_slider(fields, SKIP_EARLY, f"{p}_skip_early_cond")
     with gr.Accordion("Sampler parameters", open=False, elem_id=f"{p}_sampler_parameters"):  # A1111's settings'
         eta_ddim, eta, churn, tmin, tmax, noise, *schedule = SAMPLER_SETTINGS
         for row in ((eta_ddim, eta), (churn, noise), (tmin, tmax), schedule):

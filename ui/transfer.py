@@ -11,7 +11,7 @@ import gradio as gr
 from pipelines.cfg_rescale import RESCALE
 from pipelines.errors import EaselError
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
-from pipelines.negative_guidance import NGMS
+from pipelines.negative_guidance import NGMS, NGMS_ALL, SKIP_EARLY
 from pipelines.pag import PAG
 from pipelines.infotext import parse_infotext
 from pipelines.registry import TITLE
@@ -32,7 +32,8 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "seed_resize_from_w", "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
                "initial_noise_multiplier", "color_correction", "soft_inpainting",
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, PAG.field, NGMS.field,
-               "freeu", *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC,
+               NGMS_ALL, SKIP_EARLY.field, "freeu",
+               *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC,
                *TILED_FIELDS)
 
 
