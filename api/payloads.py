@@ -33,7 +33,7 @@ from pipelines.sampler_parameters import (CHURN, ETA_ANCESTRAL, ETA_DDIM, KEYS a
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from pipelines.tiled_diffusion import (FIELDS as TILED_FIELDS, METHODS as TILED_METHODS, NUMBERS as TILED_NUMBERS,
-                                       from_infotext as tiled_values)
+                                       SCALE_FACTOR as TILED_SCALE_FACTOR, from_infotext as tiled_values)
 from pipelines.tiling import axes_of
 from pipelines.upscalers import NONE as NO_UPSCALER
 
@@ -386,27 +386,27 @@ def dynamic_prompts_values(payload: Txt2ImgPayload) -> dict[str, Any]:
 # width, image height, tile width, tile height, overlap, tile batch size, upscaler, scale factor, noise inversion,
 # its steps, retouch, renoise strength and kernel, ControlNet tensors on the CPU, region control] and its defaults
 _TILED_DEFAULTS = (False, TILED_METHODS[0], False, True, 1024, 1024, *(number.default for number in TILED_NUMBERS),
-                   NO_UPSCALER, 2.0, False, 10, 1.0, 1.0, 64, False, False)
+                   NO_UPSCALER, TILED_SCALE_FACTOR.default, False, 10, 1.0, 1.0, 64, False, False)
 
 
 def tiled_diffusion_values(payload: Txt2ImgPayload, init_image=None) -> dict[str, Any]:
-    """The extension's ``alwayson_scripts["Tiled Diffusion"].args`` as request fields: its switch, method and tiles;
-    *Overwrite image size* (txt2img) sets the size, *Keep input image size* (img2img, on by default) the init
-    picture's (to whole latent pixels). Its upscaler, noise inversion and region control are refused; moving
-    ControlNet's tensors to the CPU is a memory hint, passed over."""
+    """The extension's ``alwayson_scripts["Tiled Diffusion"].args`` as request fields: its switch, method, tiles
+    and upscaler (img2img's; by name); *Overwrite image size* (txt2img) sets the size, *Keep input image size*
+    (img2img, on by default) the init picture's (to whole latent pixels), which the upscaler then starts from. Its
+    noise inversion and region control are refused; moving ControlNet's tensors to the CPU is a memory hint, passed
+    over."""
     args = _always_on_args(payload, TILED_SCRIPT)
     if not isinstance(args, list):
         raise PayloadError(TILED_SCRIPT_FIELD, "Tiled Diffusion takes a list of arguments, the extension's order.")
     args = [*args[:len(_TILED_DEFAULTS)], *_TILED_DEFAULTS[len(args):]]
     if not args[0]:
         return {}
-    refusals = ((args[10] not in (None, "", NO_UPSCALER), "its upscaler (upscale in Extras, or with SD upscale)"),
-                (args[12], "noise inversion"), (args[18], "region prompt control"))
+    refusals = ((args[12], "noise inversion"), (args[18], "region prompt control"))
     refused = next((words for on, words in refusals if on), None)
     if refused:
         raise PayloadError(TILED_SCRIPT_FIELD, f"Tiled Diffusion's {refused} is not available on this server; its "
                                                "MultiDiffusion and Mixture of Diffusers tiles are.")
-    values = dict(zip(TILED_FIELDS, (True, args[1], *args[6:10])))
+    values = dict(zip(TILED_FIELDS, (True, args[1], *args[6:10], args[10] or NO_UPSCALER, args[11], bool(args[3]))))
     if init_image is not None and args[3]:
         values["width"], values["height"] = (max(8, round(side / 8) * 8) for side in init_image.size)
     elif init_image is None and args[2]:
@@ -478,9 +478,12 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
                                              regional.get("rp_ratios"), regional.get("rp_base_ratios"),
                                              regional.get("rp_use_base"), regional.get("rp_use_common")]}
     tiled = tiled_values(params)
-    if tiled and not _always_on_args(payload, TILED_SCRIPT):  # at the infotext's size: not the input picture's
-        scripts[TILED_SCRIPT] = {"args": [True, tiled.get("td_method", TILED_METHODS[0]), False, False, 1024, 1024,
-                                          *(tiled.get(number.field, number.default) for number in TILED_NUMBERS)]}
+    if tiled and not _always_on_args(payload, TILED_SCRIPT):  # at the infotext's size unless it kept the input's
+        scripts[TILED_SCRIPT] = {"args": [True, tiled.get("td_method", TILED_METHODS[0]), False,
+                                          tiled.get("td_keep_input_size", False), 1024, 1024,
+                                          *(tiled.get(number.field, number.default) for number in TILED_NUMBERS),
+                                          tiled.get("td_upscaler", NO_UPSCALER),
+                                          tiled.get(TILED_SCALE_FACTOR.field, TILED_SCALE_FACTOR.default)]}
     if scripts != payload.alwayson_scripts:
         update["alwayson_scripts"] = scripts
     try:

@@ -41,7 +41,7 @@ from .preprocessors import Preprocessors
 from .preview import LatentPreviewer
 from .refiner import check as check_refiner
 from .registry import LoadedModel, Registry
-from .request import MAX_SEED, ORIGINAL, GenerationRequest
+from .request import MAX_SEED, MAX_SIDE, ORIGINAL, GenerationRequest
 from .samplers import make_scheduler
 from .stats import RunStats, clock, process_rss_peak
 from .styles import StyleLibrary
@@ -190,6 +190,9 @@ class Engine:
                                    "the hires checkpoint")
         if request.sd_upscale:
             check_upscaler(request.sd_upscale_upscaler, extras.names(self.registry.models_dir), "sd_upscale_upscaler")
+        if request.tiles is not None and request.tiles.upscaling:
+            check_upscaler(request.td_upscaler, extras.names(self.registry.models_dir), "td_upscaler")
+            request = self._tile_upscaled(request)
         request = self.wildcards.resolved(replace(request.with_seed(), model=info.name))
         result = GenerationResult(request=request)
         naming = Naming(typed.prompt, typed.styles, tuple(request.seeds()), request.batch_size, request.batch_count,
@@ -289,6 +292,19 @@ class Engine:
         for grid in grids if self.pnginfo else ():
             grid.image.info["parameters"] = grid.infotext
         return [grid.image for grid in grids]
+
+    def _tile_upscaled(self, request: GenerationRequest) -> GenerationRequest:
+        """Tiled Diffusion's img2img upscale (the extension's): the picture upscaled by its upscaler (on the device
+        lock: upscaler files run on the device), the pass then made at that size."""
+        size = request.tiles.upscaled_size(request.init_image.size, (request.width, request.height))
+        if max(size) > MAX_SIDE:
+            raise RequestError(f"Tiled Diffusion's upscale makes a {size[0]}x{size[1]} picture, over "
+                               f"{MAX_SIDE}: lower the scale factor.", "td_scale_factor")
+        with self._device_lock:
+            picture = self._upscaled(request.init_image.convert("RGB"), request.td_upscaler, size)
+        picture = picture if picture.size == size else picture.resize(size, Image.LANCZOS)
+        picture.info.update(request.init_image.info)  # its parameters (outpainting's history reads them)
+        return replace(request, init_image=picture, width=size[0], height=size[1])
 
     def _upscaled(self, image: Image.Image, name: str, size: tuple[int, int]) -> Image.Image:
         """``image`` by one upscaler; an upscaler file runs until the picture reaches ``size`` (x4 for 8x: twice)."""

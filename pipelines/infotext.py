@@ -22,6 +22,8 @@ _LINE_KEY = re.compile(rf"^({'|'.join(LINE_KEYS)}): ", re.MULTILINE)
 
 # One "Key: value" pair; the value is either a JSON string literal or runs to the next comma.
 _PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_AFTER_OBJECT = re.compile(r"\s*(?:,|$)")
+_JSON = json.JSONDecoder()
 
 # EXIF UserComment starts with an 8-byte character-code header (EXIF 2.3, section 4.6.5).
 _USER_COMMENT_CODECS = {
@@ -37,6 +39,24 @@ def _format_value(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _pairs(line: str) -> list[tuple[str, str]]:
+    """The ``Key: value`` pairs of a parameters line by A1111's pattern, but a JSON object (a dict an extension
+    gives, which A1111 writes as ``json.dumps`` makes it: Tiled Diffusion's settings) read whole, as its text."""
+    pairs, at = [], 0
+    while match := _PARAM_RE.search(line, at):
+        key, value = match.groups()
+        at = match.end()
+        if value.startswith("{"):
+            try:
+                end = _JSON.raw_decode(line, match.start(2))[1]
+            except ValueError:
+                end = None
+            if end is not None and (after := _AFTER_OBJECT.match(line, end)):
+                value, at = line[match.start(2):end], after.end()
+        pairs.append((key, value))
+    return pairs
 
 
 def _quote(text: str) -> str:
@@ -69,6 +89,9 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, obje
     for key, value in params.items():
         if value is None or key in LINE_KEYS:
             continue
+        if isinstance(value, dict):  # A1111 writes what json.dumps makes of it, unquoted
+            parts.append(f"{key}: {json.dumps(value, ensure_ascii=False)}")
+            continue
         text = _format_value(value)
         if text == "":
             continue
@@ -92,10 +115,10 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     """
     lines = text.strip().split("\n")
     after = next((i for i in range(len(lines) - 1, 0, -1)
-                  if _LINE_KEY.match(lines[i]) and len(_PARAM_RE.findall(lines[i - 1])) >= 3), len(lines))
+                  if _LINE_KEY.match(lines[i]) and len(_pairs(lines[i - 1])) >= 3), len(lines))
     block = _LINE_KEY.split("\n".join(lines[after:]))[1:]  # key, value, key, value...
     *lines, last = lines[:after]
-    if len(_PARAM_RE.findall(last)) < 3:
+    if len(_pairs(last)) < 3:
         lines.append(last)
         last = ""
 
@@ -108,7 +131,7 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     negative = "\n".join(negative_lines).strip()
 
     # An empty value is what A1111 drops too (it never writes one).
-    params = {key: _unquote(value) for key, value in _PARAM_RE.findall(last) if value}
+    params = {key: _unquote(value) for key, value in _pairs(last) if value}
     params.update((key, value.strip()) for key, value in zip(block[::2], block[1::2]))
     return prompt, negative, params
 

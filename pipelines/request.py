@@ -31,13 +31,15 @@ from .sampler_parameters import (ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, 
 from .samplers import normalize
 from .soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from .step_cache import MAX_INTERVAL as MAX_STEP_CACHE
-from .tiled_diffusion import (FIELDS as TILED_FIELDS, METHODS as TILED_METHODS, NUMBERS as TILED_NUMBERS,
-                              TiledDiffusion, from_infotext as tiled_values)
+from .tiled_diffusion import (FIELDS as TILED_FIELDS, FLAT_UPSCALE_KEYS as TILED_UPSCALE_KEYS, METHODS as TILED_METHODS,
+                              NUMBERS as TILED_NUMBERS, SCALE_FACTOR as TILED_SCALE_FACTOR, TiledDiffusion,
+                              from_infotext as tiled_values)
 from .tiling import AXES as TILING_AXES, axes_of
 from .upscalers import NONE as NO_UPSCALER
 
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
+MAX_SIDE = 4096  # a picture's width or height, at most
 MAX_NOISE_MULTIPLIER = 1.5  # A1111's slider
 MAX_BATCH_COUNT = 100
 MAX_GENERATIONS, MAX_COMBINATORIAL_BATCHES = 1000, 10  # Dynamic Prompts' sliders
@@ -46,21 +48,21 @@ VERSION = "easel-0.1.0"
 # (field, label, low, high) for the whole-number fields, checked in this order.
 _INT_RANGES = (
     ("steps", "Steps", 1, 150),
-    ("width", "Width", 64, 4096),
-    ("height", "Height", 64, 4096),
+    ("width", "Width", 64, MAX_SIDE),
+    ("height", "Height", 64, MAX_SIDE),
     ("batch_size", "Batch size", 1, 8),
     ("batch_count", "Batch count", 1, MAX_BATCH_COUNT),
     ("clip_skip", "Clip skip", 1, 12),
     ("seed", "Seed", -1, MAX_SEED),
     ("subseed", "Variation seed", -1, MAX_SEED),
-    ("seed_resize_from_w", "Resize seed from width", 0, 4096),
-    ("seed_resize_from_h", "Resize seed from height", 0, 4096),
+    ("seed_resize_from_w", "Resize seed from width", 0, MAX_SIDE),
+    ("seed_resize_from_h", "Resize seed from height", 0, MAX_SIDE),
     ("resize_mode", "Resize mode", 0, 3),
     ("mask_blur", "Mask blur", 0, 64),
     ("inpainting_fill", "Masked content", 0, 3),
     ("inpaint_full_res_padding", "Only masked padding", 0, 256),
-    ("hr_resize_x", "Hires resize width", 0, 4096),
-    ("hr_resize_y", "Hires resize height", 0, 4096),
+    ("hr_resize_x", "Hires resize width", 0, MAX_SIDE),
+    ("hr_resize_y", "Hires resize height", 0, MAX_SIDE),
     ("hr_second_pass_steps", "Hires steps", 0, 150),
     ("step_cache", "Step cache", 0, MAX_STEP_CACHE),
     ("loopback_loops", "Loops", 1, MAX_LOOPS),
@@ -269,6 +271,9 @@ class GenerationRequest:
     td_tile_height: int = TILED_NUMBERS[1].default
     td_overlap: int = TILED_NUMBERS[2].default
     td_batch_size: int = TILED_NUMBERS[3].default
+    td_upscaler: str = NO_UPSCALER  # img2img's picture upscaled first, by the factor, from its own size or the size's
+    td_scale_factor: float = TILED_SCALE_FACTOR.default
+    td_keep_input_size: bool = True
     styles: tuple[str, ...] = ()  # names in the models folder's styles.csv, written into the prompts by the engine
     # Parts that later features fill.
     adapters: tuple = ()
@@ -385,10 +390,14 @@ class GenerationRequest:
         return RegionalSettings(*(getattr(self, name) for name in REGIONAL_FIELDS[1:]))
 
     def _check_tiled(self) -> None:
-        """Tiled Diffusion's method (its numbers are whole numbers in ``_INT_RANGES``), and what it cannot join:
-        tiling's wrap-around (a tile's edges are not the picture's) and the step cache (its kept features would be
-        another tile's)."""
-        object.__setattr__(self, "tiled_diffusion", bool(self.tiled_diffusion))
+        """Tiled Diffusion's method and scale factor (its numbers are whole numbers in ``_INT_RANGES``), and what it
+        cannot join: tiling's wrap-around (a tile's edges are not the picture's) and the step cache (its kept
+        features would be another tile's); its upscaler upscales once."""
+        set_ = object.__setattr__
+        for name in ("tiled_diffusion", "td_keep_input_size"):
+            set_(self, name, bool(getattr(self, name)))
+        set_(self, "td_upscaler", str(self.td_upscaler))
+        self._check_settings((TILED_SCALE_FACTOR,), "Tiled Diffusion")
         if self.td_method not in TILED_METHODS:
             raise RequestError(f"Tiled Diffusion's method is {' or '.join(TILED_METHODS)}, got {self.td_method!r}.",
                                "td_method")
@@ -398,13 +407,22 @@ class GenerationRequest:
         if self.tiled_diffusion and self.step_cache > 1:
             raise RequestError("The step cache keeps one UNet call's features for the next, which with Tiled "
                                "Diffusion is another tile's: turn one of them off.", "step_cache")
+        if self.tiles is None or not self.tiles.upscaling:
+            return
+        refusals = ((self.loopback, "would upscale every loop's picture: upscale once, then loop"),
+                    (self.sd_upscale, "and SD upscale both upscale the picture: turn one of them off"))
+        refused = next((words for on, words in refusals if on), None)
+        if refused:
+            raise RequestError(f"Tiled Diffusion's upscaler {refused}.", "td_upscaler")
 
     @property
     def tiles(self) -> TiledDiffusion | None:
-        """Tiled Diffusion's settings while it is on."""
+        """Tiled Diffusion's settings while it is on; txt2img has no picture for its upscaler (the extension shows
+        it in img2img only)."""
         if not self.tiled_diffusion:
             return None
-        return TiledDiffusion(*(getattr(self, name) for name in TILED_FIELDS[1:]))
+        tiles = TiledDiffusion(*(getattr(self, name) for name in TILED_FIELDS[1:]))
+        return replace(tiles, upscaler=NO_UPSCALER) if self.task == "txt2img" else tiles
 
     def _check_scripts(self) -> None:
         """Loopback's and SD upscale's settings, checked whether or not they are on (a later switch must not
@@ -460,8 +478,8 @@ class GenerationRequest:
             raise RequestError(f"SD upscale makes a {width}x{height} picture, smaller than one tile ({self.width}x"
                                f"{self.height}, the width and height): raise the scale factor or lower the width "
                                "and height.", "sd_upscale_scale")
-        if max(width, height) > 4096:
-            raise RequestError(f"The SD upscale size {width}x{height} is over 4096.", "sd_upscale_scale")
+        if max(width, height) > MAX_SIDE:
+            raise RequestError(f"The SD upscale size {width}x{height} is over {MAX_SIDE}.", "sd_upscale_scale")
 
     @property
     def loopback_strengths(self) -> list[float]:
@@ -518,8 +536,8 @@ class GenerationRequest:
         if any(margins) and self.task != "inpaint":
             raise RequestError("Outpainting is an inpaint task.", "outpaint")
         object.__setattr__(self, "outpaint", margins)
-        if max(self.output_size) > 4096:
-            raise RequestError(f"The outpainted size {self.output_size[0]}x{self.output_size[1]} is over 4096.",
+        if max(self.output_size) > MAX_SIDE:
+            raise RequestError(f"The outpainted size {self.output_size[0]}x{self.output_size[1]} is over {MAX_SIDE}.",
                                "outpaint")
 
     def _check_hires(self) -> None:
@@ -540,8 +558,8 @@ class GenerationRequest:
         if self.enable_hr:
             if self.task != "txt2img":
                 raise RequestError("Hires fix is a txt2img feature.", "enable_hr")
-            if max(self.hires_size) > 4096:
-                raise RequestError("The hires size {}x{} is over 4096.".format(*self.hires_size), "hr_scale")
+            if max(self.hires_size) > MAX_SIDE:
+                raise RequestError("The hires size {}x{} is over {}.".format(*self.hires_size, MAX_SIDE), "hr_scale")
             self.hires_pass()  # validates the second pass as a request of its own
 
     @property
@@ -682,6 +700,8 @@ class GenerationRequest:
             "Denoising curve": self.loopback_curve if self.loopback else None,
             "SD upscale overlap": self.sd_upscale_overlap if self.sd_upscale else None,
             "SD upscale upscaler": self.sd_upscale_upscaler if self.sd_upscale else None,
+            **(dict(zip(TILED_UPSCALE_KEYS, (self.td_upscaler, self.td_scale_factor)))
+               if self.tiles is not None and self.tiles.upscaling else {}),
             **(extra or {}),
             "Version": VERSION,
         }

@@ -10,14 +10,18 @@ flush with the far edge; latents that fit one tile are not tiled, and the infote
 only when a pass was (``conditioning.StepConditioning.ran``), as the extension writes them only then.
 
 ``composable.ComposedUNet`` makes the calls (``tiles``, ``window``), so everything that rides on the UNet's inputs
-works on tiles: CFG, composable prompts and Regional Prompter (each part's area cut to the tile), PAG, Rescale CFG
-and NGMS (on the blended prediction), ControlNet (its residuals, made once on the whole picture, cut to the tile at
-each of their scales), IP-Adapter, inpainting UNets, hires fix's second pass and the refiner.
+works on tiles: CFG, composable prompts and Regional Prompter (each part's area cut to the tile), PAG, Rescale CFG,
+NGMS and Skip Early CFG (on the blended prediction), ControlNet (its residuals, made once on the whole picture, cut
+to the tile at each of their scales), IP-Adapter, inpainting UNets, hires fix's second pass and the refiner.
+
+In img2img the extension's upscaler upscales the picture first (``TiledDiffusion.upscaled_size``; the engine runs
+it), and the pass is made at that size.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,12 +41,21 @@ NUMBERS = (
     Setting("td_overlap", "Latent tile overlap", "Tile Overlap", 48, 0, 256, 4, "at least this much between tiles"),
     Setting("td_batch_size", "Latent tile batch size", "Tile batch size", 4, 1, 8, 1, "tiles to a UNet call"),
 )
-FIELDS = ("tiled_diffusion", "td_method", *(number.field for number in NUMBERS))  # on, then the settings' order
-# The dict's keys in the extension's earlier versions, and the flat keys of its first ones
+# img2img's: the picture upscaled by the factor before the pass, from its own size (*Keep input image size*) or from
+# the width and height
+NO_UPSCALER = "None"
+SCALE_FACTOR = Setting("td_scale_factor", "Scale Factor", "Upscale factor", 2.0, 1.0, 8.0, 0.05,
+                       "img2img's picture upscaled this much first")
+UPSCALE_FIELDS = ("td_upscaler", SCALE_FACTOR.field, "td_keep_input_size")
+UPSCALE_KEYS = ("Upscaler", SCALE_FACTOR.key, "Keep input size")  # in the dict, the fields' order
+FIELDS = ("tiled_diffusion", "td_method", *(number.field for number in NUMBERS), *UPSCALE_FIELDS)  # on, settings
+# The dict's keys in the extension's earlier versions, and the flat keys of its first ones (the upscaler's stayed)
 _OLD_KEYS = {"Latent tile width": "td_tile_width", "Latent tile height": "td_tile_height", "Overlap": "td_overlap",
              **{f"{KEY} {word}": field for word, field in (
                  ("method", "td_method"), ("tile width", "td_tile_width"), ("tile height", "td_tile_height"),
-                 ("overlap", "td_overlap"), ("batch size", "td_batch_size"))}}
+                 ("overlap", "td_overlap"), ("batch size", "td_batch_size"), ("upscaler", "td_upscaler"),
+                 ("scale factor", SCALE_FACTOR.field))}}
+FLAT_UPSCALE_KEYS = (f"{KEY} upscaler", f"{KEY} scale factor")  # what it writes beside the dict
 # The UNet's inputs laid out on the latents' grid (at the latents' size or a fraction of it), cut to each tile:
 # ControlNet's and T2I-Adapter's residuals (the sample itself is too)
 SPATIAL = ("down_block_additional_residuals", "mid_block_additional_residual", "down_intrablock_additional_residuals")
@@ -64,6 +77,19 @@ class TiledDiffusion:
     tile_height: int = NUMBERS[1].default
     overlap: int = NUMBERS[2].default
     batch_size: int = NUMBERS[3].default
+    upscaler: str = NO_UPSCALER
+    scale_factor: float = SCALE_FACTOR.default
+    keep_input_size: bool = True
+
+    @property
+    def upscaling(self) -> bool:
+        return self.upscaler != NO_UPSCALER
+
+    def upscaled_size(self, picture: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+        """The size img2img's ``picture`` is upscaled to: its own (*Keep input image size*) or the request's
+        ``size``, times the factor, down to whole latent pixels (as A1111's upscalers round)."""
+        return tuple(max(8, int(side * self.scale_factor) // 8 * 8)
+                     for side in (picture if self.keep_input_size else size))
 
     def tiles(self, height: int, width: int) -> list[Tile]:
         """The tiles of a ``height`` x ``width`` latent grid, row by row; one, the whole grid, when it fits."""
@@ -86,24 +112,37 @@ class TiledDiffusion:
         return _gaussian(tile.height, tile.width, device)
 
     def infotext(self) -> dict:
+        upscale = zip(UPSCALE_KEYS, (self.upscaler, self.scale_factor, self.keep_input_size)) if self.upscaling else ()
         return {"Method": self.method, **{number.key: getattr(self, number.field.removeprefix("td_"))
-                                          for number in NUMBERS}}
+                                          for number in NUMBERS}, **dict(upscale)}
 
 
 def from_infotext(params: Mapping[str, str]) -> dict:
-    """The request fields of an infotext's Tiled Diffusion keys (the dict, or an early version's flat keys); a
-    dict that does not read as one is passed over."""
+    """The request fields of an infotext's Tiled Diffusion keys: the flat keys (an early version's, the upscaler's)
+    and the dict over them, as the extension writes it (JSON) or as a Python dict (Easel's first versions); a dict
+    that reads as neither is passed over."""
     given = {key: value for key, value in params.items() if key.startswith(f"{KEY} ")}
     if KEY in params:
-        try:
-            given = ast.literal_eval(params[KEY])
-        except (ValueError, SyntaxError):
+        written = _dict(params[KEY])
+        if written is None:
             return {}
-        if not isinstance(given, dict):
-            return {}
-    names = {"Method": "td_method", **{number.key: number.field for number in NUMBERS}, **_OLD_KEYS}
+        given.update(written)
+    names = {"Method": "td_method", **{number.key: number.field for number in NUMBERS},
+             **dict(zip(UPSCALE_KEYS, UPSCALE_FIELDS)), **_OLD_KEYS}
     values = {names[key]: value for key, value in given.items() if key in names}
+    if isinstance(values.get("td_keep_input_size"), str):
+        values["td_keep_input_size"] = values["td_keep_input_size"] == "True"
     return {"tiled_diffusion": True, **values} if values else {}
+
+
+def _dict(text: str) -> dict | None:
+    for read in (json.loads, ast.literal_eval):
+        try:
+            value = read(text)
+        except (ValueError, SyntaxError):
+            continue
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def _starts(size: int, tile: int, overlap: int) -> list[int]:

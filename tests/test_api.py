@@ -374,13 +374,21 @@ def test_tiled_diffusion_as_the_extensions_always_on_script(alice):
     info = json.loads(body["info"])
     assert decode(body["images"][0]).size == (256, 128) and (info["width"], info["height"]) == (256, 128)
     assert parse_infotext(info["infotexts"][0])[2]["Tiled Diffusion"] == (
-        "{'Method': 'Mixture of Diffusers', 'Tile tile width': 16, 'Tile tile height': 16, 'Tile Overlap': 8, "
-        "'Tile batch size': 2}")
+        '{"Method": "Mixture of Diffusers", "Tile tile width": 16, "Tile tile height": 16, "Tile Overlap": 8, '
+        '"Tile batch size": 2}')
     again = ok(alice.post("/sdapi/v1/txt2img", json={"infotext": info["infotexts"][0]}))
     assert json.loads(again["info"])["infotexts"][0] == info["infotexts"][0]
     kept = ok(alice.post("/sdapi/v1/img2img", json={"prompt": "a red circle", "steps": 2, "init_images": [
         b64_png(Image.new("RGB", (200, 136), "white"))], "alwayson_scripts": {"tiled diffusion": {"args": args}}}))
     assert decode(kept["images"][0]).size == (200, 136)
+    upscale = [*args, "Lanczos", 1.5]  # the input picture upscaled first, then made in tiles
+    body = ok(alice.post("/sdapi/v1/img2img", json={"prompt": "a red circle", "steps": 2, "init_images": [
+        b64_png(Image.new("RGB", (200, 136), "white"))], "alwayson_scripts": {"tiled diffusion": {"args": upscale}}}))
+    info = json.loads(body["info"])
+    assert decode(body["images"][0]).size == (296, 200) and "Tiled Diffusion upscaler: Lanczos" in info["infotexts"][0]
+    again = ok(alice.post("/sdapi/v1/img2img", json={"infotext": info["infotexts"][0], "init_images": [
+        b64_png(Image.new("RGB", (200, 136), "white"))]}))
+    assert decode(again["images"][0]).size == (296, 200)  # it kept the input's size: upscaled from it again
 
 
 def test_dynamic_prompts_as_the_extensions_always_on_script(alice):
@@ -680,6 +688,9 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
      "alwayson_scripts.tiled diffusion.args"),  # its noise inversion is not built
     ("txt2img", {"prompt": "x", "tiling": True, "alwayson_scripts": {"Tiled Diffusion": {"args": [True]}}},
      "tiling"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "alwayson_scripts": {"Tiled Diffusion": {"args": [
+        True, "MultiDiffusion", False, True, 1024, 1024, 96, 96, 48, 4, "4x-Nowhere", 2]}}},
+     "alwayson_scripts.tiled diffusion.args"),  # no such upscaler
     ("txt2img", {"prompt": "a {red|blue"}, "prompt"),  # Dynamic Prompts cannot read it
     ("txt2img", {"prompt": "a __nothing__"}, "prompt"),  # no wildcard file
     ("txt2img", {"prompt": "{1|2|3|4|5|6|7|8|9|10} {1|2|3|4|5|6|7|8|9|10} {a|b}", "alwayson_scripts": {

@@ -216,8 +216,8 @@ def test_tiled_diffusion_panel_with_regions_keeps_each_half_its_background(page,
         infotext = generate_in(page, "txt2img")
         page.locator("#txt2img_tiled_diffusion").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "embedded-tiled-diffusion.png"), full_page=True, animations="disabled")
-        assert ("Tiled Diffusion: \"{'Method': 'Mixture of Diffusers', 'Tile tile width': 16, 'Tile tile height': 16, "
-                "'Tile Overlap': 8, 'Tile batch size': 4}\"") in infotext, infotext
+        assert ('Tiled Diffusion: {"Method": "Mixture of Diffusers", "Tile tile width": 16, "Tile tile height": 16, '
+                '"Tile Overlap": 8, "Tile batch size": 4}') in infotext, infotext
         with Image.open(gallery_png(page, "txt2img", tmp_path / "tiled.png")) as image:
             assert image.size == (256, 64)
             halves = np.split(np.asarray(image.convert("RGB"), dtype=float), 2, axis=1)
@@ -426,11 +426,7 @@ def test_loopback_then_sd_upscale_in_img2img(page, tmp_path):
     """Loopback: three loops towards "blue" at a rising strength, their grid and each picture in the gallery, the
     last one blue.
     SD upscale: the red circle twice as large, repainted lightly in 64x64 tiles, still a red circle on white."""
-    circle_picture().save(tmp_path / "circle.png")
-    page.reload()
-    open_tab(page, "img2img")
-    page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "circle.png"))
-    expect(page.locator("#img2img_image img").first).to_be_visible()
+    img2img_with(page, circle_picture(), tmp_path / "circle.png")
     page.locator("#img2img_prompt textarea").fill("a large blue circle in the center on a white background")
     set_number(page, "img2img_denoising_strength", 0.5)
     set_number(page, "img2img_seed", 3)
@@ -460,16 +456,37 @@ def test_loopback_then_sd_upscale_in_img2img(page, tmp_path):
     expect(page.locator("#inpaint_sd_upscale_panel")).to_have_count(0)
 
 
+def test_tiled_diffusions_upscaler_in_img2img(page, tmp_path):
+    """Tiled Diffusion's panel in img2img: the red circle upscaled 4x by Lanczos, then repainted lightly in 3 x 3
+    tiles: a 256 x 256 red circle on white (tests/test_embedded_model.py), the upscale in its infotext."""
+    img2img_with(page, circle_picture(), tmp_path / "circle.png")
+    page.locator("#img2img_prompt textarea").fill("a large red circle in the center on a white background")
+    page.locator("#img2img_tiled_diffusion").get_by_text("Tiled Diffusion", exact=True).click()
+    page.locator("#img2img_td_enable input").check()
+    pick(page, "img2img_td_upscaler", "Lanczos")
+    set_numbers(page, {"img2img_td_tile_width": 16, "img2img_td_tile_height": 16, "img2img_td_overlap": 8,
+                       "img2img_td_scale_factor": 4, "img2img_denoising_strength": 0.3, "img2img_seed": 0})
+    try:
+        infotext = generate_in(page, "img2img")
+        page.locator("#img2img_tiled_diffusion").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "embedded-tiled-upscale.png"), full_page=True, animations="disabled")
+        upscaled = gallery_png(page, "img2img", tmp_path / "upscaled.png")
+    finally:
+        page.locator("#img2img_td_enable input").uncheck()
+    assert "Size: 256x256" in infotext and "Tiled Diffusion upscaler: Lanczos, Tiled Diffusion scale factor: 4" in \
+        infotext, infotext
+    with Image.open(upscaled) as picture:
+        assert picture.size == (256, 256)
+        drawn = classify(picture.convert("RGB").resize((64, 64), Image.LANCZOS))
+    assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("red", "circle", "center", "white"), drawn
+
+
 def test_a_sketch_in_img2img_and_an_inpaint_sketch(page, tmp_path):
     """Sketch: a green blob painted in the top left corner of a white picture (copied from the image above) becomes
     a circle there, though the prompt names no place. Inpaint sketch: a red circle painted over in blue is repainted
     as a blue circle."""
-    Image.new("RGB", (64, 64), "white").save(tmp_path / "white.png")
     circle_picture().save(tmp_path / "circle.png")
-    page.reload()
-    open_tab(page, "img2img")
-    page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "white.png"))
-    expect(page.locator("#img2img_image img").first).to_be_visible()
+    img2img_with(page, Image.new("RGB", (64, 64), "white"), tmp_path / "white.png")
     page.locator("#img2img_sketch_panel").get_by_text("Sketch: paint over a picture", exact=True).click()
     page.locator("#img2img_sketch_copy").click()
     expect(page.locator("#img2img_sketch .zoom-number")).to_be_visible()  # the editor holds the picture
@@ -548,6 +565,15 @@ def test_generate_forever_until_cancelled_or_an_error(page):
             choose("Cancel generate forever")  # not to leave it running for the next test
     for close in page.get_by_role("status").get_by_role("button", name="Close", exact=True).all():
         close.click()
+
+
+def img2img_with(page, picture: Image.Image, path: Path) -> None:
+    """A fresh page's img2img tab with ``picture`` (saved at ``path``) uploaded as its image."""
+    picture.save(path)
+    page.reload()
+    open_tab(page, "img2img")
+    page.locator("#img2img_image input[type=file]").set_input_files(str(path))
+    expect(page.locator("#img2img_image img").first).to_be_visible()
 
 
 def circle_picture() -> Image.Image:

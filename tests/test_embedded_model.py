@@ -5,6 +5,7 @@ on ground-truth pictures), so these tests check colour, shape, place and backgro
 They run only where the model folder exists (a checkout always has it).
 """
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -349,3 +350,19 @@ def test_tiled_diffusion_keeps_each_region_on_its_tiles(engine, method):
     cases = [("red", "blue", 0), ("yellow", "blue", 1), ("white", "red", 0), ("black", "orange", 1)]
     assert [follows(engine, *case, "Columns", regional=True, **tiles) for case in cases] == [True] * 4
     assert [follows(engine, *case, "Columns", regional=False, **tiles) for case in cases] == [False] * 4
+
+
+def test_tiled_diffusion_upscales_a_picture_four_times_in_tiles_and_keeps_what_it_shows(engine):
+    """img2img with the extension's upscaler: the 64 x 64 red circle upscaled 4x (Lanczos), then repainted at 0.3
+    in 3 x 3 tiles of 16 latents (a tile is a quarter of the shape the model learned whole, so stronger repaints
+    draw shapes into tiles): still a red circle in the center on white, at 256 x 256."""
+    from training.shapes import Scene, make_item, render
+
+    circle = render(Scene("white", make_item("circle", "red", "large", "center", random.Random(0))))
+    for seed in range(2):
+        picture = paint(engine, "a large red circle in the center on a white background", seed, task="img2img",
+                        init_image=circle, denoising_strength=0.3, tiled_diffusion=True, td_tile_width=16,
+                        td_tile_height=16, td_overlap=8, td_upscaler="Lanczos", td_scale_factor=4)
+        assert picture.size == (256, 256)
+        seen = classify(picture.resize((64, 64), Image.LANCZOS))
+        assert (seen.colour, seen.shape, seen.position, seen.background) == ("red", "circle", "center", "white"), seed

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 from pipelines.composable import ComposedUNet, Guidance
 from pipelines.errors import RequestError
+from pipelines.infotext import parse_infotext
 from pipelines.regions import Area
 from pipelines.request import GenerationRequest
 from pipelines.tiled_diffusion import Tile, TiledDiffusion, from_infotext, window
@@ -100,8 +101,8 @@ def test_each_unet_call_is_a_batch_of_tiles(engine):
     with UNetCalls(engine, "tiny-sd") as calls:
         made = engine.generate(make())
     assert [tuple(call["sample"].shape) for call in calls["tiny-sd"]] == [(6, 4, 16, 32)] * 3  # 3 x 2 rows (CFG)
-    assert ('Tiled Diffusion: "{\'Method\': \'MultiDiffusion\', \'Tile tile width\': 32, \'Tile tile height\': 16, '
-            '\'Tile Overlap\': 8, \'Tile batch size\': 4}"') in made.infotexts[0]
+    assert ('Tiled Diffusion: {"Method": "MultiDiffusion", "Tile tile width": 32, "Tile tile height": 16, '
+            '"Tile Overlap": 8, "Tile batch size": 4}, ') in made.infotexts[0]  # A1111's json.dumps of the dict
 
 
 def test_hires_fix_tiles_the_pass_that_does_not_fit_a_tile(engine):
@@ -120,12 +121,21 @@ def test_the_infotext_reads_back_in_every_version_of_the_extension(engine):
     again = GenerationRequest.from_infotext(engine.generate(request).infotexts[0])
     assert again.tiles == request.tiles == TiledDiffusion("Mixture of Diffusers", 32, 16, 12, 2)
     older = {"Tiled Diffusion": "{'Method': 'MultiDiffusion', 'Latent tile width': 64, 'Latent tile height': 80, "
-                                "'Overlap': 16, 'Tile batch size': 2}"}
+                                "'Overlap': 16, 'Tile batch size': 2}"}  # Easel's first versions wrote Python's
     first = {"Tiled Diffusion method": "Mixture of Diffusers", "Tiled Diffusion tile width": "48",
              "Tiled Diffusion overlap": "8"}
     assert GenerationRequest(**from_infotext(older)).tiles == TiledDiffusion("MultiDiffusion", 64, 80, 16, 2)
     assert GenerationRequest(**from_infotext(first)).tiles == TiledDiffusion("Mixture of Diffusers", 48, 96, 8, 4)
     assert from_infotext({"Tiled Diffusion": "__import__('os')"}) == {} == from_infotext({"Steps": "20"})
+    # an upscale as A1111 writes it (the flat keys and the dict, whose JSON says true)
+    _, _, params = parse_infotext(
+        "a\nSteps: 18, Denoising strength: 0.35, Tiled Diffusion upscaler: 4x-UltraSharp, Tiled Diffusion scale "
+        'factor: 2, Tiled Diffusion: {"Method": "MultiDiffusion", "Tile tile width": 112, "Tile tile height": 144, '
+        '"Tile Overlap": 4, "Tile batch size": 8, "Upscaler": "4x-UltraSharp", "Upscale factor": 2, "Keep input '
+        'size": true}, ControlNet 0: "Module: tile_resample, Model: control_v11f1e_sd15_tile, Weight: 0.6", Seed: 1')
+    assert params["ControlNet 0"].startswith("Module: tile_resample") and params["Seed"] == "1"
+    upscaled = GenerationRequest(task="img2img", init_image=Image.new("RGB", (64, 64)), **from_infotext(params))
+    assert upscaled.tiles == TiledDiffusion("MultiDiffusion", 112, 144, 4, 8, "4x-UltraSharp", 2.0, True)
 
 
 @pytest.mark.parametrize("values, field", [
@@ -140,6 +150,36 @@ def test_what_tiled_diffusion_cannot_take_is_refused_by_name(values, field):
     with pytest.raises(RequestError) as refused:
         make(**values)
     assert refused.value.field == field
+
+
+def test_img2img_upscales_the_picture_first_from_its_own_size_or_the_width_and_height(engine):
+    """The extension's img2img upscaler: the picture upscaled by the factor (to whole latent pixels) and the pass
+    made at that size, in tiles; from the picture's own size (*Keep input image size*), or from the width and
+    height. txt2img has no picture for it; an upscale past 4096, an unknown upscaler, Loopback and SD upscale are
+    refused by name."""
+    picture = Image.new("RGB", (64, 48), "red")
+    values = {"task": "img2img", "init_image": picture, "td_upscaler": "Lanczos", "td_scale_factor": 1.5,
+              "denoising_strength": 0.5}
+    with UNetCalls(engine, "tiny-sd") as calls:
+        kept = engine.generate(make(**values))
+    assert kept.images[0].size == (96, 72) and {tuple(call["sample"].shape[-2:]) for call in calls["tiny-sd"]} == {
+        (16, 32)}  # 36 x 48 latents in tiles of 16 x 32
+    params = parse_infotext(kept.infotexts[0])[2]
+    assert (params["Size"], params["Tiled Diffusion upscaler"], params["Tiled Diffusion scale factor"]) == (
+        "96x72", "Lanczos", "1.5")
+    assert '"Upscaler": "Lanczos", "Upscale factor": 1.5, "Keep input size": true}' in params["Tiled Diffusion"]
+    again = GenerationRequest.from_infotext(kept.infotexts[0], task="img2img", init_image=picture)
+    assert again.tiles == make(**values).tiles
+    sized = engine.generate(make(**values, td_keep_input_size=False, width=64, height=128))
+    assert sized.images[0].size == (96, 192)
+    plain = engine.generate(make(td_upscaler="Lanczos", td_scale_factor=1.5))
+    assert plain.images[0].size == (64, 64) and "upscaler" not in plain.infotexts[0]
+    for changes, field in (({"td_scale_factor": 8.0, "init_image": Image.new("RGB", (1024, 64))}, "td_scale_factor"),
+                           ({"td_upscaler": "4x-Nowhere"}, "td_upscaler"),
+                           ({"loopback": True}, "td_upscaler"), ({"sd_upscale": True}, "td_upscaler")):
+        with pytest.raises(RequestError) as refused:
+            engine.generate(make(**{**values, **changes}))
+        assert refused.value.field == field, changes
 
 
 def test_controlnet_ip_adapter_pag_and_rescale_ride_on_the_tiles(engine):

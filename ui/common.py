@@ -540,7 +540,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             freeu_controls(fields)
             dynamic_prompts.build(services, fields)
             regions.build(fields)
-            tiled_diffusion.build(fields)
+            tiled_diffusion.build(services, fields)
             prompt_list_controls(fields)
             prompt_matrix_controls(fields)
             with gr.Accordion("X/Y/Z plot", open=False, elem_id=f"{task}_xyz_panel"):

@@ -1,16 +1,18 @@
 """The Tiled Diffusion panel of every generation tab (the multidiffusion-upscaler extension's, ``pipelines/
-tiled_diffusion.py``): its switch, method and latent tiles, under the extension's labels and defaults."""
+tiled_diffusion.py``): its switch, method and latent tiles, and in img2img and inpaint its upscaler, under the
+extension's labels and defaults."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from pipelines.tiled_diffusion import METHODS, NUMBERS
+from pipelines import extras
+from pipelines.tiled_diffusion import METHODS, NO_UPSCALER, NUMBERS, SCALE_FACTOR
 
 from .common import FieldSet, setting_slider
 
 
-def build(fields: FieldSet) -> None:
+def build(services, fields: FieldSet) -> None:
     p = fields.prefix
     with gr.Accordion("Tiled Diffusion", open=False, elem_id=f"{p}_tiled_diffusion"):
         with gr.Row():
@@ -24,3 +26,16 @@ def build(fields: FieldSet) -> None:
             with gr.Row():
                 for number in pair:
                     setting_slider(fields, number, f"{p}_{number.field}")
+        if p == "txt2img":
+            return
+        models_dir = services.registry.models_dir
+        with gr.Row():
+            upscaler = fields.add("td_upscaler", gr.Dropdown(extras.names(models_dir), value=NO_UPSCALER,
+                                                             label="Upscaler", elem_id=f"{p}_td_upscaler",
+                                                             info="the picture upscaled first, by the factor"))
+            setting_slider(fields, SCALE_FACTOR, f"{p}_{SCALE_FACTOR.field}")
+        fields.add("td_keep_input_size", gr.Checkbox(True, label="Keep input image size",
+                                                     elem_id=f"{p}_td_keep_input_size",
+                                                     info="the upscale starts from the picture's own size; off: "
+                                                          "from the width and height"))
+    upscaler.focus(lambda: gr.Dropdown(choices=extras.names(models_dir)), None, upscaler, api_visibility="private")
