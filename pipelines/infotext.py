@@ -89,7 +89,7 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, obje
     for key, value in params.items():
         if value is None or key in LINE_KEYS:
             continue
-        if isinstance(value, dict):  # A1111 writes what json.dumps makes of it, unquoted
+        if type(value) is dict:  # A1111 writes what json.dumps makes of it, unquoted (NameHashes: its own text)
             parts.append(f"{key}: {json.dumps(value, ensure_ascii=False)}")
             continue
         text = _format_value(value)

@@ -61,9 +61,10 @@ def test_png_info_reads_parameters_and_sends_them_to_txt2img(client, tmp_path):
     from ui.transfer import SENT_FIELDS
 
     from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
+    from pipelines.tiled_diffusion import UPSCALE_FIELDS
 
     img2img_only = ("initial_noise_multiplier", "color_correction",  # img2img's and inpaint's alone
-                    "soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))
+                    "soft_inpainting", *(setting.field for setting in SOFT_SETTINGS), *UPSCALE_FIELDS)
     names = [name for name in SENT_FIELDS if name not in img2img_only]
 
     def send(infotext: str) -> dict:
