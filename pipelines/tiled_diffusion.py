@@ -31,8 +31,9 @@ from typing import NamedTuple
 import torch
 
 from .script_settings import Setting
+from .upscalers import NONE as NO_UPSCALER
 
-KEY = "Tiled Diffusion"  # the infotext key: the settings as a dict, quoted as A1111 quotes any value
+KEY = "Tiled Diffusion"  # the infotext key: the settings as a dict, written as A1111 writes one (JSON)
 METHODS = ("MultiDiffusion", "Mixture of Diffusers")
 # The extension's sliders (their infotext keys are the dict's), whole numbers
 NUMBERS = (
@@ -43,7 +44,6 @@ NUMBERS = (
 )
 # img2img's: the picture upscaled by the factor before the pass, from its own size (*Keep input image size*) or from
 # the width and height
-NO_UPSCALER = "None"
 SCALE_FACTOR = Setting("td_scale_factor", "Scale Factor", "Upscale factor", 2.0, 1.0, 8.0, 0.05,
                        "img2img's picture upscaled this much first")
 UPSCALE_FIELDS = ("td_upscaler", SCALE_FACTOR.field, "td_keep_input_size")
@@ -130,12 +130,11 @@ def from_infotext(params: Mapping[str, str]) -> dict:
     names = {"Method": "td_method", **{number.key: number.field for number in NUMBERS},
              **dict(zip(UPSCALE_KEYS, UPSCALE_FIELDS)), **_OLD_KEYS}
     values = {names[key]: value for key, value in given.items() if key in names}
-    if isinstance(values.get("td_keep_input_size"), str):
-        values["td_keep_input_size"] = values["td_keep_input_size"] == "True"
     return {"tiled_diffusion": True, **values} if values else {}
 
 
 def _dict(text: str) -> dict | None:
+    """A dict's text as JSON, else as a Python literal (never evaluated as code); None when it is neither."""
     for read in (json.loads, ast.literal_eval):
         try:
             value = read(text)
