@@ -14,7 +14,7 @@ from typing import Any, Callable
 import gradio as gr
 from PIL import Image
 
-from pipelines import job_plan, prompt_lines, prompt_matrix
+from pipelines import extras, job_plan, prompt_lines, prompt_matrix
 from pipelines.cfg_rescale import RESCALE
 from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.config import batch_layout
@@ -167,6 +167,15 @@ def prompt_matrix_controls(fields: FieldSet) -> None:
                                                              elem_id=f"{p}_matrix_different_seeds"))
             fields.add("matrix_margin", gr.Slider(0, MAX_MARGIN, value=0, step=2, label="Grid margins (px)",
                                                   elem_id=f"{p}_matrix_margin"))
+
+
+def upscaler_picker(services, fields: FieldSet, name: str, value: str, elem_id: str, **kwargs) -> gr.Dropdown:
+    """A field that picks an Extras upscaler, its list read again when it opens (files added since are offered)."""
+    models_dir = services.registry.models_dir
+    picker = fields.add(name, gr.Dropdown(extras.names(models_dir), value=value, label="Upscaler", elem_id=elem_id,
+                                          **kwargs))
+    picker.focus(lambda: gr.Dropdown(choices=extras.names(models_dir)), None, picker, api_visibility="private")
+    return picker
 
 
 def setting_slider(fields: FieldSet, setting: Setting, elem_id: str) -> gr.Slider:

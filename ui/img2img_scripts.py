@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipelines import extras
 from pipelines.img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE
 
-from .common import FieldSet
+from .common import FieldSet, upscaler_picker
 
 
 def build(services, fields: FieldSet, task: str) -> None:
@@ -26,7 +25,6 @@ def build(services, fields: FieldSet, task: str) -> None:
                                                   elem_id=f"{p}_loopback_curve"))
     if task != "img2img":
         return
-    models_dir = services.registry.models_dir
     with gr.Accordion("SD upscale", open=False, elem_id=f"{p}_sd_upscale_panel"):
         fields.add("sd_upscale", gr.Checkbox(False, label="SD upscale: upscale the picture, then repaint it in tiles "
                                              "of the width and height", elem_id=f"{p}_sd_upscale"))
@@ -35,7 +33,4 @@ def build(services, fields: FieldSet, task: str) -> None:
                                                        elem_id=f"{p}_sd_upscale_overlap"))
             fields.add("sd_upscale_scale", gr.Slider(1.0, MAX_SCALE, value=2.0, step=0.05, label="Scale Factor",
                                                      elem_id=f"{p}_sd_upscale_scale"))
-            upscaler = fields.add("sd_upscale_upscaler", gr.Dropdown(extras.names(models_dir), value="Lanczos",
-                                                                     label="Upscaler",
-                                                                     elem_id=f"{p}_sd_upscale_upscaler"))
-    upscaler.focus(lambda: gr.Dropdown(choices=extras.names(models_dir)), None, upscaler, api_visibility="private")
+            upscaler_picker(services, fields, "sd_upscale_upscaler", "Lanczos", f"{p}_sd_upscale_upscaler")

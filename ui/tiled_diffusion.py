@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipelines import extras
 from pipelines.tiled_diffusion import METHODS, NO_UPSCALER, NUMBERS, SCALE_FACTOR
 
-from .common import FieldSet, setting_slider
+from .common import FieldSet, setting_slider, upscaler_picker
 
 
 def build(services, fields: FieldSet) -> None:
@@ -28,14 +27,11 @@ def build(services, fields: FieldSet) -> None:
                     setting_slider(fields, number, f"{p}_{number.field}")
         if p == "txt2img":
             return
-        models_dir = services.registry.models_dir
         with gr.Row():
-            upscaler = fields.add("td_upscaler", gr.Dropdown(extras.names(models_dir), value=NO_UPSCALER,
-                                                             label="Upscaler", elem_id=f"{p}_td_upscaler",
-                                                             info="the picture upscaled first, by the factor"))
+            upscaler_picker(services, fields, "td_upscaler", NO_UPSCALER, f"{p}_td_upscaler",
+                            info="the picture upscaled first, by the factor")
             setting_slider(fields, SCALE_FACTOR, f"{p}_{SCALE_FACTOR.field}")
         fields.add("td_keep_input_size", gr.Checkbox(True, label="Keep input image size",
                                                      elem_id=f"{p}_td_keep_input_size",
                                                      info="the upscale starts from the picture's own size; off: "
                                                           "from the width and height"))
-    upscaler.focus(lambda: gr.Dropdown(choices=extras.names(models_dir)), None, upscaler, api_visibility="private")
