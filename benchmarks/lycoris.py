@@ -7,6 +7,8 @@ The first table is the embedded model with its easel-outline LoRA (PEFT adapters
 LoHa, a LoKr and a full difference (``tests/network_support.lycoris_from_lora``; the same change, applied by adding
 it to the weights): seconds are medians of warm, interleaved runs of one 64 x 64, 20-step picture
 (``cpu_generate_overhead.interleaved_medians``); "max diff" is the largest pixel difference to the LoRA's picture.
+The last two rows give every block weight 1 by LoRA Block Weight's ``lbw=``: the cost of setting each layer's
+scale (or multiplier) by its block.
 The second times ``lycoris.applied`` (compute each layer's change, keep the original on the CPU, add; then put it
 back) on a random-weight UNet of the real architecture (``architectures.json``, fp32 on the CPU) with a random file
 of the given rank on every Linear and Conv2d layer: the cost it adds to each sampling pass.
@@ -49,8 +51,11 @@ def embedded_table(runs: int) -> None:
     for algorithm in ("LoHa", "LoKr", "full"):
         save_file(lycoris_from_lora(kohya, algorithm), root / "Lora" / f"outline-{algorithm}.safetensors")
     engine = Engine(Registry(root), OutputWriter(root / "out", enabled=False))
+    every_block = ",".join(["1"] * 26)
     tags = {"none": "", "LoRA": "<lora:easel-outline:1>",
-            **{algorithm: f"<lora:outline-{algorithm}:1>" for algorithm in ("LoHa", "LoKr", "full")}}
+            **{algorithm: f"<lora:outline-{algorithm}:1>" for algorithm in ("LoHa", "LoKr", "full")},
+            "LoRA, lbw= 26 ones": f"<lora:easel-outline:1:lbw={every_block}>",
+            "LoHa, lbw= 26 ones": f"<lora:outline-LoHa:1:lbw={every_block}>"}
 
     def picture(tag: str):
         return np.asarray(engine.generate(GenerationRequest(
@@ -71,6 +76,7 @@ def patch_table(unet_name: str, rank: int) -> None:
 
     from benchmarks.random_pipelines import architectures
     from pipelines.networks import lycoris
+    from pipelines.networks.block_weights import Strength
     from pipelines.networks.files import NetworkFile
 
     unet = UNet2DConditionModel(**architectures()["unet"][unet_name]["config"]).eval()
@@ -101,7 +107,7 @@ def patch_table(unet_name: str, rank: int) -> None:
         loaded = lycoris.load(pipe, NetworkFile("lora", algorithm, path))
         load_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        with lycoris.applied(pipe, [(loaded, 1.0, 1.0)]):
+        with lycoris.applied(pipe, [(loaded, Strength(1.0, 1.0))]):
             pass
         print(f"| {algorithm} | {path.stat().st_size / 2**20:.0f} | {load_seconds:.1f} | "
               f"{time.perf_counter() - started:.2f} |")

@@ -2,7 +2,9 @@
 
 ``extract_networks`` takes the extra-network tags out of a prompt: ``<lora:name:w>``,
 ``<lora:name:te_w:unet_w>`` (or named ``te=``/``unet=``; ``<lyco:...>`` is the same tag) and ``<hypernet:name:w>``,
-weight 1 when left out, as A1111's ``extra_networks.parse_prompt`` does. Other ``<...>`` text stays in the prompt.
+weight 1 when left out, as A1111's ``extra_networks.parse_prompt`` does; a LoRA's ``lbw=`` (or a third part that is
+no number) is its block weights, as the LoRA Block Weight extension reads them. Other ``<...>`` text stays in the
+prompt.
 
 ``parse_prompt_attention`` follows A1111's ``prompt_parser.parse_prompt_attention``: ``(x)`` multiplies the
 weight by 1.1, ``[x]`` divides it by 1.1, ``(x:1.5)`` multiplies it by 1.5; brackets nest and multiply;
@@ -54,6 +56,7 @@ class NetworkUse:
     name: str
     te_weight: float = 1.0
     unet_weight: float = 1.0
+    blocks: str = ""  # LoRA Block Weight's ``lbw=``: a preset's name or a list of weights (``networks.block_weights``)
 
 
 def extract_networks(prompt: str) -> tuple[str, list[NetworkUse]]:
@@ -65,6 +68,9 @@ def extract_networks(prompt: str) -> tuple[str, list[NetworkUse]]:
         kind, args = match.group(1), match.group(2).split(":")
         positional = [a for a in args if "=" not in a]
         named = dict(a.split("=", 1) for a in args if "=" in a)
+        blocks = named.get("lbw", "").strip()
+        if kind != "hypernet" and len(positional) > 2 and not _is_number(positional[2]):
+            blocks = blocks or positional.pop(2).strip()  # LoRA Block Weight's first form: <lora:name:1:OUTD>
         try:
             te = float(named.get("te", positional[1] if len(positional) > 1 else 1.0))
             unet = float(named.get("unet", positional[2] if len(positional) > 2 else te))
@@ -75,10 +81,18 @@ def extract_networks(prompt: str) -> tuple[str, list[NetworkUse]]:
         if kind == "hypernet":
             unet = te
         uses.append(NetworkUse("lora" if kind == "lyco" else kind, positional[0].strip() if positional else "", te,
-                               unet))
+                               unet, "" if kind == "hypernet" else blocks))
         return ""
 
     return _NETWORK_TAG.sub(take, prompt), uses
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from browser_support import ARTIFACTS, GENERATION_TIMEOUT_MS, generate_in, open_page, pick, set_number, set_text
+from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, pick, set_number,
+                             set_text)
 from network_support import kohya_lora, lycoris_from_lora
 from playwright.sync_api import expect
 
@@ -17,7 +20,6 @@ from playwright.sync_api import expect
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, serve_app):
     import torch
-    from PIL import Image
     from safetensors.torch import save_file
 
     from training.tiny_random import build_tiny_sd, save_tiny_models
@@ -155,3 +157,32 @@ def test_a_cards_metadata_edited_then_added_with_the_card(page):
     expect(description).to_have_value("Stripes for tests")
     expect(activation).to_have_value("striped")
     expect(page.locator("#txt2img_network_weight input[type=number]")).to_have_value("0.6")
+
+
+def test_lora_block_weight_presets_edited_then_used_in_a_tag(page, tmp_path):
+    """The presets panel shows the extension's presets; a line that is no preset is refused by its number; a preset
+    saved there works in a tag: every block at 0 gives the picture without the LoRA."""
+    if not page.locator("#txt2img_networks_cards").is_visible():
+        page.locator("#txt2img_networks").get_by_text("Networks").first.click()
+    page.locator("#txt2img_lbw").get_by_text("LoRA Block Weight presets").click()
+    box = page.locator("#txt2img_lbw_presets textarea")
+    expect(box).to_have_value(re.compile(r"^NONE:0(,0){16}\n.*\nOUTD:1,0,0,0,0,0,0,0,1,1,1,1(,0){5}\n", re.S))
+    original = box.input_value()
+    set_text(page, "txt2img_lbw_presets", original + "BAD:1,0\n")
+    page.locator("#txt2img_lbw_save").click()
+    expect(page.locator(".toast-body").filter(has_text="Line 11 (BAD): 2 weights")).to_be_visible()
+    set_text(page, "txt2img_lbw_presets", original + "NOWEAVE:" + ",".join(["0"] * 26) + "\n")
+    page.locator("#txt2img_lbw_save").click()
+    expect(page.get_by_role("status").filter(has_text="Saved 11 presets to lbwpresets.txt")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "networks-lbw-presets.png"), full_page=True, animations="disabled")
+
+    set_number(page, "txt2img_seed", 5)
+    page.locator("#txt2img_prompt textarea").fill("a red circle")
+    generate_in(page, "txt2img")
+    plain = gallery_png(page, "txt2img", tmp_path / "plain.png")
+    page.locator("#txt2img_prompt textarea").fill("a red circle <lora:weave:1:lbw=NOWEAVE>")
+    text = generate_in(page, "txt2img")
+    assert text.startswith("a red circle <lora:weave:1:lbw=NOWEAVE>\n") and 'Lora hashes: "weave: ' in text, text
+    expect(page.locator(".toast-body").filter(has_text="weave")).to_have_count(0)  # no warning: the preset is known
+    assert np.array_equal(np.asarray(Image.open(gallery_png(page, "txt2img", tmp_path / "lbw.png"))),
+                          np.asarray(Image.open(plain)))

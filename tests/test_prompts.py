@@ -46,6 +46,15 @@ def test_extract_networks():
         extract_networks("<lora:a:heavy>")
 
 
+def test_lora_block_weight_tags():
+    """The LoRA Block Weight extension's forms: ``lbw=`` after the weights, or a third part that is no number."""
+    _, uses = extract_networks("<lora:a:0.5:lbw=OUTD> <lora:b:1:0.8:lbw=1,0,1> <lora:c:0.7:INS> <lora:d:1:0.5>"
+                               "<hypernet:h:1:lbw=ALL> <lyco:e:te=0.2:lbw= MIDD >")
+    assert uses == [NetworkUse("lora", "a", 0.5, 0.5, "OUTD"), NetworkUse("lora", "b", 1.0, 0.8, "1,0,1"),
+                    NetworkUse("lora", "c", 0.7, 0.7, "INS"), NetworkUse("lora", "d", 1.0, 0.5),
+                    NetworkUse("hypernet", "h", 1.0, 1.0), NetworkUse("lora", "e", 0.2, 0.2, "MIDD")]
+
+
 def test_network_use_is_frozen():
     with pytest.raises(AttributeError):
         NetworkUse("lora", "a").name = "b"

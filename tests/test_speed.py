@@ -14,6 +14,7 @@ import app
 from pipelines import quantize, speed
 from pipelines.errors import ModelError
 from pipelines.networks import lora
+from pipelines.networks.block_weights import IDS, Strength
 from pipelines.registry import Registry
 from pipelines.services import resolve_dtype
 from training.tiny_random import build_tiny_sd
@@ -84,7 +85,7 @@ def test_lora_applies_through_fused_projections():
     for name, pipe in (("plain", plain), ("fused", fused)):
         pipe.set_progress_bar_config(disable=True)
         pipe.load_lora_weights(dict(weights), adapter_name="style")
-        with lora.active(pipe, {"style": (1.0, 1.0)}):
+        with lora.active(pipe, {"style": Strength(1.0, 1.0)}):
             results[name] = latents(pipe)
         results[f"{name} off"] = latents(pipe)
     torch.testing.assert_close(results["fused"], results["plain"], rtol=1e-4, atol=1e-5)
@@ -137,7 +138,7 @@ def test_quantised_weights_save_memory_stay_close_and_take_a_lora():
         pipe.load_lora_weights(dict(weights), adapter_name="style")
         wrapped = any(getattr(m, "base_layer", None) in eight_bit for m in pipe.unet.modules())
         assert wrapped == mode.endswith("-fast")  # PEFT wraps the 8-bit layers too
-        with lora.active(pipe, {"style": (1.0, 1.0)}):
+        with lora.active(pipe, {"style": Strength(1.0, 1.0)}):
             assert (latents(pipe) - out).abs().max() > 1e-2
         torch.testing.assert_close(latents(pipe), out, rtol=0, atol=0)
 
@@ -327,11 +328,15 @@ def test_whole_unet_compile_traces_each_block_shape_once(nested):
         torch._dynamo.reset()
 
 
+MID = tuple(float(block == "M00") for block in IDS)  # LoRA Block Weight: the middle block's layers alone
+
+
 @pytest.mark.parametrize("mode", speed.COMPILE_MODES)
 def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling(mode):
     """With --compile (regions) or the whole UNet compiled (--compile-mode reduce-overhead, blocks nested), a
-    LoRA file compiles once when first loaded; switching LoRAs, weights, prompt or seed afterwards compiles nothing,
-    LoRAs give the uncompiled model's latents, and no LoRA still gives the base model's latents exactly."""
+    LoRA file compiles once when first loaded; switching LoRAs, weights (block weights too), prompt or seed
+    afterwards compiles nothing, LoRAs give the uncompiled model's latents, and no LoRA still gives the base model's
+    latents exactly."""
     compiles = []
     counting = counting_backend(compiles)
 
@@ -346,12 +351,14 @@ def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling(mode):
         torch.testing.assert_close(latents(pipe), expected, rtol=0, atol=0)
         for name, seed in (("a", 3), ("b", 4)):  # loading a file: its layers' graphs compile once
             pipe.load_lora_weights(lora_weights(pipe, seed), adapter_name=name)
-            with lora.active(pipe, {name: (1.0, 1.0)}):
+            with lora.active(pipe, {name: Strength(1.0, 1.0)}):
                 latents(pipe)
         compiled = len(compiles)
         results = {}
-        for label, weights, seed in (("a", {"a": (1.0, 1.0)}, 1), ("b", {"b": (1.0, 1.0)}, 1),
-                                     ("a half", {"a": (0.5, 0.5)}, 1), ("a+b", {"a": (1.0, 1.0), "b": (0.7, 0.7)}, 1),
+        a_and_b = {"a": Strength(1.0, 1.0), "b": Strength(0.7, 0.7)}
+        for label, weights, seed in (("a", {"a": Strength(1.0, 1.0)}, 1), ("b", {"b": Strength(1.0, 1.0)}, 1),
+                                     ("a half", {"a": Strength(0.5, 0.5)}, 1), ("a+b", a_and_b, 1),
+                                     ("a mid", {"a": Strength(1.0, 1.0, MID)}, 1),
                                      ("none", {}, 1), ("none, seed 2", {}, 2)):
             with lora.active(pipe, weights):
                 results[label] = latents(pipe, seed)
@@ -360,8 +367,10 @@ def test_compiled_unet_switches_lora_prompt_and_seed_without_recompiling(mode):
         assert len({round(float(r.abs().sum()), 4) for r in results.values()}) == len(results)  # all differ
         for name, seed in (("a", 3), ("b", 4)):  # each block with its own LoRA weights, as uncompiled
             base.load_lora_weights(lora_weights(base, seed), adapter_name=name)
-        with lora.active(base, {"a": (1.0, 1.0), "b": (0.7, 0.7)}):
+        with lora.active(base, a_and_b):
             torch.testing.assert_close(results["a+b"], latents(base))
+        with lora.active(base, {"a": Strength(1.0, 1.0, MID)}):  # LoRA Block Weight: its scales held too
+            torch.testing.assert_close(results["a mid"], latents(base))
     finally:
         torch._dynamo.reset()
 

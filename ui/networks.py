@@ -17,7 +17,7 @@ from functools import lru_cache
 import gradio as gr
 from PIL import Image, ImageDraw
 
-from pipelines.networks import KINDS, LABELS, USER_METADATA, NetworkFile, describe
+from pipelines.networks import KINDS, LABELS, USER_METADATA, NetworkFile, block_weights, describe
 
 from .common import REFRESH, SAVE
 
@@ -95,6 +95,7 @@ def build(services, prompts: tuple[gr.Textbox, gr.Textbox], prefix: str) -> None
         gallery = gr.Gallery(lambda: _gallery(services), show_label=False, columns=8, fit_columns=False, height=240,
                              allow_preview=False, object_fit="cover", elem_id=f"{prefix}_networks_cards")
         editor = _editor(services, prefix)
+        _block_presets(services, prefix)
 
     def click(query: str, text: str, negative: str, evt: gr.SelectData):
         found = cards(services, query)
@@ -147,3 +148,28 @@ def _editor(services, prefix: str) -> gr.Dropdown:
     picked.input(shown, picked, fields, api_visibility="private")
     save.click(saved, [picked, *fields], None, api_visibility="private")
     return picked
+
+
+def _block_presets(services, prefix: str) -> None:
+    """LoRA Block Weight's presets (its *Weights setting*): the extension's and ``lbwpresets.txt``'s, edited and
+    saved into that file."""
+    folder = services.engine.networks.lora_dir
+    with gr.Accordion("LoRA Block Weight presets", open=False, elem_id=f"{prefix}_lbw"):
+        gr.Markdown(
+            "`<lora:name:1:lbw=OUTD>` sets a LoRA's weight block by block: a preset below, or 26 weights (BASE, "
+            "IN00-IN11, M00, OUT00-OUT11), 17 (SD 1.x: BASE, IN01, IN02, IN04, IN05, IN07, IN08, M00, OUT03-OUT11) "
+            "or 12 (SDXL: BASE, IN04, IN05, IN07, IN08, M00, OUT00-OUT05). One preset a line, `NAME:w,w,...`.")
+        with gr.Row():
+            text = gr.Textbox(lambda: block_weights.preset_text(folder), lines=8, max_lines=20, show_label=False,
+                              scale=4, elem_id=f"{prefix}_lbw_presets")
+            save = gr.Button(SAVE, scale=0, min_width=48, elem_id=f"{prefix}_lbw_save")
+
+    def saved(value: str) -> str:
+        try:
+            count = block_weights.save_presets(folder, value)
+        except ValueError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        gr.Info(f"Saved {count} presets to {block_weights.PRESETS_FILE}.")
+        return block_weights.preset_text(folder)
+
+    save.click(saved, text, text, api_visibility="private")

@@ -3,7 +3,8 @@
 ``Networks.applied(model, request, job)`` reads the ``<lora:name:w>``, ``<lora:name:te:unet>`` and
 ``<hypernet:name:w>`` tags of the pass's prompt (``pipelines.prompts.extract_networks``), loads LoRA files into
 the model once (they stay, switched off, for later requests), switches on the ones this prompt names, adds the
-changes of its LyCORIS files (LoHa, LoKr...) to the weights (``lycoris``), installs its hypernetworks, and yields
+changes of its LyCORIS files (LoHa, LoKr...) to the weights (``lycoris``), each layer at its tag's weight for its
+block where the tag has ``lbw=`` (``block_weights``), installs its hypernetworks, and yields
 the request with the tags removed from the prompt. On leaving, every LoRA is switched off, the weights and the
 UNet's own attention processors are back, whatever happened inside. A file that cannot be
 used is skipped with a warning naming it (``job.warnings``); the LoRAs that applied are listed with their hashes
@@ -26,7 +27,8 @@ from ..errors import RequestError
 from ..hashing import network_hash
 from ..infotext import NameHashes
 from ..prompts import extract_networks
-from . import hypernetwork, lora, lycoris
+from . import block_weights, hypernetwork, lora, lycoris
+from .block_weights import Strength
 from .files import (KINDS, LABELS, USER_METADATA, NetworkError, NetworkFile, describe, family_name, find,
                     list_files, metadata, tensor_shapes)
 
@@ -42,6 +44,11 @@ class Networks:
         self._hypernets: dict[str, tuple[tuple, hypernetwork.Hypernetwork]] = {}  # name -> (file signature, it)
         self._lock = threading.Lock()
 
+    @property
+    def lora_dir(self) -> Path:
+        """The LoRA folder, which holds LoRA Block Weight's presets file too."""
+        return self.models_dir / KINDS["lora"][0]
+
     def files(self, kind: str) -> list[NetworkFile]:
         """Files of ``kind`` ("lora", "hypernet", "embedding"), read from disk on every call."""
         return list_files(self.models_dir, kind)
@@ -54,18 +61,19 @@ class Networks:
         except ValueError as exc:
             raise RequestError(str(exc), "prompt") from None
         pipe = model.pipe
-        weights: dict[str, tuple[float, float]] = {}
-        patches: list[tuple[lycoris.LoadedLycoris, float, float]] = []
+        weights: dict[str, Strength] = {}
+        patches: list[tuple[lycoris.LoadedLycoris, Strength]] = []
         hypernets: list[tuple[hypernetwork.Hypernetwork, float]] = []
         for use in uses:
             try:
                 item = find(self.models_dir, use.kind, use.name)
                 if use.kind == "lora":
+                    strength = Strength.of(use.te_weight, use.unet_weight, self._blocks(use, item))
                     loaded = self._lora(pipe, item)
                     if isinstance(loaded, lycoris.LoadedLycoris):
-                        patches.append((loaded, use.te_weight, use.unet_weight))
+                        patches.append((loaded, strength))
                     else:
-                        weights[loaded.adapter] = (use.te_weight, use.unet_weight)
+                        weights[loaded.adapter] = strength
                     job.extra_params.setdefault("Lora hashes", NameHashes())[use.name] = network_hash(item.path)
                     if loaded.share < 0.995:
                         _warn(job, f"{item.label} applied to {loaded.share:.0%} of its layers: {loaded.shortfall}.")
@@ -79,6 +87,15 @@ class Networks:
             if hypernets:
                 stack.enter_context(hypernetwork.installed(pipe.unet, hypernets))
             yield replace(request, prompt=prompt)
+
+    def _blocks(self, use, item: NetworkFile) -> tuple[float, ...] | None:
+        """The tag's block weights (None without ``lbw=``); one that names no preset or list is a NetworkError."""
+        if not use.blocks:
+            return None
+        try:
+            return block_weights.weights(use.blocks, block_weights.presets(self.lora_dir))
+        except ValueError as exc:
+            raise NetworkError(f"{item.label}: {exc}: skipped.") from None
 
     def _lora(self, pipe, item: NetworkFile) -> lora.LoadedLora | lycoris.LoadedLycoris:
         """The file's adapter in ``pipe`` (its layers matched to ``pipe``'s, for a LyCORIS file), loaded on first use

@@ -30,7 +30,7 @@ LABELS = {"lora": "LoRA", "hypernet": "Hypernetwork", "embedding": "Embedding"}
 USER_METADATA = ("description", "activation text", "preferred weight", "negative text", "notes")
 _PREVIEWS = tuple(f"{infix}.{ext}" for infix in ("", ".preview") for ext in ("png", "jpg", "jpeg", "webp"))
 # Cross-attention (text context) width of each family; anything else is shown by its width.
-_FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 
 
 class NetworkError(EaselError):
@@ -40,7 +40,7 @@ class NetworkError(EaselError):
 def family_name(context_width: int | None) -> str:
     if context_width is None:
         return "unknown"
-    return _FAMILIES.get(context_width, f"context {context_width}")
+    return FAMILIES.get(context_width, f"context {context_width}")
 
 
 @dataclass(frozen=True)

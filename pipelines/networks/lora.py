@@ -7,7 +7,8 @@ PEFT layer directly (its active adapters and their scales): diffusers' ``set_ada
 adapters off, and ``disable_lora`` is all or nothing. A PEFT layer with no active adapter computes exactly its
 base layer, so a request without LoRA gives the pixels of a model that never had one. A change of the text
 encoders' active LoRAs drops their cached prompt encodings (``text_encoding.text_encoders_changed``). A compiled
-UNet (``--compile``) is switched differently, so that it does not recompile: see ``_activate_all``.
+UNet (``--compile``) is switched differently, so that it does not recompile: see ``_hold_scales``. A tag's block
+weights (``lbw=``) set each UNet layer's scale by its block (``block_weights``).
 
 Before loading, a LoRA's cross-attention width (the input of its ``to_k`` projections) is compared with the
 model's: an SDXL LoRA is refused on an SD 1.x model with a sentence rather than a shape error. After loading,
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 from weakref import WeakKeyDictionary
 
+from .block_weights import Strength
 from .files import NetworkError, NetworkFile, family_name, read_weights
 
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
@@ -31,6 +33,7 @@ _text_state: WeakKeyDictionary = WeakKeyDictionary()  # first text encoder -> it
 _scales: WeakKeyDictionary = WeakKeyDictionary()  # LoRA layer of a compiled UNet -> {adapter: its scale tensor}
 # The down (A) matrix of one LoRA layer, in kohya (lora_down), PEFT (lora_A) and older diffusers formats.
 _DOWN = re.compile(r"^(.*?)\.(?:lora_down|lora_A|lora\.down|down)\.weight$")
+_OFF = Strength(0.0, 0.0)
 
 
 def context_width(shapes: Mapping[str, tuple]) -> int | None:
@@ -144,41 +147,53 @@ def load(pipe, item: NetworkFile) -> LoadedLora:
     return LoadedLora(item.signature, adapter, min(1.0, applied / expected))
 
 
-def activate(pipe, weights: Mapping[str, tuple[float, float]]) -> None:
-    """Make exactly these adapters active, each with its (text encoder, UNet) weight; ``{}`` switches all off.
-    When that changes what the text encoders compute, their cached prompt encodings are dropped."""
+def activate(pipe, weights: Mapping[str, Strength]) -> None:
+    """Make exactly these adapters active, each at its tag's strength; ``{}`` switches all off. When that changes
+    what the text encoders compute, their cached prompt encodings are dropped."""
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
 
-    from ..text_encoding import text_encoders_changed
-
     from ..speed import is_compiled
+    from ..text_encoding import text_encoders_changed
 
     for key in COMPONENTS:
         module = getattr(pipe, key, None)
         if module is None or not getattr(module, "peft_config", None):
             continue
-        if key == "unet" and is_compiled(module):
-            _activate_all(module, {name: w[1] for name, w in weights.items()})
-        else:
-            set_weights_and_activate_adapters(module, list(weights), [w[key == "unet"] for w in weights.values()])
+        compiled = key == "unet" and is_compiled(module)
+        # a compiled UNet keeps every loaded adapter active, those not asked for at weight 0 (see _hold_scales)
+        names = list(module.peft_config) if compiled else list(weights)
+        strengths = [weights.get(name, _OFF) for name in names]
+        set_weights_and_activate_adapters(module, names, [w.unet if key == "unet" else w.te for w in strengths])
+        if key == "unet":
+            _scale_blocks(pipe, {name: w for name, w in zip(names, strengths) if w.blocks})
+        if compiled:
+            _hold_scales(module)
     on_text = set().union(*(getattr(getattr(pipe, key, None), "peft_config", None) or {} for key in COMPONENTS[1:]))
-    state = tuple((name, w[0]) for name, w in weights.items() if name in on_text)
+    state = tuple((name, w.te) for name, w in weights.items() if name in on_text)
     if _text_state.get(pipe.text_encoder, ()) != state:
         _text_state[pipe.text_encoder] = state
         text_encoders_changed(pipe)
 
 
-def _activate_all(unet, weights: Mapping[str, float]) -> None:
-    """The switch on a compiled UNet (``speed.compile_unet``): every loaded adapter stays active, those not
-    asked for at weight 0, and each layer's scales are 0-d tensors changed in place. The compiled blocks then see
-    the same structure on every request, so changing LoRAs or their weights recompiles nothing (a file loaded
-    for the first time compiles once). ``x @ A @ B * 0`` adds exact zeros: no LoRA still gives the base picture."""
-    import torch
-    from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+def _scale_blocks(pipe, weights: Mapping[str, Strength]) -> None:
+    """Each UNet LoRA layer of these adapters at its block's weight (``lbw=``)."""
     from peft.tuners.lora import LoraLayer
 
-    names = list(unet.peft_config)
-    set_weights_and_activate_adapters(unet, names, [weights.get(name, 0.0) for name in names])
+    for name, module in pipe.unet.named_modules() if weights else ():
+        if isinstance(module, LoraLayer):
+            for adapter, strength in weights.items():
+                if adapter in module.scaling:
+                    module.set_scale(adapter, strength.layer(pipe, "unet", name))
+
+
+def _hold_scales(unet) -> None:
+    """The switch on a compiled UNet (``speed.compile_unet``): each layer's scales are 0-d tensors changed in place.
+    The compiled blocks then see the same structure on every request, so changing LoRAs or their weights
+    recompiles nothing (a file loaded for the first time compiles once). ``x @ A @ B * 0`` adds exact zeros: no
+    LoRA still gives the base picture."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
     for module in unet.modules():
         if not isinstance(module, LoraLayer):
             continue
@@ -194,7 +209,7 @@ def has_adapters(pipe) -> bool:
 
 
 @contextmanager
-def active(pipe, weights: Mapping[str, tuple[float, float]]) -> Iterator[None]:
+def active(pipe, weights: Mapping[str, Strength]) -> Iterator[None]:
     """These adapters on for the block, every adapter off after it (even when the block fails)."""
     try:
         if has_adapters(pipe):

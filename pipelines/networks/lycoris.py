@@ -14,9 +14,10 @@ reduces to a weight difference, computed in float32 on the weight's device as A1
 - full (``diff``, ``diff_b``) and norm layers (``w_norm``, ``b_norm``): the difference itself;
 - IA3 (``weight``, ``on_input``): the weight scaled per output (or input) channel.
 
-The multiplier is the tag's text-encoder weight on text-encoder layers and its UNet weight on UNet layers. Layer
-names are kohya's (``lora_unet_``, ``lora_te_``/``lora_te1_``, ``lora_te2_`` and the module path with underscores);
-SDXL files name the UNet's blocks as Stability's own UNet does (``input_blocks_4_1``), mapped to diffusers' here.
+The multiplier is the tag's text-encoder weight on text-encoder layers and its UNet weight on UNet layers (times
+the layer's block weight, with ``lbw=``: ``block_weights``). Layer names are kohya's (``lora_unet_``,
+``lora_te_``/``lora_te1_``, ``lora_te2_`` and the module path with underscores); SDXL files name the UNet's blocks
+as Stability's own UNet does (``input_blocks_4_1``), mapped to diffusers' here.
 The originals of the changed weights wait on the CPU while the pass runs (a copy of the patched layers, as A1111's
 backup); the parameters change in place, so a compiled UNet recompiles nothing, and under sequential offload
 (``--lowvram``) the values accelerate keeps on the CPU change. Layers of kinds Easel does not apply (OFT, GLoRA,
@@ -30,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
+from .block_weights import Strength
 from .files import NetworkError, NetworkFile, family_name, read_weights
 
 # A tensor name's ending that only a LyCORIS file has (kohya's LoRA and LoCon files have none of them).
@@ -273,8 +275,8 @@ def _product(a, b, core=None):
 
 
 @contextmanager
-def applied(pipe, uses: Sequence[tuple[LoadedLycoris, float, float]]) -> Iterator[None]:
-    """Each file's changes, at its (text encoder, UNet) multipliers, in ``pipe``'s weights for the block; the
+def applied(pipe, uses: Sequence[tuple[LoadedLycoris, Strength]]) -> Iterator[None]:
+    """Each file's changes, at its tag's multiplier for each layer, in ``pipe``'s weights for the block; the
     weights exactly as they were after it, whatever happens inside."""
     import torch
 
@@ -284,9 +286,9 @@ def applied(pipe, uses: Sequence[tuple[LoadedLycoris, float, float]]) -> Iterato
     text = False
     try:
         with torch.no_grad():
-            for loaded, te_weight, unet_weight in uses:
+            for loaded, strength in uses:
                 for layer in loaded.layers:
-                    multiplier = unet_weight if layer.component == "unet" else te_weight
+                    multiplier = strength.layer(pipe, layer.component, layer.module)
                     if not multiplier:
                         continue
                     params = _parameters(_base(getattr(pipe, layer.component).get_submodule(layer.module)))
