@@ -71,8 +71,9 @@ def test_presets_file_adds_and_redefines_and_saving_refuses_a_bad_line(tmp_path)
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """tiny-sd with a LoRA on its attention projections, the same LoRA as a LoHa, and its mid block's layers alone."""
-    from training.tiny_random import build_tiny_sd, save_tiny_models
+    """tiny-sd with a LoRA on its attention projections, the same LoRA as a LoHa, and its mid block's layers alone;
+    tiny-sdxl with a LoRA on both text encoders and its UNet."""
+    from training.tiny_random import build_tiny_sd, build_tiny_sdxl, save_tiny_models
 
     root = tmp_path_factory.mktemp("lbw-models")
     save_tiny_models(root)
@@ -82,6 +83,7 @@ def folders(tmp_path_factory):
     save_file(weights, loras / "kohya.safetensors")
     save_file(lycoris_from_lora(weights, "LoHa"), loras / "loha.safetensors")
     save_file({k: v for k, v in weights.items() if k.startswith("lora_unet_mid_block_")}, loras / "mid.safetensors")
+    save_file(kohya_lora(build_tiny_sdxl(), 4), loras / "xl.safetensors")
     (loras / "lbwpresets.txt").write_text("MIDONLY:" + ",".join("1" if b == "M00" else "0" for b in IDS) + "\n")
     return root
 
@@ -110,6 +112,13 @@ def test_block_weights_give_the_pictures_of_the_layers_they_keep(engine):
     half, _ = run(engine, f"a red circle <lora:kohya:1:lbw={','.join(['0.5'] * 26)}>")
     assert np.array_equal(half, run(engine, "a red circle <lora:kohya:0.5>")[0])
     assert np.array_equal(run(engine, "a red circle")[0], plain)  # nothing left behind
+
+
+def test_base_weighs_both_text_encoders_of_sdxl(engine):
+    text_only, _ = run(engine, "a red circle <lora:xl:0.5:0>", model="tiny-sdxl")
+    based, result = run(engine, "a red circle <lora:xl:1:lbw=0.5" + ",0" * 11 + ">", model="tiny-sdxl")  # SDXL's 12
+    assert np.array_equal(based, text_only) and result.warnings == []
+    assert not np.array_equal(based, run(engine, "a red circle", model="tiny-sdxl")[0])
 
 
 def test_block_weights_of_a_lycoris_file_match_the_loras(engine):
