@@ -5,7 +5,8 @@ lettered tile, its name, kind and family; clicking it adds the network to the pr
 (``<lora:name:1>``, the embedding's word, ``<hypernet:name:1>``) with what its user metadata asks (A1111's
 ``name.json``: the preferred weight in the tag, the activation text after it, the negative text in the negative
 prompt), which the panel's editor changes. The search box filters by name, kind or family; refresh reads the folders
-again (new files, previews). The cards are a Gallery, so no custom JavaScript is needed.
+again (new files, previews). The cards are a Gallery, so no custom JavaScript is needed. LoRA Block Weight's presets
+(``lbw=``, ``pipelines.networks.block_weights``) are edited in the panel too, in their ``lbwpresets.txt``.
 """
 
 from __future__ import annotations
