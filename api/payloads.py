@@ -28,8 +28,8 @@ from pipelines.pag import PAG
 from pipelines.regions import DIVIDE_MODE
 from pipelines.request import (DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, number_between,
                                regional_values)
-from pipelines.sampler_parameters import (CHURN, ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, NOISE_SCHEDULE, RHO,
-                                         SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX, SIGMA_MIN, UNI_PC)
+from pipelines.sampler_parameters import (CHURN, ENSD, ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, NOISE_SCHEDULE,
+                                         RHO, SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX, SIGMA_MIN, UNI_PC)
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from pipelines.tiled_diffusion import (FIELDS as TILED_FIELDS, METHODS as TILED_METHODS, NUMBERS as TILED_NUMBERS,
@@ -219,7 +219,8 @@ _A1111_FIELDS = {
     "xyz_margin": "script_args", "tiling_axes": "script_args",
     **{name: f"override_settings.{name}" for name in (ETA_DDIM.field, ETA_ANCESTRAL.field, SIGMA_MIN.field,
                                                         SIGMA_MAX.field, RHO.field, NGMS_ALL, SKIP_EARLY.field)},
-    NOISE_SCHEDULE: "override_settings.sd_noise_schedule", **{name: f"override_settings.{name}" for name in UNI_PC},
+    NOISE_SCHEDULE: "override_settings.sd_noise_schedule",
+    **{name: f"override_settings.{name}" for name in (*UNI_PC, ENSD)},
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
     **{name: f"alwayson_scripts.{FREEU_SCRIPT}.args" for name in ("freeu", *(s.field for s in FREEU_SETTINGS))},
     RESCALE.field: f"alwayson_scripts.{RESCALE_SCRIPT}.args",
@@ -460,7 +461,8 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     for key, option in (("Model", "sd_model_checkpoint"), ("Clip skip", "CLIP_stop_at_last_layers"),
                         ("Step cache", "step_cache"), (SAMPLER_KEYS[NOISE_SCHEDULE], "sd_noise_schedule"),
                         (NGMS_ALL_KEY, NGMS_ALL), (SKIP_EARLY.key, SKIP_EARLY.field),
-                        *((SAMPLER_KEYS[name], name) for name in (*(s.field for s in SAMPLER_SETTINGS), *UNI_PC))):
+                        *((SAMPLER_KEYS[name], name) for name in (*(s.field for s in SAMPLER_SETTINGS), *UNI_PC,
+                                                                  ENSD))):
         if key in params:  # an option that is on or off, from the infotext's words for it
             override.setdefault(option, {"True": True, "False": False}.get(params[key], params[key]))
     if override:
@@ -527,8 +529,8 @@ def _option(given: Any, option: str, options, override: dict) -> Any:
 
 def _sampler_values(payload: Txt2ImgPayload, options, override: dict) -> dict[str, Any]:
     """The sampler parameters: the payload's ``eta`` (for whichever eta the sampler reads, as A1111's) and sigma
-    churn fields, else ``override_settings``', else the server's options (the schedule's sigmas, the noise schedule
-    and UniPC's are options only)."""
+    churn fields, else ``override_settings``', else the server's options (the schedule's sigmas, the noise schedule,
+    UniPC's and ENSD are options only)."""
     if payload.eta is not None:
         number_between(payload.eta, "Eta", "eta", ETA_DDIM.low, ETA_DDIM.high)
     given = {ETA_DDIM.field: payload.eta, ETA_ANCESTRAL.field: payload.eta,
@@ -536,7 +538,7 @@ def _sampler_values(payload: Txt2ImgPayload, options, override: dict) -> dict[st
     return {**{setting.field: _option(given.get(setting.field), setting.field, options, override)
                for setting in SAMPLER_SETTINGS},
             NOISE_SCHEDULE: _option(None, "sd_noise_schedule", options, override),
-            **{name: _option(None, name, options, override) for name in UNI_PC}}
+            **{name: _option(None, name, options, override) for name in (*UNI_PC, ENSD)}}
 
 
 # A1111's script names (any case): both tabs have the first three and the Asymmetric tiling extension's, img2img the

@@ -24,7 +24,8 @@ from .grid import BatchLayout
 from .negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_LABEL, SKIP_EARLY
 from .outputs import DIRECTORY_PATTERN, FORMATS, QUALITY
 from .request import GenerationRequest, finite_number, whole_number
-from .sampler_parameters import MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC, UNI_PC_VARIANTS
+from .sampler_parameters import (ENSD, MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC,
+                                 UNI_PC_VARIANTS)
 from .training_run import MAX_REPEATS, check_word_regex
 
 
@@ -130,6 +131,10 @@ OPTIONS = (
            request_field="uni_pc_order", info="must be < sampling steps; the generation tabs' and the API's default"),
     Option("uni_pc_lower_order_final", "UniPC lower order final", SAMPLING, UNI_PC["uni_pc_lower_order_final"][1],
            request_field="uni_pc_lower_order_final", info="the generation tabs' and the API's default"),
+    Option(ENSD, "Eta noise seed delta", SAMPLING, 0, low=0, request_field=ENSD,
+           info="ENSD: the noise a sampler draws as it samples comes from seed + this (the start stays the seed's); "
+                "changes only the samplers that draw noise (Euler a, DPM2 a, DDIM with eta...). 31337 reproduces "
+                "NovelAI's pictures. The generation tabs' and the API's default"),
     Option("training_write_csv_every", "Save an csv containing the loss to log directory every N steps, 0 to disable",
            TRAINING, 500, low=0, info="and at a run's last step"),
     Option("training_image_repeats_per_epoch", "Number of repeats for a single input image per epoch; used only for "

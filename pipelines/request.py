@@ -25,7 +25,7 @@ from .negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
 from .pag import PAG
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
-from .sampler_parameters import (ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, MAX_UNI_PC_ORDER, NOISE_SCHEDULE,
+from .sampler_parameters import (ENSD, ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, MAX_UNI_PC_ORDER, NOISE_SCHEDULE,
                                  NOISE_SCHEDULES, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SETTINGS as SAMPLER_SETTINGS,
                                  SIGMA_MAX, SIGMA_MIN, UNI_PC, check_choices, check_range, infotext as sampler_infotext)
 from .samplers import normalize
@@ -70,6 +70,7 @@ _INT_RANGES = (
     ("dp_max_generations", "Max generations", 0, MAX_GENERATIONS),
     ("dp_combinatorial_batches", "Combinatorial batches", 1, MAX_COMBINATORIAL_BATCHES),
     ("uni_pc_order", "UniPC order", 1, MAX_UNI_PC_ORDER),
+    (ENSD, "Eta noise seed delta", 0, MAX_SEED),
     *((number.field, number.label, number.low, number.high) for number in TILED_NUMBERS),
 )
 EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
@@ -258,6 +259,7 @@ class GenerationRequest:
     uni_pc_variant: str = UNI_PC["uni_pc_variant"][1]
     uni_pc_order: int = UNI_PC["uni_pc_order"][1]
     uni_pc_lower_order_final: bool = UNI_PC["uni_pc_lower_order_final"][1]
+    eta_noise_seed_delta: int = 0  # ENSD: the samplers' noise after the start is seed + this one's
     # FreeU (pipelines/freeu.py): on, and its factors
     freeu: bool = False
     freeu_b1: float = FREEU_SETTINGS[0].default
@@ -758,7 +760,7 @@ class GenerationRequest:
                           ("Step cache", "step_cache"), ("Variation seed", "subseed"),
                           ("Variation seed strength", "subseed_strength"), ("Refiner", "refiner_checkpoint"),
                           ("Refiner switch at", "refiner_switch_at"), ("Noise multiplier", "initial_noise_multiplier"),
-                          *((SAMPLER_KEYS[name], name) for name in (NOISE_SCHEDULE, *UNI_PC))):
+                          *((SAMPLER_KEYS[name], name) for name in (NOISE_SCHEDULE, *UNI_PC, ENSD))):
             if key in params:
                 values[name] = params[key] == "True" if name == "uni_pc_lower_order_final" else params[key]
         if "Sampler" in params:

@@ -9,6 +9,10 @@ types, and rho for Karras; the zero terminal SNR noise schedule for the samplers
 betas. A value that differs from A1111's default goes into the infotext where it is used; where A1111 would use it
 and this sampler cannot (DPM2 a and the SDE samplers keep eta 1, Heun and DPM2 have no churn, the samplers not in
 ``ZERO_SNR_SAMPLERS`` keep the model's noise schedule), the job says so in a warning.
+
+Eta noise seed delta (A1111's ENSD) moves the noise a sampler draws as it samples to another seed: the starting
+noise is the seed's, every later draw seed + delta's (``variation.reseeded``). It changes the pictures of the
+samplers that draw noise (``draws_noise``) and only theirs, and goes into their infotext.
 """
 
 from __future__ import annotations
@@ -57,10 +61,11 @@ UNI_PC = {"uni_pc_variant": ("UniPC variant", "bh1", "solver_type"),
           "uni_pc_order": ("UniPC order", 3, "solver_order"),
           "uni_pc_lower_order_final": ("UniPC lower order final", True, "lower_order_final")}
 UNI_PC_VARIANTS, MAX_UNI_PC_ORDER = ("bh1", "bh2"), 50
+ENSD = "eta_noise_seed_delta"  # A1111's option and the request's field; 31337 reproduces NovelAI's pictures
 _DEFAULTS = {**{setting.field: setting.default for setting in SETTINGS}, NOISE_SCHEDULE: NOISE_SCHEDULES[0],
              **{name: default for name, (_, default, _) in UNI_PC.items()}}
 KEYS = {**{setting.field: setting.key for setting in SETTINGS}, NOISE_SCHEDULE: "Noise Schedule",
-        **{name: key for name, (key, _, _) in UNI_PC.items()}}  # the infotext's
+        **{name: key for name, (key, _, _) in UNI_PC.items()}, ENSD: "ENSD"}  # the infotext's
 
 # The settings each sampler reads here, and those its A1111 counterpart reads that it cannot (it runs as if at
 # their defaults).
@@ -69,6 +74,18 @@ CANNOT_READ = {"DPM2 a": (ETA_ANCESTRAL.field,), "DPM++ SDE": (ETA_ANCESTRAL.fie
                "DPM++ 2M SDE": (ETA_ANCESTRAL.field,), "Heun": CHURN, "DPM2": CHURN}
 SCHEDULE_READS = {"Karras": (SIGMA_MIN.field, SIGMA_MAX.field, RHO.field),
                   "Exponential": (SIGMA_MIN.field, SIGMA_MAX.field)}
+
+
+# The samplers whose every sampling step draws noise here (DPM++ SDE draws its Brownian noise from the seeds, as
+# A1111's), and those that do where a parameter says so
+NOISY_SAMPLERS = ("DPM2 a", "DPM++ 2M SDE", "DDPM", "LCM")
+NOISY_WHEN = {"Euler a": ETA_ANCESTRAL.field, "DDIM": ETA_DDIM.field, "Euler": S_CHURN.field}
+
+
+def draws_noise(request) -> bool:
+    """Whether the pass's sampler draws noise as it samples (where ENSD changes its picture)."""
+    sampler = request.sampler
+    return sampler in NOISY_SAMPLERS or sampler in NOISY_WHEN and bool(getattr(request, NOISY_WHEN[sampler]))
 
 
 def _changed(request, names: tuple[str, ...]) -> dict[str, Any]:
@@ -90,8 +107,10 @@ def used(request) -> dict[str, Any]:
 
 
 def infotext(request) -> dict[str, Any]:
-    """The settings its passes read (``used``'s) under their infotext keys."""
-    return {KEYS[name]: value for made in _passes(request) for name, value in used(made).items()}
+    """The settings its passes read (``used``'s) under their infotext keys, and ENSD where a pass draws noise."""
+    delta = request.eta_noise_seed_delta if any(map(draws_noise, _passes(request))) else 0
+    return {**{KEYS[name]: value for made in _passes(request) for name, value in used(made).items()},
+            **({KEYS[ENSD]: delta} if delta else {})}
 
 
 def unapplied(request) -> list[str]:

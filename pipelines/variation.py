@@ -1,4 +1,5 @@
-"""A pass's noise when the request shapes it (A1111's variation seeds, seed resize and img2img noise multiplier).
+"""A pass's noise when the request shapes it (A1111's variation seeds, seed resize, img2img noise multiplier and
+eta noise seed delta).
 
 Variation seeds: the seed's noise is turned towards another seed's (the variation seed, ``subseed``) by
 ``subseed_strength``, spherically per latent pixel, so that small strengths give small changes of the same picture
@@ -11,14 +12,21 @@ then samples with, so the sampler's later noise (ancestral samplers) is the seed
 starts from noise (txt2img, inpaint at full strength) is given its starting latents; an img2img pass (inpaint,
 hires fix's second pass) draws its noise itself and hands it to the scheduler's ``add_noise``, which is where the
 shaped noise takes its place. Kandinsky 2.2's decoders are shaped the same way: their latents are MoVQ's.
+
+Eta noise seed delta (ENSD) leaves the starting noise alone and reseeds each generator with its seed + delta just
+before the pass's first sampling step, as A1111's noise source does after the first noise: whatever the pipeline drew
+before (the picture's encoding, the starting noise) is the seed's, every draw of the sampler seed + delta's.
 """
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+from .sampler_parameters import draws_noise
 
 
 def slerp(t: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
@@ -107,11 +115,43 @@ def _draws_before_noise(pipe, task: dict, picture: bool) -> int:
 
 
 @contextmanager
+def reseeded(pipe, request, seeds: list[int], generators: list[torch.Generator]):
+    """For the pipeline call: ``generators`` reseeded with their seeds + the request's ENSD as its scheduler takes
+    its first step, where the pass's sampler draws noise (where it does not, the picture would be the same)."""
+    delta = request.eta_noise_seed_delta
+    if not delta or not draws_noise(request):
+        yield
+        return
+    scheduler = pipe.scheduler
+    step = scheduler.step
+
+    @functools.wraps(step)  # its signature kept: pipelines read it to know whether to pass the generators
+    def first_step(*args, **kwargs):
+        for generator, seed in zip(generators, seeds):
+            generator.manual_seed(seed + delta)
+        scheduler.step = step
+        return step(*args, **kwargs)
+
+    scheduler.step = first_step
+    try:
+        yield
+    finally:
+        del scheduler.step
+
+
+@contextmanager
 def shaping(pipe, request, seeds: list[int], generators: list[torch.Generator], task: dict, picture: bool):
     """For the pipeline call with ``task``'s arguments: the request's noise in place of the seed's. A pass that
     starts from noise (txt2img; inpainting at full strength) gets its starting latents in ``task``; any other (an
     img2img pass over a ``picture``) has its scheduler add the shaped noise where the pipeline hands it the seed's
-    (inpainting hands the same noise again at every step: it is shaped once)."""
+    (inpainting hands the same noise again at every step: it is shaped once). The sampler's own noise is ENSD's
+    (``reseeded``)."""
+    with reseeded(pipe, request, seeds, generators), _shaped_start(pipe, request, seeds, generators, task, picture):
+        yield
+
+
+@contextmanager
+def _shaped_start(pipe, request, seeds: list[int], generators: list[torch.Generator], task: dict, picture: bool):
     if not shapes_noise(request):
         yield
         return

@@ -223,6 +223,14 @@ def test_sampler_parameters_from_payload_options_or_override(alice):
     assert params(sampler_name="UniPC", override_settings={"uni_pc_order": 2})["UniPC order"] == "2"
     unipc = params(infotext="x\nSteps: 3, Sampler: UniPC, Seed: 3, UniPC order: 1, UniPC lower order final: False")
     assert (unipc["UniPC order"], unipc["UniPC lower order final"]) == ("1", "False")
+    assert params(sampler_name="Euler a", override_settings={"eta_noise_seed_delta": 31337})["ENSD"] == "31337"
+    assert "ENSD" not in params(sampler_name="Euler", override_settings={"eta_noise_seed_delta": 31337})  # no noise
+    assert params(infotext="x\nSteps: 3, Sampler: DPM2 a, Seed: 3, ENSD: 31337")["ENSD"] == "31337"
+    try:
+        ok(alice.post("/sdapi/v1/options", json={"eta_noise_seed_delta": 5}))
+        assert params(sampler_name="DDPM")["ENSD"] == "5"
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"eta_noise_seed_delta": 0}))
 
 
 def test_prompts_from_file_or_textbox_runs_a_job_per_line(alice):
@@ -752,6 +760,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "override_settings": {"uni_pc_variant": "vary_coeff"}},
      "override_settings.uni_pc_variant"),
     ("txt2img", {"prompt": "x", "s_churn": -1}, "s_churn"),
+    ("txt2img", {"prompt": "x", "override_settings": {"eta_noise_seed_delta": -1}},
+     "override_settings.eta_noise_seed_delta"),
     ("txt2img", {"prompt": "x", "override_settings": {"sigma_min": 5, "sigma_max": 2}}, "override_settings.sigma_min"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "initial_noise_multiplier": 2}, "initial_noise_multiplier"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "override_settings": {"initial_noise_multiplier": "loud"}},

@@ -267,6 +267,38 @@ def test_sampler_parameters_panel_eta_0_makes_euler_a_paint_eulers_picture(page,
     assert (drawn.colour, drawn.shape) == ("red", "circle"), drawn
 
 
+def test_ensd_in_the_sampler_parameters_panel_moves_euler_as_noise_and_is_read_back(page, tmp_path):
+    """A1111's Eta noise seed delta, set in the tab's Sampler parameters panel: Euler a's picture is another one (still
+    the prompt's) and its infotext says ENSD; the shown picture's parameters (↙️ with the prompt box empty) put it
+    back into the panel."""
+    open_tab(page, "txt2img")
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("a red circle on a white background")
+    delta = page.locator("#txt2img_eta_noise_seed_delta input[type=number]")
+    if not delta.is_visible():  # the panel: open when an earlier test left it so
+        page.locator("#txt2img_sampler_parameters").get_by_text("Sampler parameters", exact=True).click()
+    set_numbers(page, {"txt2img_seed": 11})
+    try:
+        assert "ENSD" not in generate_in(page, "txt2img")
+        plain = gallery_png(page, "txt2img", tmp_path / "plain.png")
+        set_numbers(page, {"txt2img_eta_noise_seed_delta": 31337})
+        infotext = generate_in(page, "txt2img")
+        assert "Sampler: Euler a," in infotext and ", ENSD: 31337," in infotext, infotext
+        moved = gallery_png(page, "txt2img", tmp_path / "moved.png")
+        page.screenshot(path=str(ARTIFACTS / "embedded-ensd.png"), full_page=True, animations="disabled")
+        set_numbers(page, {"txt2img_eta_noise_seed_delta": 0})
+        prompt.fill("")
+        page.locator("#txt2img_read_parameters").click()
+        expect(delta).to_have_value("31337")
+        expect(prompt).to_have_value("a red circle on a white background")
+    finally:
+        set_numbers(page, {"txt2img_eta_noise_seed_delta": 0})
+    with Image.open(plain) as a, Image.open(moved) as b:
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() > 16
+    drawn = classify_file(moved)
+    assert (drawn.colour, drawn.shape) == ("red", "circle"), drawn
+
+
 def test_prompt_editing_typed_in_the_prompt_box(page, tmp_path):
     """``[on the left:on the right:0.1]``: the place follows the text of the first 2 of 20 steps."""
     open_tab(page, "txt2img")

@@ -28,8 +28,8 @@ def test_defaults_are_a1111s_where_a1111_has_the_option():
             config["n_rows"], config["return_grid"], config["CLIP_stop_at_last_layers"]) == (
         True, "png", 80, True, -1, True, 1)
     sampling = ("eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min", "sigma_max", "rho",
-                "sd_noise_schedule", "uni_pc_variant", "uni_pc_order", "uni_pc_lower_order_final")
-    assert [config[key] for key in sampling] == [0, 1, 0, 0, 0, 1, 0, 0, 0, "Default", "bh1", 3, True]
+                "sd_noise_schedule", "uni_pc_variant", "uni_pc_order", "uni_pc_lower_order_final", "eta_noise_seed_delta")
+    assert [config[key] for key in sampling] == [0, 1, 0, 0, 0, 1, 0, 0, 0, "Default", "bh1", 3, True, 0]
     assert len({option.key for option in OPTIONS}) == len(OPTIONS)
 
 

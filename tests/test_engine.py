@@ -272,6 +272,62 @@ def test_the_noise_multiplier_scales_the_noise_added_to_the_picture(engine):
     assert make(initial_noise_multiplier=0.8).noise_multiplier == 1.0  # txt2img
 
 
+# (sampler, its parameters, whether it draws noise as it samples)
+NOISE_DRAWN = [("Euler a", {}, True), ("Euler a", {"eta_ancestral": 0.0}, False), ("Euler", {}, False),
+               ("Euler", {"s_churn": 3.0}, True), ("LMS", {}, False), ("Heun", {}, False), ("DPM2", {}, False),
+               ("DPM2 a", {}, True), ("DPM++ 2M", {}, False), ("DPM++ SDE", {}, False), ("DPM++ 2M SDE", {}, True),
+               ("DDIM", {}, False), ("DDIM", {"eta_ddim": 1.0}, True), ("DDPM", {}, True), ("PLMS", {}, False),
+               ("UniPC", {}, False), ("DEIS", {}, False), ("LCM", {}, True)]
+
+
+@pytest.mark.parametrize("sampler, values, noisy", NOISE_DRAWN)
+def test_ensd_changes_the_pictures_of_the_samplers_that_draw_noise_and_only_theirs(engine, sampler, values, noisy):
+    """A1111's eta noise seed delta: recorded where it changed the picture, and only there (DPM++ SDE draws its
+    noise from the seeds, as A1111's)."""
+    plain = engine.generate(make(sampler=sampler, **values))
+    moved = engine.generate(make(sampler=sampler, eta_noise_seed_delta=31337, **values))
+    assert (not np.array_equal(pixels(plain.images[0]), pixels(moved.images[0]))) == noisy
+    assert ("ENSD: 31337," in moved.infotexts[0]) == noisy
+
+
+def test_ensd_reseeds_each_generator_as_the_sampler_takes_its_first_step(engine):
+    """As A1111's noise source: what the pipeline draws before sampling (the starting noise) is the seed's, every
+    draw from the first step on seed + delta's, each picture of a batch its own; read back to the same picture; in
+    img2img too."""
+    import inspect
+    from types import SimpleNamespace
+
+    from pipelines.variation import reseeded
+
+    class Drawing:  # a scheduler whose step draws from each picture's generator
+        def step(self, sample, generator=None):
+            return [torch.randn(3, generator=each) for each in generator]
+
+    scheduler, seeds = Drawing(), [7, 8]
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    with reseeded(SimpleNamespace(scheduler=scheduler), make(sampler="Euler a", eta_noise_seed_delta=100), seeds,
+                  generators):
+        assert "generator" in inspect.signature(scheduler.step).parameters  # pipelines pass it where it is read
+        start = [torch.randn(3, generator=each) for each in generators]
+        first, second = scheduler.step(None, generator=generators), scheduler.step(None, generator=generators)
+    assert "step" not in vars(scheduler)
+    for i, seed in enumerate(seeds):
+        assert torch.equal(start[i], torch.randn(3, generator=torch.Generator().manual_seed(seed)))
+        moved = torch.Generator().manual_seed(seed + 100)
+        assert torch.equal(first[i], torch.randn(3, generator=moved))
+        assert torch.equal(second[i], torch.randn(3, generator=moved))
+
+    batch = engine.generate(make(sampler="Euler a", eta_noise_seed_delta=100, batch_size=2))
+    single = engine.generate(make(sampler="Euler a", eta_noise_seed_delta=100, seed=8))
+    assert np.abs(pixels(batch.images[1]) - pixels(single.images[0])).max() <= 2
+    again = GenerationRequest.from_infotext(single.infotexts[0], model="tiny-sd")
+    assert again.eta_noise_seed_delta == 100
+    assert np.array_equal(pixels(engine.generate(again).images[0]), pixels(single.images[0]))
+    redrawn = make(task="img2img", init_image=Image.new("RGB", (64, 64), (200, 30, 30)), sampler="Euler a")
+    plain, moved = (engine.generate(replace(redrawn, eta_noise_seed_delta=delta)) for delta in (0, 100))
+    assert not np.array_equal(pixels(plain.images[0]), pixels(moved.images[0])) and "ENSD: 100," in moved.infotexts[0]
+
+
 def test_grids_are_saved_where_a1111_keeps_them(engine):
     from pipelines.grid import Grid
 

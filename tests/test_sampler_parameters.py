@@ -135,6 +135,9 @@ def test_what_each_sampler_reads_goes_into_the_infotext():
     hires = request("Euler a", **changed, enable_hr=True, hr_sampler_name="DDIM")  # its second pass's sampler too
     assert infotext(hires) == {"Eta": 0.25, "Eta DDIM": 0.5}
     assert used(hires.hires_pass()) == {"eta_ddim": 0.5}
+    assert infotext(request("Euler a", eta_noise_seed_delta=9)) == {"ENSD": 9}  # where a pass draws noise
+    assert infotext(request("Euler", eta_noise_seed_delta=9)) == {}
+    assert infotext(request("Euler", eta_noise_seed_delta=9, enable_hr=True, hr_sampler_name="DPM2 a")) == {"ENSD": 9}
 
 
 def test_the_request_checks_them_and_reads_them_from_an_infotext():

@@ -21,7 +21,7 @@ from pipelines.config import batch_layout
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
 from pipelines.grid import MAX_MARGIN
 from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_LABEL, SKIP_EARLY
-from pipelines.sampler_parameters import (MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC,
+from pipelines.sampler_parameters import (ENSD, MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC,
                                          UNI_PC_VARIANTS)
 from pipelines.pag import PAG
 from pipelines.samplers import sampler_names, schedule_type_names
@@ -259,6 +259,9 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
             fields.add("uni_pc_lower_order_final", gr.Checkbox(UNI_PC["uni_pc_lower_order_final"][1],
                                                                label="UniPC lower order final",
                                                                elem_id=f"{p}_uni_pc_lower_order_final"))
+        fields.add(ENSD, gr.Number(0, precision=0, minimum=0, label="Eta noise seed delta", elem_id=f"{p}_{ENSD}",
+                                   info="ENSD: the noise of samplers that draw it as they go (Euler a, DPM2 a, DDIM "
+                                        "with eta...) from seed + this; 31337 reproduces NovelAI's pictures"))
     with gr.Row():
         fields.add("seed", gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4))
         dice = gr.Button(DICE, elem_id=f"{p}_random_seed", scale=0, min_width=48)

@@ -15,7 +15,7 @@ from pipelines.negative_guidance import NGMS, NGMS_ALL, SKIP_EARLY
 from pipelines.pag import PAG
 from pipelines.infotext import parse_infotext
 from pipelines.registry import TITLE
-from pipelines.sampler_parameters import SETTINGS as SAMPLER_SETTINGS, UNI_PC
+from pipelines.sampler_parameters import ENSD, SETTINGS as SAMPLER_SETTINGS, UNI_PC
 from pipelines.request import NO_CHECKPOINT, REGIONAL_FIELDS, GenerationRequest
 from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
 from pipelines.tiled_diffusion import FIELDS as TILED_FIELDS
@@ -33,7 +33,7 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "initial_noise_multiplier", "color_correction", "soft_inpainting",
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, PAG.field, NGMS.field,
                NGMS_ALL, SKIP_EARLY.field, "freeu",
-               *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC,
+               *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC, ENSD,
                *TILED_FIELDS)
 
 
