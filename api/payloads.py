@@ -36,6 +36,7 @@ from pipelines.tiled_diffusion import (FIELDS as TILED_FIELDS, METHODS as TILED_
                                        SCALE_FACTOR as TILED_SCALE_FACTOR, from_infotext as tiled_values)
 from pipelines.tiling import axes_of
 from pipelines.upscalers import NONE as NO_UPSCALER
+from pipelines.variation import EXTRA_NOISE
 
 from .encoding import PayloadError, decode_image
 from .xyz_script import XYZ_SCRIPT, plot_values
@@ -218,7 +219,8 @@ _A1111_FIELDS = {
     "sd_upscale_upscaler": "script_args", "sd_upscale_scale": "script_args", "xyz": "script_args",
     "xyz_margin": "script_args", "tiling_axes": "script_args",
     **{name: f"override_settings.{name}" for name in (ETA_DDIM.field, ETA_ANCESTRAL.field, SIGMA_MIN.field,
-                                                        SIGMA_MAX.field, RHO.field, NGMS_ALL, SKIP_EARLY.field)},
+                                                        SIGMA_MAX.field, RHO.field, NGMS_ALL, SKIP_EARLY.field,
+                                                        EXTRA_NOISE.field)},
     NOISE_SCHEDULE: "override_settings.sd_noise_schedule",
     **{name: f"override_settings.{name}" for name in (*UNI_PC, ENSD)},
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
@@ -461,6 +463,7 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     for key, option in (("Model", "sd_model_checkpoint"), ("Clip skip", "CLIP_stop_at_last_layers"),
                         ("Step cache", "step_cache"), (SAMPLER_KEYS[NOISE_SCHEDULE], "sd_noise_schedule"),
                         (NGMS_ALL_KEY, NGMS_ALL), (SKIP_EARLY.key, SKIP_EARLY.field),
+                        (EXTRA_NOISE.key, EXTRA_NOISE.field),
                         *((SAMPLER_KEYS[name], name) for name in (*(s.field for s in SAMPLER_SETTINGS), *UNI_PC,
                                                                   ENSD))):
         if key in params:  # an option that is on or off, from the infotext's words for it
@@ -631,7 +634,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "batch_count": payload.n_iter,
         "clip_skip": _option(None, "CLIP_stop_at_last_layers", options, override),
         NGMS.field: _option(payload.s_min_uncond, NGMS.field, options, override),
-        **{name: _option(None, name, options, override) for name in (NGMS_ALL, SKIP_EARLY.field)},
+        **{name: _option(None, name, options, override) for name in (NGMS_ALL, SKIP_EARLY.field, EXTRA_NOISE.field)},
         **_sampler_values(payload, options, override),
         "model": options.checkpoint_name(override.get("sd_model_checkpoint")),
         "task": "txt2img",

@@ -27,6 +27,7 @@ from .request import GenerationRequest, finite_number, whole_number
 from .sampler_parameters import (ENSD, MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC,
                                  UNI_PC_VARIANTS)
 from .training_run import MAX_REPEATS, check_word_regex
+from .variation import EXTRA_NOISE
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ OPTIONS = (
            info="the generation tabs' and the API's default"),
     Option("initial_noise_multiplier", "Noise multiplier for img2img", IMG2IMG, 1.0, low=0.0, high=1.5,
            request_field="initial_noise_multiplier", info="the img2img and inpaint tabs' and the API's default"),
+    Option(EXTRA_NOISE.field, "Extra noise multiplier for img2img and hires fix", IMG2IMG, EXTRA_NOISE.default,
+           low=EXTRA_NOISE.low, high=EXTRA_NOISE.high, request_field=EXTRA_NOISE.field,
+           info="0 = disabled; should be lower than denoising strength. The img2img and inpaint tabs', txt2img's "
+                "hires fix's and the API's default"),
     Option("img2img_color_correction", "Apply color correction to img2img results to match original colors.",
            IMG2IMG, False, request_field="color_correction",
            info="the img2img and inpaint tabs' and the API's default"),

@@ -36,6 +36,7 @@ from .tiled_diffusion import (FIELDS as TILED_FIELDS, FLAT_UPSCALE_KEYS as TILED
                               from_infotext as tiled_values)
 from .tiling import AXES as TILING_AXES, axes_of
 from .upscalers import NONE as NO_UPSCALER
+from .variation import EXTRA_NOISE
 
 TASKS = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1
@@ -172,6 +173,7 @@ class GenerationRequest:
     mask: Any = None  # PIL image; white repaints
     denoising_strength: float = 0.75
     initial_noise_multiplier: float = 1.0  # A1111's img2img "Noise multiplier": scales the noise added to the picture
+    img2img_extra_noise: float = EXTRA_NOISE.default  # A1111's: more noise at an img2img pass's start (hires fix's too)
     color_correction: bool = False  # A1111's img2img setting: the result's colours matched to the picture's (images.py)
     resize_mode: int = 0  # index into RESIZE_MODES
     mask_blur: int = 4
@@ -348,7 +350,7 @@ class GenerationRequest:
         self._check_settings(SOFT_SETTINGS, "soft inpainting")
         set_(self, "soft_inpainting", bool(self.soft_inpainting))
         self._check_settings(FREEU_SETTINGS, "FreeU")
-        self._check_settings((RESCALE, PAG, NGMS, SKIP_EARLY, *SAMPLER_SETTINGS))
+        self._check_settings((RESCALE, PAG, NGMS, SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS))
         set_(self, NGMS_ALL, bool(self.s_min_uncond_all))
         if self.sigma_min and self.sigma_max:
             check_range(self.sigma_min, self.sigma_max)
@@ -510,6 +512,12 @@ class GenerationRequest:
     def noise_multiplier(self) -> float:
         """The scale of the noise added to an init picture: A1111 applies its setting to img2img and inpaint only."""
         return 1.0 if self.task == "txt2img" else self.initial_noise_multiplier
+
+    @property
+    def extra_noise(self) -> float:
+        """A1111's extra noise for the passes that add noise to a picture (img2img, inpaint, hires fix's second);
+        none for inpainting at full strength, which starts from noise alone."""
+        return 0.0 if self.task == "inpaint" and self.denoising_strength == 1 else self.img2img_extra_noise
 
     @property
     def tiled_axes(self) -> str | None:
@@ -683,6 +691,7 @@ class GenerationRequest:
             "Seed resize from": "{}x{}".format(*self.seed_resize_from) if self.seed_resize_from else None,
             "Denoising strength": self.denoising_strength if self.task != "txt2img" or self.enable_hr else None,
             "Noise multiplier": self.noise_multiplier if self.noise_multiplier != 1 else None,
+            EXTRA_NOISE.key: (self.extra_noise or None) if self.task != "txt2img" or self.enable_hr else None,
             "Color correction": True if self.corrects_colours else None,
             "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
             "RNG": "CPU",
@@ -792,7 +801,7 @@ class GenerationRequest:
         values.update(regional_values(params))
         values.update(tiled_values(params))
         values.update({setting.field: params[setting.key]
-                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS, SKIP_EARLY,
+                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS, SKIP_EARLY, EXTRA_NOISE,
                                        *SAMPLER_SETTINGS)
                        if setting.key in params})
         values.update(overrides)

@@ -1,5 +1,5 @@
-"""A pass's noise when the request shapes it (A1111's variation seeds, seed resize, img2img noise multiplier and
-eta noise seed delta).
+"""A pass's noise when the request shapes it (A1111's variation seeds, seed resize, img2img noise multiplier, extra
+noise and eta noise seed delta).
 
 Variation seeds: the seed's noise is turned towards another seed's (the variation seed, ``subseed``) by
 ``subseed_strength``, spherically per latent pixel, so that small strengths give small changes of the same picture
@@ -12,6 +12,12 @@ then samples with, so the sampler's later noise (ancestral samplers) is the seed
 starts from noise (txt2img, inpaint at full strength) is given its starting latents; an img2img pass (inpaint,
 hires fix's second pass) draws its noise itself and hands it to the scheduler's ``add_noise``, which is where the
 shaped noise takes its place. Kandinsky 2.2's decoders are shaped the same way: their latents are MoVQ's.
+
+Extra noise (A1111's "Extra noise multiplier for img2img and hires fix"): a pass that adds noise to a picture adds
+that much more of the same noise than its first step's noise level says, to the picture's latents before they are
+noised: ``add_noise(picture + extra x noise, noise, t)``, which is A1111's ``+ noise x extra`` for k-diffusion's
+samplers and ``+ noise x extra x sqrt(alpha_bar)`` for DDIM's kind alike. Only the pass's start gets it (inpainting
+re-noises the picture at every step to keep what is not masked: those are the plain noise's).
 
 Eta noise seed delta (ENSD) leaves the starting noise alone and reseeds each generator with its seed + delta just
 before the pass's first sampling step, as A1111's noise source does after the first noise: whatever the pipeline drew
@@ -27,6 +33,10 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .sampler_parameters import draws_noise
+from .script_settings import Setting
+
+EXTRA_NOISE = Setting("img2img_extra_noise", "Extra noise", "Extra noise", 0.0, 0.0, 1.0, 0.01,
+                      "more noise than the strength adds, at the start; 0 = off; keep it under the denoising strength")
 
 
 def slerp(t: float, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
@@ -144,19 +154,21 @@ def shaping(pipe, request, seeds: list[int], generators: list[torch.Generator], 
     """For the pipeline call with ``task``'s arguments: the request's noise in place of the seed's. A pass that
     starts from noise (txt2img; inpainting at full strength) gets its starting latents in ``task``; any other (an
     img2img pass over a ``picture``) has its scheduler add the shaped noise where the pipeline hands it the seed's
-    (inpainting hands the same noise again at every step: it is shaped once). The sampler's own noise is ENSD's
-    (``reseeded``)."""
+    (inpainting hands the same noise again at every step: it is shaped once), and the request's extra noise added
+    at its start. The sampler's own noise is ENSD's (``reseeded``)."""
     with reseeded(pipe, request, seeds, generators), _shaped_start(pipe, request, seeds, generators, task, picture):
         yield
 
 
 @contextmanager
 def _shaped_start(pipe, request, seeds: list[int], generators: list[torch.Generator], task: dict, picture: bool):
-    if not shapes_noise(request):
+    from_noise = not picture or "mask_image" in task and task["strength"] == 1.0
+    extra = 0.0 if from_noise else request.extra_noise
+    if not shapes_noise(request) and not extra:
         yield
         return
     skip = _draws_before_noise(pipe, task, picture)
-    if not picture or "mask_image" in task and task["strength"] == 1.0:
+    if from_noise:
         task["latents"] = starting_noise(pipe, request, seeds, generators, (task["width"], task["height"]), skip)
         yield
         return
@@ -164,8 +176,9 @@ def _shaped_start(pipe, request, seeds: list[int], generators: list[torch.Genera
     add_noise = scheduler.add_noise
 
     def add_shaped_noise(original: torch.Tensor, noise: torch.Tensor, timesteps) -> torch.Tensor:
-        if last.get("drawn") is not noise:
+        if last.get("drawn") is not noise:  # the pass's start
             last.update(drawn=noise, shaped=shaped(request, seeds, noise, latent_layout(pipe)[0], skip))
+            original = original + extra * last["shaped"]
         return add_noise(original, last["shaped"], timesteps)
 
     scheduler.add_noise = add_shaped_noise

@@ -29,6 +29,7 @@ from .negative_guidance import NGMS, SKIP_EARLY
 from .pag import PAG
 from .request import MAX_SEED, GenerationRequest
 from .sampler_parameters import ETA_ANCESTRAL, ETA_DDIM, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SIGMA_MAX, SIGMA_MIN
+from .variation import EXTRA_NOISE
 
 NUMBER = r"[+-]?\s*\d+(?:\.\d*)?"
 _RANGE = re.compile(rf"^\s*({NUMBER})\s*-\s*({NUMBER})\s*(?:\(\s*({NUMBER})\s*\)|\[\s*(\d+)\s*\])?\s*$")
@@ -108,6 +109,7 @@ AXES = {axis.label: axis for axis in (
     Axis("Size", str, _size),
     Axis("Denoising", float, _field("denoising_strength"), _labelled("Denoising")),
     Axis("Initial noise multiplier", float, _field("initial_noise_multiplier"), _labelled("Initial noise multiplier")),
+    Axis(EXTRA_NOISE.key, float, _field(EXTRA_NOISE.field), _labelled(EXTRA_NOISE.key)),
     Axis("Hires steps", int, _field("hr_second_pass_steps"), _labelled("Hires steps", "d")),
     Axis("Hires sampler", str, _field("hr_sampler_name")),
     Axis("Hires upscaler", str, _field("hr_upscaler")),

@@ -152,6 +152,17 @@ def test_img2img_takes_variation_seeds_noise_multiplier_and_colour_correction_fr
     finally:
         ok(alice.post("/sdapi/v1/options", json={"img2img_color_correction": False}))
     assert "Color correction" not in infotext()
+    assert "Extra noise: 0.3," in infotext(override_settings={"img2img_extra_noise": 0.3})
+    assert "Extra noise: 0.2," in infotext(infotext="x\nSteps: 3, Seed: 3, Denoising strength: 0.75, Extra noise: 0.2")
+    try:
+        ok(alice.post("/sdapi/v1/options", json={"img2img_extra_noise": 0.1}))
+        assert "Extra noise: 0.1," in infotext()
+        hires = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 3, **SMALL, "enable_hr": True,
+                                                         "hr_scale": 1.5}))
+        assert "Extra noise: 0.1," in json.loads(hires["info"])["infotexts"][0]  # hires fix's second pass
+    finally:
+        ok(alice.post("/sdapi/v1/options", json={"img2img_extra_noise": 0}))
+    assert "Extra noise" not in infotext()
 
 
 def test_negative_guidance_minimum_sigma_from_payload_options_or_override(alice):
@@ -762,6 +773,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("txt2img", {"prompt": "x", "s_churn": -1}, "s_churn"),
     ("txt2img", {"prompt": "x", "override_settings": {"eta_noise_seed_delta": -1}},
      "override_settings.eta_noise_seed_delta"),
+    ("img2img", {"prompt": "x", "init_images": [PNG], "override_settings": {"img2img_extra_noise": 2}},
+     "override_settings.img2img_extra_noise"),
     ("txt2img", {"prompt": "x", "override_settings": {"sigma_min": 5, "sigma_max": 2}}, "override_settings.sigma_min"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "initial_noise_multiplier": 2}, "initial_noise_multiplier"),
     ("img2img", {"prompt": "x", "init_images": [PNG], "override_settings": {"initial_noise_multiplier": "loud"}},

@@ -541,22 +541,25 @@ def test_img2img_upload_and_send_to(page, png_dir):
 
 
 def test_img2img_variation_seed_noise_multiplier_then_send_to_extras(page, png_dir, tmp_path):
-    """img2img's Variation seed panel, Noise multiplier and Color correction reach the infotext; "Send to extras"
-    takes the picture, exactly and with its parameters, to Extras, which upscales it."""
+    """img2img's Variation seed panel, Noise multiplier, Extra noise and Color correction reach the infotext; "Send
+    to extras" takes the picture, exactly and with its parameters, to Extras, which upscales it."""
     page.reload()  # a "Send to" of an earlier test can still switch the page's tab back under load
     open_tab(page, "img2img")
     page.locator("#img2img_image input[type=file]").set_input_files(str(_make_gradient(png_dir / "variation.png")))
     expect(page.locator("#img2img_image img").first).to_be_visible()
     page.locator("#img2img_prompt textarea").fill("a green square")
     page.locator("#img2img_variation").get_by_text("Variation seed", exact=True).click()
-    set_numbers(page, {"img2img_subseed": 5, "img2img_subseed_strength": 0.5, "img2img_noise_multiplier": 0.8})
+    set_numbers(page, {"img2img_subseed": 5, "img2img_subseed_strength": 0.5, "img2img_noise_multiplier": 0.8,
+                       "img2img_extra_noise": 0.2})
     correction = page.locator("#img2img_color_correction input")
     correction.check()
     try:
         infotext = generate_in(page, "img2img")
     finally:
         correction.uncheck()
+        set_numbers(page, {"img2img_extra_noise": 0})
     assert "Variation seed: 5, Variation seed strength: 0.5," in infotext and "Noise multiplier: 0.8," in infotext
+    assert "Extra noise: 0.2," in infotext
     assert "Color correction: True," in infotext
 
     made = gallery_png(page, "img2img", tmp_path / "made.png")

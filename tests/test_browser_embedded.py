@@ -52,8 +52,8 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
 
 def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path):
     """✨ under the gallery: the second of two pictures (after A1111's grid of both), upscaled by hires fix from the
-    picture itself (its seed, the Hires panel's settings; hires fix's box left unticked) in its place beside the
-    first, still the red circle in the center on white."""
+    picture itself (its seed, the Hires panel's settings, its extra noise too; hires fix's box left unticked) in its
+    place beside the first, still the red circle in the center on white."""
     open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
     set_numbers(page, {"txt2img_seed": 5, "txt2img_batch_size": 2})
@@ -71,7 +71,7 @@ def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path
     info = page.locator("#txt2img_info textarea")
     try:
         pick(page, "txt2img_hr_upscaler", "Lanczos")
-        set_numbers(page, {"txt2img_denoising_strength": 0.3, "txt2img_seed": -1})
+        set_numbers(page, {"txt2img_denoising_strength": 0.3, "txt2img_extra_noise": 0.1, "txt2img_seed": -1})
         page.locator("#txt2img_upscale").click()
         expect(info).to_have_value(re.compile("Hires upscaler: Lanczos"), timeout=GENERATION_TIMEOUT_MS)
         expect(page.locator("#txt2img_gallery button[aria-label='Thumbnail 3 of 3']").first).to_be_attached()
@@ -82,10 +82,12 @@ def test_the_sparkles_button_runs_hires_fix_on_the_picked_picture(page, tmp_path
         assert not page.locator("#txt2img_enable_hr input").is_checked()
     finally:
         pick(page, "txt2img_hr_upscaler", "Latent")
+        set_number(page, "txt2img_extra_noise", 0)
         page.get_by_text("Hires. fix", exact=True).click()  # closed again, as the other tests find it
         page.locator("#txt2img_gallery button[aria-label='Close']").click()  # the gallery's grid, not its preview
     infotext = info.input_value()
     assert "Seed: 6," in infotext and "Size: 64x64," in infotext and "Denoising strength: 0.3," in infotext, infotext
+    assert "Extra noise: 0.1," in infotext, infotext
     with Image.open(upscaled) as picture:
         assert picture.size == (128, 128)
         drawn = classify(picture.convert("RGB").resize((64, 64), Image.LANCZOS))

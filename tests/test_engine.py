@@ -272,6 +272,50 @@ def test_the_noise_multiplier_scales_the_noise_added_to_the_picture(engine):
     assert make(initial_noise_multiplier=0.8).noise_multiplier == 1.0  # txt2img
 
 
+@pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
+def test_extra_noise_is_a1111s_for_either_kind_of_sampler_and_only_at_the_start(sampler):
+    """A1111's extra noise: + noise x extra on the noised picture for k-diffusion's samplers, x sqrt(alpha_bar) too
+    for DDIM's kind; inpainting's later re-noising of the picture (the same noise) gets none."""
+    from types import SimpleNamespace
+
+    from pipelines.samplers import make_scheduler
+    from pipelines.variation import shaping
+
+    scheduler = make_scheduler(sampler, "Automatic", {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                                                      "beta_end": 0.012})
+    scheduler.set_timesteps(4)
+    pipe = SimpleNamespace(scheduler=scheduler, vae_scale_factor=8, unet=SimpleNamespace(config=SimpleNamespace(
+        in_channels=4)), vae=SimpleNamespace(config=SimpleNamespace(latent_channels=4)))
+    original, noise, step = torch.zeros(1, 4, 8, 8), torch.randn(1, 4, 8, 8), scheduler.timesteps[:1]
+    alpha_bar = float(scheduler.alphas_cumprod[int(step)])
+    sigma = ((1 - alpha_bar) / alpha_bar) ** 0.5
+    request = make(task="img2img", init_image=Image.new("RGB", (64, 64)), img2img_extra_noise=0.5)
+    with shaping(pipe, request, [7], [], {}, picture=True):
+        started, renoised = (scheduler.add_noise(original, noise, step) for _ in range(2))
+    if sampler == "Euler":  # k-diffusion's: x + noise x sigma + noise x extra
+        assert torch.allclose(started, noise * (sigma + 0.5), atol=1e-5)
+    else:  # DDIM's: x sqrt(alpha_bar) + noise sqrt(1 - alpha_bar) + noise x extra x sqrt(alpha_bar)
+        assert torch.allclose(started, noise * ((1 - alpha_bar) ** 0.5 + 0.5 * alpha_bar ** 0.5), atol=1e-5)
+    assert torch.allclose(renoised, scheduler.add_noise(original, noise, step))
+
+
+def test_extra_noise_changes_img2img_and_hires_passes_and_reads_back(engine):
+    """Recorded where a pass adds noise to a picture, and read back to the same picture; inpainting at full strength
+    starts from noise alone and takes none."""
+    img2img = make(task="img2img", init_image=Image.new("RGB", (64, 64), (200, 30, 30)))
+    for request in (img2img, make(enable_hr=True, hr_scale=1.5, denoising_strength=0.5)):
+        plain, extra = (engine.generate(replace(request, img2img_extra_noise=value)) for value in (0, 0.4))
+        assert np.abs(pixels(plain.images[0]) - pixels(extra.images[0])).mean() > 1
+        assert "Extra noise: 0.4," in extra.infotexts[0] and "Extra noise" not in plain.infotexts[0]
+    again = GenerationRequest.from_infotext(extra.infotexts[0], model="tiny-sd")
+    assert again.img2img_extra_noise == 0.4
+    assert np.array_equal(pixels(engine.generate(again).images[0]), pixels(extra.images[0]))
+    full = half_masked(denoising_strength=1.0)
+    plain, extra = (engine.generate(replace(full, img2img_extra_noise=value)) for value in (0, 0.4))
+    assert np.array_equal(pixels(plain.images[0]), pixels(extra.images[0])) and "Extra" not in extra.infotexts[0]
+    assert "Extra noise" not in engine.generate(make(img2img_extra_noise=0.4)).infotexts[0]  # txt2img alone
+
+
 # (sampler, its parameters, whether it draws noise as it samples)
 NOISE_DRAWN = [("Euler a", {}, True), ("Euler a", {"eta_ancestral": 0.0}, False), ("Euler", {}, False),
                ("Euler", {"s_churn": 3.0}, True), ("LMS", {}, False), ("Heun", {}, False), ("DPM2", {}, False),

@@ -71,8 +71,8 @@ def test_values_change_the_requests():
         "a circle red, blurry", "a circle blurry, red", "a red circle, blurry", "a red blurry, circle",
         "a blurry circle, red", "a blurry red, circle"]
     noisy = plan(request(task="img2img", init_image=Image.new("RGB", (64, 64))),
-                 [("Initial noise multiplier", "0.5, 1")]).cells
-    assert noisy[0, 0, 0].initial_noise_multiplier == 0.5
+                 [("Initial noise multiplier", "0.5, 1"), ("Extra noise", "0, 0.2")]).cells
+    assert (noisy[0, 0, 0].initial_noise_multiplier, noisy[0, 1, 0].img2img_extra_noise) == (0.5, 0.2)
     resampled = plan(request(enable_hr=True), [("Hires sampler", "DDIM")]).cells
     assert resampled[0, 0, 0].hr_sampler_name == "DDIM"
     sized = plan(request(), [("Size", "64x96, 128"), ("Seed", "-1")]).cells

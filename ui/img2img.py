@@ -8,8 +8,9 @@ from PIL import Image, UnidentifiedImageError
 
 from pipelines.errors import RequestError
 from pipelines.request import MAX_NOISE_MULTIPLIER, RESIZE_MODES
+from pipelines.variation import EXTRA_NOISE
 
-from .common import FIT, FieldSet, GenerationTab, generation_tab
+from .common import FIT, FieldSet, GenerationTab, generation_tab, setting_slider
 from .editor import editor_value, painted, sketch_editor
 
 
@@ -29,12 +30,14 @@ def resize_and_strength(fields: FieldSet) -> None:
     with gr.Row():
         fields.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
                                                    elem_id=f"{p}_denoising_strength", scale=3))
-        fields.add("initial_noise_multiplier", gr.Slider(0.0, MAX_NOISE_MULTIPLIER, value=1.0, step=0.01,
-                                                         label="Noise multiplier", elem_id=f"{p}_noise_multiplier",
-                                                         info="of the noise added to the picture", scale=2))
         fields.add("color_correction", gr.Checkbox(False, label="Color correction",
                                                    info="keep the picture's colours", elem_id=f"{p}_color_correction",
                                                    scale=1, min_width=120))
+    with gr.Row():
+        fields.add("initial_noise_multiplier", gr.Slider(0.0, MAX_NOISE_MULTIPLIER, value=1.0, step=0.01,
+                                                         label="Noise multiplier", elem_id=f"{p}_noise_multiplier",
+                                                         info="of the noise added to the picture"))
+        setting_slider(fields, EXTRA_NOISE, f"{p}_extra_noise")
 
 
 def _inputs(fields: FieldSet) -> dict:

@@ -19,6 +19,7 @@ from pipelines.sampler_parameters import ENSD, SETTINGS as SAMPLER_SETTINGS, UNI
 from pipelines.request import NO_CHECKPOINT, REGIONAL_FIELDS, GenerationRequest
 from pipelines.soft_inpainting import SETTINGS as SOFT_SETTINGS
 from pipelines.tiled_diffusion import FIELDS as TILED_FIELDS
+from pipelines.variation import EXTRA_NOISE
 
 from .common import GenerationTab, gallery_picture, opened_picture, size_multiple_of_8
 from .txt2img import SAME
@@ -30,7 +31,7 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt",
                "denoising_strength", "step_cache", "tiling", "tiling_axes", "subseed", "subseed_strength",
                "seed_resize_from_w", "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
-               "initial_noise_multiplier", "color_correction", "soft_inpainting",
+               "initial_noise_multiplier", EXTRA_NOISE.field, "color_correction", "soft_inpainting",
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, PAG.field, NGMS.field,
                NGMS_ALL, SKIP_EARLY.field, "freeu",
                *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC, ENSD,

@@ -7,13 +7,14 @@ import gradio as gr
 
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.upscalers import upscaler_names
+from pipelines.variation import EXTRA_NOISE
 
 from pipelines.errors import EaselError
 from pipelines.request import GenerationRequest
 
 from . import mixing
 from .common import GPU_QUEUE, GRID, FieldSet, GenerationTab, checkpoint_picker, gallery_picture, generation_tab,\
-    size_multiple_of_8
+    setting_slider, size_multiple_of_8
 
 SAME = "Use same"  # "" in the request: the first pass's sampler or schedule type
 
@@ -29,6 +30,7 @@ def _hires_fix(services, fields: FieldSet) -> None:
                                                          elem_id="txt2img_hires_steps"))
             fields.add("denoising_strength", gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Denoising strength",
                                                        elem_id="txt2img_denoising_strength"))
+            setting_slider(fields, EXTRA_NOISE, "txt2img_extra_noise")
         with gr.Row():
             fields.add("hr_scale", gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by",
                                              elem_id="txt2img_hr_scale"))
