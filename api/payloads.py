@@ -419,7 +419,8 @@ def tiled_diffusion_values(payload: Txt2ImgPayload, init_image=None) -> dict[str
 
 def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
     """The ControlNet extension's ``alwayson_scripts.controlnet.args`` as unit dicts with decoded pictures
-    (``image`` may be base64 or ``{"image": base64, "mask": ...}``; ``input_image`` is its older name)."""
+    (``image`` may be base64 or ``{"image": base64, "mask": ...}``; ``input_image`` is its older name; the
+    ``effective_region_mask`` base64)."""
     field = "alwayson_scripts.controlnet.args"
     units = _always_on_args(payload, "controlnet")
     if not isinstance(units, list) or not all(isinstance(unit, dict) for unit in units):
@@ -433,6 +434,9 @@ def control_units(payload: Txt2ImgPayload) -> list[dict[str, Any]]:
         if isinstance(picture, dict):
             picture = picture.get("image")
         unit["image"] = decode_image(picture, f"{field}[{index}].image") if picture else None
+        region = unit.get("effective_region_mask")
+        unit["effective_region_mask"] = (decode_image(region, f"{field}[{index}].effective_region_mask") if region
+                                         else None)
         decoded.append(unit)
     return decoded
 

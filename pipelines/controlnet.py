@@ -2,11 +2,12 @@
 
 A unit names a preprocessor (``module``), a ControlNet model, a control picture (or, in img2img and inpaint, the
 init picture) and how strongly and when the control applies. ``control_map`` turns a unit into the map the
-pipeline receives; ``control_modes`` patches each ControlNet's outputs for the extension's control modes for
+pipeline receives; ``unit_hooks`` patches each ControlNet's outputs for the extension's control modes for
 the length of one pass: "My prompt is more important" scales the residuals down towards the shallow layers
 (0.825 ** depth), "ControlNet is more important" does so too and gives the control to the conditional half of
-the classifier-free-guidance batch only. A unit whose model is an IP-Adapter (``ip_adapter``) gives the pipeline its
-picture's encodings instead of a map.
+the classifier-free-guidance batch only. A unit's effective region mask (``region_mask``) weighs its residuals
+there too. A unit whose model is an IP-Adapter (``ip_adapter``) gives the pipeline its picture's encodings instead of
+a map.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL import Image, ImageOps
 from . import ip_adapter
 from .errors import RequestError
 from .preprocessors import ALIASES, NONE, PREPROCESSORS, Preprocessors, pixel_perfect_resolution
+from .region_mask import RegionMask
 
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
@@ -82,6 +84,7 @@ class ControlUnit:
     threshold_b: float | None = None
     pixel_perfect: bool = False
     control_mode: int = 0  # index into CONTROL_MODES
+    effective_region_mask: Any = None  # PIL image: where the unit acts (white); None: everywhere
     index: int = 0  # the unit's number, for messages and the infotext
 
     def __post_init__(self):
@@ -95,8 +98,10 @@ class ControlUnit:
                                f"{', '.join(PREPROCESSORS)}.", "controlnets")
         if self.enabled and not self.model:
             raise RequestError(f"{where}: pick a ControlNet model.", "controlnets")
-        if self.image is not None and not (hasattr(self.image, "size") and hasattr(self.image, "convert")):
-            raise RequestError(f"{where}: the control image must be an image.", "controlnets")
+        for name, label in (("image", "control image"), ("effective_region_mask", "effective region mask")):
+            value = getattr(self, name)
+            if value is not None and not (hasattr(value, "size") and hasattr(value, "convert")):
+                raise RequestError(f"{where}: the {label} must be an image.", "controlnets")
         set_(self, "weight", _number(self.weight, "Control weight", where, 0.0, 2.0))
         set_(self, "guidance_start", _number(self.guidance_start, "Starting control step", where, 0.0, 1.0))
         set_(self, "guidance_end", _number(self.guidance_end, "Ending control step", where, 0.0, 1.0))
@@ -125,6 +130,10 @@ class ControlUnit:
         if given.get("image") is None and values.get("input_image") is not None:
             given["image"] = values["input_image"]
         return cls(**{**given, "index": index})
+
+    def region(self) -> RegionMask | None:
+        """The unit's effective region mask as weights; None where it acts everywhere."""
+        return None if self.effective_region_mask is None else RegionMask(self.effective_region_mask)
 
     def thresholds(self) -> tuple[float | None, float | None]:
         module = PREPROCESSORS[self.module]
@@ -236,46 +245,49 @@ class Controls:
 
     @contextmanager
     def applied(self, unet, guided: bool, progress: Callable[[], tuple[int, int]]) -> Iterator[None]:
-        """For one pass: the control modes' hooks on the ControlNets, the IP-Adapters on ``unet`` (``progress``
-        gives the step and the steps, for their control steps)."""
-        with control_modes(list(self.models), list(self.units), guided), \
+        """For one pass: the control modes' and region masks' hooks on the ControlNets, the IP-Adapters on ``unet``
+        (``progress`` gives the step and the steps, for their control steps)."""
+        with unit_hooks(list(self.models), list(self.units), guided), \
                 ip_adapter.applied(unet, self.images, progress):
             yield
 
 
 @contextmanager
-def control_modes(models: list, units: list[ControlUnit], guided: bool) -> Iterator[None]:
-    """Forward hooks that apply each unit's control mode to its ControlNet's residuals, removed afterwards.
+def unit_hooks(models: list, units: list[ControlUnit], guided: bool) -> Iterator[None]:
+    """Forward hooks that apply each unit's control mode and effective region mask to its ControlNet's residuals,
+    removed afterwards.
 
     A model used by several units sees them in the order the pipeline calls it each step."""
-    by_model: dict[int, list[int]] = {}
+    by_model: dict[int, list[tuple[int, RegionMask | None]]] = {}
     for model, unit in zip(models, units):
-        by_model.setdefault(id(model), []).append(unit.control_mode)
+        by_model.setdefault(id(model), []).append((unit.control_mode, unit.region()))
     handles = []
     try:
         for model in {id(m): m for m in models}.values():
-            modes = by_model[id(model)]
-            if not any(modes):
+            changes = by_model[id(model)]
+            if not any(mode or mask for mode, mask in changes):
                 continue
-            handles.append(model.register_forward_hook(_mode_hook(itertools.cycle(modes), guided)))
+            handles.append(model.register_forward_hook(_unit_hook(itertools.cycle(changes), guided)))
         yield
     finally:
         for handle in handles:
             handle.remove()
 
 
-def _mode_hook(modes: Iterator[int], guided: bool):
+def _unit_hook(changes: Iterator[tuple[int, RegionMask | None]], guided: bool):
     def hook(module, args, output):
-        mode = next(modes)
-        if mode == 0:
+        mode, mask = next(changes)
+        if mode == 0 and mask is None:
             return output
-        down, mid = output[0], output[1]
-        residuals = [*down, mid]
-        depth = len(residuals)
-        residuals = [r * SOFT_DECAY ** (depth - 1 - i) for i, r in enumerate(residuals)]
+        residuals = [*output[0], output[1]]
+        if mode:
+            depth = len(residuals)
+            residuals = [r * SOFT_DECAY ** (depth - 1 - i) for i, r in enumerate(residuals)]
         if mode == 2 and guided:  # the unconditional half (first, in diffusers' batches) gets no control
             half = residuals[0].shape[0] // 2
             residuals = [torch.cat([torch.zeros_like(r[:half]), r[half:]]) for r in residuals]
+        if mask is not None:
+            residuals = [r * mask.at(r.shape[-2:], r) for r in residuals]
         return (residuals[:-1], residuals[-1], *output[2:])
 
     return hook

@@ -415,7 +415,8 @@ class Engine:
         with self.registry.lease(self.registry.resolve_image_encoder(unit.module)) as loaded:
             adapter.check_encoder(loaded.pipe, unit.module)
             unprompted, prompted = encode(loaded.pipe, adapter, control_source(unit, request.init_image))
-        return ImagePrompt(adapter, unprompted, prompted, unit.weight, unit.guidance_start, unit.guidance_end)
+        return ImagePrompt(adapter, unprompted, prompted, unit.weight, unit.guidance_start, unit.guidance_end,
+                           unit.region())
 
     def _pictures(self, model, pipe, job: Job, controls: Controls | None, hires, refiner,
                   on_progress) -> Iterator[tuple[Image.Image, int, GenerationRequest]]:

@@ -9,7 +9,8 @@ control step. Plain adapters read the encoder's image embedding, the Plus and Fu
 The parts are diffusers' own (its image projections, ``IPAdapterAttnProcessor2_0``), built once per file and set on
 the UNet for one pass only (``applied``), its own processors put back after: the shared UNet never keeps them. The
 embeddings go to the pipeline as ``ip_adapter_image_embeds``, so every UNet pipeline (txt2img, img2img, inpaint,
-ControlNet, SDXL) runs them as diffusers' ``load_ip_adapter`` would.
+ControlNet, SDXL) runs them as diffusers' ``load_ip_adapter`` would. A unit's effective region mask
+(``region_mask``) goes to the processors as diffusers' ``ip_adapter_masks``, at the latent size of each UNet call.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .errors import ModelError, RequestError
+from .region_mask import RegionMask
 
 KIND = "ip-adapter"  # a ``ModelInfo.kind``: an adapter file in models/ControlNet
 ENCODER_KIND = "image encoder"
@@ -214,6 +216,7 @@ class ImagePrompt:
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    mask: RegionMask | None = None  # where the adapter acts; None: everywhere
 
     def embeds(self, guided: bool) -> torch.Tensor:
         """The pipeline's ``ip_adapter_image_embeds`` entry: with CFG the unprompted row first."""
@@ -225,41 +228,61 @@ class ImagePrompt:
         return 0.0 if step / steps < self.start or (step + 1) / steps > self.end else self.weight
 
 
+@lru_cache(maxsize=None)  # one class: a compiled UNet guards on its processors' type
+def _masked_processor():
+    """diffusers' IP-Adapter processor reading its ``masks`` (one per adapter, None for none) as ``ip_adapter_masks``
+    where the call passes none (pipelines pass them only through ``cross_attention_kwargs``)."""
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+    class Masked(IPAdapterAttnProcessor2_0):
+        masks = None
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                     scale=1.0, ip_adapter_masks=None):
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, scale,
+                                    self.masks if ip_adapter_masks is None else ip_adapter_masks)
+
+    return Masked
+
+
 @contextmanager
 def applied(unet, prompts: tuple[ImagePrompt, ...], progress: Callable[[], tuple[int, int]]) -> Iterator[None]:
     """``unet`` with the prompts' adapters for one pass: each cross-attention layer's processor becomes diffusers'
     IP-Adapter one over the adapters' layers (no copy of their weights), the image projection is set, and before each
-    UNet call every adapter gets its weight for the step ``progress`` gives (step, steps). All is put back after."""
+    UNet call every adapter gets its weight for the step ``progress`` gives (step, steps), and its region mask at the
+    call's latent size. All is put back after."""
     if not prompts:
         yield
         return
     from accelerate import init_empty_weights
-    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
     from diffusers.models.embeddings import MultiIPAdapterImageProjection
 
     unet = getattr(unet, "_orig_mod", unet)  # a compiled UNet: its module
     if unet.encoder_hid_proj is not None:
         raise RequestError("This model's UNet projects its text itself and takes no IP-Adapter.", "controlnets")
     kept = unet.attn_processors
-    processors, made = dict(kept), []
+    processors, made, processor = dict(kept), [], _masked_processor()
     for index, (name, layer) in enumerate(cross_attentions(unet)):
         with init_empty_weights():  # the layers' own weights are the adapters'
-            made.append(IPAdapterAttnProcessor2_0(layer.to_k.out_features, layer.to_k.in_features,
-                                                  num_tokens=[p.adapter.tokens for p in prompts]))
+            made.append(processor(layer.to_k.out_features, layer.to_k.in_features,
+                                  num_tokens=[p.adapter.tokens for p in prompts]))
         made[-1].to_k_ip = torch.nn.ModuleList(p.adapter.keys[index] for p in prompts)
         made[-1].to_v_ip = torch.nn.ModuleList(p.adapter.values[index] for p in prompts)
         processors[name] = made[-1]
+    masked = any(prompt.mask is not None for prompt in prompts)
 
-    def weights(module, args):
+    def weights(module, args, kwargs):
         scales = [prompt.weight_at(*progress()) for prompt in prompts]
-        for processor in made:
-            processor.scale = scales
+        sample = args[0] if args else kwargs["sample"]  # the call's latents: (batch, channels, height, width)
+        masks = [None if p.mask is None else p.mask.at(sample.shape[-2:], sample) for p in prompts] if masked else None
+        for made_processor in made:
+            made_processor.scale, made_processor.masks = scales, masks
 
     kind = unet.config.encoder_hid_dim_type
     unet.set_attn_processor(processors)
     unet.encoder_hid_proj = MultiIPAdapterImageProjection([p.adapter.projection for p in prompts])
     unet.config.encoder_hid_dim_type = "ip_image_proj"
-    hook = unet.register_forward_pre_hook(weights)
+    hook = unet.register_forward_pre_hook(weights, with_kwargs=True)
     try:
         yield
     finally:

@@ -362,6 +362,10 @@ class GenerationRequest:
         set_(self, "sampler", sampler)
         set_(self, "scheduler", schedule)
         set_(self, "controlnets", tuple(ControlUnit.from_values(u, i) for i, u in enumerate(self.controlnets or ())))
+        if self.tiled_diffusion and any(unit.effective_region_mask is not None for unit in self.active_controls):
+            raise RequestError("Tiled Diffusion's UNet calls see one tile at a time, which a ControlNet unit's "
+                               "effective region mask is not cut to: take the mask off, or Tiled Diffusion.",
+                               "controlnets")
         set_(self, "mix", mix_items(self.mix))
         set_(self, "adapters", tuple(self.adapters))
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))

@@ -678,7 +678,8 @@ def test_controlnet_unit_preview_and_generate(page, png_dir):
 
 def test_an_ip_adapter_unit_previews_and_generates(page, png_dir):
     """IP-Adapter in a ControlNet unit (its second): the module shows the square its CLIP encoder reads, and the
-    picture made names the adapter in its infotext."""
+    picture made names the adapter in its infotext; with a black effective region mask the adapter acts nowhere (the
+    picture without the unit)."""
     _txt2img_tab(page)
     panel = page.locator("#txt2img_controlnet")
     tab = panel.get_by_role("tab", name="ControlNet Unit 1")
@@ -705,7 +706,27 @@ def test_an_ip_adapter_unit_previews_and_generates(page, png_dir):
     assert 'ControlNet 0: "Module: ip-adapter_clip_h, Model: ip-adapter_tiny-sd [' in infotext  # enabled units count
     page.locator("#txt2img_controlnet").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "ip-adapter.png"), full_page=True, animations="disabled")
-    page.locator(f"{unit}_enabled input").uncheck()  # leave the page as the other tests expect it
+    adapted = gallery_png(page, "txt2img", png_dir / "adapted.png")
+    enabled = page.locator(f"{unit}_enabled input")
+    enabled.uncheck()
+    assert "ControlNet 0" not in generate_in(page, "txt2img")
+    plain = gallery_png(page, "txt2img", png_dir / "plain.png")
+    Image.new("L", (64, 64), 0).save(png_dir / "nowhere.png")
+    page.locator(f"{unit}_region").get_by_text("Effective Region Mask", exact=True).click()
+    region = page.locator(f"{unit}_effective_region_mask")
+    region.locator("input[type=file]").set_input_files(str(png_dir / "nowhere.png"))
+    expect(region.locator("img").first).to_be_visible()
+    enabled.check()
+    try:
+        assert "ip-adapter_tiny-sd" in generate_in(page, "txt2img")
+        masked = gallery_png(page, "txt2img", png_dir / "masked.png")
+        page.screenshot(path=str(ARTIFACTS / "ip-adapter-region.png"), full_page=True, animations="disabled")
+    finally:  # the unit off (its mask then unread), as the other tests expect the page
+        page.locator(f"{unit}_region").get_by_text("Effective Region Mask", exact=True).click()
+        enabled.uncheck()
+    with Image.open(adapted) as a, Image.open(masked) as m, Image.open(plain) as p:
+        pictures = [np.asarray(picture.convert("RGB"), dtype=int) for picture in (a, m, p)]
+    assert np.abs(pictures[1] - pictures[2]).max() <= 1 < np.abs(pictures[0] - pictures[2]).max()
 
 
 def _make_circle(path: Path) -> Path:

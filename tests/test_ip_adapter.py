@@ -19,6 +19,7 @@ from pipelines.generate import run_pipeline
 from pipelines.ip_adapter import ImagePrompt, IPAdapter, encode, nested, read_adapter, read_encoder
 from pipelines.outputs import OutputWriter
 from pipelines.preprocessors import Preprocessors, unavailable_reason
+from pipelines.region_mask import RegionMask
 from pipelines.registry import Registry
 from pipelines.request import GenerationRequest
 from training.tiny_random import build_tiny_image_encoder, build_tiny_sd, build_tiny_sdxl, tiny_ip_adapter
@@ -82,6 +83,27 @@ def test_the_weight_and_the_control_steps():
     assert (half - plain).abs().max() > 0.01 and (half - whole).abs().max() > 0.01
     stronger = made(weight=2.0)
     assert (stronger - plain).abs().mean() > (whole - plain).abs().mean()
+
+
+def test_an_effective_region_mask_keeps_the_adapter_to_its_region():
+    """The ControlNet extension's effective region mask, as diffusers' ``ip_adapter_masks``: black, the latents
+    without the adapter; white, the adapter's own; white on the left only, the adapter's change there."""
+    pipe, encoder = build_tiny_sd(), build_tiny_image_encoder()
+    adapter = IPAdapter(nested(tiny_ip_adapter(pipe.unet, encoder)), "tiny")
+    encodings = encode(encoder, adapter, _picture())
+
+    def made(left: int, right: int):
+        mask = Image.new("L", (64, 64), right)
+        mask.paste(left, (0, 0, 32, 64))
+        return _latents(pipe, [ImagePrompt(adapter, *encodings, mask=RegionMask(mask))])
+
+    plain, whole = _latents(pipe), _latents(pipe, [ImagePrompt(adapter, *encodings)])
+    assert (made(0, 0) - plain).abs().max() < 1e-5
+    assert (made(255, 255) - whole).abs().max() < 1e-4
+    changed = (made(255, 0) - plain).abs().mean(dim=(0, 1, 2))  # by latent column
+    half = len(changed) // 2
+    assert changed[:half].mean() > 2 * changed[half:].mean(), changed
+    assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"AttnProcessor2_0"}
 
 
 def test_two_adapters_and_a_blue_picture_against_a_red_one():

@@ -15,7 +15,7 @@ from pipelines.preprocessors import PREPROCESSORS, pixel_perfect_resolution, una
 from .common import FIT, REFRESH, FieldSet
 
 SETTINGS = ("enabled", "image", "module", "model", "weight", "guidance_start", "guidance_end", "resize_mode",
-            "pixel_perfect", "processor_res", "threshold_a", "threshold_b", "control_mode")
+            "pixel_perfect", "processor_res", "threshold_a", "threshold_b", "control_mode", "effective_region_mask")
 _DEFAULT = ControlUnit(enabled=False)
 
 
@@ -42,6 +42,11 @@ def _unit(services, fields: FieldSet, index: int) -> dict:
                               format="png"))
         preview = gr.Image(label="Preprocessor preview", interactive=False, height=240, elem_id=f"{p}_preview",
                            elem_classes=FIT, format="png")  # a map downloaded to reuse stays exact
+    with gr.Accordion("Effective Region Mask", open=False, elem_id=f"{p}_region"):
+        add("effective_region_mask", gr.Image(label="Where the unit acts: white fully, grey partly, black not at all "
+                                                    "(stretched to the picture; none: everywhere)", type="pil",
+                                              sources=["upload", "clipboard"], height=200, elem_classes=FIT,
+                                              elem_id=f"{p}_effective_region_mask", format="png"))
     with gr.Row():
         module = add("module", gr.Dropdown(list(PREPROCESSORS), value="canny" if index == 0 else _DEFAULT.module,
                                            label="Preprocessor", elem_id=f"{p}_module"))
