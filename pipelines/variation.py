@@ -163,7 +163,7 @@ def shaping(pipe, request, seeds: list[int], generators: list[torch.Generator], 
 @contextmanager
 def _shaped_start(pipe, request, seeds: list[int], generators: list[torch.Generator], task: dict, picture: bool):
     from_noise = not picture or "mask_image" in task and task["strength"] == 1.0
-    extra = 0.0 if from_noise else request.extra_noise
+    extra = request.extra_noise if picture else 0.0  # the request's rule: none for inpainting at full strength
     if not shapes_noise(request) and not extra:
         yield
         return
