@@ -24,7 +24,7 @@ from pipelines.freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
-from pipelines.pag import PAG
+from pipelines.pag import PAG, PAG_SCHEDULE, PAG_SETTINGS, forge_params
 from pipelines.regions import DIVIDE_MODE
 from pipelines.request import (DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, number_between,
                                regional_values)
@@ -226,7 +226,7 @@ _A1111_FIELDS = {
     **{name: SOFT_INPAINTING_FIELD for name in ("soft_inpainting", *(setting.field for setting in SOFT_SETTINGS))},
     **{name: f"alwayson_scripts.{FREEU_SCRIPT}.args" for name in ("freeu", *(s.field for s in FREEU_SETTINGS))},
     RESCALE.field: f"alwayson_scripts.{RESCALE_SCRIPT}.args",
-    PAG.field: PAG_FIELD,
+    **{setting.field: PAG_FIELD for setting in PAG_SETTINGS},
     **{name: REGIONAL_FIELD for name in REGIONAL_FIELDS},
     **{name: DYNAMIC_FIELD for name in DYNAMIC_FIELDS},
     **{name: TILED_SCRIPT_FIELD for name in TILED_FIELDS},
@@ -316,19 +316,13 @@ def _infotext_args(params: dict[str, str], script: SettingScript) -> list | None
 
 def pag_values(payload: Txt2ImgPayload) -> dict[str, Any]:
     """Forge's ``alwayson_scripts["PerturbedAttentionGuidance Integrated"].args``: [enabled, scale, attenuation,
-    start step, end step] (the later ones may be left out; Forge's scale is 3). PAG here runs at one scale over every
-    step, so an attenuation or a shorter span is refused."""
+    start step, end step] (the later ones may be left out: Forge's scale is 3, then no attenuation, every step)."""
     args = _always_on_args(payload, PAG_SCRIPT)
     if not isinstance(args, list) or len(args) > 5:
         raise PayloadError(PAG_FIELD, "PerturbedAttentionGuidance takes [enabled, scale, attenuation, start step, "
                                       "end step].")
-    enabled, scale, attenuation, start, end = [*args, *(None, 3.0, 0, 0, 1)[len(args):]]
-    if not enabled:
-        return {}
-    if (attenuation, start, end) != (0, 0, 1):
-        raise PayloadError(PAG_FIELD, "PAG's attenuation and start and end steps are not available on this server: "
-                                      "it guides every step at its scale (attenuation 0, start 0, end 1).")
-    return {PAG.field: scale}
+    enabled, *values = [*args, *(None, 3.0, *(setting.default for setting in PAG_SCHEDULE))[len(args):]]
+    return dict(zip((setting.field for setting in PAG_SETTINGS), values)) if enabled else {}
 
 
 def regional_prompter_values(payload: Txt2ImgPayload) -> dict[str, Any]:
@@ -455,6 +449,7 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     if not payload.infotext:
         return payload
     prompt, negative, params = parse_infotext(payload.infotext)
+    params.update(forge_params(params))
     values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
     values.update({field: params[key] for key, field in _INFOTEXT_FIELDS if key in params})
     for key, (width, height) in (("Size", ("width", "height")),
@@ -480,7 +475,7 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
         if args and not _always_on_args(payload, script.name):
             scripts[script.name] = {"args": args}
     if PAG.key in params and not _always_on_args(payload, PAG_SCRIPT):
-        scripts[PAG_SCRIPT] = {"args": [True, params[PAG.key]]}
+        scripts[PAG_SCRIPT] = {"args": [True, *(params.get(s.key, s.default) for s in PAG_SETTINGS)]}
     regional = regional_values(params)
     if regional and not _always_on_args(payload, REGIONAL_SCRIPT):
         scripts[REGIONAL_SCRIPT] = {"args": [True, False, DIVIDE_MODE, regional.get("rp_splitting"), None, None,

@@ -29,7 +29,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from .cfg_rescale import rescaled
 from .negative_guidance import skipping
-from .pag import perturbed
+from .pag import perturbed, scale_at
 from .regions import Area
 from .text_encoding import Parts
 from .tiled_diffusion import SPATIAL, Tile, TiledDiffusion, window
@@ -40,13 +40,16 @@ Windows = tuple[list[Tile], int, int]  # the tiles of a UNet call and the height
 @dataclass(frozen=True)
 class Guidance:
     """What a pass does to its guidance besides composable parts: Rescale CFG's factor (``rescale``), PAG's scale
-    (``pag``), A1111's negative guidance minimum sigma (``skip_below``, on every call below it: ``skip_all``) and
-    Skip Early CFG (``skip_early``, a share of the pass's ``calls()``), with the pass's CFG ``scale`` and
-    ``scheduler``; and Tiled Diffusion's ``tiles``."""
+    (``pag``, worn down by ``pag_attenuation`` and bounded by ``pag_span``: ``pag.scale_at``), A1111's negative
+    guidance minimum sigma (``skip_below``, on every call below it: ``skip_all``) and Skip Early CFG (``skip_early``,
+    a share of the pass's ``calls()``), with the pass's CFG ``scale`` and ``scheduler``; and Tiled Diffusion's
+    ``tiles``."""
     scheduler: Any = None
     scale: float = 1.0
     rescale: float = 0.0
     pag: float = 0.0
+    pag_attenuation: float = 0.0
+    pag_span: tuple[float, float] = (0.0, 1.0)
     skip_below: float = 0.0
     skip_all: bool = False
     skip_early: float = 0.0
@@ -68,6 +71,7 @@ class ComposedUNet:
         self._current, self._images, self._guidance, self._calls = current, images, guidance, 0
         self.skipped: Counter[str] = Counter()  # calls whose unprompted half was left out, by the rule's infotext key
         self.tiled = 0  # calls made on tiles (Tiled Diffusion)
+        self.pag_pushed = 0  # calls PAG pushed
 
     def __getattr__(self, name: str):
         return getattr(self._current()[0], name)
@@ -79,11 +83,12 @@ class ComposedUNet:
         unprompted = batch - self._images  # the CFG half: 0 without CFG
         inputs = (sample, timestep, encoder_hidden_states, added_cond_kwargs, kwargs)
         skip = skipping(self._calls, guidance, timestep) if unprompted else None
+        pag = self._pag()
         self._calls += 1
         if skip:  # the prompted rows alone, their prediction then in both halves
             inputs, unprompted = _per_picture(inputs, batch, lambda t: t[unprompted:]), 0
             self.skipped[skip] += 1
-        result = self._tiled(unet, parts, inputs, unprompted)
+        result = self._tiled(unet, parts, inputs, unprompted, pag)
         if skip:
             result = torch.cat([result, result])
         elif guidance.rescale and unprompted:
@@ -91,14 +96,24 @@ class ComposedUNet:
                               guidance.scheduler)
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
 
-    def _tiled(self, unet, parts: Parts, inputs: tuple, unprompted: int) -> torch.Tensor:
+    def _pag(self) -> float:
+        """PAG's scale for the call about to be made, at its share of the pass's calls (``pag.scale_at``)."""
+        guidance = self._guidance
+        if not guidance.pag:
+            return 0.0
+        share = self._calls / max(guidance.calls() - 1, 1)
+        scale = scale_at(guidance.pag, guidance.pag_attenuation, guidance.pag_span, share, self.pag_pushed)
+        self.pag_pushed += bool(scale)
+        return scale
+
+    def _tiled(self, unet, parts: Parts, inputs: tuple, unprompted: int, pag: float) -> torch.Tensor:
         """``_pushed``'s predictions, with Tiled Diffusion made tile by tile and blended by the tiles' weights. The
         tiles of a batch are laid out as one batch of pictures: every tile's unprompted rows, then every tile's
         prompted rows."""
         tiles, sample = self._guidance.tiles, inputs[0]
         height, width = sample.shape[-2:]
         if tiles is None or len(tiles.tiles(height, width)) == 1:
-            return self._pushed(unet, parts, inputs, unprompted)
+            return self._pushed(unet, parts, inputs, unprompted, pag)
         self.tiled += 1
         batch = sample.shape[0]
         pictures, out, total = batch - unprompted, None, None
@@ -114,7 +129,7 @@ class ComposedUNet:
             _, timestep, texts, added, kwargs = inputs
             tiled = (laid_out(sample, True), laid_out(timestep), laid_out(texts), laid_out(added),
                      {key: laid_out(value, key in SPATIAL) for key, value in kwargs.items()})
-            result = self._pushed(unet, parts, tiled, unprompted * count, (group, height, width)).float()
+            result = self._pushed(unet, parts, tiled, unprompted * count, pag, (group, height, width)).float()
             if out is None:
                 out = result.new_zeros(batch, result.shape[1], height, width)
                 total = result.new_zeros(height, width)
@@ -127,11 +142,10 @@ class ComposedUNet:
                 total[place[1:]] += weight
         return (out / total).to(sample.dtype)
 
-    def _pushed(self, unet, parts: Parts, inputs: tuple, unprompted: int,
+    def _pushed(self, unet, parts: Parts, inputs: tuple, unprompted: int, pag: float,
                 windows: Windows | None = None) -> torch.Tensor:
-        """The predictions for ``inputs`` (``_predict``; ``windows``: they are tiles), with PAG's push added to the
-        prompted ones, divided by the CFG scale the pipeline's guidance multiplies it by."""
-        pag = self._guidance.pag
+        """The predictions for ``inputs`` (``_predict``; ``windows``: they are tiles), with PAG's push at the call's
+        scale ``pag`` added to the prompted ones, divided by the CFG scale the pipeline's guidance multiplies it by."""
         if not pag:
             return self._predict(unet, parts, inputs, unprompted, windows)
         result, worse = self._with_perturbed(unet, parts, inputs, unprompted, windows)

@@ -10,18 +10,46 @@ are theirs (every self-attention of the middle block), the rule diffusers' (its 
 it hands the pipeline, divided by the CFG scale that the pipeline's guidance multiplies it by. As in diffusers, the
 perturbed rows join the UNet's call (the prompted rows again, at the end of the batch) rather than a call of their own:
 on a launch-bound GPU a second call costs nearly a whole step.
+
+Forge's later *PerturbedAttentionGuidance Integrated* also attenuates and bounds it: the scale loses a share of
+itself after each call it pushed (``attenuation``, % of the scale) and pushes only the calls from its start to its
+end (shares of the pass, a call's place counted from 0 to the last); ``scale_at`` is that rule. A call outside the
+span, or at a scale worn down to 0, makes no perturbed rows, so it costs what a plain call costs.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 
 from .script_settings import Setting
 
 PAG = Setting("pag_scale", "PAG scale", "PAG scale", 0.0, 0.0, 100.0, 0.1, "0 = off; 3 is usual")
+PAG_ATTENUATION = Setting("pag_attenuation", "PAG attenuation", "PAG attenuation", 0.0, 0.0, 100.0, 0.1,
+                          "% of the scale lost per step guided")
+PAG_START = Setting("pag_start", "PAG start", "PAG start", 0.0, 0.0, 1.0, 0.01, "share of the steps")
+PAG_END = Setting("pag_end", "PAG end", "PAG end", 1.0, 0.0, 1.0, 0.01, "share of the steps")
+PAG_SCHEDULE = (PAG_ATTENUATION, PAG_START, PAG_END)
+PAG_SETTINGS = (PAG, *PAG_SCHEDULE)
+FORGE_KEYS = ("pagi_scale", "pagi_attenuation", "pagi_start_step", "pagi_end_step")  # PAG_SETTINGS' in Forge's
+
+
+def forge_params(params: Mapping[str, str]) -> dict[str, str]:
+    """Easel's infotext keys for those Forge's PAG script wrote, where it was enabled, so its pictures read back."""
+    if params.get("pagi_enabled") != "True":
+        return {}
+    return {setting.key: params[key] for key, setting in zip(FORGE_KEYS, PAG_SETTINGS) if key in params}
+
+
+def scale_at(scale: float, attenuation: float, span: tuple[float, float], share: float, pushed: int) -> float:
+    """PAG's scale for a UNet call at ``share`` of the pass (0 the first call, 1 the last) after ``pushed`` calls
+    were pushed by it: Forge's rule, the scale less ``attenuation`` % of itself per call pushed, never below 0, and
+    0 outside ``span`` (its start and end)."""
+    if not span[0] <= share <= span[1]:
+        return 0.0
+    return max(scale * (1 - pushed * attenuation / 100), 0.0)
 
 
 class _PerturbedRows:

@@ -22,7 +22,7 @@ from .freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
 from .negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
-from .pag import PAG
+from .pag import PAG, PAG_ATTENUATION, PAG_END, PAG_SCHEDULE, PAG_SETTINGS, PAG_START, forge_params
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
 from .sampler_parameters import (ENSD, ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, MAX_UNI_PC_ORDER, NOISE_SCHEDULE,
@@ -243,6 +243,9 @@ class GenerationRequest:
     tiling_axes: str = "both"  # which edges wrap around when tiling: "both", "x" or "y"
     rescale_cfg: float = RESCALE.default  # Rescale CFG (pipelines/cfg_rescale.py): 0 = off
     pag_scale: float = PAG.default  # Perturbed-Attention Guidance (pipelines/pag.py): 0 = off
+    pag_attenuation: float = PAG_ATTENUATION.default  # % of its scale lost per call it pushed (Forge's)
+    pag_start: float = PAG_START.default  # the share of the pass where it starts
+    pag_end: float = PAG_END.default  # and where it stops
     # A1111's settings that ignore the negative prompt in some steps (pipelines/negative_guidance.py)
     s_min_uncond: float = NGMS.default  # negative guidance minimum sigma
     s_min_uncond_all: bool = False  # below it every step, not every other one
@@ -350,7 +353,10 @@ class GenerationRequest:
         self._check_settings(SOFT_SETTINGS, "soft inpainting")
         set_(self, "soft_inpainting", bool(self.soft_inpainting))
         self._check_settings(FREEU_SETTINGS, "FreeU")
-        self._check_settings((RESCALE, PAG, NGMS, SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS))
+        self._check_settings((RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS))
+        if self.pag_start > self.pag_end:
+            raise RequestError(f"PAG start ({self.pag_start:g}) must not come after PAG end ({self.pag_end:g}).",
+                               PAG_START.field)
         set_(self, NGMS_ALL, bool(self.s_min_uncond_all))
         if self.sigma_min and self.sigma_max:
             check_range(self.sigma_min, self.sigma_max)
@@ -706,6 +712,8 @@ class GenerationRequest:
                if self.tiled_axes in ("x", "y") else {}),
             RESCALE.key: self.rescale_cfg or None,
             PAG.key: self.pag_scale or None,
+            **{setting.key: getattr(self, setting.field) if self.pag_scale else None for setting in PAG_SCHEDULE
+               if getattr(self, setting.field) != setting.default},
             FREEU: True if self.freeu else None,
             **{setting.key: getattr(self, setting.field) if self.freeu else None for setting in FREEU_SETTINGS},
             **self._regional_params(),
@@ -767,6 +775,7 @@ class GenerationRequest:
     def from_infotext(cls, text: str, **overrides: Any) -> "GenerationRequest":
         """Read A1111 (or our) infotext back into a request; missing keys keep A1111's defaults."""
         prompt, negative, params = infotext_format.parse_infotext(text)
+        params.update(forge_params(params))
         values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
         for key, name in (("Steps", "steps"), ("CFG scale", "cfg_scale"), ("Seed", "seed"),
                           ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength"),
@@ -805,8 +814,8 @@ class GenerationRequest:
         values.update(regional_values(params))
         values.update(tiled_values(params))
         values.update({setting.field: params[setting.key]
-                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, PAG, NGMS, SKIP_EARLY, EXTRA_NOISE,
-                                       *SAMPLER_SETTINGS)
+                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY,
+                                       EXTRA_NOISE, *SAMPLER_SETTINGS)
                        if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)

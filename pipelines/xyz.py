@@ -26,7 +26,7 @@ from .freeu import SETTINGS as FREEU_SETTINGS
 from .grid import Grid, grid_margin, labelled_grid
 from .infotext import with_params
 from .negative_guidance import NGMS, SKIP_EARLY
-from .pag import PAG
+from .pag import PAG_SETTINGS
 from .request import MAX_SEED, GenerationRequest
 from .sampler_parameters import ETA_ANCESTRAL, ETA_DDIM, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SIGMA_MAX, SIGMA_MIN
 from .variation import EXTRA_NOISE
@@ -117,7 +117,7 @@ AXES = {axis.label: axis for axis in (
     Axis("Refiner checkpoint", str, _field("refiner_checkpoint"), _labelled("Refiner", "s")),
     Axis("Refiner switch at", float, _field("refiner_switch_at"), _labelled("Refiner switch at")),
     *(Axis(setting.label, float, _field(setting.field), _labelled(setting.label))
-      for setting in (RESCALE, PAG, NGMS, SKIP_EARLY)),
+      for setting in (RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY)),
     *(Axis(setting.key, float, _field(setting.field, freeu=True), _labelled(setting.key))
       for setting in FREEU_SETTINGS),
     # A1111's: eta is whichever the sampler reads; "Sigma min" and "Sigma max" bound the churn

@@ -349,11 +349,15 @@ def test_freeu_rescale_cfg_and_pag_as_always_on_scripts(alice):
     back from the infotext."""
     body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 5, **SMALL, "alwayson_scripts": {
         "FreeU": {"args": [True, 1.2]}, "RescaleCFG": {"args": [0.7]},
-        "PerturbedAttentionGuidance Integrated": {"args": [True, 2.5, 0, 0, 1]}}}))
+        "PerturbedAttentionGuidance Integrated": {"args": [True, 2.5, 20, 0.1, 1]}}}))
     infotext = json.loads(body["info"])["infotexts"][0]
     params = parse_infotext(infotext)[2]
     assert (params["FreeU"], params["FreeU B1"], params["FreeU B2"], params["Rescale CFG"], params["PAG scale"]) == (
         "True", "1.2", "1.4", "0.7", "2.5")
+    assert (params["PAG attenuation"], params["PAG start"]) == ("20", "0.1") and "PAG end" not in params
+    forge = ok(alice.post("/sdapi/v1/txt2img", json={**SMALL, "infotext": (  # Forge's own keys, from its pictures
+        "a red circle\nSteps: 2, Sampler: Euler, Seed: 5, pagi_enabled: True, pagi_scale: 2, pagi_end_step: 0.5")}))
+    assert "PAG scale: 2, PAG end: 0.5" in json.loads(forge["info"])["infotexts"][0]
     again = ok(alice.post("/sdapi/v1/txt2img", json={"infotext": infotext, **SMALL}))
     assert json.loads(again["info"])["infotexts"][0] == infotext
     off = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", **SMALL, "alwayson_scripts": {
@@ -754,7 +758,7 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
      "alwayson_scripts.rescalecfg.args"),
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"RescaleCFG": {"args": [2]}}}, "alwayson_scripts.rescalecfg.args"),
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"PerturbedAttentionGuidance Integrated": {"args": [
-        True, 3, 50]}}}, "alwayson_scripts.perturbedattentionguidance integrated.args"),  # an attenuation
+        True, 3, 0, 0.8, 0.2]}}}, "alwayson_scripts.perturbedattentionguidance integrated.args"),  # ends first
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"PerturbedAttentionGuidance Integrated": {"args": [
         True, -3]}}}, "alwayson_scripts.perturbedattentionguidance integrated.args"),
     ("img2img", {"prompt": "x"}, "init_images"),

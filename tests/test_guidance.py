@@ -230,3 +230,42 @@ def test_skip_early_cfg_on_every_call_is_the_picture_without_cfg(engine):
     plain = engine.generate(small(model="tiny-sd", seed=3))
     assert np.array_equal(pixels(engine.generate(small(model="tiny-sd", seed=3, skip_early_cond=0))), pixels(plain))
     assert not np.array_equal(pixels(skipped), pixels(plain))
+
+
+def test_pag_pushes_the_calls_of_its_span_at_a_scale_its_attenuation_wears_down(engine):
+    """Forge's rule: a call at share call / (calls - 1) of the pass is pushed when it lies from PAG start to PAG end,
+    at the scale less the attenuation's % of it per call pushed before; a call not pushed has no perturbed rows (2
+    rows, not 3)."""
+    assert unet_rows(engine, pag_scale=2.0)[0] == [3, 3, 3, 3]
+    span, infotext = unet_rows(engine, pag_scale=2.0, pag_start=0.3, pag_end=0.7)  # calls 1 and 2 (1/3, 2/3)
+    assert span == [2, 3, 3, 2] and "PAG scale: 2, PAG start: 0.3, PAG end: 0.7" in infotext
+    worn, infotext = unet_rows(engine, pag_scale=2.0, pag_attenuation=50)  # 2, then 1, then 0: no more rows
+    assert worn == [3, 3, 2, 2] and "PAG attenuation: 50" in infotext and "PAG start" not in infotext
+    assert GenerationRequest.from_infotext(infotext, sampler="Euler").pag_attenuation == 50
+    heun, _ = unet_rows(engine, pag_scale=2.0, pag_end=0.5, sampler="Heun")  # 7 calls: 0 to 3 (3 / 6)
+    assert heun == [3, 3, 3, 3, 2, 2, 2]
+    assert unet_rows(engine, pag_start=0.5)[0] == [2, 2, 2, 2]  # no scale: nothing
+
+
+def test_a_pag_worn_down_after_one_call_is_pag_on_the_first_call_alone(engine):
+    """Attenuation 100 pushes the first call at the full scale and no other, as a span ending at the first call
+    does: the same picture, unlike PAG on every call and unlike none."""
+    once = pixels(engine.generate(small(model="tiny-sd", seed=3, pag_scale=3.0, pag_attenuation=100)))
+    first = pixels(engine.generate(small(model="tiny-sd", seed=3, pag_scale=3.0, pag_end=0.0)))
+    every = pixels(engine.generate(small(model="tiny-sd", seed=3, pag_scale=3.0)))
+    plain = pixels(engine.generate(small(model="tiny-sd", seed=3)))
+    assert np.array_equal(once, first) and not np.array_equal(once, every) and not np.array_equal(once, plain)
+
+
+def test_forges_pag_keys_read_back_where_its_script_was_enabled():
+    text = "a red circle\nSteps: 4, Sampler: Euler, Seed: 3, pagi_enabled: True, pagi_scale: 2.5, " \
+           "pagi_attenuation: 10, pagi_start_step: 0.15, pagi_end_step: 0.6"
+    request = GenerationRequest.from_infotext(text)
+    assert (request.pag_scale, request.pag_attenuation, request.pag_start, request.pag_end) == (2.5, 10, 0.15, 0.6)
+    assert GenerationRequest.from_infotext(text.replace("pagi_enabled: True", "pagi_enabled: False")).pag_scale == 0
+
+
+def test_a_pag_span_that_ends_before_it_starts_is_refused():
+    with pytest.raises(RequestError, match=r"PAG start \(0.6\) must not come after PAG end \(0.4\)") as caught:
+        small(pag_scale=3.0, pag_start=0.6, pag_end=0.4)
+    assert caught.value.field == "pag_start"

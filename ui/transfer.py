@@ -12,7 +12,7 @@ from pipelines.cfg_rescale import RESCALE
 from pipelines.errors import EaselError
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
 from pipelines.negative_guidance import NGMS, NGMS_ALL, SKIP_EARLY
-from pipelines.pag import PAG
+from pipelines.pag import PAG_SETTINGS
 from pipelines.infotext import parse_infotext
 from pipelines.registry import TITLE
 from pipelines.sampler_parameters import ENSD, SETTINGS as SAMPLER_SETTINGS, UNI_PC
@@ -32,10 +32,10 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "denoising_strength", "step_cache", "tiling", "tiling_axes", "subseed", "subseed_strength",
                "seed_resize_from_w", "seed_resize_from_h", "hr_checkpoint_name", "refiner_checkpoint", "refiner_switch_at",
                "initial_noise_multiplier", EXTRA_NOISE.field, "color_correction", "soft_inpainting",
-               *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, PAG.field, NGMS.field,
+               *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, NGMS.field,
                NGMS_ALL, SKIP_EARLY.field, "freeu",
-               *(setting.field for setting in (*FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule", *UNI_PC, ENSD,
-               *TILED_FIELDS)
+               *(setting.field for setting in (*PAG_SETTINGS, *FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule",
+               *UNI_PC, ENSD, *TILED_FIELDS)
 
 
 def _shown(services, name: str, value):
