@@ -20,14 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipelines.cfg_rescale import RESCALE
 from pipelines.errors import RequestError
 from pipelines.extras import ExtrasRequest
-from pipelines.freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
+from pipelines.freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS, VERSION as FREEU_VERSION
 from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
-from pipelines.pag import PAG, PAG_SCHEDULE, PAG_SETTINGS, forge_params
+from pipelines.pag import PAG, PAG_SCHEDULE, PAG_SETTINGS
 from pipelines.regions import DIVIDE_MODE
 from pipelines.request import (DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, number_between,
-                               regional_values)
+                               regional_values, with_foreign_keys)
 from pipelines.sampler_parameters import (CHURN, ENSD, ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, NOISE_SCHEDULE,
                                          RHO, SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX, SIGMA_MIN, UNI_PC)
 from pipelines.samplers import normalize
@@ -198,6 +198,7 @@ class PNGInfoResponse(BaseModel):
 SOFT_INPAINTING_SCRIPT = "soft inpainting"  # A1111's always-on script, in img2img
 SOFT_INPAINTING_FIELD = f"alwayson_scripts.{SOFT_INPAINTING_SCRIPT}.args"
 FREEU_SCRIPT, RESCALE_SCRIPT = "freeu", "rescalecfg"  # Easel's FreeU; Forge Neo's RescaleCFG
+FORGE_FREEU_SCRIPT = "freeu integrated"  # Forge's FreeU: version 2
 PAG_SCRIPT = "perturbedattentionguidance integrated"  # Forge's
 PAG_FIELD = f"alwayson_scripts.{PAG_SCRIPT}.args"
 REGIONAL_SCRIPT = "regional prompter"  # hako-mikan's extension, its script title in any case
@@ -206,8 +207,8 @@ DYNAMIC_SCRIPT = "dynamic prompts"  # adieyal's extension; its title has its ver
 DYNAMIC_FIELD = f"alwayson_scripts.{DYNAMIC_SCRIPT}.args"
 TILED_SCRIPT = "tiled diffusion"  # the multidiffusion-upscaler extension's
 TILED_SCRIPT_FIELD = f"alwayson_scripts.{TILED_SCRIPT}.args"
-ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, RESCALE_SCRIPT,
-             PAG_SCRIPT, TILED_SCRIPT)
+ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, FORGE_FREEU_SCRIPT,
+             RESCALE_SCRIPT, PAG_SCRIPT, TILED_SCRIPT)
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -286,14 +287,15 @@ class SettingScript(NamedTuple):
 
 SOFT_INPAINTING_ARGS = SettingScript(SOFT_INPAINTING_SCRIPT, "soft_inpainting", SOFT_INPAINTING, SOFT_SETTINGS)
 FREEU_ARGS = SettingScript(FREEU_SCRIPT, "freeu", FREEU, FREEU_SETTINGS)
+FORGE_FREEU_ARGS = SettingScript(FORGE_FREEU_SCRIPT, "freeu", FREEU, FREEU_SETTINGS[:-1])  # without the version
 RESCALE_ARGS = SettingScript(RESCALE_SCRIPT, None, RESCALE.key, (RESCALE,))
 
 
 def setting_values(payload: Txt2ImgPayload, script: SettingScript) -> dict[str, Any]:
     """``alwayson_scripts[script].args`` as request fields; the later values may be left out. Soft inpainting
     (A1111's, img2img): [enabled, schedule bias, preservation strength, transition contrast boost, mask influence,
-    difference threshold, difference contrast]; FreeU: [enabled, b1, b2, s1, s2] (Forge's order); RescaleCFG (Forge
-    Neo's): [factor]."""
+    difference threshold, difference contrast]; FreeU: [enabled, b1, b2, s1, s2, start, end, version] (Forge's order,
+    then Easel's version); RescaleCFG (Forge Neo's): [factor]."""
     args = _always_on_args(payload, script.name)
     names = [*([script.switch] if script.switch else []), *(setting.field for setting in script.settings)]
     if not isinstance(args, list) or len(args) > len(names):
@@ -303,6 +305,13 @@ def setting_values(payload: Txt2ImgPayload, script: SettingScript) -> dict[str, 
     if script.switch:
         values[script.switch] = bool(values.get(script.switch))
     return values
+
+
+def freeu_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """Easel's ``alwayson_scripts.FreeU.args``, or Forge's ``["FreeU Integrated"]``'s (``setting_values``): the same
+    args without the version, as Forge's FreeU is version 2."""
+    forge = setting_values(payload, FORGE_FREEU_ARGS)
+    return {**forge, FREEU_VERSION.field: 2} if forge["freeu"] else setting_values(payload, FREEU_ARGS)
 
 
 def _infotext_args(params: dict[str, str], script: SettingScript) -> list | None:
@@ -449,7 +458,7 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
     if not payload.infotext:
         return payload
     prompt, negative, params = parse_infotext(payload.infotext)
-    params.update(forge_params(params))
+    with_foreign_keys(params)
     values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
     values.update({field: params[key] for key, field in _INFOTEXT_FIELDS if key in params})
     for key, (width, height) in (("Size", ("width", "height")),
@@ -641,7 +650,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         "controlnets": control_units(payload),
         **regional_prompter_values(payload),
         **dynamic_prompts_values(payload),
-        **setting_values(payload, FREEU_ARGS),
+        **freeu_values(payload),
         **setting_values(payload, RESCALE_ARGS),
         **pag_values(payload),
         "mix": mix_items(payload),

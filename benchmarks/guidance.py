@@ -13,7 +13,8 @@ from __future__ import annotations
 from benchmarks.embedded import embedded_engine
 
 COLOURS = ("red", "orange", "blue", "green")
-MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True}, "PAG 3": {"pag_scale": 3},
+MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True},
+         "FreeU version 2": {"freeu": True, "freeu_version": 2}, "PAG 3": {"pag_scale": 3},
          "PAG 3, steps 0.15-0.6": {"pag_scale": 3, "pag_start": 0.15, "pag_end": 0.6},
          "NGMS 2": {"s_min_uncond": 2}, "Skip Early CFG 0.2": {"skip_early_cond": 0.2}}
 

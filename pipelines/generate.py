@@ -12,7 +12,7 @@ the fast modes in use (step cache, quantised weights) are labelled in the infote
 latents after each step and lays the pictures over the original as it says (``soft_inpainting``). Variation seeds,
 seed resize and the noise multiplier shape the pass's noise (``variation.shaping``). Prompt edits and a refiner
 change the UNet's text (and the refiner its UNet) from a step on, through the step callback (``conditioning``).
-FreeU is set on the pass's UNets for the call (``freeu``); Rescale CFG, PAG and NGMS change each step's predictions
+FreeU is put on the pass's UNets for the call (``freeu``); Rescale CFG, PAG and NGMS change each step's predictions
 in the UNet's stand-in for the pass (``conditioning``, ``composable``).
 """
 
@@ -75,10 +75,13 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
         task.update(controls.pipeline_arguments(init_image=images is not None, guided=guided))
     generators = _generators(seeds)
     started = clock() if stats is not None else 0.0
-    with controls.applied(conditioning.unets[0], guided, lambda: (steps.run, pipe.num_timesteps)) if controls \
-            else nullcontext(), \
+
+    def progress() -> tuple[int, int]:  # the step and the steps, for the control steps and FreeU's start and end
+        return steps.run, pipe.num_timesteps
+
+    with controls.applied(conditioning.unets[0], guided, progress) if controls else nullcontext(), \
             step_cache.cached(pipe, request.step_cache), conditioning.restoring(pipe), \
-            freeu.applied(conditioning.unets, request), \
+            freeu.applied(conditioning.unets, request, progress), \
             shaping(pipe, request, seeds, generators, task, picture=images is not None):
         result = pipe(
             **conditioning.first.kwargs,

@@ -20,11 +20,11 @@ span, or at a scale worn down to 0, makes no perturbed rows, so it costs what a 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import torch
 
-from .script_settings import Setting
+from .script_settings import ForeignKeys, Setting
 
 PAG = Setting("pag_scale", "PAG scale", "PAG scale", 0.0, 0.0, 100.0, 0.1, "0 = off; 3 is usual")
 PAG_ATTENUATION = Setting("pag_attenuation", "PAG attenuation", "PAG attenuation", 0.0, 0.0, 100.0, 0.1,
@@ -33,14 +33,8 @@ PAG_START = Setting("pag_start", "PAG start", "PAG start", 0.0, 0.0, 1.0, 0.01, 
 PAG_END = Setting("pag_end", "PAG end", "PAG end", 1.0, 0.0, 1.0, 0.01, "share of the steps")
 PAG_SCHEDULE = (PAG_ATTENUATION, PAG_START, PAG_END)
 PAG_SETTINGS = (PAG, *PAG_SCHEDULE)
-FORGE_KEYS = ("pagi_scale", "pagi_attenuation", "pagi_start_step", "pagi_end_step")  # PAG_SETTINGS' in Forge's
-
-
-def forge_params(params: Mapping[str, str]) -> dict[str, str]:
-    """Easel's infotext keys for those Forge's PAG script wrote, where it was enabled, so its pictures read back."""
-    if params.get("pagi_enabled") != "True":
-        return {}
-    return {setting.key: params[key] for key, setting in zip(FORGE_KEYS, PAG_SETTINGS) if key in params}
+FORGE_KEYS = ForeignKeys("pagi_enabled", ("pagi_scale", "pagi_attenuation", "pagi_start_step", "pagi_end_step"),
+                         PAG_SETTINGS)  # Forge's script writes its own keys
 
 
 def scale_at(scale: float, attenuation: float, span: tuple[float, float], share: float, pushed: int) -> float:

@@ -18,11 +18,12 @@ from . import infotext as infotext_format
 from .cfg_rescale import RESCALE
 from .controlnet import ControlUnit
 from .errors import RequestError
-from .freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS
+from .freeu import (ENABLED as FREEU, FORGE_KEYS as FREEU_FORGE_KEYS, SETTINGS as FREEU_SETTINGS,
+                    VERSION as FREEU_VERSION)
 from .img2img_scripts import CURVES, MAX_LOOPS, MAX_OVERLAP, MAX_SCALE, loopback_strengths
 from .kandinsky import mix_items
 from .negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
-from .pag import PAG, PAG_ATTENUATION, PAG_END, PAG_SCHEDULE, PAG_SETTINGS, PAG_START, forge_params
+from .pag import FORGE_KEYS as PAG_FORGE_KEYS, PAG, PAG_ATTENUATION, PAG_END, PAG_SCHEDULE, PAG_SETTINGS, PAG_START
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
 from .sampler_parameters import (ENSD, ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, MAX_UNI_PC_ORDER, NOISE_SCHEDULE,
@@ -271,6 +272,9 @@ class GenerationRequest:
     freeu_b2: float = FREEU_SETTINGS[1].default
     freeu_s1: float = FREEU_SETTINGS[2].default
     freeu_s2: float = FREEU_SETTINGS[3].default
+    freeu_start: float = FREEU_SETTINGS[4].default  # the share of the pass where it starts
+    freeu_end: float = FREEU_SETTINGS[5].default  # and where it stops
+    freeu_version: int = FREEU_VERSION.default  # 1: the paper's; 2: Forge's
     # Tiled Diffusion (pipelines/tiled_diffusion.py): on, and its method and tiles (in latent pixels)
     tiled_diffusion: bool = False
     td_method: str = TILED_METHODS[0]
@@ -353,6 +357,9 @@ class GenerationRequest:
         self._check_settings(SOFT_SETTINGS, "soft inpainting")
         set_(self, "soft_inpainting", bool(self.soft_inpainting))
         self._check_settings(FREEU_SETTINGS, "FreeU")
+        if self.freeu_version not in (1, 2):
+            raise RequestError(f"FreeU's version must be 1 or 2, got {self.freeu_version:g}.", FREEU_VERSION.field)
+        set_(self, FREEU_VERSION.field, int(self.freeu_version))
         self._check_settings((RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS))
         if self.pag_start > self.pag_end:
             raise RequestError(f"PAG start ({self.pag_start:g}) must not come after PAG end ({self.pag_end:g}).",
@@ -775,7 +782,7 @@ class GenerationRequest:
     def from_infotext(cls, text: str, **overrides: Any) -> "GenerationRequest":
         """Read A1111 (or our) infotext back into a request; missing keys keep A1111's defaults."""
         prompt, negative, params = infotext_format.parse_infotext(text)
-        params.update(forge_params(params))
+        with_foreign_keys(params)
         values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
         for key, name in (("Steps", "steps"), ("CFG scale", "cfg_scale"), ("Seed", "seed"),
                           ("Clip skip", "clip_skip"), ("Model", "model"), ("Denoising strength", "denoising_strength"),
@@ -819,6 +826,13 @@ class GenerationRequest:
                        if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)
+
+
+def with_foreign_keys(params: dict[str, str]) -> dict[str, str]:
+    """``params`` (parsed infotext) with Easel's keys added for those Forge's PAG and FreeU scripts wrote."""
+    for foreign in (PAG_FORGE_KEYS, FREEU_FORGE_KEYS):
+        params.update(foreign.read(params))
+    return params
 
 
 # Regional Prompter's infotext keys -> request fields (A1111 pastes them into the extension's panel).

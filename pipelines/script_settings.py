@@ -1,10 +1,12 @@
 """A number an extension's panel sets (soft inpainting's sliders, FreeU's, Rescale CFG, PAG's scale, A1111's NGMS):
 the request field that holds it, the label and infotext key the extension gives it, its default and its slider's
-range, in one place that the request's check, the infotext, the API and the panel all read."""
+range, in one place that the request's check, the infotext, the API and the panel all read; and the keys another UI's
+script writes for such numbers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -17,3 +19,19 @@ class Setting:
     high: float
     step: float
     info: str  # the slider's help line
+
+
+@dataclass(frozen=True)
+class ForeignKeys:
+    """The infotext keys another UI's script writes for some settings (Forge's PAG and FreeU scripts), so its
+    pictures read back: ``read`` gives Easel's keys for them where its ``enabled`` key says the script was on."""
+    enabled: str
+    keys: tuple[str, ...]  # its keys for ``settings``, in their order
+    settings: tuple[Setting, ...]
+    implied: tuple[tuple[str, str], ...] = ()  # Easel's keys and values its pictures imply
+
+    def read(self, params: Mapping[str, str]) -> dict[str, str]:
+        if params.get(self.enabled) != "True":
+            return {}
+        return {**dict(self.implied), **{setting.key: params[key] for key, setting in zip(self.keys, self.settings)
+                                         if key in params}}

@@ -344,17 +344,22 @@ def test_soft_inpainting_as_a1111s_always_on_script(alice):
 
 
 def test_freeu_rescale_cfg_and_pag_as_always_on_scripts(alice):
-    """FreeU's args in Forge's order (enabled, b1, b2, s1, s2; the later ones may be left out), Forge Neo's
+    """FreeU's args in Forge's order (enabled, b1, b2, s1, s2, start, end; the later ones may be left out), then
+    its version; Forge Neo's
     RescaleCFG's [factor], Forge's PerturbedAttentionGuidance's [enabled, scale, attenuation, start, end]; all read
     back from the infotext."""
     body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 5, **SMALL, "alwayson_scripts": {
-        "FreeU": {"args": [True, 1.2]}, "RescaleCFG": {"args": [0.7]},
+        "FreeU": {"args": [True, 1.2, 1.4, 0.9, 0.2, 0.1]}, "RescaleCFG": {"args": [0.7]},
         "PerturbedAttentionGuidance Integrated": {"args": [True, 2.5, 20, 0.1, 1]}}}))
     infotext = json.loads(body["info"])["infotexts"][0]
     params = parse_infotext(infotext)[2]
     assert (params["FreeU"], params["FreeU B1"], params["FreeU B2"], params["Rescale CFG"], params["PAG scale"]) == (
         "True", "1.2", "1.4", "0.7", "2.5")
     assert (params["PAG attenuation"], params["PAG start"]) == ("20", "0.1") and "PAG end" not in params
+    assert (params["FreeU start"], params["FreeU end"], params["FreeU version"]) == ("0.1", "1", "1")
+    forge = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", **SMALL, "alwayson_scripts": {
+        "FreeU Integrated": {"args": [True, 1.01, 1.02, 0.99, 0.95]}}}))  # Forge's own: version 2
+    assert "FreeU S2: 0.95, FreeU start: 0, FreeU end: 1, FreeU version: 2" in json.loads(forge["info"])["infotexts"][0]
     forge = ok(alice.post("/sdapi/v1/txt2img", json={**SMALL, "infotext": (  # Forge's own keys, from its pictures
         "a red circle\nSteps: 2, Sampler: Euler, Seed: 5, pagi_enabled: True, pagi_scale: 2, pagi_end_step: 0.5")}))
     assert "PAG scale: 2, PAG end: 0.5" in json.loads(forge["info"])["infotexts"][0]
@@ -754,6 +759,8 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
     ("img2img", {"prompt": "x", "init_images": [PNG], "alwayson_scripts": {"soft inpainting": {"args": 3}}},
      "alwayson_scripts.soft inpainting.args"),
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"FreeU": {"args": [True, 9]}}}, "alwayson_scripts.freeu.args"),
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"FreeU": {"args": [True, 1.3, 1.4, 0.9, 0.2, 0, 1, 3]}}},
+     "alwayson_scripts.freeu.args"),  # no version 3
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"RescaleCFG": {"args": [0.7, 1]}}},
      "alwayson_scripts.rescalecfg.args"),
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"RescaleCFG": {"args": [2]}}}, "alwayson_scripts.rescalecfg.args"),

@@ -164,9 +164,9 @@ def test_tiling_one_axis_wraps_that_axis_only(page, tmp_path):
 
 def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
     """At CFG 25 seed 0's red burns to orange (tests/test_embedded_model.py); Rescale CFG 0.7, set under the CFG
-    slider, keeps it red. Then FreeU, ticked in its panel, PAG (attenuated and starting later in its panel under
-    CFG), NGMS (on all steps) and Skip Early CFG, set under CFG too, are written into the infotext with their
-    values."""
+    slider, keeps it red. Then FreeU, ticked in its panel (version 2, from a tenth of the steps), PAG (attenuated
+    and starting later in its panel under CFG), NGMS (on all steps) and Skip Early CFG, set under CFG too, are
+    written into the infotext with their values."""
     open_tab(page, "txt2img")
     page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
     set_numbers(page, {"txt2img_seed": 0, "txt2img_cfg_scale": 25, "txt2img_rescale_cfg_scale": 0.7})
@@ -180,12 +180,13 @@ def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
         page.locator("#txt2img_s_min_uncond_all input").check()
         page.locator("#txt2img_freeu").get_by_text("FreeU", exact=True).click()
         page.locator("#txt2img_freeu_enabled input").check()
-        set_number(page, "txt2img_freeu_b1", 1.2)
+        set_numbers(page, {"txt2img_freeu_b1": 1.2, "txt2img_freeu_start": 0.1})
+        page.locator("#txt2img_freeu_version").get_by_label("2", exact=True).check()
         page.locator("#txt2img_pag_schedule").get_by_text("PAG attenuation and steps", exact=True).click()
         set_numbers(page, {"txt2img_pag_attenuation": 10, "txt2img_pag_start": 0.2})
         infotext = generate_in(page, "txt2img")
         assert "PAG scale: 3, PAG attenuation: 10, PAG start: 0.2, FreeU: True, FreeU B1: 1.2, FreeU B2: 1.4, " \
-               "FreeU S1: 0.9, FreeU S2: 0.2" in infotext, infotext
+               "FreeU S1: 0.9, FreeU S2: 0.2, FreeU start: 0.1, FreeU end: 1, FreeU version: 2" in infotext, infotext
         assert "Rescale CFG" not in infotext and ", NGMS: 2, NGMS all steps: True, " in infotext, infotext
         assert ", Skip Early CFG: 0.3, " in infotext, infotext
         drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "freeu.png"))
@@ -194,6 +195,8 @@ def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
     finally:
         if page.locator("#txt2img_freeu_enabled input").is_visible():  # its panel opened
             page.locator("#txt2img_freeu_enabled input").uncheck()
+            page.locator("#txt2img_freeu_version").get_by_label("1", exact=True).check()
+            set_numbers(page, {"txt2img_freeu_b1": 1.3, "txt2img_freeu_start": 0})
         page.locator("#txt2img_s_min_uncond_all input").uncheck()
         if page.locator("#txt2img_pag_attenuation").is_visible():
             set_numbers(page, {"txt2img_pag_attenuation": 0, "txt2img_pag_start": 0})

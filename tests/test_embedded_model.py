@@ -199,10 +199,11 @@ def test_rescale_cfg_keeps_red_red_at_a_burning_cfg_scale(engine):
     assert burnt.count("red") <= 2 and rescaled.count("red") >= 4, (burnt, rescaled)
 
 
-def test_freeu_changes_the_picture_not_what_it_shows(engine):
+@pytest.mark.parametrize("version", [1, 2])
+def test_freeu_changes_the_picture_not_what_it_shows(engine, version):
     prompt = "a large red circle in the center on a white background"
     for seed in range(3):
-        picture = paint(engine, prompt, seed, freeu=True)
+        picture = paint(engine, prompt, seed, freeu=True, freeu_version=version)
         seen = classify(picture)
         assert (seen.colour, seen.shape, seen.position, seen.background) == ("red", "circle", "center", "white")
         assert np.abs(np.asarray(picture, dtype=int) - np.asarray(paint(engine, prompt, seed), dtype=int)).mean() > 1

@@ -4,6 +4,7 @@ diffusers' own code, every UNet pipeline, the request's checks and infotext, the
 picture is checked on the embedded model (``test_embedded_model.py``)."""
 
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 
 from pipelines.cfg_rescale import rescaled
 from pipelines.engine import Engine
+from pipelines.freeu import amplified
 from pipelines.errors import RequestError
 from pipelines.generate import run_pipeline
 from pipelines.outputs import OutputWriter
@@ -94,7 +96,8 @@ def pixels(result) -> np.ndarray:
 ], ids=["txt2img", "composable-sdxl", "img2img", "inpaint"])
 def test_rescale_freeu_and_pag_change_every_unet_pipelines_picture(engine, values):
     plain = engine.generate(small(seed=3, **values))
-    for extra in ({"rescale_cfg": PHI}, {"freeu": True}, {"pag_scale": 3.0}, {"pag_scale": 3.0, "cfg_scale": 1.0}):
+    for extra in ({"rescale_cfg": PHI}, {"freeu": True}, {"freeu": True, "freeu_version": 2}, {"pag_scale": 3.0},
+                  {"pag_scale": 3.0, "cfg_scale": 1.0}):
         # a random model's predictions are alike whatever it is given, so the changes are small
         changed = engine.generate(small(seed=3, **{**values, **extra}))
         assert not np.array_equal(pixels(changed), pixels(plain)), extra
@@ -104,16 +107,63 @@ def test_rescale_freeu_and_pag_change_every_unet_pipelines_picture(engine, value
     assert np.array_equal(*map(pixels, unguided))  # no unprompted half: nothing to rescale
 
 
-def test_freeu_is_diffusers_own_for_the_pass_and_taken_off_after():
-    pipe = build_tiny_sd()
+def diffusers_freeu(pipe, request, on: Callable[[int], bool] = lambda step: True) -> torch.Tensor:
+    """The request's latents without Easel's FreeU, with diffusers' ``enable_freeu`` (its factors) on the steps
+    ``on`` says (turned on or off by a step callback)."""
+    def turn(step: int) -> None:
+        if on(step):
+            pipe.unet.enable_freeu(**{name: getattr(request, f"freeu_{name}") for name in ("b1", "b2", "s1", "s2")})
+        else:
+            pipe.unet.disable_freeu()
+
+    turn(0)
+    try:
+        return pipe(prompt=request.prompt, negative_prompt=request.negative_prompt, num_inference_steps=request.steps,
+                    width=64, height=64, guidance_scale=SCALE, output_type="latent",
+                    generator=[torch.Generator().manual_seed(1)],
+                    callback_on_step_end=lambda p, step, t, tensors: (turn(step + 1), tensors)[1]).images
+    finally:
+        pipe.unet.disable_freeu()
+
+
+@pytest.mark.parametrize("build", [build_tiny_sd, build_tiny_sdxl], ids=["sd", "sdxl"])
+def test_freeu_version_1_is_diffusers_own_for_the_pass_and_taken_off_after(build):
+    """Easel's hooks on the stages' resnets split their input where diffusers' blocks joined it: the same latents
+    as diffusers' ``enable_freeu`` (UpBlock2D stages in SD, CrossAttnUpBlock2D in SDXL)."""
+    pipe = build()
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     request = small(freeu=True, freeu_b1=1.5, freeu_s2=0.5)
     ours = run_pipeline(pipe, request, [1], latent_output=True)
-    assert all(getattr(block, "b1", None) is None for block in pipe.unet.up_blocks)
-    pipe.unet.enable_freeu(s1=0.9, s2=0.5, b1=1.5, b2=1.4)
-    theirs = run_pipeline(pipe, replace(request, freeu=False), [1], latent_output=True)
-    pipe.unet.disable_freeu()
+    assert not any(resnet._forward_pre_hooks for block in pipe.unet.up_blocks for resnet in block.resnets)
     plain = run_pipeline(pipe, replace(request, freeu=False), [1], latent_output=True)
-    assert torch.equal(ours, theirs) and not torch.allclose(ours, plain)
+    assert torch.allclose(ours, diffusers_freeu(pipe, request), atol=1e-5) and not torch.allclose(ours, plain)
+
+
+def test_freeus_start_and_end_bound_the_steps_it_acts_on():
+    """Forge's rule: step i of n acts when start <= i / (n - 1) <= end; against diffusers' FreeU turned on and off
+    between steps. An end before the second step acts on the first alone, a start after it on the later ones."""
+    pipe = build_tiny_sd()
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    request = small(freeu=True, freeu_b1=1.8, freeu_s1=0.3)  # 3 steps: at 0, 0.5 and 1
+    first = run_pipeline(pipe, replace(request, freeu_end=0.4), [1], latent_output=True)
+    later = run_pipeline(pipe, replace(request, freeu_start=0.4), [1], latent_output=True)
+    assert torch.allclose(first, diffusers_freeu(pipe, request, lambda step: step == 0), atol=1e-5)
+    assert torch.allclose(later, diffusers_freeu(pipe, request, lambda step: step > 0), atol=1e-5)
+    assert not torch.allclose(first, later, atol=1e-3)
+
+
+def test_freeu_version_2_amplifies_each_place_by_its_channel_mean_between_1_and_b():
+    """ComfyUI's FreeU_V2 and Forge's rule: the place whose mean over the channels is the picture's lowest is kept,
+    the highest amplified by B, one halfway by half of B's gain; version 1 amplifies every place by B. The second
+    half of the channels is kept by both."""
+    means = torch.tensor([0.0, 1.0, 0.5, 0.25]).reshape(1, 1, 2, 2)
+    backbone = torch.cat([means.expand(1, 4, 2, 2), 2 * means.expand(1, 4, 2, 2) + 1])  # two pictures of 4 channels
+    second = amplified(backbone, 1.5, 2)
+    assert torch.allclose(second[0, :2], backbone[0, :2] * torch.tensor([1.0, 1.5, 1.25, 1.125]).reshape(1, 2, 2))
+    assert torch.allclose(second[1, :2], backbone[1, :2] * torch.tensor([1.0, 1.5, 1.25, 1.125]).reshape(1, 2, 2))
+    assert torch.equal(second[:, 2:], backbone[:, 2:])
+    first = amplified(backbone, 1.5, 1)
+    assert torch.allclose(first[:, :2], backbone[:, :2] * 1.5) and torch.equal(first[:, 2:], backbone[:, 2:])
 
 
 @pytest.mark.parametrize("build, reference", [(build_tiny_sd, StableDiffusionPAGPipeline),
@@ -145,6 +195,9 @@ def test_the_infotext_says_what_ran_and_reads_back():
     assert "Rescale CFG: 0.5, PAG scale: 2.5, FreeU: True, FreeU B1: 1.1, FreeU B2: 1.4, FreeU S1: 0.75, FreeU S2: " \
            "0.2" in text
     assert GenerationRequest.from_infotext(text, sampler="Euler") == request
+    later = small(seed=5, model="m", freeu=True, freeu_start=0.2, freeu_end=0.8, freeu_version=2)
+    assert "FreeU S2: 0.2, FreeU start: 0.2, FreeU end: 0.8, FreeU version: 2" in later.infotext(5, "m")
+    assert GenerationRequest.from_infotext(later.infotext(5, "m"), sampler="Euler") == later
     plain = small(seed=5, freeu_b1=1.9).infotext(5, "m")  # off: the factors are not written
     assert "FreeU" not in plain and "Rescale" not in plain
     assert not GenerationRequest.from_infotext(plain).freeu
@@ -158,6 +211,8 @@ def test_the_infotext_says_what_ran_and_reads_back():
                                                    "and 1"),
     ({"freeu_b1": 3}, "freeu_b1", r"B1 \(FreeU\) must be between 0.01 and 2, got 3"),
     ({"freeu_s2": 0}, "freeu_s2", r"S2 \(FreeU\) must be between 0.01 and 4, got 0"),  # 0 would turn it off
+    ({"freeu_version": 3}, "freeu_version", r"Version \(FreeU\) must be between 1 and 2, got 3"),
+    ({"freeu_version": 1.5}, "freeu_version", "FreeU's version must be 1 or 2, got 1.5"),
     ({"soft_contrast_boost": 40}, "soft_contrast_boost", r"Transition contrast boost \(soft inpainting\)"),
 ])
 def test_out_of_range_settings_are_refused_naming_the_field(values, field, message):
@@ -257,12 +312,17 @@ def test_a_pag_worn_down_after_one_call_is_pag_on_the_first_call_alone(engine):
     assert np.array_equal(once, first) and not np.array_equal(once, every) and not np.array_equal(once, plain)
 
 
-def test_forges_pag_keys_read_back_where_its_script_was_enabled():
+def test_forges_pag_and_freeu_keys_read_back_where_its_scripts_were_enabled():
+    """Its PAG's ``pagi_`` keys, its FreeU's ``freeu_`` ones (its FreeU is version 2)."""
     text = "a red circle\nSteps: 4, Sampler: Euler, Seed: 3, pagi_enabled: True, pagi_scale: 2.5, " \
-           "pagi_attenuation: 10, pagi_start_step: 0.15, pagi_end_step: 0.6"
+           "pagi_attenuation: 10, pagi_start_step: 0.15, pagi_end_step: 0.6, freeu_enabled: True, freeu_b1: 1.01, " \
+           "freeu_b2: 1.02, freeu_s1: 0.99, freeu_s2: 0.95, freeu_start: 0.1, freeu_end: 0.9"
     request = GenerationRequest.from_infotext(text)
     assert (request.pag_scale, request.pag_attenuation, request.pag_start, request.pag_end) == (2.5, 10, 0.15, 0.6)
-    assert GenerationRequest.from_infotext(text.replace("pagi_enabled: True", "pagi_enabled: False")).pag_scale == 0
+    assert (request.freeu, request.freeu_b1, request.freeu_s2, request.freeu_start, request.freeu_end,
+            request.freeu_version) == (True, 1.01, 0.95, 0.1, 0.9, 2)
+    off = GenerationRequest.from_infotext(text.replace("_enabled: True", "_enabled: False"))
+    assert off.pag_scale == 0 and not off.freeu
 
 
 def test_a_pag_span_that_ends_before_it_starts_is_refused():

@@ -185,16 +185,19 @@ def setting_slider(fields: FieldSet, setting: Setting, elem_id: str) -> gr.Slide
 
 
 def freeu_controls(fields: FieldSet) -> None:
-    """FreeU's panel (``pipelines/freeu.py``): on, and its four factors."""
+    """FreeU's panel (``pipelines/freeu.py``): on, its four factors, its start and end, its version."""
     p = fields.prefix
+    *numbers, version = FREEU_SETTINGS
     with gr.Accordion("FreeU", open=False, elem_id=f"{p}_freeu"):
         fields.add("freeu", gr.Checkbox(False, label="Enabled", elem_id=f"{p}_freeu_enabled",
                                         info="more detail: the UNet's backbone amplified, its skip connections' "
                                              "low frequencies damped"))
-        for pair in (FREEU_SETTINGS[:2], FREEU_SETTINGS[2:]):  # the backbone's, the skip connections'
+        for pair in (numbers[:2], numbers[2:4], numbers[4:]):  # the backbone's, the skip connections', the steps
             with gr.Row():
                 for setting in pair:
                     setting_slider(fields, setting, f"{p}_{setting.field}")
+        fields.add(version.field, gr.Radio([1, 2], value=version.default, label=version.label, info=version.info,
+                                           elem_id=f"{p}_{version.field}"))
 
 
 def refiner_controls(services, fields: FieldSet) -> None:
