@@ -32,6 +32,8 @@ from pipelines.sampler_parameters import (CHURN, ENSD, ETA_ANCESTRAL, ETA_DDIM, 
                                          RHO, SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX, SIGMA_MIN, UNI_PC)
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
+from pipelines.dynamic_thresholding import (DEFAULTS as DT_DEFAULTS, FIELDS as DT_FIELDS,
+                                            from_infotext as thresholding_infotext)
 from pipelines.tiled_diffusion import (FIELDS as TILED_FIELDS, METHODS as TILED_METHODS, NUMBERS as TILED_NUMBERS,
                                        SCALE_FACTOR as TILED_SCALE_FACTOR, from_infotext as tiled_values)
 from pipelines.tiling import axes_of
@@ -207,8 +209,10 @@ DYNAMIC_SCRIPT = "dynamic prompts"  # adieyal's extension; its title has its ver
 DYNAMIC_FIELD = f"alwayson_scripts.{DYNAMIC_SCRIPT}.args"
 TILED_SCRIPT = "tiled diffusion"  # the multidiffusion-upscaler extension's
 TILED_SCRIPT_FIELD = f"alwayson_scripts.{TILED_SCRIPT}.args"
+DT_SCRIPT = "dynamic thresholding (cfg scale fix)"  # mcmonkey's extension
+DT_FIELD = f"alwayson_scripts.{DT_SCRIPT}.args"
 ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, FORGE_FREEU_SCRIPT,
-             RESCALE_SCRIPT, PAG_SCRIPT, TILED_SCRIPT)
+             RESCALE_SCRIPT, PAG_SCRIPT, TILED_SCRIPT, DT_SCRIPT)
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -231,6 +235,7 @@ _A1111_FIELDS = {
     **{name: REGIONAL_FIELD for name in REGIONAL_FIELDS},
     **{name: DYNAMIC_FIELD for name in DYNAMIC_FIELDS},
     **{name: TILED_SCRIPT_FIELD for name in TILED_FIELDS},
+    **{name: DT_FIELD for name in DT_FIELDS},
 }
 
 
@@ -395,6 +400,20 @@ _TILED_DEFAULTS = (False, TILED_METHODS[0], False, True, 1024, 1024, *(number.de
                    NO_UPSCALER, TILED_SCALE_FACTOR.default, False, 10, 1.0, 1.0, 64, False, False)
 
 
+def dynamic_thresholding_values(payload: Txt2ImgPayload) -> dict[str, Any]:
+    """The extension's ``alwayson_scripts["Dynamic Thresholding (CFG Scale Fix)"].args`` as request fields, in its
+    order: [enabled, mimic scale, threshold percentile, mimic mode, mimic minimum, CFG mode, CFG minimum, scheduler
+    value, separate feature channels, scaling startpoint, variability measure, interpolate phi] (the later ones may
+    be left out)."""
+    args = _always_on_args(payload, DT_SCRIPT)
+    if not isinstance(args, list) or len(args) > len(DT_FIELDS):
+        raise PayloadError(DT_FIELD, "Dynamic Thresholding takes [enabled, mimic scale, threshold percentile, mimic "
+                                     "mode, mimic minimum, CFG mode, CFG minimum, scheduler value, separate feature "
+                                     "channels, scaling startpoint, variability measure, interpolate phi].")
+    values = dict(zip(DT_FIELDS, args))
+    return values if values.get(DT_FIELDS[0]) else {}
+
+
 def tiled_diffusion_values(payload: Txt2ImgPayload, init_image=None) -> dict[str, Any]:
     """The extension's ``alwayson_scripts["Tiled Diffusion"].args`` as request fields: its switch, method, tiles
     and upscaler (img2img's; by name); *Overwrite image size* (txt2img) sets the size, *Keep input image size*
@@ -490,6 +509,9 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
         scripts[REGIONAL_SCRIPT] = {"args": [True, False, DIVIDE_MODE, regional.get("rp_splitting"), None, None,
                                              regional.get("rp_ratios"), regional.get("rp_base_ratios"),
                                              regional.get("rp_use_base"), regional.get("rp_use_common")]}
+    thresholding = thresholding_infotext(params)
+    if thresholding and not _always_on_args(payload, DT_SCRIPT):
+        scripts[DT_SCRIPT] = {"args": [True, *(thresholding.get(name, DT_DEFAULTS[name]) for name in DT_FIELDS[1:])]}
     tiled = tiled_values(params)
     if tiled and not _always_on_args(payload, TILED_SCRIPT):  # at the infotext's size unless it kept the input's
         scripts[TILED_SCRIPT] = {"args": [True, tiled.get("td_method", TILED_METHODS[0]), False,
@@ -653,6 +675,7 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         **freeu_values(payload),
         **setting_values(payload, RESCALE_ARGS),
         **pag_values(payload),
+        **dynamic_thresholding_values(payload),
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
         "tiling": bool(payload.tiling),

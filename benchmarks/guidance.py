@@ -1,5 +1,6 @@
-"""FreeU, Rescale CFG, PAG, NGMS and Skip Early CFG on the embedded model: how often a picture keeps the colour its
-prompt asks for as the CFG scale rises, with each of them and without, and what each costs a picture.
+"""FreeU, Rescale CFG, PAG, NGMS, Skip Early CFG and Dynamic Thresholding on the embedded model: how often a
+picture keeps the colour its prompt asks for as the CFG scale rises, with each of them and without, and what each
+costs a picture.
 
     .venv/bin/python -m benchmarks.guidance [--seeds 6] [--runs 5]
 
@@ -16,7 +17,8 @@ COLOURS = ("red", "orange", "blue", "green")
 MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True},
          "FreeU version 2": {"freeu": True, "freeu_version": 2}, "PAG 3": {"pag_scale": 3},
          "PAG 3, steps 0.15-0.6": {"pag_scale": 3, "pag_start": 0.15, "pag_end": 0.6},
-         "NGMS 2": {"s_min_uncond": 2}, "Skip Early CFG 0.2": {"skip_early_cond": 0.2}}
+         "NGMS 2": {"s_min_uncond": 2}, "Skip Early CFG 0.2": {"skip_early_cond": 0.2},
+         "Dynamic Thresholding 7": {"dynamic_thresholding": True}}
 
 
 def main(argv: list[str] | None = None) -> None:

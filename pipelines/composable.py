@@ -10,10 +10,11 @@ given per picture (SDXL's added conditions, ControlNet's residuals) is repeated 
 combination works in every UNet pipeline (txt2img, img2img, inpainting, ControlNet, the refiner's switch). A
 part's weight may be a ``regions.Area`` (Regional Prompter): its weight at each latent pixel.
 
-Rescale CFG (``cfg_rescale``) needs the unprompted and prompted predictions of each step too, PAG (``pag``) a second,
-perturbed, prediction, and A1111's negative guidance minimum sigma and Skip Early CFG (``negative_guidance``) leave the
-unprompted one out of some calls, so ``ComposedUNet`` also stands in for a pass with them (a text of one part is the
-UNet's own call): it adds PAG's push to the prompted prediction it hands the pipeline, then rescales both. With
+Rescale CFG (``cfg_rescale``) and Dynamic Thresholding (``dynamic_thresholding``) need the unprompted and prompted
+predictions of each step too, PAG (``pag``) a second, perturbed, prediction, and A1111's negative guidance minimum
+sigma and Skip Early CFG (``negative_guidance``) leave the unprompted one out of some calls, so ``ComposedUNet`` also
+stands in for a pass with them (a text of one part is the UNet's own call): it adds PAG's push to the prompted
+prediction it hands the pipeline, thresholds the guidance, then rescales both. With
 Tiled Diffusion (``tiled_diffusion``) each call is made on tiles of the latents, a few to a UNet call, and their
 predictions blended.
 """
@@ -28,6 +29,7 @@ import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from .cfg_rescale import rescaled
+from .dynamic_thresholding import DynamicThresholding
 from .negative_guidance import skipping
 from .pag import perturbed, scale_at
 from .regions import Area
@@ -42,8 +44,8 @@ class Guidance:
     """What a pass does to its guidance besides composable parts: Rescale CFG's factor (``rescale``), PAG's scale
     (``pag``, worn down by ``pag_attenuation`` and bounded by ``pag_span``: ``pag.scale_at``), A1111's negative
     guidance minimum sigma (``skip_below``, on every call below it: ``skip_all``) and Skip Early CFG (``skip_early``,
-    a share of the pass's ``calls()``), with the pass's CFG ``scale`` and ``scheduler``; and Tiled Diffusion's
-    ``tiles``."""
+    a share of the pass's ``calls()``), with the pass's CFG ``scale`` and ``scheduler``; Tiled Diffusion's ``tiles``
+    and Dynamic Thresholding (``thresholding``)."""
     scheduler: Any = None
     scale: float = 1.0
     rescale: float = 0.0
@@ -55,10 +57,11 @@ class Guidance:
     skip_early: float = 0.0
     calls: Callable[[], int] | None = None
     tiles: TiledDiffusion | None = None
+    thresholding: DynamicThresholding | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.rescale or self.pag or self.skip_below or self.skip_early or self.tiles)
+        return bool(self.rescale or self.pag or self.skip_below or self.skip_early or self.tiles or self.thresholding)
 
 
 class ComposedUNet:
@@ -83,7 +86,8 @@ class ComposedUNet:
         unprompted = batch - self._images  # the CFG half: 0 without CFG
         inputs = (sample, timestep, encoder_hidden_states, added_cond_kwargs, kwargs)
         skip = skipping(self._calls, guidance, timestep) if unprompted else None
-        pag = self._pag()
+        share = self._calls / max(guidance.calls() - 1, 1) if guidance.calls else 0.0  # 0 the first call, 1 the last
+        pag = self._pag(share)
         self._calls += 1
         if skip:  # the prompted rows alone, their prediction then in both halves
             inputs, unprompted = _per_picture(inputs, batch, lambda t: t[unprompted:]), 0
@@ -91,17 +95,19 @@ class ComposedUNet:
         result = self._tiled(unet, parts, inputs, unprompted, pag)
         if skip:
             result = torch.cat([result, result])
-        elif guidance.rescale and unprompted:
+        if unprompted and guidance.thresholding:
+            result = guidance.thresholding.guided(result, sample, timestep, self._images, guidance.scale,
+                                                  guidance.scheduler, share)
+        if unprompted and guidance.rescale:
             result = rescaled(result, sample, timestep, self._images, guidance.rescale, guidance.scale,
                               guidance.scheduler)
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
 
-    def _pag(self) -> float:
-        """PAG's scale for the call about to be made, at its share of the pass's calls (``pag.scale_at``)."""
+    def _pag(self, share: float) -> float:
+        """PAG's scale for the call about to be made, at ``share`` of the pass's calls (``pag.scale_at``)."""
         guidance = self._guidance
         if not guidance.pag:
             return 0.0
-        share = self._calls / max(guidance.calls() - 1, 1)
         scale = scale_at(guidance.pag, guidance.pag_attenuation, guidance.pag_span, share, self.pag_pushed)
         self.pag_pushed += bool(scale)
         return scale

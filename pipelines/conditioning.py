@@ -59,7 +59,7 @@ class StepConditioning:
         self.guidance = Guidance(pipe.scheduler, request.cfg_scale, request.rescale_cfg, request.pag_scale,
                                  request.pag_attenuation, (request.pag_start, request.pag_end), request.s_min_uncond,
                                  request.s_min_uncond_all, request.skip_early_cond, lambda: pipe.num_timesteps,
-                                 request.tiles)
+                                 request.tiles, request.thresholding)
         if request.pag_scale and not all(map(self_attentions, self.unets)):
             raise RequestError("PAG needs self-attention in the UNet's middle block, and this model has none "
                                "(KOALA-700M was distilled without that block): set PAG scale to 0.", "pag_scale")

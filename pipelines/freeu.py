@@ -34,6 +34,9 @@ SETTINGS = (
     Setting("freeu_version", "Version", "FreeU version", 1, 1, 2, 1, "1: the paper's, ComfyUI's FreeU; 2: Forge's"),
 )
 VERSION = SETTINGS[-1]
+# The factors (B1, B2, S1, S2) FreeU's authors give for each model, and Forge's defaults (its panel's presets)
+PRESETS = {"SD 1.4": (1.3, 1.4, 0.9, 0.2), "SD 1.5": (1.5, 1.6, 0.9, 0.2), "SD 2.1": (1.4, 1.6, 0.9, 0.2),
+           "SDXL": (1.3, 1.4, 0.9, 0.2), "Forge's default": (1.01, 1.02, 0.99, 0.95)}
 # Forge's script writes its own keys (its FreeU is version 2), so its pictures read back
 FORGE_KEYS = ForeignKeys("freeu_enabled", ("freeu_b1", "freeu_b2", "freeu_s1", "freeu_s2", "freeu_start", "freeu_end"),
                          SETTINGS[:6], ((ENABLED, "True"), (VERSION.key, "2")))

@@ -169,8 +169,11 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
                                                          "models: turn it off."),
         (request.rescale_cfg, "rescale_cfg", "Rescale CFG is not available for Kandinsky 2.2 models (its decoder "
                                              "also predicts its noise's variance): set it to 0."),
-        (request.freeu, "freeu", "FreeU is not available for Kandinsky 2.2 models (diffusers has it for the blocks of "
-                                 "SD and SDXL UNets only): turn it off."),
+        (request.freeu, "freeu", "FreeU is not available for Kandinsky 2.2 models (its stages are SD's and SDXL's "
+                                 "UNet blocks): turn it off."),
+        (request.dynamic_thresholding, "dynamic_thresholding", "Dynamic Thresholding is not available for Kandinsky "
+                                                               "2.2 models (its decoder also predicts its noise's "
+                                                               "variance): turn it off."),
         (request.pag_scale, "pag_scale", "PAG is not available for Kandinsky 2.2 models: set PAG scale to 0."),
         (request.tiled_diffusion, "tiled_diffusion", "Tiled Diffusion is not available for Kandinsky 2.2 models: "
                                                      "turn it off."),

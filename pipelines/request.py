@@ -17,6 +17,9 @@ from typing import Any, Mapping
 from . import infotext as infotext_format
 from .cfg_rescale import RESCALE
 from .controlnet import ControlUnit
+from .dynamic_thresholding import (DEFAULTS as DT_DEFAULTS, FIELDS as DT_FIELDS, NUMBERS as DT_NUMBERS,
+                                   DynamicThresholding, check_choices as check_dt_choices,
+                                   from_infotext as thresholding_values)
 from .errors import RequestError
 from .freeu import (ENABLED as FREEU, FORGE_KEYS as FREEU_FORGE_KEYS, SETTINGS as FREEU_SETTINGS,
                     VERSION as FREEU_VERSION)
@@ -275,6 +278,19 @@ class GenerationRequest:
     freeu_start: float = FREEU_SETTINGS[4].default  # the share of the pass where it starts
     freeu_end: float = FREEU_SETTINGS[5].default  # and where it stops
     freeu_version: int = FREEU_VERSION.default  # 1: the paper's; 2: Forge's
+    # Dynamic Thresholding (pipelines/dynamic_thresholding.py): on, and its settings
+    dynamic_thresholding: bool = False
+    dt_mimic_scale: float = DT_DEFAULTS["dt_mimic_scale"]
+    dt_threshold_percentile: float = DT_DEFAULTS["dt_threshold_percentile"]
+    dt_mimic_mode: str = DT_DEFAULTS["dt_mimic_mode"]
+    dt_mimic_scale_min: float = DT_DEFAULTS["dt_mimic_scale_min"]
+    dt_cfg_mode: str = DT_DEFAULTS["dt_cfg_mode"]
+    dt_cfg_scale_min: float = DT_DEFAULTS["dt_cfg_scale_min"]
+    dt_sched_val: float = DT_DEFAULTS["dt_sched_val"]
+    dt_separate_feature_channels: bool = DT_DEFAULTS["dt_separate_feature_channels"]
+    dt_scaling_startpoint: str = DT_DEFAULTS["dt_scaling_startpoint"]
+    dt_variability_measure: str = DT_DEFAULTS["dt_variability_measure"]
+    dt_interpolate_phi: float = DT_DEFAULTS["dt_interpolate_phi"]
     # Tiled Diffusion (pipelines/tiled_diffusion.py): on, and its method and tiles (in latent pixels)
     tiled_diffusion: bool = False
     td_method: str = TILED_METHODS[0]
@@ -361,6 +377,10 @@ class GenerationRequest:
             raise RequestError(f"FreeU's version must be 1 or 2, got {self.freeu_version:g}.", FREEU_VERSION.field)
         set_(self, FREEU_VERSION.field, int(self.freeu_version))
         self._check_settings((RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS))
+        self._check_settings(DT_NUMBERS, "Dynamic Thresholding")
+        for name in ("dynamic_thresholding", "dt_separate_feature_channels"):
+            set_(self, name, bool(getattr(self, name)))
+        check_dt_choices({name: getattr(self, name) for name in DT_FIELDS})
         if self.pag_start > self.pag_end:
             raise RequestError(f"PAG start ({self.pag_start:g}) must not come after PAG end ({self.pag_end:g}).",
                                PAG_START.field)
@@ -435,6 +455,12 @@ class GenerationRequest:
         refused = next((words for on, words in refusals if on), None)
         if refused:
             raise RequestError(f"Tiled Diffusion's upscaler {refused}.", "td_upscaler")
+
+    @property
+    def thresholding(self) -> DynamicThresholding | None:
+        """Dynamic Thresholding's settings while it is on."""
+        return DynamicThresholding(*(getattr(self, name) for name in DT_FIELDS[1:])) if self.dynamic_thresholding \
+            else None
 
     @property
     def tiles(self) -> TiledDiffusion | None:
@@ -723,6 +749,7 @@ class GenerationRequest:
                if getattr(self, setting.field) != setting.default},
             FREEU: True if self.freeu else None,
             **{setting.key: getattr(self, setting.field) if self.freeu else None for setting in FREEU_SETTINGS},
+            **(self.thresholding.infotext() if self.thresholding else {}),
             **self._regional_params(),
             **(self._inpaint_params() if self.task == "inpaint" else {}),
             **(self._hires_params() if self.enable_hr else {}),
@@ -820,6 +847,7 @@ class GenerationRequest:
         values[NGMS_ALL] = params.get(NGMS_ALL_KEY) == "True"
         values.update(regional_values(params))
         values.update(tiled_values(params))
+        values.update(thresholding_values(params))
         values.update({setting.field: params[setting.key]
                        for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY,
                                        EXTRA_NOISE, *SAMPLER_SETTINGS)

@@ -120,6 +120,14 @@ AXES = {axis.label: axis for axis in (
       for setting in (RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY)),
     *(Axis(setting.key, float, _field(setting.field, freeu=True), _labelled(setting.key))
       for setting in FREEU_SETTINGS),
+    # the Dynamic Thresholding extension's: a mimic scale turns it on, 0 off
+    Axis("[DynThres] Mimic Scale", float, lambda request, value: {"dynamic_thresholding": bool(value),
+                                                                   **({"dt_mimic_scale": value} if value else {})},
+         _labelled("Mimic scale")),
+    *(Axis(f"[DynThres] {label}", kind, _field(name), _labelled(label, "s" if kind is str else "g"))
+      for label, kind, name in (("Threshold Percentile", float, "dt_threshold_percentile"),
+                                ("Mimic Scheduler", str, "dt_mimic_mode"), ("CFG Scheduler", str, "dt_cfg_mode"),
+                                ("Interpolate Phi", float, "dt_interpolate_phi"))),
     # A1111's: eta is whichever the sampler reads; "Sigma min" and "Sigma max" bound the churn
     Axis("Eta", float, lambda request, value: {ETA_DDIM.field: value, ETA_ANCESTRAL.field: value}, _labelled("Eta")),
     *(Axis(name, float, _field(setting.field), _labelled(name)) for name, setting in (

@@ -371,6 +371,25 @@ def test_freeu_rescale_cfg_and_pag_as_always_on_scripts(alice):
     assert not {"FreeU", "Rescale CFG", "PAG scale"} & set(parse_infotext(json.loads(off["info"])["infotexts"][0])[2])
 
 
+def test_dynamic_thresholding_as_the_extensions_always_on_script(alice):
+    """Its args in the extension's order (the later ones may be left out), its keys in the infotext, read back from
+    it; a schedule it does not have is refused, naming its args."""
+    body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 5, **SMALL, "cfg_scale": 20,
+                                                     "alwayson_scripts": {"Dynamic Thresholding (CFG Scale Fix)": {
+                                                         "args": [True, 6, 99.5, "Linear Down", 2]}}}))
+    infotext = json.loads(body["info"])["infotexts"][0]
+    params = parse_infotext(infotext)[2]
+    assert (params["Dynamic thresholding enabled"], params["Mimic scale"], params["Threshold percentile"],
+            params["Mimic mode"], params["Mimic scale minimum"]) == ("True", "6", "99.5", "Linear Down", "2")
+    again = ok(alice.post("/sdapi/v1/txt2img", json={"infotext": infotext, **SMALL, "cfg_scale": 20}))
+    assert json.loads(again["info"])["infotexts"][0] == infotext
+    refused = alice.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "alwayson_scripts": {
+        "dynamic thresholding (cfg scale fix)": {"args": [True, 6, 100, "Wobbly"]}}})
+    assert refused.status_code == 422
+    assert "Mimic Scale Scheduler is one of Constant" in refused.text
+    assert "alwayson_scripts.dynamic thresholding (cfg scale fix).args" in refused.text
+
+
 def test_regional_prompter_as_the_extensions_always_on_script(alice):
     """Its arguments in the extension's order: active, debug, mode, matrix submode, mask submode, prompt submode,
     ratios, base ratios, use base, use common, ...; its default Attention mode runs as Latent."""

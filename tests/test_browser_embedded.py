@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, generate_in, open_page, open_tab,
-                             paint_on, pick, set_number, set_numbers)
+                             paint_on, pick, set_number, set_numbers, set_text)
 from pipelines.prompt_matrix import PromptMatrix
 from playwright.sync_api import expect
 from training.classify import classify
@@ -38,8 +38,9 @@ def test_txt2img_draws_what_the_prompt_says_then_img2img_recolours_it(page, tmp_
 
     page.locator("#txt2img_send_to_img2img").click()
     expect(page.get_by_role("tab", name="img2img", exact=True)).to_have_attribute("aria-selected", "true")
-    expect(page.locator("#img2img_image img").first).to_be_visible()  # sent: a prompt typed now is kept
-    page.locator("#img2img_prompt textarea").fill("a large blue circle in the center on a white background")
+    expect(page.locator("#img2img_image img").first).to_be_visible()
+    # typed until kept: under load the tab just opened can take a prompt typed as it mounts back
+    set_text(page, "img2img_prompt", "a large blue circle in the center on a white background")
     # both boxes checked kept (a value typed under load can miss the click), the picture judged with what ran
     set_numbers(page, {"img2img_denoising_strength": 0.9, "img2img_seed": 3})
     infotext = generate_in(page, "img2img")
@@ -180,7 +181,9 @@ def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
         page.locator("#txt2img_s_min_uncond_all input").check()
         page.locator("#txt2img_freeu").get_by_text("FreeU", exact=True).click()
         page.locator("#txt2img_freeu_enabled input").check()
-        set_numbers(page, {"txt2img_freeu_b1": 1.2, "txt2img_freeu_start": 0.1})
+        pick(page, "txt2img_freeu_preset", "SD 1.5")  # the factors FreeU's authors give
+        expect(page.locator("#txt2img_freeu_b2 input[type=number]")).to_have_value("1.6")
+        set_numbers(page, {"txt2img_freeu_b1": 1.2, "txt2img_freeu_b2": 1.4, "txt2img_freeu_start": 0.1})
         page.locator("#txt2img_freeu_version").get_by_label("2", exact=True).check()
         page.locator("#txt2img_pag_schedule").get_by_text("PAG attenuation and steps", exact=True).click()
         set_numbers(page, {"txt2img_pag_attenuation": 10, "txt2img_pag_start": 0.2})
@@ -202,6 +205,34 @@ def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
             set_numbers(page, {"txt2img_pag_attenuation": 0, "txt2img_pag_start": 0})
         set_numbers(page, {"txt2img_cfg_scale": 7, "txt2img_rescale_cfg_scale": 0, "txt2img_pag_scale": 0,
                            "txt2img_s_min_uncond": 0, "txt2img_skip_early_cond": 0})
+
+
+def test_dynamic_thresholding_panel_keeps_a_burning_cfg_scales_red(page, tmp_path):
+    """At CFG 25 seed 0's red burns (tests/test_embedded_model.py); Dynamic Thresholding, ticked in its panel at the
+    mimic scale 7, keeps it red, and its keys are in the infotext; a CFG schedule set in its advanced options too."""
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
+    set_numbers(page, {"txt2img_seed": 0, "txt2img_cfg_scale": 25})
+    page.locator("#txt2img_dynthres").get_by_text("Dynamic Thresholding (CFG Scale Fix)", exact=True).click()
+    page.locator("#txt2img_dynthres_enabled input").check()
+    try:
+        infotext = generate_in(page, "txt2img")
+        assert "CFG scale: 25" in infotext and "Dynamic thresholding enabled: True, Mimic scale: 7, " in infotext, \
+            infotext
+        drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "thresholded.png"))
+        assert (drawn.colour, drawn.shape) == ("red", "circle"), drawn
+        page.locator("#txt2img_dynthres_advanced").get_by_text("Advanced Options", exact=True).click()
+        pick(page, "txt2img_dt_cfg_mode", "Linear Down")  # the CFG scale falls from 25 to its minimum
+        set_number(page, "txt2img_dt_cfg_scale_min", 7)
+        infotext = generate_in(page, "txt2img")
+        assert "CFG mode: Linear Down, CFG scale minimum: 7" in infotext, infotext
+        page.locator("#txt2img_dynthres").screenshot(path=str(ARTIFACTS / "embedded-dynamic-thresholding.png"))
+    finally:
+        page.locator("#txt2img_dynthres_enabled input").uncheck()
+        if page.locator("#txt2img_dt_cfg_mode").is_visible():
+            pick(page, "txt2img_dt_cfg_mode", "Constant")
+            set_number(page, "txt2img_dt_cfg_scale_min", 0)
+        set_number(page, "txt2img_cfg_scale", 7)
 
 
 def test_tiled_diffusion_panel_with_regions_keeps_each_half_its_background(page, tmp_path):

@@ -18,7 +18,7 @@ from pipelines import extras, job_plan, prompt_lines, prompt_matrix
 from pipelines.cfg_rescale import RESCALE
 from pipelines.clip_tokenizer import load_tokenizer
 from pipelines.config import batch_layout
-from pipelines.freeu import SETTINGS as FREEU_SETTINGS
+from pipelines.freeu import PRESETS as FREEU_PRESETS, SETTINGS as FREEU_SETTINGS
 from pipelines.grid import MAX_MARGIN
 from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_LABEL, SKIP_EARLY
 from pipelines.sampler_parameters import (ENSD, MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC,
@@ -185,19 +185,24 @@ def setting_slider(fields: FieldSet, setting: Setting, elem_id: str) -> gr.Slide
 
 
 def freeu_controls(fields: FieldSet) -> None:
-    """FreeU's panel (``pipelines/freeu.py``): on, its four factors, its start and end, its version."""
+    """FreeU's panel (``pipelines/freeu.py``): on, its four factors (a preset fills them), its start and end, its
+    version."""
     p = fields.prefix
     *numbers, version = FREEU_SETTINGS
     with gr.Accordion("FreeU", open=False, elem_id=f"{p}_freeu"):
         fields.add("freeu", gr.Checkbox(False, label="Enabled", elem_id=f"{p}_freeu_enabled",
                                         info="more detail: the UNet's backbone amplified, its skip connections' "
                                              "low frequencies damped"))
+        sliders = []
         for pair in (numbers[:2], numbers[2:4], numbers[4:]):  # the backbone's, the skip connections', the steps
             with gr.Row():
-                for setting in pair:
-                    setting_slider(fields, setting, f"{p}_{setting.field}")
-        fields.add(version.field, gr.Radio([1, 2], value=version.default, label=version.label, info=version.info,
-                                           elem_id=f"{p}_{version.field}"))
+                sliders += [setting_slider(fields, setting, f"{p}_{setting.field}") for setting in pair]
+        with gr.Row():
+            fields.add(version.field, gr.Radio([1, 2], value=version.default, label=version.label,
+                                               info=version.info, elem_id=f"{p}_{version.field}"))
+            preset = gr.Dropdown(list(FREEU_PRESETS), value=None, label="Preset", elem_id=f"{p}_freeu_preset",
+                                 info="B1, B2, S1 and S2 for a model, as FreeU's authors give them")
+    preset.input(lambda name: FREEU_PRESETS[name], preset, sliders[:4], show_progress="hidden")
 
 
 def refiner_controls(services, fields: FieldSet) -> None:
@@ -535,7 +540,8 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     """The body every generation tab shares: prompts (with the Networks cards under them) and buttons, the task's
     own inputs above the sampling controls, and the output panel; wired to the engine."""
     # they use this module's icons and fields
-    from . import controlnet, dynamic_prompts, img2img_scripts, networks, regions, tiled_diffusion, xyz_panel
+    from . import (controlnet, dynamic_prompts, dynamic_thresholding, img2img_scripts, networks, regions,
+                   tiled_diffusion, xyz_panel)
 
     fields = FieldSet(task)
     with gr.Row():
@@ -558,6 +564,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             wire_token_counters(services, fields)
             refiner_controls(services, fields)
             freeu_controls(fields)
+            dynamic_thresholding.build(fields)
             dynamic_prompts.build(services, fields)
             regions.build(fields)
             tiled_diffusion.build(services, fields)

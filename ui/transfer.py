@@ -10,6 +10,7 @@ import gradio as gr
 
 from pipelines.cfg_rescale import RESCALE
 from pipelines.errors import EaselError
+from pipelines.dynamic_thresholding import FIELDS as DT_FIELDS
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
 from pipelines.negative_guidance import NGMS, NGMS_ALL, SKIP_EARLY
 from pipelines.pag import PAG_SETTINGS
@@ -35,7 +36,7 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, NGMS.field,
                NGMS_ALL, SKIP_EARLY.field, "freeu",
                *(setting.field for setting in (*PAG_SETTINGS, *FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule",
-               *UNI_PC, ENSD, *TILED_FIELDS)
+               *UNI_PC, ENSD, *TILED_FIELDS, *DT_FIELDS)
 
 
 def _shown(services, name: str, value):
