@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pipelines.dynamic_thresholding import DEFAULTS, MEASURES, MODES, NUMBERS, STARTPOINTS
+from pipelines.dynamic_thresholding import CHOICES, DEFAULTS, NUMBERS
 
 from .common import FieldSet, setting_slider
 
@@ -24,18 +24,14 @@ def build(fields: FieldSet) -> None:
                 with gr.Row():
                     for setting in row:
                         setting_slider(fields, setting, f"{p}_{setting.field}")
+            schedules, kinds = CHOICES[:2], CHOICES[2:]  # the schedules' dropdowns; the startpoint's and measure's
             with gr.Row():
-                for name, label in (("dt_mimic_mode", "Mimic Scale Scheduler"), ("dt_cfg_mode", "CFG Scale Scheduler")):
-                    fields.add(name, gr.Dropdown(list(MODES), value=DEFAULTS[name], label=label,
+                for name, label, choices in schedules:
+                    fields.add(name, gr.Dropdown(list(choices), value=DEFAULTS[name], label=label,
                                                  elem_id=f"{p}_{name}"))
             setting_slider(fields, value, f"{p}_{value.field}")
             with gr.Row():
                 fields.add("dt_separate_feature_channels", gr.Checkbox(
                     True, label="Separate Feature Channels", elem_id=f"{p}_dt_separate_feature_channels"))
-                fields.add("dt_scaling_startpoint", gr.Radio(list(STARTPOINTS), value=DEFAULTS["dt_scaling_startpoint"],
-                                                             label="Scaling Startpoint",
-                                                             elem_id=f"{p}_dt_scaling_startpoint"))
-                fields.add("dt_variability_measure", gr.Radio(list(MEASURES),
-                                                              value=DEFAULTS["dt_variability_measure"],
-                                                              label="Variability Measure",
-                                                              elem_id=f"{p}_dt_variability_measure"))
+                for name, label, choices in kinds:
+                    fields.add(name, gr.Radio(list(choices), value=DEFAULTS[name], label=label, elem_id=f"{p}_{name}"))
