@@ -25,6 +25,7 @@ from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
 from pipelines.pag import PAG, PAG_SCHEDULE, PAG_SETTINGS
+from pipelines.sag import SAG, SAG_SETTINGS
 from pipelines.regions import DIVIDE_MODE
 from pipelines.request import (DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, number_between,
                                regional_values, with_foreign_keys)
@@ -203,6 +204,9 @@ FREEU_SCRIPT, RESCALE_SCRIPT = "freeu", "rescalecfg"  # Easel's FreeU; Forge Neo
 FORGE_FREEU_SCRIPT = "freeu integrated"  # Forge's FreeU: version 2
 PAG_SCRIPT = "perturbedattentionguidance integrated"  # Forge's
 PAG_FIELD = f"alwayson_scripts.{PAG_SCRIPT}.args"
+SAG_SCRIPT = "selfattentionguidance integrated"  # Forge's, under its first title and its later one
+FORGE_SAG_SCRIPTS = (SAG_SCRIPT, f"{SAG_SCRIPT} (sd 1.x, sd 2.x, sdxl)")
+A1111_SAG_SCRIPT = "self attention guidance"  # the A1111 extension's (sd-webui-sag)
 REGIONAL_SCRIPT = "regional prompter"  # hako-mikan's extension, its script title in any case
 REGIONAL_FIELD = f"alwayson_scripts.{REGIONAL_SCRIPT}.args"
 DYNAMIC_SCRIPT = "dynamic prompts"  # adieyal's extension; its title has its version after it (Dynamic Prompts v2.17.1)
@@ -212,7 +216,7 @@ TILED_SCRIPT_FIELD = f"alwayson_scripts.{TILED_SCRIPT}.args"
 DT_SCRIPT = "dynamic thresholding (cfg scale fix)"  # mcmonkey's extension
 DT_FIELD = f"alwayson_scripts.{DT_SCRIPT}.args"
 ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, FORGE_FREEU_SCRIPT,
-             RESCALE_SCRIPT, PAG_SCRIPT, TILED_SCRIPT, DT_SCRIPT)
+             RESCALE_SCRIPT, PAG_SCRIPT, *FORGE_SAG_SCRIPTS, A1111_SAG_SCRIPT, TILED_SCRIPT, DT_SCRIPT)
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -232,6 +236,7 @@ _A1111_FIELDS = {
     **{name: f"alwayson_scripts.{FREEU_SCRIPT}.args" for name in ("freeu", *(s.field for s in FREEU_SETTINGS))},
     RESCALE.field: f"alwayson_scripts.{RESCALE_SCRIPT}.args",
     **{setting.field: PAG_FIELD for setting in PAG_SETTINGS},
+    **{setting.field: f"alwayson_scripts.{SAG_SCRIPT}.args" for setting in SAG_SETTINGS},
     **{name: REGIONAL_FIELD for name in REGIONAL_FIELDS},
     **{name: DYNAMIC_FIELD for name in DYNAMIC_FIELDS},
     **{name: TILED_SCRIPT_FIELD for name in TILED_FIELDS},
@@ -328,15 +333,38 @@ def _infotext_args(params: dict[str, str], script: SettingScript) -> list | None
                                                   for setting in script.settings)]
 
 
-def pag_values(payload: Txt2ImgPayload) -> dict[str, Any]:
-    """Forge's ``alwayson_scripts["PerturbedAttentionGuidance Integrated"].args``: [enabled, scale, attenuation,
-    start step, end step] (the later ones may be left out: Forge's scale is 3, then no attenuation, every step)."""
-    args = _always_on_args(payload, PAG_SCRIPT)
-    if not isinstance(args, list) or len(args) > 5:
-        raise PayloadError(PAG_FIELD, "PerturbedAttentionGuidance takes [enabled, scale, attenuation, start step, "
-                                      "end step].")
-    enabled, *values = [*args, *(None, 3.0, *(setting.default for setting in PAG_SCHEDULE))[len(args):]]
-    return dict(zip((setting.field for setting in PAG_SETTINGS), values)) if enabled else {}
+class ScaleScript(NamedTuple):
+    """An always-on script whose args are [enabled, *values] for ``settings`` whose first is a scale that 0 turns off
+    here (PAG's, SAG's); ``defaults`` are the script's values of those left out."""
+    name: str  # as ``_script`` reads its title
+    title: str
+    settings: tuple
+    labels: str  # its args, after enabled
+    defaults: tuple
+
+
+PAG_ARGS = ScaleScript(PAG_SCRIPT, "PerturbedAttentionGuidance", PAG_SETTINGS,
+                       "scale, attenuation, start step, end step",
+                       (3.0, *(setting.default for setting in PAG_SCHEDULE)))  # Forge's scale, then none of the rest
+SAG_ARGS = (*(ScaleScript(name, "SelfAttentionGuidance", SAG_SETTINGS, "scale, blur sigma, blur mask threshold",
+                          (0.5, 2.0, 1.0)) for name in FORGE_SAG_SCRIPTS),  # Forge's (ComfyUI's) defaults
+            ScaleScript(A1111_SAG_SCRIPT, "Self Attention Guidance", (SAG, SAG_SETTINGS[2]), "scale, mask threshold",
+                        (0.75, 1.0)))  # the A1111 extension's: its blur sigma is 1
+
+
+def scale_values(payload: Txt2ImgPayload, scripts: tuple[ScaleScript, ...]) -> dict[str, Any]:
+    """The request fields of the first of ``scripts`` the payload enables (the later args may be left out); Forge's
+    PerturbedAttentionGuidance [enabled, scale, attenuation, start step, end step], its SelfAttentionGuidance
+    [enabled, scale, blur sigma, blur mask threshold], the A1111 extension's [enabled, scale, mask threshold]."""
+    for script in scripts:
+        args = _always_on_args(payload, script.name)
+        if not isinstance(args, list) or len(args) > len(script.settings) + 1:
+            raise PayloadError(f"alwayson_scripts.{script.name}.args",
+                               f"{script.title} takes [enabled, {script.labels}].")
+        enabled, *values = [*args, *(None, *script.defaults)[len(args):]]
+        if enabled:
+            return dict(zip((setting.field for setting in script.settings), values))
+    return {}
 
 
 def regional_prompter_values(payload: Txt2ImgPayload) -> dict[str, Any]:
@@ -502,8 +530,9 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
         args = _infotext_args(params, script)
         if args and not _always_on_args(payload, script.name):
             scripts[script.name] = {"args": args}
-    if PAG.key in params and not _always_on_args(payload, PAG_SCRIPT):
-        scripts[PAG_SCRIPT] = {"args": [True, *(params.get(s.key, s.default) for s in PAG_SETTINGS)]}
+    for key, given in ((PAG.key, (PAG_ARGS,)), (SAG.key, SAG_ARGS)):
+        if key in params and not any(_always_on_args(payload, script.name) for script in given):
+            scripts[given[0].name] = {"args": [True, *(params.get(s.key, s.default) for s in given[0].settings)]}
     regional = regional_values(params)
     if regional and not _always_on_args(payload, REGIONAL_SCRIPT):
         scripts[REGIONAL_SCRIPT] = {"args": [True, False, DIVIDE_MODE, regional.get("rp_splitting"), None, None,
@@ -674,7 +703,8 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         **dynamic_prompts_values(payload),
         **freeu_values(payload),
         **setting_values(payload, RESCALE_ARGS),
-        **pag_values(payload),
+        **scale_values(payload, (PAG_ARGS,)),
+        **scale_values(payload, SAG_ARGS),
         **dynamic_thresholding_values(payload),
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)

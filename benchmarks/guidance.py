@@ -1,4 +1,4 @@
-"""FreeU, Rescale CFG, PAG, NGMS, Skip Early CFG and Dynamic Thresholding on the embedded model: how often a
+"""FreeU, Rescale CFG, PAG, SAG, NGMS, Skip Early CFG and Dynamic Thresholding on the embedded model: how often a
 picture keeps the colour its prompt asks for as the CFG scale rises, with each of them and without, and what each
 costs a picture.
 
@@ -16,7 +16,7 @@ from benchmarks.embedded import embedded_engine
 COLOURS = ("red", "orange", "blue", "green")
 MODES = {"plain": {}, "Rescale CFG 0.7": {"rescale_cfg": 0.7}, "FreeU": {"freeu": True},
          "FreeU version 2": {"freeu": True, "freeu_version": 2}, "PAG 3": {"pag_scale": 3},
-         "PAG 3, steps 0.15-0.6": {"pag_scale": 3, "pag_start": 0.15, "pag_end": 0.6},
+         "PAG 3, steps 0.15-0.6": {"pag_scale": 3, "pag_start": 0.15, "pag_end": 0.6}, "SAG 0.75": {"sag_scale": 0.75},
          "NGMS 2": {"s_min_uncond": 2}, "Skip Early CFG 0.2": {"skip_early_cond": 0.2},
          "Dynamic Thresholding 7": {"dynamic_thresholding": True}}
 

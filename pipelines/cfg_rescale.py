@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .samplers import alpha_bar
+from .samplers import NoiseLevel
 from .script_settings import Setting
 
 RESCALE = Setting("rescale_cfg", "Rescale CFG", "Rescale CFG", 0.0, 0.0, 1.0, 0.05, "0 = off; 0.7 at a high CFG")
@@ -29,13 +29,11 @@ def rescaled(out: torch.Tensor, sample: torch.Tensor, timestep, images: int, phi
     """A CFG batch's predictions ``out`` (``[unprompted, prompted]``, ``images`` each) for the UNet's input
     ``sample`` (its first channels: the latents; an inpainting UNet's input has more) at ``timestep`` of
     ``scheduler``, scaled so that the pipeline's guidance by ``scale`` is rescaled by ``phi``; computed in float32."""
-    predicted = out.float()
-    v_prediction = scheduler.config.get("prediction_type") == "v_prediction"
+    predicted, level = out.float(), NoiseLevel.at(scheduler, timestep)
+    v_prediction, a, b = level.v_prediction, level.signal, level.noise
     if v_prediction:
         v = predicted
     else:
-        signal = alpha_bar(scheduler, timestep)
-        a, b = signal ** 0.5, (1 - signal) ** 0.5
         latents = sample[:, :out.shape[1]].float()
         v = (predicted - b * latents) / a  # the epsilon prediction as a v-prediction
     unprompted, prompted = v[:images], v[images:]

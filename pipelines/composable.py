@@ -14,7 +14,8 @@ Rescale CFG (``cfg_rescale``) and Dynamic Thresholding (``dynamic_thresholding``
 predictions of each step too, PAG (``pag``) a second, perturbed, prediction, and A1111's negative guidance minimum
 sigma and Skip Early CFG (``negative_guidance``) leave the unprompted one out of some calls, so ``ComposedUNet`` also
 stands in for a pass with them (a text of one part is the UNet's own call): it adds PAG's push to the prompted
-prediction it hands the pipeline, thresholds the guidance, then rescales both. With
+prediction it hands the pipeline, thresholds the guidance, then rescales both; Self-Attention Guidance (``sag``)
+records the call's attention map and pushes the guided prediction from a second call's. With
 Tiled Diffusion (``tiled_diffusion``) each call is made on tiles of the latents, a few to a UNet call, and their
 predictions blended.
 """
@@ -22,6 +23,7 @@ predictions blended.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,6 +35,7 @@ from .dynamic_thresholding import DynamicThresholding
 from .negative_guidance import skipping
 from .pag import perturbed, scale_at
 from .regions import Area
+from .sag import SelfAttentionGuidance, recording
 from .text_encoding import Parts
 from .tiled_diffusion import SPATIAL, Tile, TiledDiffusion, window
 
@@ -44,8 +47,8 @@ class Guidance:
     """What a pass does to its guidance besides composable parts: Rescale CFG's factor (``rescale``), PAG's scale
     (``pag``, worn down by ``pag_attenuation`` and bounded by ``pag_span``: ``pag.scale_at``), A1111's negative
     guidance minimum sigma (``skip_below``, on every call below it: ``skip_all``) and Skip Early CFG (``skip_early``,
-    a share of the pass's ``calls()``), with the pass's CFG ``scale`` and ``scheduler``; Tiled Diffusion's ``tiles``
-    and Dynamic Thresholding (``thresholding``)."""
+    a share of the pass's ``calls()``), with the pass's CFG ``scale`` and ``scheduler``; Tiled Diffusion's ``tiles``,
+    Dynamic Thresholding (``thresholding``) and Self-Attention Guidance (``sag``)."""
     scheduler: Any = None
     scale: float = 1.0
     rescale: float = 0.0
@@ -58,10 +61,12 @@ class Guidance:
     calls: Callable[[], int] | None = None
     tiles: TiledDiffusion | None = None
     thresholding: DynamicThresholding | None = None
+    sag: SelfAttentionGuidance | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.rescale or self.pag or self.skip_below or self.skip_early or self.tiles or self.thresholding)
+        return bool(self.rescale or self.pag or self.skip_below or self.skip_early or self.tiles or self.thresholding
+                    or self.sag)
 
 
 class ComposedUNet:
@@ -92,7 +97,9 @@ class ComposedUNet:
         if skip:  # the prompted rows alone, their prediction then in both halves
             inputs, unprompted = _per_picture(inputs, batch, lambda t: t[unprompted:]), 0
             self.skipped[skip] += 1
-        result = self._tiled(unet, parts, inputs, unprompted, pag)
+        # SAG's attention map: of the call's first pictures, the unprompted ones (the prompted without them)
+        with recording(unet, self._images, *sample.shape[-2:]) if guidance.sag else nullcontext(lambda: None) as map_:
+            result = self._tiled(unet, parts, inputs, unprompted, pag)
         if skip:
             result = torch.cat([result, result])
         if unprompted and guidance.thresholding:
@@ -101,7 +108,16 @@ class ComposedUNet:
         if unprompted and guidance.rescale:
             result = rescaled(result, sample, timestep, self._images, guidance.rescale, guidance.scale,
                               guidance.scheduler)
+        if (attention := map_()) is not None:
+            result = guidance.sag.pushed(result, sample, timestep, self._images, guidance.scale, guidance.scheduler,
+                                         attention, lambda again: self._again(unet, parts, inputs, unprompted, again))
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+
+    def _again(self, unet, parts: Parts, inputs: tuple, unprompted: int, sample: torch.Tensor) -> torch.Tensor:
+        """SAG's second prediction: the call's first pictures (the unprompted ones, else the prompted ones, by their
+        parts) predicted for ``sample`` with what the call gave them."""
+        rows = _per_picture(inputs, inputs[0].shape[0], lambda t: t[:self._images])
+        return self._predict(unet, () if unprompted else parts, (sample, *rows[1:]), 0, None)
 
     def _pag(self, share: float) -> float:
         """PAG's scale for the call about to be made, at ``share`` of the pass's calls (``pag.scale_at``)."""

@@ -5,8 +5,8 @@ refiner means another UNet, with its own encoding of the texts, after its switch
 pipeline is called with the first step's text, and the step callback, after each step, replaces what changes for
 the next one (the UNet, and the conditioning tensors the denoising loop reads), built as the pipeline builds them.
 Every text is encoded before the pass starts, for each model that will read it. A text of composable parts
-(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG, PAG, NGMS, Skip Early CFG or Tiled
-Diffusion put a ``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the UNet and
+(``a AND b:0.5``, or Regional Prompter's regions: ``regions.py``), Rescale CFG, PAG, SAG, NGMS, Skip Early CFG or
+Tiled Diffusion put a ``composable.ComposedUNet`` in the pipeline's UNet's place for the pass, which reads the UNet and
 the parts of the step from here.
 
 Steps count the sampler steps this pass runs (an img2img pass: steps x denoising strength), so ``[a:b:0.5]`` is
@@ -59,10 +59,11 @@ class StepConditioning:
         self.guidance = Guidance(pipe.scheduler, request.cfg_scale, request.rescale_cfg, request.pag_scale,
                                  request.pag_attenuation, (request.pag_start, request.pag_end), request.s_min_uncond,
                                  request.s_min_uncond_all, request.skip_early_cond, lambda: pipe.num_timesteps,
-                                 request.tiles, request.thresholding)
-        if request.pag_scale and not all(map(self_attentions, self.unets)):
-            raise RequestError("PAG needs self-attention in the UNet's middle block, and this model has none "
-                               "(KOALA-700M was distilled without that block): set PAG scale to 0.", "pag_scale")
+                                 request.tiles, request.thresholding, request.sag)
+        for scale, name, field in ((request.pag_scale, "PAG", "pag_scale"), (request.sag_scale, "SAG", "sag_scale")):
+            if scale and not all(map(self_attentions, self.unets)):
+                raise RequestError(f"{name} needs self-attention in the UNet's middle block, and this model has none "
+                                   f"(KOALA-700M was distilled without that block): set {name} scale to 0.", field)
         self.stand_in = self.guidance.active or any(encoded.parts for encoded in self.encoded.values())
         self.composed: ComposedUNet | None = None  # the stand-in of the pass, once it began
 

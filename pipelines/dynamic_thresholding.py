@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import RequestError
-from .samplers import alpha_bar
+from .samplers import NoiseLevel
 from .script_settings import Setting
 
 MODES = ("Constant", "Linear Down", "Cosine Down", "Half Cosine Down", "Linear Up", "Cosine Up", "Half Cosine Up",
@@ -137,14 +137,11 @@ class DynamicThresholding:
         """A CFG batch's predictions ``out`` (``[unprompted, prompted]``, ``images`` each) for the UNet's input
         ``sample`` (its first channels: the latents) at ``timestep`` of ``scheduler``, with the prompted half changed
         so that the pipeline's guidance by ``scale`` makes ``denoised``'s pictures; computed in float32."""
-        signal = alpha_bar(scheduler, timestep)
-        a, b = signal ** 0.5, (1 - signal) ** 0.5
+        level = NoiseLevel.at(scheduler, timestep)
         latents, predicted = sample[:, :out.shape[1]].float(), out.float()  # the same latents in either half
-        v_prediction = scheduler.config.get("prediction_type") == "v_prediction"
-        pictures = a * latents - b * predicted if v_prediction else (latents - b * predicted) / a
+        pictures = level.denoised(predicted, latents)
         target = self.denoised(pictures[:images], pictures[images:], scale, share)
-        latents = latents[:images]
-        wanted = (a * latents - target) / b if v_prediction else (latents - a * target) / b
+        wanted = level.predicted(target, latents[:images])
         unprompted = predicted[:images]
         return torch.cat([unprompted, unprompted + (wanted - unprompted) / scale]).to(out.dtype)
 

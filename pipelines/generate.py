@@ -12,8 +12,8 @@ the fast modes in use (step cache, quantised weights) are labelled in the infote
 latents after each step and lays the pictures over the original as it says (``soft_inpainting``). Variation seeds,
 seed resize and the noise multiplier shape the pass's noise (``variation.shaping``). Prompt edits and a refiner
 change the UNet's text (and the refiner its UNet) from a step on, through the step callback (``conditioning``).
-FreeU is put on the pass's UNets for the call (``freeu``); Rescale CFG, PAG and NGMS change each step's predictions
-in the UNet's stand-in for the pass (``conditioning``, ``composable``).
+FreeU is put on the pass's UNets for the call (``freeu``); Rescale CFG, PAG, SAG and NGMS change each step's
+predictions in the UNet's stand-in for the pass (``conditioning``, ``composable``).
 """
 
 from __future__ import annotations

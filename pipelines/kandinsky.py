@@ -175,6 +175,8 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
                                                                "2.2 models (its decoder also predicts its noise's "
                                                                "variance): turn it off."),
         (request.pag_scale, "pag_scale", "PAG is not available for Kandinsky 2.2 models: set PAG scale to 0."),
+        (request.sag_scale, "sag_scale", "Self-Attention Guidance is not available for Kandinsky 2.2 models: set SAG "
+                                         "scale to 0."),
         (request.tiled_diffusion, "tiled_diffusion", "Tiled Diffusion is not available for Kandinsky 2.2 models: "
                                                      "turn it off."),
     )

@@ -29,6 +29,7 @@ from .negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
 from .pag import FORGE_KEYS as PAG_FORGE_KEYS, PAG, PAG_ATTENUATION, PAG_END, PAG_SCHEDULE, PAG_SETTINGS, PAG_START
 from .prompts import has_regions, is_template
 from .regions import CALC_MODE, DIVIDE_MODE, RegionalSettings
+from .sag import FORGE_KEYS as SAG_FORGE_KEYS, SAG, SAG_SETTINGS, SelfAttentionGuidance
 from .sampler_parameters import (ENSD, ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, MAX_UNI_PC_ORDER, NOISE_SCHEDULE,
                                  NOISE_SCHEDULES, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SETTINGS as SAMPLER_SETTINGS,
                                  SIGMA_MAX, SIGMA_MIN, UNI_PC, check_choices, check_range, infotext as sampler_infotext)
@@ -250,6 +251,9 @@ class GenerationRequest:
     pag_attenuation: float = PAG_ATTENUATION.default  # % of its scale lost per call it pushed (Forge's)
     pag_start: float = PAG_START.default  # the share of the pass where it starts
     pag_end: float = PAG_END.default  # and where it stops
+    sag_scale: float = SAG.default  # Self-Attention Guidance (pipelines/sag.py): 0 = off
+    sag_blur_sigma: float = SAG_SETTINGS[1].default
+    sag_threshold: float = SAG_SETTINGS[2].default
     # A1111's settings that ignore the negative prompt in some steps (pipelines/negative_guidance.py)
     s_min_uncond: float = NGMS.default  # negative guidance minimum sigma
     s_min_uncond_all: bool = False  # below it every step, not every other one
@@ -376,14 +380,21 @@ class GenerationRequest:
         if self.freeu_version not in (1, 2):
             raise RequestError(f"FreeU's version must be 1 or 2, got {self.freeu_version:g}.", FREEU_VERSION.field)
         set_(self, FREEU_VERSION.field, int(self.freeu_version))
-        self._check_settings((RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS))
+        self._check_settings((RESCALE, *PAG_SETTINGS, *SAG_SETTINGS, NGMS, SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS))
         self._check_settings(DT_NUMBERS, "Dynamic Thresholding")
         for name in ("dynamic_thresholding", "dt_separate_feature_channels"):
             set_(self, name, bool(getattr(self, name)))
         check_dt_choices({name: getattr(self, name) for name in DT_FIELDS})
-        if self.pag_start > self.pag_end:
-            raise RequestError(f"PAG start ({self.pag_start:g}) must not come after PAG end ({self.pag_end:g}).",
-                               PAG_START.field)
+        for start, end in ((PAG_START, PAG_END), FREEU_SETTINGS[4:6]):  # spans, as shares of the pass
+            if getattr(self, start.field) > getattr(self, end.field):
+                raise RequestError(f"{start.key} ({getattr(self, start.field):g}) must not come after {end.key} "
+                                   f"({getattr(self, end.field):g}).", start.field)
+        if self.sag_scale and self.tiled_diffusion:
+            raise RequestError("Self-Attention Guidance reads the whole picture's attention map, and Tiled Diffusion's "
+                               "calls see a tile of it: set SAG scale to 0, or turn Tiled Diffusion off.", SAG.field)
+        if self.sag_scale and self.step_cache > 1:
+            raise RequestError("The step cache keeps one UNet call's features for the next, which would be Self-"
+                               "Attention Guidance's second call: set the step cache or SAG scale to 0.", "step_cache")
         set_(self, NGMS_ALL, bool(self.s_min_uncond_all))
         if self.sigma_min and self.sigma_max:
             check_range(self.sigma_min, self.sigma_max)
@@ -461,6 +472,11 @@ class GenerationRequest:
         """Dynamic Thresholding's settings while it is on."""
         return DynamicThresholding(*(getattr(self, name) for name in DT_FIELDS[1:])) if self.dynamic_thresholding \
             else None
+
+    @property
+    def sag(self) -> SelfAttentionGuidance | None:
+        """Self-Attention Guidance's settings while its scale is not 0."""
+        return SelfAttentionGuidance(*(getattr(self, s.field) for s in SAG_SETTINGS)) if self.sag_scale else None
 
     @property
     def tiles(self) -> TiledDiffusion | None:
@@ -747,6 +763,7 @@ class GenerationRequest:
             PAG.key: self.pag_scale or None,
             **{setting.key: getattr(self, setting.field) if self.pag_scale else None for setting in PAG_SCHEDULE
                if getattr(self, setting.field) != setting.default},
+            **{setting.key: getattr(self, setting.field) if self.sag_scale else None for setting in SAG_SETTINGS},
             FREEU: True if self.freeu else None,
             **{setting.key: getattr(self, setting.field) if self.freeu else None for setting in FREEU_SETTINGS},
             **(self.thresholding.infotext() if self.thresholding else {}),
@@ -849,16 +866,16 @@ class GenerationRequest:
         values.update(tiled_values(params))
         values.update(thresholding_values(params))
         values.update({setting.field: params[setting.key]
-                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY,
-                                       EXTRA_NOISE, *SAMPLER_SETTINGS)
+                       for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, *PAG_SETTINGS, *SAG_SETTINGS, NGMS,
+                                       SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS)
                        if setting.key in params})
         values.update(overrides)
         return cls.from_values(values)
 
 
 def with_foreign_keys(params: dict[str, str]) -> dict[str, str]:
-    """``params`` (parsed infotext) with Easel's keys added for those Forge's PAG and FreeU scripts wrote."""
-    for foreign in (PAG_FORGE_KEYS, FREEU_FORGE_KEYS):
+    """``params`` (parsed infotext) with Easel's keys added for those Forge's PAG, SAG and FreeU scripts wrote."""
+    for foreign in (PAG_FORGE_KEYS, SAG_FORGE_KEYS, FREEU_FORGE_KEYS):
         params.update(foreign.read(params))
     return params
 

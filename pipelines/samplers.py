@@ -125,3 +125,31 @@ def alpha_bar(scheduler, timestep) -> float:
     every scheduler: the nearest of its training timesteps (Karras schedules pass fractional ones)."""
     alphas, value = scheduler.alphas_cumprod, timestep.flatten()[0] if hasattr(timestep, "flatten") else timestep
     return float(alphas[min(max(round(float(value)), 0), len(alphas) - 1)])
+
+
+@dataclass(frozen=True)
+class NoiseLevel:
+    """A UNet's input at one noise level, ``signal`` x picture + ``noise`` x noise (the square roots of the
+    cumulative alpha and of its complement), and what its predictions (epsilon or v) say of the picture: the
+    denoised pictures the guidance rules read and write (Dynamic Thresholding, Self-Attention Guidance)."""
+    signal: float
+    noise: float
+    v_prediction: bool
+
+    @classmethod
+    def at(cls, scheduler, timestep) -> "NoiseLevel":
+        share = alpha_bar(scheduler, timestep)
+        return cls(share ** 0.5, (1 - share) ** 0.5, scheduler.config.get("prediction_type") == "v_prediction")
+
+    def denoised(self, predicted, latents):
+        """The pictures ``predicted`` (for the input ``latents``) means."""
+        if self.v_prediction:
+            return self.signal * latents - self.noise * predicted
+        return (latents - self.noise * predicted) / self.signal
+
+    def predicted(self, pictures, latents):
+        """The prediction for the input ``latents`` that means ``pictures`` (``denoised``'s inverse; affine, so
+        ``predicted(change, 0)`` is what a change of the pictures alone changes it by)."""
+        if self.v_prediction:
+            return (self.signal * latents - pictures) / self.noise
+        return (latents - self.signal * pictures) / self.noise

@@ -1,4 +1,4 @@
-"""A number an extension's panel sets (soft inpainting's sliders, FreeU's, Rescale CFG, PAG's scale, A1111's NGMS):
+"""A number an extension's panel sets (soft inpainting's sliders, FreeU's, Rescale CFG, PAG's and SAG's, A1111's NGMS):
 the request field that holds it, the label and infotext key the extension gives it, its default and its slider's
 range, in one place that the request's check, the infotext, the API and the panel all read; and the keys another UI's
 script writes for such numbers."""
@@ -23,7 +23,7 @@ class Setting:
 
 @dataclass(frozen=True)
 class ForeignKeys:
-    """The infotext keys another UI's script writes for some settings (Forge's PAG and FreeU scripts), so its
+    """The infotext keys another UI's script writes for some settings (Forge's PAG, SAG and FreeU scripts), so its
     pictures read back: ``read`` gives Easel's keys for them where its ``enabled`` key says the script was on."""
     enabled: str
     keys: tuple[str, ...]  # its keys for ``settings``, in their order

@@ -12,7 +12,8 @@ only when a pass was (``conditioning.StepConditioning.ran``), as the extension w
 ``composable.ComposedUNet`` makes the calls (``tiles``, ``window``), so everything that rides on the UNet's inputs
 works on tiles: CFG, composable prompts and Regional Prompter (each part's area cut to the tile), PAG, Rescale CFG,
 NGMS and Skip Early CFG (on the blended prediction), ControlNet (its residuals, made once on the whole picture, cut
-to the tile at each of their scales), IP-Adapter, inpainting UNets, hires fix's second pass and the refiner.
+to the tile at each of their scales), IP-Adapter, inpainting UNets, hires fix's second pass and the refiner. SAG,
+which reads the whole picture's attention map, is refused.
 
 In img2img the extension's upscaler upscales the picture first (``TiledDiffusion.upscaled_size``; the engine runs
 it), and the pass is made at that size.

@@ -27,6 +27,7 @@ from .grid import Grid, grid_margin, labelled_grid
 from .infotext import with_params
 from .negative_guidance import NGMS, SKIP_EARLY
 from .pag import PAG_SETTINGS
+from .sag import SAG_SETTINGS
 from .request import MAX_SEED, GenerationRequest
 from .sampler_parameters import ETA_ANCESTRAL, ETA_DDIM, RHO, S_CHURN, S_NOISE, S_TMAX, S_TMIN, SIGMA_MAX, SIGMA_MIN
 from .variation import EXTRA_NOISE
@@ -120,6 +121,8 @@ AXES = {axis.label: axis for axis in (
       for setting in (RESCALE, *PAG_SETTINGS, NGMS, SKIP_EARLY)),
     *(Axis(setting.key, float, _field(setting.field, freeu=True), _labelled(setting.key))
       for setting in FREEU_SETTINGS),
+    # the SAG extension's, by its infotext keys
+    *(Axis(setting.key, float, _field(setting.field), _labelled(setting.key)) for setting in SAG_SETTINGS),
     # the Dynamic Thresholding extension's: a mimic scale turns it on, 0 off
     Axis("[DynThres] Mimic Scale", float, lambda request, value: {"dynamic_thresholding": bool(value),
                                                                    **({"dt_mimic_scale": value} if value else {})},

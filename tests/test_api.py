@@ -371,6 +371,26 @@ def test_freeu_rescale_cfg_and_pag_as_always_on_scripts(alice):
     assert not {"FreeU", "Rescale CFG", "PAG scale"} & set(parse_infotext(json.loads(off["info"])["infotexts"][0])[2])
 
 
+def test_self_attention_guidance_as_forges_and_the_extensions_always_on_scripts(alice):
+    """Forge's SelfAttentionGuidance [enabled, scale, blur sigma, threshold] under either of its titles (the left out
+    ones Forge's defaults), the A1111 extension's [enabled, scale, mask threshold] (its blur sigma is 1); the
+    extension's keys in the infotext, read back."""
+    def sag(title: str, args: list) -> str:
+        body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 5, **SMALL,
+                                                         "alwayson_scripts": {title: {"args": args}}}))
+        return json.loads(body["info"])["infotexts"][0]
+
+    infotext = sag("SelfAttentionGuidance Integrated (SD 1.x, SD 2.x, SDXL)", [True, 0.6, 2, 0.9])
+    assert "SAG Guidance Scale: 0.6, SAG Blur Sigma: 2, SAG Mask Threshold: 0.9" in infotext, infotext
+    assert "SAG Guidance Scale: 0.5, SAG Blur Sigma: 2, SAG Mask Threshold: 1" in sag(
+        "SelfAttentionGuidance Integrated", [True])
+    assert "SAG Guidance Scale: 0.75, SAG Blur Sigma: 1, SAG Mask Threshold: 1.2" in sag(
+        "Self Attention Guidance", [True, 0.75, 1.2])
+    assert "SAG" not in sag("Self Attention Guidance", [False, 0.75])
+    again = ok(alice.post("/sdapi/v1/txt2img", json={"infotext": infotext, **SMALL}))
+    assert json.loads(again["info"])["infotexts"][0] == infotext
+
+
 def test_dynamic_thresholding_as_the_extensions_always_on_script(alice):
     """Its args in the extension's order (the later ones may be left out), its keys in the infotext, read back from
     it; a schedule it does not have is refused, naming its args."""
@@ -787,6 +807,10 @@ PNG = b64_png(Image.new("RGB", (64, 64), (10, 200, 10)))
         True, 3, 0, 0.8, 0.2]}}}, "alwayson_scripts.perturbedattentionguidance integrated.args"),  # ends first
     ("txt2img", {"prompt": "x", "alwayson_scripts": {"PerturbedAttentionGuidance Integrated": {"args": [
         True, -3]}}}, "alwayson_scripts.perturbedattentionguidance integrated.args"),
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"SelfAttentionGuidance Integrated": {"args": [True, 9]}}},
+     "alwayson_scripts.selfattentionguidance integrated.args"),  # past its scale's slider
+    ("txt2img", {"prompt": "x", "alwayson_scripts": {"Self Attention Guidance": {"args": [True, 0.75, 1, 2]}}},
+     "alwayson_scripts.self attention guidance.args"),  # its args are 3
     ("img2img", {"prompt": "x"}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": [base64.b64encode(b"hello, not an image").decode()]}, "init_images"),
     ("img2img", {"prompt": "x", "init_images": ["data:image/png;base64,%%%"]}, "init_images"),

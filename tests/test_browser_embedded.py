@@ -207,6 +207,33 @@ def test_rescale_cfg_pag_and_ngms_under_cfg_and_the_freeu_panel(page, tmp_path):
                            "txt2img_s_min_uncond": 0, "txt2img_skip_early_cond": 0})
 
 
+def test_sag_under_cfg_and_its_blur_panel_keep_what_is_drawn(page, tmp_path):
+    """SAG's scale, set under CFG, and its blur sigma and mask threshold in the panel beside PAG's: the blue square
+    stays a blue square in the centre (tests/test_embedded_model.py), and the extension's keys are in the infotext;
+    with the step cache too it is refused with a message."""
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill("a large blue square in the center on a white background")
+    page.locator("#txt2img_sag_options").get_by_text("SAG blur and mask", exact=True).click()
+    set_numbers(page, {"txt2img_seed": 0, "txt2img_sag_scale": 0.75, "txt2img_sag_blur_sigma": 2,
+                       "txt2img_sag_threshold": 0.8})
+    try:
+        infotext = generate_in(page, "txt2img")
+        assert "SAG Guidance Scale: 0.75, SAG Blur Sigma: 2, SAG Mask Threshold: 0.8" in infotext, infotext
+        drawn = classify_file(gallery_png(page, "txt2img", tmp_path / "sag.png"))
+        assert (drawn.colour, drawn.shape, drawn.position, drawn.background) == ("blue", "square", "center",
+                                                                                "white"), drawn
+        page.locator("#txt2img_sag_scale").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "embedded-sag.png"), animations="disabled")
+        set_number(page, "txt2img_step_cache", 2)
+        page.locator("#txt2img_generate").click()
+        toast = page.get_by_role("status").filter(has_text="would be Self-Attention Guidance's second call")
+        expect(toast).to_be_visible()
+        toast.get_by_role("button", name="Close", exact=True).click()
+    finally:
+        set_numbers(page, {"txt2img_sag_scale": 0, "txt2img_step_cache": 0, "txt2img_sag_blur_sigma": 1,
+                           "txt2img_sag_threshold": 1})
+
+
 def test_dynamic_thresholding_panel_keeps_a_burning_cfg_scales_red(page, tmp_path):
     """At CFG 25 seed 0's red burns (tests/test_embedded_model.py); Dynamic Thresholding, ticked in its panel at the
     mimic scale 7, keeps it red, and its keys are in the infotext; a CFG schedule set in its advanced options too."""

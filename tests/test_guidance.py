@@ -181,12 +181,13 @@ def test_pag_makes_the_picture_of_diffusers_pag_pipelines(build, reference, scal
     assert {type(p).__name__ for p in pipe.unet.attn_processors.values()} == {"AttnProcessor2_0"}  # put back
 
 
-def test_pag_on_a_unet_without_a_middle_block_is_refused():
-    """KOALA-700M's UNet has no middle block, so nothing for PAG to perturb."""
+@pytest.mark.parametrize("name, field", [("PAG", "pag_scale"), ("SAG", "sag_scale")])
+def test_pag_and_sag_on_a_unet_without_a_middle_block_are_refused(name, field):
+    """KOALA-700M's UNet has no middle block, so nothing for PAG to perturb, no attention map for SAG to read."""
     pipe = build_tiny_sdxl_like(mid_block=False)
-    with pytest.raises(RequestError, match="PAG needs self-attention in the UNet's middle block") as caught:
-        run_pipeline(pipe, small(pag_scale=3.0), [1], latent_output=True)
-    assert caught.value.field == "pag_scale"
+    with pytest.raises(RequestError, match=f"{name} needs self-attention in the UNet's middle block") as caught:
+        run_pipeline(pipe, small(**{field: 0.75}), [1], latent_output=True)
+    assert caught.value.field == field
 
 
 def test_the_infotext_says_what_ran_and_reads_back():
@@ -325,7 +326,13 @@ def test_forges_pag_and_freeu_keys_read_back_where_its_scripts_were_enabled():
     assert off.pag_scale == 0 and not off.freeu
 
 
-def test_a_pag_span_that_ends_before_it_starts_is_refused():
-    with pytest.raises(RequestError, match=r"PAG start \(0.6\) must not come after PAG end \(0.4\)") as caught:
-        small(pag_scale=3.0, pag_start=0.6, pag_end=0.4)
-    assert caught.value.field == "pag_start"
+@pytest.mark.parametrize("values, field, message", [
+    ({"pag_scale": 3.0, "pag_start": 0.6, "pag_end": 0.4}, "pag_start",
+     r"PAG start \(0.6\) must not come after PAG end \(0.4\)"),
+    ({"freeu": True, "freeu_start": 0.5, "freeu_end": 0.2}, "freeu_start",
+     r"FreeU start \(0.5\) must not come after FreeU end \(0.2\)"),
+], ids=["pag", "freeu"])
+def test_a_span_that_ends_before_it_starts_is_refused(values, field, message):
+    with pytest.raises(RequestError, match=message) as caught:
+        small(**values)
+    assert caught.value.field == field

@@ -242,7 +242,8 @@ def test_mixing_or_unusable_options_on_the_wrong_model_are_refused(engine):
         engine.generate(make(prompt="a cat AND a dog"))
     with pytest.raises(RequestError, match="Regional Prompter is not available for Kandinsky 2.2"):
         engine.generate(make(prompt="a cat BREAK a dog", regional_prompter=True))
-    for field, value in (("rescale_cfg", 0.7), ("freeu", True), ("pag_scale", 3), ("tiled_diffusion", True)):
+    for field, value in (("rescale_cfg", 0.7), ("freeu", True), ("pag_scale", 3), ("sag_scale", 0.5),
+                         ("tiled_diffusion", True)):
         with pytest.raises(RequestError, match=" is not available for Kandinsky 2.2") as caught:
             engine.generate(make(**{field: value}))
         assert caught.value.field == field

@@ -24,6 +24,7 @@ from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_LABEL, SKIP_EAR
 from pipelines.sampler_parameters import (ENSD, MAX_UNI_PC_ORDER, NOISE_SCHEDULES, SETTINGS as SAMPLER_SETTINGS, UNI_PC,
                                          UNI_PC_VARIANTS)
 from pipelines.pag import PAG, PAG_SCHEDULE
+from pipelines.sag import SAG, SAG_SETTINGS
 from pipelines.samplers import sampler_names, schedule_type_names
 from pipelines.script_settings import Setting
 from pipelines.step_cache import MAX_INTERVAL as MAX_STEP_CACHE
@@ -217,9 +218,9 @@ def refiner_controls(services, fields: FieldSet) -> None:
 
 
 def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
-    """Sampler, steps, size, batch, CFG (with Rescale CFG, PAG and its schedule, NGMS and Skip Early CFG), the sampler
-    parameters, seed (with a variation seed and seed resize), clip skip, step cache and tiling; returns the helper
-    buttons."""
+    """Sampler, steps, size, batch, CFG (with Rescale CFG, PAG and its schedule, SAG and its blur, NGMS and Skip Early
+    CFG), the sampler parameters, seed (with a variation seed and seed resize), clip skip, step cache and tiling;
+    returns the helper buttons."""
     p = fields.prefix
     with gr.Row():
         fields.add("sampler", gr.Dropdown(sampler_names(), value=defaults.get("sampler", "Euler a"), allow_custom_value=True,
@@ -244,9 +245,14 @@ def sampling_controls(fields: FieldSet, defaults: dict) -> dict[str, gr.Button]:
     with gr.Row():  # under CFG, as Forge Neo's Rescale CFG
         setting_slider(fields, RESCALE, f"{p}_rescale_cfg_scale")
         setting_slider(fields, PAG, f"{p}_pag_scale")
-    with gr.Accordion("PAG attenuation and steps", open=False, elem_id=f"{p}_pag_schedule"):  # Forge's later script's
-        with gr.Row():
+        setting_slider(fields, SAG, f"{p}_sag_scale")
+    with gr.Row():
+        # Forge's later script's
+        with gr.Accordion("PAG attenuation and steps", open=False, elem_id=f"{p}_pag_schedule"):
             for setting in PAG_SCHEDULE:
+                setting_slider(fields, setting, f"{p}_{setting.field}")
+        with gr.Accordion("SAG blur and mask", open=False, elem_id=f"{p}_sag_options"):  # the extension's, Forge's
+            for setting in SAG_SETTINGS[1:]:
                 setting_slider(fields, setting, f"{p}_{setting.field}")
     with gr.Row():  # A1111's Optimizations and Sampler parameters settings set their defaults
         with gr.Column():

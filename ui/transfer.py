@@ -14,6 +14,7 @@ from pipelines.dynamic_thresholding import FIELDS as DT_FIELDS
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
 from pipelines.negative_guidance import NGMS, NGMS_ALL, SKIP_EARLY
 from pipelines.pag import PAG_SETTINGS
+from pipelines.sag import SAG_SETTINGS
 from pipelines.infotext import parse_infotext
 from pipelines.registry import TITLE
 from pipelines.sampler_parameters import ENSD, SETTINGS as SAMPLER_SETTINGS, UNI_PC
@@ -35,7 +36,8 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                "initial_noise_multiplier", EXTRA_NOISE.field, "color_correction", "soft_inpainting",
                *(setting.field for setting in SOFT_SETTINGS), *REGIONAL_FIELDS, RESCALE.field, NGMS.field,
                NGMS_ALL, SKIP_EARLY.field, "freeu",
-               *(setting.field for setting in (*PAG_SETTINGS, *FREEU_SETTINGS, *SAMPLER_SETTINGS)), "noise_schedule",
+               *(setting.field for setting in (*PAG_SETTINGS, *SAG_SETTINGS, *FREEU_SETTINGS, *SAMPLER_SETTINGS)),
+               "noise_schedule",
                *UNI_PC, ENSD, *TILED_FIELDS, *DT_FIELDS)
 
 
