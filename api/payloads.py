@@ -25,12 +25,12 @@ from pipelines.infotext import parse_infotext
 from pipelines.job_plan import Plan, plan
 from pipelines.negative_guidance import NGMS, NGMS_ALL, NGMS_ALL_KEY, SKIP_EARLY
 from pipelines.pag import PAG, PAG_SCHEDULE, PAG_SETTINGS
-from pipelines.sag import SAG, SAG_SETTINGS
 from pipelines.regions import DIVIDE_MODE
 from pipelines.request import (DYNAMIC_FIELDS, REGIONAL_FIELDS, VERSION, GenerationRequest, number_between,
                                regional_values, with_foreign_keys)
 from pipelines.sampler_parameters import (CHURN, ENSD, ETA_ANCESTRAL, ETA_DDIM, KEYS as SAMPLER_KEYS, NOISE_SCHEDULE,
                                          RHO, SETTINGS as SAMPLER_SETTINGS, SIGMA_MAX, SIGMA_MIN, UNI_PC)
+from pipelines.sag import SAG, SAG_SETTINGS
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
 from pipelines.dynamic_thresholding import (DEFAULTS as DT_DEFAULTS, FIELDS as DT_FIELDS,
