@@ -36,6 +36,7 @@ from .negative_guidance import skipping
 from .pag import perturbed, scale_at
 from .regions import Area
 from .sag import SelfAttentionGuidance, recording
+from .script_settings import share_of
 from .text_encoding import Parts
 from .tiled_diffusion import SPATIAL, Tile, TiledDiffusion, window
 
@@ -91,7 +92,7 @@ class ComposedUNet:
         unprompted = batch - self._images  # the CFG half: 0 without CFG
         inputs = (sample, timestep, encoder_hidden_states, added_cond_kwargs, kwargs)
         skip = skipping(self._calls, guidance, timestep) if unprompted else None
-        share = self._calls / max(guidance.calls() - 1, 1) if guidance.calls else 0.0  # 0 the first call, 1 the last
+        share = share_of(self._calls, guidance.calls()) if guidance.calls else 0.0
         pag = self._pag(share)
         self._calls += 1
         if skip:  # the prompted rows alone, their prediction then in both halves

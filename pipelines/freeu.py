@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .script_settings import ForeignKeys, Setting
+from .script_settings import ForeignKeys, Setting, share_of
 
 ENABLED = "FreeU"  # the infotext key, True when on; the settings follow under their own keys
 SETTINGS = (
@@ -80,7 +80,7 @@ def applied(unets: list, request, progress: Callable[[], tuple[int, int]]) -> It
 
     def active() -> bool:
         step, steps = progress()
-        return request.freeu_start <= step / max(steps - 1, 1) <= request.freeu_end
+        return request.freeu_start <= share_of(step, steps) <= request.freeu_end
 
     stages = ((request.freeu_b1, request.freeu_s1), (request.freeu_b2, request.freeu_s2))
     handles = []

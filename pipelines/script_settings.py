@@ -1,7 +1,7 @@
 """A number an extension's panel sets (soft inpainting's sliders, FreeU's, Rescale CFG, PAG's and SAG's, A1111's NGMS):
 the request field that holds it, the label and infotext key the extension gives it, its default and its slider's
-range, in one place that the request's check, the infotext, the API and the panel all read; and the keys another UI's
-script writes for such numbers."""
+range, in one place that the request's check, the infotext, the API and the panel all read; the keys another UI's
+script writes for such numbers; and the share of a pass that a start or an end setting is measured in."""
 
 from __future__ import annotations
 
@@ -35,3 +35,9 @@ class ForeignKeys:
             return {}
         return {**dict(self.implied), **{setting.key: params[key] for key, setting in zip(self.keys, self.settings)
                                          if key in params}}
+
+
+def share_of(done: int, total: int) -> float:
+    """Where call or step ``done`` (counted from 0) of a pass of ``total`` lies, the share a start and an end (PAG's,
+    FreeU's, Dynamic Thresholding's schedules) are given in: 0 the first, 1 the last."""
+    return done / max(total - 1, 1)
