@@ -18,6 +18,9 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.cfg_rescale import RESCALE
+from pipelines.deep_shrink import DEFAULTS as DS_DEFAULTS, FIELDS as DS_FIELDS, from_infotext as shrink_infotext
+from pipelines.dynamic_thresholding import (DEFAULTS as DT_DEFAULTS, FIELDS as DT_FIELDS,
+                                            from_infotext as thresholding_infotext)
 from pipelines.errors import RequestError
 from pipelines.extras import ExtrasRequest
 from pipelines.freeu import ENABLED as FREEU, SETTINGS as FREEU_SETTINGS, VERSION as FREEU_VERSION
@@ -33,8 +36,6 @@ from pipelines.sampler_parameters import (CHURN, ENSD, ETA_ANCESTRAL, ETA_DDIM, 
 from pipelines.sag import SAG, SAG_SETTINGS
 from pipelines.samplers import normalize
 from pipelines.soft_inpainting import ENABLED as SOFT_INPAINTING, SETTINGS as SOFT_SETTINGS
-from pipelines.dynamic_thresholding import (DEFAULTS as DT_DEFAULTS, FIELDS as DT_FIELDS,
-                                            from_infotext as thresholding_infotext)
 from pipelines.tiled_diffusion import (FIELDS as TILED_FIELDS, METHODS as TILED_METHODS, NUMBERS as TILED_NUMBERS,
                                        SCALE_FACTOR as TILED_SCALE_FACTOR, from_infotext as tiled_values)
 from pipelines.tiling import axes_of
@@ -215,8 +216,11 @@ TILED_SCRIPT = "tiled diffusion"  # the multidiffusion-upscaler extension's
 TILED_SCRIPT_FIELD = f"alwayson_scripts.{TILED_SCRIPT}.args"
 DT_SCRIPT = "dynamic thresholding (cfg scale fix)"  # mcmonkey's extension
 DT_FIELD = f"alwayson_scripts.{DT_SCRIPT}.args"
+DEEP_SHRINK_SCRIPT = "kohya hrfix integrated"  # Forge's, under its first title and its later one
+DEEP_SHRINK_SCRIPTS = (DEEP_SHRINK_SCRIPT, f"{DEEP_SHRINK_SCRIPT} (sd1.x, sd2.x, sdxl)")
 ALWAYS_ON = ("controlnet", SOFT_INPAINTING_SCRIPT, REGIONAL_SCRIPT, DYNAMIC_SCRIPT, FREEU_SCRIPT, FORGE_FREEU_SCRIPT,
-             RESCALE_SCRIPT, PAG_SCRIPT, *FORGE_SAG_SCRIPTS, A1111_SAG_SCRIPT, TILED_SCRIPT, DT_SCRIPT)
+             RESCALE_SCRIPT, PAG_SCRIPT, *FORGE_SAG_SCRIPTS, A1111_SAG_SCRIPT, TILED_SCRIPT, DT_SCRIPT,
+             *DEEP_SHRINK_SCRIPTS)
 # Request fields whose A1111 payload name differs; a PayloadError already names the A1111 field.
 _A1111_FIELDS = {
     "batch_count": "n_iter", "sampler": "sampler_name", "init_image": "init_images",
@@ -241,6 +245,7 @@ _A1111_FIELDS = {
     **{name: DYNAMIC_FIELD for name in DYNAMIC_FIELDS},
     **{name: TILED_SCRIPT_FIELD for name in TILED_FIELDS},
     **{name: DT_FIELD for name in DT_FIELDS},
+    **{name: f"alwayson_scripts.{DEEP_SHRINK_SCRIPT}.args" for name in DS_FIELDS},
 }
 
 
@@ -428,18 +433,37 @@ _TILED_DEFAULTS = (False, TILED_METHODS[0], False, True, 1024, 1024, *(number.de
                    NO_UPSCALER, TILED_SCALE_FACTOR.default, False, 10, 1.0, 1.0, 64, False, False)
 
 
-def dynamic_thresholding_values(payload: Txt2ImgPayload) -> dict[str, Any]:
-    """The extension's ``alwayson_scripts["Dynamic Thresholding (CFG Scale Fix)"].args`` as request fields, in its
-    order: [enabled, mimic scale, threshold percentile, mimic mode, mimic minimum, CFG mode, CFG minimum, scheduler
-    value, separate feature channels, scaling startpoint, variability measure, interpolate phi] (the later ones may
-    be left out)."""
-    args = _always_on_args(payload, DT_SCRIPT)
-    if not isinstance(args, list) or len(args) > len(DT_FIELDS):
-        raise PayloadError(DT_FIELD, "Dynamic Thresholding takes [enabled, mimic scale, threshold percentile, mimic "
-                                     "mode, mimic minimum, CFG mode, CFG minimum, scheduler value, separate feature "
-                                     "channels, scaling startpoint, variability measure, interpolate phi].")
-    values = dict(zip(DT_FIELDS, args))
-    return values if values.get(DT_FIELDS[0]) else {}
+class ListScript(NamedTuple):
+    """An always-on script whose args are request ``fields`` in order, the first one turning it on (the later ones
+    may be left out)."""
+    name: str  # as ``_script`` reads its title
+    title: str
+    fields: tuple[str, ...]
+    labels: str  # its args
+
+
+DT_ARGS = ListScript(DT_SCRIPT, "Dynamic Thresholding", DT_FIELDS,
+                     "enabled, mimic scale, threshold percentile, mimic mode, mimic minimum, CFG mode, CFG minimum, "
+                     "scheduler value, separate feature channels, scaling startpoint, variability measure, "
+                     "interpolate phi")
+_DS_LABELS = ("enabled, block number, downscale factor, start percent, end percent, downscale after skip, downscale "
+              "method, upscale method")
+DEEP_SHRINK_ARGS = (ListScript(DEEP_SHRINK_SCRIPTS[0], "Kohya HRFix Integrated", DS_FIELDS[:-1], _DS_LABELS),
+                    ListScript(DEEP_SHRINK_SCRIPTS[1], "Kohya HRFix Integrated", DS_FIELDS,  # the later one's
+                               f"{_DS_LABELS}, second phase"))
+
+
+def list_values(payload: Txt2ImgPayload, scripts: tuple[ListScript, ...]) -> dict[str, Any]:
+    """The request fields of the first of ``scripts`` the payload enables: mcmonkey's Dynamic Thresholding, Forge's
+    Kohya HRFix (Deep Shrink) under either title."""
+    for script in scripts:
+        args = _always_on_args(payload, script.name)
+        if not isinstance(args, list) or len(args) > len(script.fields):
+            raise PayloadError(f"alwayson_scripts.{script.name}.args", f"{script.title} takes [{script.labels}].")
+        values = dict(zip(script.fields, args))
+        if values.get(script.fields[0]):
+            return values
+    return {}
 
 
 def tiled_diffusion_values(payload: Txt2ImgPayload, init_image=None) -> dict[str, Any]:
@@ -538,9 +562,11 @@ def apply_infotext(payload: Txt2ImgPayload) -> Txt2ImgPayload:
         scripts[REGIONAL_SCRIPT] = {"args": [True, False, DIVIDE_MODE, regional.get("rp_splitting"), None, None,
                                              regional.get("rp_ratios"), regional.get("rp_base_ratios"),
                                              regional.get("rp_use_base"), regional.get("rp_use_common")]}
-    thresholding = thresholding_infotext(params)
-    if thresholding and not _always_on_args(payload, DT_SCRIPT):
-        scripts[DT_SCRIPT] = {"args": [True, *(thresholding.get(name, DT_DEFAULTS[name]) for name in DT_FIELDS[1:])]}
+    for read, defaults, given in ((thresholding_infotext(params), DT_DEFAULTS, (DT_ARGS,)),
+                                  (shrink_infotext(params), DS_DEFAULTS, DEEP_SHRINK_ARGS)):
+        if read and not any(_always_on_args(payload, script.name) for script in given):
+            script = given[-1]
+            scripts[script.name] = {"args": [True, *(read.get(name, defaults[name]) for name in script.fields[1:])]}
     tiled = tiled_values(params)
     if tiled and not _always_on_args(payload, TILED_SCRIPT):  # at the infotext's size unless it kept the input's
         scripts[TILED_SCRIPT] = {"args": [True, tiled.get("td_method", TILED_METHODS[0]), False,
@@ -705,7 +731,8 @@ def to_requests(payload: Txt2ImgPayload, options) -> tuple[Plan, list[Generation
         **setting_values(payload, RESCALE_ARGS),
         **scale_values(payload, (PAG_ARGS,)),
         **scale_values(payload, SAG_ARGS),
-        **dynamic_thresholding_values(payload),
+        **list_values(payload, (DT_ARGS,)),
+        **list_values(payload, DEEP_SHRINK_ARGS),
         "mix": mix_items(payload),
         "step_cache": override.get("step_cache", 0),  # Easel's fast mode (pipelines/step_cache.py)
         "tiling": bool(payload.tiling),

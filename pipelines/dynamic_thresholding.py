@@ -23,7 +23,7 @@ import torch
 
 from .errors import RequestError
 from .samplers import NoiseLevel
-from .script_settings import Setting
+from .script_settings import Setting, switched_values
 
 MODES = ("Constant", "Linear Down", "Cosine Down", "Half Cosine Down", "Linear Up", "Cosine Up", "Half Cosine Up",
          "Power Up", "Power Down", "Linear Repeating", "Cosine Repeating", "Sawtooth")
@@ -148,13 +148,7 @@ class DynamicThresholding:
 
 def from_infotext(params: Mapping[str, str]) -> dict[str, Any]:
     """The request fields of the extension's infotext keys, when it was on."""
-    if params.get(ENABLED) != "True":
-        return {}
-    values: dict[str, Any] = {"dynamic_thresholding": True}
-    for name, key in KEYS.items():
-        if key in params:
-            values[name] = params[key] == "True" if name == "dt_separate_feature_channels" else params[key]
-    return values
+    return switched_values(params, ENABLED, "dynamic_thresholding", KEYS, ("dt_separate_feature_channels",))
 
 
 # The request's fields in the extension's API order: [enabled, mimic scale, threshold percentile, mimic mode, mimic

@@ -27,7 +27,7 @@ import torch
 from diffusers.utils.torch_utils import get_module_execution_device
 from PIL import Image
 
-from . import freeu, kandinsky, speed, step_cache
+from . import deep_shrink, freeu, kandinsky, speed, step_cache
 from .conditioning import StepConditioning
 from .controlnet import Controls
 from .embeddings import EmbeddingLibrary
@@ -82,6 +82,7 @@ def run_pipeline(pipe, request: GenerationRequest, seeds: list[int], *, images: 
     with controls.applied(conditioning.unets[0], guided, progress) if controls else nullcontext(), \
             step_cache.cached(pipe, request.step_cache), conditioning.restoring(pipe), \
             freeu.applied(conditioning.unets, request, progress), \
+            deep_shrink.applied(conditioning.unets, request.shrink), \
             shaping(pipe, request, seeds, generators, task, picture=images is not None):
         result = pipe(
             **conditioning.first.kwargs,

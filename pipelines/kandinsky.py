@@ -171,6 +171,8 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> None:
                                              "also predicts its noise's variance): set it to 0."),
         (request.freeu, "freeu", "FreeU is not available for Kandinsky 2.2 models (its stages are SD's and SDXL's "
                                  "UNet blocks): turn it off."),
+        (request.deep_shrink, "deep_shrink", "Deep Shrink is not available for Kandinsky 2.2 models (its blocks are "
+                                             "SD's and SDXL's UNet blocks): turn it off."),
         (request.dynamic_thresholding, "dynamic_thresholding", "Dynamic Thresholding is not available for Kandinsky "
                                                                "2.2 models (its decoder also predicts its noise's "
                                                                "variance): turn it off."),

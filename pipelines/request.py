@@ -17,6 +17,9 @@ from typing import Any, Mapping
 from . import infotext as infotext_format
 from .cfg_rescale import RESCALE
 from .controlnet import ControlUnit
+from .deep_shrink import (BLOCK as DS_BLOCK, DEFAULTS as DS_DEFAULTS, END as DS_END, FIELDS as DS_FIELDS,
+                          NUMBERS as DS_NUMBERS, START as DS_START, SWITCHES as DS_SWITCHES, DeepShrink,
+                          check as check_deep_shrink, from_infotext as shrink_values)
 from .dynamic_thresholding import (DEFAULTS as DT_DEFAULTS, FIELDS as DT_FIELDS, NUMBERS as DT_NUMBERS,
                                    DynamicThresholding, check_choices as check_dt_choices,
                                    from_infotext as thresholding_values)
@@ -78,6 +81,7 @@ _INT_RANGES = (
     ("uni_pc_order", "UniPC order", 1, MAX_UNI_PC_ORDER),
     (ENSD, "Eta noise seed delta", 0, MAX_SEED),
     *((number.field, number.label, number.low, number.high) for number in TILED_NUMBERS),
+    (DS_BLOCK.field, f"{DS_BLOCK.label} (Deep Shrink)", DS_BLOCK.low, DS_BLOCK.high),
 )
 EMPTY_MASK = "The mask is empty: mark the part to repaint in white (paint or upload a mask), or outpaint."
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
@@ -295,6 +299,16 @@ class GenerationRequest:
     dt_scaling_startpoint: str = DT_DEFAULTS["dt_scaling_startpoint"]
     dt_variability_measure: str = DT_DEFAULTS["dt_variability_measure"]
     dt_interpolate_phi: float = DT_DEFAULTS["dt_interpolate_phi"]
+    # Deep Shrink (pipelines/deep_shrink.py): on, and Forge's settings
+    deep_shrink: bool = False
+    deep_shrink_block: int = DS_DEFAULTS["deep_shrink_block"]
+    deep_shrink_factor: float = DS_DEFAULTS["deep_shrink_factor"]  # 0: from the size
+    deep_shrink_start: float = DS_DEFAULTS["deep_shrink_start"]
+    deep_shrink_end: float = DS_DEFAULTS["deep_shrink_end"]
+    deep_shrink_after_skip: bool = DS_DEFAULTS["deep_shrink_after_skip"]
+    deep_shrink_downscale: str = DS_DEFAULTS["deep_shrink_downscale"]
+    deep_shrink_upscale: str = DS_DEFAULTS["deep_shrink_upscale"]
+    deep_shrink_phase2: bool = DS_DEFAULTS["deep_shrink_phase2"]
     # Tiled Diffusion (pipelines/tiled_diffusion.py): on, and its method and tiles (in latent pixels)
     tiled_diffusion: bool = False
     td_method: str = TILED_METHODS[0]
@@ -385,7 +399,9 @@ class GenerationRequest:
         for name in ("dynamic_thresholding", "dt_separate_feature_channels"):
             set_(self, name, bool(getattr(self, name)))
         check_dt_choices({name: getattr(self, name) for name in DT_FIELDS})
-        for start, end in ((PAG_START, PAG_END), FREEU_SETTINGS[4:6]):  # spans, as shares of the pass
+        self._check_deep_shrink()
+        # spans, of a pass (PAG's, FreeU's) or of the noise schedule (Deep Shrink's)
+        for start, end in ((PAG_START, PAG_END), FREEU_SETTINGS[4:6], (DS_START, DS_END)):
             if getattr(self, start.field) > getattr(self, end.field):
                 raise RequestError(f"{start.key} ({getattr(self, start.field):g}) must not come after {end.key} "
                                    f"({getattr(self, end.field):g}).", start.field)
@@ -414,6 +430,21 @@ class GenerationRequest:
         set_(self, "adapters", tuple(self.adapters))
         set_(self, "extensions", MappingProxyType(dict(self.extensions)))
         self._check_scripts()
+
+    def _check_deep_shrink(self) -> None:
+        """Deep Shrink's settings, checked whether or not it is on, and what it cannot join: SAG (its map has the
+        middle block's size, which Deep Shrink changes) and the step cache (its kept features would have another
+        size)."""
+        self._check_settings(DS_NUMBERS[1:], "Deep Shrink")
+        for name in ("deep_shrink", *DS_SWITCHES):
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        check_deep_shrink({name: getattr(self, name) for name in DS_FIELDS})
+        if self.deep_shrink and self.sag_scale:
+            raise RequestError("Self-Attention Guidance reads a map the size of the UNet's middle block, which Deep "
+                               "Shrink changes: set SAG scale to 0, or turn Deep Shrink off.", SAG.field)
+        if self.deep_shrink and self.step_cache > 1:
+            raise RequestError("The step cache keeps one UNet call's features for the next, which Deep Shrink may "
+                               "make at another size: set the step cache to 0, or turn Deep Shrink off.", "step_cache")
 
     def _check_settings(self, settings: tuple, owner: str = "") -> None:
         """An extension's numbers in its sliders' ranges, checked whether or not it is on (soft inpainting's too
@@ -477,6 +508,11 @@ class GenerationRequest:
     def sag(self) -> SelfAttentionGuidance | None:
         """Self-Attention Guidance's settings while its scale is not 0."""
         return SelfAttentionGuidance(*(getattr(self, s.field) for s in SAG_SETTINGS)) if self.sag_scale else None
+
+    @property
+    def shrink(self) -> DeepShrink | None:
+        """Deep Shrink's settings while it is on."""
+        return DeepShrink(*(getattr(self, name) for name in DS_FIELDS[1:])) if self.deep_shrink else None
 
     @property
     def tiles(self) -> TiledDiffusion | None:
@@ -649,7 +685,8 @@ class GenerationRequest:
         """The second pass of hires fix as a request of its own (the engine feeds it the upscaled first pass).
 
         As in A1111, explicit hires steps are the steps actually run, so the img2img pass is asked for
-        steps / strength; otherwise it runs steps x strength like any img2img."""
+        steps / strength; otherwise it runs steps x strength like any img2img. Deep Shrink composes the first pass
+        and is left out of the second, as Forge's later script leaves it."""
         width, height = self.hires_size
         steps = self.steps
         if self.hr_second_pass_steps:
@@ -659,7 +696,8 @@ class GenerationRequest:
                                "denoising_strength")
         return replace(self, enable_hr=False, firstpass_image=None, width=width, height=height, steps=steps,
                        sampler=self.hr_sampler_name or self.sampler, scheduler=self.hr_scheduler or self.scheduler,
-                       prompt=self.hr_prompt or self.prompt, negative_prompt=self.hr_negative_prompt or self.negative_prompt)
+                       prompt=self.hr_prompt or self.prompt,
+                       negative_prompt=self.hr_negative_prompt or self.negative_prompt, deep_shrink=False)
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -767,6 +805,7 @@ class GenerationRequest:
             FREEU: True if self.freeu else None,
             **{setting.key: getattr(self, setting.field) if self.freeu else None for setting in FREEU_SETTINGS},
             **(self.thresholding.infotext() if self.thresholding else {}),
+            **(self.shrink.infotext() if self.shrink else {}),
             **self._regional_params(),
             **(self._inpaint_params() if self.task == "inpaint" else {}),
             **(self._hires_params() if self.enable_hr else {}),
@@ -865,6 +904,7 @@ class GenerationRequest:
         values.update(regional_values(params))
         values.update(tiled_values(params))
         values.update(thresholding_values(params))
+        values.update(shrink_values(params))
         values.update({setting.field: params[setting.key]
                        for setting in (*SOFT_SETTINGS, *FREEU_SETTINGS, RESCALE, *PAG_SETTINGS, *SAG_SETTINGS, NGMS,
                                        SKIP_EARLY, EXTRA_NOISE, *SAMPLER_SETTINGS)

@@ -1,12 +1,13 @@
 """A number an extension's panel sets (soft inpainting's sliders, FreeU's, Rescale CFG, PAG's and SAG's, A1111's NGMS):
 the request field that holds it, the label and infotext key the extension gives it, its default and its slider's
 range, in one place that the request's check, the infotext, the API and the panel all read; the keys another UI's
-script writes for such numbers; and the share of a pass that a start or an end setting is measured in."""
+script writes for such numbers; an extension's infotext keys read back; and the share of a pass that a start or an
+end setting is measured in."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,16 @@ class ForeignKeys:
             return {}
         return {**dict(self.implied), **{setting.key: params[key] for key, setting in zip(self.keys, self.settings)
                                          if key in params}}
+
+
+def switched_values(params: Mapping[str, str], enabled: str, switch: str, keys: Mapping[str, str],
+                    flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request fields of an extension's infotext keys (``keys``: field -> key; ``flags``' fields read as True or
+    False) and its ``switch`` on, when its ``enabled`` key says it was on (Dynamic Thresholding's, Deep Shrink's)."""
+    if params.get(enabled) != "True":
+        return {}
+    return {switch: True, **{name: params[key] == "True" if name in flags else params[key]
+                             for name, key in keys.items() if key in params}}
 
 
 def share_of(done: int, total: int) -> float:

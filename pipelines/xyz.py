@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 from PIL import Image
 
 from .cfg_rescale import RESCALE
+from .deep_shrink import BLOCK as DS_BLOCK, NUMBERS as DS_NUMBERS
 from .engine import GenerationResult, Progress
 from .errors import RequestError
 from .freeu import SETTINGS as FREEU_SETTINGS
@@ -123,6 +124,10 @@ AXES = {axis.label: axis for axis in (
       for setting in FREEU_SETTINGS),
     # the SAG extension's, by its infotext keys
     *(Axis(setting.key, float, _field(setting.field), _labelled(setting.key)) for setting in SAG_SETTINGS),
+    # Forge's Kohya HRFix (Deep Shrink): its numbers turn it on
+    *(Axis(f"[Deep Shrink] {setting.label}", int if setting is DS_BLOCK else float,
+           _field(setting.field, deep_shrink=True), _labelled(setting.label, "d" if setting is DS_BLOCK else "g"))
+      for setting in DS_NUMBERS),
     # the Dynamic Thresholding extension's: a mimic scale turns it on, 0 off
     Axis("[DynThres] Mimic Scale", float, lambda request, value: {"dynamic_thresholding": bool(value),
                                                                    **({"dt_mimic_scale": value} if value else {})},

@@ -391,6 +391,33 @@ def test_self_attention_guidance_as_forges_and_the_extensions_always_on_scripts(
     assert json.loads(again["info"])["infotexts"][0] == infotext
 
 
+def test_deep_shrink_as_forges_always_on_script_under_either_title(alice):
+    """Forge's Kohya HRFix Integrated [enabled, block number, downscale factor, start percent, end percent,
+    downscale after skip, downscale method, upscale method], its later title's with the second phase after them (the
+    left out ones its defaults); its keys in the infotext, read back; a method Easel has not is refused."""
+    def shrink(title: str, args: list) -> str:
+        body = ok(alice.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 5, **SMALL, "width": 96,
+                                                         "height": 96, "alwayson_scripts": {title: {"args": args}}}))
+        return json.loads(body["info"])["infotexts"][0]
+
+    infotext = shrink("Kohya HRFix Integrated (SD1.x, SD2.x, SDXL)",
+                      [True, 2, 1.5, 0, 0.5, False, "area", "bilinear", True])
+    params = parse_infotext(infotext)[2]
+    assert [params[f"kohya_hrfix_{key}"] for key in (
+        "enabled", "block_number", "downscale_factor", "end_percent", "downscale_after_skip", "downscale_method",
+        "upscale_method", "phase2")] == ["True", "2", "1.5", "0.5", "False", "area", "bilinear", "True"]
+    assert "kohya_hrfix_block_number: 3, kohya_hrfix_downscale_factor: 2" in shrink("Kohya HRFix Integrated", [True])
+    assert "kohya_hrfix" not in shrink("Kohya HRFix Integrated", [False, 2])
+    again = ok(alice.post("/sdapi/v1/txt2img", json={"infotext": infotext, **SMALL, "width": 96, "height": 96}))
+    assert json.loads(again["info"])["infotexts"][0] == infotext
+    for args, words in (([True, 3, 2, 0, 0.35, True, "bislerp"], "Downscale Method is one of bicubic"),
+                        ([True, 3, 2, 0, 0.35, True, "bicubic", "bicubic", True], "Kohya HRFix Integrated takes [")):
+        refused = alice.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "alwayson_scripts": {
+            "Kohya HRFix Integrated": {"args": args}}})
+        assert refused.status_code == 422 and words in refused.text, refused.text
+        assert "alwayson_scripts.kohya hrfix integrated.args" in refused.text
+
+
 def test_dynamic_thresholding_as_the_extensions_always_on_script(alice):
     """Its args in the extension's order (the later ones may be left out), its keys in the infotext, read back from
     it; a schedule it does not have is refused, naming its args."""

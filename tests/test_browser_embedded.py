@@ -16,7 +16,7 @@ from browser_support import (ARTIFACTS, GENERATION_TIMEOUT_MS, gallery_png, gene
                              paint_on, pick, set_number, set_numbers, set_text)
 from pipelines.prompt_matrix import PromptMatrix
 from playwright.sync_api import expect
-from training.classify import classify
+from training.classify import classify, patches
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -232,6 +232,36 @@ def test_sag_under_cfg_and_its_blur_panel_keep_what_is_drawn(page, tmp_path):
     finally:
         set_numbers(page, {"txt2img_sag_scale": 0, "txt2img_step_cache": 0, "txt2img_sag_blur_sigma": 1,
                            "txt2img_sag_threshold": 1})
+
+
+def test_deep_shrink_panel_draws_once_what_twice_the_models_size_repeats(page, tmp_path):
+    """At 128 x 128 the model repeats the circle (tests/test_embedded_model.py); Deep Shrink, ticked in its panel
+    with its end percent at 0.7, draws one in the centre, and Forge's keys are in the infotext; with SAG too it is
+    refused with a message."""
+    open_tab(page, "txt2img")
+    page.locator("#txt2img_prompt textarea").fill("a large red circle in the center on a white background")
+    set_numbers(page, {"txt2img_seed": 1, "txt2img_width": 128, "txt2img_height": 128})
+    page.locator("#txt2img_deep_shrink_panel").get_by_text("Kohya HRFix (Deep Shrink)", exact=True).click()
+    page.locator("#txt2img_deep_shrink input").check()
+    set_number(page, "txt2img_deep_shrink_end", 0.7)
+    try:
+        infotext = generate_in(page, "txt2img")
+        assert "kohya_hrfix_enabled: True, kohya_hrfix_block_number: 3, kohya_hrfix_downscale_factor: 2, " \
+               "kohya_hrfix_start_percent: 0, kohya_hrfix_end_percent: 0.7" in infotext, infotext
+        with Image.open(gallery_png(page, "txt2img", tmp_path / "shrunk.png")) as picture:
+            drawn = classify(picture)
+            assert patches(picture, "red") == 1 and (drawn.colour, drawn.position) == ("red", "center"), drawn
+        page.locator("#txt2img_deep_shrink_panel").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "embedded-deep-shrink.png"), animations="disabled")
+        set_number(page, "txt2img_sag_scale", 0.5)
+        page.locator("#txt2img_generate").click()
+        toast = page.get_by_role("status").filter(has_text="Self-Attention Guidance reads a map the size of")
+        expect(toast).to_be_visible()
+        toast.get_by_role("button", name="Close", exact=True).click()
+    finally:
+        page.locator("#txt2img_deep_shrink input").uncheck()
+        set_numbers(page, {"txt2img_sag_scale": 0, "txt2img_deep_shrink_end": 0.35, "txt2img_width": 64,
+                           "txt2img_height": 64})
 
 
 def test_dynamic_thresholding_panel_keeps_a_burning_cfg_scales_red(page, tmp_path):

@@ -243,7 +243,7 @@ def test_mixing_or_unusable_options_on_the_wrong_model_are_refused(engine):
     with pytest.raises(RequestError, match="Regional Prompter is not available for Kandinsky 2.2"):
         engine.generate(make(prompt="a cat BREAK a dog", regional_prompter=True))
     for field, value in (("rescale_cfg", 0.7), ("freeu", True), ("pag_scale", 3), ("sag_scale", 0.5),
-                         ("tiled_diffusion", True)):
+                         ("tiled_diffusion", True), ("deep_shrink", True)):
         with pytest.raises(RequestError, match=" is not available for Kandinsky 2.2") as caught:
             engine.generate(make(**{field: value}))
         assert caught.value.field == field

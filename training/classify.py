@@ -47,6 +47,16 @@ def nearest_colour(rgb: np.ndarray) -> str:
     return _NAMES[int(nearest_labels(rgb))]
 
 
+def patches(image: Image.Image, colour: str, least: int = 8) -> int:
+    """How many separate patches of ``colour`` (by each pixel's nearest named colour; 8-connected, of ``least``
+    pixels or more) a picture has: one for a shape drawn once, several for a shape repeated."""
+    from scipy import ndimage
+
+    labels = nearest_labels(np.asarray(image.convert("RGB"), dtype=np.float64))
+    found, count = ndimage.label(labels == _NAMES.index(colour), structure=np.ones((3, 3)))
+    return int((np.bincount(found.ravel(), minlength=count + 1)[1:] >= least).sum())
+
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 4-connected region of ``mask``."""
     h, w = mask.shape

@@ -546,8 +546,8 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
     """The body every generation tab shares: prompts (with the Networks cards under them) and buttons, the task's
     own inputs above the sampling controls, and the output panel; wired to the engine."""
     # they use this module's icons and fields
-    from . import (controlnet, dynamic_prompts, dynamic_thresholding, img2img_scripts, networks, regions,
-                   tiled_diffusion, xyz_panel)
+    from . import (controlnet, deep_shrink, dynamic_prompts, dynamic_thresholding, img2img_scripts, networks,
+                   regions, tiled_diffusion, xyz_panel)
 
     fields = FieldSet(task)
     with gr.Row():
@@ -570,6 +570,7 @@ def generation_tab(services, model: gr.Dropdown, defaults: dict, task: str,
             wire_token_counters(services, fields)
             refiner_controls(services, fields)
             freeu_controls(fields)
+            deep_shrink.build(fields)
             dynamic_thresholding.build(fields)
             dynamic_prompts.build(services, fields)
             regions.build(fields)

@@ -9,6 +9,7 @@ from typing import Callable
 import gradio as gr
 
 from pipelines.cfg_rescale import RESCALE
+from pipelines.deep_shrink import FIELDS as DS_FIELDS
 from pipelines.errors import EaselError
 from pipelines.dynamic_thresholding import FIELDS as DT_FIELDS
 from pipelines.freeu import SETTINGS as FREEU_SETTINGS
@@ -38,7 +39,7 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "cf
                NGMS_ALL, SKIP_EARLY.field, "freeu",
                *(setting.field for setting in (*PAG_SETTINGS, *SAG_SETTINGS, *FREEU_SETTINGS, *SAMPLER_SETTINGS)),
                "noise_schedule",
-               *UNI_PC, ENSD, *TILED_FIELDS, *DT_FIELDS)
+               *UNI_PC, ENSD, *TILED_FIELDS, *DT_FIELDS, *DS_FIELDS)
 
 
 def _shown(services, name: str, value):
