@@ -6,6 +6,7 @@ the infotext (Forge's keys) and the X/Y/Z axes. What it does to a picture is che
 
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -181,6 +182,24 @@ def test_it_changes_the_first_steps_of_the_pipelines(build):
     late = run_pipeline(pipe, small(width=96, height=96, deep_shrink=True, deep_shrink_block=2, deep_shrink_start=0.5,
                                     deep_shrink_end=0.6), [1], latent_output=True)
     assert torch.equal(late, plain)  # Euler's leading timesteps 751, 501, 251, 1: none at 399.6 to 499.5
+
+
+def test_controlnets_guidance_reaches_the_shrunk_calls_in_a_pass(engine):
+    """Every call shrunk (end percent 1): a unit's residuals still steer the picture, resized to the shrunk sizes,
+    and hires fix's pass (without Deep Shrink) takes the unit's map at its own size."""
+    from PIL import Image, ImageDraw
+
+    circle = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(circle).ellipse((16, 16, 48, 48), fill="red")
+
+    def picture(weight: float, **values):
+        unit = {"model": "tiny-sd-control", "module": "canny", "image": circle, "weight": weight}
+        request = GenerationRequest(prompt="a red circle", width=64, height=64, steps=4, seed=3, deep_shrink=True,
+                                    deep_shrink_block=2, deep_shrink_end=1.0, controlnets=[unit], **values)
+        return np.asarray(engine.generate(request, save=False).images[0], dtype=float)
+
+    assert np.abs(picture(1.0) - picture(0.0)).mean() > 1
+    assert picture(1.0, enable_hr=True, hr_scale=1.5, denoising_strength=0.5).shape == (96, 96, 3)
 
 
 @pytest.mark.parametrize("values, field, words", [
